@@ -1,0 +1,116 @@
+"""Composition root: builds the store, spool, delivery and listeners from a Config, and runs them.
+
+Nothing here is global: everything a component needs is handed to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+
+from postroom.config import Config
+from postroom.delivery.local import LocalDelivery
+from postroom.net import tls
+from postroom.net.listener import Listener, drain_sessions
+from postroom.net.smtp_session import ShutdownFlag, SmtpService
+from postroom.proto.smtp import replies
+from postroom.proto.smtp.server import ServerSettings
+from postroom.queue.spool import Spool
+from postroom.services.ingress import IngressContext
+from postroom.storage.store import Store
+
+log = logging.getLogger("postroom")
+
+SHUTDOWN_GRACE = 30.0
+SMTP_SERVICES = ("smtp", "submission", "submissions")
+
+
+def tls_context(config: Config) -> ssl.SSLContext:
+    if config.tls.cert is not None and config.tls.key is not None:
+        return tls.server_context(config.tls.cert, config.tls.key)
+    cert, key = tls.ensure_self_signed(config.data_dir / "tls", config.hostname)
+    return tls.server_context(cert, key)
+
+
+class MailServer:
+    """The running server: one store, one local delivery worker, the configured listeners."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = Store(
+            config.data_dir,
+            batch_max=config.queue.group_commit_max,
+            batch_wait=config.queue.group_commit_ms / 1000.0,
+        )
+        self.local = LocalDelivery(self.store)
+        self.shutdown_flag = ShutdownFlag()
+        self.listeners: list[Listener] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _settings(self, service: str) -> ServerSettings:
+        limits = self.config.limits
+        return ServerSettings(
+            hostname=self.config.hostname,
+            max_message_size=limits.message_size,
+            max_recipients=limits.recipients,
+            max_line_length=limits.line_length,
+            max_errors=limits.errors_per_session,
+            tls_available=service != "submissions",
+            require_auth=service != "smtp",
+        )
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store.open()
+        context = tls_context(self.config)
+        ingress = IngressContext(self.config, self.store, Spool(self.store), self.local)
+        await self.local.recover()
+        self._tasks.append(asyncio.get_running_loop().create_task(self.local.run()))
+        hostname = self.config.hostname
+        for name, endpoint in self.config.listen.enabled().items():
+            if name not in SMTP_SERVICES:
+                log.warning("service %s is not implemented yet; not started", name)
+                continue
+            service = SmtpService(name, ingress, self._settings(name), context, self.shutdown_flag)
+            listener = Listener(
+                name,
+                endpoint.host,
+                endpoint.port,
+                service.handle,
+                ssl_context=context if name == "submissions" else None,
+                max_per_ip=self.config.limits.connections_per_ip,
+                max_total=self.config.limits.connections,
+                refuse=lambda why: replies.service_unavailable(hostname, why).to_bytes(),
+            )
+            await listener.start()
+            self.listeners.append(listener)
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        log.info("shutting down")
+        self.shutdown_flag.active = True
+        await drain_sessions(self.listeners, grace)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.local.wait_idle(), grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.store.close()
+        log.info("stopped; %s", self.store.stats.summary())
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    server = MailServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    log.info("postroom ready hostname=%s domains=%s", config.hostname, ",".join(config.domains))
+    await stop.wait()
+    await server.stop()

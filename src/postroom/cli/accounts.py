@@ -1,0 +1,147 @@
+"""`postroom user ...` and `postroom alias ...`: accounts and address aliases."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from postroom.cli.main import CliError, database, load
+from postroom.proto.smtp.params import validate_mailbox
+from postroom.proto.smtp.replies import SmtpError
+from postroom.services.accounts import hash_password
+
+
+def check_address(address: str, *, allow_catch_all: bool = False) -> str:
+    if allow_catch_all and address.startswith("@"):
+        return address
+    try:
+        validate_mailbox(address, utf8=True)
+    except SmtpError:
+        raise CliError(f"{address!r} is not a valid mail address (user@domain)") from None
+    return address
+
+
+def read_password(password: str | None, from_stdin: bool) -> str:
+    if password is not None and from_stdin:
+        raise CliError("give --password or --password-stdin, not both")
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if password is not None:
+        return password
+    if not sys.stdin.isatty():
+        raise CliError("no password: use --password P or --password-stdin")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def local_domain_check(domains: tuple[str, ...], address: str) -> None:
+    domain = address.rpartition("@")[2].lower()
+    if domain not in domains:
+        raise CliError(
+            f"{address}: {domain} is not a local domain; add it to 'domains' in the config file"
+        )
+
+
+@click.group()
+def user() -> None:
+    """Manage mail users (login = full address)."""
+
+
+@user.command("add")
+@click.argument("address")
+@click.option("--password", default=None, help="Password (visible in shell history).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.pass_context
+def user_add(ctx: click.Context, address: str, password: str | None, password_stdin: bool) -> None:
+    """Create a user with its mailboxes (INBOX, Sent, Drafts, Trash, Junk, Archive)."""
+    config = load(ctx)
+    check_address(address)
+    local_domain_check(config.domains, address)
+    secret = read_password(password, password_stdin)
+    with database(config) as db:
+        password_hash, scram = hash_password(secret)
+        with db.transaction():
+            db.add_user(address, password_hash, scram)
+    click.echo(f"added {address.lower()}")
+
+
+@user.command("passwd")
+@click.argument("address")
+@click.option("--password", default=None)
+@click.option("--password-stdin", is_flag=True)
+@click.pass_context
+def user_passwd(
+    ctx: click.Context, address: str, password: str | None, password_stdin: bool
+) -> None:
+    """Change a user's password."""
+    config = load(ctx)
+    secret = read_password(password, password_stdin)
+    with database(config) as db:
+        password_hash, scram = hash_password(secret)
+        with db.transaction():
+            db.set_password(address, password_hash, scram)
+    click.echo(f"password changed for {address.lower()}")
+
+
+@user.command("delete")
+@click.argument("address")
+@click.pass_context
+def user_delete(ctx: click.Context, address: str) -> None:
+    """Delete a user and all of their mail."""
+    config = load(ctx)
+    with database(config) as db, db.transaction():
+        db.delete_user(address)
+    click.echo(f"deleted {address.lower()}")
+
+
+@user.command("list")
+@click.pass_context
+def user_list(ctx: click.Context) -> None:
+    """List users."""
+    config = load(ctx)
+    with database(config) as db:
+        for address, created in db.list_users():
+            click.echo(f"{address}\t{time.strftime('%Y-%m-%d %H:%M', time.localtime(created))}")
+
+
+@click.group()
+def alias() -> None:
+    """Manage aliases (one address delivered to several, local or remote)."""
+
+
+@alias.command("add")
+@click.argument("address")
+@click.argument("targets", nargs=-1, required=True)
+@click.pass_context
+def alias_add(ctx: click.Context, address: str, targets: tuple[str, ...]) -> None:
+    """Add TARGETS to alias ADDRESS ("@domain" catches every unknown address there)."""
+    config = load(ctx)
+    check_address(address, allow_catch_all=True)
+    local_domain_check(config.domains, address)
+    for target in targets:
+        check_address(target)
+    with database(config) as db, db.transaction():
+        db.add_alias(address, list(targets))
+    click.echo(f"{address.lower()} -> {', '.join(t.lower() for t in targets)}")
+
+
+@alias.command("delete")
+@click.argument("address")
+@click.pass_context
+def alias_delete(ctx: click.Context, address: str) -> None:
+    """Delete an alias."""
+    config = load(ctx)
+    with database(config) as db, db.transaction():
+        db.delete_alias(address)
+    click.echo(f"deleted alias {address.lower()}")
+
+
+@alias.command("list")
+@click.pass_context
+def alias_list(ctx: click.Context) -> None:
+    """List aliases."""
+    config = load(ctx)
+    with database(config) as db:
+        for address, targets in db.list_aliases().items():
+            click.echo(f"{address} -> {', '.join(targets)}")

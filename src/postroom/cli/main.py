@@ -1,0 +1,131 @@
+"""The `postroom` command: init, serve, user, alias, mailbox, queue.
+
+Every failure the user can cause (bad config, unknown user, unusable password) is one line on
+stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from postroom.config import Config, ConfigError, load_config, render_default_config
+from postroom.services.accounts import PasswordError
+from postroom.storage.database import Database, StoreError
+from postroom.storage.store import DB_NAME
+
+DEFAULT_CONFIG = "postroom.toml"
+
+
+class CliError(click.ClickException):
+    """One clear line, exit status 1."""
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"postroom: error: {self.message}", err=True)
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=lambda: os.environ.get("POSTROOM_CONFIG", DEFAULT_CONFIG),
+    show_default=f"$POSTROOM_CONFIG or ./{DEFAULT_CONFIG}",
+    help="Configuration file (TOML).",
+)
+@click.version_option(package_name="postroom")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path) -> None:
+    """postroom — an all-in-one Internet mail server."""
+    ctx.obj = config_path
+
+
+def load(ctx: click.Context) -> Config:
+    try:
+        return load_config(ctx.obj)
+    except ConfigError as error:
+        raise CliError(str(error)) from None
+
+
+@contextlib.contextmanager
+def database(config: Config) -> Iterator[Database]:
+    try:
+        db = Database(config.data_dir / DB_NAME)
+    except Exception as error:  # sqlite3 errors on an unusable data_dir
+        raise CliError(f"{config.data_dir / DB_NAME}: cannot open the store: {error}") from None
+    try:
+        yield db
+    except (StoreError, PasswordError) as error:
+        raise CliError(str(error)) from None
+    finally:
+        db.close()
+
+
+@cli.command()
+@click.option("--hostname", default="mx.example.test", show_default=True)
+@click.option("--domain", "domains", multiple=True, help="Local domain (repeatable).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.pass_context
+def init(ctx: click.Context, hostname: str, domains: tuple[str, ...], force: bool) -> None:
+    """Write a commented configuration file."""
+    path: Path = ctx.obj
+    if path.exists() and not force:
+        raise CliError(f"{path} already exists; use --force to overwrite it")
+    try:
+        text = render_default_config(hostname, domains or ("example.test",))
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    path.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.pass_context
+def serve(ctx: click.Context, verbose: bool) -> None:
+    """Run the mail server until SIGTERM."""
+    import asyncio
+
+    from postroom.app import serve as run_server
+    from postroom.net.tls import TlsSetupError
+
+    config = load(ctx)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        runner(run_server(config))
+    except TlsSetupError as error:
+        raise CliError(str(error)) from None
+    except OSError as error:
+        raise CliError(f"cannot start: {error}") from None
+
+
+def register(group: click.Group) -> None:
+    from postroom.cli import accounts, mailbox, queue
+
+    group.add_command(accounts.user)
+    group.add_command(accounts.alias)
+    group.add_command(mailbox.mailbox)
+    group.add_command(queue.queue)
+
+
+register(cli)
+
+
+def main() -> None:
+    cli(prog_name="postroom")

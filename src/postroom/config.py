@@ -1,0 +1,698 @@
+"""Configuration: load a TOML file into frozen, validated dataclasses.
+
+Every problem is reported as one :class:`ConfigError` whose message is a single line
+naming the file, the dotted key, what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import ipaddress
+import json
+import math
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from postroom.durations import DURATION_FORMS, format_duration, parse_duration
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "Config",
+    "ConfigError",
+    "Endpoint",
+    "LimitsConfig",
+    "ListenConfig",
+    "QueueConfig",
+    "TlsConfig",
+    "default_config",
+    "load_config",
+    "render_default_config",
+]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str(error)`` is one line: ``path: key: problem; fix``.
+
+    *key* is the dotted key (``limits.message_size``) or, for problems with the file
+    as a whole, a position such as ``line 3, column 9``; it is omitted when ``None``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], key: str | None, problem: str, fix: str):
+        super().__init__(path, key, problem, fix)
+        self.path = str(path)
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        where = self.path if self.key is None else f"{self.path}: {self.key}"
+        return _one_line(f"{where}: {self.problem}; {self.fix}")
+
+
+class _Invalid(ValueError):
+    """A value problem not yet tied to a file and key (becomes a ConfigError)."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+        self.fix = fix
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _show(value: object) -> str:
+    """Describe a TOML value briefly, on one line, for an error message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = repr(value)
+        return shown if len(shown) <= 60 else shown[:56] + "...'"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a date/time ({value})"
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+_PORT_FIX = "use a port from 0 to 65535 (0 picks a free port)"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A listening address. *host* has no brackets (``::1``); ``str()`` adds them back."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ValueError("endpoint host must not be empty")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise TypeError("endpoint port must be an integer")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range; {_PORT_FIX}")
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """Parse ``host:port`` or ``[ipv6]:port``; raises ValueError (``problem; fix``)."""
+        example = 'write "host:port" such as "127.0.0.1:2525" or "[::1]:2525"'
+        text = text.strip()
+        if text.startswith("["):
+            close = text.find("]")
+            if close == -1 or text[close + 1 : close + 2] != ":":
+                raise _Invalid(f"{text!r} is not a valid [ipv6]:port address", example)
+            host, port_text = text[1:close], text[close + 2 :]
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise _Invalid(f"{host!r} is not an IPv6 address", example) from None
+        else:
+            host, sep, port_text = text.rpartition(":")
+            if not sep or not host:
+                raise _Invalid(f"{text!r} has no host:port", example)
+            if ":" in host:
+                raise _Invalid(
+                    f"{text!r} is ambiguous", "put IPv6 addresses in brackets, such as [::1]:2525"
+                )
+            if not _is_hostname(host):
+                raise _Invalid(f"{host!r} is not a valid host name or IPv4 address", example)
+        if not port_text.isascii() or not port_text.isdigit():
+            raise _Invalid(f"port {port_text!r} is not a number", example)
+        port = int(port_text)
+        if port > 65535:
+            raise _Invalid(f"port {port} is out of range", _PORT_FIX)
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """Where each service listens; ``None`` means the service is not started."""
+
+    smtp: Endpoint | None = None
+    submission: Endpoint | None = None
+    submissions: Endpoint | None = None
+    imap: Endpoint | None = None
+    imaps: Endpoint | None = None
+    pop3: Endpoint | None = None
+    pop3s: Endpoint | None = None
+
+    def enabled(self) -> dict[str, Endpoint]:
+        """The services to start, by name, in declaration order."""
+        result: dict[str, Endpoint] = {}
+        for f in fields(self):
+            endpoint = getattr(self, f.name)
+            if endpoint is not None:
+                result[f.name] = endpoint
+        return result
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Certificate chain and private key (absolute paths), or neither for a generated one."""
+
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Per-message and per-session resource limits."""
+
+    message_size: int = 52428800
+    recipients: int = 1000  # per transaction
+    line_length: int = 4096  # max command line incl. CRLF (RFC 5321 §4.5.3.1.4 minimum is 512)
+    command_timeout: float = 300.0  # seconds, RFC 5321 §4.5.3.2.7 (5 minutes)
+    data_timeout: float = 600.0  # seconds, between data blocks (RFC 5321 §4.5.3.2.6 is 3 min)
+    connections_per_ip: int = 20
+    connections: int = 1000  # total concurrent SMTP sessions
+    errors_per_session: int = 20  # after this many error replies the session is closed with 421
+    received_headers: int = 50  # more Received: headers than this → mail loop 554 5.4.6
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Queue durability tuning: how long/how many writes to batch into one fsync."""
+
+    group_commit_ms: float = 2.0
+    group_commit_max: int = 256
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole server configuration."""
+
+    path: Path  # the file it came from (absolute)
+    hostname: str
+    data_dir: Path  # absolute
+    domains: tuple[str, ...]
+    listen: ListenConfig
+    tls: TlsConfig
+    limits: LimitsConfig
+    queue: QueueConfig
+
+
+DEFAULT_LISTEN: dict[str, str] = {
+    "smtp": "127.0.0.1:2525",
+    "submission": "127.0.0.1:2587",
+    "submissions": "127.0.0.1:2465",
+}
+
+_DEFAULT_DATA_DIR = "./postroom-data"
+_DEFAULT_DOMAINS: tuple[str, ...] = ("localhost",)
+_MAX_GROUP_COMMIT_MS = 1000.0
+_MIN_LINE_LENGTH = 512
+
+_TOP_KEYS = ("hostname", "data_dir", "domains", "listen", "tls", "limits", "queue")
+_LISTEN_KEYS = tuple(f.name for f in fields(ListenConfig))
+_TLS_KEYS = ("cert", "key")
+_LIMITS_KEYS = tuple(f.name for f in fields(LimitsConfig))
+_QUEUE_KEYS = tuple(f.name for f in fields(QueueConfig))
+_LIMITS_DURATIONS = frozenset({"command_timeout", "data_timeout"})
+
+
+# --------------------------------------------------------------------------- validators
+# Each takes a raw TOML value and returns the typed value or raises _Invalid.
+
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _is_hostname(name: str) -> bool:
+    name = name.lower().removesuffix(".")
+    if not name or len(name) > 253 or not name.isascii():
+        return False
+    return all(_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _domain(value: object, example: str) -> str:
+    fix = f"write a domain name of letters, digits, hyphens and dots, such as {example}"
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string, got {_show(value)}", fix)
+    name = value.strip().lower().removesuffix(".")
+    if name and not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise _Invalid(f"{value!r} is not a valid internationalised domain", fix) from None
+    if not _is_hostname(name):
+        raise _Invalid(f"{value!r} is not a valid domain name", fix)
+    return name
+
+
+def _hostname(value: object) -> str:
+    return _domain(value, '"mx.example.com"')
+
+
+def _domains(value: object) -> tuple[str, ...]:
+    fix = 'write an array of domain names such as ["example.com", "example.org"]'
+    if not isinstance(value, list):
+        raise _Invalid(f"must be an array of strings, got {_show(value)}", fix)
+    if not value:
+        raise _Invalid("must list at least one domain", fix)
+    result: list[str] = []
+    for index, item in enumerate(value):
+        try:
+            name = _domain(item, '"example.com"')
+        except _Invalid as exc:
+            raise _Invalid(f"entry {index + 1}: {exc.problem}", exc.fix) from None
+        if name not in result:
+            result.append(name)
+    return tuple(result)
+
+
+def _path_string(value: object, example: str) -> str:
+    fix = f"write a path string such as {example}"
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string, got {_show(value)}", fix)
+    if not value.strip():
+        raise _Invalid("must not be empty", fix)
+    if "\0" in value:
+        raise _Invalid("must not contain NUL characters", fix)
+    return value
+
+
+def _endpoint(value: object, default: str) -> Endpoint:
+    if not isinstance(value, str):
+        raise _Invalid(
+            f'must be a "host:port" string, got {_show(value)}', f'write it like "{default}"'
+        )
+    return Endpoint.parse(value)
+
+
+def _positive_int(value: object, default: int, minimum: int = 1) -> int:
+    what = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+    fix = f"write a whole number such as {default}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"must be {what}, got {_show(value)}", fix)
+    if value < minimum:
+        raise _Invalid(f"must be {what}, got {value}", fix)
+    return value
+
+
+def _size(value: object, default: int) -> int:
+    fix = f"write a byte count such as {default}"
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _Invalid(f"must be a positive integer, got {_show(value)}", fix)
+    return value
+
+
+def _timeout(value: object, default: float) -> float:
+    fix = f'write {DURATION_FORMS} (default "{format_duration(default)}")'
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _Invalid(f"must be a duration, got {_show(value)}", fix)
+    try:
+        seconds = parse_duration(value)
+    except (TypeError, ValueError):
+        raise _Invalid(f"must be a duration, got {_show(value)}", fix) from None
+    if seconds <= 0:
+        raise _Invalid(f"must be longer than zero, got {_show(value)}", fix)
+    return seconds
+
+
+def _milliseconds(value: object, default: float) -> float:
+    fix = f"write a number of milliseconds from 0 to {_MAX_GROUP_COMMIT_MS:g}, such as {default:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"must be a number of milliseconds, got {_show(value)}", fix)
+    if not math.isfinite(value) or not 0 <= value <= _MAX_GROUP_COMMIT_MS:
+        raise _Invalid(f"is out of range, got {_show(value)}", fix)
+    return float(value)
+
+
+# --------------------------------------------------------------------------- loading
+
+_T = TypeVar("_T")
+
+
+class _Reader:
+    """Validates one parsed TOML document, turning _Invalid into ConfigError."""
+
+    def __init__(self, shown_path: str, config_path: Path):
+        self.shown = shown_path
+        self.path = config_path
+        self.base = config_path.parent
+
+    def error(self, key: str | None, problem: str, fix: str) -> ConfigError:
+        return ConfigError(self.shown, key, problem, fix)
+
+    def check(self, key: str, convert: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return convert(*args)
+        except _Invalid as exc:
+            raise self.error(key, exc.problem, exc.fix) from None
+
+    def table(self, doc: Mapping[str, Any], name: str, known: Sequence[str]) -> dict[str, Any]:
+        value = doc.get(name, {})
+        if not isinstance(value, dict):
+            raise self.error(
+                name, f"must be a table, got {_show(value)}", f"write it as a [{name}] section"
+            )
+        self.unknown_keys(value, known, prefix=f"{name}.", section=f"in [{name}]")
+        return value
+
+    def unknown_keys(
+        self, table: Mapping[str, Any], known: Sequence[str], prefix: str, section: str
+    ) -> None:
+        for key in table:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or [
+                name for name in known if key and (key.startswith(name) or name.startswith(key))
+            ]
+            if close:
+                fix = f"did you mean {prefix}{close[0]}?"
+            else:
+                fix = f"remove it or use one of the keys allowed {section}: {', '.join(known)}"
+            shown_key = key or '""'
+            raise self.error(f"{prefix}{shown_key}", "unknown key", fix)
+
+    def resolve(self, text: str) -> Path:
+        path = Path(text).expanduser()
+        return Path(os.path.normpath(self.base / path))
+
+    def build(self, doc: Mapping[str, Any]) -> Config:
+        self.unknown_keys(doc, _TOP_KEYS, prefix="", section="at the top level")
+
+        if "hostname" in doc:
+            hostname = self.check("hostname", _hostname, doc["hostname"])
+        else:
+            hostname = _default_hostname()
+        data_dir = self.resolve(
+            self.check(
+                "data_dir",
+                _path_string,
+                doc.get("data_dir", _DEFAULT_DATA_DIR),
+                '"/var/lib/postroom"',
+            )
+        )
+        domains = _DEFAULT_DOMAINS
+        if "domains" in doc:
+            domains = self.check("domains", _domains, doc["domains"])
+
+        return Config(
+            path=self.path,
+            hostname=hostname,
+            data_dir=data_dir,
+            domains=domains,
+            listen=self.listen(doc),
+            tls=self.tls(doc),
+            limits=self.limits(doc),
+            queue=self.queue(doc),
+        )
+
+    def listen(self, doc: Mapping[str, Any]) -> ListenConfig:
+        raw = self.table(doc, "listen", _LISTEN_KEYS) if "listen" in doc else DEFAULT_LISTEN
+        endpoints: dict[str, Endpoint] = {}
+        used: dict[tuple[str, int], str] = {}
+        for name in _LISTEN_KEYS:  # fixed order so duplicate reports are stable
+            if name not in raw:
+                continue
+            key = f"listen.{name}"
+            example = DEFAULT_LISTEN.get(name, f"127.0.0.1:{_EXAMPLE_PORTS[name]}")
+            endpoint = self.check(key, _endpoint, raw[name], example)
+            if endpoint.port != 0:
+                slot = (endpoint.host.lower(), endpoint.port)
+                if slot in used:
+                    raise self.error(
+                        key,
+                        f"{endpoint} is already used by listen.{used[slot]}",
+                        "give each service its own port",
+                    )
+                used[slot] = name
+            endpoints[name] = endpoint
+        return ListenConfig(**endpoints)
+
+    def tls(self, doc: Mapping[str, Any]) -> TlsConfig:
+        raw = self.table(doc, "tls", _TLS_KEYS)
+        paths: dict[str, Path] = {}
+        for name in _TLS_KEYS:
+            if name in raw:
+                example = f'"tls/{name}.pem"'
+                text = self.check(f"tls.{name}", _path_string, raw[name], example)
+                paths[name] = self.resolve(text)
+        if len(paths) == 1:
+            present = next(iter(paths))
+            missing = "key" if present == "cert" else "cert"
+            raise self.error(
+                f"tls.{missing}",
+                f"missing while tls.{present} is set",
+                "set both tls.cert and tls.key, or neither to use a generated self-signed "
+                "certificate",
+            )
+        return TlsConfig(cert=paths.get("cert"), key=paths.get("key"))
+
+    def limits(self, doc: Mapping[str, Any]) -> LimitsConfig:
+        raw = self.table(doc, "limits", _LIMITS_KEYS)
+        defaults = LimitsConfig()
+        values: dict[str, Any] = {}
+        for name in _LIMITS_KEYS:
+            if name not in raw:
+                continue
+            default = getattr(defaults, name)
+            value = raw[name]
+            convert: Callable[[], Any]
+            if name in _LIMITS_DURATIONS:
+                convert = functools.partial(_timeout, value, default)
+            elif name == "message_size":
+                convert = functools.partial(_size, value, default)
+            elif name == "line_length":
+                convert = functools.partial(_positive_int, value, default, _MIN_LINE_LENGTH)
+            else:
+                convert = functools.partial(_positive_int, value, default)
+            values[name] = self.check(f"limits.{name}", convert)
+        return LimitsConfig(**values)
+
+    def queue(self, doc: Mapping[str, Any]) -> QueueConfig:
+        raw = self.table(doc, "queue", _QUEUE_KEYS)
+        defaults = QueueConfig()
+        values: dict[str, Any] = {}
+        if "group_commit_ms" in raw:
+            values["group_commit_ms"] = self.check(
+                "queue.group_commit_ms",
+                _milliseconds,
+                raw["group_commit_ms"],
+                defaults.group_commit_ms,
+            )
+        if "group_commit_max" in raw:
+            values["group_commit_max"] = self.check(
+                "queue.group_commit_max",
+                _positive_int,
+                raw["group_commit_max"],
+                defaults.group_commit_max,
+            )
+        return QueueConfig(**values)
+
+
+_EXAMPLE_PORTS = {
+    "smtp": 2525,
+    "submission": 2587,
+    "submissions": 2465,
+    "imap": 1143,
+    "imaps": 1993,
+    "pop3": 1110,
+    "pop3s": 1995,
+}
+
+_TOML_POSITION = re.compile(r"\s*\(at (line \d+, column \d+|end of document)\)\s*$")
+
+
+@functools.cache
+def _default_hostname() -> str:
+    try:
+        name = socket.getfqdn()
+    except OSError:
+        return "localhost"
+    try:
+        return _hostname(name)
+    except _Invalid:
+        return "localhost"
+
+
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
+def load_config(path: Path) -> Config:
+    """Read, parse and validate the TOML configuration file at *path*.
+
+    Raises :class:`ConfigError` (a one-line message) for any problem.
+    """
+    shown = os.fspath(path)
+    try:
+        with open(_absolute(path), "rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            shown, None, "file not found", "create it with `postroom init` or pass the right path"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            shown, None, "is a directory, not a file", "pass the path of the TOML file itself"
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            shown, None, "permission denied", "make the file readable by the postroom user"
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            shown, None, f"cannot read file: {reason}", "check the path and the disk"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            shown,
+            f"byte {exc.start}",
+            "file is not valid UTF-8",
+            "save the file as UTF-8 text",
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = _TOML_POSITION.search(message)
+        where = match.group(1) if match else None
+        detail = message[: match.start()] if match else message
+        detail = detail[:1].lower() + detail[1:]
+        raise ConfigError(
+            shown,
+            where,
+            f"TOML syntax error: {detail}",
+            'check that line: strings need double quotes (hostname = "mx.example.com"), '
+            "sections are written [name], and each key appears once",
+        ) from None
+    return _Reader(shown, _absolute(path)).build(doc)
+
+
+def default_config(path: Path) -> Config:
+    """The configuration :func:`load_config` would return for an empty file at *path*."""
+    return _Reader(os.fspath(path), _absolute(path)).build({})
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _toml_string(text: str) -> str:
+    # JSON string escapes are a subset of TOML basic-string escapes.
+    return json.dumps(text, ensure_ascii=False)
+
+
+def render_default_config(
+    hostname: str = "mx.example.test", domains: Sequence[str] = ("example.test",)
+) -> str:
+    """The commented TOML file that ``postroom init`` writes; it loads with :func:`load_config`.
+
+    Raises ValueError if *hostname* or *domains* are not valid domain names.
+    """
+    if isinstance(domains, str):
+        raise TypeError("domains must be a sequence of domain names, not a single string")
+    host = _hostname(hostname)
+    names = _domains(list(domains))
+    limits = LimitsConfig()
+    queue = QueueConfig()
+    domain_list = ", ".join(_toml_string(name) for name in names)
+
+    def line(key: str, value: str, comment: str, prefix: str = "") -> str:
+        return f"{prefix}{key} = {value}".ljust(32) + f"  # {comment}"
+
+    def section(rows: Sequence[tuple[str, str, str]], prefix: str = "") -> str:
+        return "\n".join(line(*row, prefix=prefix) for row in rows)
+
+    top = section(
+        [
+            ("hostname", _toml_string(host), "this server's public name, used in SMTP greetings"),
+            ("data_dir", _toml_string(_DEFAULT_DATA_DIR), "queue, mailboxes and generated keys"),
+            ("domains", f"[{domain_list}]", "domains whose mail is delivered to mailboxes here"),
+        ]
+    )
+    listen_comments = {
+        "smtp": "mail from other servers (usually port 25)",
+        "submission": "mail from your users, STARTTLS (usually 587)",
+        "submissions": "mail from your users, implicit TLS (usually 465)",
+    }
+    listen = section(
+        [(name, _toml_string(addr), listen_comments[name]) for name, addr in DEFAULT_LISTEN.items()]
+    )
+    listen_later = section(
+        [
+            ("imap", '"127.0.0.1:1143"', "IMAP, STARTTLS (usually 143); not available yet"),
+            ("imaps", '"127.0.0.1:1993"', "IMAP, implicit TLS (usually 993); not available yet"),
+            ("pop3", '"127.0.0.1:1110"', "POP3, STARTTLS (usually 110); not available yet"),
+            ("pop3s", '"127.0.0.1:1995"', "POP3, implicit TLS (usually 995); not available yet"),
+        ],
+        prefix="# ",
+    )
+    tls = section(
+        [
+            ("cert", '"tls/fullchain.pem"', "certificate chain, PEM (set both cert and key)"),
+            ("key", '"tls/privkey.pem"', "private key of that certificate, PEM"),
+        ],
+        prefix="# ",
+    )
+    limit_rows = [
+        ("message_size", str(limits.message_size), "largest accepted message, in bytes"),
+        ("recipients", str(limits.recipients), "most recipients in one mail transaction"),
+        ("line_length", str(limits.line_length), "longest command line incl. CRLF (min 512)"),
+        (
+            "command_timeout",
+            _toml_string(format_duration(limits.command_timeout)),
+            "how long to wait for the next command",
+        ),
+        (
+            "data_timeout",
+            _toml_string(format_duration(limits.data_timeout)),
+            "how long to wait for more message data",
+        ),
+        ("connections_per_ip", str(limits.connections_per_ip), "SMTP sessions per client IP"),
+        ("connections", str(limits.connections), "SMTP sessions in total"),
+        (
+            "errors_per_session",
+            str(limits.errors_per_session),
+            "error replies before closing with 421",
+        ),
+        ("received_headers", str(limits.received_headers), "more Received: headers = mail loop"),
+    ]
+    queue_rows = [
+        ("group_commit_ms", f"{queue.group_commit_ms:g}", "ms to gather writes for one fsync"),
+        ("group_commit_max", str(queue.group_commit_max), "most writes in one fsync"),
+    ]
+    return f"""\
+# postroom configuration. Durations take seconds (300) or strings like "30s", "5m", "1h30m".
+# Relative paths are relative to the directory of this file.
+
+{top}
+
+[listen]
+# "host:port" per service ("[::]:25" for IPv6; port 0 picks a free port).
+# Only the services listed here are started: comment a line out to disable it.
+{listen}
+{listen_later}
+
+[tls]
+# Without cert and key, a self-signed certificate is generated into data_dir.
+{tls}
+
+[limits]
+{section(limit_rows)}
+
+[queue]
+{section(queue_rows)}
+"""

@@ -1,0 +1,127 @@
+"""Local delivery: queued messages for local users go into their INBOX.
+
+Each copy references the message's shared blob and carries its own small prefix: the
+Return-Path (RFC 5321 §4.4: added at final delivery, the envelope sender; the envelope is then
+gone) before the trace headers stamped on arrival. Deliveries are batched: every message queued
+since the last batch is delivered in one group-committed transaction. On start, whatever an
+earlier run left queued for local users is delivered first, so a crash loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from postroom.queue.model import RecipientState
+from postroom.storage.database import Database, unlink_quietly
+from postroom.storage.store import Store
+
+log = logging.getLogger("postroom.delivery")
+
+INBOX = "INBOX"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    message_id: str
+    address: str
+    uid: int
+
+
+def return_path(sender: str) -> bytes:
+    return f"Return-Path: <{sender}>\r\n".encode()
+
+
+def deliver_messages(db: Database, message_ids: list[str]) -> tuple[list[Delivered], list[str]]:
+    """Deliver the local recipients of `message_ids`; returns deliveries and files to unlink."""
+    delivered: list[Delivered] = []
+    unlink: list[str] = []
+    inboxes: dict[int, int | None] = {}
+    for message_id in message_ids:
+        message = db.load_message(message_id)
+        if message is None:
+            continue
+        prefix = return_path(message.envelope.sender) + message.prefix
+        size = len(prefix) + message.blob_size
+        for rcpt in message.recipients:
+            if rcpt.user_id is None or rcpt.state is not RecipientState.QUEUED:
+                continue
+            if rcpt.user_id not in inboxes:
+                inboxes[rcpt.user_id] = db.mailbox_id(rcpt.user_id, INBOX)
+            mailbox_id = inboxes[rcpt.user_id]
+            if mailbox_id is None:
+                # The user was deleted after the message was accepted.
+                db.conn.execute(
+                    "UPDATE queue_recipients SET state = ?, last_reply = ? WHERE id = ?",
+                    (str(RecipientState.FAILED), "550 5.1.1 mailbox no longer exists", rcpt.id),
+                )
+                continue
+            uid = db.append_message(
+                mailbox_id, message.blob_id, prefix, size, message.envelope.arrival
+            )
+            db.conn.execute(
+                "UPDATE queue_recipients SET state = ?, last_reply = ? WHERE id = ?",
+                (
+                    str(RecipientState.DELIVERED),
+                    f"250 2.0.0 delivered to {INBOX} uid {uid}",
+                    rcpt.id,
+                ),
+            )
+            delivered.append(Delivered(message_id, rcpt.address, uid))
+        path = db.finish_message_if_done(message_id)
+        if path:
+            unlink.append(path)
+    return delivered, unlink
+
+
+class LocalDelivery:
+    """Background worker delivering queued messages for local users, in batches."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: list[str] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def notify(self, message_id: str) -> None:
+        self._pending.append(message_id)
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def recover(self) -> None:
+        """Queue everything a previous run accepted but had not delivered yet."""
+        for message_id in await self.store.read(lambda db: db.messages_with_local_work()):
+            self.notify(message_id)
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                self._idle.set()
+                continue
+            try:
+                delivered, unlink = await self.store.write(
+                    lambda db, ids=batch: deliver_messages(db, ids)
+                )
+            except Exception:
+                log.exception("local delivery of %d messages failed; will retry", len(batch))
+                await asyncio.sleep(1.0)
+                self._pending[:0] = batch
+                self._wakeup.set()
+                continue
+            for path in unlink:
+                unlink_quietly(self.store.blob_dir / path)
+            for item in delivered:
+                log.info(
+                    "delivered id=%s to=<%s> mailbox=INBOX uid=%d",
+                    *(item.message_id, item.address, item.uid),
+                )
+            if not self._pending:
+                self._idle.set()

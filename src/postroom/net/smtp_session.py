@@ -1,0 +1,137 @@
+"""The asyncio driver of one SMTP session: socket bytes ↔ engine, engine decisions ↔ ingress.
+
+Replies are written when the engine needs more input, so pipelined commands (RFC 2920) get
+their replies in one write. STARTTLS is requested by the engine and performed here.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+from postroom.net import tls as tlsinfo
+from postroom.net.stream import ByteStream
+from postroom.proto.smtp import events as ev
+from postroom.proto.smtp import replies
+from postroom.proto.smtp.server import Mode, ServerSettings, SmtpServer
+from postroom.services.ingress import IngressContext, IngressSession, SessionInfo
+
+log = logging.getLogger("postroom.smtp")
+
+TLS_HANDSHAKE_TIMEOUT = 30.0
+
+
+@dataclass
+class ShutdownFlag:
+    active: bool = False
+
+
+@dataclass
+class SmtpService:
+    """One SMTP listener's behaviour: smtp (MX), submission (STARTTLS) or submissions (TLS)."""
+
+    name: str
+    ctx: IngressContext
+    settings: ServerSettings
+    tls_context: ssl.SSLContext | None
+    shutdown: ShutdownFlag
+
+    async def handle(self, stream: ByteStream) -> None:
+        if self.shutdown.active:
+            stream.write(replies.service_unavailable(self.settings.hostname).to_bytes())
+            return
+        engine = SmtpServer(self.settings, tls_active=stream.tls_object is not None)
+        session = IngressSession(self.ctx, service=self.name, client_addr=stream.peer[0])
+        engine.greet()
+        try:
+            await self._loop(stream, engine, session)
+        finally:
+            session.abort()
+
+    async def _loop(self, stream: ByteStream, engine: SmtpServer, session: IngressSession) -> None:
+        limits = self.ctx.config.limits
+        while True:
+            event = engine.next_event()
+            if isinstance(event, ev.NeedData):
+                stream.write(engine.data_to_send())
+                await stream.drain()
+                if engine.closed:
+                    return
+                if self.shutdown.active and not engine.in_transaction and not engine.buffered:
+                    engine.shutdown(replies.service_unavailable(self.settings.hostname))
+                    continue
+                timeout = (
+                    limits.data_timeout
+                    if engine.mode in (Mode.DATA, Mode.BDAT)
+                    else limits.command_timeout
+                )
+                try:
+                    data = await stream.read(timeout)
+                except TimeoutError:
+                    engine.shutdown(replies.TIMEOUT)
+                    continue
+                if not data and stream.at_eof:
+                    return
+                engine.receive_data(data)
+            elif isinstance(event, ev.MessageData):
+                session.data(event.data)
+            elif isinstance(event, ev.MailFrom):
+                refusal = await session.mail(event)
+                self._decide(engine, session, "from", event.address, refusal)
+            elif isinstance(event, ev.RcptTo):
+                refusal = await session.rcpt(event, engine.identity)
+                self._decide(engine, session, "to", event.address, refusal)
+            elif isinstance(event, ev.MessageComplete):
+                info = SessionInfo(
+                    helo=engine.helo_name or "",
+                    extended=engine.extended,
+                    tls=tlsinfo.describe(stream.tls_object),
+                    identity=engine.identity,
+                )
+                response = await session.complete(info)
+                if response.code == 250:
+                    engine.accept(response)
+                else:
+                    engine.reject(response)
+            elif isinstance(event, ev.TransactionAborted):
+                session.abort()
+            elif isinstance(event, ev.CheckPassword):
+                engine.password_checked(await session.check_password(event))
+            elif isinstance(event, ev.NeedCredentials):
+                engine.credentials_found(await session.credentials(event))
+            elif isinstance(event, ev.Authenticated):
+                log.info("authenticated client=%s user=%s", stream.peer[0], event.identity)
+            elif isinstance(event, ev.StartTls):
+                if not await self._start_tls(stream, engine):
+                    return
+            elif isinstance(event, ev.Etrn):
+                log.info("etrn client=%s node=%s", stream.peer[0], event.node)
+            elif isinstance(event, ev.CloseConnection):
+                stream.write(engine.data_to_send())
+                return
+
+    def _decide(
+        self,
+        engine: SmtpServer,
+        session: IngressSession,
+        what: str,
+        address: str,
+        refusal: replies.Reply | None,
+    ) -> None:
+        if refusal is None:
+            engine.accept()
+        else:
+            session.rejected(what, address, refusal)
+            engine.reject(refusal)
+
+    async def _start_tls(self, stream: ByteStream, engine: SmtpServer) -> bool:
+        assert self.tls_context is not None
+        stream.write(engine.data_to_send())
+        try:
+            await stream.start_tls(self.tls_context, TLS_HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as error:
+            log.info("starttls failed client=%s error=%s", stream.peer[0], error)
+            return False
+        engine.tls_started()
+        return True

@@ -1,0 +1,145 @@
+"""A minimal asyncio byte stream over a Protocol, with flow control and a clean STARTTLS upgrade.
+
+asyncio's StreamReader keeps its own buffer across `start_tls`, so plaintext a client pipelined
+behind STARTTLS could survive the upgrade (CVE-2011-0411 class). Here the buffer is ours and is
+dropped at the upgrade. Reading pauses the transport once `HIGH_WATER` bytes are waiting, so a
+fast client cannot grow a session's memory (back-pressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
+
+HIGH_WATER = 256 * 1024
+
+
+class ByteStream(asyncio.Protocol):
+    """One accepted connection; `handler(stream)` runs as a task for its lifetime."""
+
+    def __init__(self, handler: Callable[[ByteStream], Coroutine[Any, Any, None]]) -> None:
+        self._handler = handler
+        self.transport: asyncio.Transport | None = None
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._eof = False
+        self._reader_paused = False
+        self._data_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self.task: asyncio.Task[None] | None = None
+        self.peer: tuple[str, int] = ("", 0)
+
+    # --- protocol callbacks --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (str(peer[0]), int(peer[1]))
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            await self._handler(self)
+        finally:
+            self.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER and not self._reader_paused and self.transport:
+            self._reader_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def _wake(self) -> None:
+        if self._data_waiter is not None and not self._data_waiter.done():
+            self._data_waiter.set_result(None)
+
+    # --- API for the session -------------------------------------------------------------------
+
+    @property
+    def tls_object(self) -> ssl.SSLObject | None:
+        if self.transport is None:
+            return None
+        obj = self.transport.get_extra_info("ssl_object")
+        return obj if isinstance(obj, ssl.SSLObject) else None
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._buffer
+
+    def interrupt(self) -> None:
+        """Wake a pending `read` early (it returns b"" without end of stream)."""
+        self._wake()
+
+    async def read(self, timeout: float) -> bytes:
+        """All bytes waiting, or wait up to `timeout` for some; b"" at end of stream."""
+        if not self._buffer and not self._eof:
+            self._data_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._data_waiter, timeout)
+            finally:
+                self._data_waiter = None
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        if self._reader_paused and self.transport is not None:
+            self._reader_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self._write_paused and self.transport is not None and not self.transport.is_closing():
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    async def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
+        """Upgrade to TLS as the server, dropping any plaintext still buffered (RFC 3207 §4.2)."""
+        assert self.transport is not None
+        self._buffer.clear()
+        self._buffered = 0
+        await self.drain()
+        loop = asyncio.get_running_loop()
+        new_transport = await loop.start_tls(
+            self.transport, self, context, server_side=True, ssl_handshake_timeout=timeout
+        )
+        self.transport = cast(asyncio.Transport, new_transport)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

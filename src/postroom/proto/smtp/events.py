@@ -1,0 +1,126 @@
+"""Events the SMTP server engine hands to its driver.
+
+Events marked "decision" pause the engine until the driver answers through the matching
+engine method (`accept`/`reject`, `password_checked`, `credentials_found`, `tls_started`).
+The rest are informational: the engine has already replied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from postroom.proto.smtp.params import MailParams, RcptParams
+
+
+class NeedData:
+    """Sentinel: the engine needs more input before it can go on."""
+
+
+class Paused:
+    """Sentinel: the engine waits for the driver's decision on the last event."""
+
+
+NEED_DATA = NeedData()
+PAUSED = Paused()
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """HELO/EHLO accepted (informational). A new EHLO also aborts any open transaction."""
+
+    name: str
+    extended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MailFrom:
+    """Decision: accept (250) or reject the reverse-path."""
+
+    address: str
+    params: MailParams
+
+
+@dataclass(frozen=True, slots=True)
+class RcptTo:
+    """Decision: accept (250) or reject the forward-path."""
+
+    address: str
+    params: RcptParams
+
+
+@dataclass(frozen=True, slots=True)
+class MessageData:
+    """A piece of message content, already dot-unstuffed (informational)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageComplete:
+    """Decision: the whole content arrived; accept with a queue ID, or reject."""
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionAborted:
+    """The open transaction ended without a message (RSET, EHLO, STARTTLS, errors, QUIT)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPassword:
+    """Decision: verify a password (SASL PLAIN/LOGIN); answer with `password_checked`."""
+
+    mechanism: str
+    authcid: str
+    authzid: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class NeedCredentials:
+    """Decision: look up SCRAM credentials; answer with `credentials_found`."""
+
+    mechanism: str
+    authcid: str
+    authzid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """AUTH succeeded (informational); the 235 reply is already queued."""
+
+    identity: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """Decision: upgrade the connection now (after sending pending output), then `tls_started`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Etrn:
+    """ETRN for a domain (informational; RFC 1985): start delivery of its queued mail."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseConnection:
+    """Send the pending output and close the connection."""
+
+
+Event = (
+    Hello
+    | MailFrom
+    | RcptTo
+    | MessageData
+    | MessageComplete
+    | TransactionAborted
+    | CheckPassword
+    | NeedCredentials
+    | Authenticated
+    | StartTls
+    | Etrn
+    | CloseConnection
+)

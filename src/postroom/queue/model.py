@@ -1,0 +1,87 @@
+"""The queue's data model: a message with its envelope, and its recipients' per-recipient state."""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+from postroom.proto.smtp.params import MailParams
+
+
+class RecipientState(enum.StrEnum):
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    HELD = "held"
+
+
+FINAL_STATES = frozenset({RecipientState.DELIVERED, RecipientState.FAILED})
+
+_ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXZ"  # no vowels: IDs never spell words
+
+
+def new_queue_id(now: float | None = None) -> str:
+    """A sortable, unique queue ID: 7 characters of time in ms, then 8 random characters."""
+    millis = int((time.time() if now is None else now) * 1000)
+    random = int.from_bytes(os.urandom(5), "big")
+    chars = []
+    for value, width in ((millis, 9), (random, 8)):
+        part = []
+        for _ in range(width):
+            value, digit = divmod(value, len(_ID_ALPHABET))
+            part.append(_ID_ALPHABET[digit])
+        chars.append("".join(reversed(part)))
+    return "".join(chars)
+
+
+@dataclass(slots=True)
+class Recipient:
+    address: str  # final address after alias expansion
+    original: str  # as given in RCPT TO
+    user_id: int | None  # local user, None for remote delivery
+    orcpt: str | None = None
+    notify: tuple[str, ...] | None = None
+    state: RecipientState = RecipientState.QUEUED
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_reply: str = ""
+    id: int | None = None
+
+
+@dataclass(slots=True)
+class Envelope:
+    """Who sent the message, how, and with which MAIL parameters."""
+
+    sender: str
+    params: MailParams
+    client_addr: str
+    client_helo: str
+    protocol: str
+    tls: str = ""
+    auth_user: str = ""
+    arrival: float = field(default_factory=time.time)
+
+    def params_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self.params).items() if v not in (None, False)})
+
+    @staticmethod
+    def params_from_json(text: str) -> MailParams:
+        return MailParams(**json.loads(text))
+
+
+@dataclass(slots=True)
+class QueuedMessage:
+    id: str
+    envelope: Envelope
+    prefix: bytes  # trace headers added on arrival
+    blob_id: int
+    blob_size: int
+    recipients: list[Recipient]
+
+    @property
+    def size(self) -> int:
+        return len(self.prefix) + self.blob_size

@@ -1,0 +1,111 @@
+"""The spool: message content on its way in, and the one durable write that queues it.
+
+`ContentBuffer` collects a message's content while it arrives: small messages stay in memory,
+large ones spill to a file under blobs/tmp so a session's memory stays bounded. `Spool.enqueue`
+makes the message durable: a large file is fsynced and moved into place, then the blob, the
+envelope and the recipients are written in the next group commit. Only after that returns may
+the server say 250 (RFC 5321 §6.1: a 250 is a promise to deliver or report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from postroom.queue.model import QueuedMessage
+from postroom.storage.database import Database
+from postroom.storage.store import Store
+
+MEMORY_LIMIT = 256 * 1024  # content above this size goes to a file
+HEAD_LIMIT = 64 * 1024  # the start of the content kept for header inspection
+
+
+class ContentBuffer:
+    """Accumulates one message's content in memory or, past MEMORY_LIMIT, in a temp file."""
+
+    def __init__(self, tmp_dir: Path, name: str) -> None:
+        self._tmp_path = tmp_dir / name
+        self._chunks: list[bytes] = []
+        self._file: BinaryIO | None = None
+        self.size = 0
+        self.head = b""
+
+    @property
+    def path(self) -> Path | None:
+        return self._tmp_path if self._file is not None else None
+
+    def write(self, data: bytes) -> None:
+        if len(self.head) < HEAD_LIMIT:
+            self.head += data[: HEAD_LIMIT - len(self.head)]
+        self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._chunks.append(data)
+        if self.size > MEMORY_LIMIT:
+            self._file = open(self._tmp_path, "wb")  # noqa: SIM115 - closed in seal/discard
+            for chunk in self._chunks:
+                self._file.write(chunk)
+            self._chunks.clear()
+
+    def in_memory(self) -> bytes | None:
+        return None if self._file is not None else b"".join(self._chunks)
+
+    def seal(self) -> None:
+        """Flush and fsync the temp file (blocking: call from a worker thread)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._tmp_path.unlink(missing_ok=True)
+            self._file = None
+        self._chunks.clear()
+
+
+class Spool:
+    """Queues messages durably through the store's group commit."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def new_buffer(self, name: str) -> ContentBuffer:
+        return ContentBuffer(self.store.tmp_dir, name)
+
+    async def enqueue(self, message: QueuedMessage, content: ContentBuffer) -> None:
+        """Write blob + envelope + recipients; sets message.blob_id. Durable on return."""
+        data = content.in_memory()
+        sync_dirs: list[Path] = []
+        relative: str | None = None
+        if data is None:
+            relative = f"{message.id[:2]}/{message.id}"
+            final = self.store.blob_dir / relative
+            await asyncio.to_thread(_seal_and_place, content, final)
+            sync_dirs += [final.parent, self.store.blob_dir]
+        message.blob_size = content.size
+
+        def write(db: Database) -> int:
+            blob_id = db.insert_blob(content.size, data, relative)
+            message.blob_id = blob_id
+            db.enqueue(message)
+            return blob_id
+
+        try:
+            await self.store.write(write, sync_dirs)
+        except BaseException:
+            if relative is not None:
+                (self.store.blob_dir / relative).unlink(missing_ok=True)
+            raise
+
+
+def _seal_and_place(content: ContentBuffer, final: Path) -> None:
+    content.seal()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    source = content.path
+    assert source is not None
+    os.replace(source, final)

@@ -1,0 +1,216 @@
+"""Ingress policy for one SMTP session: who may send to whom, credentials, and queuing.
+
+Typed decisions only (a `Reply` to refuse, None to accept); the engine owns the wire format.
+Policy, as the issue asks and Postfix does by default: mail to local domains is accepted from
+anyone but only for existing users/aliases (550 5.1.1); other domains only for authenticated
+sessions (554 5.7.1, never an open relay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from postroom.config import Config
+from postroom.delivery.local import LocalDelivery
+from postroom.proto.sasl import ScramCredentials
+from postroom.proto.smtp import events as ev
+from postroom.proto.smtp import replies
+from postroom.proto.smtp.replies import Reply
+from postroom.queue.model import Envelope, QueuedMessage, Recipient, new_queue_id
+from postroom.queue.spool import ContentBuffer, Spool
+from postroom.services import accounts, cleanup
+from postroom.storage.database import Resolution, normalize_address
+from postroom.storage.store import Store
+
+log = logging.getLogger("postroom.smtp")
+
+
+@dataclass
+class IngressContext:
+    """What every session shares: configuration, the store, the spool, local delivery."""
+
+    config: Config
+    store: Store
+    spool: Spool
+    local: LocalDelivery
+    local_domains: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        self.local_domains = frozenset(d.lower() for d in self.config.domains)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What the driver knows about the connection when the transaction completes."""
+
+    helo: str
+    extended: bool
+    tls: str
+    identity: str | None
+
+
+class IngressSession:
+    """Policy and queuing for one connection (the engine's decisions go through here)."""
+
+    def __init__(self, ctx: IngressContext, *, service: str, client_addr: str) -> None:
+        self.ctx = ctx
+        self.service = service
+        self.client_addr = client_addr
+        self._sender: str | None = None
+        self._mail: ev.MailFrom | None = None
+        self._recipients: list[Recipient] = []
+        self._rcpt_addresses: list[str] = []
+        self._content: ContentBuffer | None = None
+
+    # --- envelope ------------------------------------------------------------------------------
+
+    async def mail(self, event: ev.MailFrom) -> Reply | None:
+        self._reset()
+        self._mail = event
+        return None
+
+    async def rcpt(self, event: ev.RcptTo, identity: str | None) -> Reply | None:
+        address = event.address
+        if address == "postmaster":
+            # RFC 5321 §4.5.1: the bare <Postmaster> goes to postmaster of our first domain.
+            address = f"postmaster@{self.ctx.config.domains[0]}"
+        domain = address.rpartition("@")[2].lower()
+        if domain in self.ctx.local_domains:
+            resolution: Resolution = await self.ctx.store.read(
+                lambda db: db.resolve(address, self.ctx.local_domains)
+            )
+            if resolution.empty:
+                return replies.NO_SUCH_USER
+            # An alias may point outside: its owner configured that forwarding, so it is no relay.
+        else:
+            if identity is None:
+                return replies.RELAY_DENIED
+            resolution = Resolution((), (address,))
+        for target, user_id in resolution.local_users:
+            self._add_recipient(Recipient(target, event.address, user_id), event)
+        for target in resolution.remote:
+            self._add_recipient(Recipient(target, event.address, None), event)
+        self._rcpt_addresses.append(event.address)
+        return None
+
+    def _add_recipient(self, rcpt: Recipient, event: ev.RcptTo) -> None:
+        if any(r.address == rcpt.address for r in self._recipients):
+            return
+        rcpt.orcpt = event.params.orcpt
+        rcpt.notify = event.params.notify
+        self._recipients.append(rcpt)
+
+    # --- content -------------------------------------------------------------------------------
+
+    def data(self, chunk: bytes) -> None:
+        if self._content is None:
+            self._content = self.ctx.spool.new_buffer(f"{time.monotonic_ns()}-{id(self)}")
+        self._content.write(chunk)
+
+    async def complete(self, info: SessionInfo) -> Reply:
+        assert self._mail is not None
+        content = self._content or self.ctx.spool.new_buffer(f"empty-{id(self)}")
+        self._content = None
+        mail = self._mail
+        arrival = time.time()
+        queue_id = new_queue_id(arrival)
+        try:
+            if cleanup.received_count(content.head) >= self.ctx.config.limits.received_headers:
+                self._log_reject(mail, replies.MAIL_LOOP)
+                return replies.MAIL_LOOP
+            protocol = cleanup.protocol_name(
+                info.extended, bool(info.tls), info.identity is not None
+            )
+            prefix = cleanup.received_header(
+                cleanup.TraceInfo(
+                    hostname=self.ctx.config.hostname,
+                    queue_id=queue_id,
+                    client_helo=info.helo,
+                    client_addr=self.client_addr,
+                    protocol=protocol,
+                    tls=info.tls,
+                    recipients=tuple(self._rcpt_addresses),
+                    arrival=arrival,
+                )
+            )
+            if self.service != "smtp":
+                prefix += cleanup.submission_headers(
+                    content.head, queue_id, self.ctx.config.hostname, arrival
+                )
+            envelope = Envelope(
+                sender=mail.address,
+                params=mail.params,
+                client_addr=self.client_addr,
+                client_helo=info.helo,
+                protocol=protocol,
+                tls=info.tls,
+                auth_user=info.identity or "",
+                arrival=arrival,
+            )
+            message = QueuedMessage(queue_id, envelope, prefix, 0, content.size, self._recipients)
+            await self.ctx.spool.enqueue(message, content)
+        except Exception:
+            log.exception("queueing failed client=%s", self.client_addr)
+            content.discard()
+            return replies.LOCAL_ERROR
+        finally:
+            self._reset()
+        if any(r.user_id is not None for r in message.recipients):
+            self.ctx.local.notify(queue_id)
+        log.info(
+            "queued id=%s client=%s from=<%s> to=%s size=%d result=250",
+            queue_id,
+            self.client_addr,
+            mail.address,
+            ",".join(f"<{r.address}>" for r in message.recipients),
+            message.size,
+        )
+        return replies.queued(queue_id)
+
+    def abort(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        if self._content is not None:
+            self._content.discard()
+            self._content = None
+        self._mail = None
+        self._recipients = []
+        self._rcpt_addresses = []
+
+    def rejected(self, what: str, address: str, response: Reply) -> None:
+        log.info(
+            "rejected client=%s %s=<%s> result=%d %s",
+            self.client_addr,
+            what,
+            address,
+            response.code,
+            response.enhanced or "",
+        )
+
+    def _log_reject(self, mail: ev.MailFrom, response: Reply) -> None:
+        self.rejected("from", mail.address, response)
+
+    # --- authentication ------------------------------------------------------------------------
+
+    async def check_password(self, event: ev.CheckPassword) -> bool:
+        if event.authzid and normalize_address(event.authzid) != normalize_address(event.authcid):
+            return False  # no proxy authorization
+        user = await self.ctx.store.read(lambda db: db.get_user(event.authcid))
+        if user is None:
+            # Spend the same time as a real check, so timing does not reveal who exists.
+            await asyncio.to_thread(accounts.verify_password, _DUMMY_HASH, event.password)
+            return False
+        return await asyncio.to_thread(accounts.verify_password, user.password_hash, event.password)
+
+    async def credentials(self, event: ev.NeedCredentials) -> ScramCredentials | None:
+        if event.authzid and normalize_address(event.authzid) != normalize_address(event.authcid):
+            return None
+        user = await self.ctx.store.read(lambda db: db.get_user(event.authcid))
+        return accounts.scram_credentials(user.scram) if user else None
+
+
+_DUMMY_HASH = accounts.hash_password("postroom-timing-equaliser")[0]

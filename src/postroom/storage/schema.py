@@ -1,0 +1,108 @@
+"""The SQLite schema of the embedded store: accounts, the queue, mailboxes and shared blobs.
+
+One message body is one blob, referenced (and counted) by the queue entry and by every mailbox
+copy; the per-copy trace headers (Received, Return-Path) live in a small `prefix` beside the
+reference, so delivering to many users never copies the body.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS users (
+    id            INTEGER PRIMARY KEY,
+    address       TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    scram         TEXT NOT NULL,
+    created       REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS aliases (
+    address TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    PRIMARY KEY (address, target)
+);
+
+CREATE TABLE IF NOT EXISTS blobs (
+    id   INTEGER PRIMARY KEY,
+    size INTEGER NOT NULL,
+    refs INTEGER NOT NULL,
+    data BLOB,          -- the content, when small
+    path TEXT           -- file under data_dir/blobs, when large
+);
+
+CREATE TABLE IF NOT EXISTS queue_messages (
+    id          TEXT PRIMARY KEY,
+    blob_id     INTEGER NOT NULL REFERENCES blobs(id),
+    prefix      BLOB NOT NULL,       -- trace headers stamped on arrival (Received, ...)
+    sender      TEXT NOT NULL,       -- "" is the null reverse-path
+    size        INTEGER NOT NULL,    -- len(prefix) + blob size
+    params      TEXT NOT NULL,       -- JSON: SIZE, BODY, SMTPUTF8, RET, ENVID, AUTH
+    arrival     REAL NOT NULL,
+    client_addr TEXT NOT NULL,
+    client_helo TEXT NOT NULL,
+    protocol    TEXT NOT NULL,       -- SMTP/ESMTP/ESMTPS/ESMTPA/ESMTPSA (RFC 3848)
+    tls         TEXT NOT NULL,       -- cipher description or ""
+    auth_user   TEXT NOT NULL,       -- "" when not authenticated
+    held        INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS queue_recipients (
+    id            INTEGER PRIMARY KEY,
+    message_id    TEXT NOT NULL REFERENCES queue_messages(id) ON DELETE CASCADE,
+    address       TEXT NOT NULL,     -- final address (after alias expansion)
+    original      TEXT NOT NULL,     -- the RCPT TO address as given
+    orcpt         TEXT,              -- RFC 3461 ORCPT, "addr-type;address"
+    notify        TEXT,              -- RFC 3461 NOTIFY, comma-separated
+    user_id       INTEGER,           -- local user, NULL for remote
+    state         TEXT NOT NULL,     -- queued|deferred|delivered|failed|held
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    next_attempt  REAL NOT NULL,
+    last_reply    TEXT NOT NULL DEFAULT '',
+    delay_notified INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS queue_recipients_message ON queue_recipients(message_id);
+CREATE INDEX IF NOT EXISTS queue_recipients_due ON queue_recipients(state, next_attempt);
+
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    uidvalidity   INTEGER NOT NULL,
+    uidnext       INTEGER NOT NULL DEFAULT 1,
+    highestmodseq INTEGER NOT NULL DEFAULT 1,
+    special_use   TEXT NOT NULL DEFAULT '',
+    subscribed    INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (user_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS mailbox_messages (
+    id            INTEGER PRIMARY KEY,
+    mailbox_id    INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid           INTEGER NOT NULL,
+    modseq        INTEGER NOT NULL,
+    flags         TEXT NOT NULL DEFAULT '',   -- space-separated system flags and keywords
+    seen          INTEGER NOT NULL DEFAULT 0,
+    internal_date REAL NOT NULL,
+    size          INTEGER NOT NULL,
+    blob_id       INTEGER NOT NULL REFERENCES blobs(id),
+    prefix        BLOB NOT NULL,              -- Return-Path + trace headers of this copy
+    UNIQUE (mailbox_id, uid)
+);
+"""
+
+# RFC 6154 special-use mailboxes every user gets, besides INBOX.
+DEFAULT_MAILBOXES: tuple[tuple[str, str], ...] = (
+    ("INBOX", ""),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)

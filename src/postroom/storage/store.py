@@ -1,0 +1,188 @@
+"""The async face of the embedded store: one writer thread with group commit, one reader thread.
+
+Writes are jobs (functions of a `Database`). The writer takes every job that is waiting, runs
+them in ONE transaction (each inside its own SAVEPOINT, so one failing job fails alone), fsyncs
+the directories of any new blob files, commits (WAL + synchronous=FULL: one fsync), and only then
+resolves each job's future. Sessions that finish DATA at the same moment therefore share one
+fsync (group commit, as Postfix and mox avoid one sync per message). The event loop never
+touches the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from postroom.storage.database import Database
+
+log = logging.getLogger("postroom.store")
+
+T = TypeVar("T")
+DB_NAME = "postroom.db"
+
+
+@dataclass
+class _Job:
+    fn: Callable[[Database], Any]
+    future: concurrent.futures.Future[Any]
+    sync_dirs: tuple[Path, ...] = ()
+
+
+@dataclass
+class CommitStats:
+    """Batch sizes seen by the group-commit writer (for benchmarks and notes)."""
+
+    batches: int = 0
+    jobs: int = 0
+    largest: int = 0
+    histogram: collections.Counter[int] = field(default_factory=collections.Counter)
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.jobs += size
+        self.largest = max(self.largest, size)
+        self.histogram[size] += 1
+
+    def summary(self) -> str:
+        mean = self.jobs / self.batches if self.batches else 0.0
+        return f"batches={self.batches} jobs={self.jobs} mean={mean:.1f} max={self.largest}"
+
+
+_STOP = object()
+
+
+class Store:
+    """Owns the database file and the blob directory under `data_dir`."""
+
+    def __init__(self, data_dir: Path, *, batch_max: int = 256, batch_wait: float = 0.0) -> None:
+        self.data_dir = data_dir
+        self.blob_dir = data_dir / "blobs"
+        self.tmp_dir = self.blob_dir / "tmp"
+        self.batch_max = batch_max
+        self.batch_wait = batch_wait
+        self.stats = CommitStats()
+        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._writer_thread: threading.Thread | None = None
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-read")
+        self._reader_db: Database | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_NAME
+
+    def open(self) -> None:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # Blob files that never made it into a committed transaction are garbage.
+        for leftover in self.tmp_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+        writer_db = Database(self.db_path)
+        self._writer_thread = threading.Thread(
+            target=self._writer_loop, args=(writer_db,), name="store-write", daemon=True
+        )
+        self._writer_thread.start()
+
+    def close(self) -> None:
+        if self._writer_thread is not None:
+            self._jobs.put(_STOP)
+            self._writer_thread.join()
+            self._writer_thread = None
+        self._reader.shutdown(wait=True)
+        if self._reader_db is not None:
+            self._reader_db.close()
+
+    async def write(self, fn: Callable[[Database], T], sync_dirs: Iterable[Path] = ()) -> T:
+        """Run `fn` in the next group commit; returns once its transaction is durable."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put(_Job(fn, future, tuple(sync_dirs)))
+        return await asyncio.wrap_future(future)
+
+    async def read(self, fn: Callable[[Database], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._run_read, fn)
+
+    def _run_read(self, fn: Callable[[Database], T]) -> T:
+        if self._reader_db is None:
+            self._reader_db = Database(self.db_path, readonly=True)
+        return fn(self._reader_db)
+
+    def _writer_loop(self, db: Database) -> None:
+        try:
+            while True:
+                first = self._jobs.get()
+                if first is _STOP:
+                    return
+                assert isinstance(first, _Job)
+                batch = [first]
+                stop = self._gather(batch)
+                self._commit(db, batch)
+                if stop:
+                    return
+        finally:
+            db.close()
+
+    def _gather(self, batch: list[_Job]) -> bool:
+        """Add every job already waiting (and, with batch_wait, those arriving shortly)."""
+        deadline = time.monotonic() + self.batch_wait
+        while len(batch) < self.batch_max:
+            try:
+                remaining = deadline - time.monotonic()
+                item = (
+                    self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return True
+            assert isinstance(item, _Job)
+            batch.append(item)
+        return False
+
+    def _commit(self, db: Database, batch: list[_Job]) -> None:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        conn = db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for index, job in enumerate(batch):
+                conn.execute(f"SAVEPOINT job{index}")
+                try:
+                    value = job.fn(db)
+                except Exception as error:
+                    conn.execute(f"ROLLBACK TO job{index}")
+                    results.append((job, None, error))
+                else:
+                    results.append((job, value, None))
+                conn.execute(f"RELEASE job{index}")
+            for directory in {d for job in batch for d in job.sync_dirs}:
+                fsync_directory(directory)
+            conn.execute("COMMIT")
+        except BaseException as error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.exception("group commit of %d jobs failed", len(batch))
+            for job in batch:
+                job.future.set_exception(error)
+            return
+        self.stats.record(len(batch))
+        for job, value, error in results:
+            if error is None:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(error)
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
