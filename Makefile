@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 run: install
-	test -f postroom.toml || $(BIN)/postroom --config postroom.toml init
+	test -f postroom.toml || $(BIN)/postroom --config postroom.toml init --hostname localhost --domain localhost
 	$(BIN)/postroom --config postroom.toml serve
 
 test: install

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from postroom.queue.model import RecipientState
+from postroom.queue.model import QueuedMessage, RecipientState
 from postroom.storage.database import Database, unlink_quietly
 from postroom.storage.store import Store
 
@@ -33,6 +33,35 @@ def return_path(sender: str) -> bytes:
     return f"Return-Path: <{sender}>\r\n".encode()
 
 
+def deliver_loaded(
+    db: Database, message: QueuedMessage, inboxes: dict[int, int | None]
+) -> tuple[list[Delivered], str | None]:
+    """Deliver one message's queued local recipients; returns deliveries and a file to unlink."""
+    delivered: list[Delivered] = []
+    prefix = return_path(message.envelope.sender) + message.prefix
+    size = len(prefix) + message.blob_size
+    for rcpt in message.recipients:
+        if rcpt.user_id is None or rcpt.state is not RecipientState.QUEUED:
+            continue
+        if rcpt.user_id not in inboxes:
+            inboxes[rcpt.user_id] = db.mailbox_id(rcpt.user_id, INBOX)
+        mailbox_id = inboxes[rcpt.user_id]
+        if mailbox_id is None:
+            # The user was deleted after the message was accepted; the entry stays queued
+            # with the failure recorded, for the bounce to report.
+            rcpt.state = RecipientState.FAILED
+            rcpt.last_reply = "550 5.1.1 mailbox no longer exists"
+        else:
+            uid = db.append_message(
+                mailbox_id, message.blob_id, prefix, size, message.envelope.arrival
+            )
+            rcpt.state = RecipientState.DELIVERED
+            rcpt.last_reply = f"250 2.0.0 delivered to {INBOX} uid {uid}"
+            delivered.append(Delivered(message.id, rcpt.address, uid))
+        db.update_recipient(rcpt)
+    return delivered, db.finish_message_if_done(message.id)
+
+
 def deliver_messages(db: Database, message_ids: list[str]) -> tuple[list[Delivered], list[str]]:
     """Deliver the local recipients of `message_ids`; returns deliveries and files to unlink."""
     delivered: list[Delivered] = []
@@ -42,37 +71,41 @@ def deliver_messages(db: Database, message_ids: list[str]) -> tuple[list[Deliver
         message = db.load_message(message_id)
         if message is None:
             continue
-        prefix = return_path(message.envelope.sender) + message.prefix
-        size = len(prefix) + message.blob_size
-        for rcpt in message.recipients:
-            if rcpt.user_id is None or rcpt.state is not RecipientState.QUEUED:
-                continue
-            if rcpt.user_id not in inboxes:
-                inboxes[rcpt.user_id] = db.mailbox_id(rcpt.user_id, INBOX)
-            mailbox_id = inboxes[rcpt.user_id]
-            if mailbox_id is None:
-                # The user was deleted after the message was accepted.
-                db.conn.execute(
-                    "UPDATE queue_recipients SET state = ?, last_reply = ? WHERE id = ?",
-                    (str(RecipientState.FAILED), "550 5.1.1 mailbox no longer exists", rcpt.id),
-                )
-                continue
-            uid = db.append_message(
-                mailbox_id, message.blob_id, prefix, size, message.envelope.arrival
-            )
-            db.conn.execute(
-                "UPDATE queue_recipients SET state = ?, last_reply = ? WHERE id = ?",
-                (
-                    str(RecipientState.DELIVERED),
-                    f"250 2.0.0 delivered to {INBOX} uid {uid}",
-                    rcpt.id,
-                ),
-            )
-            delivered.append(Delivered(message_id, rcpt.address, uid))
-        path = db.finish_message_if_done(message_id)
+        done, path = deliver_loaded(db, message, inboxes)
+        delivered += done
         if path:
             unlink.append(path)
     return delivered, unlink
+
+
+def deliver_in_transaction(db: Database, message: QueuedMessage) -> list[Delivered]:
+    """Deliver right after queuing, in the same transaction (one fsync for both).
+
+    Runs under a savepoint: if local delivery fails, the message simply stays queued and the
+    background worker retries it; queuing itself is not undone.
+    """
+    if not any(r.user_id is not None for r in message.recipients):
+        return []
+    db.conn.execute("SAVEPOINT local_delivery")
+    try:
+        delivered, _ = deliver_loaded(db, message, {})
+    except Exception:
+        db.conn.execute("ROLLBACK TO local_delivery")
+        db.conn.execute("RELEASE local_delivery")
+        log.exception("immediate delivery of %s failed; leaving it queued", message.id)
+        for rcpt in message.recipients:
+            if rcpt.state is RecipientState.DELIVERED:
+                rcpt.state = RecipientState.QUEUED
+        return []
+    db.conn.execute("RELEASE local_delivery")
+    return delivered
+
+
+def log_deliveries(delivered: list[Delivered]) -> None:
+    for item in delivered:
+        log.info(
+            "delivered id=%s to=<%s> mailbox=INBOX uid=%d", item.message_id, item.address, item.uid
+        )
 
 
 class LocalDelivery:
@@ -118,10 +151,6 @@ class LocalDelivery:
                 continue
             for path in unlink:
                 unlink_quietly(self.store.blob_dir / path)
-            for item in delivered:
-                log.info(
-                    "delivered id=%s to=<%s> mailbox=INBOX uid=%d",
-                    *(item.message_id, item.address, item.uid),
-                )
+            log_deliveries(delivered)
             if not self._pending:
                 self._idle.set()

@@ -99,10 +99,14 @@ class ByteStream(asyncio.Protocol):
     async def read(self, timeout: float) -> bytes:
         """All bytes waiting, or wait up to `timeout` for some; b"" at end of stream."""
         if not self._buffer and not self._eof:
-            self._data_waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._data_waiter = loop.create_future()
+            # A bare timer is much cheaper than asyncio.wait_for on this per-command path.
+            timer = loop.call_later(timeout, _expire, waiter)
             try:
-                await asyncio.wait_for(self._data_waiter, timeout)
+                await waiter
             finally:
+                timer.cancel()
                 self._data_waiter = None
         data = b"".join(self._buffer)
         self._buffer.clear()
@@ -143,3 +147,8 @@ class ByteStream(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from postroom.queue.model import QueuedMessage
 from postroom.storage.database import Database
 from postroom.storage.store import Store
+
+T = TypeVar("T")
 
 MEMORY_LIMIT = 256 * 1024  # content above this size goes to a file
 HEAD_LIMIT = 64 * 1024  # the start of the content kept for header inspection
@@ -77,8 +80,16 @@ class Spool:
     def new_buffer(self, name: str) -> ContentBuffer:
         return ContentBuffer(self.store.tmp_dir, name)
 
-    async def enqueue(self, message: QueuedMessage, content: ContentBuffer) -> None:
-        """Write blob + envelope + recipients; sets message.blob_id. Durable on return."""
+    async def enqueue(
+        self,
+        message: QueuedMessage,
+        content: ContentBuffer,
+        then: Callable[[Database, QueuedMessage], T],
+    ) -> T:
+        """Write blob + envelope + recipients, then run `then` in the same transaction.
+
+        Sets message.blob_id; returns what `then` returned. Durable on return.
+        """
         data = content.in_memory()
         sync_dirs: list[Path] = []
         relative: str | None = None
@@ -89,14 +100,13 @@ class Spool:
             sync_dirs += [final.parent, self.store.blob_dir]
         message.blob_size = content.size
 
-        def write(db: Database) -> int:
-            blob_id = db.insert_blob(content.size, data, relative)
-            message.blob_id = blob_id
+        def write(db: Database) -> T:
+            message.blob_id = db.insert_blob(content.size, data, relative)
             db.enqueue(message)
-            return blob_id
+            return then(db, message)
 
         try:
-            await self.store.write(write, sync_dirs)
+            return await self.store.write(write, sync_dirs)
         except BaseException:
             if relative is not None:
                 (self.store.blob_dir / relative).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ Also the mail-loop check: too many Received headers means the message is going r
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ def received_header(info: TraceInfo) -> bytes:
     if len(info.recipients) == 1:
         # RFC 5321 §4.4: "for" only when there is a single recipient (privacy of Bcc).
         parts.append(f"for <{info.recipients[0]}>")
-    date = email.utils.formatdate(info.arrival, localtime=True)
+    date = rfc5322_date(int(info.arrival))
     parts[-1] += ";"
     parts.append(date)
     return _fold("Received: ", parts)
@@ -68,8 +69,14 @@ def submission_headers(head: bytes, queue_id: str, hostname: str, arrival: float
     if b"message-id" not in names:
         added += f"Message-ID: <{queue_id}@{hostname}>\r\n".encode()
     if b"date" not in names:
-        added += f"Date: {email.utils.formatdate(arrival, localtime=True)}\r\n".encode()
+        added += f"Date: {rfc5322_date(int(arrival))}\r\n".encode()
     return added
+
+
+@functools.lru_cache(maxsize=4)
+def rfc5322_date(second: int) -> str:
+    """RFC 5322 §3.3 date-time in local time; cached because many messages share a second."""
+    return email.utils.formatdate(second, localtime=True)
 
 
 def received_count(head: bytes) -> int:

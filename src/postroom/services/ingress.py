@@ -14,18 +14,27 @@ import time
 from dataclasses import dataclass, field
 
 from postroom.config import Config
-from postroom.delivery.local import LocalDelivery
+from postroom.delivery.local import LocalDelivery, deliver_in_transaction
 from postroom.proto.sasl import ScramCredentials
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.replies import Reply
-from postroom.queue.model import Envelope, QueuedMessage, Recipient, new_queue_id
+from postroom.queue.model import (
+    Envelope,
+    QueuedMessage,
+    Recipient,
+    RecipientState,
+    new_queue_id,
+)
 from postroom.queue.spool import ContentBuffer, Spool
 from postroom.services import accounts, cleanup
 from postroom.storage.database import Resolution, normalize_address
 from postroom.storage.store import Store
 
 log = logging.getLogger("postroom.smtp")
+
+RESOLVE_CACHE_SECONDS = 2.0
+RESOLVE_CACHE_SIZE = 10_000
 
 
 @dataclass
@@ -38,8 +47,30 @@ class IngressContext:
     local: LocalDelivery
     local_domains: frozenset[str] = field(default_factory=frozenset)
 
+    _known: dict[str, tuple[float, Resolution]] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self.local_domains = frozenset(d.lower() for d in self.config.domains)
+
+    async def resolve(self, address: str) -> Resolution:
+        """Alias expansion for a local address, with a short-lived cache of positive answers.
+
+        Only addresses that exist are cached (for RESOLVE_CACHE_SECONDS): a user added with the
+        CLI is accepted at once, never refused from a stale negative answer.
+        """
+        key = normalize_address(address)
+        now = time.monotonic()
+        cached = self._known.get(key)
+        if cached is not None and now - cached[0] < RESOLVE_CACHE_SECONDS:
+            return cached[1]
+        resolution: Resolution = await self.store.read(
+            lambda db: db.resolve(key, self.local_domains)
+        )
+        if not resolution.empty:
+            if len(self._known) >= RESOLVE_CACHE_SIZE:
+                self._known.clear()
+            self._known[key] = (now, resolution)
+        return resolution
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +110,7 @@ class IngressSession:
             address = f"postmaster@{self.ctx.config.domains[0]}"
         domain = address.rpartition("@")[2].lower()
         if domain in self.ctx.local_domains:
-            resolution: Resolution = await self.ctx.store.read(
-                lambda db: db.resolve(address, self.ctx.local_domains)
-            )
+            resolution = await self.ctx.resolve(address)
             if resolution.empty:
                 return replies.NO_SUCH_USER
             # An alias may point outside: its owner configured that forwarding, so it is no relay.
@@ -151,22 +180,25 @@ class IngressSession:
                 arrival=arrival,
             )
             message = QueuedMessage(queue_id, envelope, prefix, 0, content.size, self._recipients)
-            await self.ctx.spool.enqueue(message, content)
+            delivered = await self.ctx.spool.enqueue(message, content, deliver_in_transaction)
         except Exception:
             log.exception("queueing failed client=%s", self.client_addr)
             content.discard()
             return replies.LOCAL_ERROR
         finally:
             self._reset()
-        if any(r.user_id is not None for r in message.recipients):
-            self.ctx.local.notify(queue_id)
+        if any(
+            r.user_id is not None and r.state is RecipientState.QUEUED for r in message.recipients
+        ):
+            self.ctx.local.notify(queue_id)  # immediate delivery failed: the worker retries
         log.info(
-            "queued id=%s client=%s from=<%s> to=%s size=%d result=250",
+            "queued id=%s client=%s from=<%s> to=%s size=%d result=250 delivered=%d",
             queue_id,
             self.client_addr,
             mail.address,
             ",".join(f"<{r.address}>" for r in message.recipients),
             message.size,
+            len(delivered),
         )
         return replies.queued(queue_id)
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from postroom.queue.model import (
-    FINAL_STATES,
     Envelope,
     QueuedMessage,
     Recipient,
@@ -358,11 +357,21 @@ class Database:
             )
         return list(messages.values())
 
+    def update_recipient(self, rcpt: Recipient) -> None:
+        self.conn.execute(
+            "UPDATE queue_recipients SET state = ?, attempts = ?, next_attempt = ?,"
+            " last_reply = ? WHERE id = ?",
+            (str(rcpt.state), rcpt.attempts, rcpt.next_attempt, rcpt.last_reply, rcpt.id),
+        )
+
     def finish_message_if_done(self, message_id: str) -> str | None:
-        """Drop a queue entry whose recipients are all final; returns a blob file to unlink."""
+        """Drop a queue entry once every recipient is delivered; returns a blob file to unlink.
+
+        Entries with failed recipients stay, so the failure can be reported (bounced).
+        """
         pending = self.conn.execute(
-            "SELECT count(*) FROM queue_recipients WHERE message_id = ? AND state NOT IN (?, ?)",
-            (message_id, *(str(s) for s in FINAL_STATES)),
+            "SELECT count(*) FROM queue_recipients WHERE message_id = ? AND state != ?",
+            (message_id, str(RecipientState.DELIVERED)),
         ).fetchone()[0]
         if pending:
             return None
