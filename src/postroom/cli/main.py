@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -101,12 +101,11 @@ def serve(ctx: click.Context, verbose: bool) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    try:
+    runner: Callable[..., None] = asyncio.run
+    with contextlib.suppress(ImportError):
         import uvloop
 
         runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
     try:
         runner(run_server(config))
     except TlsSetupError as error:

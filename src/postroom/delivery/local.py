@@ -10,6 +10,7 @@ earlier run left queued for local users is delivered first, so a crash loses not
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -141,7 +142,7 @@ class LocalDelivery:
                 continue
             try:
                 delivered, unlink = await self.store.write(
-                    lambda db, ids=batch: deliver_messages(db, ids)
+                    functools.partial(deliver_messages, message_ids=batch)
                 )
             except Exception:
                 log.exception("local delivery of %d messages failed; will retry", len(batch))

@@ -138,7 +138,7 @@ class ByteStream(asyncio.Protocol):
         new_transport = await loop.start_tls(
             self.transport, self, context, server_side=True, ssl_handshake_timeout=timeout
         )
-        self.transport = cast(asyncio.Transport, new_transport)
+        self.transport = new_transport
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

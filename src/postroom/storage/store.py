@@ -173,11 +173,11 @@ class Store:
                 job.future.set_exception(error)
             return
         self.stats.record(len(batch))
-        for job, value, error in results:
-            if error is None:
+        for job, value, failure in results:
+            if failure is None:
                 job.future.set_result(value)
             else:
-                job.future.set_exception(error)
+                job.future.set_exception(failure)
 
 
 def fsync_directory(directory: Path) -> None:
