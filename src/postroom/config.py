@@ -195,7 +195,7 @@ class LimitsConfig:
 class QueueConfig:
     """Queue durability tuning: how long/how many writes to batch into one fsync."""
 
-    group_commit_ms: float = 2.0
+    group_commit_ms: float = 0.0
     group_commit_max: int = 256
 
 
@@ -671,7 +671,7 @@ def render_default_config(
         ("received_headers", str(limits.received_headers), "more Received: headers = mail loop"),
     ]
     queue_rows = [
-        ("group_commit_ms", f"{queue.group_commit_ms:g}", "ms to gather writes for one fsync"),
+        ("group_commit_ms", f"{queue.group_commit_ms:g}", "extra ms to wait for more writes per fsync (0: take what is waiting)"),
         ("group_commit_max", str(queue.group_commit_max), "most writes in one fsync"),
     ]
     return f"""\

@@ -79,24 +79,38 @@ def deliver_messages(db: Database, message_ids: list[str]) -> tuple[list[Deliver
     return delivered, unlink
 
 
-def deliver_in_transaction(db: Database, message: QueuedMessage) -> list[Delivered]:
-    """Deliver right after queuing, in the same transaction (one fsync for both).
+def deliver_before_queuing(db: Database, message: QueuedMessage) -> list[Delivered]:
+    """Deliver local recipients inside the accepting transaction (before any queue entry).
 
-    Runs under a savepoint: if local delivery fails, the message simply stays queued and the
-    background worker retries it; queuing itself is not undone.
+    Runs under a savepoint: if local delivery fails, the recipients stay QUEUED, the message
+    gets a queue entry like any other, and the background worker retries it.
     """
-    if not any(r.user_id is not None for r in message.recipients):
-        return []
+    delivered: list[Delivered] = []
+    local = [r for r in message.recipients if r.user_id is not None]
+    if not local:
+        return delivered
+    prefix = return_path(message.envelope.sender) + message.prefix
+    size = len(prefix) + message.blob_size
     db.conn.execute("SAVEPOINT local_delivery")
     try:
-        delivered, _ = deliver_loaded(db, message, {})
+        for rcpt in local:
+            assert rcpt.user_id is not None
+            mailbox_id = db.mailbox_id(rcpt.user_id, INBOX)
+            if mailbox_id is None:
+                continue  # user deleted since RCPT: the worker records the failure
+            uid = db.append_message(
+                mailbox_id, message.blob_id, prefix, size, message.envelope.arrival
+            )
+            rcpt.state = RecipientState.DELIVERED
+            rcpt.last_reply = f"250 2.0.0 delivered to {INBOX} uid {uid}"
+            delivered.append(Delivered(message.id, rcpt.address, uid))
     except Exception:
         db.conn.execute("ROLLBACK TO local_delivery")
         db.conn.execute("RELEASE local_delivery")
-        log.exception("immediate delivery of %s failed; leaving it queued", message.id)
-        for rcpt in message.recipients:
-            if rcpt.state is RecipientState.DELIVERED:
-                rcpt.state = RecipientState.QUEUED
+        log.exception("immediate delivery of %s failed; queuing it for retry", message.id)
+        for rcpt in local:
+            rcpt.state = RecipientState.QUEUED
+            rcpt.last_reply = ""
         return []
     db.conn.execute("RELEASE local_delivery")
     return delivered

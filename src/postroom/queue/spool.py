@@ -1,9 +1,9 @@
-"""The spool: message content on its way in, and the one durable write that queues it.
+"""The spool: message content on its way in, and the one durable write that accepts it.
 
 `ContentBuffer` collects a message's content while it arrives: small messages stay in memory,
-large ones spill to a file under blobs/tmp so a session's memory stays bounded. `Spool.enqueue`
-makes the message durable: a large file is fsynced and moved into place, then the blob, the
-envelope and the recipients are written in the next group commit. Only after that returns may
+large ones spill to a file under blobs/tmp so a session's memory stays bounded. `Spool.accept`
+makes the message durable: a large file is fsynced and moved into place, then the blob, the local
+deliveries and the queue entry are written in the next group commit. Only after that returns may
 the server say 250 (RFC 5321 §6.1: a 250 is a promise to deliver or report).
 """
 
@@ -80,15 +80,18 @@ class Spool:
     def new_buffer(self, name: str) -> ContentBuffer:
         return ContentBuffer(self.store.tmp_dir, name)
 
-    async def enqueue(
+    async def accept(
         self,
         message: QueuedMessage,
         content: ContentBuffer,
-        then: Callable[[Database, QueuedMessage], T],
+        deliver_first: Callable[[Database, QueuedMessage], T],
     ) -> T:
-        """Write blob + envelope + recipients, then run `then` in the same transaction.
+        """Make the message durable; returns what `deliver_first` returned. Sets blob_id.
 
-        Sets message.blob_id; returns what `then` returned. Durable on return.
+        In ONE transaction: the blob, then `deliver_first` (local delivery into mailboxes), then
+        a queue entry (envelope + per-recipient state) only if work is left — a recipient not
+        yet delivered, or a success report owed. A message whose every recipient got its copy
+        needs no queue entry: the mailbox copies are already as durable as the queue would be.
         """
         data = content.in_memory()
         sync_dirs: list[Path] = []
@@ -102,8 +105,10 @@ class Spool:
 
         def write(db: Database) -> T:
             message.blob_id = db.insert_blob(content.size, data, relative)
-            db.enqueue(message)
-            return then(db, message)
+            result = deliver_first(db, message)
+            if message.needs_queue_entry():
+                db.enqueue(message)
+            return result
 
         try:
             return await self.store.write(write, sync_dirs)

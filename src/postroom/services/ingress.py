@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from postroom.config import Config
-from postroom.delivery.local import LocalDelivery, deliver_in_transaction
+from postroom.delivery.local import LocalDelivery, deliver_before_queuing
 from postroom.proto.sasl import ScramCredentials
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import replies
@@ -180,7 +180,7 @@ class IngressSession:
                 arrival=arrival,
             )
             message = QueuedMessage(queue_id, envelope, prefix, 0, content.size, self._recipients)
-            delivered = await self.ctx.spool.enqueue(message, content, deliver_in_transaction)
+            delivered = await self.ctx.spool.accept(message, content, deliver_before_queuing)
         except Exception:
             log.exception("queueing failed client=%s", self.client_addr)
             content.discard()

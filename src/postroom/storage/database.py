@@ -224,8 +224,9 @@ class Database:
     # --- blobs ---------------------------------------------------------------------------------
 
     def insert_blob(self, size: int, data: bytes | None, path: str | None) -> int:
+        """A new blob with no references yet: each queue entry or mailbox copy adds one."""
         cursor = self.conn.execute(
-            "INSERT INTO blobs(size, refs, data, path) VALUES (?, 1, ?, ?)", (size, data, path)
+            "INSERT INTO blobs(size, refs, data, path) VALUES (?, 0, ?, ?)", (size, data, path)
         )
         return int(cursor.lastrowid or 0)
 
@@ -250,6 +251,7 @@ class Database:
 
     def enqueue(self, message: QueuedMessage) -> None:
         env = message.envelope
+        self.conn.execute("UPDATE blobs SET refs = refs + 1 WHERE id = ?", (message.blob_id,))
         self.conn.execute(
             "INSERT INTO queue_messages(id, blob_id, prefix, sender, size, params, arrival,"
             " client_addr, client_helo, protocol, tls, auth_user) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",

@@ -167,6 +167,9 @@ def parse_params(text: str) -> dict[str, str | None]:
 
 def parse_mail(argument: str, size_limit: int) -> tuple[str, MailParams]:
     """Parse the part after "MAIL FROM:"; returns (reverse-path, params). "" is the null path."""
+    if not argument.strip():
+        # RFC 5321 §4.1.1.2: Reverse-path is "<>" or a Path; an empty argument is neither.
+        raise ClientError(replies.syntax("Syntax: MAIL FROM:<address>"))
     path, param_text = split_path(argument)
     raw = parse_params(param_text)
     size: int | None = None
