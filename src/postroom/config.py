@@ -185,7 +185,7 @@ class LimitsConfig:
     line_length: int = 4096  # max command line incl. CRLF (RFC 5321 §4.5.3.1.4 minimum is 512)
     command_timeout: float = 300.0  # seconds, RFC 5321 §4.5.3.2.7 (5 minutes)
     data_timeout: float = 600.0  # seconds, between data blocks (RFC 5321 §4.5.3.2.6 is 3 min)
-    connections_per_ip: int = 20
+    connections_per_ip: int = 50  # Postfix: smtpd_client_connection_count_limit = 50
     connections: int = 1000  # total concurrent SMTP sessions
     errors_per_session: int = 20  # after this many error replies the session is closed with 421
     received_headers: int = 50  # more Received: headers than this → mail loop 554 5.4.6
@@ -671,7 +671,7 @@ def render_default_config(
         ("received_headers", str(limits.received_headers), "more Received: headers = mail loop"),
     ]
     queue_rows = [
-        ("group_commit_ms", f"{queue.group_commit_ms:g}", "extra ms to wait for more writes per fsync (0: take what is waiting)"),
+        ("group_commit_ms", f"{queue.group_commit_ms:g}", "extra ms to gather writes per fsync"),
         ("group_commit_max", str(queue.group_commit_max), "most writes in one fsync"),
     ]
     return f"""\

@@ -34,7 +34,8 @@ DB_NAME = "postroom.db"
 @dataclass
 class _Job:
     fn: Callable[[Database], Any]
-    future: concurrent.futures.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
     sync_dirs: tuple[Path, ...] = ()
 
 
@@ -102,9 +103,10 @@ class Store:
 
     async def write(self, fn: Callable[[Database], T], sync_dirs: Iterable[Path] = ()) -> T:
         """Run `fn` in the next group commit; returns once its transaction is durable."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put(_Job(fn, future, tuple(sync_dirs)))
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, loop, future, tuple(sync_dirs)))
+        return await future
 
     async def read(self, fn: Callable[[Database], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -148,7 +150,7 @@ class Store:
         return False
 
     def _commit(self, db: Database, batch: list[_Job]) -> None:
-        results: list[tuple[_Job, Any, BaseException | None]] = []
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         conn = db.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -158,9 +160,9 @@ class Store:
                     value = job.fn(db)
                 except Exception as error:
                     conn.execute(f"ROLLBACK TO job{index}")
-                    results.append((job, None, error))
+                    outcomes.append((job.future, None, error))
                 else:
-                    results.append((job, value, None))
+                    outcomes.append((job.future, value, None))
                 conn.execute(f"RELEASE job{index}")
             for directory in {d for job in batch for d in job.sync_dirs}:
                 fsync_directory(directory)
@@ -169,15 +171,25 @@ class Store:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             log.exception("group commit of %d jobs failed", len(batch))
-            for job in batch:
-                job.future.set_exception(error)
-            return
-        self.stats.record(len(batch))
-        for job, value, failure in results:
-            if failure is None:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(failure)
+            outcomes = [(job.future, None, error) for job in batch]
+        else:
+            self.stats.record(len(batch))
+        # One wake-up of the event loop per batch, not one per job.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
+        for job, outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(job.loop, []).append(outcome)
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in items:
+        if future.cancelled():
+            continue
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
 
 
 def fsync_directory(directory: Path) -> None:

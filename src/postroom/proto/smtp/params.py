@@ -21,7 +21,10 @@ _DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
 _UTF8_ATEXT = r"(?:[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]|[^\x00-\x7f])"
 _UTF8_DOT_ATOM = re.compile(rf"{_UTF8_ATEXT}+(?:\.{_UTF8_ATEXT}+)*")
 _QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e]|[^\x00-\x7f])*"')
-_LABEL = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?|[^\x00-\x7f]+)")
+# RFC 5321 §4.1.2 sub-domain (Let-dig [Ldh-str]); RFC 6531 §3.3: U-labels may mix ASCII and
+# non-ASCII letters ("bücher"), so a non-ASCII character counts as a letter.
+_LET_DIG = r"(?:[A-Za-z0-9]|[^\x00-\x7f])"
+_LABEL = re.compile(rf"{_LET_DIG}(?:(?:{_LET_DIG}|-){{0,61}}{_LET_DIG})?")
 _XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
 _PARAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 

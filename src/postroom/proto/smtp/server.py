@@ -183,6 +183,9 @@ class SmtpServer:
 
     def accept(self, response: Reply | None = None) -> None:
         """Accept the pending MailFrom/RcptTo/MessageComplete; MessageComplete needs a reply."""
+        if self._pending == "message" and response is None:
+            # Checked before taking the decision, so the driver can still answer it.
+            raise ValueError("accepting a message needs the reply with its queue ID")
         pending = self._take_pending(("mail", "rcpt", "message"))
         if pending == "mail":
             self.phase = Phase.MAIL
@@ -192,8 +195,7 @@ class SmtpServer:
             self._rcpt_count += 1
             self._send(response or replies.recipient_ok(self._pending_value))
         else:
-            if response is None:
-                raise ValueError("accepting a message needs the reply with its queue ID")
+            assert response is not None
             self._send(response)
             self._reset_transaction()
 
