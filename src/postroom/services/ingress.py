@@ -147,7 +147,7 @@ class IngressSession:
         arrival = time.time()
         queue_id = new_queue_id(arrival)
         try:
-            if cleanup.received_count(content.head) >= self.ctx.config.limits.received_headers:
+            if cleanup.received_count(content.head) > self.ctx.config.limits.received_headers:
                 self._log_reject(mail, replies.MAIL_LOOP)
                 return replies.MAIL_LOOP
             protocol = cleanup.protocol_name(

@@ -52,6 +52,9 @@ class DataReader:
     checker: LineEndingChecker = field(default_factory=LineEndingChecker)
     at_line_start: bool = True
     done: bool = False
+    # How much of the held buffer is known to hold no CRLF: a client trickling a long line byte
+    # by byte must not make us rescan it every time (that would be quadratic).
+    _scanned: int = 0
 
     def feed(self, buffer: bytearray) -> tuple[bytes, bool]:
         """Consume what can be consumed from `buffer` (mutated in place).
@@ -65,13 +68,15 @@ class DataReader:
             del buffer[:3]
             self.done = True
             return b"", True
-        terminator = buffer.find(b"\r\n.\r\n")
+        start = max(0, self._scanned - 1)
+        self._scanned = 0
+        terminator = buffer.find(b"\r\n.\r\n", start)
         if terminator >= 0:
             region = bytes(buffer[: terminator + 2])
             del buffer[: terminator + 5]
             self.done = True
             return self._unstuff(region), True
-        last_crlf = buffer.rfind(b"\r\n")
+        last_crlf = buffer.rfind(b"\r\n", start)
         if last_crlf >= 0:
             region = bytes(buffer[: last_crlf + 2])
             del buffer[: last_crlf + 2]
@@ -85,6 +90,7 @@ class DataReader:
             content = self._unstuff(region)
             self.at_line_start = False
             return content, False
+        self._scanned = len(buffer)
         return b"", False
 
     def _unstuff(self, region: bytes) -> bytes:

@@ -95,7 +95,9 @@ def _valid_address_literal(literal: str) -> bool:
 
 def validate_mailbox(address: str, utf8: bool) -> None:
     """Raise ClientError unless `address` is a valid RFC 5321 §4.1.2 Mailbox."""
-    if len(address) > MAX_PATH - 2:
+    # RFC 5321 §4.5.3.1.3: the path, angle brackets included, is at most 256 octets (not
+    # characters: UTF-8 addresses, RFC 6531, count their encoded length).
+    if len(address.encode("utf-8")) > MAX_PATH - 2:
         raise ClientError(replies.bad_address("Address too long"))
     at = address.rfind("@")
     if at <= 0:

@@ -225,6 +225,8 @@ class SmtpServer:
     def tls_started(self) -> None:
         """The driver finished the TLS handshake: RFC 3207 §4.2, start over from scratch."""
         self._take_pending(("tls",))
+        # CVE-2011-0411: plaintext fed between STARTTLS and the handshake is not TLS input.
+        self._in.clear()
         self.tls_active = True
         self.mode = Mode.COMMAND
         self.phase = Phase.GREETED
