@@ -123,23 +123,6 @@ class SmtpServer:
         self._oversize = False
         self._mail_params = params.MailParams()
         self._sasl: sasl.Mechanism | None = None
-        self._handlers: dict[str, Callable[[str], None]] = {
-            "HELO": self._helo,
-            "EHLO": self._ehlo,
-            "MAIL": self._mail,
-            "RCPT": self._rcpt,
-            "DATA": self._data_command,
-            "BDAT": self._bdat,
-            "RSET": self._rset,
-            "NOOP": self._noop,
-            "QUIT": self._quit,
-            "HELP": self._help,
-            "VRFY": self._vrfy,
-            "EXPN": self._expn,
-            "ETRN": self._etrn,
-            "STARTTLS": self._starttls,
-            "AUTH": self._auth,
-        }
 
     # --- driver interface ---------------------------------------------------------------------
 
@@ -301,7 +284,7 @@ class SmtpServer:
     def _command(self, line: str) -> None:
         verb, _, argument = line.partition(" ")
         verb = verb.upper()
-        handler = self._handlers.get(verb)
+        handler = _HANDLERS.get(verb)
         if handler is None:
             self._send(replies.UNKNOWN_COMMAND)
             return
@@ -313,7 +296,7 @@ class SmtpServer:
                 self._send(response)
             return
         try:
-            handler(argument.strip())
+            handler(self, argument.strip())
         except SmtpError as error:
             self._send(error.reply)
 
@@ -598,6 +581,26 @@ class SmtpServer:
             self._send(replies.BARE_LINE_ENDING)
         else:
             self._wait("message", ev.MessageComplete(self._body_size))
+
+
+# Command dispatch by explicit table (never by looking up method names).
+_HANDLERS: dict[str, Callable[[SmtpServer, str], None]] = {
+    "HELO": SmtpServer._helo,
+    "EHLO": SmtpServer._ehlo,
+    "MAIL": SmtpServer._mail,
+    "RCPT": SmtpServer._rcpt,
+    "DATA": SmtpServer._data_command,
+    "BDAT": SmtpServer._bdat,
+    "RSET": SmtpServer._rset,
+    "NOOP": SmtpServer._noop,
+    "QUIT": SmtpServer._quit,
+    "HELP": SmtpServer._help,
+    "VRFY": SmtpServer._vrfy,
+    "EXPN": SmtpServer._expn,
+    "ETRN": SmtpServer._etrn,
+    "STARTTLS": SmtpServer._starttls,
+    "AUTH": SmtpServer._auth,
+}
 
 
 def _after_keyword(argument: str, keyword: str) -> str:
