@@ -7,14 +7,13 @@ stderr and exit status 1, never a traceback.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 
+from postroom import logsetup
 from postroom.config import Config, ConfigError, load_config, render_default_config
 from postroom.services.accounts import PasswordError
 from postroom.storage.database import Database, StoreError
@@ -96,11 +95,7 @@ def serve(ctx: click.Context, verbose: bool) -> None:
     from postroom.net.tls import TlsSetupError
 
     config = load(ctx)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    logsetup.configure(verbose)
     runner: Callable[..., None] = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop

@@ -20,6 +20,8 @@ log = logging.getLogger("postroom.net")
 
 Handler = Callable[[ByteStream], Coroutine[Any, Any, None]]
 
+SWEEP_INTERVAL = 0.5  # seconds; the granularity of command and data timeouts
+
 
 class Listener:
     """One listening socket for one service, with per-IP and total connection limits."""
@@ -47,6 +49,7 @@ class Listener:
         self._per_ip: collections.Counter[str] = collections.Counter()
         self.streams: set[ByteStream] = set()
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -58,6 +61,7 @@ class Listener:
             reuse_address=True,
             backlog=512,
         )
+        self._sweeper = loop.create_task(self._sweep())
         sockname = self._server.sockets[0].getsockname()
         self.port = int(sockname[1])
         log.info("listening service=%s address=%s:%d", self.name, self.host, self.port)
@@ -81,6 +85,15 @@ class Listener:
             if not self._per_ip[ip]:
                 del self._per_ip[ip]
 
+    async def _sweep(self) -> None:
+        """Expire reads that waited past their timeout (checked every SWEEP_INTERVAL)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = loop.time()
+            for stream in list(self.streams):
+                stream.expire_if_late(now)
+
     def wake_all(self) -> None:
         for stream in list(self.streams):
             stream.interrupt()
@@ -88,6 +101,8 @@ class Listener:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
 
 
 async def drain_sessions(listeners: list[Listener], grace: float) -> None:

@@ -9,6 +9,7 @@ fast client cannot grow a session's memory (back-pressure).
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
@@ -31,6 +32,7 @@ class ByteStream(asyncio.Protocol):
         self._write_paused = False
         self.task: asyncio.Task[None] | None = None
         self.peer: tuple[str, int] = ("", 0)
+        self.read_deadline = math.inf
 
     # --- protocol callbacks --------------------------------------------------------------------
 
@@ -92,6 +94,12 @@ class ByteStream(asyncio.Protocol):
     def at_eof(self) -> bool:
         return self._eof and not self._buffer
 
+    def expire_if_late(self, now: float) -> None:
+        """Fail a pending `read` with TimeoutError once its deadline has passed."""
+        waiter = self._data_waiter
+        if now >= self.read_deadline and waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError())
+
     def interrupt(self) -> None:
         """Wake a pending `read` early (it returns b"" without end of stream)."""
         self._wake()
@@ -100,14 +108,15 @@ class ByteStream(asyncio.Protocol):
         """All bytes waiting, or wait up to `timeout` for some; b"" at end of stream."""
         if not self._buffer and not self._eof:
             loop = asyncio.get_running_loop()
+            # No timer per read: the listener's sweeper expires reads past their deadline
+            # (`expire_if_late`), which is much cheaper on this per-command path.
+            self.read_deadline = loop.time() + timeout
             waiter = self._data_waiter = loop.create_future()
-            # A bare timer is much cheaper than asyncio.wait_for on this per-command path.
-            timer = loop.call_later(timeout, _expire, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self._data_waiter = None
+                self.read_deadline = math.inf
         data = b"".join(self._buffer)
         self._buffer.clear()
         self._buffered = 0
@@ -147,8 +156,3 @@ class ByteStream(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())

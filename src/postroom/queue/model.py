@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import random
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -19,17 +20,18 @@ class RecipientState(enum.StrEnum):
     HELD = "held"
 
 
-FINAL_STATES = frozenset({RecipientState.DELIVERED, RecipientState.FAILED})
-
 _ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXZ"  # no vowels: IDs never spell words
 
 
+# Seeded once from the OS; queue IDs need uniqueness, not unpredictability.
+_random = random.Random(os.urandom(16))
+
+
 def new_queue_id(now: float | None = None) -> str:
-    """A sortable, unique queue ID: 7 characters of time in ms, then 8 random characters."""
+    """A sortable, unique queue ID: 9 characters of time in ms, then 8 random characters."""
     millis = int((time.time() if now is None else now) * 1000)
-    random = int.from_bytes(os.urandom(5), "big")
     chars = []
-    for value, width in ((millis, 9), (random, 8)):
+    for value, width in ((millis, 9), (_random.getrandbits(39), 8)):
         part = []
         for _ in range(width):
             value, digit = divmod(value, len(_ID_ALPHABET))
