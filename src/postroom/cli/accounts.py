@@ -59,7 +59,7 @@ def user_add(ctx: click.Context, address: str, password: str | None, password_st
     check_address(address)
     local_domain_check(config.domains, address)
     secret = read_password(password, password_stdin)
-    with database(config) as db:
+    with database(config, accounts=True) as db:
         password_hash, scram = hash_password(secret)
         with db.transaction():
             db.add_user(address, password_hash, scram)
@@ -90,7 +90,7 @@ def user_passwd(
 def user_delete(ctx: click.Context, address: str) -> None:
     """Delete a user and all of their mail."""
     config = load(ctx)
-    with database(config) as db, db.transaction():
+    with database(config, accounts=True) as db, db.transaction():
         db.delete_user(address)
     click.echo(f"deleted {address.lower()}")
 
@@ -121,7 +121,7 @@ def alias_add(ctx: click.Context, address: str, targets: tuple[str, ...]) -> Non
     local_domain_check(config.domains, address)
     for target in targets:
         check_address(target)
-    with database(config) as db, db.transaction():
+    with database(config, accounts=True) as db, db.transaction():
         db.add_alias(address, list(targets))
     click.echo(f"{address.lower()} -> {', '.join(t.lower() for t in targets)}")
 
@@ -132,7 +132,7 @@ def alias_add(ctx: click.Context, address: str, targets: tuple[str, ...]) -> Non
 def alias_delete(ctx: click.Context, address: str) -> None:
     """Delete an alias."""
     config = load(ctx)
-    with database(config) as db, db.transaction():
+    with database(config, accounts=True) as db, db.transaction():
         db.delete_alias(address)
     click.echo(f"deleted alias {address.lower()}")
 

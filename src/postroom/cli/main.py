@@ -16,7 +16,7 @@ import click
 from postroom import logsetup
 from postroom.config import Config, ConfigError, load_config, render_default_config
 from postroom.services.accounts import PasswordError
-from postroom.storage.database import Database, StoreError
+from postroom.storage.database import Database, StoreError, mark_accounts_changed
 from postroom.storage.store import DB_NAME
 
 DEFAULT_CONFIG = "postroom.toml"
@@ -53,7 +53,9 @@ def load(ctx: click.Context) -> Config:
 
 
 @contextlib.contextmanager
-def database(config: Config) -> Iterator[Database]:
+def database(config: Config, *, accounts: bool = False) -> Iterator[Database]:
+    """The store, for one command; `accounts=True` tells a running server users/aliases
+    changed, once the command succeeded."""
     try:
         db = Database(config.data_dir / DB_NAME)
     except Exception as error:  # sqlite3 errors on an unusable data_dir
@@ -64,6 +66,8 @@ def database(config: Config) -> Iterator[Database]:
         raise CliError(str(error)) from None
     finally:
         db.close()
+    if accounts:
+        mark_accounts_changed(config.data_dir)
 
 
 @cli.command()

@@ -55,7 +55,13 @@ class SmtpService:
             event = engine.next_event()
             if isinstance(event, ev.NeedData):
                 stream.write(engine.data_to_send())
-                await stream.drain()
+                try:
+                    await stream.drain(limits.command_timeout)
+                except TimeoutError:
+                    # The client stopped reading our replies: drop it (bounded memory).
+                    log.info("client stopped reading, dropped client=%s", stream.peer[0])
+                    stream.abort()
+                    return
                 if engine.closed:
                     return
                 if self.shutdown.active and not engine.in_transaction and not engine.buffered:

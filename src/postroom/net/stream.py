@@ -129,11 +129,12 @@ class ByteStream(asyncio.Protocol):
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float) -> None:
+        """Wait until the peer has taken our output; TimeoutError if it stops reading."""
         if self._write_paused and self.transport is not None and not self.transport.is_closing():
             self._drain_waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._drain_waiter
+                await asyncio.wait_for(self._drain_waiter, timeout)
             finally:
                 self._drain_waiter = None
 
@@ -142,7 +143,7 @@ class ByteStream(asyncio.Protocol):
         assert self.transport is not None
         self._buffer.clear()
         self._buffered = 0
-        await self.drain()
+        await self.drain(timeout)
         loop = asyncio.get_running_loop()
         new_transport = await loop.start_tls(
             self.transport, self, context, server_side=True, ssl_handshake_timeout=timeout

@@ -28,7 +28,7 @@ from postroom.queue.model import (
 )
 from postroom.queue.spool import ContentBuffer, Spool
 from postroom.services import accounts, cleanup
-from postroom.storage.database import Resolution, normalize_address
+from postroom.storage.database import Resolution, accounts_stamp, normalize_address
 from postroom.storage.store import Store
 
 log = logging.getLogger("postroom.smtp")
@@ -48,6 +48,7 @@ class IngressContext:
     local_domains: frozenset[str] = field(default_factory=frozenset)
 
     _known: dict[str, tuple[float, Resolution]] = field(default_factory=dict)
+    _stamp: int = 0
 
     def __post_init__(self) -> None:
         self.local_domains = frozenset(d.lower() for d in self.config.domains)
@@ -55,10 +56,14 @@ class IngressContext:
     async def resolve(self, address: str) -> Resolution:
         """Alias expansion for a local address, with a short-lived cache of positive answers.
 
-        Only addresses that exist are cached (for RESOLVE_CACHE_SECONDS): a user added with the
-        CLI is accepted at once, never refused from a stale negative answer.
+        Only addresses that exist are cached (for RESOLVE_CACHE_SECONDS), and the CLI's accounts
+        stamp (one stat) drops the cache: a user or alias change applies to the next RCPT.
         """
         key = normalize_address(address)
+        stamp = accounts_stamp(self.config.data_dir)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._known.clear()
         now = time.monotonic()
         cached = self._known.get(key)
         if cached is not None and now - cached[0] < RESOLVE_CACHE_SECONDS:

@@ -441,6 +441,24 @@ class Database:
         return user
 
 
+ACCOUNTS_STAMP = "accounts.changed"
+
+
+def mark_accounts_changed(data_dir: Path) -> None:
+    """Tell a running server that users or aliases changed (it drops its lookup cache)."""
+    stamp = data_dir / ACCOUNTS_STAMP
+    stamp.touch()
+    now = time.time_ns()
+    os.utime(stamp, ns=(now, now))
+
+
+def accounts_stamp(data_dir: Path) -> int:
+    try:
+        return (data_dir / ACCOUNTS_STAMP).stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
 def unlink_quietly(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

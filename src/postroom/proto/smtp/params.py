@@ -113,6 +113,25 @@ def validate_mailbox(address: str, utf8: bool) -> None:
         raise ClientError(replies.bad_address(f"Bad address syntax: <{address}>"))
 
 
+def canonical_mailbox(address: str) -> str:
+    """The plainest spelling of a valid mailbox, so equal mailboxes compare equal.
+
+    A quoted local part whose content is a plain dot-atom is unquoted (RFC 5321 §4.1.2 /
+    RFC 5322 §3.2.4: "alice" and alice are the same), and a trailing root dot on the domain is
+    dropped ("user@example.test." is "user@example.test", as Postfix treats it), so a local
+    domain is never mistaken for a remote one.
+    """
+    at = address.rfind("@")
+    local, domain = address[:at], address[at + 1 :]
+    if local.startswith('"') and local.endswith('"') and len(local) > 2:
+        unquoted = re.sub(r"\\(.)", r"\1", local[1:-1])
+        if _UTF8_DOT_ATOM.fullmatch(unquoted):
+            local = unquoted
+    if domain.endswith(".") and not domain.startswith("["):
+        domain = domain[:-1]
+    return f"{local}@{domain}"
+
+
 def split_path(argument: str) -> tuple[str, str]:
     """Split "<path> params" into (address, params text), accepting the lenient seed forms.
 
@@ -220,6 +239,7 @@ def parse_mail(argument: str, size_limit: int) -> tuple[str, MailParams]:
             raise ClientError(replies.unknown_parameter(key))
     if path:
         validate_mailbox(path, smtputf8)
+        path = canonical_mailbox(path)
     return path, MailParams(size, body, smtputf8, ret, envid, auth)
 
 
@@ -258,4 +278,4 @@ def parse_rcpt(argument: str, smtputf8: bool) -> tuple[str, RcptParams]:
     if not path:
         raise ClientError(replies.bad_address("Recipient address required"))
     validate_mailbox(path, smtputf8)
-    return path, RcptParams(notify, orcpt)
+    return canonical_mailbox(path), RcptParams(notify, orcpt)
