@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -20,6 +21,7 @@ log = logging.getLogger("postroom.net")
 
 Handler = Callable[[ByteStream], Coroutine[Any, Any, None]]
 
+TLS_HANDSHAKE_TIMEOUT = 30.0
 SWEEP_INTERVAL = 0.5  # seconds; the granularity of command and data timeouts
 
 
@@ -48,42 +50,101 @@ class Listener:
         self._refuse = refuse
         self._per_ip: collections.Counter[str] = collections.Counter()
         self.streams: set[ByteStream] = set()
+        self._total = 0
         self._server: asyncio.Server | None = None
+        self._socket: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: ByteStream(self._guarded),
-            self.host,
-            self.port,
-            ssl=self._ssl,
-            reuse_address=True,
-            backlog=512,
-        )
+        if self._ssl is None:
+            self._server = await loop.create_server(
+                lambda: ByteStream(self._guarded),
+                self.host,
+                self.port,
+                reuse_address=True,
+                backlog=512,
+            )
+            self.port = int(self._server.sockets[0].getsockname()[1])
+        else:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            self._socket = socket.create_server((self.host, self.port), family=family, backlog=512)
+            self._socket.setblocking(False)
+            self.port = int(self._socket.getsockname()[1])
+            self._acceptor = loop.create_task(self._accept_tls(self._socket, self._ssl))
         self._sweeper = loop.create_task(self._sweep())
-        sockname = self._server.sockets[0].getsockname()
-        self.port = int(sockname[1])
         log.info("listening service=%s address=%s:%d", self.name, self.host, self.port)
 
+    def _reserve(self, ip: str) -> bool:
+        if self._per_ip[ip] >= self._max_per_ip or self._total >= self._max_total:
+            return False
+        self._per_ip[ip] += 1
+        self._total += 1
+        return True
+
+    def _release(self, ip: str) -> None:
+        self._total -= 1
+        self._per_ip[ip] -= 1
+        if not self._per_ip[ip]:
+            del self._per_ip[ip]
+
     async def _guarded(self, stream: ByteStream) -> None:
+        """Plaintext listeners: the connection is counted when the session starts."""
         ip = stream.peer[0]
-        if self._per_ip[ip] >= self._max_per_ip or len(self.streams) >= self._max_total:
+        if not self._reserve(ip):
             stream.write(self._refuse("too many connections"))
             return
-        self._per_ip[ip] += 1
+        try:
+            await self._serve(stream)
+        finally:
+            self._release(ip)
+
+    async def _accept_tls(self, listening: socket.socket, context: ssl.SSLContext) -> None:
+        """Implicit TLS (RFC 8314): count the connection at accept time, before the handshake,
+        so half-open handshakes cannot get past the per-IP limit."""
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, address = await loop.sock_accept(listening)
+            ip = str(address[0])
+            if not self._reserve(ip):
+                conn.close()  # a plaintext 421 would be garbage to a TLS client
+                continue
+            task = loop.create_task(self._handshake(conn, ip, context))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, conn: socket.socket, ip: str, context: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        # With ssl=, loops return their TLS wrapper protocol: keep our own stream at hand.
+        stream = ByteStream(self._serve)
+        try:
+            await loop.connect_accepted_socket(
+                lambda: stream,
+                conn,
+                ssl=context,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+            if stream.task is not None:
+                await stream.task
+        except (OSError, ssl.SSLError, TimeoutError) as error:
+            log.debug("tls handshake failed service=%s client=%s: %s", self.name, ip, error)
+            conn.close()
+        finally:
+            self._release(ip)
+
+    async def _serve(self, stream: ByteStream) -> None:
+        ip = stream.peer[0]
         self.streams.add(stream)
         try:
             await self._handler(stream)
-        except (ConnectionError, ssl.SSLError) as error:
+        except (ConnectionError, ssl.SSLError, TimeoutError) as error:
             log.debug("connection error service=%s client=%s: %s", self.name, ip, error)
         except Exception:
             log.exception("session crashed service=%s client=%s", self.name, ip)
         finally:
             self.streams.discard(stream)
-            self._per_ip[ip] -= 1
-            if not self._per_ip[ip]:
-                del self._per_ip[ip]
 
     async def _sweep(self) -> None:
         """Expire reads that waited past their timeout (checked every SWEEP_INTERVAL)."""
@@ -101,6 +162,10 @@ class Listener:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+        if self._socket is not None:
+            self._socket.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
 
