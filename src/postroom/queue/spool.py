@@ -29,11 +29,16 @@ class ContentBuffer:
     """Accumulates one message's content in memory or, past MEMORY_LIMIT, in a temp file."""
 
     def __init__(self, tmp_dir: Path, name: str) -> None:
-        self._tmp_path = tmp_dir / name
+        self._tmp_dir = tmp_dir
+        self._name = name
         self._chunks: list[bytes] = []
         self._file: BinaryIO | None = None
         self.size = 0
         self.head = b""
+
+    @property
+    def _tmp_path(self) -> Path:
+        return self._tmp_dir / self._name
 
     @property
     def path(self) -> Path | None:

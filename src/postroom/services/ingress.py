@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -28,7 +29,12 @@ from postroom.queue.model import (
 )
 from postroom.queue.spool import ContentBuffer, Spool
 from postroom.services import accounts, cleanup
-from postroom.storage.database import Resolution, accounts_stamp, normalize_address
+from postroom.storage.database import (
+    ACCOUNTS_STAMP,
+    Resolution,
+    accounts_stamp,
+    normalize_address,
+)
 from postroom.storage.store import Store
 
 log = logging.getLogger("postroom.smtp")
@@ -49,9 +55,11 @@ class IngressContext:
 
     _known: dict[str, tuple[float, Resolution]] = field(default_factory=dict)
     _stamp: int = 0
+    _stamp_path: str = ""
 
     def __post_init__(self) -> None:
         self.local_domains = frozenset(d.lower() for d in self.config.domains)
+        self._stamp_path = os.fspath(self.config.data_dir / ACCOUNTS_STAMP)
 
     async def resolve(self, address: str) -> Resolution:
         """Alias expansion for a local address, with a short-lived cache of positive answers.
@@ -60,7 +68,7 @@ class IngressContext:
         stamp (one stat) drops the cache: a user or alias change applies to the next RCPT.
         """
         key = normalize_address(address)
-        stamp = accounts_stamp(self.config.data_dir)
+        stamp = accounts_stamp(self._stamp_path)
         if stamp != self._stamp:
             self._stamp = stamp
             self._known.clear()

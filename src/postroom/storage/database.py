@@ -452,9 +452,10 @@ def mark_accounts_changed(data_dir: Path) -> None:
     os.utime(stamp, ns=(now, now))
 
 
-def accounts_stamp(data_dir: Path) -> int:
+def accounts_stamp(stamp_path: str) -> int:
+    """The stamp's mtime (0 when absent); takes a str path: this runs once per RCPT."""
     try:
-        return (data_dir / ACCOUNTS_STAMP).stat().st_mtime_ns
+        return os.stat(stamp_path).st_mtime_ns
     except FileNotFoundError:
         return 0
 
