@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 
-from postroom.proto.sasl.saslprep import SASLprepError, saslprep
+from postroom.proto.sasl.saslprep import prepare_login
 from postroom.proto.sasl.steps import (
     Challenge,
     CheckPassword,
@@ -87,18 +87,15 @@ class LoginMechanism:
             return None
 
     def _check(self, password: str) -> Step:
-        try:
-            # Same preparation as PLAIN (RFC 4616 §2 recommends SASLprep, RFC 4013), so a user
-            # authenticates identically whichever mechanism the client picks.
-            authcid = saslprep(self._username, allow_unassigned=True)
-            prepared = saslprep(password, allow_unassigned=True)
-        except SASLprepError:
+        # Same preparation as PLAIN, so a user authenticates identically whichever mechanism
+        # the client picks.
+        prepared = prepare_login(self._username, password)
+        if prepared is None:
             return self._fail("credentials")
-        if not authcid or not prepared:
-            return self._fail("credentials")
+        authcid, prepared_password = prepared
         self._authcid = authcid
         self._state = _State.WAIT_CHECK
-        return CheckPassword(authcid=authcid, authzid="", password=prepared)
+        return CheckPassword(authcid=authcid, authzid="", password=prepared_password)
 
     def password_checked(self, ok: bool) -> Step:
         if self._state is not _State.WAIT_CHECK:

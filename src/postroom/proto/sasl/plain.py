@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from postroom.proto.sasl.saslprep import SASLprepError, saslprep
+from postroom.proto.sasl.saslprep import prepare_login
 from postroom.proto.sasl.steps import (
     Challenge,
     CheckPassword,
@@ -65,16 +65,10 @@ class PlainMechanism:
             return self._fail()
         if not authcid or not passwd:  # RFC 4616 §2: authcid and passwd are 1*SAFE
             return self._fail()
-        try:
-            # RFC 4616 §2: the server prepares authcid and passwd, SASLprep is RECOMMENDED.
-            # Unassigned code points are allowed (RFC 3454 §7 query semantics) so that
-            # characters newer than Unicode 3.2 (e.g. emoji) can still be used in passwords.
-            prepared_authcid = saslprep(authcid, allow_unassigned=True)
-            prepared_passwd = saslprep(passwd, allow_unassigned=True)
-        except SASLprepError:
-            return self._fail("credentials")  # no account can have such a name or password
-        if not prepared_authcid or not prepared_passwd:
+        prepared = prepare_login(authcid, passwd)  # RFC 4616 §2: SASLprep is RECOMMENDED
+        if prepared is None:
             return self._fail("credentials")
+        prepared_authcid, prepared_passwd = prepared
         self._authcid = prepared_authcid
         self._authzid = authzid  # RFC 4616 §2: empty authzid = act as authcid
         self._state = _State.WAIT_CHECK

@@ -71,3 +71,20 @@ def saslprep(text: str, *, allow_unassigned: bool = False) -> str:
         if not (stringprep.in_table_d1(normalized[0]) and stringprep.in_table_d1(normalized[-1])):
             raise SASLprepError("right-to-left string must start and end with a RandAL character")
     return normalized
+
+
+def prepare_login(authcid: str, password: str) -> tuple[str, str] | None:
+    """SASLprep a user name and password for a password check (PLAIN, LOGIN).
+
+    RFC 4616 §2 recommends SASLprep; unassigned code points are allowed (RFC 3454 §7 query
+    semantics) so characters newer than Unicode 3.2 (e.g. emoji) still work in passwords.
+    None when either is unusable: no account can have such a name or password.
+    """
+    try:
+        prepared_authcid = saslprep(authcid, allow_unassigned=True)
+        prepared_password = saslprep(password, allow_unassigned=True)
+    except SASLprepError:
+        return None
+    if not prepared_authcid or not prepared_password:
+        return None
+    return prepared_authcid, prepared_password
