@@ -273,7 +273,7 @@ class Database:
         for rcpt in message.recipients:
             cursor = self.conn.execute(
                 "INSERT INTO queue_recipients(message_id, address, original, orcpt, notify,"
-                " user_id, state, next_attempt) VALUES (?,?,?,?,?,?,?,?)",
+                " user_id, state, next_attempt, last_reply) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     message.id,
                     rcpt.address,
@@ -283,6 +283,7 @@ class Database:
                     rcpt.user_id,
                     str(rcpt.state),
                     rcpt.next_attempt or env.arrival,
+                    rcpt.last_reply,
                 ),
             )
             rcpt.id = int(cursor.lastrowid or 0)

@@ -70,6 +70,14 @@ CREATE TABLE IF NOT EXISTS queue_recipients (
 CREATE INDEX IF NOT EXISTS queue_recipients_message ON queue_recipients(message_id);
 CREATE INDEX IF NOT EXISTS queue_recipients_due ON queue_recipients(state, next_attempt);
 
+-- One row per delivery attempt of a recipient, for `postroom queue show` and reports.
+CREATE TABLE IF NOT EXISTS queue_attempts (
+    recipient_id INTEGER NOT NULL REFERENCES queue_recipients(id) ON DELETE CASCADE,
+    time         REAL NOT NULL,
+    reply        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_attempts_recipient ON queue_attempts(recipient_id);
+
 CREATE TABLE IF NOT EXISTS mailboxes (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
