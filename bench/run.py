@@ -99,6 +99,8 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         )
     elif "rss_error" in pr:
         print(f"postroom RSS: FAILED ({pr['rss_error'].splitlines()[0]})")
+    if "group_commit" in pr:
+        print(f"postroom group commit: {pr['group_commit']}")
 
 
 def host_info() -> dict[str, Any]:

@@ -263,6 +263,13 @@ def run(load: Load, timeout: float = 600.0) -> dict[str, Any]:
                 result.update(pr.throughput(sampler, baseline, timeout))
             except BenchError as exc:
                 raise BenchError(str(exc), partial=result) from exc
+            # The server logs its group-commit batch sizes when it stops.
+            stop_process(pr.proc)
+            match = re.search(
+                r"stopped; (batches=\S+ jobs=\S+ mean=\S+ max=\S+)", pr.log.read_text()
+            )
+            if match:
+                result["group_commit"] = match.group(1)
         finally:
             sampler.stop()
     return result
