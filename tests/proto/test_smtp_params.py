@@ -410,3 +410,12 @@ def test_parse_rcpt_refusals(argument: str, expected: str) -> None:
 
 def test_parse_rcpt_utf8_in_a_smtputf8_transaction() -> None:
     assert parse_rcpt("<ü@bücher.example>", True) == ("ü@bücher.example", RcptParams())
+
+
+def test_xtext_encodes_utf8_octets_and_round_trips_beyond_latin1() -> None:
+    # RFC 3461 §4: xtext encodes octets; a character above U+00FF is several "+HH".
+    assert encode_xtext("€ x") == "+E2+82+AC+20x"
+    assert decode_xtext("+E2+82+AC+20x") == "€ x"
+    assert decode_xtext(encode_xtext("Grüße 😀")) == "Grüße 😀"
+    # Octets that are not UTF-8 are kept (as Latin-1), not dropped.
+    assert decode_xtext("+E4") == "ä"

@@ -57,17 +57,29 @@ class RcptParams:
 
 
 def decode_xtext(value: str) -> str:
-    """RFC 3461 §4: xtext uses "+HH" for characters outside printable ASCII, "+" and "="."""
+    """RFC 3461 §4: xtext encodes octets outside printable ASCII, "+" and "=" as "+HH".
+
+    The octets are read as UTF-8 (what `encode_xtext` writes); octets that are not UTF-8 are
+    kept as the Latin-1 characters of the same value, so nothing a client sends is lost.
+    """
     if any(ch < "!" or ch > "~" or ch == "=" for ch in value):
         raise ClientError(replies.syntax("Invalid xtext value"))
     stripped = _XTEXT_HEX.sub("", value)
     if "+" in stripped:
         raise ClientError(replies.syntax("Invalid xtext encoding"))
-    return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
+    octets = _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value).encode("latin-1")
+    try:
+        return octets.decode("utf-8")
+    except UnicodeDecodeError:
+        return octets.decode("latin-1")
 
 
 def encode_xtext(value: str) -> str:
-    return "".join(ch if "!" <= ch <= "~" and ch not in "+=" else f"+{ord(ch):02X}" for ch in value)
+    """RFC 3461 §4: each octet of the UTF-8 form outside "!".."~" (and "+", "=") as "+HH"."""
+    return "".join(
+        chr(octet) if 0x21 <= octet <= 0x7E and octet not in (0x2B, 0x3D) else f"+{octet:02X}"
+        for octet in value.encode("utf-8")
+    )
 
 
 def validate_domain(domain: str, utf8: bool) -> bool:
