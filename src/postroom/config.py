@@ -193,10 +193,28 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class QueueConfig:
-    """Queue durability tuning: how long/how many writes to batch into one fsync."""
+    """Queue durability tuning (group commit) and the retry schedule for deferred mail."""
 
     group_commit_ms: float = 0.0
     group_commit_max: int = 256
+    retry: tuple[float, ...] = (900.0, 1800.0, 3600.0, 7200.0, 14400.0)  # last one repeats
+    warn_after: float = 4 * 3600.0  # delay notice once after this
+    give_up_after: float = 5 * 86400.0  # then the mail is returned
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    """Where MX/A/AAAA lookups go: "host:port" servers, or the system resolver when empty."""
+
+    nameservers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """Outbound SMTP: the remote port (25; tests and labs change it) and parallel sessions."""
+
+    port: int = 25
+    concurrency: int = 10
 
 
 @dataclass(frozen=True)
@@ -211,6 +229,8 @@ class Config:
     tls: TlsConfig
     limits: LimitsConfig
     queue: QueueConfig
+    dns: DnsConfig = DnsConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
 
 
 DEFAULT_LISTEN: dict[str, str] = {
@@ -224,12 +244,24 @@ _DEFAULT_DOMAINS: tuple[str, ...] = ("localhost",)
 _MAX_GROUP_COMMIT_MS = 1000.0
 _MIN_LINE_LENGTH = 512
 
-_TOP_KEYS = ("hostname", "data_dir", "domains", "listen", "tls", "limits", "queue")
+_TOP_KEYS = (
+    "hostname",
+    "data_dir",
+    "domains",
+    "listen",
+    "tls",
+    "limits",
+    "queue",
+    "dns",
+    "delivery",
+)
 _LISTEN_KEYS = tuple(f.name for f in fields(ListenConfig))
 _TLS_KEYS = ("cert", "key")
 _LIMITS_KEYS = tuple(f.name for f in fields(LimitsConfig))
 _QUEUE_KEYS = tuple(f.name for f in fields(QueueConfig))
 _LIMITS_DURATIONS = frozenset({"command_timeout", "data_timeout"})
+_DNS_KEYS = tuple(f.name for f in fields(DnsConfig))
+_DELIVERY_KEYS = tuple(f.name for f in fields(DeliveryConfig))
 
 
 # --------------------------------------------------------------------------- validators
@@ -309,6 +341,46 @@ def _positive_int(value: object, default: int, minimum: int = 1) -> int:
     if value < minimum:
         raise _Invalid(f"must be {what}, got {value}", fix)
     return value
+
+
+def _durations(value: object, default: tuple[float, ...]) -> tuple[float, ...]:
+    example = "[" + ", ".join(_toml_string(format_duration(d)) for d in default) + "]"
+    if not isinstance(value, list) or not value:
+        raise _Invalid(
+            f"must be a non-empty list of durations, got {_show(value)}", f"write it like {example}"
+        )
+    return tuple(_timeout(item, default[0]) for item in value)
+
+
+def _nameservers(value: object) -> tuple[str, ...]:
+    fix = (
+        'write a list like ["127.0.0.1:5353"] (host:port, "[::1]:53" for IPv6),'
+        " or [] for the system resolver"
+    )
+    if not isinstance(value, list):
+        raise _Invalid(f'must be a list of "host:port" strings, got {_show(value)}', fix)
+    servers = []
+    for item in value:
+        if not isinstance(item, str):
+            raise _Invalid(f'must hold "host:port" strings, got {_show(item)}', fix)
+        try:
+            endpoint = Endpoint.parse(
+                item if ":" in item.strip("[]") or "]:" in item else f"{item}:53"
+            )
+            ipaddress.ip_address(endpoint.host)
+        except ValueError:
+            raise _Invalid(f"{_show(item)} is not an IP address with a port", fix) from None
+        servers.append(str(endpoint))
+    return tuple(servers)
+
+
+def _port(value: object, default: int) -> int:
+    port = _positive_int(value, default)
+    if port > 65535:
+        raise _Invalid(
+            f"must be a port number (1-65535), got {port}", f"write a port such as {default}"
+        )
+    return port
 
 
 def _size(value: object, default: int) -> int:
@@ -419,6 +491,8 @@ class _Reader:
             tls=self.tls(doc),
             limits=self.limits(doc),
             queue=self.queue(doc),
+            dns=self.dns(doc),
+            delivery=self.delivery(doc),
         )
 
     def listen(self, doc: Mapping[str, Any]) -> ListenConfig:
@@ -501,7 +575,32 @@ class _Reader:
                 raw["group_commit_max"],
                 defaults.group_commit_max,
             )
+        if "retry" in raw:
+            values["retry"] = self.check("queue.retry", _durations, raw["retry"], defaults.retry)
+        for name in ("warn_after", "give_up_after"):
+            if name in raw:
+                values[name] = self.check(
+                    f"queue.{name}", _timeout, raw[name], getattr(defaults, name)
+                )
         return QueueConfig(**values)
+
+    def dns(self, doc: Mapping[str, Any]) -> DnsConfig:
+        raw = self.table(doc, "dns", _DNS_KEYS)
+        if "nameservers" not in raw:
+            return DnsConfig()
+        return DnsConfig(self.check("dns.nameservers", _nameservers, raw["nameservers"]))
+
+    def delivery(self, doc: Mapping[str, Any]) -> DeliveryConfig:
+        raw = self.table(doc, "delivery", _DELIVERY_KEYS)
+        defaults = DeliveryConfig()
+        values: dict[str, Any] = {}
+        if "port" in raw:
+            values["port"] = self.check("delivery.port", _port, raw["port"], defaults.port)
+        if "concurrency" in raw:
+            values["concurrency"] = self.check(
+                "delivery.concurrency", _positive_int, raw["concurrency"], defaults.concurrency
+            )
+        return DeliveryConfig(**values)
 
 
 _EXAMPLE_PORTS = {
@@ -673,7 +772,15 @@ def render_default_config(
     queue_rows = [
         ("group_commit_ms", f"{queue.group_commit_ms:g}", "extra ms to gather writes per fsync"),
         ("group_commit_max", str(queue.group_commit_max), "most writes in one fsync"),
+        (
+            "retry",
+            "[" + ", ".join(_toml_string(format_duration(d)) for d in queue.retry) + "]",
+            "waits between attempts; the last repeats",
+        ),
+        ("warn_after", _toml_string(format_duration(queue.warn_after)), "delay notice after"),
+        ("give_up_after", _toml_string(format_duration(queue.give_up_after)), "return mail after"),
     ]
+    delivery = DeliveryConfig()
     return f"""\
 # postroom configuration. Durations take seconds (300) or strings like "30s", "5m", "1h30m".
 # Relative paths are relative to the directory of this file.
@@ -695,4 +802,17 @@ def render_default_config(
 
 [queue]
 {section(queue_rows)}
+
+[dns]
+# nameservers = ["127.0.0.1:53"]   # resolvers to ask ("host:port"); default: the system's
+
+[delivery]
+{
+        section(
+            [
+                ("port", str(delivery.port), "SMTP port of remote servers"),
+                ("concurrency", str(delivery.concurrency), "outbound SMTP sessions at once"),
+            ]
+        )
+    }
 """
