@@ -10,16 +10,28 @@ import contextlib
 import logging
 import signal
 import ssl
+from collections.abc import Sequence
 
 from postroom.config import Config
 from postroom.delivery.local import LocalDelivery
+from postroom.delivery.smtp import (
+    OutboundMessage,
+    OutboundRecipient,
+    OutboundSettings,
+    RecipientOutcome,
+    deliver_to_domain,
+)
+from postroom.dns import DnsResolver
 from postroom.net import tls
 from postroom.net.listener import Listener, drain_sessions
 from postroom.net.smtp_session import ShutdownFlag, SmtpService
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.server import ServerSettings
+from postroom.queue.backoff import RetryPolicy
+from postroom.queue.scheduler import Scheduler
 from postroom.queue.spool import Spool
 from postroom.services.ingress import IngressContext
+from postroom.storage.outbound import ClaimedMessage
 from postroom.storage.store import Store
 
 log = logging.getLogger("postroom")
@@ -46,9 +58,38 @@ class MailServer:
             batch_wait=config.queue.group_commit_ms / 1000.0,
         )
         self.local = LocalDelivery(self.store)
+        queue = config.queue
+        self.resolver = DnsResolver(nameservers=config.dns.nameservers)
+        self.outbound = OutboundSettings(hostname=config.hostname, port=config.delivery.port)
+        self.scheduler = Scheduler(
+            self.store,
+            self._deliver,
+            policy=RetryPolicy(queue.retry, queue.warn_after, queue.give_up_after),
+            hostname=config.hostname,
+            local_domains=config.domains,
+            concurrency=config.delivery.concurrency,
+        )
         self.shutdown_flag = ShutdownFlag()
         self.listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def _deliver(
+        self, domain: str, claimed: Sequence[ClaimedMessage], contents: Sequence[bytes]
+    ) -> list[list[RecipientOutcome]]:
+        messages = [
+            OutboundMessage(
+                sender=item.message.envelope.sender,
+                params=item.message.envelope.params,
+                recipients=tuple(
+                    OutboundRecipient(r.address, r.notify, r.orcpt) for r in item.recipients
+                ),
+                content=content,
+            )
+            for item, content in zip(claimed, contents, strict=True)
+        ]
+        return await deliver_to_domain(
+            domain, messages, resolver=self.resolver, settings=self.outbound
+        )
 
     def _settings(self, service: str) -> ServerSettings:
         limits = self.config.limits
@@ -66,9 +107,13 @@ class MailServer:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store.open()
         context = tls_context(self.config)
-        ingress = IngressContext(self.config, self.store, Spool(self.store), self.local)
+        ingress = IngressContext(
+            self.config, self.store, Spool(self.store), self.local, self.scheduler.wake
+        )
         await self.local.recover()
-        self._tasks.append(asyncio.get_running_loop().create_task(self.local.run()))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.local.run()))
+        self._tasks.append(loop.create_task(self.scheduler.run()))
         hostname = self.config.hostname
         for name, endpoint in self.config.listen.enabled().items():
             if name not in SMTP_SERVICES:

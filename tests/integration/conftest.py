@@ -114,8 +114,10 @@ class Postroom:
         template: Path | None = None,
         host: str = HOST,
         tls: dict[str, str] | None = None,
+        extra: str = "",
     ) -> None:
         self.root = root
+        self.extra = extra  # more TOML tables, e.g. [dns]/[delivery]/[queue] for outbound tests
         self.host = host
         self.tls = dict(tls or {})
         root.mkdir(parents=True, exist_ok=True)
@@ -151,7 +153,12 @@ class Postroom:
             "[tls]",
             *(f"{key} = {toml_value(value)}" for key, value in self.tls.items()),
             "",
+            self.extra,
         ]
+        if "[dns]" not in self.extra:
+            # Tests never ask a real resolver: remote mail is looked up on a loopback port where
+            # nothing answers, so it is deferred (4.4.3) and stays in the queue.
+            lines += ["[dns]", 'nameservers = ["127.0.0.1:9"]', ""]
         self.config_path.write_text("\n".join(lines), encoding="utf-8")
 
     def endpoint(self, port: int) -> str:
@@ -443,6 +450,7 @@ def postroom_factory(tmp_path: Path, user_template: Path) -> Iterator[Callable[.
         name: str | None = None,
         host: str = HOST,
         tls: dict[str, str] | None = None,
+        extra: str = "",
     ) -> Postroom:
         root = tmp_path / (name or f"server{len(servers)}")
         server = Postroom(
@@ -452,6 +460,7 @@ def postroom_factory(tmp_path: Path, user_template: Path) -> Iterator[Callable[.
             template=user_template,
             host=host,
             tls=tls,
+            extra=extra,
         )
         servers.append(server)
         if start:

@@ -40,7 +40,8 @@ def test_show_lists_envelope_recipients_and_headers(postroom: Postroom) -> None:
     assert "protocol=ESMTPSA" in show
     assert f"authenticated: {ALICE}" in show
     remote = recipient_line(show, REMOTE)
-    assert "state=queued" in remote
+    # Waiting: queued, or deferred once the first attempt failed (tests have no DNS).
+    assert re.search(r"state=(queued|deferred)", remote), remote
     assert "notify=SUCCESS,FAILURE" in remote
     assert "orcpt=rfc822;carol@remote.test" in remote
     local = recipient_line(show, ALICE)
@@ -60,9 +61,8 @@ def test_hold_release_retry_change_recipient_state(postroom: Postroom) -> None:
     # A held recipient is not due: retry --all leaves it alone.
     assert postroom.run_cli("queue", "retry", "--all").stdout.startswith("0 recipient(s)")
     postroom.run_cli("queue", "release", queue_id)
-    assert "state=queued" in recipient_line(
-        postroom.run_cli("queue", "show", queue_id).stdout, REMOTE
-    )
+    released = recipient_line(postroom.run_cli("queue", "show", queue_id).stdout, REMOTE)
+    assert re.search(r"state=(queued|deferred)", released), released
     assert postroom.run_cli("queue", "retry", queue_id).stdout.startswith("1 recipient(s)")
 
 

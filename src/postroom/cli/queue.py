@@ -11,7 +11,7 @@ from rich.table import Table
 from postroom.cli.main import CliError, database, load
 from postroom.services.cleanup import header_block
 from postroom.storage import queue_control
-from postroom.storage.database import unlink_quietly
+from postroom.storage.database import QUEUE_STAMP, touch_stamp, unlink_quietly
 
 
 def _age(arrival: float) -> str:
@@ -108,6 +108,7 @@ def queue_retry(ctx: click.Context, message_id: str | None, everything: bool) ->
     config = load(ctx)
     with database(config) as db, db.transaction():
         count = queue_control.retry(db, message_id)
+    touch_stamp(config.data_dir, QUEUE_STAMP)
     click.echo(f"{count} recipient(s) due now")
 
 
@@ -130,6 +131,7 @@ def queue_release(ctx: click.Context, message_id: str) -> None:
     config = load(ctx)
     with database(config) as db, db.transaction():
         count = queue_control.release(db, message_id)
+    touch_stamp(config.data_dir, QUEUE_STAMP)
     click.echo(f"released {message_id.upper()} ({count} recipient(s))")
 
 

@@ -112,6 +112,7 @@ class SmtpService:
                     return
             elif isinstance(event, ev.Etrn):
                 log.info("etrn client=%s node=%s", stream.peer[0], event.node)
+                await self.ctx.etrn(event.node)  # RFC 1985: run that domain's queue now
             elif isinstance(event, ev.CloseConnection):
                 stream.write(engine.data_to_send())
                 return

@@ -9,9 +9,11 @@ sessions (554 5.7.1, never an open relay).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from postroom.config import Config
@@ -29,11 +31,12 @@ from postroom.queue.model import (
 )
 from postroom.queue.spool import ContentBuffer, Spool
 from postroom.services import accounts, cleanup
+from postroom.storage import queue_control
 from postroom.storage.database import (
     ACCOUNTS_STAMP,
     Resolution,
-    accounts_stamp,
     normalize_address,
+    read_stamp,
 )
 from postroom.storage.store import Store
 
@@ -51,6 +54,8 @@ class IngressContext:
     store: Store
     spool: Spool
     local: LocalDelivery
+    # Called when mail for other domains was queued (or ETRN asked): starts outbound delivery.
+    outbound_wakeup: Callable[[], None] = lambda: None
     local_domains: frozenset[str] = field(default_factory=frozenset)
 
     _known: dict[str, tuple[float, Resolution]] = field(default_factory=dict)
@@ -61,6 +66,12 @@ class IngressContext:
         self.local_domains = frozenset(d.lower() for d in self.config.domains)
         self._stamp_path = os.fspath(self.config.data_dir / ACCOUNTS_STAMP)
 
+    async def etrn(self, node: str) -> None:
+        """RFC 1985: start delivery of the mail waiting for `node` (a domain or "@domain")."""
+        if not node.startswith("#"):
+            await self.store.write(functools.partial(queue_control.retry_domain, domain=node))
+        self.outbound_wakeup()
+
     async def resolve(self, address: str) -> Resolution:
         """Alias expansion for a local address, with a short-lived cache of positive answers.
 
@@ -68,7 +79,7 @@ class IngressContext:
         stamp (one stat) drops the cache: a user or alias change applies to the next RCPT.
         """
         key = normalize_address(address)
-        stamp = accounts_stamp(self._stamp_path)
+        stamp = read_stamp(self._stamp_path)
         if stamp != self._stamp:
             self._stamp = stamp
             self._known.clear()
@@ -204,6 +215,8 @@ class IngressSession:
             r.user_id is not None and r.state is RecipientState.QUEUED for r in message.recipients
         ):
             self.ctx.local.notify(queue_id)  # immediate delivery failed: the worker retries
+        if any(r.user_id is None for r in message.recipients):
+            self.ctx.outbound_wakeup()
         log.info(
             "queued id=%s client=%s from=<%s> to=%s size=%d result=250 delivered=%d",
             queue_id,

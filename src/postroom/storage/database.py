@@ -442,19 +442,24 @@ class Database:
         return user
 
 
-ACCOUNTS_STAMP = "accounts.changed"
+ACCOUNTS_STAMP = "accounts.changed"  # users or aliases changed: drop lookup caches
+QUEUE_STAMP = "queue.changed"  # `queue retry/release`: look at the queue now
 
 
-def mark_accounts_changed(data_dir: Path) -> None:
-    """Tell a running server that users or aliases changed (it drops its lookup cache)."""
-    stamp = data_dir / ACCOUNTS_STAMP
+def touch_stamp(data_dir: Path, name: str) -> None:
+    """Tell a running server something changed behind its back (CLI → server signal)."""
+    stamp = data_dir / name
     stamp.touch()
     now = time.time_ns()
     os.utime(stamp, ns=(now, now))
 
 
-def accounts_stamp(stamp_path: str) -> int:
-    """The stamp's mtime (0 when absent); takes a str path: this runs once per RCPT."""
+def mark_accounts_changed(data_dir: Path) -> None:
+    touch_stamp(data_dir, ACCOUNTS_STAMP)
+
+
+def read_stamp(stamp_path: str) -> int:
+    """A stamp's mtime (0 when absent); takes a str path: this runs once per RCPT."""
     try:
         return os.stat(stamp_path).st_mtime_ns
     except FileNotFoundError:

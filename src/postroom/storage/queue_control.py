@@ -67,6 +67,16 @@ def retry(db: Database, message_id: str | None) -> int:
     return cursor.rowcount
 
 
+def retry_domain(db: Database, domain: str) -> int:
+    """RFC 1985 ETRN: make the waiting recipients of one domain due now."""
+    cursor = db.conn.execute(
+        "UPDATE queue_recipients SET next_attempt = ? WHERE state IN (?, ?) AND user_id IS NULL"
+        " AND lower(address) LIKE ?",
+        (time.time(), *WAITING, "%@" + domain.lower().lstrip("@")),
+    )
+    return cursor.rowcount
+
+
 def delete(db: Database, message_id: str) -> str | None:
     """Remove an entry and its recipients; returns a blob file to unlink, if it was the last use."""
     message = require_message(db, message_id)

@@ -1,0 +1,268 @@
+"""The outbound scheduler: due remote recipients → one delivery per destination → results.
+
+Each cycle claims the due recipients (recording the attempt first, see storage/outbound.py),
+groups them by destination domain, runs the deliveries with bounded concurrency, then records
+every recipient's outcome in one transaction together with the reports it calls for:
+- failed (5xx, or deferred past `give_up_after`): a failure report (RFC 3464) to the sender,
+  unless NOTIFY excludes FAILURE (RFC 3461 §4.1); a failed report (null sender) goes to the
+  postmaster of our first domain, never back to `<>`;
+- deferred past `warn_after`: one delay notice (Action: delayed, Will-Retry-Until);
+- delivered with NOTIFY=SUCCESS: a success report ("relayed": we handed it on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from postroom.delivery.local import deliver_before_queuing
+from postroom.delivery.smtp import RecipientOutcome
+from postroom.queue.backoff import RetryPolicy
+from postroom.queue.bounce import Kind, ReportRecipient, build_report
+from postroom.queue.model import RecipientState, new_queue_id
+from postroom.storage.database import QUEUE_STAMP, Database, read_stamp, unlink_quietly
+from postroom.storage.outbound import (
+    ClaimedMessage,
+    ClaimedRecipient,
+    claim_due,
+    finish_if_final,
+    mark_delay_notified,
+    next_due,
+    queue_generated,
+    record_attempt,
+    still_queued,
+)
+from postroom.storage.store import Store
+
+log = logging.getLogger("postroom.queue")
+
+MAX_IDLE_WAIT = 60.0  # seconds between looks at an idle queue
+STAMP_CHECK = 1.0  # seconds between checks of the CLI's "queue changed" stamp
+
+
+Deliver = Callable[
+    [str, Sequence[ClaimedMessage], Sequence[bytes]], Awaitable[list[list[RecipientOutcome]]]
+]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        deliver: Deliver,
+        *,
+        policy: RetryPolicy,
+        hostname: str,
+        local_domains: Sequence[str],
+        concurrency: int,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.deliver = deliver
+        self.policy = policy
+        self.hostname = hostname
+        self.local_domains = tuple(d.lower() for d in local_domains)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wakeup = asyncio.Event()
+        self._queue_stamp = os.fspath(store.data_dir / QUEUE_STAMP)
+        self._stamp = read_stamp(self._queue_stamp)
+
+    def wake(self) -> None:
+        """Look at the queue now (new remote mail, ETRN, `queue retry`)."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            now = self.clock()
+            claims = await self.store.write(
+                functools.partial(claim_due, now=now, policy=self.policy, rng=self.rng)
+            )
+            if claims:
+                await asyncio.gather(
+                    *(self._deliver_domain(domain, items) for domain, items in claims.items())
+                )
+                continue
+            due = await self.store.read(next_due)
+            wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, due - self.clock())
+            await self._idle(wait)
+
+    async def _idle(self, seconds: float) -> None:
+        """Sleep until woken, `seconds` pass, or the CLI's queue stamp changes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (remaining := deadline - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), min(STAMP_CHECK, remaining))
+                return
+            stamp = read_stamp(self._queue_stamp)
+            if stamp != self._stamp:
+                self._stamp = stamp
+                return
+
+    async def _deliver_domain(self, domain: str, claimed: list[ClaimedMessage]) -> None:
+        async with self._slots:
+            blob_dir = self.store.blob_dir
+            contents = [
+                await self.store.read(functools.partial(_content, item=item, blob_dir=blob_dir))
+                for item in claimed
+            ]
+            try:
+                results = await self.deliver(domain, claimed, contents)
+            except Exception as error:
+                log.exception("delivery to %s crashed", domain)
+                reply = f"451 4.3.0 local error during delivery: {type(error).__name__}"
+                results = [
+                    [
+                        RecipientOutcome(r.address, "deferred", reply, "4.3.0", None)
+                        for r in item.recipients
+                    ]
+                    for item in claimed
+                ]
+            now = self.clock()
+            unlink = await self.store.write(
+                lambda db: [
+                    self._record(db, item, content, outcomes, now)
+                    for item, content, outcomes in zip(claimed, contents, results, strict=True)
+                ]
+            )
+            for path in unlink:
+                if path:
+                    unlink_quietly(blob_dir / path)
+
+    def _record(
+        self,
+        db: Database,
+        claimed: ClaimedMessage,
+        content: bytes,
+        outcomes: list[RecipientOutcome],
+        now: float,
+    ) -> str | None:
+        message = claimed.message
+        if not still_queued(db, message.id):
+            return None
+        arrival = message.envelope.arrival
+        reports: dict[Kind, list[ReportRecipient]] = {"failure": [], "delay": [], "success": []}
+        for rcpt, outcome in zip(claimed.recipients, outcomes, strict=True):
+            state, reply, status = self._state_for(outcome, arrival, now)
+            record_attempt(db, rcpt, state, reply, now)
+            log.info(
+                "%s id=%s to=<%s> relay=%s reply=%s",
+                state,
+                message.id,
+                rcpt.address,
+                outcome.remote_mta or "-",
+                reply,
+            )
+            entry = ReportRecipient(
+                final_recipient=rcpt.address,
+                original_recipient=rcpt.orcpt,
+                action="failed",
+                status=status,
+                remote_mta=outcome.remote_mta,
+                diagnostic=reply,
+                last_attempt=now,
+            )
+            if state is RecipientState.FAILED and _wants(rcpt, "FAILURE", default=True):
+                reports["failure"].append(entry)
+            elif state is RecipientState.DELIVERED and _wants(rcpt, "SUCCESS", default=False):
+                reports["success"].append(dataclasses.replace(entry, action="relayed"))
+            elif (
+                state is RecipientState.DEFERRED
+                and self.policy.warning_due(arrival, now, rcpt.delay_notified)
+                and _wants(rcpt, "DELAY", default=True)
+            ):
+                mark_delay_notified(db, rcpt)
+                reports["delay"].append(
+                    dataclasses.replace(
+                        entry, action="delayed", will_retry_until=self.policy.expires(arrival)
+                    )
+                )
+        for kind, recipients in reports.items():
+            if recipients:
+                self._send_report(db, kind, claimed, content, recipients, now)
+        return finish_if_final(db, message.id)
+
+    def _state_for(
+        self, outcome: RecipientOutcome, arrival: float, now: float
+    ) -> tuple[RecipientState, str, str]:
+        if outcome.result == "delivered":
+            return RecipientState.DELIVERED, outcome.reply, outcome.status
+        if outcome.result == "failed":
+            return RecipientState.FAILED, outcome.reply, outcome.status
+        if self.policy.expired(arrival, now):
+            # RFC 3463 4.4.7 → permanent: the message expired in the queue.
+            return (
+                RecipientState.FAILED,
+                f"{outcome.reply} (gave up: too long in the queue)",
+                ("4.4.7" if outcome.status.startswith("4") else outcome.status),
+            )
+        return RecipientState.DEFERRED, outcome.reply, outcome.status
+
+    def _send_report(
+        self,
+        db: Database,
+        kind: Kind,
+        claimed: ClaimedMessage,
+        content: bytes,
+        recipients: list[ReportRecipient],
+        now: float,
+    ) -> None:
+        envelope = claimed.message.envelope
+        if envelope.sender:
+            to = envelope.sender
+        elif kind == "failure" and self.local_domains:
+            # A report about a report: never to <>, to our postmaster instead.
+            to = f"postmaster@{self.local_domains[0]}"
+        else:
+            return
+        ret = envelope.params.ret
+        report = build_report(
+            kind=kind,
+            reporting_mta=self.hostname,
+            original_sender=to,
+            envid=envelope.params.envid,
+            arrival=envelope.arrival,
+            recipients=recipients,
+            original=content,
+            ret="FULL" if ret == "FULL" else "HDRS" if ret == "HDRS" else None,
+            now=now,
+            message_id=f"{new_queue_id(now)}@{self.hostname}",
+        )
+        queued = queue_generated(
+            db,
+            report,
+            to,
+            hostname=self.hostname,
+            local_domains=frozenset(self.local_domains),
+            deliver_local=deliver_before_queuing,
+        )
+        log.info(
+            "report kind=%s about id=%s to=<%s> id=%s",
+            kind,
+            claimed.message.id,
+            to,
+            queued.id if queued else "(nobody: address unknown)",
+        )
+
+
+def _content(db: Database, item: ClaimedMessage, blob_dir: Path) -> bytes:
+    return item.message.prefix + db.read_blob(item.message.blob_id, blob_dir)
+
+
+def _wants(rcpt: ClaimedRecipient, what: str, *, default: bool) -> bool:
+    """RFC 3461 §4.1: NOTIFY lists what the sender wants; absent means failures (and delays)."""
+    if rcpt.notify is None:
+        return default
+    return what in rcpt.notify
