@@ -28,8 +28,8 @@ from postroom.config import (
     TlsConfig,
     default_config,
     load_config,
-    render_default_config,
 )
+from postroom.config_template import render_default_config
 from postroom.durations import format_duration, parse_duration
 
 

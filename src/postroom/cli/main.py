@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from postroom import logsetup
-from postroom.config import Config, ConfigError, load_config, render_default_config
+from postroom.config import Config, ConfigError, load_config
+from postroom.config_template import render_default_config
 from postroom.services.accounts import PasswordError
 from postroom.storage.database import Database, StoreError, mark_accounts_changed
 from postroom.storage.store import DB_NAME

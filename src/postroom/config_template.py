@@ -1,0 +1,141 @@
+"""The commented configuration file that `postroom init` writes (it loads with load_config)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from postroom.config import (
+    _DEFAULT_DATA_DIR,
+    DEFAULT_LISTEN,
+    DeliveryConfig,
+    LimitsConfig,
+    QueueConfig,
+    _domains,
+    _hostname,
+    _toml_string,
+)
+from postroom.durations import format_duration
+
+
+def render_default_config(
+    hostname: str = "mx.example.test", domains: Sequence[str] = ("example.test",)
+) -> str:
+    """The commented TOML file that ``postroom init`` writes; it loads with :func:`load_config`.
+
+    Raises ValueError if *hostname* or *domains* are not valid domain names.
+    """
+    if isinstance(domains, str):
+        raise TypeError("domains must be a sequence of domain names, not a single string")
+    host = _hostname(hostname)
+    names = _domains(list(domains))
+    limits = LimitsConfig()
+    queue = QueueConfig()
+    domain_list = ", ".join(_toml_string(name) for name in names)
+
+    def line(key: str, value: str, comment: str, prefix: str = "") -> str:
+        return f"{prefix}{key} = {value}".ljust(32) + f"  # {comment}"
+
+    def section(rows: Sequence[tuple[str, str, str]], prefix: str = "") -> str:
+        return "\n".join(line(*row, prefix=prefix) for row in rows)
+
+    top = section(
+        [
+            ("hostname", _toml_string(host), "this server's public name, used in SMTP greetings"),
+            ("data_dir", _toml_string(_DEFAULT_DATA_DIR), "queue, mailboxes and generated keys"),
+            ("domains", f"[{domain_list}]", "domains whose mail is delivered to mailboxes here"),
+        ]
+    )
+    listen_comments = {
+        "smtp": "mail from other servers (usually port 25)",
+        "submission": "mail from your users, STARTTLS (usually 587)",
+        "submissions": "mail from your users, implicit TLS (usually 465)",
+    }
+    listen = section(
+        [(name, _toml_string(addr), listen_comments[name]) for name, addr in DEFAULT_LISTEN.items()]
+    )
+    listen_later = section(
+        [
+            ("imap", '"127.0.0.1:1143"', "IMAP, STARTTLS (usually 143); not available yet"),
+            ("imaps", '"127.0.0.1:1993"', "IMAP, implicit TLS (usually 993); not available yet"),
+            ("pop3", '"127.0.0.1:1110"', "POP3, STARTTLS (usually 110); not available yet"),
+            ("pop3s", '"127.0.0.1:1995"', "POP3, implicit TLS (usually 995); not available yet"),
+        ],
+        prefix="# ",
+    )
+    tls = section(
+        [
+            ("cert", '"tls/fullchain.pem"', "certificate chain, PEM (set both cert and key)"),
+            ("key", '"tls/privkey.pem"', "private key of that certificate, PEM"),
+        ],
+        prefix="# ",
+    )
+    limit_rows = [
+        ("message_size", str(limits.message_size), "largest accepted message, in bytes"),
+        ("recipients", str(limits.recipients), "most recipients in one mail transaction"),
+        ("line_length", str(limits.line_length), "longest command line incl. CRLF (min 512)"),
+        (
+            "command_timeout",
+            _toml_string(format_duration(limits.command_timeout)),
+            "how long to wait for the next command",
+        ),
+        (
+            "data_timeout",
+            _toml_string(format_duration(limits.data_timeout)),
+            "how long to wait for more message data",
+        ),
+        ("connections_per_ip", str(limits.connections_per_ip), "SMTP sessions per client IP"),
+        ("connections", str(limits.connections), "SMTP sessions in total"),
+        (
+            "errors_per_session",
+            str(limits.errors_per_session),
+            "error replies before closing with 421",
+        ),
+        ("received_headers", str(limits.received_headers), "more Received: headers = mail loop"),
+    ]
+    queue_rows = [
+        ("group_commit_ms", f"{queue.group_commit_ms:g}", "extra ms to gather writes per fsync"),
+        ("group_commit_max", str(queue.group_commit_max), "most writes in one fsync"),
+        (
+            "retry",
+            "[" + ", ".join(_toml_string(format_duration(d)) for d in queue.retry) + "]",
+            "waits between attempts; the last repeats",
+        ),
+        ("warn_after", _toml_string(format_duration(queue.warn_after)), "delay notice after"),
+        ("give_up_after", _toml_string(format_duration(queue.give_up_after)), "return mail after"),
+    ]
+    delivery = DeliveryConfig()
+    return f"""\
+# postroom configuration. Durations take seconds (300) or strings like "30s", "5m", "1h30m".
+# Relative paths are relative to the directory of this file.
+
+{top}
+
+[listen]
+# "host:port" per service ("[::]:25" for IPv6; port 0 picks a free port).
+# Only the services listed here are started: comment a line out to disable it.
+{listen}
+{listen_later}
+
+[tls]
+# Without cert and key, a self-signed certificate is generated into data_dir.
+{tls}
+
+[limits]
+{section(limit_rows)}
+
+[queue]
+{section(queue_rows)}
+
+[dns]
+# nameservers = ["127.0.0.1:53"]   # resolvers to ask ("host:port"); default: the system's
+
+[delivery]
+{
+        section(
+            [
+                ("port", str(delivery.port), "SMTP port of remote servers"),
+                ("concurrency", str(delivery.concurrency), "outbound SMTP sessions at once"),
+            ]
+        )
+    }
+"""
