@@ -11,6 +11,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Sequence
+from typing import Literal, cast
 
 from postroom.config import Config
 from postroom.delivery.local import LocalDelivery
@@ -19,6 +20,7 @@ from postroom.delivery.smtp import (
     OutboundRecipient,
     OutboundSettings,
     RecipientOutcome,
+    Route,
     deliver_to_domain,
 )
 from postroom.dns import DnsResolver
@@ -88,8 +90,24 @@ class MailServer:
             for item, content in zip(claimed, contents, strict=True)
         ]
         return await deliver_to_domain(
-            domain, messages, resolver=self.resolver, settings=self.outbound
+            domain,
+            messages,
+            resolver=self.resolver,
+            settings=self.outbound,
+            route=self._route(domain),
         )
+
+    def _route(self, domain: str) -> Route | None:
+        """A [routes] entry for the domain wins; then the [relay] smarthost; else MX (None)."""
+        relay = self.config.relay
+        for name, endpoint in relay.routes:
+            if name == domain:
+                return Route(endpoint.host, endpoint.port, "opportunistic")
+        if relay.host is None:
+            return None
+        tls = cast(Literal["starttls", "implicit", "opportunistic"], relay.tls)
+        ca_file = str(relay.ca_file) if relay.ca_file else None
+        return Route(relay.host.host, relay.host.port, tls, relay.username, relay.password, ca_file)
 
     def _settings(self, service: str) -> ServerSettings:
         limits = self.config.limits

@@ -217,6 +217,18 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class RelayConfig:
+    """A smarthost for all remote mail ([relay]) and per-domain next hops ([routes])."""
+
+    host: Endpoint | None = None
+    tls: str = "starttls"  # starttls | implicit | opportunistic
+    username: str = ""
+    password: str = ""
+    ca_file: Path | None = None  # CA bundle to verify the relay (default: system CAs)
+    routes: tuple[tuple[str, Endpoint], ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration."""
 
@@ -230,6 +242,7 @@ class Config:
     queue: QueueConfig
     dns: DnsConfig = DnsConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    relay: RelayConfig = RelayConfig()
 
 
 DEFAULT_LISTEN: dict[str, str] = {
@@ -253,7 +266,11 @@ _TOP_KEYS = (
     "queue",
     "dns",
     "delivery",
+    "relay",
+    "routes",
 )
+_RELAY_KEYS = ("host", "tls", "username", "password", "ca_file")
+_RELAY_TLS = ("starttls", "implicit", "opportunistic")
 _LISTEN_KEYS = tuple(f.name for f in fields(ListenConfig))
 _TLS_KEYS = ("cert", "key")
 _LIMITS_KEYS = tuple(f.name for f in fields(LimitsConfig))
@@ -371,6 +388,20 @@ def _nameservers(value: object) -> tuple[str, ...]:
             raise _Invalid(f"{_show(item)} is not an IP address with a port", fix) from None
         servers.append(str(endpoint))
     return tuple(servers)
+
+
+def _choice(value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise _Invalid(
+            f"must be one of {', '.join(choices)}, got {_show(value)}", f'write "{choices[0]}"'
+        )
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string, got {_show(value)}", 'write it in quotes: "..."')
+    return value
 
 
 def _port(value: object, default: int) -> int:
@@ -492,6 +523,7 @@ class _Reader:
             queue=self.queue(doc),
             dns=self.dns(doc),
             delivery=self.delivery(doc),
+            relay=self.relay(doc),
         )
 
     def listen(self, doc: Mapping[str, Any]) -> ListenConfig:
@@ -588,6 +620,37 @@ class _Reader:
         if "nameservers" not in raw:
             return DnsConfig()
         return DnsConfig(self.check("dns.nameservers", _nameservers, raw["nameservers"]))
+
+    def relay(self, doc: Mapping[str, Any]) -> RelayConfig:
+        raw = self.table(doc, "relay", _RELAY_KEYS)
+        values: dict[str, Any] = {}
+        if "host" in raw:
+            values["host"] = self.check(
+                "relay.host", _endpoint, raw["host"], "smtp.provider.example:587"
+            )
+        if "tls" in raw:
+            values["tls"] = self.check("relay.tls", _choice, raw["tls"], _RELAY_TLS)
+        for name in ("username", "password"):
+            if name in raw:
+                values[name] = self.check(f"relay.{name}", _text, raw[name])
+        if "ca_file" in raw:
+            text = self.check("relay.ca_file", _path_string, raw["ca_file"], '"tls/relay-ca.pem"')
+            values["ca_file"] = self.resolve(text)
+        if values.get("password") and not values.get("username"):
+            raise self.error(
+                "relay.username",
+                "missing while relay.password is set",
+                "set both, or neither for a relay that needs no login",
+            )
+        routes = self.table(doc, "routes", tuple(doc.get("routes", {}) or ()))
+        values["routes"] = tuple(
+            (
+                self.check(f"routes.{name}", _domain, name, "example.org"),
+                self.check(f"routes.{name}", _endpoint, target, "mx.internal.example:25"),
+            )
+            for name, target in routes.items()
+        )
+        return RelayConfig(**values)
 
     def delivery(self, doc: Mapping[str, Any]) -> DeliveryConfig:
         raw = self.table(doc, "delivery", _DELIVERY_KEYS)

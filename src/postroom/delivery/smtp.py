@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import email.parser
 import email.policy
+import ipaddress
 import logging
 import quopri
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from email import generator as email_generator
 from email.message import Message
@@ -37,6 +39,7 @@ from postroom.dns.resolver import (
     MxResult,
 )
 from postroom.proto.smtp.client import (
+    AuthResult,
     Capabilities,
     CommandReply,
     EnvelopeResult,
@@ -70,6 +73,24 @@ class OutboundSettings:
     connect_timeout: float = 30.0
     command_timeout: float = 300.0  # RFC 5321 §4.5.3.2.1-6: greeting, MAIL, RCPT, DATA: 5 min
     data_timeout: float = 600.0  # RFC 5321 §4.5.3.2.6: DATA termination: 10 min
+
+
+@dataclass(frozen=True)
+class Route:
+    """A fixed next hop replacing the MX lookup: a smarthost or a per-domain route.
+
+    `tls`: "starttls" (required before AUTH), "implicit" (RFC 8314 TLS from the first byte) or
+    "opportunistic". With "starttls" and "implicit" the relay's certificate is verified against
+    the host name (RFC 6125), so credentials, sent with AUTH PLAIN (or LOGIN when that is all the
+    relay offers), only ever travel over a verified TLS connection.
+    """
+
+    host: str
+    port: int
+    tls: Literal["starttls", "implicit", "opportunistic"] = "starttls"
+    username: str = ""
+    password: str = ""
+    ca_file: str | None = None  # CA bundle to verify the relay with (default: the system's)
 
 
 @dataclass(frozen=True)
@@ -121,8 +142,12 @@ async def deliver_to_domain(
     resolver: MailResolver,
     settings: OutboundSettings,
     verify_context: ssl.SSLContext | None = None,
+    route: Route | None = None,
 ) -> list[list[RecipientOutcome]]:
-    """Deliver `messages` (all for recipients at `domain`); one outcome list per message."""
+    """Deliver `messages` (all for recipients at `domain`); one outcome list per message.
+
+    With a `route`, the next hop is that host instead of the domain's MX hosts.
+    """
     if not messages:
         return []
 
@@ -132,6 +157,8 @@ async def deliver_to_domain(
             for m in messages
         ]
 
+    if route is not None:
+        return await _deliver_by_route(domain, messages, route, resolver, settings, everyone)
     try:
         async with asyncio.timeout(settings.command_timeout):
             mx: MxResult = await resolver.mx_hosts(domain)
@@ -181,6 +208,54 @@ async def deliver_to_domain(
                     break
                 return await session.deliver_all(messages)
     # RFC 5321 §4.5.4.1: no host could be reached — keep the mail and retry later.
+    return everyone("deferred", last_error, "4.4.1")
+
+
+async def _deliver_by_route(
+    domain: str,
+    messages: Sequence[OutboundMessage],
+    route: Route,
+    resolver: MailResolver,
+    settings: OutboundSettings,
+    everyone: Callable[[Result, str, str], list[list[RecipientOutcome]]],
+) -> list[list[RecipientOutcome]]:
+    # Implicit TLS is on before the greeting; "starttls" insists on a verified upgrade.
+    tls: TlsMode = "verify" if route.tls == "starttls" else "opportunistic"
+    verify = None
+    if route.tls != "opportunistic":
+        verify = ssl.create_default_context(cafile=route.ca_file)
+    routed = dataclasses.replace(settings, port=route.port, tls=tls)
+    try:
+        addresses = [str(ipaddress.ip_address(route.host.strip("[]")))]  # an IP needs no DNS
+    except ValueError:
+        addresses = []
+    try:
+        if not addresses:
+            async with asyncio.timeout(settings.command_timeout):
+                addresses = await resolver.addresses(route.host)
+    except DnsError as error:
+        return everyone("deferred", f"4.4.3 route {route.host}: {error}", "4.4.3")
+    except TimeoutError:
+        return everyone("deferred", f"4.4.3 route {route.host}: lookup timed out", "4.4.3")
+    credentials = (route.username, route.password) if route.username else None
+    last_error = f"4.4.1 relay {route.host} could not be reached"
+    for address in addresses:
+        try:
+            session = await _Session.open(
+                route.host,
+                address,
+                routed,
+                verify,
+                literal=False,
+                use_tls=route.tls != "implicit",
+                implicit_tls=route.tls == "implicit",
+                credentials=credentials,
+            )
+        except _Failover as failover:
+            last_error = failover.reason
+            log.info("delivery to %s via %s: %s", domain, route.host, failover.reason)
+            continue
+        return await session.deliver_all(messages)
     return everyone("deferred", last_error, "4.4.1")
 
 
@@ -271,12 +346,22 @@ class _Session:
         *,
         literal: bool,
         use_tls: bool,
+        implicit_tls: bool = False,
+        credentials: tuple[str, str] | None = None,
     ) -> _Session:
         peer = f"{host}[{address}]"
         loop = asyncio.get_running_loop()
+        # RFC 8314 §3: implicit TLS from the first byte, verified like STARTTLS would be.
+        context = (verify_context or ssl.create_default_context()) if implicit_tls else None
         try:
             async with asyncio.timeout(settings.connect_timeout):
-                _, link = await loop.create_connection(_Link, address, settings.port)
+                _, link = await loop.create_connection(
+                    _Link,
+                    address,
+                    settings.port,
+                    ssl=context,
+                    server_hostname=None if context is None else host,
+                )
         except TimeoutError:
             raise _Failover(f"4.4.1 connection to {peer} timed out") from None
         except ConnectionRefusedError:
@@ -286,6 +371,10 @@ class _Session:
         session = cls(host, address, settings, link, SmtpClient(settings.hostname))
         try:
             await session._start(verify_context, literal=literal, use_tls=use_tls)
+            if credentials is not None:
+                if not implicit_tls and link.transport is not None and not _encrypted(link):
+                    raise _Failover(f"4.7.0 {peer}: no TLS, credentials not sent")
+                await session._authenticate(*credentials)
         except _Failover:
             await session.close(quit_first=True)
             raise
@@ -342,6 +431,18 @@ class _Session:
         link.transport = transport
         client.tls_established()
         await self._hello()
+
+    async def _authenticate(self, user: str, password: str) -> None:
+        """RFC 4954: AUTH PLAIN (LOGIN when only that is offered) to a relay."""
+        offered = self.client.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" in offered or "LOGIN" not in offered:
+            self.client.auth_plain(user, password)
+        else:
+            self.client.auth_login(user, password)
+        event = await self._event()
+        if not isinstance(event, AuthResult) or event.reply.code != 235:
+            # A refused login is a configuration problem: keep the mail (4.7.0), do not bounce.
+            raise _Failover(f"4.7.0 {self.peer} refused our login: {self._describe(event)}")
 
     async def _hello(self) -> None:
         self.client.ehlo()
@@ -509,6 +610,10 @@ def _reply_text(reply: Reply) -> str:
     head = f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
     text = " ".join(line for line in reply.lines if line)
     return f"{head} {text}" if text else head
+
+
+def _encrypted(link: _Link) -> bool:
+    return link.transport is not None and link.transport.get_extra_info("ssl_object") is not None
 
 
 def _unauthenticated_context() -> ssl.SSLContext:
