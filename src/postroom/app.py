@@ -153,6 +153,11 @@ class MailServer:
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         log.info("shutting down")
+        await self.close(grace)
+        log.info("stopped; %s", self.store.stats.summary())
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop whatever runs (sessions get `grace` seconds) and close the store, silently."""
         self.shutdown_flag.active = True
         await drain_sessions(self.listeners, grace)
         with contextlib.suppress(TimeoutError):
@@ -163,7 +168,6 @@ class MailServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.store.close()
-        log.info("stopped; %s", self.store.stats.summary())
 
 
 async def serve(config: Config) -> None:
@@ -173,7 +177,11 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await server.close()  # e.g. a port in use: close what was opened, then report
+        raise
     log.info("postroom ready hostname=%s domains=%s", config.hostname, ",".join(config.domains))
     await stop.wait()
     await server.stop()
