@@ -115,12 +115,13 @@ def serve(ctx: click.Context, verbose: bool) -> None:
 
 
 def register(group: click.Group) -> None:
-    from postroom.cli import accounts, mailbox, queue
+    from postroom.cli import accounts, mailbox, queue, send
 
     group.add_command(accounts.user)
     group.add_command(accounts.alias)
     group.add_command(mailbox.mailbox)
     group.add_command(queue.queue)
+    group.add_command(send.send)
 
 
 register(cli)
