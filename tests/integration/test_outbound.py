@@ -156,3 +156,25 @@ def test_success_notice_when_asked(
     status = status_part(report)
     assert "Action: relayed" in status
     assert f"Final-Recipient: rfc822; {CAROL}" in status
+
+
+def test_kill_9_during_delivery_loses_nothing(
+    postroom_factory: Callable[..., Postroom], dns: DnsServer, smtp_sink: Callable[..., Sink]
+) -> None:
+    """The attempt is recorded before the peer is contacted; a crash mid-delivery means a
+    retry after restart (at worst a duplicate, RFC 5321 §6.1), never a lost message."""
+    sink = smtp_sink("-w", "3")  # holds every DATA for 3 s: time to crash in the middle
+    server = relay_server(postroom_factory, dns, sink.port, 'retry = ["1s"]')
+    token = submit(server, CAROL)
+    wait_until(lambda: "attempts=1" in show_all(server), 30, "the first attempt to be recorded")
+    assert not any(token.encode() in m for m in sink.messages())  # still in the middle
+    server.kill()
+    server.restart()
+    wait_until(lambda: any(token.encode() in m for m in sink.messages()), 60, "the retry")
+    wait_until(lambda: CAROL not in server.queue_list(), 60, "the queue entry to go")
+
+
+def show_all(server: Postroom) -> str:
+    listing = server.queue_list()
+    ids = [word for word in listing.split() if len(word) == 17 and word.isalnum()]
+    return "".join(server.run_cli("queue", "show", i, check=False).stdout for i in ids)
