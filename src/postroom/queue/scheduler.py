@@ -33,7 +33,6 @@ from postroom.storage.outbound import (
     ClaimedMessage,
     ClaimedRecipient,
     claim_due,
-    finish_if_final,
     mark_delay_notified,
     next_due,
     queue_generated,
@@ -192,7 +191,10 @@ class Scheduler:
         for kind, recipients in reports.items():
             if recipients:
                 self._send_report(db, kind, claimed, content, recipients, now)
-        return finish_if_final(db, message.id)
+        # Failures are reported above, in this same transaction: they are final too.
+        return db.finish_message_if_done(
+            message.id, (RecipientState.DELIVERED, RecipientState.FAILED)
+        )
 
     def _state_for(
         self, outcome: RecipientOutcome, arrival: float, now: float

@@ -367,14 +367,16 @@ class Database:
             (str(rcpt.state), rcpt.attempts, rcpt.next_attempt, rcpt.last_reply, rcpt.id),
         )
 
-    def finish_message_if_done(self, message_id: str) -> str | None:
-        """Drop a queue entry once every recipient is delivered; returns a blob file to unlink.
-
-        Entries with failed recipients stay, so the failure can be reported (bounced).
-        """
+    def finish_message_if_done(
+        self, message_id: str, final: tuple[RecipientState, ...] = (RecipientState.DELIVERED,)
+    ) -> str | None:
+        """Drop a queue entry once every recipient is in a `final` state; returns a blob file to
+        unlink. By default only delivered counts, so failures stay until they are reported."""
+        marks = ", ".join("?" * len(final))
         pending = self.conn.execute(
-            "SELECT count(*) FROM queue_recipients WHERE message_id = ? AND state != ?",
-            (message_id, str(RecipientState.DELIVERED)),
+            "SELECT count(*) FROM queue_recipients"
+            f" WHERE message_id = ? AND state NOT IN ({marks})",
+            (message_id, *(str(state) for state in final)),
         ).fetchone()[0]
         if pending:
             return None

@@ -17,8 +17,7 @@ from postroom.proto.smtp.params import MailParams
 from postroom.queue.backoff import RetryPolicy
 from postroom.queue.model import Envelope, QueuedMessage, Recipient, RecipientState, new_queue_id
 from postroom.storage.database import Database
-
-WAITING = (str(RecipientState.QUEUED), str(RecipientState.DEFERRED))
+from postroom.storage.queue_control import WAITING
 
 
 @dataclass(slots=True)
@@ -118,23 +117,6 @@ def record_attempt(
 
 def mark_delay_notified(db: Database, rcpt: ClaimedRecipient) -> None:
     db.conn.execute("UPDATE queue_recipients SET delay_notified = 1 WHERE id = ?", (rcpt.id,))
-
-
-def finish_if_final(db: Database, message_id: str) -> str | None:
-    """Drop an entry whose recipients are all delivered or failed (and reported)."""
-    pending = db.conn.execute(
-        "SELECT count(*) FROM queue_recipients WHERE message_id = ? AND state NOT IN (?, ?)",
-        (message_id, str(RecipientState.DELIVERED), str(RecipientState.FAILED)),
-    ).fetchone()[0]
-    if pending:
-        return None
-    row = db.conn.execute(
-        "SELECT blob_id FROM queue_messages WHERE id = ?", (message_id,)
-    ).fetchone()
-    if row is None:
-        return None
-    db.conn.execute("DELETE FROM queue_messages WHERE id = ?", (message_id,))
-    return db.release_blob(int(row[0]))
 
 
 def queue_generated(
