@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Literal, cast
 
 from postroom.config import Config
-from postroom.delivery.local import LocalDelivery
+from postroom.delivery.local import LocalDelivery, deliver_before_queuing
 from postroom.delivery.smtp import (
     OutboundMessage,
     OutboundRecipient,
@@ -30,6 +30,7 @@ from postroom.net.smtp_session import ShutdownFlag, SmtpService
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.server import ServerSettings
 from postroom.queue.backoff import RetryPolicy
+from postroom.queue.reports import Reporter
 from postroom.queue.scheduler import Scheduler
 from postroom.queue.spool import Spool
 from postroom.services.ingress import IngressContext
@@ -59,7 +60,13 @@ class MailServer:
             batch_max=config.queue.group_commit_max,
             batch_wait=config.queue.group_commit_ms / 1000.0,
         )
-        self.local = LocalDelivery(self.store)
+        reporter = Reporter(
+            hostname=config.hostname,
+            local_domains=tuple(d.lower() for d in config.domains),
+            blob_dir=self.store.blob_dir,
+            deliver_local=deliver_before_queuing,
+        )
+        self.local = LocalDelivery(self.store, reporter)
         queue = config.queue
         self.resolver = DnsResolver(nameservers=config.dns.nameservers)
         self.outbound = OutboundSettings(hostname=config.hostname, port=config.delivery.port)
@@ -67,8 +74,7 @@ class MailServer:
             self.store,
             self._deliver,
             policy=RetryPolicy(queue.retry, queue.warn_after, queue.give_up_after),
-            hostname=config.hostname,
-            local_domains=config.domains,
+            reporter=reporter,
             concurrency=config.delivery.concurrency,
         )
         self.shutdown_flag = ShutdownFlag()

@@ -146,16 +146,29 @@ def test_deferred_mail_goes_out_after_queue_retry(
     assert "queue is empty" in server.run_cli("queue", "list").stdout
 
 
-def test_success_notice_when_asked(
+def test_success_notice_when_asked_and_the_peer_lacks_dsn(
     postroom_factory: Callable[..., Postroom], dns: DnsServer, smtp_sink: Callable[..., Sink]
 ) -> None:
-    sink = smtp_sink()
+    sink = smtp_sink("-N")  # no DSN announced: NOTIFY cannot travel on, so we report "relayed"
     server = relay_server(postroom_factory, dns, sink.port)
     submit(server, CAROL, options=("NOTIFY=SUCCESS",))
     [report] = wait_until(lambda: reports(server), 30, "the success report")
     status = status_part(report)
     assert "Action: relayed" in status
     assert f"Final-Recipient: rfc822; {CAROL}" in status
+
+
+def test_no_success_notice_from_us_when_the_peer_has_dsn(
+    postroom_factory: Callable[..., Postroom], dns: DnsServer, smtp_sink: Callable[..., Sink]
+) -> None:
+    """RFC 3461 §5.2.2: the peer got NOTIFY=SUCCESS with the message and reports delivery."""
+    sink = smtp_sink()  # announces DSN
+    server = relay_server(postroom_factory, dns, sink.port)
+    token = submit(server, CAROL, options=("NOTIFY=SUCCESS",))
+    wait_until(lambda: any(token.encode() in m for m in sink.messages()), 30, "the sink to get it")
+    # The entry leaves the queue in the same transaction that would have queued a report.
+    wait_until(lambda: CAROL not in server.queue_list(), 30, "the queue entry to go")
+    assert reports(server) == []
 
 
 def test_kill_9_during_delivery_loses_nothing(

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from dataclasses import dataclass
 
-from postroom.queue.model import QueuedMessage, RecipientState
+from postroom.queue.model import QueuedMessage, Recipient, RecipientState
+from postroom.queue.reports import Reporter
 from postroom.storage.database import Database, unlink_quietly
 from postroom.storage.store import Store
 
@@ -35,10 +37,15 @@ def return_path(sender: str) -> bytes:
 
 
 def deliver_loaded(
-    db: Database, message: QueuedMessage, inboxes: dict[int, int | None]
+    db: Database, message: QueuedMessage, inboxes: dict[int, int | None], reporter: Reporter
 ) -> tuple[list[Delivered], str | None]:
-    """Deliver one message's queued local recipients; returns deliveries and a file to unlink."""
+    """Deliver one message's queued local recipients; returns deliveries and a file to unlink.
+
+    The reports they call for (NOTIFY=SUCCESS, or a copy that could not be made) are queued in
+    the same transaction, so a recipient in a final state is always a reported one.
+    """
     delivered: list[Delivered] = []
+    settled: list[Recipient] = []
     prefix = return_path(message.envelope.sender) + message.prefix
     size = len(prefix) + message.blob_size
     for rcpt in message.recipients:
@@ -48,8 +55,7 @@ def deliver_loaded(
             inboxes[rcpt.user_id] = db.mailbox_id(rcpt.user_id, INBOX)
         mailbox_id = inboxes[rcpt.user_id]
         if mailbox_id is None:
-            # The user was deleted after the message was accepted; the entry stays queued
-            # with the failure recorded, for the bounce to report.
+            # The user was deleted after the message was accepted: a failure to report.
             rcpt.state = RecipientState.FAILED
             rcpt.last_reply = "550 5.1.1 mailbox no longer exists"
         else:
@@ -60,10 +66,15 @@ def deliver_loaded(
             rcpt.last_reply = f"250 2.0.0 delivered to {INBOX} uid {uid}"
             delivered.append(Delivered(message.id, rcpt.address, uid))
         db.update_recipient(rcpt)
-    return delivered, db.finish_message_if_done(message.id)
+        settled.append(rcpt)
+    reporter.local_outcomes(db, message, settled, time.time())
+    final = (RecipientState.DELIVERED, RecipientState.FAILED)
+    return delivered, db.finish_message_if_done(message.id, final)
 
 
-def deliver_messages(db: Database, message_ids: list[str]) -> tuple[list[Delivered], list[str]]:
+def deliver_messages(
+    db: Database, message_ids: list[str], reporter: Reporter
+) -> tuple[list[Delivered], list[str]]:
     """Deliver the local recipients of `message_ids`; returns deliveries and files to unlink."""
     delivered: list[Delivered] = []
     unlink: list[str] = []
@@ -72,18 +83,22 @@ def deliver_messages(db: Database, message_ids: list[str]) -> tuple[list[Deliver
         message = db.load_message(message_id)
         if message is None:
             continue
-        done, path = deliver_loaded(db, message, inboxes)
+        done, path = deliver_loaded(db, message, inboxes, reporter)
         delivered += done
         if path:
             unlink.append(path)
     return delivered, unlink
 
 
-def deliver_before_queuing(db: Database, message: QueuedMessage) -> list[Delivered]:
+def deliver_before_queuing(
+    db: Database, message: QueuedMessage, reporter: Reporter | None = None
+) -> list[Delivered]:
     """Deliver local recipients inside the accepting transaction (before any queue entry).
 
     Runs under a savepoint: if local delivery fails, the recipients stay QUEUED, the message
-    gets a queue entry like any other, and the background worker retries it.
+    gets a queue entry like any other, and the background worker retries it. Success reports
+    owed (NOTIFY=SUCCESS) are queued in the same transaction by `reporter`; reports postroom
+    generates itself pass none (their recipients never ask for one).
     """
     delivered: list[Delivered] = []
     local = [r for r in message.recipients if r.user_id is not None]
@@ -113,6 +128,9 @@ def deliver_before_queuing(db: Database, message: QueuedMessage) -> list[Deliver
             rcpt.last_reply = ""
         return []
     db.conn.execute("RELEASE local_delivery")
+    if reporter is not None:
+        settled = [r for r in local if r.state is RecipientState.DELIVERED]
+        reporter.local_outcomes(db, message, settled, time.time())
     return delivered
 
 
@@ -126,8 +144,9 @@ def log_deliveries(delivered: list[Delivered]) -> None:
 class LocalDelivery:
     """Background worker delivering queued messages for local users, in batches."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, reporter: Reporter) -> None:
         self.store = store
+        self.reporter = reporter
         self._pending: list[str] = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -156,7 +175,7 @@ class LocalDelivery:
                 continue
             try:
                 delivered, unlink = await self.store.write(
-                    functools.partial(deliver_messages, message_ids=batch)
+                    functools.partial(deliver_messages, message_ids=batch, reporter=self.reporter)
                 )
             except Exception:
                 log.exception("local delivery of %d messages failed; will retry", len(batch))

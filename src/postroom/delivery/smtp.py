@@ -117,6 +117,9 @@ class RecipientOutcome:
     reply: str  # "250 2.0.0 ok", the remote reply, or "4.4.1 connection refused by mx[ip]"
     status: str  # RFC 3463 enhanced status code, e.g. "5.1.1"
     remote_mta: str | None
+    # RFC 3461 §5.2.2: the peer offered DSN, so NOTIFY went on with the message and the peer
+    # reports success itself; without DSN a NOTIFY=SUCCESS earns a "relayed" report from us.
+    dsn_passed: bool = False
 
 
 class _Failover(Exception):
@@ -576,6 +579,8 @@ class _Session:
                 # RFC 5321 §4.1.1.4: the reply after the content covers every accepted RCPT.
                 answer = final
             outcomes.append(self._outcome(recipient.address, answer))
+        if "DSN" in client.extensions:
+            outcomes = [replace(o, dsn_passed=True) for o in outcomes]
         return outcomes
 
     def _outcome(self, address: str, reply: Reply | None) -> RecipientOutcome:

@@ -89,9 +89,6 @@ class QueuedMessage:
         return len(self.prefix) + self.blob_size
 
     def needs_queue_entry(self) -> bool:
-        """Whether anything is left to do: an undelivered recipient, or a success report due
-        (RFC 3461 §4.1 NOTIFY=SUCCESS)."""
-        return any(
-            r.state is not RecipientState.DELIVERED or (r.notify and "SUCCESS" in r.notify)
-            for r in self.recipients
-        )
+        """Whether anything is left to do: a recipient not delivered yet. (Success reports owed
+        for local copies are queued by local delivery in the same transaction.)"""
+        return any(r.state is not RecipientState.DELIVERED for r in self.recipients)

@@ -7,7 +7,8 @@ every recipient's outcome in one transaction together with the reports it calls 
   unless NOTIFY excludes FAILURE (RFC 3461 §4.1); a failed report (null sender) goes to the
   postmaster of our first domain, never back to `<>`;
 - deferred past `warn_after`: one delay notice (Action: delayed, Will-Retry-Until);
-- delivered with NOTIFY=SUCCESS: a success report ("relayed": we handed it on).
+- delivered with NOTIFY=SUCCESS to a peer without DSN: a success report ("relayed": we handed
+  it on); a peer with DSN got the NOTIFY and reports delivery itself (RFC 3461 §5.2.2).
 """
 
 from __future__ import annotations
@@ -23,19 +24,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from postroom.delivery.local import deliver_before_queuing
 from postroom.delivery.smtp import RecipientOutcome
 from postroom.queue.backoff import RetryPolicy
-from postroom.queue.bounce import Kind, ReportRecipient, build_report
-from postroom.queue.model import RecipientState, new_queue_id
+from postroom.queue.bounce import Kind, ReportRecipient
+from postroom.queue.model import RecipientState
+from postroom.queue.reports import Reporter, wants
 from postroom.storage.database import QUEUE_STAMP, Database, read_stamp, unlink_quietly
 from postroom.storage.outbound import (
     ClaimedMessage,
-    ClaimedRecipient,
     claim_due,
     mark_delay_notified,
     next_due,
-    queue_generated,
     record_attempt,
     still_queued,
 )
@@ -59,8 +58,7 @@ class Scheduler:
         deliver: Deliver,
         *,
         policy: RetryPolicy,
-        hostname: str,
-        local_domains: Sequence[str],
+        reporter: Reporter,
         concurrency: int,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -68,8 +66,7 @@ class Scheduler:
         self.store = store
         self.deliver = deliver
         self.policy = policy
-        self.hostname = hostname
-        self.local_domains = tuple(d.lower() for d in local_domains)
+        self.reporter = reporter
         self.clock = clock
         self.rng = rng or random.Random()
         self._slots = asyncio.Semaphore(concurrency)
@@ -173,14 +170,18 @@ class Scheduler:
                 diagnostic=reply,
                 last_attempt=now,
             )
-            if state is RecipientState.FAILED and _wants(rcpt, "FAILURE", default=True):
+            if state is RecipientState.FAILED and wants(rcpt.notify, "FAILURE", default=True):
                 reports["failure"].append(entry)
-            elif state is RecipientState.DELIVERED and _wants(rcpt, "SUCCESS", default=False):
+            elif (
+                state is RecipientState.DELIVERED
+                and not outcome.dsn_passed
+                and wants(rcpt.notify, "SUCCESS", default=False)
+            ):
                 reports["success"].append(dataclasses.replace(entry, action="relayed"))
             elif (
                 state is RecipientState.DEFERRED
                 and self.policy.warning_due(arrival, now, rcpt.delay_notified)
-                and _wants(rcpt, "DELAY", default=True)
+                and wants(rcpt.notify, "DELAY", default=True)
             ):
                 mark_delay_notified(db, rcpt)
                 reports["delay"].append(
@@ -189,8 +190,7 @@ class Scheduler:
                     )
                 )
         for kind, recipients in reports.items():
-            if recipients:
-                self._send_report(db, kind, claimed, content, recipients, now)
+            self.reporter.send(db, kind, message, recipients, now, content)
         # Failures are reported above, in this same transaction: they are final too.
         return db.finish_message_if_done(
             message.id, (RecipientState.DELIVERED, RecipientState.FAILED)
@@ -212,59 +212,7 @@ class Scheduler:
             )
         return RecipientState.DEFERRED, outcome.reply, outcome.status
 
-    def _send_report(
-        self,
-        db: Database,
-        kind: Kind,
-        claimed: ClaimedMessage,
-        content: bytes,
-        recipients: list[ReportRecipient],
-        now: float,
-    ) -> None:
-        envelope = claimed.message.envelope
-        if envelope.sender:
-            to = envelope.sender
-        elif kind == "failure" and self.local_domains:
-            # A report about a report: never to <>, to our postmaster instead.
-            to = f"postmaster@{self.local_domains[0]}"
-        else:
-            return
-        ret = envelope.params.ret
-        report = build_report(
-            kind=kind,
-            reporting_mta=self.hostname,
-            original_sender=to,
-            envid=envelope.params.envid,
-            arrival=envelope.arrival,
-            recipients=recipients,
-            original=content,
-            ret="FULL" if ret == "FULL" else "HDRS" if ret == "HDRS" else None,
-            now=now,
-            message_id=f"{new_queue_id(now)}@{self.hostname}",
-        )
-        queued = queue_generated(
-            db,
-            report,
-            to,
-            hostname=self.hostname,
-            local_domains=frozenset(self.local_domains),
-            deliver_local=deliver_before_queuing,
-        )
-        log.info(
-            "report kind=%s about id=%s to=<%s> id=%s",
-            kind,
-            claimed.message.id,
-            to,
-            queued.id if queued else "(nobody: address unknown)",
-        )
-
 
 def _content(db: Database, item: ClaimedMessage, blob_dir: Path) -> bytes:
     return item.message.prefix + db.read_blob(item.message.blob_id, blob_dir)
 
-
-def _wants(rcpt: ClaimedRecipient, what: str, *, default: bool) -> bool:
-    """RFC 3461 §4.1: NOTIFY lists what the sender wants; absent means failures (and delays)."""
-    if rcpt.notify is None:
-        return default
-    return what in rcpt.notify

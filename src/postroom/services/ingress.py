@@ -204,7 +204,8 @@ class IngressSession:
                 arrival=arrival,
             )
             message = QueuedMessage(queue_id, envelope, prefix, 0, content.size, self._recipients)
-            delivered = await self.ctx.spool.accept(message, content, deliver_before_queuing)
+            deliver = functools.partial(deliver_before_queuing, reporter=self.ctx.local.reporter)
+            delivered = await self.ctx.spool.accept(message, content, deliver)
         except Exception:
             log.exception("queueing failed client=%s", self.client_addr)
             content.discard()
