@@ -10,6 +10,7 @@ port comes from `OutboundSettings.port`, so every MX host of a test shares one p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import re
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -297,6 +299,72 @@ def test_fallback_when_first_mx_refuses(dns: DnsServer, smtp_sink: Callable[...,
     assert outcome.result == "delivered", outcome
     assert outcome.remote_mta == "mx2.dest.example"
     assert len(wait_dumps(sink, 1)) == 1
+
+
+def test_helo_when_the_peer_refuses_ehlo(dns: DnsServer, smtp_sink: Callable[..., Sink]) -> None:
+    """RFC 5321 §4.1.4: a 5xx to EHLO from an old server → HELO, and the mail still goes."""
+    sink = smtp_sink("-e")  # no ESMTP: EHLO is answered with a 5xx
+    [[outcome]] = deliver(dns, "sink.dest.example", [message("a@sink.dest.example")], sink.port)
+    assert outcome.result == "delivered", outcome
+    [dump] = wait_dumps(sink, 1)
+    assert b"X-Helo-Args: " + OUR_NAME.encode() in dump
+    assert b"X-Mail-Args: <sender@origin.example>\n" in dump  # no ESMTP parameters after HELO
+    assert sink_data(dump) == lf(PLAIN)
+
+
+@contextlib.contextmanager
+def silent_server(host: str, port: int) -> Iterator[list[socket.socket]]:
+    """Accepts connections and never says a word (a tarpit, or a hung server)."""
+    listener = socket.create_server((host, port))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield accepted
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def test_silent_first_mx_times_out_and_the_next_one_takes_it(
+    dns: DnsServer, smtp_sink: Callable[..., Sink]
+) -> None:
+    port = free_ports(1, "127.0.0.2")[0]
+    with silent_server("127.0.0.2", port) as accepted:
+        sink = smtp_sink(host="127.0.0.3", port=port)
+        [[outcome]] = deliver(
+            dns,
+            "fallback.dest.example",
+            [message("a@fallback.dest.example")],
+            port,
+            command_timeout=1.0,
+        )
+        assert accepted, "the silent first MX was never contacted"
+    assert outcome.result == "delivered", outcome
+    assert outcome.remote_mta == "mx2.dest.example"
+    assert len(wait_dumps(sink, 1)) == 1
+
+
+def test_only_a_silent_peer_defers_with_a_timeout(dns: DnsServer) -> None:
+    port = free_ports(1, "127.0.0.2")[0]
+    with silent_server("127.0.0.1", port):
+        [[outcome]] = deliver(
+            dns, "sink.dest.example", [message("a@sink.dest.example")], port, command_timeout=1.0
+        )
+    assert outcome.result == "deferred", outcome
+    assert outcome.status.startswith("4.4."), outcome
+    assert "timed out" in outcome.reply or "timeout" in outcome.reply, outcome
 
 
 def test_no_host_reachable_is_deferred(dns: DnsServer) -> None:
