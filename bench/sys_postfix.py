@@ -115,8 +115,9 @@ def _count(path: Path) -> int:
 class PrivatePostfix:
     """A Postfix instance living in a temp dir; use as a context manager."""
 
-    def __init__(self, load: Load) -> None:
+    def __init__(self, load: Load, extra_main_cf: str = "") -> None:
         self.load = load
+        self.extra_main_cf = extra_main_cf  # appended to main.cf: a later setting wins
         self.tmp = Path(tempfile.mkdtemp(prefix="postroom-bench-postfix-"))
         self.conf = self.tmp / "conf"
         self.queue = self.tmp / "queue"
@@ -177,6 +178,7 @@ class PrivatePostfix:
                 uid=MAILBOX_UID,
                 gid=MAILBOX_UID,
             )
+            + self.extra_main_cf
         )
         (self.conf / "master.cf").write_text(MASTER_CF.format(host=HOST, port=self.port))
         # "postfix check" creates the queue and data directories with the right owners.

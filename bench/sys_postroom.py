@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,18 @@ def big_message(size: int, sender: str, recipient: str) -> bytes:
 class Postroom:
     """A postroom server in a temp dir; use as a context manager."""
 
-    def __init__(self, load: Load) -> None:
+    def __init__(
+        self,
+        load: Load,
+        extra_config: str = "",
+        setup: Sequence[Sequence[str]] | None = None,
+    ) -> None:
         self.load = load
+        self.extra_config = extra_config  # appended to the config file (more tables)
+        # CLI commands run before `serve`; by default the recipient becomes a user.
+        self.setup = (
+            [("user", "add", load.recipient, "--password", PASSWORD)] if setup is None else setup
+        )
         self.tmp = Path(tempfile.mkdtemp(prefix="postroom-bench-postroom-"))
         self.config = self.tmp / "postroom.toml"
         self.port = free_port()
@@ -127,8 +138,11 @@ class Postroom:
     def _start(self) -> None:
         if not POSTROOM.exists():
             raise BenchError(f"{POSTROOM} not found (make install)")
-        self.config.write_text(CONFIG.format(data=self.tmp / "data", host=HOST, port=self.port))
-        self.cli("user", "add", self.load.recipient, "--password", PASSWORD)
+        self.config.write_text(
+            CONFIG.format(data=self.tmp / "data", host=HOST, port=self.port) + self.extra_config
+        )
+        for command in self.setup:
+            self.cli(*command)
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
                 [str(POSTROOM), "--config", str(self.config), "serve"],

@@ -476,8 +476,10 @@ class _Session:
         client = self.client
         wait = self.settings.command_timeout if timeout is None else timeout
         while True:
-            await self._flush()
             event = client.next_event()
+            # Handling a reply may have queued the next command (RSET after a DATA refused
+            # because no RCPT was accepted, RFC 2920 §3.1): send it before waiting for input.
+            await self._flush()
             if not isinstance(event, NeedData):
                 return event
             if client.closed:

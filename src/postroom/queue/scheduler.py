@@ -1,7 +1,8 @@
-"""The outbound scheduler: due remote recipients → one delivery per destination → results.
+"""The outbound scheduler: due remote recipients → deliveries per destination → results.
 
 Each cycle claims the due recipients (recording the attempt first, see storage/outbound.py),
-groups them by destination domain, runs the deliveries with bounded concurrency, then records
+groups them by destination domain, splits a large group over parallel sessions, runs the
+deliveries with bounded concurrency (`[delivery] concurrency` sessions at once), then records
 every recipient's outcome in one transaction together with the reports it calls for:
 - failed (5xx, or deferred past `give_up_after`): a failure report (RFC 3464) to the sender,
   unless NOTIFY excludes FAILURE (RFC 3461 §4.1); a failed report (null sender) goes to the
@@ -23,6 +24,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from postroom.delivery.smtp import RecipientOutcome
 from postroom.queue.backoff import RetryPolicy
@@ -44,6 +46,9 @@ log = logging.getLogger("postroom.queue")
 
 MAX_IDLE_WAIT = 60.0  # seconds between looks at an idle queue
 STAMP_CHECK = 1.0  # seconds between checks of the CLI's "queue changed" stamp
+SESSION_MIN_MESSAGES = 20  # a destination gets another parallel session per this many messages
+
+T = TypeVar("T")
 
 
 Deliver = Callable[
@@ -69,6 +74,7 @@ class Scheduler:
         self.reporter = reporter
         self.clock = clock
         self.rng = rng or random.Random()
+        self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
         self._wakeup = asyncio.Event()
         self._queue_stamp = os.fspath(store.data_dir / QUEUE_STAMP)
@@ -87,7 +93,11 @@ class Scheduler:
             )
             if claims:
                 await asyncio.gather(
-                    *(self._deliver_domain(domain, items) for domain, items in claims.items())
+                    *(
+                        self._deliver_domain(domain, batch)
+                        for domain, items in claims.items()
+                        for batch in split_batches(items, self._concurrency)
+                    )
                 )
                 continue
             due = await self.store.read(next_due)
@@ -110,10 +120,10 @@ class Scheduler:
     async def _deliver_domain(self, domain: str, claimed: list[ClaimedMessage]) -> None:
         async with self._slots:
             blob_dir = self.store.blob_dir
-            contents = [
-                await self.store.read(functools.partial(_content, item=item, blob_dir=blob_dir))
-                for item in claimed
-            ]
+            # One trip to the reader thread for the whole batch, not one per message.
+            contents = await self.store.read(
+                functools.partial(_contents, claimed=claimed, blob_dir=blob_dir)
+            )
             try:
                 results = await self.deliver(domain, claimed, contents)
             except Exception as error:
@@ -213,6 +223,25 @@ class Scheduler:
         return RecipientState.DEFERRED, outcome.reply, outcome.status
 
 
-def _content(db: Database, item: ClaimedMessage, blob_dir: Path) -> bytes:
-    return item.message.prefix + db.read_blob(item.message.blob_id, blob_dir)
+def split_batches(
+    items: Sequence[T], sessions: int, min_per_session: int = SESSION_MIN_MESSAGES
+) -> list[list[T]]:
+    """Split one destination's messages into at most `sessions` batches, in queue order.
 
+    Like Postfix's per-destination concurrency: a backlog for one domain (a smarthost, a big
+    provider) goes out over several connections instead of one, but every batch holds at least
+    `min_per_session` messages: a small backlog keeps to one session.
+    """
+    count = max(1, min(sessions, len(items) // min_per_session))
+    size, larger = divmod(len(items), count)
+    batches: list[list[T]] = []
+    start = 0
+    for index in range(count):
+        end = start + size + (1 if index < larger else 0)
+        batches.append(list(items[start:end]))
+        start = end
+    return [batch for batch in batches if batch]
+
+
+def _contents(db: Database, claimed: Sequence[ClaimedMessage], blob_dir: Path) -> list[bytes]:
+    return [item.message.prefix + db.read_blob(item.message.blob_id, blob_dir) for item in claimed]
