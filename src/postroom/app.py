@@ -10,7 +10,8 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal, cast
 
 from postroom.config import Config
@@ -25,22 +26,38 @@ from postroom.delivery.smtp import (
 )
 from postroom.dns import DnsResolver
 from postroom.net import tls
-from postroom.net.listener import Listener, drain_sessions
+from postroom.net.imap_session import ImapService
+from postroom.net.listener import Handler, Listener, drain_sessions
+from postroom.net.pop3_session import Pop3Service
 from postroom.net.smtp_session import ShutdownFlag, SmtpService
+from postroom.proto.pop3.engine import Pop3Settings
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.server import ServerSettings
 from postroom.queue.backoff import RetryPolicy
 from postroom.queue.reports import Reporter
 from postroom.queue.scheduler import Scheduler
 from postroom.queue.spool import Spool
+from postroom.services.authn import Authenticator
+from postroom.services.imap.session import ImapContext
 from postroom.services.ingress import IngressContext
+from postroom.services.mailbox_events import MailboxEvents
+from postroom.services.maildrop import MailboxLocks, MaildropContext
 from postroom.storage.outbound import ClaimedMessage
 from postroom.storage.store import Store
 
 log = logging.getLogger("postroom")
 
 SHUTDOWN_GRACE = 30.0
-SMTP_SERVICES = ("smtp", "submission", "submissions")
+# Listeners whose connections start with the TLS handshake (RFC 8314).
+IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
+
+
+@dataclass(frozen=True)
+class ServiceKind:
+    """How one listener serves: its session handler and its answer past the connection limits."""
+
+    handler: Handler
+    refuse: Callable[[str], bytes]
 
 
 def tls_context(config: Config) -> ssl.SSLContext:
@@ -78,6 +95,9 @@ class MailServer:
             concurrency=config.delivery.concurrency,
         )
         self.shutdown_flag = ShutdownFlag()
+        self.mailbox_events = MailboxEvents()  # wakes IMAP sessions on committed changes
+        self.store.on_mailbox_change = self.mailbox_events.publish
+        self.mailbox_locks = MailboxLocks()  # RFC 1939 §8: one POP3 session per maildrop
         self.listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -123,7 +143,7 @@ class MailServer:
             max_recipients=limits.recipients,
             max_line_length=limits.line_length,
             max_errors=limits.errors_per_session,
-            tls_available=service != "submissions",
+            tls_available=service not in IMPLICIT_TLS,
             require_auth=service != "smtp",
         )
 
@@ -138,24 +158,71 @@ class MailServer:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.local.run()))
         self._tasks.append(loop.create_task(self.scheduler.run()))
-        hostname = self.config.hostname
+        kinds = self._service_kinds(context, ingress)
         for name, endpoint in self.config.listen.enabled().items():
-            if name not in SMTP_SERVICES:
+            if name not in kinds:
                 log.warning("service %s is not implemented yet; not started", name)
                 continue
-            service = SmtpService(name, ingress, self._settings(name), context, self.shutdown_flag)
+            kind = kinds[name](name)
             listener = Listener(
                 name,
                 endpoint.host,
                 endpoint.port,
-                service.handle,
-                ssl_context=context if name == "submissions" else None,
+                kind.handler,
+                ssl_context=context if name in IMPLICIT_TLS else None,
                 max_per_ip=self.config.limits.connections_per_ip,
                 max_total=self.config.limits.connections,
-                refuse=lambda why: replies.service_unavailable(hostname, why).to_bytes(),
+                refuse=kind.refuse,
             )
             await listener.start()
             self.listeners.append(listener)
+
+    def _service_kinds(
+        self, context: ssl.SSLContext, ingress: IngressContext
+    ) -> dict[str, Callable[[str], ServiceKind]]:
+        """Listener name → how to build its service; a new protocol adds its names here."""
+        hostname = self.config.hostname
+
+        def smtp(name: str) -> ServiceKind:
+            service = SmtpService(name, ingress, self._settings(name), context, self.shutdown_flag)
+            return ServiceKind(
+                service.handle, lambda why: replies.service_unavailable(hostname, why).to_bytes()
+            )
+
+        maildrops = MaildropContext(self.store, Authenticator(self.store), self.mailbox_locks)
+
+        def pop3(name: str) -> ServiceKind:
+            settings = Pop3Settings(
+                hostname,
+                tls_available=name not in IMPLICIT_TLS,
+                max_errors=self.config.limits.errors_per_session,
+            )
+            timeout = self.config.limits.pop3_timeout
+            service = Pop3Service(name, maildrops, settings, context, self.shutdown_flag, timeout)
+            return ServiceKind(service.handle, service.refuse)
+
+        mailboxes = ImapContext(
+            store=self.store,
+            spool=Spool(self.store),
+            events=self.mailbox_events,
+            authenticator=Authenticator(self.store),
+            hostname=hostname,
+            tls_available=True,
+        )
+
+        def imap(name: str) -> ServiceKind:
+            service = ImapService(name, mailboxes, context, self.shutdown_flag)
+            return ServiceKind(service.handle, service.refuse)
+
+        return {
+            "smtp": smtp,
+            "submission": smtp,
+            "submissions": smtp,
+            "imap": imap,
+            "imaps": imap,
+            "pop3": pop3,
+            "pop3s": pop3,
+        }
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         log.info("shutting down")

@@ -188,6 +188,7 @@ class LimitsConfig:
     connections: int = 1000  # total concurrent SMTP sessions
     errors_per_session: int = 20  # after this many error replies the session is closed with 421
     received_headers: int = 50  # more Received: headers than this → mail loop 554 5.4.6
+    pop3_timeout: float = 600.0  # seconds, RFC 1939 §3: autologout after at least 10 minutes
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,10 @@ DEFAULT_LISTEN: dict[str, str] = {
     "smtp": "127.0.0.1:2525",
     "submission": "127.0.0.1:2587",
     "submissions": "127.0.0.1:2465",
+    "imap": "127.0.0.1:1143",
+    "imaps": "127.0.0.1:1993",
+    "pop3": "127.0.0.1:1110",
+    "pop3s": "127.0.0.1:1995",
 }
 
 _DEFAULT_DATA_DIR = "./postroom-data"
@@ -275,7 +280,7 @@ _LISTEN_KEYS = tuple(f.name for f in fields(ListenConfig))
 _TLS_KEYS = ("cert", "key")
 _LIMITS_KEYS = tuple(f.name for f in fields(LimitsConfig))
 _QUEUE_KEYS = tuple(f.name for f in fields(QueueConfig))
-_LIMITS_DURATIONS = frozenset({"command_timeout", "data_timeout"})
+_LIMITS_DURATIONS = frozenset({"command_timeout", "data_timeout", "pop3_timeout"})
 _DNS_KEYS = tuple(f.name for f in fields(DnsConfig))
 _DELIVERY_KEYS = tuple(f.name for f in fields(DeliveryConfig))
 

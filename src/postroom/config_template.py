@@ -49,18 +49,13 @@ def render_default_config(
         "smtp": "mail from other servers (usually port 25)",
         "submission": "mail from your users, STARTTLS (usually 587)",
         "submissions": "mail from your users, implicit TLS (usually 465)",
+        "imap": "IMAP, STARTTLS (usually 143)",
+        "imaps": "IMAP, implicit TLS (usually 993)",
+        "pop3": "POP3, STLS (usually 110)",
+        "pop3s": "POP3, implicit TLS (usually 995)",
     }
     listen = section(
         [(name, _toml_string(addr), listen_comments[name]) for name, addr in DEFAULT_LISTEN.items()]
-    )
-    listen_later = section(
-        [
-            ("imap", '"127.0.0.1:1143"', "IMAP, STARTTLS (usually 143); not available yet"),
-            ("imaps", '"127.0.0.1:1993"', "IMAP, implicit TLS (usually 993); not available yet"),
-            ("pop3", '"127.0.0.1:1110"', "POP3, STARTTLS (usually 110); not available yet"),
-            ("pop3s", '"127.0.0.1:1995"', "POP3, implicit TLS (usually 995); not available yet"),
-        ],
-        prefix="# ",
     )
     tls = section(
         [
@@ -91,6 +86,11 @@ def render_default_config(
             "error replies before closing with 421",
         ),
         ("received_headers", str(limits.received_headers), "more Received: headers = mail loop"),
+        (
+            "pop3_timeout",
+            _toml_string(format_duration(limits.pop3_timeout)),
+            "idle POP3 sessions are closed after",
+        ),
     ]
     queue_rows = [
         ("group_commit_ms", f"{queue.group_commit_ms:g}", "extra ms to gather writes per fsync"),
@@ -114,7 +114,6 @@ def render_default_config(
 # "host:port" per service ("[::]:25" for IPv6; port 0 picks a free port).
 # Only the services listed here are started: comment a line out to disable it.
 {listen}
-{listen_later}
 
 [tls]
 # Without cert and key, a self-signed certificate is generated into data_dir.

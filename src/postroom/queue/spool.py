@@ -98,22 +98,36 @@ class Spool:
         yet delivered, or a success report owed. A message whose every recipient got its copy
         needs no queue entry: the mailbox copies are already as durable as the queue would be.
         """
-        data = content.in_memory()
-        sync_dirs: list[Path] = []
-        relative: str | None = None
-        if data is None:
-            relative = f"{message.id[:2]}/{message.id}"
-            final = self.store.blob_dir / relative
-            await asyncio.to_thread(_seal_and_place, content, final)
-            sync_dirs += [final.parent, self.store.blob_dir]
         message.blob_size = content.size
 
-        def write(db: Database) -> T:
-            message.blob_id = db.insert_blob(content.size, data, relative)
+        def write(db: Database, blob_id: int) -> T:
+            message.blob_id = blob_id
             result = deliver_first(db, message)
             if message.needs_queue_entry():
                 db.enqueue(message)
             return result
+
+        return await self.store_content(content, message.id, write)
+
+    async def store_content(
+        self, content: ContentBuffer, name: str, then: Callable[[Database, int], T]
+    ) -> T:
+        """Store `content` as a new blob and run `then(db, blob_id)` in the same group commit.
+
+        A large content's file is fsynced and moved into place first, so the commit that
+        references it is never ahead of its bytes.
+        """
+        data = content.in_memory()
+        sync_dirs: list[Path] = []
+        relative: str | None = None
+        if data is None:
+            relative = f"{name[:2]}/{name}"
+            final = self.store.blob_dir / relative
+            await asyncio.to_thread(_seal_and_place, content, final)
+            sync_dirs += [final.parent, self.store.blob_dir]
+
+        def write(db: Database) -> T:
+            return then(db, db.insert_blob(content.size, data, relative))
 
         try:
             return await self.store.write(write, sync_dirs)

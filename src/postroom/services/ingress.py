@@ -8,7 +8,6 @@ sessions (554 5.7.1, never an open relay).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import os
@@ -30,7 +29,8 @@ from postroom.queue.model import (
     new_queue_id,
 )
 from postroom.queue.spool import ContentBuffer, Spool
-from postroom.services import accounts, cleanup
+from postroom.services import cleanup
+from postroom.services.authn import Authenticator
 from postroom.storage import queue_control
 from postroom.storage.database import (
     ACCOUNTS_STAMP,
@@ -56,6 +56,7 @@ class IngressContext:
     local: LocalDelivery
     # Called when mail for other domains was queued (or ETRN asked): starts outbound delivery.
     outbound_wakeup: Callable[[], None] = lambda: None
+    authenticator: Authenticator = field(init=False)
     local_domains: frozenset[str] = field(default_factory=frozenset)
 
     _known: dict[str, tuple[float, Resolution]] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class IngressContext:
     _stamp_path: str = ""
 
     def __post_init__(self) -> None:
+        self.authenticator = Authenticator(self.store)
         self.local_domains = frozenset(d.lower() for d in self.config.domains)
         self._stamp_path = os.fspath(self.config.data_dir / ACCOUNTS_STAMP)
 
@@ -256,20 +258,9 @@ class IngressSession:
     # --- authentication ------------------------------------------------------------------------
 
     async def check_password(self, event: ev.CheckPassword) -> bool:
-        if event.authzid and normalize_address(event.authzid) != normalize_address(event.authcid):
-            return False  # no proxy authorization
-        user = await self.ctx.store.read(lambda db: db.get_user(event.authcid))
-        if user is None:
-            # Spend the same time as a real check, so timing does not reveal who exists.
-            await asyncio.to_thread(accounts.verify_password, _DUMMY_HASH, event.password)
-            return False
-        return await asyncio.to_thread(accounts.verify_password, user.password_hash, event.password)
+        return await self.ctx.authenticator.check_password(
+            event.authcid, event.authzid, event.password
+        )
 
     async def credentials(self, event: ev.NeedCredentials) -> ScramCredentials | None:
-        if event.authzid and normalize_address(event.authzid) != normalize_address(event.authcid):
-            return None
-        user = await self.ctx.store.read(lambda db: db.get_user(event.authcid))
-        return accounts.scram_credentials(user.scram) if user else None
-
-
-_DUMMY_HASH = accounts.hash_password("postroom-timing-equaliser")[0]
+        return await self.ctx.authenticator.credentials(event.authcid, event.authzid)

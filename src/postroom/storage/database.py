@@ -21,7 +21,8 @@ from postroom.queue.model import (
     Recipient,
     RecipientState,
 )
-from postroom.storage.schema import DEFAULT_MAILBOXES, SCHEMA, SCHEMA_VERSION
+from postroom.storage.schema import DEFAULT_MAILBOXES, MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from postroom.storage.summary import summarise_packed
 
 MAX_ALIAS_DEPTH = 10
 
@@ -81,6 +82,9 @@ class Database:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA busy_timeout = 10000")
         self.conn.execute("PRAGMA foreign_keys = ON")
+        # Mailboxes whose messages changed in the current transaction (the store wakes the
+        # IMAP sessions that have them open once it commits).
+        self.touched: set[int] = set()
         if not readonly:
             self.conn.execute("PRAGMA journal_mode = WAL")
             # WAL + FULL: every COMMIT is fsynced before it returns (the durability contract).
@@ -97,6 +101,16 @@ class Database:
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
         )
+        (stored,) = self.conn.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone()
+        with self.transaction() as conn:
+            for version in range(int(stored) + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(version, ()):
+                    conn.execute(statement)
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -120,12 +134,29 @@ class Database:
         except sqlite3.IntegrityError:
             raise StoreError(f"user {address} already exists") from None
         user_id = int(cursor.lastrowid or 0)
-        uidvalidity = int(time.time()) & 0xFFFFFFFF
-        self.conn.executemany(
-            "INSERT INTO mailboxes(user_id, name, uidvalidity, special_use) VALUES (?, ?, ?, ?)",
-            [(user_id, name, uidvalidity, use) for name, use in DEFAULT_MAILBOXES],
-        )
+        for name, use in DEFAULT_MAILBOXES:
+            self.create_mailbox(user_id, name, use)
+            self.conn.execute(
+                "INSERT OR IGNORE INTO subscriptions(user_id, name) VALUES (?, ?)", (user_id, name)
+            )
         return user_id
+
+    def create_mailbox(self, user_id: int, name: str, special_use: str = "") -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO mailboxes(user_id, name, uidvalidity, special_use) VALUES (?, ?, ?, ?)",
+            (user_id, name, self._next_uidvalidity(), special_use),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def _next_uidvalidity(self) -> int:
+        """RFC 3501 §2.3.1.1: a mailbox created again under an old name must get a different
+        UIDVALIDITY, so values come from a counter that starts at the clock and only grows."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
+        value = max(int(time.time()), int(row[0]) + 1 if row else 0) % 0xFFFFFFFF or 1
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('uidvalidity', ?)", (str(value),)
+        )
+        return value
 
     def get_user(self, address: str) -> UserRecord | None:
         row = self.conn.execute(
@@ -411,7 +442,24 @@ class Database:
             (mailbox_id, uid, modseq, internal_date, size, blob_id, prefix),
         )
         self.conn.execute("UPDATE blobs SET refs = refs + 1 WHERE id = ?", (blob_id,))
+        self._summarise_blob(blob_id)
+        self.touched.add(mailbox_id)
         return int(uid)
+
+    def _summarise_blob(self, blob_id: int) -> None:
+        """Compute the IMAP summary of a blob the first time it enters a mailbox."""
+        row = self.conn.execute(
+            "SELECT summary IS NULL FROM blobs WHERE id = ?", (blob_id,)
+        ).fetchone()
+        if row is None or not row[0]:
+            return
+        content = self.read_blob(blob_id, self.path.parent / "blobs")
+        self.conn.execute(
+            "UPDATE blobs SET summary = ? WHERE id = ?", (summarise_packed(content), blob_id)
+        )
+
+    def set_blob_summary(self, blob_id: int, summary: bytes) -> None:
+        self.conn.execute("UPDATE blobs SET summary = ? WHERE id = ?", (summary, blob_id))
 
     def mailbox_status(self, address: str, mailbox: str) -> MailboxStatus:
         user = self._require_user(address)

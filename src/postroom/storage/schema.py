@@ -7,7 +7,7 @@ reference, so delivering to many users never copies the body.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS blobs (
     size INTEGER NOT NULL,
     refs INTEGER NOT NULL,
     data BLOB,          -- the content, when small
-    path TEXT           -- file under data_dir/blobs, when large
+    path TEXT,          -- file under data_dir/blobs, when large
+    summary BLOB        -- IMAP ENVELOPE/BODYSTRUCTURE/sort keys, once it is in a mailbox
 );
 
 CREATE TABLE IF NOT EXISTS queue_messages (
@@ -86,8 +87,15 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     uidnext       INTEGER NOT NULL DEFAULT 1,
     highestmodseq INTEGER NOT NULL DEFAULT 1,
     special_use   TEXT NOT NULL DEFAULT '',
-    subscribed    INTEGER NOT NULL DEFAULT 1,
+    recent_uid    INTEGER NOT NULL DEFAULT 1, -- UIDs from here on are Recent to the next SELECT
     UNIQUE (user_id, name)
+);
+
+-- RFC 3501 §6.3.6: a subscription is a name; it may outlive (or precede) its mailbox.
+CREATE TABLE IF NOT EXISTS subscriptions (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name    TEXT NOT NULL,
+    PRIMARY KEY (user_id, name)
 );
 
 CREATE TABLE IF NOT EXISTS mailbox_messages (
@@ -103,7 +111,28 @@ CREATE TABLE IF NOT EXISTS mailbox_messages (
     prefix        BLOB NOT NULL,              -- Return-Path + trace headers of this copy
     UNIQUE (mailbox_id, uid)
 );
+CREATE INDEX IF NOT EXISTS mailbox_messages_modseq ON mailbox_messages(mailbox_id, modseq);
+
+-- UIDs expunged from a mailbox, with the MODSEQ of their expunge (RFC 7162 §3.2.10 VANISHED).
+CREATE TABLE IF NOT EXISTS mailbox_vanished (
+    mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid        INTEGER NOT NULL,
+    modseq     INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX IF NOT EXISTS mailbox_vanished_modseq ON mailbox_vanished(mailbox_id, modseq);
 """
+
+# Steps from one schema version to the next, for stores created by an older postroom.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE blobs ADD COLUMN summary BLOB",
+        "ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1",
+        "INSERT OR IGNORE INTO subscriptions(user_id, name)"
+        " SELECT user_id, name FROM mailboxes WHERE subscribed = 1",
+        "ALTER TABLE mailboxes DROP COLUMN subscribed",
+    ),
+}
 
 # RFC 6154 special-use mailboxes every user gets, besides INBOX.
 DEFAULT_MAILBOXES: tuple[tuple[str, str], ...] = (

@@ -77,6 +77,8 @@ class Store:
         self._writer_thread: threading.Thread | None = None
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-read")
         self._reader_db: Database | None = None
+        # Called on the event loop with the IDs of mailboxes a committed batch changed.
+        self.on_mailbox_change: Callable[[frozenset[int]], None] | None = None
 
     @property
     def db_path(self) -> Path:
@@ -175,6 +177,10 @@ class Store:
             outcomes = [(job.future, None, error) for job in batch]
         else:
             self.stats.record(len(batch))
+        touched, db.touched = frozenset(db.touched), set()
+        if touched and self.on_mailbox_change is not None and outcomes:
+            with contextlib.suppress(RuntimeError):
+                batch[0].loop.call_soon_threadsafe(self.on_mailbox_change, touched)
         # One wake-up of the event loop per batch, not one per job.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
         for job, outcome in zip(batch, outcomes, strict=True):

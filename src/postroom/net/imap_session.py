@@ -1,0 +1,186 @@
+"""The asyncio driver of one IMAP session: socket bytes ↔ command reader ↔ session handlers.
+
+The reader frames commands and literals; this driver answers literal announcements (RFC 3501
+§7.5 "+" for synchronising literals, RFC 7888 for LITERAL+, a size limit on both), streams
+large APPEND literals into spool buffers, parses each command and runs it. STARTTLS drops any
+plaintext pipelined behind the command before the handshake (the CVE-2011-0411 class).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT
+from postroom.net.smtp_session import ShutdownFlag
+from postroom.net.stream import ByteStream
+from postroom.proto.imap import reader as rd
+from postroom.proto.imap.grammar import parse_command
+from postroom.proto.imap.grammar_base import CommandParseError
+from postroom.queue.spool import ContentBuffer
+from postroom.services.imap import commands
+from postroom.services.imap.session import ImapContext, ImapSession
+
+log = logging.getLogger("postroom.imap")
+
+AUTOLOGOUT = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes of inactivity
+MAX_COMMAND_LINE = 64 * 1024
+
+
+@dataclass
+class ImapService:
+    """One IMAP listener: imap (STARTTLS) or imaps (implicit TLS)."""
+
+    name: str
+    ctx: ImapContext
+    tls_context: ssl.SSLContext | None
+    shutdown: ShutdownFlag
+    timeout: float = AUTOLOGOUT
+
+    @staticmethod
+    def refuse(why: str) -> bytes:
+        return f"* BYE [UNAVAILABLE] {why}\r\n".encode()
+
+    async def handle(self, stream: ByteStream) -> None:
+        if self.shutdown.active:
+            stream.write(b"* BYE [UNAVAILABLE] Server shutting down.\r\n")
+            return
+        connection = _Connection(stream, self)
+        session = ImapSession(self.ctx, connection, tls_active=stream.tls_object is not None)
+        try:
+            stream.write(session.greeting())
+            await connection.serve(session)
+        finally:
+            session.close()
+            connection.discard_streams()
+
+
+class _Connection:
+    """What the session sees of the connection (`ImapIO`), and the read loop."""
+
+    def __init__(self, stream: ByteStream, service: ImapService) -> None:
+        self.stream = stream
+        self.service = service
+        self.peer = stream.peer[0]
+        self.reader = rd.CommandReader(max_line=MAX_COMMAND_LINE)
+        self.streams: list[ContentBuffer] = []
+        self._current: ContentBuffer | None = None
+
+    @property
+    def secure(self) -> bool:
+        """Passwords only travel under TLS, as for SMTP AUTH and POP3."""
+        return self.stream.tls_object is not None
+
+    async def write(self, data: bytes) -> None:
+        self.stream.write(data)
+        await self.stream.drain(self.service.timeout)
+
+    async def _more(self) -> bool:
+        data = await self.stream.read(self.service.timeout)
+        if not data and self.stream.at_eof:
+            return False
+        self.reader.feed(data)
+        return True
+
+    async def read_line(self) -> bytes | None:
+        self.reader.expect_raw_line()
+        while True:
+            event = self.reader.next_event()
+            if isinstance(event, rd.RawLine):
+                return event.data
+            if isinstance(event, rd.LineTooLong):
+                return b""
+            if isinstance(event, rd.NeedData):
+                try:
+                    if not await self._more():
+                        return None
+                except TimeoutError:
+                    return None
+
+    async def start_tls(self) -> bool:
+        context = self.service.tls_context
+        assert context is not None
+        dropped = self.reader.discard_buffered()
+        if dropped:
+            log.info("plaintext after STARTTLS dropped client=%s bytes=%d", self.peer, dropped)
+        try:
+            await self.stream.start_tls(context, TLS_HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as error:
+            log.info("starttls failed client=%s error=%s", self.peer, error)
+            return False
+        return True
+
+    def discard_streams(self) -> None:
+        for buffer in self.streams:
+            buffer.discard()
+        self.streams.clear()
+        if self._current is not None:
+            self._current.discard()
+            self._current = None
+
+    async def serve(self, session: ImapSession) -> None:
+        reader = self.reader
+        while True:
+            event = reader.next_event()
+            if isinstance(event, rd.NeedData):
+                await session.flush()
+                if self.service.shutdown.active:
+                    await self.write(b"* BYE [UNAVAILABLE] Server shutting down.\r\n")
+                    return
+                try:
+                    if not await self._more():
+                        return
+                except TimeoutError:
+                    await self.write(b"* BYE Autologout; idle for too long\r\n")
+                    return
+            elif isinstance(event, rd.NeedContinuation):
+                await self._literal(session, event)
+            elif isinstance(event, rd.LiteralChunk):
+                if self._current is None:
+                    name = f"imap-{id(self):x}-{len(self.streams)}"
+                    self._current = session.ctx.spool.new_buffer(name)
+                self._current.write(event.data)
+                if event.last:
+                    self.streams.append(self._current)
+                    self._current = None
+            elif isinstance(event, rd.LineTooLong):
+                tag = event.tag or "*"
+                await self.write(f"{tag} BAD Command line too long\r\n".encode())
+            elif isinstance(event, rd.CommandLine):
+                if not await self._command(session, event):
+                    return
+            elif isinstance(event, rd.RawLine):
+                continue
+
+    async def _literal(self, session: ImapSession, event: rd.NeedContinuation) -> None:
+        limit = session.ctx.max_append if event.command == "APPEND" else MAX_COMMAND_LINE
+        if event.size > limit:
+            self.reader.reject_literal()
+            tag = event.tag or "*"
+            # RFC 7889 / RFC 4469: TOOBIG for an APPEND over the limit.
+            await self.write(f"{tag} NO [TOOBIG] Literal too large\r\n".encode())
+            return
+        self.reader.accept_literal()
+        if event.synchronizing:
+            await session.flush()
+            await self.write(b"+ OK\r\n")
+
+    async def _command(self, session: ImapSession, line: rd.CommandLine) -> bool:
+        try:
+            request = parse_command(line)
+        except CommandParseError as error:
+            self.discard_streams()
+            tag = error.tag or "*"
+            code = f"[{error.code}] " if error.code else ""
+            session.send(f"{tag} {error.status} {code}{error.message}\r\n".encode())
+            await session.flush()
+            return True
+        session.streamed = self.streams
+        self.streams = []
+        try:
+            return await commands.run(session, request.tag, request.command)
+        finally:
+            for buffer in session.streamed:
+                buffer.discard()
+            session.streamed = []

@@ -1,0 +1,173 @@
+"""The asyncio driver of one POP3 session: socket bytes ↔ engine, engine decisions ↔ maildrop.
+
+Responses are written when the engine needs more input, so pipelined commands (RFC 2449 §6.6)
+get their responses in one write. STLS is requested by the engine and performed here, with
+any plaintext the client pipelined behind it discarded. The maildrop lock is released however
+the session ends; only a QUIT commits deletions (RFC 1939 §6).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT
+from postroom.net.smtp_session import ShutdownFlag
+from postroom.net.stream import ByteStream
+from postroom.proto.pop3 import events as ev
+from postroom.proto.pop3 import replies
+from postroom.proto.pop3.engine import Pop3Server, Pop3Settings
+from postroom.services.maildrop import Maildrop, MaildropContext, MaildropInUse
+
+log = logging.getLogger("postroom.pop3")
+
+
+@dataclass
+class Pop3Service:
+    """One POP3 listener's behaviour: pop3 (STLS) or pop3s (implicit TLS)."""
+
+    name: str
+    ctx: MaildropContext
+    settings: Pop3Settings
+    tls_context: ssl.SSLContext | None
+    shutdown: ShutdownFlag
+    timeout: float  # RFC 1939 §3: the inactivity autologout timer, at least 10 minutes
+
+    @staticmethod
+    def refuse(why: str) -> bytes:
+        return replies.err(f"Service unavailable: {why}", "SYS/TEMP").to_bytes()
+
+    async def handle(self, stream: ByteStream) -> None:
+        if self.shutdown.active:
+            stream.write(replies.SHUTTING_DOWN.to_bytes())
+            return
+        engine = Pop3Server(self.settings, tls_active=stream.tls_object is not None)
+        maildrop = Maildrop(self.ctx)
+        engine.greet()
+        try:
+            await self._loop(stream, engine, maildrop)
+        finally:
+            maildrop.close()
+            if engine.identity is not None:
+                log.info(
+                    "pop3 logout service=%s client=%s user=%s retrieved=%d deleted=%d",
+                    self.name,
+                    stream.peer[0],
+                    engine.identity,
+                    engine.retrieved,
+                    engine.removed,
+                )
+
+    async def _loop(self, stream: ByteStream, engine: Pop3Server, maildrop: Maildrop) -> None:
+        while True:
+            event = engine.next_event()
+            if isinstance(event, ev.NeedData):
+                stream.write(engine.data_to_send())
+                try:
+                    await stream.drain(self.timeout)
+                except TimeoutError:
+                    log.info("client stopped reading, dropped client=%s", stream.peer[0])
+                    stream.abort()
+                    return
+                if engine.closed:
+                    return
+                if self.shutdown.active and not engine.buffered:
+                    engine.shutdown(replies.SHUTTING_DOWN)
+                    continue
+                try:
+                    data = await stream.read(self.timeout)
+                except TimeoutError:
+                    # RFC 1939 §3: the autologout timer closes without entering UPDATE.
+                    engine.shutdown(replies.TIMEOUT)
+                    continue
+                if not data and stream.at_eof:
+                    return
+                engine.receive_data(data)
+            elif isinstance(event, ev.CheckPassword):
+                try:
+                    ok = await self.ctx.authenticator.check_password(
+                        event.authcid, event.authzid, event.password
+                    )
+                except Exception:
+                    log.exception("password check failed client=%s", stream.peer[0])
+                    engine.auth_unavailable()
+                    continue
+                if not ok:
+                    log.info(
+                        "pop3 login failed client=%s user=%s mechanism=%s",
+                        stream.peer[0],
+                        event.authcid,
+                        event.mechanism,
+                    )
+                engine.password_checked(ok)
+            elif isinstance(event, ev.NeedCredentials):
+                try:
+                    creds = await self.ctx.authenticator.credentials(event.authcid, event.authzid)
+                except Exception:
+                    log.exception("credential lookup failed client=%s", stream.peer[0])
+                    engine.auth_unavailable()
+                    continue
+                engine.credentials_found(creds)
+            elif isinstance(event, ev.OpenMaildrop):
+                await self._open(stream, engine, maildrop, event.identity)
+            elif isinstance(event, ev.FetchMessage):
+                try:
+                    content = await maildrop.fetch(event.key)
+                except Exception:
+                    log.exception("reading a message failed client=%s", stream.peer[0])
+                    engine.fetch_failed()
+                    continue
+                engine.message_fetched(content)
+            elif isinstance(event, ev.CommitDeletions):
+                try:
+                    await maildrop.commit(event.keys)
+                except Exception:
+                    log.exception("pop3 expunge failed user=%s", engine.identity)
+                    engine.deletions_committed(False)
+                    continue
+                engine.deletions_committed(True)
+            elif isinstance(event, ev.StartTls):
+                if not await self._start_tls(stream, engine):
+                    return
+            elif isinstance(event, ev.CloseConnection):
+                stream.write(engine.data_to_send())
+                return
+
+    async def _open(
+        self, stream: ByteStream, engine: Pop3Server, maildrop: Maildrop, identity: str
+    ) -> None:
+        try:
+            entries = await maildrop.open(identity)
+        except MaildropInUse:
+            log.info("pop3 maildrop in use client=%s user=%s", stream.peer[0], identity)
+            engine.maildrop_refused(in_use=True)
+            return
+        except LookupError as error:
+            log.info("pop3 no maildrop client=%s: %s", stream.peer[0], error)
+            engine.maildrop_refused(in_use=False)
+            return
+        except Exception:
+            log.exception("opening the maildrop failed user=%s", identity)
+            engine.maildrop_refused(in_use=False)
+            return
+        log.info(
+            "pop3 login service=%s client=%s user=%s messages=%d tls=%s",
+            self.name,
+            stream.peer[0],
+            identity,
+            len(entries),
+            "yes" if engine.tls_active else "no",
+        )
+        engine.maildrop_opened(entries)
+
+    async def _start_tls(self, stream: ByteStream, engine: Pop3Server) -> bool:
+        assert self.tls_context is not None
+        stream.write(engine.data_to_send())
+        try:
+            await stream.start_tls(self.tls_context, TLS_HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as error:
+            log.info("stls failed client=%s error=%s", stream.peer[0], error)
+            return False
+        engine.tls_started()
+        return True

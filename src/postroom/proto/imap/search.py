@@ -1,0 +1,194 @@
+"""Evaluation of SEARCH keys (RFC 3501 §6.4.4, RFC 7162 §3.1.5) against one message's data.
+
+Pure: the caller gathers what a key needs (`needs_content` tells whether header or body text is
+involved) and hands each message over as a `SearchMessage`. String matches are case-insensitive
+substring matches on decoded text (RFC 2047 words in headers, transfer encodings and charsets of
+text parts in bodies), as RFC 3501 §6.4.4 asks and Dovecot does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.header
+import email.policy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from postroom.proto.imap.grammar_search import (
+    AllKey,
+    AndKey,
+    DateKey,
+    FlagKey,
+    HeaderKey,
+    ModSeqKey,
+    NotKey,
+    OrKey,
+    SearchKey,
+    SequenceKey,
+    SizeKey,
+    TextKey,
+)
+
+RECENT = "\\Recent"
+
+
+@dataclass
+class SearchMessage:
+    seq: int
+    uid: int
+    flags: tuple[str, ...]  # with \Recent when the session holds it
+    internal_date: float
+    size: int
+    modseq: int
+    sent: int | None  # the Date: header as a Unix time
+    content: bytes | None = None  # the whole message, when the key needs it
+    _headers: dict[str, list[str]] | None = field(default=None, repr=False)
+    _body: str | None = field(default=None, repr=False)
+
+    def header_values(self, name: str) -> list[str]:
+        if self._headers is None:
+            self._headers = _decoded_headers(self.content or b"")
+        return self._headers.get(name.lower(), [])
+
+    def body_text(self) -> str:
+        if self._body is None:
+            self._body = _body_text(self.content or b"")
+        return self._body
+
+    def header_text(self) -> str:
+        if self._headers is None:
+            self._headers = _decoded_headers(self.content or b"")
+        return "\n".join(v for values in self._headers.values() for v in values)
+
+
+def needs_content(key: SearchKey) -> bool:
+    if isinstance(key, HeaderKey | TextKey):
+        return True
+    if isinstance(key, NotKey):
+        return needs_content(key.key)
+    if isinstance(key, OrKey):
+        return needs_content(key.left) or needs_content(key.right)
+    if isinstance(key, AndKey):
+        return any(needs_content(k) for k in key.keys)
+    return False
+
+
+def uses_modseq(key: SearchKey) -> bool:
+    if isinstance(key, ModSeqKey):
+        return True
+    if isinstance(key, NotKey):
+        return uses_modseq(key.key)
+    if isinstance(key, OrKey):
+        return uses_modseq(key.left) or uses_modseq(key.right)
+    if isinstance(key, AndKey):
+        return any(uses_modseq(k) for k in key.keys)
+    return False
+
+
+def matches(key: SearchKey, msg: SearchMessage, *, exists: int, max_uid: int) -> bool:
+    check: Callable[[SearchKey], bool] = lambda k: matches(k, msg, exists=exists, max_uid=max_uid)  # noqa: E731
+    if isinstance(key, AllKey):
+        return True
+    if isinstance(key, AndKey):
+        return all(check(k) for k in key.keys)
+    if isinstance(key, OrKey):
+        return check(key.left) or check(key.right)
+    if isinstance(key, NotKey):
+        return not check(key.key)
+    if isinstance(key, FlagKey):
+        present = any(f.lower() == key.flag.lower() for f in msg.flags)
+        return present == key.present
+    if isinstance(key, SizeKey):
+        return msg.size > key.size if key.larger else msg.size < key.size
+    if isinstance(key, SequenceKey):
+        if key.uid:
+            return key.sequence.contains(msg.uid, max_uid)
+        return key.sequence.contains(msg.seq, exists)
+    if isinstance(key, ModSeqKey):
+        return msg.modseq >= key.modseq  # RFC 7162 §3.1.5
+    if isinstance(key, DateKey):
+        return _date_matches(key, msg)
+    if isinstance(key, HeaderKey):
+        needle = key.value.casefold()
+        values = msg.header_values(key.field)
+        # RFC 3501 §6.4.4: an empty string matches every message that has the field.
+        return any(needle in v.casefold() for v in values) if needle else bool(values)
+    if isinstance(key, TextKey):
+        needle = key.value.casefold()
+        if needle in msg.body_text().casefold():
+            return True
+        return key.where == "TEXT" and needle in msg.header_text().casefold()
+    raise ValueError(f"unsupported search key {key!r}")
+
+
+def _date_matches(key: DateKey, msg: SearchMessage) -> bool:
+    """RFC 3501 §6.4.4: dates compare without time and timezone."""
+    if key.field == "SENT":
+        if msg.sent is None:
+            return False
+        day = dt.datetime.fromtimestamp(msg.sent, dt.UTC).date()
+    else:
+        day = dt.datetime.fromtimestamp(msg.internal_date, dt.UTC).date()
+    if key.relation == "BEFORE":
+        return day < key.date
+    if key.relation == "ON":
+        return day == key.date
+    return day >= key.date
+
+
+def _header_block(content: bytes) -> bytes:
+    for end in (b"\r\n\r\n", b"\n\n"):
+        index = content.find(end)
+        if index >= 0:
+            return content[: index + len(end)]
+    return content
+
+
+def _decoded_headers(content: bytes) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    fields: list[bytes] = []
+    for line in _header_block(content).split(b"\n"):
+        line = line.rstrip(b"\r")
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b" " + line.strip()  # RFC 5322 §2.2.3 unfolding
+        elif line:
+            fields.append(line)
+    for line in fields:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or b" " in name:
+            continue
+        headers.setdefault(name.decode("latin-1").strip().lower(), []).append(
+            _decode_words(value.strip())
+        )
+    return headers
+
+
+def _decode_words(value: bytes) -> str:
+    text = value.decode("utf-8", "replace")
+    if "=?" not in text:
+        return text
+    try:
+        return str(email.header.make_header(email.header.decode_header(text)))
+    except (ValueError, LookupError, UnicodeDecodeError):
+        return text
+
+
+def _body_text(content: bytes) -> str:
+    """The text of every text part, transfer-decoded and charset-decoded."""
+    message = email.message_from_bytes(content, policy=email.policy.compat32)
+    texts: list[str] = []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        if part.get_content_maintype() != "text":
+            continue
+        charset = part.get_content_charset() or "us-ascii"
+        try:
+            texts.append(payload.decode(charset, "replace"))
+        except LookupError:
+            texts.append(payload.decode("utf-8", "replace"))
+    return "\n".join(texts)

@@ -1,0 +1,180 @@
+"""A session's view of its selected mailbox: sequence numbers, flags, and the news to tell.
+
+RFC 3501 §2.3.1.2: sequence numbers are the session's own; they change only when the session
+is told of an expunge. This class keeps the UIDs the client knows, in order, and takes in what
+the store reports has changed (new messages, flag changes, expunges) as *pending* news. The
+engine then asks for the untagged responses it may send at that point (§7.4.1: no EXPUNGE while
+answering FETCH, STORE or SEARCH, nor with no command in progress) and the view updates itself.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from postroom.proto.imap.encode import flag_list, sequence_set
+
+RECENT = "\\Recent"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageState:
+    """What a session tracks per message: UID, flags (without \\Recent), MODSEQ."""
+
+    uid: int
+    flags: tuple[str, ...]
+    modseq: int
+
+
+class SelectedMailbox:
+    def __init__(
+        self,
+        mailbox_id: int,
+        uidvalidity: int,
+        states: Sequence[MessageState],
+        *,
+        highestmodseq: int,
+        recent_from: int,
+        read_only: bool,
+    ) -> None:
+        self.mailbox_id = mailbox_id
+        self.uidvalidity = uidvalidity
+        self.read_only = read_only
+        self.uids: list[int] = [s.uid for s in states]
+        self.flags: dict[int, tuple[str, ...]] = {s.uid: s.flags for s in states}
+        self.modseqs: dict[int, int] = {s.uid: s.modseq for s in states}
+        # \Recent is this session's alone (RFC 3501 §2.3.2): the UIDs it claimed.
+        self.recent: set[int] = {s.uid for s in states if s.uid >= recent_from}
+        self.known_modseq = highestmodseq
+        self._gone: set[int] = set()  # expunged in the store, not yet told
+        self._new: list[MessageState] = []  # arrived, not yet told (EXISTS)
+        self._changed: dict[int, MessageState] = {}  # flags changed by others, not yet told
+        self.keywords: set[str] = {f for s in states for f in s.flags if not f.startswith("\\")}
+
+    # --- sequence numbers ----------------------------------------------------------------------
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def seq_of(self, uid: int) -> int | None:
+        index = bisect.bisect_left(self.uids, uid)
+        if index < len(self.uids) and self.uids[index] == uid:
+            return index + 1
+        return None
+
+    def uid_at(self, seq: int) -> int:
+        return self.uids[seq - 1]
+
+    @property
+    def max_uid(self) -> int:
+        return self.uids[-1] if self.uids else 0
+
+    def flags_of(self, uid: int) -> tuple[str, ...]:
+        flags = self.flags.get(uid, ())
+        return (*flags, RECENT) if uid in self.recent else flags
+
+    def is_expunged(self, uid: int) -> bool:
+        """Still numbered for the client, but gone from the store (RFC 2180 §4.1)."""
+        return uid in self._gone
+
+    # --- news from the store -------------------------------------------------------------------
+
+    def take_changes(
+        self,
+        changed: Iterable[MessageState],
+        vanished: Iterable[int],
+        highestmodseq: int,
+        recent_from: int | None = None,
+    ) -> None:
+        """Record what the store says changed since `known_modseq`; nothing is told yet.
+
+        `recent_from`: the first UID this session claimed as \\Recent for the new arrivals.
+        """
+        known_new = {s.uid for s in self._new}
+        for state in changed:
+            if state.uid in self.flags and state.uid not in self._gone:
+                if state.flags != self.flags[state.uid]:
+                    self._changed[state.uid] = state
+                else:
+                    self.modseqs[state.uid] = state.modseq
+            elif state.uid > self.max_uid and state.uid not in known_new:
+                self._new.append(state)
+                if recent_from is not None and state.uid >= recent_from:
+                    self.recent.add(state.uid)
+        for uid in vanished:
+            if uid in self.flags:
+                self._gone.add(uid)
+                self._changed.pop(uid, None)
+            self._new = [s for s in self._new if s.uid != uid]
+        self._new.sort(key=lambda s: s.uid)
+        self.known_modseq = max(self.known_modseq, highestmodseq)
+
+    def note_own_flags(self, state: MessageState) -> None:
+        """This session's own STORE changed a message; it reports that itself."""
+        if state.uid in self.flags:
+            self.flags[state.uid] = state.flags
+            self.modseqs[state.uid] = state.modseq
+            self._changed.pop(state.uid, None)
+            self.keywords.update(f for f in state.flags if not f.startswith("\\"))
+
+    def note_gone(self, uids: Iterable[int]) -> None:
+        """This session's own EXPUNGE/MOVE removed messages; told by `untagged` like any other."""
+        self._gone.update(u for u in uids if u in self.flags)
+
+    @property
+    def has_news(self) -> bool:
+        return bool(self._gone or self._new or self._changed)
+
+    def untagged(
+        self, *, allow_expunge: bool, condstore: bool = False, qresync: bool = False
+    ) -> list[bytes]:
+        """The untagged responses to send now, in a valid order; the view moves forward."""
+        lines: list[bytes] = []
+        if allow_expunge and self._gone:
+            gone = sorted(self._gone)
+            if qresync:
+                # RFC 7162 §3.2.10: VANISHED replaces EXPUNGE once QRESYNC is enabled.
+                lines.append(b"* VANISHED " + sequence_set(gone).encode() + b"\r\n")
+                for uid in gone:
+                    self._forget(uid)
+            else:
+                # Highest first: each EXPUNGE names the current sequence number of its message.
+                for uid in reversed(gone):
+                    seq = self.seq_of(uid)
+                    if seq is not None:
+                        lines.append(b"* %d EXPUNGE\r\n" % seq)
+                    self._forget(uid)
+            self._gone.clear()
+        for uid, state in sorted(self._changed.items()):
+            seq = self.seq_of(uid)
+            self.flags[uid] = state.flags
+            self.modseqs[uid] = state.modseq
+            self.keywords.update(f for f in state.flags if not f.startswith("\\"))
+            if seq is None:
+                continue
+            items = [b"FLAGS " + flag_list(self.flags_of(uid))]
+            if condstore or qresync:
+                items.insert(0, b"UID %d" % uid)
+                items.append(b"MODSEQ (%d)" % state.modseq)
+            lines.append(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
+        self._changed.clear()
+        if self._new:
+            for state in self._new:
+                self.uids.append(state.uid)
+                self.flags[state.uid] = state.flags
+                self.modseqs[state.uid] = state.modseq
+                self.keywords.update(f for f in state.flags if not f.startswith("\\"))
+            self._new.clear()
+            lines.append(b"* %d EXISTS\r\n" % self.exists)
+            lines.append(b"* %d RECENT\r\n" % len(self.recent))
+        return lines
+
+    def _forget(self, uid: int) -> None:
+        index = bisect.bisect_left(self.uids, uid)
+        if index < len(self.uids) and self.uids[index] == uid:
+            del self.uids[index]
+        self.flags.pop(uid, None)
+        self.modseqs.pop(uid, None)
+        self.recent.discard(uid)

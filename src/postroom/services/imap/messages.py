@@ -1,0 +1,532 @@
+"""IMAP commands on messages: FETCH, STORE, SEARCH, COPY/MOVE, EXPUNGE (RFC 3501 §6.4) and
+APPEND (§6.3.11), with UIDPLUS (RFC 4315), MOVE (RFC 6851) and CONDSTORE (RFC 7162) parts.
+
+Handlers are functions of the session; they turn sequence sets into UIDs against the session's
+view, read and write through the store, and write responses with `session.send`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import datetime as dt
+import functools
+import time
+from collections.abc import Iterable, Sequence
+
+from postroom.proto.imap import encode
+from postroom.proto.imap import grammar_commands as cmd
+from postroom.proto.imap.grammar_base import SequenceSet
+from postroom.proto.imap.grammar_fetch import FetchAttr, FetchBinary, FetchBinarySize, FetchBody
+from postroom.proto.imap.grammar_search import SearchKey
+from postroom.proto.imap.mime import parse
+from postroom.proto.imap.reader import LiteralData
+from postroom.proto.imap.search import SearchMessage, matches, needs_content
+from postroom.proto.imap.selected import MessageState, SelectedMailbox
+from postroom.proto.imap.sort import SortAddress, SortCriterion, SortKey, SortKeys, sort_messages
+from postroom.proto.imap.structure import MailAddress, section_bytes
+from postroom.proto.imap.thread import ThreadAlgorithm, format_threads, thread_messages
+from postroom.queue.spool import ContentBuffer
+from postroom.services.imap.session import ImapSession, Refusal
+from postroom.storage import imap as store_ops
+from postroom.storage.database import Database, unlink_quietly
+from postroom.storage.mailboxes import expunge
+from postroom.storage.summary import summarise_packed, unpack
+
+SEEN = "\\Seen"
+FETCH_BATCH = 256  # messages read from the store per round trip
+
+
+def _set(numbers: Iterable[int]) -> bytes:
+    return encode.sequence_set(numbers).encode()
+
+
+def _selected(session: ImapSession) -> SelectedMailbox:
+    assert session.selected is not None
+    return session.selected
+
+
+def resolve_uids(selected: SelectedMailbox, sequence: SequenceSet, *, uid: bool) -> list[int]:
+    """The UIDs a set names: by UID (absent ones skipped, RFC 3501 §6.4.8) or by number."""
+    uids = selected.uids
+    if uid:
+        found: list[int] = []
+        for low, high in sequence.resolve(selected.max_uid):
+            start = bisect.bisect_left(uids, low)
+            end = bisect.bisect_right(uids, high)
+            found += uids[start:end]
+        return found
+    spans = sequence.resolve(selected.exists)
+    if any(high > selected.exists for _, high in spans) or (not spans and sequence.ranges):
+        raise Refusal("Invalid messageset", status="BAD")
+    return [uids[seq - 1] for low, high in spans for seq in range(low, high + 1)]
+
+
+# --- FETCH -------------------------------------------------------------------------------------
+
+
+async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Fetch)
+    selected = _selected(session)
+    # RFC 3501 §7.4.1: no EXPUNGE while answering FETCH (UID FETCH may have them).
+    await session.announce(allow_expunge=command.uid)
+    uids = resolve_uids(selected, command.sequence, uid=command.uid)
+    items = list(command.items)
+    if any(isinstance(i, FetchBinary | FetchBinarySize) for i in items):
+        raise Refusal("BINARY is not supported", status="BAD")
+    if command.uid and not any(isinstance(i, FetchAttr) and i.name == "UID" for i in items):
+        items.insert(0, FetchAttr("UID"))  # RFC 3501 §6.4.8
+    if command.changedsince is not None:
+        session.enabled.condstore = True  # RFC 7162 §3.1: CHANGEDSINCE enables CONDSTORE
+        uids = [u for u in uids if selected.modseqs.get(u, 0) > command.changedsince]
+    if command.changedsince is not None and not any(
+        isinstance(i, FetchAttr) and i.name == "MODSEQ" for i in items
+    ):
+        items.append(FetchAttr("MODSEQ"))  # RFC 7162 §3.1.4.1
+    names = {i.name for i in items if isinstance(i, FetchAttr)}
+    want_summary = bool(names & {"ENVELOPE", "BODY", "BODYSTRUCTURE"})
+    want_content = bool(names & {"RFC822", "RFC822.HEADER", "RFC822.TEXT"}) or any(
+        isinstance(i, FetchBody) for i in items
+    )
+    sets_seen = not selected.read_only and (
+        bool(names & {"RFC822", "RFC822.TEXT"})
+        or any(isinstance(i, FetchBody) and not i.peek for i in items)
+    )
+    seen_changed: set[int] = set()
+    if sets_seen:
+        unseen = [u for u in uids if SEEN not in selected.flags.get(u, ())]
+        if unseen:
+            seen_changed = await _set_seen(session, selected, unseen)
+    missing = False
+    store = session.ctx.store
+    for start in range(0, len(uids), FETCH_BATCH):
+        batch = uids[start : start + FETCH_BATCH]
+        rows = await store.read(
+            functools.partial(
+                store_ops.fetch_rows,
+                mailbox_id=selected.mailbox_id,
+                uids=batch,
+                blob_dir=store.blob_dir,
+                summary=want_summary,
+                content=want_content,
+            )
+        )
+        if len(rows) < len(batch):
+            missing = True
+        for row in rows:
+            seq = selected.seq_of(row.uid)
+            if seq is None:
+                continue
+            extra_flags = row.uid in seen_changed and "FLAGS" not in names
+            await session.send_now(_fetch_response(session, selected, seq, row, items, extra_flags))
+    if missing:
+        # RFC 5530 EXPUNGEISSUED: some messages were expunged by another session meanwhile.
+        session.tagged(tag, "NO", "Some messages were expunged", "EXPUNGEISSUED")
+        return
+    session.tagged(tag, "OK", "Fetch completed.")
+
+
+async def _set_seen(session: ImapSession, selected: SelectedMailbox, uids: list[int]) -> set[int]:
+    """RFC 3501 §6.4.5: a non-PEEK body fetch sets \\Seen."""
+    result = await session.ctx.store.write(
+        functools.partial(
+            store_ops.store_flags,
+            mailbox_id=selected.mailbox_id,
+            uids=uids,
+            mode="add",
+            flags=(SEEN,),
+        )
+    )
+    for state in result.changed:
+        selected.note_own_flags(state)
+    return {s.uid for s in result.changed}
+
+
+def _fetch_response(
+    session: ImapSession,
+    selected: SelectedMailbox,
+    seq: int,
+    row: store_ops.FetchRow,
+    items: Sequence[object],
+    extra_flags: bool,
+) -> bytes:
+    parts: list[bytes] = []
+    raw = row.content or b""
+    tree = None
+    summary = None
+    if row.summary is not None:
+        summary = unpack(row.summary)
+    for item in items:
+        if isinstance(item, FetchAttr):
+            name = item.name
+            if name == "UID":
+                parts.append(b"UID %d" % row.uid)
+            elif name == "FLAGS":
+                parts.append(b"FLAGS " + encode.flag_list(selected.flags_of(row.uid)))
+            elif name == "INTERNALDATE":
+                when = dt.datetime.fromtimestamp(int(row.internal_date), dt.UTC)
+                parts.append(b"INTERNALDATE " + encode.internal_date(when))
+            elif name == "RFC822.SIZE":
+                parts.append(b"RFC822.SIZE %d" % row.size)
+            elif name == "MODSEQ":
+                parts.append(b"MODSEQ (%d)" % row.modseq)
+            elif name in ("ENVELOPE", "BODY", "BODYSTRUCTURE"):
+                if summary is None:
+                    raise Refusal("Message summary missing", status="NO")
+                value = {
+                    "ENVELOPE": summary.envelope,
+                    "BODY": summary.body,
+                    "BODYSTRUCTURE": summary.bodystructure,
+                }[name]
+                parts.append(name.encode() + b" " + value)
+            elif name == "RFC822":
+                parts.append(b"RFC822 " + encode.literal(raw))
+            elif name in ("RFC822.HEADER", "RFC822.TEXT"):
+                tree = tree or parse(raw)
+                text = section_bytes(raw, tree, (), "HEADER" if name == "RFC822.HEADER" else "TEXT")
+                parts.append(name.encode() + b" " + encode.literal(text))
+        elif isinstance(item, FetchBody):
+            tree = tree or parse(raw)
+            section = item.section
+            data = section_bytes(raw, tree, section.part, section.text or "", section.fields)
+            if item.partial is not None:
+                origin, count = item.partial
+                data = data[origin : origin + count]
+            parts.append(item.response_name.encode() + b" " + encode.literal(data))
+    if extra_flags:
+        parts.append(b"FLAGS " + encode.flag_list(selected.flags_of(row.uid)))
+    has_modseq = any(p.startswith(b"MODSEQ") for p in parts)
+    if extra_flags and session.enabled.condstore and not has_modseq:
+        parts.append(b"MODSEQ (%d)" % row.modseq)
+    return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
+
+
+# --- STORE -------------------------------------------------------------------------------------
+
+
+async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Store)
+    selected = _selected(session)
+    await session.announce(allow_expunge=command.uid)
+    if selected.read_only:
+        raise Refusal("Mailbox is read-only", "READ-ONLY")
+    uids = resolve_uids(selected, command.sequence, uid=command.uid)
+    flags = tuple(f for f in command.flags if f != "\\Recent")
+    mode = {"replace": "set", "add": "add", "remove": "remove"}[command.mode]
+    if command.unchangedsince is not None:
+        session.enabled.condstore = True
+    result = await session.ctx.store.write(
+        functools.partial(
+            store_ops.store_flags,
+            mailbox_id=selected.mailbox_id,
+            uids=uids,
+            mode=mode,
+            flags=flags,
+            unchanged_since=command.unchangedsince,
+        )
+    )
+    for state in result.changed:
+        selected.note_own_flags(state)
+    condstore = session.enabled.condstore
+    reported = sorted(
+        [*result.changed, *([] if command.silent else result.unchanged)], key=lambda s: s.uid
+    )
+    for state in reported:
+        seq = selected.seq_of(state.uid)
+        if seq is None:
+            continue
+        if command.silent and not (condstore and state in result.changed):
+            continue
+        items = [b"FLAGS " + encode.flag_list(selected.flags_of(state.uid))]
+        if command.uid:
+            items.append(b"UID %d" % state.uid)
+        if condstore:
+            items.append(b"MODSEQ (%d)" % state.modseq)
+        if command.silent:
+            items.pop(0)  # RFC 7162 §3.1.3: .SILENT still reports the new MODSEQ
+        session.send(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
+    if result.modified:
+        numbers = result.modified if command.uid else [
+            seq for u in result.modified if (seq := selected.seq_of(u)) is not None
+        ]
+        session.tagged(
+            tag, "OK", "Conditional STORE failed", "MODIFIED " + _set(numbers).decode()
+        )
+        return
+    session.tagged(tag, "OK", "Store completed.")
+
+
+# --- SEARCH ------------------------------------------------------------------------------------
+
+
+async def search(session: ImapSession, tag: str, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Search)
+    selected = _selected(session)
+    await session.announce(allow_expunge=command.uid)
+    _check_charset(command.charset)
+    found = await _search_uids(session, selected, command.key)
+    if command.uid:
+        numbers = found
+    else:
+        numbers = [seq for u in found if (seq := selected.seq_of(u)) is not None]
+    if command.returns is not None:
+        session.send(_esearch(tag, command, numbers))
+    else:
+        session.send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+    session.tagged(tag, "OK", "Search completed.")
+
+
+def _esearch(tag: str, command: cmd.Search, numbers: list[int]) -> bytes:
+    """RFC 4731 §3.1 ESEARCH response."""
+    assert command.returns is not None
+    options = command.returns.options or frozenset({"ALL"})
+    out = b'* ESEARCH (TAG "' + tag.encode() + b'")'
+    if command.uid:
+        out += b" UID"
+    if numbers:
+        if "MIN" in options:
+            out += b" MIN %d" % min(numbers)
+        if "MAX" in options:
+            out += b" MAX %d" % max(numbers)
+        if "ALL" in options:
+            out += b" ALL " + _set(numbers)
+    if "COUNT" in options:
+        out += b" COUNT %d" % len(numbers)
+    return out + b"\r\n"
+
+
+async def _search_uids(
+    session: ImapSession, selected: SelectedMailbox, key: SearchKey
+) -> list[int]:
+    return [row.uid for _, row in await _matching(session, selected, key)]
+
+
+async def _matching(
+    session: ImapSession, selected: SelectedMailbox, key: SearchKey
+) -> list[tuple[int, store_ops.FetchRow]]:
+    """(sequence number, stored row with its summary) of every message `key` matches."""
+    uids = list(selected.uids)
+    content = needs_content(key)
+    store = session.ctx.store
+    found: list[tuple[int, store_ops.FetchRow]] = []
+    exists, max_uid = selected.exists, selected.max_uid
+    for start in range(0, len(uids), FETCH_BATCH):
+        batch = uids[start : start + FETCH_BATCH]
+        rows = await store.read(
+            functools.partial(
+                store_ops.fetch_rows,
+                mailbox_id=selected.mailbox_id,
+                uids=batch,
+                blob_dir=store.blob_dir,
+                summary=True,
+                content=content,
+            )
+        )
+        for row in rows:
+            seq = selected.seq_of(row.uid)
+            if seq is None:
+                continue
+            sent = unpack(row.summary).date if row.summary is not None else None
+            message = SearchMessage(
+                seq=seq,
+                uid=row.uid,
+                flags=selected.flags_of(row.uid),
+                internal_date=row.internal_date,
+                size=row.size,
+                modseq=row.modseq,
+                sent=sent,
+                content=row.content,
+            )
+            if matches(key, message, exists=exists, max_uid=max_uid):
+                found.append((seq, row))
+    return found
+
+
+def _sort_keys(seq: int, row: store_ops.FetchRow) -> SortKeys:
+    summary = unpack(row.summary) if row.summary is not None else None
+
+    def first(addresses: tuple[MailAddress, ...] | None) -> SortAddress | None:
+        if not addresses:
+            return None
+        address = addresses[0]
+        return SortAddress(address.mailbox, address.host, address.name)
+
+    if summary is None:
+        return SortKeys(seq, row.uid, row.internal_date, None, row.size)
+    return SortKeys(
+        seq,
+        row.uid,
+        row.internal_date,
+        None if summary.date is None else float(summary.date),
+        row.size,
+        summary.subject or "",
+        first(summary.from_),
+        first(summary.to),
+        first(summary.cc),
+        summary.message_id,
+        summary.in_reply_to,
+        summary.references,
+    )
+
+
+async def sort(session: ImapSession, tag: str, command: cmd.Command) -> None:
+    """RFC 5256 §3 SORT (and RFC 5957 DISPLAYFROM/DISPLAYTO)."""
+    assert isinstance(command, cmd.Sort)
+    selected = _selected(session)
+    await session.announce(allow_expunge=command.uid)
+    _check_charset(command.charset)
+    found = await _matching(session, selected, command.key)
+    criteria = [SortCriterion(SortKey(c.key), c.reverse) for c in command.criteria]
+    order = sort_messages([_sort_keys(seq, row) for seq, row in found], criteria)
+    numbers = [selected.uid_at(seq) for seq in order] if command.uid else order
+    session.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+    session.tagged(tag, "OK", "Sort completed.")
+
+
+async def thread(session: ImapSession, tag: str, command: cmd.Command) -> None:
+    """RFC 5256 §2 THREAD=ORDEREDSUBJECT and THREAD=REFERENCES."""
+    assert isinstance(command, cmd.Thread)
+    selected = _selected(session)
+    await session.announce(allow_expunge=command.uid)
+    _check_charset(command.charset)
+    found = await _matching(session, selected, command.key)
+    threads = thread_messages(
+        [_sort_keys(seq, row) for seq, row in found], ThreadAlgorithm(command.algorithm)
+    )
+    text = format_threads(threads, use_uid=command.uid)
+    session.send(b"* THREAD " + text.encode() + b"\r\n" if text else b"* THREAD\r\n")
+    session.tagged(tag, "OK", "Thread completed.")
+
+
+def _check_charset(charset: str | None) -> None:
+    if charset is not None and charset.upper() not in ("UTF-8", "US-ASCII"):
+        raise Refusal("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
+
+
+# --- COPY / MOVE / EXPUNGE ---------------------------------------------------------------------
+
+
+async def copy(session: ImapSession, tag: str, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Copy | cmd.Move)
+    selected = _selected(session)
+    is_move = isinstance(command, cmd.Move)
+    await session.announce(allow_expunge=command.uid)
+    if is_move and selected.read_only:
+        raise Refusal("Mailbox is read-only", "READ-ONLY")
+    uids = resolve_uids(selected, command.sequence, uid=command.uid)
+    target_name = session.decode_name(command.mailbox)
+    user_id = session.uid
+    source = selected.mailbox_id
+
+    def write(db: Database) -> tuple[int, list[tuple[int, int]], list[str]]:
+        target = store_ops.find_mailbox(db, user_id, target_name)
+        if target is None:
+            # RFC 3501 §6.4.7: TRYCREATE when the target does not exist.
+            raise store_ops.MailboxError("TRYCREATE", "Mailbox doesn't exist: " + target_name)
+        pairs = store_ops.copy_messages(db, source, uids, target.id)
+        unlink = expunge(db, source, [p[0] for p in pairs]) if is_move else []
+        return target.uidvalidity, pairs, unlink
+
+    uidvalidity, pairs, unlink = await session.ctx.store.write(write)
+    for path in unlink:
+        unlink_quietly(session.ctx.store.blob_dir / path)
+    code = None
+    if pairs:
+        code = (
+            f"COPYUID {uidvalidity} {_set(p[0] for p in pairs).decode()} "
+            f"{_set(p[1] for p in pairs).decode()}"
+        )
+    if not is_move:
+        session.tagged(tag, "OK", "Copy completed.", code)
+        return
+    if code:
+        # RFC 6851 §4.3: COPYUID in an untagged OK before the expunges.
+        session.send(f"* OK [{code}] Moved UIDs.\r\n".encode())
+    selected.note_gone(p[0] for p in pairs)
+    await session.announce(allow_expunge=True)
+    session.tagged(tag, "OK", "Move completed.")
+
+
+async def expunge_command(session: ImapSession, tag: str, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Expunge)
+    selected = _selected(session)
+    if selected.read_only:
+        raise Refusal("Mailbox is read-only", "READ-ONLY")
+    within = None
+    if command.uids is not None:
+        within = resolve_uids(selected, command.uids, uid=True)
+    mailbox_id = selected.mailbox_id
+
+    def write(db: Database) -> tuple[list[int], list[str]]:
+        gone = store_ops.deleted_uids(db, mailbox_id, within)
+        return gone, expunge(db, mailbox_id, gone)
+
+    gone, unlink = await session.ctx.store.write(write)
+    for path in unlink:
+        unlink_quietly(session.ctx.store.blob_dir / path)
+    selected.note_gone(gone)
+    await session.announce(allow_expunge=True, force=True)
+    session.tagged(tag, "OK", "Expunge completed.")
+
+
+# --- APPEND ------------------------------------------------------------------------------------
+
+
+async def append(session: ImapSession, tag: str, command: cmd.Command) -> None:
+    assert isinstance(command, cmd.Append)
+    name = session.decode_name(command.mailbox)
+    user_id = session.uid
+    info = await session.ctx.store.read(lambda db: store_ops.find_mailbox(db, user_id, name))
+    if info is None:
+        raise Refusal("Mailbox doesn't exist: " + name, "TRYCREATE")
+    streamed = list(session.streamed)
+    session.streamed.clear()
+    uids: list[int] = []
+    for message in command.messages:
+        if isinstance(message.data, LiteralData):
+            buffer = session.ctx.spool.new_buffer(f"append-{id(session)}-{len(uids)}")
+            buffer.write(message.data.data)
+        else:
+            if not streamed:
+                raise Refusal("Literal data missing", status="BAD")
+            buffer = streamed.pop(0)
+        uids.append(await _append_one(session, info.id, buffer, message))
+    if session.selected is not None and session.selected.mailbox_id == info.id:
+        await session.announce(allow_expunge=False, force=True)
+    code = f"APPENDUID {info.uidvalidity} {_set(uids).decode()}"
+    session.tagged(tag, "OK", "Append completed.", code)
+
+
+async def _append_one(
+    session: ImapSession, mailbox_id: int, buffer: ContentBuffer, message: cmd.AppendMessage
+) -> int:
+    if buffer.size == 0:
+        buffer.discard()
+        raise Refusal("Can't save an empty message", status="NO")
+    data = buffer.in_memory()
+    # Large messages (on file) are summarised by the store when they enter the mailbox.
+    summary = None if data is None else await asyncio.to_thread(summarise_packed, data)
+    when = message.internal_date.timestamp() if message.internal_date else time.time()
+    flags = tuple(f for f in message.flags if f != "\\Recent")
+    size = buffer.size
+
+    def then(db: Database, blob_id: int) -> int:
+        if summary is not None:
+            db.set_blob_summary(blob_id, summary)
+        return store_ops.append_blob(db, mailbox_id, blob_id, size, flags, when)
+
+    name = f"A{time.time_ns():x}{id(buffer):x}"
+    return await session.ctx.spool.store_content(buffer, name, then)
+
+
+__all__ = [
+    "MessageState",
+    "append",
+    "copy",
+    "expunge_command",
+    "fetch",
+    "search",
+    "sort",
+    "store",
+    "thread",
+]

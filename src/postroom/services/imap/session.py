@@ -1,0 +1,625 @@
+"""One IMAP session: the state table, authentication and the mailbox-level commands.
+
+The driver (net/imap_session.py) frames and parses the client's input and hands each `Request`
+to `ImapSession.run`; handlers write responses through the `ImapIO` the driver provides and
+reach the store through the context. Which command is legal in which state is one table
+(`ALLOWED`, RFC 3501 §3 and §6); the message-level commands live in messages.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from postroom.proto import sasl
+from postroom.proto.imap import grammar_commands as cmd
+from postroom.proto.imap import mutf7
+from postroom.proto.imap.encode import astring, flag_list
+from postroom.proto.imap.selected import MessageState, SelectedMailbox
+from postroom.proto.sasl.saslprep import prepare_login
+from postroom.queue.spool import ContentBuffer, Spool
+from postroom.services.authn import Authenticator
+from postroom.services.mailbox_events import MailboxEvents
+from postroom.storage import imap as store_ops
+from postroom.storage.database import Database, unlink_quietly
+from postroom.storage.mailboxes import expunge
+from postroom.storage.store import Store
+
+log = logging.getLogger("postroom.imap")
+
+State = Literal["notauth", "auth", "selected", "logout"]
+DELIMITER = "/"
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+BASE_CAPABILITIES = (
+    "IMAP4rev1",
+    "SASL-IR",
+    "LITERAL+",
+    "ID",
+    "ENABLE",
+    "IDLE",
+    "NAMESPACE",
+    "UNSELECT",
+    "CHILDREN",
+    "UIDPLUS",
+    "MOVE",
+    "SPECIAL-USE",
+    "CONDSTORE",
+    "ESEARCH",
+    "SORT",
+    "SORT=DISPLAY",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+)
+
+
+class ImapIO(Protocol):
+    """What the driver offers a session."""
+
+    peer: str
+
+    @property
+    def secure(self) -> bool:
+        """Whether passwords may be sent: the connection is under TLS."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def read_line(self) -> bytes | None:
+        """One raw line (AUTHENTICATE answers, IDLE's DONE); None when the client left."""
+
+    async def start_tls(self) -> bool:
+        """Upgrade the connection; False when the handshake failed (the session is over)."""
+
+
+@dataclass
+class ImapContext:
+    store: Store
+    spool: Spool
+    events: MailboxEvents
+    authenticator: Authenticator
+    hostname: str
+    tls_available: bool
+    idle_poll: float = 30.0  # seconds between looks at the mailbox during IDLE without news
+    max_append: int = 64 * 1024 * 1024
+    sessions: dict[int, int] = field(default_factory=dict)  # user id → open sessions
+
+
+class Refusal(Exception):
+    """A command refused with NO (or BAD) and an optional response code."""
+
+    def __init__(self, text: str, code: str | None = None, status: str = "NO") -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+        self.status = status
+
+
+@dataclass
+class Enabled:
+    condstore: bool = False
+    qresync: bool = False
+
+
+class ImapSession:
+    def __init__(self, ctx: ImapContext, io: ImapIO, *, tls_active: bool) -> None:
+        self.ctx = ctx
+        self.io = io
+        self.tls_active = tls_active
+        self.state: State = "notauth"
+        self.user_id: int | None = None
+        self.username = ""
+        self.selected: SelectedMailbox | None = None
+        self.enabled = Enabled()
+        self._watch: asyncio.Event | None = None
+        self._out = bytearray()
+        # Contents of literals the driver streamed to buffers for the command being run.
+        self.streamed: list[ContentBuffer] = []
+
+    # --- output ----------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        self._out += data
+
+    async def flush(self) -> None:
+        if self._out:
+            data, self._out = bytes(self._out), bytearray()
+            await self.io.write(data)
+
+    async def send_now(self, data: bytes) -> None:
+        self.send(data)
+        if len(self._out) > 256 * 1024:
+            await self.flush()
+
+    def tagged(self, tag: str, status: str, text: str, code: str | None = None) -> None:
+        coded = f"[{code}] " if code else ""
+        self.send(f"{tag} {status} {coded}{text}\r\n".encode())
+
+    def greeting(self) -> bytes:
+        caps = " ".join(self.capabilities())
+        return f"* OK [CAPABILITY {caps}] postroom ready.\r\n".encode()
+
+    def capabilities(self) -> list[str]:
+        caps = list(BASE_CAPABILITIES)
+        if self.state == "notauth":
+            if self.ctx.tls_available and not self.tls_active:
+                caps.append("STARTTLS")
+            if self.io.secure:
+                caps += ["AUTH=PLAIN", "AUTH=SCRAM-SHA-256"]
+            else:
+                caps.append("LOGINDISABLED")  # RFC 3501 §6.2.3
+        return caps
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._unwatch()
+        if self.user_id is not None:
+            count = self.ctx.sessions.get(self.user_id, 1) - 1
+            if count:
+                self.ctx.sessions[self.user_id] = count
+            else:
+                self.ctx.sessions.pop(self.user_id, None)
+
+    # --- mailbox news ----------------------------------------------------------------------
+
+    async def announce(self, *, allow_expunge: bool, force: bool = False) -> None:
+        """Tell the client what changed in the selected mailbox (RFC 3501 §7.4.1, §5.2)."""
+        selected = self.selected
+        if selected is None:
+            return
+        if force or (self._watch is not None and self._watch.is_set()):
+            if self._watch is not None:
+                self._watch.clear()
+            await self.refresh()
+        for line in selected.untagged(
+            allow_expunge=allow_expunge,
+            condstore=self.enabled.condstore,
+            qresync=self.enabled.qresync,
+        ):
+            self.send(line)
+
+    async def refresh(self) -> None:
+        selected = self.selected
+        assert selected is not None
+        since = selected.known_modseq
+        mailbox_id = selected.mailbox_id
+
+        def changes(db: Database) -> tuple[list[MessageState], list[int], int] | None:
+            info = store_ops.mailbox_info(db, mailbox_id)
+            if info is None:
+                return None
+            return (
+                store_ops.message_states(db, mailbox_id, since),
+                store_ops.vanished_since(db, mailbox_id, since),
+                info.highestmodseq,
+            )
+
+        news = await self.ctx.store.read(changes)
+        if news is None:
+            # The mailbox was deleted or renamed away under us: everything is gone.
+            selected.take_changes([], list(selected.uids), selected.known_modseq)
+            return
+        changed, vanished, highest = news
+        recent_from = None
+        if not selected.read_only and any(s.uid > selected.max_uid for s in changed):
+            recent_from = await self.ctx.store.write(
+                functools.partial(store_ops.claim_recent, mailbox_id=mailbox_id)
+            )
+        selected.take_changes(changed, vanished, highest, recent_from)
+
+    def _watch_mailbox(self, mailbox_id: int) -> None:
+        self._unwatch()
+        self._watch = self.ctx.events.watch(mailbox_id)
+
+    def _unwatch(self) -> None:
+        if self._watch is not None and self.selected is not None:
+            self.ctx.events.unwatch(self.selected.mailbox_id, self._watch)
+        self._watch = None
+
+    # --- any state -------------------------------------------------------------------------
+
+    async def capability(self, tag: str, command: cmd.Command) -> None:
+        self.send(b"* CAPABILITY " + " ".join(self.capabilities()).encode() + b"\r\n")
+        self.tagged(tag, "OK", "Capability completed.")
+
+    async def noop(self, tag: str, command: cmd.Command) -> None:
+        await self.announce(allow_expunge=True, force=True)
+        self.tagged(tag, "OK", "NOOP completed.")
+
+    async def logout(self, tag: str, command: cmd.Command) -> None:
+        self.send(b"* BYE Logging out\r\n")
+        self.tagged(tag, "OK", "Logout completed.")
+        self.state = "logout"
+
+    async def id(self, tag: str, command: cmd.Command) -> None:
+        # RFC 2971 §3.1: the server's own identification.
+        self.send(b'* ID ("name" "postroom" "vendor" "postroom")\r\n')
+        self.tagged(tag, "OK", "ID completed.")
+
+    # --- not authenticated -----------------------------------------------------------------
+
+    async def starttls(self, tag: str, command: cmd.Command) -> None:
+        if self.tls_active or not self.ctx.tls_available:
+            raise Refusal("TLS is not available here" if not self.tls_active else "TLS is on")
+        self.tagged(tag, "OK", "Begin TLS negotiation now.")
+        await self.flush()
+        if not await self.io.start_tls():
+            self.state = "logout"
+            return
+        # RFC 3501 §6.2.1: the client must ask for the capabilities again.
+        self.tls_active = True
+
+    async def login(self, tag: str, command: cmd.Command) -> None:
+        assert isinstance(command, cmd.Login)
+        if not self.io.secure:
+            # RFC 3501 §6.2.3 with LOGINDISABLED: plaintext passwords need TLS first.
+            raise Refusal("Plaintext authentication disallowed without TLS", "PRIVACYREQUIRED")
+        prepared = prepare_login(command.username, command.password)
+        if prepared is None or not await self.ctx.authenticator.check_password(
+            prepared[0], "", prepared[1]
+        ):
+            raise Refusal("Authentication failed.", "AUTHENTICATIONFAILED")
+        await self._logged_in(tag, prepared[0])
+
+    async def authenticate(self, tag: str, command: cmd.Command) -> None:
+        assert isinstance(command, cmd.Authenticate)
+        if not self.io.secure:
+            raise Refusal("Authentication needs TLS first", "PRIVACYREQUIRED")
+        mechanism = sasl.new_mechanism(command.mechanism)
+        if mechanism is None or command.mechanism == "LOGIN":
+            raise Refusal("Unsupported authentication mechanism", "CANNOT")
+        step = mechanism.start(command.initial_response)
+        while True:
+            if isinstance(step, sasl.Challenge):
+                await self.send_now(b"+ " + base64.b64encode(step.data) + b"\r\n")
+                await self.flush()
+                line = await self.io.read_line()
+                if line is None:
+                    self.state = "logout"
+                    return
+                if line.strip() == b"*":
+                    raise Refusal("Authentication aborted", status="BAD")  # RFC 3501 §6.2.2
+                try:
+                    answer = base64.b64decode(line.strip(), validate=True)
+                except binascii.Error:
+                    raise Refusal("Invalid base64 in the response", status="BAD") from None
+                step = mechanism.respond(answer)
+            elif isinstance(step, sasl.CheckPassword):
+                ok = await self.ctx.authenticator.check_password(
+                    step.authcid, step.authzid, step.password
+                )
+                step = mechanism.password_checked(ok)
+            elif isinstance(step, sasl.NeedScramCredentials):
+                creds = await self.ctx.authenticator.credentials(step.authcid, step.authzid)
+                step = mechanism.credentials_found(creds)
+            elif isinstance(step, sasl.Success):
+                await self._logged_in(tag, step.authcid)
+                return
+            else:
+                raise Refusal("Authentication failed.", "AUTHENTICATIONFAILED")
+
+    async def _logged_in(self, tag: str, username: str) -> None:
+        user = await self.ctx.store.read(lambda db: db.get_user(username))
+        if user is None:
+            raise Refusal("Authentication failed.", "AUTHENTICATIONFAILED")
+        self.user_id = user.id
+        self.username = user.address
+        self.ctx.sessions[user.id] = self.ctx.sessions.get(user.id, 0) + 1
+        self.state = "auth"
+        log.info("login client=%s user=%s", self.io.peer, user.address)
+        caps = " ".join(self.capabilities())
+        self.tagged(tag, "OK", "Logged in", f"CAPABILITY {caps}")
+
+    # --- authenticated ---------------------------------------------------------------------
+
+    @property
+    def uid(self) -> int:
+        assert self.user_id is not None
+        return self.user_id
+
+    def decode_name(self, wire: str) -> str:
+        """A mailbox name as stored: Unicode, from modified UTF-7 (RFC 3501 §5.1.3)."""
+        if wire == "INBOX":
+            return wire
+        try:
+            name = mutf7.decode(wire)
+        except mutf7.MUTF7Error:
+            raise Refusal("Invalid mailbox name", "CANNOT", "NO") from None
+        if name.upper() == "INBOX":
+            return "INBOX"
+        if not name or name.startswith(DELIMITER) or DELIMITER * 2 in name:
+            raise Refusal("Invalid mailbox name", "CANNOT")
+        return name.rstrip(DELIMITER)
+
+    async def enable(self, tag: str, command: cmd.Command) -> None:
+        assert isinstance(command, cmd.Enable)
+        done: list[str] = []
+        for name in command.capabilities:
+            if name == "CONDSTORE" and not self.enabled.condstore:
+                self.enabled.condstore = True
+                done.append(name)
+        # RFC 5161 §3.1: list only what this command newly enabled.
+        self.send(b"* ENABLED" + b"".join(b" " + n.encode() for n in done) + b"\r\n")
+        self.tagged(tag, "OK", "Enabled.")
+
+    async def namespace(self, tag: str, command: cmd.Command) -> None:
+        # RFC 2342 §5: one personal namespace, no others.
+        self.send(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
+        self.tagged(tag, "OK", "Namespace completed.")
+
+    async def select(self, tag: str, command: cmd.Command) -> None:
+        assert isinstance(command, cmd.Select)
+        name = self.decode_name(command.mailbox)
+        if self.selected is not None:
+            self._unwatch()
+            self.selected = None
+            self.state = "auth"
+            if self.enabled.condstore:
+                self.send(b"* OK [CLOSED] Previous mailbox closed.\r\n")  # RFC 7162 §3.2.11
+        if command.condstore:
+            self.enabled.condstore = True  # RFC 7162 §3.1.8
+        user_id = self.uid
+        readonly = command.readonly
+
+        def open_mailbox(
+            db: Database,
+        ) -> tuple[store_ops.MailboxInfo, list[MessageState], int]:
+            info = store_ops.require_mailbox(db, user_id, name)
+            recent_from = info.uidnext if readonly else store_ops.claim_recent(db, info.id)
+            return info, store_ops.message_states(db, info.id), recent_from
+
+        if readonly:
+            info, states, recent_from = await self.ctx.store.read(open_mailbox)
+        else:
+            info, states, recent_from = await self.ctx.store.write(open_mailbox)
+        selected = SelectedMailbox(
+            info.id,
+            info.uidvalidity,
+            states,
+            highestmodseq=info.highestmodseq,
+            recent_from=recent_from,
+            read_only=readonly,
+        )
+        self.selected = selected
+        self._watch_mailbox(info.id)
+        self.state = "selected"
+        keywords = sorted(selected.keywords)
+        flags = flag_list([*SYSTEM_FLAGS, *keywords])
+        self.send(b"* FLAGS " + flags + b"\r\n")
+        permanent = b"()" if readonly else flag_list([*SYSTEM_FLAGS, *keywords, "\\*"])
+        self.send(b"* OK [PERMANENTFLAGS " + permanent + b"] Flags permitted.\r\n")
+        self.send(b"* %d EXISTS\r\n* %d RECENT\r\n" % (selected.exists, len(selected.recent)))
+        first_unseen = next(
+            (i + 1 for i, uid in enumerate(selected.uids) if "\\Seen" not in selected.flags[uid]),
+            None,
+        )
+        if first_unseen is not None:
+            self.send(b"* OK [UNSEEN %d] First unseen.\r\n" % first_unseen)
+        self.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % info.uidvalidity)
+        self.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % info.uidnext)
+        self.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % info.highestmodseq)
+        mode = "READ-ONLY" if readonly else "READ-WRITE"
+        self.tagged(tag, "OK", "Select completed.", mode)
+
+    async def create(self, tag: str, command: cmd.Command) -> None:
+        assert isinstance(command, cmd.Create)
+        name = self.decode_name(command.mailbox)
+        if name == "INBOX":
+            raise Refusal("Mailbox already exists", "ALREADYEXISTS")
+        use = " ".join(command.special_use)
+        user_id = self.uid
+        await self.ctx.store.write(
+            lambda db: store_ops.create_mailbox(db, user_id, name, use)
+        )
+        self.tagged(tag, "OK", "Create completed.")
+
+    async def delete(self, tag: str, command: cmd.Command) -> None:
+        assert isinstance(command, cmd.Delete)
+        name = self.decode_name(command.mailbox)
+        user_id = self.uid
+        unlink = await self.ctx.store.write(
+            lambda db: store_ops.delete_mailbox(db, user_id, name)
+        )
+        for path in unlink:
+            unlink_quietly(self.ctx.store.blob_dir / path)
+        self.tagged(tag, "OK", "Delete completed.")
+
+    async def rename(self, tag: str, command: cmd.Command) -> None:
+        assert isinstance(command, cmd.Rename)
+        old = self.decode_name(command.mailbox)
+        new = self.decode_name(command.new_name)
+        user_id = self.uid
+        await self.ctx.store.write(lambda db: store_ops.rename_mailbox(db, user_id, old, new))
+        self.tagged(tag, "OK", "Rename completed.")
+
+    async def subscribe(self, tag: str, command: cmd.Command) -> None:
+        assert isinstance(command, cmd.Subscribe | cmd.Unsubscribe)
+        name = self.decode_name(command.mailbox)
+        on = isinstance(command, cmd.Subscribe)
+        user_id = self.uid
+        await self.ctx.store.write(lambda db: store_ops.subscribe(db, user_id, name, on=on))
+        self.tagged(tag, "OK", ("Subscribe" if on else "Unsubscribe") + " completed.")
+
+    async def list(self, tag: str, command: cmd.Command) -> None:
+        assert isinstance(command, cmd.List | cmd.Lsub)
+        user_id = self.uid
+        if isinstance(command, cmd.Lsub):
+            patterns: tuple[str, ...] = (command.pattern,)
+            subscribed_only, status = True, None
+            returns: frozenset[str] = frozenset()
+            special_only = False
+        else:
+            patterns = command.patterns
+            subscribed_only = "SUBSCRIBED" in command.selection
+            returns = frozenset(command.returns)
+            status = command.status
+            special_only = "SPECIAL-USE" in command.selection
+        if isinstance(command, cmd.List) and len(patterns) == 1 and patterns[0] == "":
+            # RFC 3501 §6.3.8: an empty pattern asks for the delimiter and the root.
+            self.send(b'* LIST (\\Noselect) "/" ""\r\n')
+            self.tagged(tag, "OK", "List completed.")
+            return
+
+        def gather(db: Database) -> tuple[list[store_ops.MailboxInfo], list[str]]:
+            return store_ops.list_mailboxes(db, user_id), store_ops.subscriptions(db, user_id)
+
+        boxes, subscribed = await self.ctx.store.read(gather)
+        subs = set(subscribed)
+        names = {b.name: b for b in boxes}
+        matchers = [_pattern(command.reference + mutf7_decode_pattern(p)) for p in patterns]
+        response = "LSUB" if isinstance(command, cmd.Lsub) else "LIST"
+        candidates = sorted(subs if subscribed_only else names, key=_mailbox_order)
+        for name in candidates:
+            if not any(m.fullmatch(name) for m in matchers):
+                continue
+            info = names.get(name)
+            if special_only and (info is None or not info.special_use):
+                continue
+            attrs: list[str] = []
+            if info is None:
+                attrs.append("\\NonExistent" if response == "LIST" else "\\Noselect")
+            else:
+                has_children = any(n.startswith(name + DELIMITER) for n in names)
+                attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+                if info.special_use and response == "LIST":
+                    attrs += info.special_use.split()
+            if response == "LIST" and (subscribed_only or "SUBSCRIBED" in returns) and name in subs:
+                attrs.append("\\Subscribed")
+            line = (
+                f"* {response} (".encode()
+                + " ".join(attrs).encode()
+                + b') "/" '
+                + mailbox(name)
+                + b"\r\n"
+            )
+            self.send(line)
+            if status is not None and info is not None:
+                await self._status_line(info.name, status)
+        self.tagged(tag, "OK", f"{response.capitalize()} completed.")
+
+    async def status(self, tag: str, command: cmd.Command) -> None:
+        assert isinstance(command, cmd.Status)
+        name = self.decode_name(command.mailbox)
+        await self._status_line(name, command.items)
+        self.tagged(tag, "OK", "Status completed.")
+
+    async def _status_line(self, name: str, items: tuple[str, ...]) -> None:
+        user_id = self.uid
+
+        def counts(db: Database) -> tuple[store_ops.MailboxInfo, store_ops.StatusCounts]:
+            info = store_ops.require_mailbox(db, user_id, name)
+            return info, store_ops.status_counts(db, info)
+
+        info, numbers = await self.ctx.store.read(counts)
+        values = {
+            "MESSAGES": numbers.messages,
+            "RECENT": numbers.recent,
+            "UIDNEXT": info.uidnext,
+            "UIDVALIDITY": info.uidvalidity,
+            "UNSEEN": numbers.unseen,
+            "HIGHESTMODSEQ": info.highestmodseq,
+            "SIZE": numbers.size,
+        }
+        body = " ".join(f"{item} {values[item]}" for item in items)
+        self.send(b"* STATUS " + mailbox(name) + f" ({body})\r\n".encode())
+
+    async def idle(self, tag: str, command: cmd.Command) -> None:
+        """RFC 2177: news is pushed until the client says DONE."""
+        await self.send_now(b"+ idling\r\n")
+        await self.flush()
+        reader = asyncio.ensure_future(self.io.read_line())
+        try:
+            while True:
+                await self.announce(allow_expunge=True)
+                await self.flush()
+                waiters: set[asyncio.Future[object]] = {reader}  # type: ignore[arg-type]
+                watch = None
+                if self._watch is not None:
+                    watch = asyncio.ensure_future(self._watch.wait())
+                    waiters.add(watch)  # type: ignore[arg-type]
+                done, _ = await asyncio.wait(
+                    waiters, timeout=self.ctx.idle_poll, return_when=asyncio.FIRST_COMPLETED
+                )
+                if watch is not None and watch not in done:
+                    watch.cancel()
+                if reader in done:
+                    break
+                if self.selected is not None and not done:
+                    await self.announce(allow_expunge=True, force=True)
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        line = reader.result() if not reader.cancelled() else None
+        if line is None:
+            self.state = "logout"
+            return
+        if line.strip().upper() != b"DONE":
+            raise Refusal("Expected DONE", status="BAD")
+        await self.announce(allow_expunge=True)
+        self.tagged(tag, "OK", "Idle completed.")
+
+    # --- selected --------------------------------------------------------------------------
+
+    async def check(self, tag: str, command: cmd.Command) -> None:
+        await self.announce(allow_expunge=True, force=True)
+        self.tagged(tag, "OK", "Check completed.")
+
+    async def close_mailbox(self, tag: str, command: cmd.Command) -> None:
+        selected = self.selected
+        assert selected is not None
+        if isinstance(command, cmd.Close) and not selected.read_only:
+            # RFC 3501 §6.4.2: expunge silently, no untagged EXPUNGE responses.
+            mailbox_id = selected.mailbox_id
+
+            def purge(db: Database) -> list[str]:
+                return expunge(db, mailbox_id, store_ops.deleted_uids(db, mailbox_id))
+
+            for path in await self.ctx.store.write(purge):
+                unlink_quietly(self.ctx.store.blob_dir / path)
+        self._unwatch()
+        self.selected = None
+        self.state = "auth"
+        done = "Close" if isinstance(command, cmd.Close) else "Unselect"
+        self.tagged(tag, "OK", f"{done} completed.")
+
+
+def mailbox(name: str) -> bytes:
+    """A mailbox name on the wire: modified UTF-7 (RFC 3501 §5.1.3)."""
+    return b"INBOX" if name == "INBOX" else astring(mutf7.encode(name))
+
+
+def _mailbox_order(name: str) -> tuple[bool, str]:
+    return (name != "INBOX", name)
+
+
+def mutf7_decode_pattern(pattern: str) -> str:
+    try:
+        return mutf7.decode(pattern)
+    except mutf7.MUTF7Error:
+        return pattern
+
+
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """RFC 3501 §6.3.8: "*" matches anything, "%" anything but the hierarchy delimiter."""
+    parts = []
+    for char in pattern:
+        if char == "*":
+            parts.append(".*")
+        elif char == "%":
+            parts.append("[^/]*")
+        else:
+            parts.append(re.escape(char))
+    if pattern[:5].upper() == "INBOX":
+        parts[:5] = ["(?i:INBOX)"]  # RFC 3501 §5.1: INBOX in any case
+    return re.compile("".join(parts))
+
+

@@ -1,0 +1,404 @@
+"""Store operations of IMAP sessions: mailboxes, subscriptions, message metadata and flags.
+
+Functions of a `Database`, run on the store's reader (listing, fetching) or inside the
+group-commit writer (changes). Every change to a mailbox's messages takes a new MODSEQ from the
+mailbox's HIGHESTMODSEQ (RFC 7162 §3.1), so a session learns what changed since it last looked
+with one indexed query (`changes_since`), and marks the mailbox in `db.touched` so the store can
+wake the sessions that have it open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from postroom.proto.imap.selected import MessageState
+from postroom.storage.database import Database
+from postroom.storage.mailboxes import expunge
+
+INBOX = "INBOX"
+SEEN = "\\Seen"
+DELETED = "\\Deleted"
+
+
+class MailboxError(Exception):
+    """A mailbox operation refused; `code` is the RFC 5530 response code (ALREADYEXISTS, ...)."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    id: int
+    name: str
+    special_use: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    recent_uid: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRow:
+    uid: int
+    flags: tuple[str, ...]
+    modseq: int
+    internal_date: float
+    size: int
+    summary: bytes | None  # packed ENVELOPE/BODYSTRUCTURE data, when asked for
+    content: bytes | None  # the whole message (prefix + blob), when asked for
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    messages: int
+    unseen: int
+    size: int
+    recent: int
+
+
+def split_flags(text: str) -> tuple[str, ...]:
+    return tuple(text.split()) if text else ()
+
+
+def join_flags(flags: Iterable[str]) -> str:
+    """Canonical form: system flags first, then keywords, each sorted, no duplicates."""
+    unique = set(flags)
+    return " ".join(sorted(unique, key=lambda f: (not f.startswith("\\"), f.lower())))
+
+
+_MAILBOX_COLUMNS = "id, name, special_use, uidvalidity, uidnext, highestmodseq, recent_uid"
+
+
+def _info(row: Sequence[Any]) -> MailboxInfo:
+    return MailboxInfo(
+        int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]), int(row[5]), int(row[6])
+    )
+
+
+# --- mailboxes ---------------------------------------------------------------------------------
+
+
+def list_mailboxes(db: Database, user_id: int) -> list[MailboxInfo]:
+    rows = db.conn.execute(
+        f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ? ORDER BY name", (user_id,)
+    )
+    return [_info(r) for r in rows]
+
+
+def find_mailbox(db: Database, user_id: int, name: str) -> MailboxInfo | None:
+    row = db.conn.execute(
+        f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE user_id = ? AND name = ?",
+        (user_id, name),
+    ).fetchone()
+    return _info(row) if row else None
+
+
+def mailbox_info(db: Database, mailbox_id: int) -> MailboxInfo | None:
+    row = db.conn.execute(
+        f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE id = ?", (mailbox_id,)
+    ).fetchone()
+    return _info(row) if row else None
+
+
+def require_mailbox(db: Database, user_id: int, name: str) -> MailboxInfo:
+    info = find_mailbox(db, user_id, name)
+    if info is None:
+        raise MailboxError("NONEXISTENT", "Mailbox doesn't exist: " + name)
+    return info
+
+
+def create_mailbox(db: Database, user_id: int, name: str, special_use: str = "") -> int:
+    """RFC 3501 §6.3.3: the name (and, implicitly, its missing parents) is created."""
+    if find_mailbox(db, user_id, name) is not None:
+        raise MailboxError("ALREADYEXISTS", "Mailbox already exists")
+    parts = name.split("/")
+    for depth in range(1, len(parts)):
+        parent = "/".join(parts[:depth])
+        if find_mailbox(db, user_id, parent) is None:
+            db.create_mailbox(user_id, parent)
+    return db.create_mailbox(user_id, name, special_use)
+
+
+def delete_mailbox(db: Database, user_id: int, name: str) -> list[str]:
+    """RFC 3501 §6.3.4; returns blob files to unlink after the commit."""
+    if name == INBOX:
+        raise MailboxError("CANNOT", "INBOX can't be deleted")
+    info = require_mailbox(db, user_id, name)
+    child = db.conn.execute(
+        "SELECT 1 FROM mailboxes WHERE user_id = ? AND substr(name, 1, ?) = ?",
+        (user_id, len(name) + 1, name + "/"),
+    ).fetchone()
+    if child is not None:
+        # Dovecot's answer too: a mailbox with children keeps existing until they are gone.
+        raise MailboxError("INUSE", "Mailbox has children, delete them first")
+    uids = [r[0] for r in db.conn.execute(
+        "SELECT uid FROM mailbox_messages WHERE mailbox_id = ?", (info.id,)
+    )]
+    unlink = expunge(db, info.id, uids)
+    db.conn.execute("DELETE FROM mailboxes WHERE id = ?", (info.id,))
+    db.touched.add(info.id)
+    return unlink
+
+
+def rename_mailbox(db: Database, user_id: int, old: str, new: str) -> None:
+    """RFC 3501 §6.3.5: children move along; renaming INBOX moves its messages instead."""
+    source = require_mailbox(db, user_id, old)
+    if find_mailbox(db, user_id, new) is not None:
+        raise MailboxError("ALREADYEXISTS", "Target mailbox already exists")
+    if new == old or new.startswith(old + "/"):
+        raise MailboxError("CANNOT", "Can't rename a mailbox into itself")
+    if old == INBOX:
+        target = create_mailbox(db, user_id, new)
+        states = message_states(db, source.id)
+        copy_messages(db, source.id, [s.uid for s in states], target)
+        expunge(db, source.id, [s.uid for s in states])
+        db.touched.add(source.id)
+        return
+    parts = new.split("/")
+    for depth in range(1, len(parts)):
+        parent = "/".join(parts[:depth])
+        if find_mailbox(db, user_id, parent) is None:
+            db.create_mailbox(user_id, parent)
+    rows = db.conn.execute(
+        "SELECT id, name FROM mailboxes WHERE user_id = ? AND (name = ? OR substr(name, 1, ?) = ?)",
+        (user_id, old, len(old) + 1, old + "/"),
+    ).fetchall()
+    for mailbox_id, name in rows:
+        renamed = new + name[len(old) :]
+        # RFC 3501 §2.3.1.1: a renamed mailbox keeps its UIDs, so a new UIDVALIDITY is not
+        # needed; the sessions that have it open still hear of it.
+        db.conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (renamed, mailbox_id))
+        db.touched.add(int(mailbox_id))
+
+
+def subscriptions(db: Database, user_id: int) -> list[str]:
+    rows = db.conn.execute(
+        "SELECT name FROM subscriptions WHERE user_id = ? ORDER BY name", (user_id,)
+    )
+    return [str(r[0]) for r in rows]
+
+
+def subscribe(db: Database, user_id: int, name: str, *, on: bool) -> None:
+    if on:
+        db.conn.execute(
+            "INSERT OR IGNORE INTO subscriptions(user_id, name) VALUES (?, ?)", (user_id, name)
+        )
+    else:
+        db.conn.execute(
+            "DELETE FROM subscriptions WHERE user_id = ? AND name = ?", (user_id, name)
+        )
+
+
+def status_counts(db: Database, info: MailboxInfo) -> StatusCounts:
+    count, unseen, size, recent = db.conn.execute(
+        "SELECT count(*), coalesce(sum(1 - seen), 0), coalesce(sum(size), 0),"
+        " coalesce(sum(uid >= ?), 0) FROM mailbox_messages WHERE mailbox_id = ?",
+        (info.recent_uid, info.id),
+    ).fetchone()
+    return StatusCounts(int(count), int(unseen), int(size), int(recent))
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+
+def message_states(db: Database, mailbox_id: int, since_modseq: int = 0) -> list[MessageState]:
+    """Messages in UID order; with `since_modseq`, only those changed (or added) after it."""
+    rows = db.conn.execute(
+        "SELECT uid, flags, modseq FROM mailbox_messages WHERE mailbox_id = ? AND modseq > ?"
+        " ORDER BY uid",
+        (mailbox_id, since_modseq),
+    )
+    return [MessageState(int(u), split_flags(f), int(m)) for u, f, m in rows]
+
+
+def vanished_since(db: Database, mailbox_id: int, since_modseq: int) -> list[int]:
+    """UIDs expunged after `since_modseq` (RFC 7162 §3.2.10)."""
+    rows = db.conn.execute(
+        "SELECT uid FROM mailbox_vanished WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+        (mailbox_id, since_modseq),
+    )
+    return [int(r[0]) for r in rows]
+
+
+def claim_recent(db: Database, mailbox_id: int) -> int:
+    """RFC 3501 §2.3.2: \\Recent belongs to one session. Returns the first UID this session
+    sees as recent; the next session to claim starts after the current last message."""
+    row = db.conn.execute(
+        "SELECT recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)
+    ).fetchone()
+    db.conn.execute("UPDATE mailboxes SET recent_uid = uidnext WHERE id = ?", (mailbox_id,))
+    return int(row[0]) if row else 0
+
+
+def fetch_rows(
+    db: Database,
+    mailbox_id: int,
+    uids: Sequence[int],
+    blob_dir: Path,
+    *,
+    summary: bool,
+    content: bool,
+) -> list[FetchRow]:
+    """The stored data of `uids` (those still present), in UID order."""
+    rows: list[FetchRow] = []
+    for chunk_start in range(0, len(uids), 500):
+        chunk = uids[chunk_start : chunk_start + 500]
+        marks = ",".join("?" * len(chunk))
+        query = (
+            "SELECT m.uid, m.flags, m.modseq, m.internal_date, m.size, m.blob_id, m.prefix,"
+            f" {'b.summary' if summary else 'NULL'} FROM mailbox_messages m"
+            " JOIN blobs b ON b.id = m.blob_id"
+            f" WHERE m.mailbox_id = ? AND m.uid IN ({marks}) ORDER BY m.uid"
+        )
+        for uid, flags, modseq, date, size, blob_id, prefix, packed in db.conn.execute(
+            query, (mailbox_id, *chunk)
+        ):
+            body = bytes(prefix) + db.read_blob(int(blob_id), blob_dir) if content else None
+            rows.append(
+                FetchRow(
+                    int(uid),
+                    split_flags(flags),
+                    int(modseq),
+                    float(date),
+                    int(size),
+                    bytes(packed) if packed is not None else None,
+                    body,
+                )
+            )
+    rows.sort(key=lambda r: r.uid)
+    return rows
+
+
+def next_modseq(db: Database, mailbox_id: int) -> int:
+    (modseq,) = db.conn.execute(
+        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?"
+        " RETURNING highestmodseq",
+        (mailbox_id,),
+    ).fetchone()
+    return int(modseq)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    changed: list[MessageState]  # messages whose flags changed, with their new MODSEQ
+    unchanged: list[MessageState]  # asked for, present, already as asked
+    modified: list[int]  # RFC 7162 §3.1.3: UIDs refused by UNCHANGEDSINCE
+
+
+def store_flags(
+    db: Database,
+    mailbox_id: int,
+    uids: Sequence[int],
+    mode: str,
+    flags: Iterable[str],
+    unchanged_since: int | None = None,
+) -> StoreResult:
+    """RFC 3501 §6.4.6 STORE: mode "set" (FLAGS), "add" (+FLAGS) or "remove" (-FLAGS)."""
+    wanted = set(flags)
+    changed: list[MessageState] = []
+    unchanged: list[MessageState] = []
+    modified: list[int] = []
+    modseq: int | None = None
+    current = _states_of(db, mailbox_id, uids)
+    for state in current:
+        if unchanged_since is not None and state.modseq > unchanged_since:
+            modified.append(state.uid)
+            continue
+        old = set(state.flags)
+        new = wanted if mode == "set" else old | wanted if mode == "add" else old - wanted
+        if new == old:
+            unchanged.append(state)
+            continue
+        if modseq is None:
+            modseq = next_modseq(db, mailbox_id)  # one MODSEQ for the whole command
+        text = join_flags(new)
+        db.conn.execute(
+            "UPDATE mailbox_messages SET flags = ?, seen = ?, modseq = ?"
+            " WHERE mailbox_id = ? AND uid = ?",
+            (text, int(SEEN in new), modseq, mailbox_id, state.uid),
+        )
+        changed.append(MessageState(state.uid, split_flags(text), modseq))
+    if changed:
+        db.touched.add(mailbox_id)
+    return StoreResult(changed, unchanged, modified)
+
+
+def _states_of(db: Database, mailbox_id: int, uids: Sequence[int]) -> list[MessageState]:
+    states: list[MessageState] = []
+    for start in range(0, len(uids), 500):
+        chunk = uids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = db.conn.execute(
+            "SELECT uid, flags, modseq FROM mailbox_messages"
+            f" WHERE mailbox_id = ? AND uid IN ({marks})",
+            (mailbox_id, *chunk),
+        )
+        states += [MessageState(int(u), split_flags(f), int(m)) for u, f, m in rows]
+    states.sort(key=lambda s: s.uid)
+    return states
+
+
+def copy_messages(
+    db: Database, source: int, uids: Sequence[int], target: int
+) -> list[tuple[int, int]]:
+    """RFC 3501 §6.4.7 COPY (flags and internal date kept; the body is shared, not copied).
+    Returns (source UID, new UID) pairs for RFC 4315 COPYUID."""
+    pairs: list[tuple[int, int]] = []
+    for start in range(0, len(uids), 500):
+        chunk = uids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = db.conn.execute(
+            "SELECT uid, flags, internal_date, size, blob_id, prefix FROM mailbox_messages"
+            f" WHERE mailbox_id = ? AND uid IN ({marks}) ORDER BY uid",
+            (source, *chunk),
+        ).fetchall()
+        for uid, flags, date, size, blob_id, prefix in rows:
+            new_uid = db.append_message(target, int(blob_id), bytes(prefix), int(size), float(date))
+            if flags:
+                db.conn.execute(
+                    "UPDATE mailbox_messages SET flags = ?, seen = ?"
+                    " WHERE mailbox_id = ? AND uid = ?",
+                    (flags, int(SEEN in split_flags(flags)), target, new_uid),
+                )
+            pairs.append((int(uid), new_uid))
+    pairs.sort()
+    return pairs
+
+
+def append_blob(
+    db: Database,
+    mailbox_id: int,
+    blob_id: int,
+    size: int,
+    flags: Iterable[str],
+    internal_date: float,
+) -> int:
+    """RFC 3501 §6.3.11 APPEND of content already stored as `blob_id`; returns the new UID."""
+    uid = db.append_message(mailbox_id, blob_id, b"", size, internal_date)
+    text = join_flags(flags)
+    if text:
+        db.conn.execute(
+            "UPDATE mailbox_messages SET flags = ?, seen = ? WHERE mailbox_id = ? AND uid = ?",
+            (text, int(SEEN in split_flags(text)), mailbox_id, uid),
+        )
+    return uid
+
+
+def deleted_uids(db: Database, mailbox_id: int, within: Sequence[int] | None = None) -> list[int]:
+    """UIDs flagged \\Deleted (optionally only among `within`, RFC 4315 UID EXPUNGE)."""
+    rows = db.conn.execute(
+        "SELECT uid, flags FROM mailbox_messages WHERE mailbox_id = ? AND flags LIKE ?"
+        " ORDER BY uid",
+        (mailbox_id, "%\\Deleted%"),
+    )
+    uids = [int(uid) for uid, flags in rows if DELETED in split_flags(flags)]
+    if within is not None:
+        allowed = set(within)
+        uids = [u for u in uids if u in allowed]
+    return uids

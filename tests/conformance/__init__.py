@@ -1,0 +1,1 @@
+"""Protocol conformance suites run against real servers (imaptest scripts on Dovecot)."""

@@ -1,0 +1,247 @@
+"""IMAP over real sockets with Python's imaplib: login rules, mailboxes, FETCH/STORE/SEARCH,
+COPY/MOVE/EXPUNGE, APPEND, IDLE pushes, and SMTP-delivered mail read back byte for byte."""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from .conftest import ALICE, BOB, PASSWORDS, Postroom, wait_until
+from .wire import new_token, simple_message
+
+SERVICES = ("smtp", "submission", "imap", "imaps")
+
+
+@pytest.fixture
+def server(postroom_factory: Callable[..., Postroom]) -> Postroom:
+    return postroom_factory(services=SERVICES)
+
+
+def connect(server: Postroom, login: str | None = ALICE) -> imaplib.IMAP4:
+    client = imaplib.IMAP4(server.host, server.ports["imap"], timeout=30)
+    client.starttls(ssl_context=server.tls_context())
+    if login:
+        client.login(login, PASSWORDS[login])
+    return client
+
+
+@pytest.fixture
+def alice(server: Postroom) -> Iterator[imaplib.IMAP4]:
+    client = connect(server)
+    yield client
+    with contextlib.suppress(imaplib.IMAP4.error, OSError):
+        client.logout()
+
+
+def deliver(server: Postroom, to: str = ALICE, body: bytes | None = None) -> bytes:
+    token = new_token()
+    message = body or simple_message(token, BOB, to)
+    with server.smtp() as s:
+        s.sendmail(BOB, [to], message)
+    return message
+
+
+def test_login_needs_tls(server: Postroom) -> None:
+    client = imaplib.IMAP4(server.host, server.ports["imap"], timeout=30)
+    caps = client.capabilities
+    assert "STARTTLS" in caps and "LOGINDISABLED" in caps and "IMAP4REV1" in caps
+    with pytest.raises(imaplib.IMAP4.error, match="PRIVACYREQUIRED"):
+        client.login(ALICE, PASSWORDS[ALICE])
+    client.starttls(ssl_context=server.tls_context())
+    assert "LOGINDISABLED" not in client.capabilities
+    assert "AUTH=PLAIN" in client.capabilities
+    client.login(ALICE, PASSWORDS[ALICE])
+    client.logout()
+
+
+def test_wrong_password_is_refused_with_a_code(server: Postroom) -> None:
+    client = connect(server, login=None)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        client.login(ALICE, "wrong")
+    client.logout()
+
+
+def test_implicit_tls_and_authenticate_plain(server: Postroom) -> None:
+    client = imaplib.IMAP4_SSL(
+        server.host, server.ports["imaps"], ssl_context=server.tls_context(), timeout=30
+    )
+    typ, _ = client.authenticate("PLAIN", lambda _: f"\0{ALICE}\0{PASSWORDS[ALICE]}".encode())
+    assert typ == "OK"
+    typ, data = client.select("INBOX")
+    assert typ == "OK" and data == [b"0"]
+    client.logout()
+
+
+def test_default_mailboxes_with_special_use(alice: imaplib.IMAP4) -> None:
+    typ, data = alice.list()
+    assert typ == "OK"
+    lines = [d.decode() for d in data if isinstance(d, bytes)]
+    assert any(line.endswith(' "/" INBOX') for line in lines), lines
+    for name, use in (
+        ("Sent", "\\Sent"),
+        ("Drafts", "\\Drafts"),
+        ("Trash", "\\Trash"),
+        ("Junk", "\\Junk"),
+        ("Archive", "\\Archive"),
+    ):
+        assert any(use in line and line.endswith(f'"/" {name}') for line in lines), (name, lines)
+
+
+def test_smtp_delivery_then_fetch_body_byte_for_byte(
+    server: Postroom, alice: imaplib.IMAP4
+) -> None:
+    sent = deliver(server)
+    server.wait_for_messages(ALICE, 1)
+    typ, data = alice.select("INBOX")
+    assert data == [b"1"]
+    typ, data = alice.fetch("1", "(BODY.PEEK[] FLAGS RFC822.SIZE)")
+    assert typ == "OK"
+    first = data[0]
+    assert isinstance(first, tuple)
+    stored = first[1]
+    # What was stored is the message after our trace headers, unchanged.
+    assert stored.endswith(sent.replace(b"\r\n", b"\r\n")), stored[-200:]
+    assert stored.startswith(b"Return-Path: <" + BOB.encode() + b">\r\nReceived: ")
+    rest = b"".join(d for d in data[1:] if isinstance(d, bytes))
+    assert f"RFC822.SIZE {len(stored)}".encode() in rest, data
+    assert b"\\Seen" not in rest
+    # A non-PEEK fetch sets \Seen and says so.
+    typ, data = alice.fetch("1", "(BODY[TEXT])")
+    assert b"\\Seen" in b"".join(d[0] if isinstance(d, tuple) else d for d in data)
+
+
+def test_envelope_and_bodystructure(server: Postroom, alice: imaplib.IMAP4) -> None:
+    deliver(server)
+    server.wait_for_messages(ALICE, 1)
+    alice.select("INBOX")
+    typ, data = alice.fetch("1", "(ENVELOPE BODYSTRUCTURE)")
+    assert typ == "OK"
+    text = data[0] if isinstance(data[0], bytes) else data[0][0]
+    assert b'ENVELOPE ("' in text
+    assert b'(("bob" NIL "bob" "example.test"))' in text or b'"bob" "example.test"' in text
+    assert b'BODYSTRUCTURE ("text" "plain"' in text
+
+
+def test_store_search_copy_move_expunge(server: Postroom, alice: imaplib.IMAP4) -> None:
+    for _ in range(3):
+        deliver(server)
+    server.wait_for_messages(ALICE, 3)
+    alice.select("INBOX")
+    typ, data = alice.store("2", "+FLAGS", "(\\Flagged $Important)")
+    assert typ == "OK" and b"\\Flagged" in data[0] and b"$Important" in data[0]
+    assert alice.search(None, "FLAGGED") == ("OK", [b"2"])
+    assert alice.search(None, "UNFLAGGED") == ("OK", [b"1 3"])
+    assert alice.search(None, "KEYWORD", "$Important") == ("OK", [b"2"])
+    typ, data = alice.uid("SEARCH", "FROM", "bob")  # type: ignore[arg-type]
+    assert data == [b"1 2 3"]
+    typ, data = alice.copy("1:2", "Archive")
+    assert typ == "OK"
+    assert re.search(rb"COPYUID \d+ 1:2 1:2", data[0] or b""), data
+    typ, data = alice.uid("MOVE", "3", "Trash")  # type: ignore[arg-type]
+    assert typ == "OK"
+    assert alice.select("INBOX")[1] == [b"2"]
+    alice.store("1", "+FLAGS", "(\\Deleted)")
+    typ, data = alice.expunge()
+    assert data == [b"1"]
+    assert alice.select("Archive")[1] == [b"2"]
+    assert alice.select("Trash")[1] == [b"1"]
+
+
+def test_create_rename_delete_and_status(alice: imaplib.IMAP4) -> None:
+    assert alice.create("Projects/2026")[0] == "OK"
+    assert alice.create("Projects/2026")[0] == "NO"
+    assert alice.rename("Projects", "Work")[0] == "OK"
+    typ, data = alice.list('""', "Work*")
+    names = b" ".join(d for d in data if isinstance(d, bytes))
+    assert b"Work/2026" in names and b"Projects" not in names
+    typ, data = alice.status("Work/2026", "(MESSAGES UIDNEXT UNSEEN)")
+    assert typ == "OK" and b"MESSAGES 0" in data[0]
+    assert alice.delete("Work")[0] == "NO"  # it has a child
+    assert alice.delete("Work/2026")[0] == "OK"
+    assert alice.delete("Work")[0] == "OK"
+    assert alice.delete("INBOX")[0] == "NO"
+
+
+def test_append_with_flags_and_date_returns_appenduid(alice: imaplib.IMAP4) -> None:
+    message = b"From: alice@example.test\r\nSubject: draft\r\n\r\nwork in progress\r\n"
+    typ, data = alice.append("Drafts", "(\\Draft)", '"01-Jan-2026 10:00:00 +0000"', message)
+    assert typ == "OK"
+    assert re.search(rb"APPENDUID \d+ 1", data[0] or b""), data
+    alice.select("Drafts")
+    typ, data = alice.fetch("1", "(FLAGS INTERNALDATE BODY.PEEK[])")
+    head, body = data[0]  # type: ignore[misc]
+    assert body == message
+    assert b"\\Draft" in head and b"INTERNALDATE \" 1-Jan-2026 10:00:00 +0000\"" in head
+
+
+def test_append_to_a_missing_mailbox_says_trycreate(alice: imaplib.IMAP4) -> None:
+    typ, data = alice.append("Nowhere", None, None, b"Subject: x\r\n\r\ny\r\n")
+    assert typ == "NO" and b"TRYCREATE" in (data[0] or b"")
+
+
+def test_idle_pushes_new_mail(server: Postroom, alice: imaplib.IMAP4) -> None:
+    alice.select("INBOX")
+    sock = alice.socket()
+    tag = b"I1"
+    sock.sendall(tag + b" IDLE\r\n")
+    assert alice.readline().startswith(b"+ ")
+    deliver(server)
+    started = time.monotonic()
+    line = alice.readline()
+    assert line == b"* 1 EXISTS\r\n", line
+    assert time.monotonic() - started < 10
+    # A command pipelined right after DONE is handled (Apple Mail does this).
+    sock.sendall(b"DONE\r\nN1 NOOP\r\n")
+    rest = b""
+    while b"N1 OK" not in rest:
+        rest += alice.readline()
+    assert tag + b" OK" in rest
+
+
+def test_second_session_sees_flag_changes_and_expunges(
+    server: Postroom, alice: imaplib.IMAP4
+) -> None:
+    deliver(server)
+    deliver(server)
+    server.wait_for_messages(ALICE, 2)
+    other = connect(server)
+    alice.select("INBOX")
+    other.select("INBOX")
+    alice.store("1", "+FLAGS", "(\\Deleted \\Seen)")
+    alice.expunge()
+    _typ, _data = other.noop()
+    untagged = other.untagged_responses
+    assert untagged.get("EXPUNGE") == [b"1"], untagged
+    other.logout()
+
+
+def test_unknown_command_and_wrong_state_are_bad(server: Postroom) -> None:
+    with socket.create_connection((server.host, server.ports["imap"]), timeout=30) as sock:
+        stream = sock.makefile("rwb")
+        assert stream.readline().startswith(b"* OK [CAPABILITY ")
+        stream.write(b"a1 FROB\r\na2 SELECT INBOX\r\na3 LOGOUT\r\n")
+        stream.flush()
+        replies = b"".join(stream.readline() for _ in range(4))
+    assert b"a1 BAD" in replies
+    assert b"a2 BAD" in replies
+    assert b"a3 OK" in replies
+
+
+def test_messages_delivered_while_selected_arrive_with_noop(
+    server: Postroom, alice: imaplib.IMAP4
+) -> None:
+    alice.select("INBOX")
+    deliver(server)
+    server.wait_for_messages(ALICE, 1)
+
+    def exists() -> bool:
+        alice.noop()
+        return alice.untagged_responses.get("EXISTS", [b""])[-1] == b"1"
+
+    wait_until(exists, 10, "EXISTS after NOOP")

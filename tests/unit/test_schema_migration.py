@@ -1,0 +1,57 @@
+"""A store written by an older postroom (schema 1) opens with the current code: the columns and
+tables IMAP needs are added, subscriptions carried over, and nothing stored is lost."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from postroom.storage.database import Database
+from postroom.storage.schema import SCHEMA_VERSION
+
+VERSION_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE users (id INTEGER PRIMARY KEY, address TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL, scram TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE blobs (id INTEGER PRIMARY KEY, size INTEGER NOT NULL, refs INTEGER NOT NULL,
+    data BLOB, path TEXT);
+CREATE TABLE mailboxes (id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE, name TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL, uidnext INTEGER NOT NULL DEFAULT 1,
+    highestmodseq INTEGER NOT NULL DEFAULT 1, special_use TEXT NOT NULL DEFAULT '',
+    subscribed INTEGER NOT NULL DEFAULT 1, UNIQUE (user_id, name));
+CREATE TABLE mailbox_messages (id INTEGER PRIMARY KEY,
+    mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL, modseq INTEGER NOT NULL, flags TEXT NOT NULL DEFAULT '',
+    seen INTEGER NOT NULL DEFAULT 0, internal_date REAL NOT NULL, size INTEGER NOT NULL,
+    blob_id INTEGER NOT NULL REFERENCES blobs(id), prefix BLOB NOT NULL,
+    UNIQUE (mailbox_id, uid));
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO users VALUES (1, 'alice@example.test', 'h', 's', 0);
+INSERT INTO blobs VALUES (1, 23, 1, X'5375626A6563743A2068690D0A0D0A626F64790D0A2E2E2E', NULL);
+INSERT INTO mailboxes VALUES (1, 1, 'INBOX', 100, 2, 2, '', 1);
+INSERT INTO mailboxes VALUES (2, 1, 'Old', 101, 1, 1, '', 0);
+INSERT INTO mailbox_messages VALUES (1, 1, 1, 2, '\\Seen', 1, 0, 23, 1, X'');
+"""
+
+
+def test_version_1_store_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "postroom.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(VERSION_1)
+    conn.close()
+    db = Database(path)
+    try:
+        version = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone()[0] == str(SCHEMA_VERSION)
+        subscribed = db.conn.execute("SELECT name FROM subscriptions").fetchall()
+        assert subscribed == [("INBOX",)]  # "Old" was not subscribed
+        columns = {row[1] for row in db.conn.execute("PRAGMA table_info(mailboxes)")}
+        assert "recent_uid" in columns and "subscribed" not in columns
+        assert db.conn.execute("SELECT summary FROM blobs").fetchone() == (None,)
+        row = db.conn.execute("SELECT uid, flags FROM mailbox_messages").fetchone()
+        assert row == (1, "\\Seen")
+    finally:
+        db.close()
+    # Opening again is a no-op: the migration ran once.
+    Database(path).close()
