@@ -18,6 +18,7 @@ import base64
 import enum
 import select
 import socket
+import ssl
 import sys
 import time
 import urllib.parse
@@ -57,6 +58,7 @@ class ServerInfo:
     password2: str | None = None
     mailbox: str = "imaptest"
     timeout: float = 15.0
+    tls: ssl.SSLContext | None = None  # implicit TLS (imaps) when set
 
 
 class Status(enum.Enum):
@@ -368,6 +370,8 @@ class _Execution:
             sock = socket.create_connection(
                 (self.server.host, self.server.port), timeout=self.server.timeout
             )
+            if self.server.tls is not None:
+                sock = self.server.tls.wrap_socket(sock, server_hostname=self.server.host)
         except OSError as exc:
             raise _Abort(
                 f"cannot connect to {self.server.host}:{self.server.port}: {exc}"
@@ -856,6 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password2")
     parser.add_argument("--mailbox", default="imaptest")
     parser.add_argument("--timeout", type=float, default=15.0)
+    parser.add_argument("--tls", action="store_true", help="implicit TLS, certificate unchecked")
     parser.add_argument("scripts", nargs="+", type=Path)
     options = parser.parse_args(argv)
     server = ServerInfo(
@@ -867,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
         options.password2,
         options.mailbox,
         options.timeout,
+        _unchecked_tls() if options.tls else None,
     )
     counts = dict.fromkeys(Status, 0)
     for path in _iter_scripts(options.scripts):
@@ -877,6 +883,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  output: {line}")
     print(", ".join(f"{count} {status.value}" for status, count in counts.items()))
     return 1 if counts[Status.FAILED] else 0
+
+
+def _unchecked_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Upstream imaptest reports 0 failures against Dovecot, so a failure here is a driver bug, except
 for the few scripts in XFAIL that Debian's Dovecot cannot pass (strictly xfailed: they must keep
 failing, or the entry must go). Further tests prove the driver does fail on wrong replies.
-The scripts live in /work/shared/conformance/imaptest/tests (POSTROOM_IMAPTEST_DIR overrides).
+The scripts live in ../shared/conformance/imaptest/tests (POSTROOM_IMAPTEST_DIR overrides).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from .imaptest_driver import ServerInfo, Status, required_capabilities, run_scri
 from .imaptest_script import script_paths
 
 SCRIPTS_DIR = Path(
-    os.environ.get("POSTROOM_IMAPTEST_DIR", "/work/shared/conformance/imaptest/tests")
+    os.environ.get("POSTROOM_IMAPTEST_DIR")
+    or Path(__file__).resolve().parents[3] / "shared" / "conformance" / "imaptest" / "tests"
 )
 SCRIPTS = script_paths(SCRIPTS_DIR) if SCRIPTS_DIR.is_dir() else []
 XFAIL = {

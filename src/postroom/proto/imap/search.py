@@ -12,9 +12,11 @@ import datetime as dt
 import email
 import email.header
 import email.policy
+import email.utils
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from postroom.proto.imap.address import decode_words, parse_addresses
 from postroom.proto.imap.grammar_search import (
     AllKey,
     AndKey,
@@ -31,6 +33,7 @@ from postroom.proto.imap.grammar_search import (
 )
 
 RECENT = "\\Recent"
+ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "reply-to", "sender"})
 
 
 @dataclass
@@ -56,6 +59,32 @@ class SearchMessage:
             self._body = _body_text(self.content or b"")
         return self._body
 
+    def address_forms(self, name: str) -> list[str]:
+        """Addresses as "Name <local@domain>" without comments or routes, so a search for the
+        address finds `<user (comment)@ domain>` too (as Dovecot does)."""
+        if self.content is None:
+            return []
+        forms: list[str] = []
+        for raw in _raw_headers(self.content).get(name.lower(), []):
+            for address in parse_addresses(raw):
+                if address.mailbox is None or address.host is None:
+                    continue  # a group's start or end
+                spec = (address.mailbox + b"@" + address.host).decode("utf-8", "replace")
+                name_text = decode_words(address.name) if address.name else ""
+                forms.append(f"{name_text} <{spec}>" if name_text else spec)
+        return forms
+
+    def sent_day(self) -> dt.date | None:
+        """The calendar day of the Date: header as written, in the sender's own zone."""
+        values = self.header_values("date")
+        parsed = email.utils.parsedate_tz(values[0]) if values else None
+        if parsed is None:
+            return None
+        try:
+            return dt.date(parsed[0], parsed[1], parsed[2])
+        except ValueError:
+            return None
+
     def header_text(self) -> str:
         if self._headers is None:
             self._headers = _decoded_headers(self.content or b"")
@@ -65,6 +94,8 @@ class SearchMessage:
 def needs_content(key: SearchKey) -> bool:
     if isinstance(key, HeaderKey | TextKey):
         return True
+    if isinstance(key, DateKey) and key.field == "SENT":
+        return True  # the Date: header's own calendar day, in its own zone
     if isinstance(key, NotKey):
         return needs_content(key.key)
     if isinstance(key, OrKey):
@@ -112,6 +143,8 @@ def matches(key: SearchKey, msg: SearchMessage, *, exists: int, max_uid: int) ->
     if isinstance(key, HeaderKey):
         needle = key.value.casefold()
         values = msg.header_values(key.field)
+        if key.field.lower() in ADDRESS_FIELDS:
+            values = values + msg.address_forms(key.field)
         # RFC 3501 §6.4.4: an empty string matches every message that has the field.
         return any(needle in v.casefold() for v in values) if needle else bool(values)
     if isinstance(key, TextKey):
@@ -125,9 +158,10 @@ def matches(key: SearchKey, msg: SearchMessage, *, exists: int, max_uid: int) ->
 def _date_matches(key: DateKey, msg: SearchMessage) -> bool:
     """RFC 3501 §6.4.4: dates compare without time and timezone."""
     if key.field == "SENT":
-        if msg.sent is None:
+        found = msg.sent_day()
+        if found is None:
             return False
-        day = dt.datetime.fromtimestamp(msg.sent, dt.UTC).date()
+        day = found
     else:
         day = dt.datetime.fromtimestamp(msg.internal_date, dt.UTC).date()
     if key.relation == "BEFORE":
@@ -145,8 +179,8 @@ def _header_block(content: bytes) -> bytes:
     return content
 
 
-def _decoded_headers(content: bytes) -> dict[str, list[str]]:
-    headers: dict[str, list[str]] = {}
+def _raw_headers(content: bytes) -> dict[str, list[bytes]]:
+    headers: dict[str, list[bytes]] = {}
     fields: list[bytes] = []
     for line in _header_block(content).split(b"\n"):
         line = line.rstrip(b"\r")
@@ -158,10 +192,15 @@ def _decoded_headers(content: bytes) -> dict[str, list[str]]:
         name, colon, value = line.partition(b":")
         if not colon or not name or b" " in name:
             continue
-        headers.setdefault(name.decode("latin-1").strip().lower(), []).append(
-            _decode_words(value.strip())
-        )
+        headers.setdefault(name.decode("latin-1").strip().lower(), []).append(value.strip())
     return headers
+
+
+def _decoded_headers(content: bytes) -> dict[str, list[str]]:
+    return {
+        name: [_decode_words(value) for value in values]
+        for name, values in _raw_headers(content).items()
+    }
 
 
 def _decode_words(value: bytes) -> str:

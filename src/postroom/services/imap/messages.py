@@ -21,7 +21,7 @@ from postroom.proto.imap.grammar_fetch import FetchAttr, FetchBinary, FetchBinar
 from postroom.proto.imap.grammar_search import SearchKey
 from postroom.proto.imap.mime import parse
 from postroom.proto.imap.reader import LiteralData
-from postroom.proto.imap.search import SearchMessage, matches, needs_content
+from postroom.proto.imap.search import SearchMessage, matches, needs_content, uses_modseq
 from postroom.proto.imap.selected import MessageState, SelectedMailbox
 from postroom.proto.imap.sort import SortAddress, SortCriterion, SortKey, SortKeys, sort_messages
 from postroom.proto.imap.structure import MailAddress, section_bytes
@@ -76,8 +76,11 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
         raise Refusal("BINARY is not supported", status="BAD")
     if command.uid and not any(isinstance(i, FetchAttr) and i.name == "UID" for i in items):
         items.insert(0, FetchAttr("UID"))  # RFC 3501 §6.4.8
+    if command.changedsince is not None or any(
+        isinstance(i, FetchAttr) and i.name == "MODSEQ" for i in items
+    ):
+        session.enable_condstore()  # RFC 7162 §3.1: CHANGEDSINCE and MODSEQ enable it
     if command.changedsince is not None:
-        session.enabled.condstore = True  # RFC 7162 §3.1: CHANGEDSINCE enables CONDSTORE
         uids = [u for u in uids if selected.modseqs.get(u, 0) > command.changedsince]
     if command.changedsince is not None and not any(
         isinstance(i, FetchAttr) and i.name == "MODSEQ" for i in items
@@ -214,7 +217,7 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
     flags = tuple(f for f in command.flags if f != "\\Recent")
     mode = {"replace": "set", "add": "add", "remove": "remove"}[command.mode]
     if command.unchangedsince is not None:
-        session.enabled.condstore = True
+        session.enable_condstore()
     result = await session.ctx.store.write(
         functools.partial(
             store_ops.store_flags,
@@ -264,19 +267,28 @@ async def search(session: ImapSession, tag: str, command: cmd.Command) -> None:
     selected = _selected(session)
     await session.announce(allow_expunge=command.uid)
     _check_charset(command.charset)
-    found = await _search_uids(session, selected, command.key)
+    with_modseq = uses_modseq(command.key)
+    if with_modseq:
+        session.enable_condstore()
+    found = [row for _, row in await _matching(session, selected, command.key)]
     if command.uid:
-        numbers = found
+        numbers = [row.uid for row in found]
     else:
-        numbers = [seq for u in found if (seq := selected.seq_of(u)) is not None]
+        numbers = [seq for row in found if (seq := selected.seq_of(row.uid)) is not None]
+    # RFC 7162 §3.1.5: a search by MODSEQ reports the highest MODSEQ of what it found.
+    modseqs = dict(zip(numbers, (row.modseq for row in found), strict=True))
+    highest = max(modseqs.values(), default=None) if with_modseq else None
     if command.returns is not None:
-        session.send(_esearch(tag, command, numbers))
+        session.send(_esearch(tag, command, numbers, modseqs if with_modseq else None))
     else:
-        session.send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+        modseq = b" (MODSEQ %d)" % highest if highest is not None else b""
+        session.send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + modseq + b"\r\n")
     session.tagged(tag, "OK", "Search completed.")
 
 
-def _esearch(tag: str, command: cmd.Search, numbers: list[int]) -> bytes:
+def _esearch(
+    tag: str, command: cmd.Search, numbers: list[int], modseqs: dict[int, int] | None
+) -> bytes:
     """RFC 4731 §3.1 ESEARCH response."""
     assert command.returns is not None
     options = command.returns.options or frozenset({"ALL"})
@@ -292,13 +304,15 @@ def _esearch(tag: str, command: cmd.Search, numbers: list[int]) -> bytes:
             out += b" ALL " + _set(numbers)
     if "COUNT" in options:
         out += b" COUNT %d" % len(numbers)
+    if modseqs is not None and numbers:
+        # RFC 7162 §3.1.5: with only MIN/MAX, the MODSEQ of the messages those return.
+        returned = (
+            [n for n, o in ((min(numbers), "MIN"), (max(numbers), "MAX")) if o in options]
+            if options <= {"MIN", "MAX"}
+            else numbers
+        )
+        out += b" MODSEQ %d" % max(modseqs[n] for n in returned)
     return out + b"\r\n"
-
-
-async def _search_uids(
-    session: ImapSession, selected: SelectedMailbox, key: SearchKey
-) -> list[int]:
-    return [row.uid for _, row in await _matching(session, selected, key)]
 
 
 async def _matching(

@@ -338,6 +338,15 @@ class ImapSession:
             raise Refusal("Invalid mailbox name", "CANNOT")
         return name.rstrip(DELIMITER)
 
+    def enable_condstore(self) -> None:
+        """RFC 7162 §3.1: CONDSTORE turned on by a command that uses it; with a mailbox open,
+        the client learns its HIGHESTMODSEQ at once."""
+        if self.enabled.condstore:
+            return
+        self.enabled.condstore = True
+        if self.selected is not None:
+            self.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % self.selected.known_modseq)
+
     async def enable(self, tag: str, command: cmd.Command) -> None:
         assert isinstance(command, cmd.Enable)
         done: list[str] = []
@@ -372,7 +381,8 @@ class ImapSession:
             db: Database,
         ) -> tuple[store_ops.MailboxInfo, list[MessageState], int]:
             info = store_ops.require_mailbox(db, user_id, name)
-            recent_from = info.uidnext if readonly else store_ops.claim_recent(db, info.id)
+            # EXAMINE shows what is \Recent without taking it from the next SELECT.
+            recent_from = info.recent_uid if readonly else store_ops.claim_recent(db, info.id)
             return info, store_ops.message_states(db, info.id), recent_from
 
         if readonly:
@@ -476,10 +486,24 @@ class ImapSession:
         matchers = [_pattern(command.reference + mutf7_decode_pattern(p)) for p in patterns]
         response = "LSUB" if isinstance(command, cmd.Lsub) else "LIST"
         candidates = sorted(subs if subscribed_only else names, key=_mailbox_order)
+        parents_only: set[str] = set()
+        if response == "LSUB":
+            # RFC 3501 §6.3.9: "%" stops at a level whose name is not itself subscribed but
+            # has subscribed children; that level is listed as \Noselect.
+            for name in candidates:
+                parts = name.split(DELIMITER)
+                for depth in range(1, len(parts)):
+                    parent = DELIMITER.join(parts[:depth])
+                    if parent not in subs and any(m.fullmatch(parent) for m in matchers):
+                        parents_only.add(parent)
+            candidates = sorted(set(candidates) | parents_only, key=_mailbox_order)
         for name in candidates:
             if not any(m.fullmatch(name) for m in matchers):
                 continue
             info = names.get(name)
+            if name in parents_only:
+                self.send(b"* LSUB (\\Noselect) \"/\" " + mailbox(name) + b"\r\n")
+                continue
             if special_only and (info is None or not info.special_use):
                 continue
             attrs: list[str] = []
