@@ -245,3 +245,69 @@ def test_messages_delivered_while_selected_arrive_with_noop(
         return alice.untagged_responses.get("EXISTS", [b""])[-1] == b"1"
 
     wait_until(exists, 10, "EXISTS after NOOP")
+
+
+def raw_command(client: imaplib.IMAP4, line: str) -> list[bytes]:
+    """Send one command on an imaplib connection and collect lines up to its tagged reply."""
+    tag = client._new_tag().decode()
+    client.send(f"{tag} {line}\r\n".encode())
+    lines = []
+    while True:
+        reply = client.readline()
+        lines.append(reply)
+        if reply.startswith(tag.encode() + b" "):
+            return lines
+
+
+def test_list_status_and_subscribed_return(alice: imaplib.IMAP4) -> None:
+    lines = raw_command(alice, 'LIST "" "*" RETURN (SUBSCRIBED STATUS (MESSAGES UIDNEXT))')
+    text = b"".join(lines)
+    assert b'* LIST (\\HasNoChildren \\Subscribed) "/" INBOX' in text, text
+    assert b"* STATUS INBOX (MESSAGES 0 UIDNEXT 1)" in text, text
+    assert b"* STATUS Sent (MESSAGES 0 UIDNEXT 1)" in text, text
+    assert lines[-1].split()[1] == b"OK"
+
+
+def test_qresync_reports_what_vanished_and_what_changed(
+    server: Postroom, alice: imaplib.IMAP4
+) -> None:
+    for _ in range(3):
+        deliver(server)
+    server.wait_for_messages(ALICE, 3)
+    assert raw_command(alice, "ENABLE QRESYNC")[0] == b"* ENABLED QRESYNC\r\n"
+    selected = b"".join(raw_command(alice, "SELECT INBOX"))
+    uidvalidity = int(re.search(rb"UIDVALIDITY (\d+)", selected).group(1))  # type: ignore[union-attr]
+    modseq = int(re.search(rb"HIGHESTMODSEQ (\d+)", selected).group(1))  # type: ignore[union-attr]
+    raw_command(alice, "UNSELECT")
+    # Another session changes a flag on message 3 and expunges message 1.
+    other = connect(server)
+    other.select("INBOX")
+    other.store("3", "+FLAGS", "(\\Flagged)")
+    other.store("1", "+FLAGS", "(\\Deleted)")
+    other.expunge()
+    other.logout()
+    text = b"".join(raw_command(alice, f"SELECT INBOX (QRESYNC ({uidvalidity} {modseq}))"))
+    assert b"* VANISHED (EARLIER) 1\r\n" in text, text
+    assert re.search(rb"\* 2 FETCH \(UID 3 FLAGS \(\\Flagged[^)]*\) MODSEQ \(\d+\)\)", text), text
+    # UID FETCH ... (CHANGEDSINCE m VANISHED) lists expunged UIDs too.
+    text = b"".join(raw_command(alice, f"UID FETCH 1:* FLAGS (CHANGEDSINCE {modseq} VANISHED)"))
+    assert b"* VANISHED (EARLIER) 1\r\n" in text, text
+    # Our own expunge now comes as VANISHED, not EXPUNGE (RFC 7162 §3.2.10).
+    raw_command(alice, "STORE 1 +FLAGS (\\Deleted)")
+    text = b"".join(raw_command(alice, "EXPUNGE"))
+    assert b"* VANISHED 2\r\n" in text and b"EXPUNGE\r\n" not in text.split(b"\r\n")[0], text
+
+
+def test_multiappend_is_all_or_nothing(alice: imaplib.IMAP4) -> None:
+    one = b"Subject: one\r\n\r\n1\r\n"
+    two = b"Subject: two\r\n\r\n2\r\n"
+    command = (
+        f"APPEND Archive {{{len(one)}+}}\r\n{one.decode()}"
+        f" (\\Seen) {{{len(two)}+}}\r\n{two.decode()}"
+    )
+    lines = raw_command(alice, command)
+    assert re.match(rb"\S+ OK \[APPENDUID \d+ 1:2\]", lines[-1]), lines
+    # A second APPEND whose second message is empty adds nothing at all.
+    lines = raw_command(alice, f"APPEND Archive {{{len(one)}+}}\r\n{one.decode()} {{0+}}\r\n")
+    assert lines[-1].split()[1] == b"NO", lines
+    assert alice.select("Archive")[1] == [b"2"]

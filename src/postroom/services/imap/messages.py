@@ -81,6 +81,8 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
     ):
         session.enable_condstore()  # RFC 7162 §3.1: CHANGEDSINCE and MODSEQ enable it
     if command.changedsince is not None:
+        if command.vanished:
+            await _vanished_earlier(session, selected, command.sequence, command.changedsince)
         uids = [u for u in uids if selected.modseqs.get(u, 0) > command.changedsince]
     if command.changedsince is not None and not any(
         isinstance(i, FetchAttr) and i.name == "MODSEQ" for i in items
@@ -120,13 +122,30 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
             seq = selected.seq_of(row.uid)
             if seq is None:
                 continue
-            extra_flags = row.uid in seen_changed and "FLAGS" not in names
+            extra_flags = row.uid in seen_changed
             await session.send_now(_fetch_response(session, selected, seq, row, items, extra_flags))
     if missing:
         # RFC 5530 EXPUNGEISSUED: some messages were expunged by another session meanwhile.
         session.tagged(tag, "NO", "Some messages were expunged", "EXPUNGEISSUED")
         return
     session.tagged(tag, "OK", "Fetch completed.")
+
+
+async def _vanished_earlier(
+    session: ImapSession, selected: SelectedMailbox, sequence: SequenceSet, since: int
+) -> None:
+    """RFC 7162 §3.2.6: UID FETCH (CHANGEDSINCE m VANISHED) first lists what was expunged."""
+    if not session.enabled.qresync:
+        raise Refusal("VANISHED needs QRESYNC enabled", status="BAD")
+    gone = await session.ctx.store.read(
+        functools.partial(
+            store_ops.vanished_since, mailbox_id=selected.mailbox_id, since_modseq=since
+        )
+    )
+    top = max(selected.max_uid, max(gone, default=0))
+    gone = [u for u in gone if sequence.contains(u, top)]
+    if gone:
+        session.send(b"* VANISHED (EARLIER) " + _set(gone) + b"\r\n")
 
 
 async def _set_seen(session: ImapSession, selected: SelectedMailbox, uids: list[int]) -> set[int]:
@@ -196,7 +215,9 @@ def _fetch_response(
                 origin, count = item.partial
                 data = data[origin : origin + count]
             parts.append(item.response_name.encode() + b" " + encode.literal(data))
-    if extra_flags:
+    # RFC 3501 §6.4.5 / RFC 7162 §3.1: a \Seen set by this FETCH is reported with the new
+    # flags, and with CONDSTORE enabled with the new MODSEQ, even when FLAGS was asked for.
+    if extra_flags and not any(p.startswith(b"FLAGS ") for p in parts):
         parts.append(b"FLAGS " + encode.flag_list(selected.flags_of(row.uid)))
     has_modseq = any(p.startswith(b"MODSEQ") for p in parts)
     if extra_flags and session.enabled.condstore and not has_modseq:
@@ -495,20 +516,49 @@ async def append(session: ImapSession, tag: str, command: cmd.Command) -> None:
         raise Refusal("Mailbox doesn't exist: " + name, "TRYCREATE")
     streamed = list(session.streamed)
     session.streamed.clear()
-    uids: list[int] = []
-    for message in command.messages:
-        if isinstance(message.data, LiteralData):
-            buffer = session.ctx.spool.new_buffer(f"append-{id(session)}-{len(uids)}")
-            buffer.write(message.data.data)
-        else:
-            if not streamed:
-                raise Refusal("Literal data missing", status="BAD")
-            buffer = streamed.pop(0)
-        uids.append(await _append_one(session, info.id, buffer, message))
+    if all(isinstance(m.data, LiteralData) for m in command.messages):
+        uids = await _append_in_memory(session, info.id, command.messages)
+    else:
+        # Streamed (large) messages go one by one, each in its own commit.
+        uids = []
+        for message in command.messages:
+            if isinstance(message.data, LiteralData):
+                buffer = session.ctx.spool.new_buffer(f"append-{id(session)}-{len(uids)}")
+                buffer.write(message.data.data)
+            else:
+                if not streamed:
+                    raise Refusal("Literal data missing", status="BAD")
+                buffer = streamed.pop(0)
+            uids.append(await _append_one(session, info.id, buffer, message))
     if session.selected is not None and session.selected.mailbox_id == info.id:
         await session.announce(allow_expunge=False, force=True)
     code = f"APPENDUID {info.uidvalidity} {_set(uids).decode()}"
     session.tagged(tag, "OK", "Append completed.", code)
+
+
+async def _append_in_memory(
+    session: ImapSession, mailbox_id: int, messages: Sequence[cmd.AppendMessage]
+) -> list[int]:
+    """RFC 3502 §6.3.11: all the messages of one APPEND are added in one transaction, or none."""
+    prepared: list[tuple[bytes, bytes, tuple[str, ...], float]] = []
+    for message in messages:
+        assert isinstance(message.data, LiteralData)
+        data = message.data.data
+        if not data:
+            raise Refusal("Can't save an empty message", status="NO")
+        summary = await asyncio.to_thread(summarise_packed, data)
+        when = message.internal_date.timestamp() if message.internal_date else time.time()
+        prepared.append((data, summary, tuple(f for f in message.flags if f != "\\Recent"), when))
+
+    def write(db: Database) -> list[int]:
+        uids = []
+        for data, summary, flags, when in prepared:
+            blob_id = db.insert_blob(len(data), data, None)
+            db.set_blob_summary(blob_id, summary)
+            uids.append(store_ops.append_blob(db, mailbox_id, blob_id, len(data), flags, when))
+        return uids
+
+    return await session.ctx.store.write(write)
 
 
 async def _append_one(

@@ -14,14 +14,14 @@ import binascii
 import contextlib
 import functools
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from postroom.proto import sasl
 from postroom.proto.imap import grammar_commands as cmd
 from postroom.proto.imap import mutf7
-from postroom.proto.imap.encode import astring, flag_list
+from postroom.proto.imap.encode import astring, flag_list, sequence_set
+from postroom.proto.imap.listing import Listed, list_entries, lsub_entries
 from postroom.proto.imap.selected import MessageState, SelectedMailbox
 from postroom.proto.sasl.saslprep import prepare_login
 from postroom.queue.spool import ContentBuffer, Spool
@@ -52,7 +52,11 @@ BASE_CAPABILITIES = (
     "MOVE",
     "SPECIAL-USE",
     "CONDSTORE",
+    "QRESYNC",
     "ESEARCH",
+    "LIST-EXTENDED",
+    "LIST-STATUS",
+    "MULTIAPPEND",
     "SORT",
     "SORT=DISPLAY",
     "THREAD=ORDEREDSUBJECT",
@@ -354,6 +358,10 @@ class ImapSession:
             if name == "CONDSTORE" and not self.enabled.condstore:
                 self.enabled.condstore = True
                 done.append(name)
+            elif name == "QRESYNC" and not self.enabled.qresync:
+                # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE.
+                self.enabled.qresync = self.enabled.condstore = True
+                done.append(name)
         # RFC 5161 §3.1: list only what this command newly enabled.
         self.send(b"* ENABLED" + b"".join(b" " + n.encode() for n in done) + b"\r\n")
         self.tagged(tag, "OK", "Enabled.")
@@ -370,10 +378,12 @@ class ImapSession:
             self._unwatch()
             self.selected = None
             self.state = "auth"
-            if self.enabled.condstore:
+            if self.enabled.condstore or command.qresync is not None:
                 self.send(b"* OK [CLOSED] Previous mailbox closed.\r\n")  # RFC 7162 §3.2.11
         if command.condstore:
             self.enabled.condstore = True  # RFC 7162 §3.1.8
+        if command.qresync is not None and not self.enabled.qresync:
+            raise Refusal("QRESYNC must be enabled first", status="BAD")  # RFC 7162 §3.2.5
         user_id = self.uid
         readonly = command.readonly
 
@@ -415,8 +425,33 @@ class ImapSession:
         self.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % info.uidvalidity)
         self.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % info.uidnext)
         self.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % info.highestmodseq)
+        if command.qresync is not None and command.qresync.uidvalidity == info.uidvalidity:
+            await self._resync(command.qresync)
         mode = "READ-ONLY" if readonly else "READ-WRITE"
         self.tagged(tag, "OK", "Select completed.", mode)
+
+    async def _resync(self, qresync: cmd.QResync) -> None:
+        """RFC 7162 §3.2.5.1: what vanished and what changed since the client's MODSEQ."""
+        selected = self.selected
+        assert selected is not None
+        since = qresync.modseq
+        mailbox_id = selected.mailbox_id
+        vanished = await self.ctx.store.read(
+            functools.partial(store_ops.vanished_since, mailbox_id=mailbox_id, since_modseq=since)
+        )
+        if qresync.known_uids is not None:
+            known = qresync.known_uids
+            vanished = [u for u in vanished if known.contains(u, selected.max_uid)]
+        if vanished:
+            self.send(b"* VANISHED (EARLIER) " + sequence_set(vanished).encode() + b"\r\n")
+        for uid in selected.uids:
+            if selected.modseqs.get(uid, 0) > since:
+                seq = selected.seq_of(uid)
+                self.send(
+                    b"* %d FETCH (UID %d FLAGS " % (seq or 0, uid)
+                    + flag_list(selected.flags_of(uid))
+                    + b" MODSEQ (%d))\r\n" % selected.modseqs[uid]
+                )
 
     async def create(self, tag: str, command: cmd.Command) -> None:
         assert isinstance(command, cmd.Create)
@@ -460,18 +495,7 @@ class ImapSession:
     async def list(self, tag: str, command: cmd.Command) -> None:
         assert isinstance(command, cmd.List | cmd.Lsub)
         user_id = self.uid
-        if isinstance(command, cmd.Lsub):
-            patterns: tuple[str, ...] = (command.pattern,)
-            subscribed_only, status = True, None
-            returns: frozenset[str] = frozenset()
-            special_only = False
-        else:
-            patterns = command.patterns
-            subscribed_only = "SUBSCRIBED" in command.selection
-            returns = frozenset(command.returns)
-            status = command.status
-            special_only = "SPECIAL-USE" in command.selection
-        if isinstance(command, cmd.List) and len(patterns) == 1 and patterns[0] == "":
+        if isinstance(command, cmd.List) and command.patterns == ("",) and not command.extended:
             # RFC 3501 §6.3.8: an empty pattern asks for the delimiter and the root.
             self.send(b'* LIST (\\Noselect) "/" ""\r\n')
             self.tagged(tag, "OK", "List completed.")
@@ -481,52 +505,27 @@ class ImapSession:
             return store_ops.list_mailboxes(db, user_id), store_ops.subscriptions(db, user_id)
 
         boxes, subscribed = await self.ctx.store.read(gather)
-        subs = set(subscribed)
-        names = {b.name: b for b in boxes}
-        matchers = [_pattern(command.reference + mutf7_decode_pattern(p)) for p in patterns]
-        response = "LSUB" if isinstance(command, cmd.Lsub) else "LIST"
-        candidates = sorted(subs if subscribed_only else names, key=_mailbox_order)
-        parents_only: set[str] = set()
-        if response == "LSUB":
-            # RFC 3501 §6.3.9: "%" stops at a level whose name is not itself subscribed but
-            # has subscribed children; that level is listed as \Noselect.
-            for name in candidates:
-                parts = name.split(DELIMITER)
-                for depth in range(1, len(parts)):
-                    parent = DELIMITER.join(parts[:depth])
-                    if parent not in subs and any(m.fullmatch(parent) for m in matchers):
-                        parents_only.add(parent)
-            candidates = sorted(set(candidates) | parents_only, key=_mailbox_order)
-        for name in candidates:
-            if not any(m.fullmatch(name) for m in matchers):
-                continue
-            info = names.get(name)
-            if name in parents_only:
-                self.send(b"* LSUB (\\Noselect) \"/\" " + mailbox(name) + b"\r\n")
-                continue
-            if special_only and (info is None or not info.special_use):
-                continue
-            attrs: list[str] = []
-            if info is None:
-                attrs.append("\\NonExistent" if response == "LIST" else "\\Noselect")
-            else:
-                has_children = any(n.startswith(name + DELIMITER) for n in names)
-                attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
-                if info.special_use and response == "LIST":
-                    attrs += info.special_use.split()
-            if response == "LIST" and (subscribed_only or "SUBSCRIBED" in returns) and name in subs:
-                attrs.append("\\Subscribed")
-            line = (
-                f"* {response} (".encode()
-                + " ".join(attrs).encode()
-                + b') "/" '
-                + mailbox(name)
-                + b"\r\n"
-            )
-            self.send(line)
-            if status is not None and info is not None:
-                await self._status_line(info.name, status)
-        self.tagged(tag, "OK", f"{response.capitalize()} completed.")
+        existing = {b.name: b.special_use for b in boxes}
+        if isinstance(command, cmd.Lsub):
+            pattern = command.reference + mutf7_decode_pattern(command.pattern)
+            for entry in lsub_entries(existing, set(subscribed), [pattern]):
+                self.send(_list_line("LSUB", entry))
+            self.tagged(tag, "OK", "Lsub completed.")
+            return
+        patterns = [command.reference + mutf7_decode_pattern(p) for p in command.patterns]
+        entries = list_entries(
+            existing,
+            set(subscribed),
+            patterns,
+            selection=frozenset(command.selection),
+            returns=frozenset(command.returns),
+        )
+        for entry in entries:
+            self.send(_list_line("LIST", entry))
+            if command.status is not None and entry.name in existing:
+                # RFC 5819 §2: the STATUS of each listed mailbox follows its LIST line.
+                await self._status_line(entry.name, command.status)
+        self.tagged(tag, "OK", "List completed.")
 
     async def status(self, tag: str, command: cmd.Command) -> None:
         assert isinstance(command, cmd.Status)
@@ -621,10 +620,6 @@ def mailbox(name: str) -> bytes:
     return b"INBOX" if name == "INBOX" else astring(mutf7.encode(name))
 
 
-def _mailbox_order(name: str) -> tuple[bool, str]:
-    return (name != "INBOX", name)
-
-
 def mutf7_decode_pattern(pattern: str) -> str:
     try:
         return mutf7.decode(pattern)
@@ -632,18 +627,9 @@ def mutf7_decode_pattern(pattern: str) -> str:
         return pattern
 
 
-def _pattern(pattern: str) -> re.Pattern[str]:
-    """RFC 3501 §6.3.8: "*" matches anything, "%" anything but the hierarchy delimiter."""
-    parts = []
-    for char in pattern:
-        if char == "*":
-            parts.append(".*")
-        elif char == "%":
-            parts.append("[^/]*")
-        else:
-            parts.append(re.escape(char))
-    if pattern[:5].upper() == "INBOX":
-        parts[:5] = ["(?i:INBOX)"]  # RFC 3501 §5.1: INBOX in any case
-    return re.compile("".join(parts))
-
-
+def _list_line(response: str, entry: Listed) -> bytes:
+    line = f"* {response} (".encode() + " ".join(entry.attributes).encode() + b') "/" '
+    line += mailbox(entry.name)
+    if entry.childinfo:
+        line += b' (CHILDINFO ("SUBSCRIBED"))'
+    return line + b"\r\n"
