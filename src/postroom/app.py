@@ -208,6 +208,7 @@ class MailServer:
             authenticator=Authenticator(self.store),
             hostname=hostname,
             tls_available=True,
+            max_sessions_per_user=self.config.limits.imap_sessions_per_user,
         )
 
         def imap(name: str) -> ServiceKind:

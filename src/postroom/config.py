@@ -189,6 +189,7 @@ class LimitsConfig:
     errors_per_session: int = 20  # after this many error replies the session is closed with 421
     received_headers: int = 50  # more Received: headers than this → mail loop 554 5.4.6
     pop3_timeout: float = 600.0  # seconds, RFC 1939 §3: autologout after at least 10 minutes
+    imap_sessions_per_user: int = 100  # logged-in IMAP sessions of one user at once
 
 
 @dataclass(frozen=True)

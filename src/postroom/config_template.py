@@ -78,8 +78,8 @@ def render_default_config(
             _toml_string(format_duration(limits.data_timeout)),
             "how long to wait for more message data",
         ),
-        ("connections_per_ip", str(limits.connections_per_ip), "SMTP sessions per client IP"),
-        ("connections", str(limits.connections), "SMTP sessions in total"),
+        ("connections_per_ip", str(limits.connections_per_ip), "per client IP, each service"),
+        ("connections", str(limits.connections), "sessions in total, each service"),
         (
             "errors_per_session",
             str(limits.errors_per_session),
@@ -90,6 +90,11 @@ def render_default_config(
             "pop3_timeout",
             _toml_string(format_duration(limits.pop3_timeout)),
             "idle POP3 sessions are closed after",
+        ),
+        (
+            "imap_sessions_per_user",
+            str(limits.imap_sessions_per_user),
+            "IMAP sessions one user may have open",
         ),
     ]
     queue_rows = [

@@ -311,3 +311,24 @@ def test_multiappend_is_all_or_nothing(alice: imaplib.IMAP4) -> None:
     lines = raw_command(alice, f"APPEND Archive {{{len(one)}+}}\r\n{one.decode()} {{0+}}\r\n")
     assert lines[-1].split()[1] == b"NO", lines
     assert alice.select("Archive")[1] == [b"2"]
+
+
+def test_sessions_per_user_are_bounded(postroom_factory: Callable[..., Postroom]) -> None:
+    server = postroom_factory(services=SERVICES, limits={"imap_sessions_per_user": 2})
+    first, second = connect(server), connect(server)
+    third = connect(server, login=None)
+    with pytest.raises(imaplib.IMAP4.error, match="LIMIT"):
+        third.login(ALICE, PASSWORDS[ALICE])
+    third.login(BOB, PASSWORDS[BOB])  # another user is not affected
+    first.logout()
+    fourth = connect(server, login=None)
+
+    def logged_in() -> bool:
+        try:
+            return fourth.login(ALICE, PASSWORDS[ALICE])[0] == "OK"
+        except imaplib.IMAP4.error:
+            return False  # the first session's slot is not free yet
+
+    wait_until(logged_in, 10, "a freed session slot")
+    for client in (second, third, fourth):
+        client.logout()

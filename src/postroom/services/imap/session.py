@@ -92,6 +92,7 @@ class ImapContext:
     tls_available: bool
     idle_poll: float = 30.0  # seconds between looks at the mailbox during IDLE without news
     max_append: int = 64 * 1024 * 1024
+    max_sessions_per_user: int = 100
     sessions: dict[int, int] = field(default_factory=dict)  # user id → open sessions
 
 
@@ -313,6 +314,9 @@ class ImapSession:
         user = await self.ctx.store.read(lambda db: db.get_user(username))
         if user is None:
             raise Refusal("Authentication failed.", "AUTHENTICATIONFAILED")
+        if self.ctx.sessions.get(user.id, 0) >= self.ctx.max_sessions_per_user:
+            log.info("too many sessions client=%s user=%s", self.io.peer, user.address)
+            raise Refusal("Too many sessions for this user", "LIMIT")  # RFC 5530
         self.user_id = user.id
         self.username = user.address
         self.ctx.sessions[user.id] = self.ctx.sessions.get(user.id, 0) + 1
