@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import random
+import re
 from dataclasses import dataclass
 
 SEED = 20240607
@@ -51,6 +52,7 @@ _DOMAINS = (
 ).split()
 _UNICODE = ("Grüße", "réunion", "naïve", "Zürich", "smörgåsbord", "crème", "piñata", "façade")
 _MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_WRAP = re.compile(r"\S.{0,75}(?=\s|$)")
 _DAYS = "Mon Tue Wed Thu Fri Sat Sun".split()
 
 
@@ -76,35 +78,26 @@ def _internal_date(when: dt.datetime) -> str:
 
 
 def _sentence(rng: random.Random) -> str:
-    words = [rng.choice(_WORDS) for _ in range(rng.randint(6, 14))]
-    return " ".join(words).capitalize() + "."
+    return " ".join(rng.choices(_WORDS, k=rng.randint(6, 14))).capitalize() + "."
 
 
 def _text(rng: random.Random, size: int, marker: str | None) -> str:
-    """Plain text lines of at most 76 characters, about ``size`` bytes, CRLF-terminated."""
-    lines: list[str] = []
+    """Plain text of about ``size`` bytes in paragraphs of lines up to 76 characters, CRLF."""
+    paragraphs: list[str] = []
     total = 0
-    line = ""
-    planted = marker is None
     while total < size:
-        sentence = _sentence(rng)
-        if not planted and total >= size // 3:
-            sentence = f"The {marker} were mentioned here. {sentence}"
-            planted = True
-        for word in sentence.split():
-            if len(line) + len(word) + 1 > 76:
-                lines.append(line)
-                total += len(line) + 2
-                line = ""
-            line = f"{line} {word}" if line else word
-        if rng.random() < 0.15:
-            lines.extend([line, ""])
-            total += len(line) + 4
-            line = ""
-    if not planted:
-        line = f"{line} {marker}".strip()
-    lines.append(line)
-    return "\r\n".join(lines) + "\r\n"
+        sentences = [_sentence(rng) for _ in range(rng.randint(2, 8))]
+        paragraph = " ".join(sentences)
+        paragraphs.append(paragraph)
+        total += len(paragraph) + 4
+    if marker is not None:
+        where = len(paragraphs) // 2
+        paragraphs[where] = f"The {marker} were mentioned here. {paragraphs[where]}"
+    lines: list[str] = []
+    for paragraph in paragraphs:
+        lines.extend(line.rstrip() for line in _WRAP.findall(paragraph))
+        lines.append("")
+    return "\r\n".join(lines)
 
 
 def _attachment(rng: random.Random, size: int) -> str:
@@ -116,7 +109,7 @@ def _attachment(rng: random.Random, size: int) -> str:
 def message(i: int) -> Message:
     """Message number ``i``: the same bytes on every call and in every process."""
     rng = random.Random(SEED * 1_000_003 + i)
-    size = rng.randint(MIN_SIZE, MAX_SIZE)
+    size = rng.randint(MIN_SIZE + 600, MAX_SIZE)
     when = EPOCH + dt.timedelta(seconds=(i * 6311 + rng.randrange(6000)) % SPAN_SECONDS)
     first = rng.choice(_FIRST)
     sender = f"{first.capitalize()} {rng.choice(_WORDS).capitalize()}"
@@ -146,7 +139,7 @@ def message(i: int) -> Message:
     marker = BODY_WORD if body_marked else None
     kind = rng.random()
     head_size = sum(len(h) + 2 for h in headers) + 100
-    budget = max(size - head_size, 256)
+    budget = size - head_size - 700  # _text overshoots by up to a paragraph
     if kind < 0.12:
         boundary = f"alt-{i:06d}"
         text = _text(rng, budget // 2, marker)

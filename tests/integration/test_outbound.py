@@ -26,11 +26,13 @@ REMOTE_ZONE = (
     + """
 @           IN MX 10 mx.remote.test.
 mx          IN A  127.0.0.1
+other       IN MX 10 mx.remote.test.
 down        IN MX 10 mx-down.remote.test.
 mx-down     IN A  127.0.0.2
 """
 )
 CAROL = "carol@remote.test"
+ERIN = "erin@other.remote.test"
 DAVE = "dave@down.remote.test"
 
 
@@ -109,6 +111,20 @@ def test_remote_550_returns_a_failure_report_to_the_sender(
     assert ALICE not in status  # only the failed recipient is listed
     assert token in report.as_string()  # the original is returned
     wait_until(lambda: CAROL not in server.queue_list(), 30, "the queue entry to go")
+
+
+def test_failures_at_two_domains_make_one_report(
+    postroom_factory: Callable[..., Postroom], dns: DnsServer, smtp_sink: Callable[..., Sink]
+) -> None:
+    """Each destination is a separate delivery; the sender still gets one report for both."""
+    sink = smtp_sink("-f", "RCPT")
+    server = relay_server(postroom_factory, dns, sink.port)
+    submit(server, CAROL, ERIN)
+    wait_until(lambda: "queue is empty" in server.run_cli("queue", "list").stdout, 30, "done")
+    [report] = reports(server)
+    status = status_part(report)
+    assert f"Final-Recipient: rfc822; {CAROL}" in status
+    assert f"Final-Recipient: rfc822; {ERIN}" in status
 
 
 def test_unreachable_host_defers_warns_then_gives_up(

@@ -3,7 +3,10 @@
 Each cycle claims the due recipients (recording the attempt first, see storage/outbound.py),
 groups them by destination domain, splits a large group over parallel sessions, runs the
 deliveries with bounded concurrency (`[delivery] concurrency` sessions at once), then records
-every recipient's outcome in one transaction together with the reports it calls for:
+every recipient's outcome in one transaction together with the report lines it calls for. The
+lines are held in the store until the last destination of that message in this round has
+answered; then the sender gets ONE report per kind listing them all (a crash in between only
+delays them: held lines are sent when the scheduler starts):
 - failed (5xx, or deferred past `give_up_after`): a failure report (RFC 3464) to the sender,
   unless NOTIFY excludes FAILURE (RFC 3461 §4.1); a failed report (null sender) goes to the
   postmaster of our first domain, never back to `<>`;
@@ -18,27 +21,32 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from postroom.delivery.smtp import RecipientOutcome
 from postroom.queue.backoff import RetryPolicy
 from postroom.queue.bounce import Kind, ReportRecipient
-from postroom.queue.model import RecipientState
+from postroom.queue.model import QueuedMessage, RecipientState
 from postroom.queue.reports import Reporter, wants
 from postroom.storage.database import QUEUE_STAMP, Database, read_stamp, unlink_quietly
 from postroom.storage.outbound import (
     ClaimedMessage,
     claim_due,
+    hold_report_lines,
     mark_delay_notified,
+    messages_with_held_reports,
     next_due,
     record_attempt,
     still_queued,
+    take_report_lines,
 )
 from postroom.storage.store import Store
 
@@ -76,6 +84,7 @@ class Scheduler:
         self.rng = rng or random.Random()
         self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
+        self._rounds: Counter[str] = Counter()  # message → its batches still delivering
         self._wakeup = asyncio.Event()
         self._queue_stamp = os.fspath(store.data_dir / QUEUE_STAMP)
         self._stamp = read_stamp(self._queue_stamp)
@@ -85,6 +94,9 @@ class Scheduler:
         self._wakeup.set()
 
     async def run(self) -> None:
+        # Report lines a crash left held (a round that never finished) go out first.
+        for path in await self.store.write(self._send_all_held):
+            unlink_quietly(self.store.blob_dir / path)
         while True:
             self._wakeup.clear()
             now = self.clock()
@@ -92,13 +104,14 @@ class Scheduler:
                 functools.partial(claim_due, now=now, policy=self.policy, rng=self.rng)
             )
             if claims:
-                await asyncio.gather(
-                    *(
-                        self._deliver_domain(domain, batch)
-                        for domain, items in claims.items()
-                        for batch in split_batches(items, self._concurrency)
-                    )
-                )
+                batches = [
+                    (domain, batch)
+                    for domain, items in claims.items()
+                    for batch in split_batches(items, self._concurrency)
+                ]
+                # A message waits for all its destinations before its reports go out.
+                self._rounds = Counter(item.message.id for _, b in batches for item in b)
+                await asyncio.gather(*(self._deliver_domain(d, b) for d, b in batches))
                 continue
             due = await self.store.read(next_due)
             wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, due - self.clock())
@@ -137,9 +150,14 @@ class Scheduler:
                     for item in claimed
                 ]
             now = self.clock()
+            last: set[str] = set()
+            for item in claimed:
+                self._rounds[item.message.id] -= 1
+                if self._rounds[item.message.id] <= 0:
+                    last.add(item.message.id)
             unlink = await self.store.write(
                 lambda db: [
-                    self._record(db, item, content, outcomes, now)
+                    self._record(db, item, content, outcomes, now, item.message.id in last)
                     for item, content, outcomes in zip(claimed, contents, results, strict=True)
                 ]
             )
@@ -154,6 +172,7 @@ class Scheduler:
         content: bytes,
         outcomes: list[RecipientOutcome],
         now: float,
+        last_round: bool,
     ) -> str | None:
         message = claimed.message
         if not still_queued(db, message.id):
@@ -200,11 +219,38 @@ class Scheduler:
                     )
                 )
         for kind, recipients in reports.items():
-            self.reporter.send(db, kind, message, recipients, now, content)
+            if recipients:
+                lines = [json.dumps(dataclasses.asdict(r)) for r in recipients]
+                hold_report_lines(db, message.id, kind, lines)
+        if last_round:
+            self._send_held(db, message, now, content)
         # Failures are reported above, in this same transaction: they are final too.
         return db.finish_message_if_done(
             message.id, (RecipientState.DELIVERED, RecipientState.FAILED)
         )
+
+    def _send_held(
+        self, db: Database, message: QueuedMessage, now: float, content: bytes | None = None
+    ) -> None:
+        """One report per kind with every line held for the message (RFC 3464 §2)."""
+        for kind, lines in take_report_lines(db, message.id).items():
+            recipients = [ReportRecipient(**json.loads(line)) for line in lines]
+            self.reporter.send(db, cast(Kind, kind), message, recipients, now, content)
+
+    def _send_all_held(self, db: Database) -> list[str]:
+        now = self.clock()
+        unlink = []
+        for message_id in messages_with_held_reports(db):
+            message = db.load_message(message_id)
+            if message is None:
+                continue
+            self._send_held(db, message, now)
+            path = db.finish_message_if_done(
+                message_id, (RecipientState.DELIVERED, RecipientState.FAILED)
+            )
+            if path:
+                unlink.append(path)
+        return unlink
 
     def _state_for(
         self, outcome: RecipientOutcome, arrival: float, now: float

@@ -153,3 +153,28 @@ def queue_generated(
     if message.needs_queue_entry():
         db.enqueue(message)
     return message
+
+
+def hold_report_lines(db: Database, message_id: str, kind: str, entries: list[str]) -> None:
+    """Keep report lines (JSON) until every destination of this delivery round has answered."""
+    db.conn.executemany(
+        "INSERT INTO queue_reports_pending(message_id, kind, entry) VALUES (?, ?, ?)",
+        [(message_id, kind, entry) for entry in entries],
+    )
+
+
+def take_report_lines(db: Database, message_id: str) -> dict[str, list[str]]:
+    """The report lines held for a message, by kind, removed from the store."""
+    rows = db.conn.execute(
+        "DELETE FROM queue_reports_pending WHERE message_id = ? RETURNING kind, entry",
+        (message_id,),
+    ).fetchall()
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for kind, entry in rows:
+        by_kind[str(kind)].append(str(entry))
+    return dict(by_kind)
+
+
+def messages_with_held_reports(db: Database) -> list[str]:
+    rows = db.conn.execute("SELECT DISTINCT message_id FROM queue_reports_pending")
+    return [str(r[0]) for r in rows]

@@ -79,6 +79,15 @@ CREATE TABLE IF NOT EXISTS queue_attempts (
 );
 CREATE INDEX IF NOT EXISTS queue_attempts_recipient ON queue_attempts(recipient_id);
 
+-- Report lines of one message gathered while its deliveries to several destinations run, so
+-- the sender gets ONE report per kind (RFC 3464 allows many recipients per report).
+CREATE TABLE IF NOT EXISTS queue_reports_pending (
+    message_id TEXT NOT NULL REFERENCES queue_messages(id) ON DELETE CASCADE,
+    kind       TEXT NOT NULL,       -- failure|delay|success
+    entry      TEXT NOT NULL        -- JSON of one ReportRecipient
+);
+CREATE INDEX IF NOT EXISTS queue_reports_pending_message ON queue_reports_pending(message_id);
+
 CREATE TABLE IF NOT EXISTS mailboxes (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
