@@ -125,7 +125,9 @@ class ImapClient:
         tag = self._tag()
         head = tag + b" APPEND " + quote(mailbox)
         for data, internal_date in messages:
-            head += b" (" + flags.encode() + b") " + quote(internal_date)
+            head += b" (" + flags.encode() + b")"
+            if internal_date:
+                head += b" " + quote(internal_date)
             head += b" {%d%s}\r\n" % (len(data), b"+" if plus else b"")
             self.sock.sendall(head)
             if not plus:
@@ -136,7 +138,13 @@ class ImapClient:
         return self._finish(tag, True)
 
     def login(self, user: str, password: str) -> Response:
-        return self.command(b"LOGIN " + quote(user) + b" " + quote(password))
+        """LOGIN; the capabilities become those the OK (or a CAPABILITY response) lists."""
+        response = self.command(b"LOGIN " + quote(user) + b" " + quote(password))
+        for text in [response.text, *response.untagged]:
+            match = re.search(rb"(?:\[|^\* )CAPABILITY ([^\]\r]*)", text)
+            if match:
+                self.capabilities = set(match.group(1).decode().upper().split())
+        return response
 
 
 class ScramClient:

@@ -24,7 +24,7 @@ BODY_WORD = "quokkas"
 EPOCH = dt.datetime(2022, 1, 1, tzinfo=dt.UTC)
 SPAN_SECONDS = 2 * 365 * 24 * 3600
 
-_WORDS = (
+_WORDS_TEXT = (
     "account agenda almost answer april autumn balance battery before budget button calendar "
     "camera change charge circle client closing coffee comment common contract corner cotton "
     "course cousin credit custom dealer decide degree deliver design detail dinner direct "
@@ -41,19 +41,22 @@ _WORDS = (
     "socket source spring square stable status street strong studio submit summer supply "
     "system tablet target ticket timber toward travel tunnel update useful valley vendor "
     "version village visual volume wallet weekly window winter wonder yellow"
-).split()
-_FIRST = (
+)
+_WORDS = _WORDS_TEXT.split()
+_FIRST_TEXT = (
     "alice bob carol dave erin frank grace heidi ivan judy mallory niaj olivia peggy rupert "
     "sybil trent victor walter yvonne"
-).split()
-_DOMAINS = (
-    "example.com example.org example.net mail.test corp.example lists.example "
-    "shop.example news.example uni.example home.example bank.example travel.example"
-).split()
+)
+_FIRST = _FIRST_TEXT.split()
+_DOMAINS_TEXT = (
+    "example.com example.org example.net mail.test corp.example lists.example shop.example "
+    "news.example uni.example home.example bank.example travel.example"
+)
+_DOMAINS = _DOMAINS_TEXT.split()
 _UNICODE = ("Grüße", "réunion", "naïve", "Zürich", "smörgåsbord", "crème", "piñata", "façade")
-_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _WRAP = re.compile(r"\S.{0,75}(?=\s|$)")
-_DAYS = "Mon Tue Wed Thu Fri Sat Sun".split()
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def message(i: int) -> Message:
         headers.append(f'Content-Type: multipart/mixed; boundary="{boundary}"')
         body = (
             f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n{text}"
-            f"--{boundary}\r\nContent-Type: application/octet-stream; name=\"data{i}.bin\"\r\n"
+            f'--{boundary}\r\nContent-Type: application/octet-stream; name="data{i}.bin"\r\n'
             f'Content-Disposition: attachment; filename="data{i}.bin"\r\n'
             f"Content-Transfer-Encoding: base64\r\n\r\n{blob}"
             f"--{boundary}--\r\n"

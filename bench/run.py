@@ -2,15 +2,18 @@
 
 Usage (from the repo root, as root, with postfix installed)::
 
-    .venv/bin/python bench/run.py [--messages 5000] [--only postfix,aiosmtpd,postroom]
-                                  [--scenario receive,relay]
+    .venv/bin/python bench/run.py [--messages 5000] [--only postfix,aiosmtpd,dovecot,postroom]
+                                  [--scenario receive,relay,imap] [--imap-messages 10000]
+                                  [--imap-sessions 10000]
 
 Each system gets ``smtp-source -s 20 -m N -l 5120`` on its own free 127.0.0.1
 port; see the sys_*.py modules for what each rate means.  Two scenarios:
 ``receive`` (accept and deliver locally; postroom is also measured for RSS
 growth while 10 sessions send a 20 MiB message each) and ``relay`` (Postfix and
-postroom forward the load into smtp-sink, sys_relay.py).  Prints a table per
-scenario and writes ``bench/results/latest.json``.  A system that fails prints
+postroom forward the load into smtp-sink, sys_relay.py) and ``imap`` (Dovecot
+and postroom over the same generated mailbox, then postroom's RSS with many
+idle sessions, sys_imap.py).  Prints a table per scenario and writes
+``bench/results/latest.json``.  A system that fails prints
 its error and the others still run; the exit status is 1 if any selected system
 failed, else 0 (missing a target does not fail the run).
 """
@@ -33,6 +36,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sys_aiosmtpd
+import sys_dovecot
+import sys_imap
 import sys_postfix
 import sys_postroom
 import sys_relay
@@ -48,9 +53,11 @@ RELAY_SYSTEMS: dict[str, Runner] = {
     "postfix": sys_relay.run_postfix,
     "postroom": sys_relay.run_postroom,
 }
-SCENARIOS = ("receive", "relay")
+IMAP_SYSTEMS = ("dovecot", "postroom")
+SCENARIOS = ("receive", "relay", "imap")
 RATIO_TARGET_VS_POSTFIX = 2.0
 RELAY_TARGET_VS_POSTFIX = 1.0
+IMAP_TARGET_VS_DOVECOT = 1.0
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -59,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=5000, help="messages per system")
     parser.add_argument(
         "--only",
-        default=",".join(SYSTEMS),
+        default=",".join([*SYSTEMS, "dovecot"]),
         help="comma-separated systems to run (default: %(default)s)",
     )
     parser.add_argument(
@@ -71,11 +78,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=600.0, help="seconds allowed per system run"
     )
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write results")
+    parser.add_argument(
+        "--imap-messages", type=int, default=10000, help="messages in the IMAP test mailbox"
+    )
+    parser.add_argument(
+        "--imap-sessions",
+        type=int,
+        default=10000,
+        help="concurrent idle IMAP sessions for postroom's memory test (0: skip it)",
+    )
+    parser.add_argument(
+        "--imap-tls-sessions",
+        type=int,
+        default=2000,
+        help="TLS-only connections used to estimate TLS's share of that memory",
+    )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = [name for name in args.only if name not in SYSTEMS]
+    known = [*SYSTEMS, "dovecot"]
+    unknown = [name for name in args.only if name not in known]
     if unknown:
-        parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+        parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     args.scenario = [name.strip() for name in args.scenario.split(",") if name.strip()]
     unknown = [name for name in args.scenario if name not in SCENARIOS]
     if unknown or not args.scenario:
@@ -84,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.messages < 1:
         parser.error("--messages must be at least 1")
+    if args.imap_messages < 1 or args.imap_sessions < 0 or args.imap_tls_sessions < 1:
+        parser.error("--imap-messages and --imap-tls-sessions must be at least 1")
     return args
 
 
@@ -131,6 +156,7 @@ def host_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "postfix": sys_postfix.postfix_version(),
+        "dovecot": sys_dovecot.dovecot_version(),
     }
 
 
@@ -154,6 +180,51 @@ def print_relay_table(results: dict[str, dict[str, Any]]) -> None:
     if "peak_rss_mib" in pr:
         idle, peak = pr["idle_rss_mib"], pr["peak_rss_mib"]
         print(f"postroom RSS while relaying: idle {idle} MiB, peak {peak} MiB")
+
+
+def print_imap_table(imap: dict[str, Any]) -> None:
+    res = imap.get("results", {})
+    dov, ours = res.get("dovecot", {}), res.get("postroom", {})
+    print(f"\nIMAP over TLS, {imap['messages']} messages, median of {imap['reps']} runs")
+    print(f"{'operation':<16} {'dovecot ms':>11} {'postroom ms':>12} {'ratio':>7}  check")
+    print("-" * 60)
+    for op in sys_imap.OPS:
+        d, p = dov.get(op, {}), ours.get(op, {})
+        dm, pm = d.get("median_ms"), p.get("median_ms")
+        r = round(dm / pm, 2) if dm and pm else None
+        imap.setdefault("ratios", {})[op] = r
+        check = " ".join(
+            f"{k}={d.get(k, '-')}/{p.get(k, '-')}" for k in ("hits", "bytes") if k in d or k in p
+        )
+        shown = [f"{v:.1f}" if v is not None else "-" for v in (dm, pm)]
+        verdict = "-" if r is None else f"{r:.2f}" + ("" if r >= IMAP_TARGET_VS_DOVECOT else " <")
+        print(f"{op:<16} {shown[0]:>11} {shown[1]:>12} {verdict:>7}  {check}")
+    print(f"ratio = dovecot ms / postroom ms (target >= {IMAP_TARGET_VS_DOVECOT}; '<' missed)")
+    for name, load in imap.get("load", {}).items():
+        print(f"load {name}: {load['load_seconds']} s ({load['load_msg_per_s']} msg/s, untimed)")
+    for name, error in imap.get("errors", {}).items():
+        print(f"{name}: FAILED ({error.splitlines()[0] if error else ''})")
+    big = imap.get("big_select")
+    if big:
+        print(
+            f"postroom: {big['opened']} sessions with the {imap['messages']}-message INBOX "
+            f"selected: +{big['rss_delta_mib']} MiB ({big['kib_per_session']} KiB each)"
+        )
+    mem = imap.get("memory")
+    if mem:
+        for mode in ("greeting", "tls", "idle"):
+            m = mem[mode]
+            print(
+                f"postroom RSS, {m['opened']}/{m['sessions']} '{mode}' sessions: "
+                f"{m['rss_before_mib']} -> {m['rss_after_mib']} MiB "
+                f"({m['kib_per_session']} KiB each, opened in {m['seconds']} s)"
+            )
+        idle = mem["idle"]
+        print(
+            f"idle sessions over TLS: {idle['rss_after_mib']} MiB (target <= "
+            f"{mem['target_mib']} MiB without TLS; estimate without TLS: "
+            f"{mem.get('idle_without_tls_estimate_mib', '-')} MiB)"
+        )
 
 
 def run_systems(
@@ -190,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     relay: dict[str, dict[str, Any]] = {}
     if "receive" in args.scenario:
-        results = run_systems("receive", SYSTEMS, args.only, load, args.timeout)
+        names = [name for name in args.only if name in SYSTEMS]
+        results = run_systems("receive", SYSTEMS, names, load, args.timeout)
     if "relay" in args.scenario:
         names = [name for name in args.only if name in RELAY_SYSTEMS]
         if not names:
@@ -200,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         print_table(results)
     if relay:
         print_relay_table(relay)
+    imap: dict[str, Any] = {}
+    if "imap" in args.scenario:
+        names = [name for name in IMAP_SYSTEMS if name in args.only]
+        imap = sys_imap.run(names, args.imap_messages, args.imap_sessions, args.imap_tls_sessions)
+        print_imap_table(imap)
     report = {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": host_info(),
@@ -220,13 +297,16 @@ def main(argv: list[str] | None = None) -> int:
             "postroom/postfix": RATIO_TARGET_VS_POSTFIX,
             "rss_delta_mib": sys_postroom.RSS_TARGET_MIB,
             "relay postroom/postfix": RELAY_TARGET_VS_POSTFIX,
+            "imap dovecot/postroom": IMAP_TARGET_VS_DOVECOT,
+            "imap idle sessions rss_mib": sys_imap.RSS_TARGET_MIB,
         },
+        "imap": imap,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nresults written to {args.json}")
     every = [*results.values(), *relay.values()]
-    return 1 if any("error" in res for res in every) else 0
+    return 1 if any("error" in res for res in every) or imap.get("errors") else 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The stored form of a message's IMAP summary (ENVELOPE, BODYSTRUCTURE, sort/search keys).
 
 Computed once per blob when it first enters a mailbox (RFC 3501 FETCH ENVELOPE/BODYSTRUCTURE
-then never parses the message again) and kept in `blobs.summary` as compact JSON; byte strings
-travel as latin-1 text so every octet survives.
+then never parses the message again) and kept in `blobs.summary`: a line with three lengths,
+then the ENVELOPE, BODY and BODYSTRUCTURE bytes as they go on the wire (so FETCH slices them out
+without decoding anything), then the sort/search keys as compact JSON.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ def _addresses(items: tuple[MailAddress, ...]) -> list[list[str]]:
 
 
 def pack(summary: MessageSummary) -> bytes:
+    wire = (summary.envelope, summary.body, summary.bodystructure)
+    head = b"%d %d %d\n" % tuple(len(part) for part in wire)
     record = [
-        _b(summary.envelope),
-        _b(summary.bodystructure),
-        _b(summary.body),
         summary.date,
         _b(summary.subject_raw),
         summary.subject,
@@ -40,28 +40,42 @@ def pack(summary: MessageSummary) -> bytes:
         summary.in_reply_to,
         list(summary.references),
     ]
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+    keys = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+    return head + b"".join(wire) + keys
+
+
+def wire_parts(data: bytes) -> tuple[bytes, bytes, bytes, int]:
+    """ENVELOPE, BODY, BODYSTRUCTURE, and where the JSON keys start."""
+    newline = data.index(b"\n")
+    lengths = [int(n) for n in data[:newline].split()]
+    start = newline + 1
+    parts = []
+    for length in lengths:
+        parts.append(data[start : start + length])
+        start += length
+    return parts[0], parts[1], parts[2], start
 
 
 def unpack(data: bytes) -> MessageSummary:
-    record: list[Any] = json.loads(data)
+    envelope, body, bodystructure, start = wire_parts(data)
+    record: list[Any] = json.loads(data[start:])
 
     def addresses(items: list[list[str]]) -> tuple[MailAddress, ...]:
         return tuple(MailAddress(*item) for item in items)
 
     return MessageSummary(
-        envelope=_unb(record[0]) or b"",
-        bodystructure=_unb(record[1]) or b"",
-        body=_unb(record[2]) or b"",
-        date=record[3],
-        subject_raw=_unb(record[4]),
-        subject=record[5],
-        from_=addresses(record[6]),
-        to=addresses(record[7]),
-        cc=addresses(record[8]),
-        message_id=record[9],
-        in_reply_to=record[10],
-        references=tuple(record[11]),
+        envelope=envelope,
+        bodystructure=bodystructure,
+        body=body,
+        date=record[0],
+        subject_raw=_unb(record[1]),
+        subject=record[2],
+        from_=addresses(record[3]),
+        to=addresses(record[4]),
+        cc=addresses(record[5]),
+        message_id=record[6],
+        in_reply_to=record[7],
+        references=tuple(record[8]),
     )
 
 

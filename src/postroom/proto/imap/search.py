@@ -44,7 +44,6 @@ class SearchMessage:
     internal_date: float
     size: int
     modseq: int
-    sent: int | None  # the Date: header as a Unix time
     content: bytes | None = None  # the whole message, when the key needs it
     _headers: dict[str, list[str]] | None = field(default=None, repr=False)
     _body: str | None = field(default=None, repr=False)

@@ -31,7 +31,7 @@ from postroom.services.imap.session import ImapSession, Refusal
 from postroom.storage import imap as store_ops
 from postroom.storage.database import Database, unlink_quietly
 from postroom.storage.mailboxes import expunge
-from postroom.storage.summary import summarise_packed, unpack
+from postroom.storage.summary import summarise_packed, unpack, wire_parts
 
 SEEN = "\\Seen"
 FETCH_BATCH = 256  # messages read from the store per round trip
@@ -175,9 +175,7 @@ def _fetch_response(
     parts: list[bytes] = []
     raw = row.content or b""
     tree = None
-    summary = None
-    if row.summary is not None:
-        summary = unpack(row.summary)
+    wire = wire_parts(row.summary) if row.summary is not None else None
     for item in items:
         if isinstance(item, FetchAttr):
             name = item.name
@@ -193,14 +191,11 @@ def _fetch_response(
             elif name == "MODSEQ":
                 parts.append(b"MODSEQ (%d)" % row.modseq)
             elif name in ("ENVELOPE", "BODY", "BODYSTRUCTURE"):
-                if summary is None:
+                if wire is None:
                     raise Refusal("Message summary missing", status="NO")
-                value = {
-                    "ENVELOPE": summary.envelope,
-                    "BODY": summary.body,
-                    "BODYSTRUCTURE": summary.bodystructure,
-                }[name]
-                parts.append(name.encode() + b" " + value)
+                envelope, body, bodystructure, _ = wire
+                value = {"ENVELOPE": envelope, "BODY": body, "BODYSTRUCTURE": bodystructure}
+                parts.append(name.encode() + b" " + value[name])
             elif name == "RFC822":
                 parts.append(b"RFC822 " + encode.literal(raw))
             elif name in ("RFC822.HEADER", "RFC822.TEXT"):
@@ -337,7 +332,7 @@ def _esearch(
 
 
 async def _matching(
-    session: ImapSession, selected: SelectedMailbox, key: SearchKey
+    session: ImapSession, selected: SelectedMailbox, key: SearchKey, *, summary: bool = False
 ) -> list[tuple[int, store_ops.FetchRow]]:
     """(sequence number, stored row with its summary) of every message `key` matches."""
     uids = list(selected.uids)
@@ -353,7 +348,7 @@ async def _matching(
                 mailbox_id=selected.mailbox_id,
                 uids=batch,
                 blob_dir=store.blob_dir,
-                summary=True,
+                summary=summary,
                 content=content,
             )
         )
@@ -361,7 +356,6 @@ async def _matching(
             seq = selected.seq_of(row.uid)
             if seq is None:
                 continue
-            sent = unpack(row.summary).date if row.summary is not None else None
             message = SearchMessage(
                 seq=seq,
                 uid=row.uid,
@@ -369,7 +363,6 @@ async def _matching(
                 internal_date=row.internal_date,
                 size=row.size,
                 modseq=row.modseq,
-                sent=sent,
                 content=row.content,
             )
             if matches(key, message, exists=exists, max_uid=max_uid):
@@ -410,7 +403,7 @@ async def sort(session: ImapSession, tag: str, command: cmd.Command) -> None:
     selected = _selected(session)
     await session.announce(allow_expunge=command.uid)
     _check_charset(command.charset)
-    found = await _matching(session, selected, command.key)
+    found = await _matching(session, selected, command.key, summary=True)
     criteria = [SortCriterion(SortKey(c.key), c.reverse) for c in command.criteria]
     order = sort_messages([_sort_keys(seq, row) for seq, row in found], criteria)
     numbers = [selected.uid_at(seq) for seq in order] if command.uid else order
@@ -424,7 +417,7 @@ async def thread(session: ImapSession, tag: str, command: cmd.Command) -> None:
     selected = _selected(session)
     await session.announce(allow_expunge=command.uid)
     _check_charset(command.charset)
-    found = await _matching(session, selected, command.key)
+    found = await _matching(session, selected, command.key, summary=True)
     threads = thread_messages(
         [_sort_keys(seq, row) for seq, row in found], ThreadAlgorithm(command.algorithm)
     )
