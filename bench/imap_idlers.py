@@ -17,6 +17,7 @@ import asyncio
 import base64
 import json
 import resource
+import ssl
 import sys
 import time
 
@@ -43,8 +44,9 @@ async def until_tagged(reader: asyncio.StreamReader, tag: bytes) -> bytes:
             return line
 
 
-async def open_one(args: argparse.Namespace, scram: ScramClient | None) -> asyncio.StreamWriter:
-    tls = None if args.mode == "greeting" else client_tls_context()
+async def open_one(
+    args: argparse.Namespace, tls: ssl.SSLContext | None, scram: ScramClient | None
+) -> asyncio.StreamWriter:
     reader, writer = await asyncio.open_connection(
         HOST, args.port, ssl=tls, server_hostname="localhost" if tls else None, limit=2**20
     )
@@ -74,6 +76,7 @@ async def open_one(args: argparse.Namespace, scram: ScramClient | None) -> async
 
 async def main_async(args: argparse.Namespace) -> None:
     scram = ScramClient(args.user, args.password) if args.mode == "idle" else None
+    tls = None if args.mode == "greeting" else client_tls_context()
     writers: list[asyncio.StreamWriter] = []
     errors: list[str] = []
     gate = asyncio.Semaphore(args.concurrency)
@@ -81,7 +84,7 @@ async def main_async(args: argparse.Namespace) -> None:
     async def one() -> None:
         async with gate:
             try:
-                writers.append(await open_one(args, scram))
+                writers.append(await open_one(args, tls, scram))
             except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
 

@@ -56,7 +56,7 @@ APPENDS = 200
 STORES = 1000
 LOAD_BATCH = 100
 IDLE_INBOX = 10
-BIG_SELECT_SESSIONS = 100
+BIG_SELECT_SESSIONS = 20
 IDLER_PROCS = 2
 IDLE_DEADLINE = 100.0
 RSS_TARGET_MIB = 200
@@ -82,8 +82,11 @@ class Server:
     loaded: int = 0
 
 
+TLS = client_tls_context()
+
+
 def connect(server: Server, user: str = USER) -> ImapClient:
-    client = ImapClient(HOST, server.port, client_tls_context())
+    client = ImapClient(HOST, server.port, TLS)
     client.login(user, PASSWORD)
     return client
 
@@ -117,7 +120,7 @@ def run_op(
     assert client is not None
     n = server.loaded
     if op == "login_select":
-        fresh = ImapClient(HOST, server.port, client_tls_context())
+        fresh = ImapClient(HOST, server.port, TLS)
         try:
             fresh.login(USER, PASSWORD)
             received = fresh.command(b"SELECT INBOX").received
@@ -277,6 +280,7 @@ def postroom_config(imap_port: int, imaps_port: int, cert: Path, key: Path, conn
         f'imap = "{HOST}:{imap_port}"\nimaps = "{HOST}:{imaps_port}"\n\n'
         f'[tls]\ncert = "{cert}"\nkey = "{key}"\n\n'
         f"[limits]\nconnections = {conns}\nconnections_per_ip = {conns}\n"
+        f"imap_sessions_per_user = {conns}\n"
     )
 
 

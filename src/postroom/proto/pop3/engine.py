@@ -10,7 +10,6 @@ answer to a command in the wrong state is the `WRONG_STATE` table.
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from postroom.proto import sasl
 from postroom.proto.pop3 import events as ev
 from postroom.proto.pop3 import replies
 from postroom.proto.pop3.replies import Response
+from postroom.proto.sasl import wire as sasl_wire
 
 # RFC 2449 §4: a command line is at most 255 octets, CRLF included.
 MAX_COMMAND_LINE = 255
@@ -387,18 +387,13 @@ class Pop3Server:
             # Not in RFC 5034, but common (Dovecot, Cyrus): a bare AUTH lists the mechanisms.
             self._out += replies.multiline(replies.AUTH_MECHANISMS, self.settings.auth_mechanisms)
             return
-        name, _, initial_text = argument.partition(" ")
-        name = name.upper()
-        mechanism = sasl.new_mechanism(name) if name in self.settings.auth_mechanisms else None
-        if mechanism is None:
-            raise Pop3Error(replies.AUTH_UNKNOWN_MECHANISM)
-        initial: bytes | None = None
-        initial_text = initial_text.strip()
-        if initial_text:
-            # RFC 5034 §4: "=" is an initial response of zero length.
-            initial = b"" if initial_text == "=" else _b64decode(initial_text)
-            if initial is None:
-                raise Pop3Error(replies.AUTH_MALFORMED)
+        try:
+            begun = sasl_wire.start(argument, self.settings.auth_mechanisms)
+        except sasl_wire.UnknownMechanism:
+            raise Pop3Error(replies.AUTH_UNKNOWN_MECHANISM) from None
+        except sasl_wire.Malformed:
+            raise Pop3Error(replies.AUTH_MALFORMED) from None
+        mechanism, initial = begun.mechanism, begun.initial
         self._user = None
         self._sasl = mechanism
         self.mode = Mode.AUTH
@@ -406,13 +401,14 @@ class Pop3Server:
 
     def _sasl_line(self, line: str) -> None:
         assert self._sasl is not None
-        if line.strip() == "*":
-            # RFC 5034 §4: the client cancels the exchange with "*"; the server answers -ERR.
-            self._end_sasl(replies.AUTH_CANCELLED)
-            return
-        data = _b64decode(line.strip())
-        if data is None:
+        try:
+            data = sasl_wire.client_line(line)
+        except sasl_wire.Malformed:
             self._end_sasl(replies.AUTH_MALFORMED)
+            return
+        if data is sasl_wire.CANCEL:
+            # RFC 5034 §4: the client cancels the exchange with "*".
+            self._end_sasl(replies.AUTH_CANCELLED)
             return
         self._sasl_step(self._sasl.respond(data))
 
@@ -529,10 +525,3 @@ _HANDLERS: dict[str, Callable[[Pop3Server, str], None]] = {
     "TOP": Pop3Server._top,
     "UIDL": Pop3Server._uidl,
 }
-
-
-def _b64decode(text: str) -> bytes | None:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None

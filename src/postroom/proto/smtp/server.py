@@ -9,13 +9,13 @@ for a command out of sequence is the `SEQUENCE_REPLIES` table.
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from postroom.proto import sasl
+from postroom.proto.sasl import wire as sasl_wire
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import params, replies
 from postroom.proto.smtp.data import ChunkReader, DataReader, LineEndingChecker
@@ -474,18 +474,13 @@ class SmtpServer:
             raise ClientError(replies.AUTH_ALREADY)
         if not self._auth_allowed():
             raise ClientError(replies.TLS_REQUIRED)
-        name, _, initial_text = argument.partition(" ")
-        name = name.upper()
-        mechanism = sasl.new_mechanism(name) if name in self.settings.auth_mechanisms else None
-        if mechanism is None:
-            raise ClientError(replies.AUTH_UNKNOWN_MECHANISM)
-        initial: bytes | None = None
-        initial_text = initial_text.strip()
-        if initial_text:
-            # RFC 4954 §4: "=" stands for an empty initial response.
-            initial = b"" if initial_text == "=" else _b64decode(initial_text)
-            if initial is None:
-                raise ClientError(replies.AUTH_MALFORMED)
+        try:
+            begun = sasl_wire.start(argument, self.settings.auth_mechanisms)
+        except sasl_wire.UnknownMechanism:
+            raise ClientError(replies.AUTH_UNKNOWN_MECHANISM) from None
+        except sasl_wire.Malformed:
+            raise ClientError(replies.AUTH_MALFORMED) from None
+        mechanism, initial = begun.mechanism, begun.initial
         self._sasl = mechanism
         self.mode = Mode.AUTH
         self._sasl_step(mechanism.start(initial))
@@ -494,13 +489,14 @@ class SmtpServer:
 
     def _sasl_line(self, line: str) -> None:
         assert self._sasl is not None
-        if line.strip() == "*":
+        try:
+            data = sasl_wire.client_line(line)
+        except sasl_wire.Malformed:
+            self._end_sasl(replies.AUTH_MALFORMED)
+            return
+        if data is sasl_wire.CANCEL:
             # RFC 4954 §4: the client cancels the exchange with "*".
             self._end_sasl(replies.AUTH_CANCELLED)
-            return
-        data = _b64decode(line.strip())
-        if data is None:
-            self._end_sasl(replies.AUTH_MALFORMED)
             return
         self._sasl_step(self._sasl.respond(data))
 
@@ -619,10 +615,3 @@ def _parse_bdat(argument: str) -> tuple[int | None, bool]:
     if len(parts) == 2 and parts[1].upper() != "LAST":
         return None, False
     return int(parts[0]), len(parts) == 2
-
-
-def _b64decode(text: str) -> bytes | None:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import functools
 import logging
@@ -23,6 +22,7 @@ from postroom.proto.imap import mutf7
 from postroom.proto.imap.encode import astring, flag_list, sequence_set
 from postroom.proto.imap.listing import Listed, list_entries, lsub_entries
 from postroom.proto.imap.selected import MessageState, SelectedMailbox
+from postroom.proto.sasl import wire as sasl_wire
 from postroom.proto.sasl.saslprep import prepare_login
 from postroom.queue.spool import ContentBuffer, Spool
 from postroom.services.authn import Authenticator
@@ -278,7 +278,7 @@ class ImapSession:
         if not self.io.secure:
             raise Refusal("Authentication needs TLS first", "PRIVACYREQUIRED")
         mechanism = sasl.new_mechanism(command.mechanism)
-        if mechanism is None or command.mechanism == "LOGIN":
+        if mechanism is None:
             raise Refusal("Unsupported authentication mechanism", "CANNOT")
         step = mechanism.start(command.initial_response)
         while True:
@@ -289,12 +289,12 @@ class ImapSession:
                 if line is None:
                     self.state = "logout"
                     return
-                if line.strip() == b"*":
-                    raise Refusal("Authentication aborted", status="BAD")  # RFC 3501 §6.2.2
                 try:
-                    answer = base64.b64decode(line.strip(), validate=True)
-                except binascii.Error:
+                    answer = sasl_wire.client_line(line.decode("ascii", "replace"))
+                except sasl_wire.Malformed:
                     raise Refusal("Invalid base64 in the response", status="BAD") from None
+                if answer is sasl_wire.CANCEL:
+                    raise Refusal("Authentication aborted", status="BAD")  # RFC 3501 §6.2.2
                 step = mechanism.respond(answer)
             elif isinstance(step, sasl.CheckPassword):
                 ok = await self.ctx.authenticator.check_password(
