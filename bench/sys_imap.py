@@ -105,7 +105,13 @@ def load_mailbox(server: Server, messages: list[corpus.Message]) -> dict[str, An
     if exists != [len(messages)]:
         raise BenchError(f"{server.name}: INBOX shows {exists} messages after loading")
     server.client, server.loaded = client, len(messages)
-    return {"load_seconds": round(seconds, 2), "load_msg_per_s": round(len(messages) / seconds)}
+    cipher = client.sock.cipher()
+    return {
+        "load_seconds": round(seconds, 2),
+        "load_msg_per_s": round(len(messages) / seconds),
+        "append_batch": batch,
+        "tls": f"{client.sock.version()} {cipher[0] if cipher else ''}",
+    }
 
 
 def _search_hits(untagged: list[bytes]) -> int:

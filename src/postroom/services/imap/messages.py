@@ -12,7 +12,7 @@ import bisect
 import datetime as dt
 import functools
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from postroom.proto.imap import encode
 from postroom.proto.imap import grammar_commands as cmd
@@ -103,19 +103,7 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
         if unseen:
             seen_changed = await _set_seen(session, selected, unseen)
     missing = False
-    store = session.ctx.store
-    for start in range(0, len(uids), FETCH_BATCH):
-        batch = uids[start : start + FETCH_BATCH]
-        rows = await store.read(
-            functools.partial(
-                store_ops.fetch_rows,
-                mailbox_id=selected.mailbox_id,
-                uids=batch,
-                blob_dir=store.blob_dir,
-                summary=want_summary,
-                content=want_content,
-            )
-        )
+    async for batch, rows in _batches(session, selected, uids, want_summary, want_content):
         if len(rows) < len(batch):
             missing = True
         for row in rows:
@@ -146,6 +134,30 @@ async def _vanished_earlier(
     gone = [u for u in gone if sequence.contains(u, top)]
     if gone:
         session.send(b"* VANISHED (EARLIER) " + _set(gone) + b"\r\n")
+
+
+async def _batches(
+    session: ImapSession,
+    selected: SelectedMailbox,
+    uids: list[int],
+    summary: bool,
+    content: bool,
+) -> AsyncIterator[tuple[list[int], list[store_ops.FetchRow]]]:
+    """The stored rows of `uids`, FETCH_BATCH at a time (one store round trip each)."""
+    store = session.ctx.store
+    for start in range(0, len(uids), FETCH_BATCH):
+        batch = uids[start : start + FETCH_BATCH]
+        rows = await store.read(
+            functools.partial(
+                store_ops.fetch_rows,
+                mailbox_id=selected.mailbox_id,
+                uids=batch,
+                blob_dir=store.blob_dir,
+                summary=summary,
+                content=content,
+            )
+        )
+        yield batch, rows
 
 
 async def _set_seen(session: ImapSession, selected: SelectedMailbox, uids: list[int]) -> set[int]:
@@ -335,23 +347,10 @@ async def _matching(
     session: ImapSession, selected: SelectedMailbox, key: SearchKey, *, summary: bool = False
 ) -> list[tuple[int, store_ops.FetchRow]]:
     """(sequence number, stored row with its summary) of every message `key` matches."""
-    uids = list(selected.uids)
-    content = needs_content(key)
-    store = session.ctx.store
     found: list[tuple[int, store_ops.FetchRow]] = []
     exists, max_uid = selected.exists, selected.max_uid
-    for start in range(0, len(uids), FETCH_BATCH):
-        batch = uids[start : start + FETCH_BATCH]
-        rows = await store.read(
-            functools.partial(
-                store_ops.fetch_rows,
-                mailbox_id=selected.mailbox_id,
-                uids=batch,
-                blob_dir=store.blob_dir,
-                summary=summary,
-                content=content,
-            )
-        )
+    uids = list(selected.uids)
+    async for _, rows in _batches(session, selected, uids, summary, needs_content(key)):
         for row in rows:
             seq = selected.seq_of(row.uid)
             if seq is None:
