@@ -223,9 +223,6 @@ LIVETEST_EXCLUDED = {
     "TestWithoutUIDs.test_fetch": "livetest bug",
     # IMAPClient.move without UIDs calls imaplib's non-existent `move` method.
     "TestWithoutUIDs.test_move": "imapclient bug",
-    # RFC 3501 §6.3.9 is not followed yet by postroom's LSUB: see test_lsub_star_lists_only_
-    # subscribed_names below.
-    "TestGeneral.test_subscriptions": "postroom LSUB bug",
 }
 
 LIVETEST_DRIVER = """
@@ -288,9 +285,6 @@ def test_imapclient_livetest(server: Postroom, tmp_path: Path) -> None:
     assert summary["run"] - summary["skipped"] >= 44, output
 
 
-@pytest.mark.xfail(
-    strict=True, reason="postroom LSUB lists unsubscribed parents for '*' (RFC 3501 §6.3.9)"
-)
 def test_lsub_star_lists_only_subscribed_names(server: Postroom) -> None:
     with imap(server) as client:
         assert client.create("parent")[0] == "OK"

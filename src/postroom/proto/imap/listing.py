@@ -114,6 +114,8 @@ def lsub_entries(
     for name in subscribed:
         if matches(name):
             found[name] = () if name in mailboxes else ("\\Noselect",)
+            continue
+        # Only a pattern that stops above the subscribed name ("%") shows the level it stops at.
         for parent in _ancestors(name):
             if parent not in subscribed and matches(parent):
                 found.setdefault(parent, ("\\Noselect",))

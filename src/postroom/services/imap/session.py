@@ -493,7 +493,14 @@ class ImapSession:
         name = self.decode_name(command.mailbox)
         on = isinstance(command, cmd.Subscribe)
         user_id = self.uid
-        await self.ctx.store.write(lambda db: store_ops.subscribe(db, user_id, name, on=on))
+
+        def change(db: Database) -> None:
+            if on:
+                # RFC 3501 §6.3.6 lets a server refuse a name that does not exist; Dovecot does.
+                store_ops.require_mailbox(db, user_id, name)
+            store_ops.subscribe(db, user_id, name, on=on)
+
+        await self.ctx.store.write(change)
         self.tagged(tag, "OK", ("Subscribe" if on else "Unsubscribe") + " completed.")
 
     async def list(self, tag: str, command: cmd.Command) -> None:
