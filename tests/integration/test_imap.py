@@ -332,3 +332,32 @@ def test_sessions_per_user_are_bounded(postroom_factory: Callable[..., Postroom]
     wait_until(logged_in, 10, "a freed session slot")
     for client in (second, third, fourth):
         client.logout()
+
+
+def test_flag_changes_reach_an_idling_session(server: Postroom, alice: imaplib.IMAP4) -> None:
+    deliver(server)
+    server.wait_for_messages(ALICE, 1)
+    alice.select("INBOX")
+    alice.send(b"I2 IDLE\r\n")
+    assert alice.readline().startswith(b"+ ")
+    other = connect(server)
+    other.select("INBOX")
+    other.store("1", "+FLAGS", "(\\Answered)")
+    other.logout()
+    line = alice.readline()
+    assert line.startswith(b"* 1 FETCH (FLAGS (") and b"\\Answered" in line, line
+    alice.send(b"DONE\r\n")
+    assert alice.readline().startswith(b"I2 OK")
+
+
+def test_append_acknowledged_survives_kill_9(server: Postroom, alice: imaplib.IMAP4) -> None:
+    message = b"Subject: keep me\r\n\r\nacknowledged before the crash\r\n"
+    typ, _ = alice.append("INBOX", None, None, message)
+    assert typ == "OK"
+    server.kill()
+    server.restart()
+    client = connect(server)
+    client.select("INBOX")
+    typ, data = client.fetch("1", "(BODY.PEEK[])")
+    assert data[0][1] == message  # type: ignore[index]
+    client.logout()
