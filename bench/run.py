@@ -207,7 +207,7 @@ def print_imap_table(imap: dict[str, Any]) -> None:
     big = imap.get("big_select")
     if big:
         print(
-            f"postroom: {big['opened']} sessions with the {imap['messages']}-message INBOX "
+            f"postroom: {big['opened']} sessions with the {big['inbox_messages']}-message INBOX "
             f"selected: +{big['rss_delta_mib']} MiB ({big['kib_per_session']} KiB each)"
         )
     mem = imap.get("memory")

@@ -21,7 +21,7 @@ the STARTTLS port, ``tls`` connections on imaps that stop after the greeting, an
 sessions (imaps, SCRAM login, SELECT of a 10-message INBOX, IDLE).  Logins need TLS and
 postroom has no knob to allow them in plaintext, so the cost of a session without TLS is
 estimated as idle - (tls - greeting) per session.  Also on the benchmark server: the extra
-RSS of BIG_SELECT_SESSIONS sessions that SELECT the N-message INBOX.
+RSS of BIG_SELECT_SESSIONS sessions that SELECT the INBOX (N messages plus the appended ones).
 """
 
 from __future__ import annotations
@@ -373,6 +373,7 @@ def run(names: list[str], messages: int, sessions: int, tls_sessions: int) -> di
                     out["big_select"] = measure_sessions(
                         server.pid, server.port, BIG_SELECT_SESSIONS, "idle", USER
                     )
+                    out["big_select"]["inbox_messages"] = messages + REPS * APPENDS
                 if server.client is not None:
                     server.client.close()
         if "postroom" in names and sessions > 0:
