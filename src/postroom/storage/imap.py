@@ -9,7 +9,7 @@ wake the sessions that have it open.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,6 +207,29 @@ def status_counts(db: Database, info: MailboxInfo) -> StatusCounts:
 # --- messages ----------------------------------------------------------------------------------
 
 
+def _uid_filters(uids: Sequence[int], column: str = "uid") -> Iterator[tuple[str, tuple[int, ...]]]:
+    """SQL conditions on `uid` covering `uids`: contiguous runs become BETWEEN ranges (one query
+    for 1:*), scattered UIDs go in IN lists of at most 500."""
+    ordered = sorted(set(uids))
+    runs: list[tuple[int, int]] = []
+    for uid in ordered:
+        if runs and uid == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], uid)
+        else:
+            runs.append((uid, uid))
+    singles = [a for a, b in runs if a == b]
+    ranges = [(a, b) for a, b in runs if a != b]
+    for start in range(0, len(ranges), 200):
+        spans = ranges[start : start + 200]
+        yield (
+            "(" + " OR ".join(f"{column} BETWEEN ? AND ?" for _ in spans) + ")",
+            tuple(v for pair in spans for v in pair),
+        )
+    for start in range(0, len(singles), 500):
+        some = singles[start : start + 500]
+        yield f"{column} IN ({','.join('?' * len(some))})", tuple(some)
+
+
 def message_states(db: Database, mailbox_id: int, since_modseq: int = 0) -> list[MessageState]:
     """Messages in UID order; with `since_modseq`, only those changed (or added) after it."""
     rows = db.conn.execute(
@@ -247,17 +270,15 @@ def fetch_rows(
 ) -> list[FetchRow]:
     """The stored data of `uids` (those still present), in UID order."""
     rows: list[FetchRow] = []
-    for chunk_start in range(0, len(uids), 500):
-        chunk = uids[chunk_start : chunk_start + 500]
-        marks = ",".join("?" * len(chunk))
+    for condition, values in _uid_filters(uids, "m.uid"):
         query = (
             "SELECT m.uid, m.flags, m.modseq, m.internal_date, m.size, m.blob_id, m.prefix,"
             f" {'b.summary' if summary else 'NULL'} FROM mailbox_messages m"
             " JOIN blobs b ON b.id = m.blob_id"
-            f" WHERE m.mailbox_id = ? AND m.uid IN ({marks}) ORDER BY m.uid"
+            f" WHERE m.mailbox_id = ? AND {condition}"
         )
         for uid, flags, modseq, date, size, blob_id, prefix, packed in db.conn.execute(
-            query, (mailbox_id, *chunk)
+            query, (mailbox_id, *values)
         ):
             body = bytes(prefix) + db.read_blob(int(blob_id), blob_dir) if content else None
             rows.append(
@@ -304,40 +325,41 @@ def store_flags(
     changed: list[MessageState] = []
     unchanged: list[MessageState] = []
     modified: list[int] = []
-    modseq: int | None = None
-    current = _states_of(db, mailbox_id, uids)
-    for state in current:
+    updates: list[tuple[str, int, int, int, int]] = []
+    modseq = 0
+    new_text: dict[tuple[str, ...], tuple[str, ...] | None] = {}  # old flags → new (None: same)
+    for state in _states_of(db, mailbox_id, uids):
         if unchanged_since is not None and state.modseq > unchanged_since:
             modified.append(state.uid)
             continue
-        old = set(state.flags)
-        new = wanted if mode == "set" else old | wanted if mode == "add" else old - wanted
-        if new == old:
+        if state.flags not in new_text:
+            old = set(state.flags)
+            new = wanted if mode == "set" else old | wanted if mode == "add" else old - wanted
+            new_text[state.flags] = None if new == old else split_flags(join_flags(new))
+        result = new_text[state.flags]
+        if result is None:
             unchanged.append(state)
             continue
-        if modseq is None:
+        if not modseq:
             modseq = next_modseq(db, mailbox_id)  # one MODSEQ for the whole command
-        text = join_flags(new)
-        db.conn.execute(
+        updates.append((" ".join(result), int(SEEN in result), modseq, mailbox_id, state.uid))
+        changed.append(MessageState(state.uid, result, modseq))
+    if updates:
+        db.conn.executemany(
             "UPDATE mailbox_messages SET flags = ?, seen = ?, modseq = ?"
             " WHERE mailbox_id = ? AND uid = ?",
-            (text, int(SEEN in new), modseq, mailbox_id, state.uid),
+            updates,
         )
-        changed.append(MessageState(state.uid, split_flags(text), modseq))
-    if changed:
         db.touched.add(mailbox_id)
     return StoreResult(changed, unchanged, modified)
 
 
 def _states_of(db: Database, mailbox_id: int, uids: Sequence[int]) -> list[MessageState]:
     states: list[MessageState] = []
-    for start in range(0, len(uids), 500):
-        chunk = uids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for condition, values in _uid_filters(uids):
         rows = db.conn.execute(
-            "SELECT uid, flags, modseq FROM mailbox_messages"
-            f" WHERE mailbox_id = ? AND uid IN ({marks})",
-            (mailbox_id, *chunk),
+            f"SELECT uid, flags, modseq FROM mailbox_messages WHERE mailbox_id = ? AND {condition}",
+            (mailbox_id, *values),
         )
         states += [MessageState(int(u), split_flags(f), int(m)) for u, f, m in rows]
     states.sort(key=lambda s: s.uid)

@@ -38,6 +38,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     sync_dirs: tuple[Path, ...] = ()
+    durable: bool = True
 
 
 @dataclass
@@ -104,11 +105,18 @@ class Store:
         if self._reader_db is not None:
             self._reader_db.close()
 
-    async def write(self, fn: Callable[[Database], T], sync_dirs: Iterable[Path] = ()) -> T:
-        """Run `fn` in the next group commit; returns once its transaction is durable."""
+    async def write(
+        self, fn: Callable[[Database], T], sync_dirs: Iterable[Path] = (), *, durable: bool = True
+    ) -> T:
+        """Run `fn` in the next group commit; returns once its transaction is durable.
+
+        `durable=False` is for changes a crash may undo without breaking a promise (IMAP flags,
+        \\Recent claims): a batch made only of those commits without waiting for the disk; the
+        next durable commit (or checkpoint) makes them durable too, in order (SQLite WAL).
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, loop, future, tuple(sync_dirs)))
+        self._jobs.put(_Job(fn, loop, future, tuple(sync_dirs), durable))
         return await future
 
     async def read(self, fn: Callable[[Database], T]) -> T:
@@ -155,6 +163,9 @@ class Store:
     def _commit(self, db: Database, batch: list[_Job]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         conn = db.conn
+        relaxed = not any(job.durable for job in batch)
+        if relaxed:
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL: no fsync at this commit
         try:
             conn.execute("BEGIN IMMEDIATE")
             for index, job in enumerate(batch):
@@ -177,6 +188,9 @@ class Store:
             outcomes = [(job.future, None, error) for job in batch]
         else:
             self.stats.record(len(batch))
+        finally:
+            if relaxed:
+                conn.execute("PRAGMA synchronous = FULL")
         touched, db.touched = frozenset(db.touched), set()
         if touched and self.on_mailbox_change is not None and outcomes:
             with contextlib.suppress(RuntimeError):

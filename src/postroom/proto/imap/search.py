@@ -48,6 +48,24 @@ class SearchMessage:
     _headers: dict[str, list[str]] | None = field(default=None, repr=False)
     _body: str | None = field(default=None, repr=False)
 
+    def surely_absent(self, needle: str, *, headers_only: bool) -> bool:
+        """A quick look at the raw bytes: True when decoding cannot make `needle` appear.
+
+        Only for an ASCII needle without blanks (folding may split text at blanks), in text
+        with no encoded-words, base64 or quoted-printable and no UTF-16/32 (which would hide
+        ASCII); otherwise the full decode decides.
+        """
+        if not needle.isascii() or any(c.isspace() for c in needle):
+            return False
+        raw = self.content or b""
+        if headers_only:
+            raw = _header_block(raw)
+        lowered = raw.lower()
+        if needle.encode() in lowered:
+            return False
+        hiding = (b"=?", b"base64", b"quoted-printable", b"utf-16", b"utf-32", b"utf-7")
+        return not any(marker in lowered for marker in hiding)
+
     def header_values(self, name: str) -> list[str]:
         if self._headers is None:
             self._headers = _decoded_headers(self.content or b"")
@@ -141,13 +159,19 @@ def matches(key: SearchKey, msg: SearchMessage, *, exists: int, max_uid: int) ->
         return _date_matches(key, msg)
     if isinstance(key, HeaderKey):
         needle = key.value.casefold()
+        address = key.field.lower() in ADDRESS_FIELDS
+        # Addresses are compared in normal form (comments, quotes and blanks gone): no shortcut.
+        if needle and not address and msg.surely_absent(needle, headers_only=True):
+            return False
         values = msg.header_values(key.field)
-        if key.field.lower() in ADDRESS_FIELDS:
+        if address:
             values = values + msg.address_forms(key.field)
         # RFC 3501 §6.4.4: an empty string matches every message that has the field.
         return any(needle in v.casefold() for v in values) if needle else bool(values)
     if isinstance(key, TextKey):
         needle = key.value.casefold()
+        if needle and msg.surely_absent(needle, headers_only=False):
+            return False
         if needle in msg.body_text().casefold():
             return True
         return key.where == "TEXT" and needle in msg.header_text().casefold()

@@ -6,12 +6,15 @@ store `MailboxError` becomes NO (or BAD) with its response code, here and nowher
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from postroom.proto.imap import grammar_commands as cmd
 from postroom.services.imap import messages
 from postroom.services.imap.session import ImapSession, Refusal, State
 from postroom.storage.imap import MailboxError
+
+log = logging.getLogger("postroom.imap")
 
 Handler = Callable[[ImapSession, str, cmd.Command], Awaitable[None]]
 
@@ -78,5 +81,9 @@ async def run(session: ImapSession, tag: str, command: cmd.Command) -> bool:
             session.tagged(tag, refusal.status, refusal.text, refusal.code)
         except MailboxError as error:
             session.tagged(tag, "NO", error.text, error.code)
+        except Exception:
+            # A bug of ours: the client gets a clear NO and the session goes on (RFC 5530).
+            log.exception("IMAP command failed client=%s tag=%s", session.io.peer, tag)
+            session.tagged(tag, "NO", "Internal error, see the server log", "SERVERBUG")
     await session.flush()
     return session.state != "logout"

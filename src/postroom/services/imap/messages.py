@@ -13,6 +13,8 @@ import datetime as dt
 import functools
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from postroom.proto.imap import encode
 from postroom.proto.imap import grammar_commands as cmd
@@ -169,7 +171,8 @@ async def _set_seen(session: ImapSession, selected: SelectedMailbox, uids: list[
             uids=uids,
             mode="add",
             flags=(SEEN,),
-        )
+        ),
+        durable=False,  # flags: a crash may lose the last changes, never mail (as Dovecot)
     )
     for state in result.changed:
         selected.note_own_flags(state)
@@ -254,7 +257,8 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
             mode=mode,
             flags=flags,
             unchanged_since=command.unchangedsince,
-        )
+        ),
+        durable=False,  # flags: a crash may lose the last changes, never mail (as Dovecot)
     )
     for state in result.changed:
         selected.note_own_flags(state)
@@ -346,27 +350,65 @@ def _esearch(
 async def _matching(
     session: ImapSession, selected: SelectedMailbox, key: SearchKey, *, summary: bool = False
 ) -> list[tuple[int, store_ops.FetchRow]]:
-    """(sequence number, stored row with its summary) of every message `key` matches."""
+    """(sequence number, stored row) of every message `key` matches.
+
+    The matching runs on the store's reader thread next to the reads, so a long SEARCH TEXT
+    does not hold up the event loop (and the other sessions) while it decodes messages.
+    """
     found: list[tuple[int, store_ops.FetchRow]] = []
-    exists, max_uid = selected.exists, selected.max_uid
+    store = session.ctx.store
     uids = list(selected.uids)
-    async for _, rows in _batches(session, selected, uids, summary, needs_content(key)):
+    for start in range(0, len(uids), FETCH_BATCH):
+        batch = uids[start : start + FETCH_BATCH]
+        scan = _Scan(
+            mailbox_id=selected.mailbox_id,
+            known={uid: (start + i + 1, selected.flags_of(uid)) for i, uid in enumerate(batch)},
+            blob_dir=store.blob_dir,
+            key=key,
+            summary=summary,
+            exists=selected.exists,
+            max_uid=selected.max_uid,
+        )
+        found += await store.read(scan.run)
+    return found
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """One batch of a search, run on the reader thread: read the rows, keep the matches."""
+
+    mailbox_id: int
+    known: dict[int, tuple[int, tuple[str, ...]]]  # UID → (sequence number, flags)
+    blob_dir: Path
+    key: SearchKey
+    summary: bool
+    exists: int
+    max_uid: int
+
+    def run(self, db: Database) -> list[tuple[int, store_ops.FetchRow]]:
+        rows = store_ops.fetch_rows(
+            db,
+            self.mailbox_id,
+            list(self.known),
+            self.blob_dir,
+            summary=self.summary,
+            content=needs_content(self.key),
+        )
+        hits = []
         for row in rows:
-            seq = selected.seq_of(row.uid)
-            if seq is None:
-                continue
+            seq, flags = self.known[row.uid]
             message = SearchMessage(
                 seq=seq,
                 uid=row.uid,
-                flags=selected.flags_of(row.uid),
+                flags=flags,
                 internal_date=row.internal_date,
                 size=row.size,
                 modseq=row.modseq,
                 content=row.content,
             )
-            if matches(key, message, exists=exists, max_uid=max_uid):
-                found.append((seq, row))
-    return found
+            if matches(self.key, message, exists=self.exists, max_uid=self.max_uid):
+                hits.append((seq, row))
+        return hits
 
 
 def _sort_keys(seq: int, row: store_ops.FetchRow) -> SortKeys:

@@ -215,7 +215,7 @@ class ImapSession:
         recent_from = None
         if not selected.read_only and any(s.uid > selected.max_uid for s in changed):
             recent_from = await self.ctx.store.write(
-                functools.partial(store_ops.claim_recent, mailbox_id=mailbox_id)
+                functools.partial(store_ops.claim_recent, mailbox_id=mailbox_id), durable=False
             )
         selected.take_changes(changed, vanished, highest, recent_from)
 
@@ -402,7 +402,7 @@ class ImapSession:
         if readonly:
             info, states, recent_from = await self.ctx.store.read(open_mailbox)
         else:
-            info, states, recent_from = await self.ctx.store.write(open_mailbox)
+            info, states, recent_from = await self.ctx.store.write(open_mailbox, durable=False)
         selected = SelectedMailbox(
             info.id,
             info.uidvalidity,

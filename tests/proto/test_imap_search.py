@@ -1,0 +1,57 @@
+"""SEARCH key evaluation (proto/imap/search.py), including its raw-bytes shortcut, which must
+never hide a match that decoding would find."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import pytest
+
+from postroom.proto.imap.grammar_search import DateKey, HeaderKey, NotKey, TextKey
+from postroom.proto.imap.search import SearchMessage, matches
+
+
+def message(content: bytes) -> SearchMessage:
+    return SearchMessage(
+        seq=1, uid=1, flags=(), internal_date=0.0, size=len(content), modseq=1, content=content
+    )
+
+
+PLAIN = b"Subject: Quarterly report\r\nFrom: Ann <ann@example.test>\r\n\r\nThe numbers are in.\r\n"
+BASE64 = (
+    b"Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode("Grüße, numbers".encode())
+)
+ENCODED_SUBJECT = b"Subject: =?utf-8?q?Quarterly_r=C3=A9port?=\r\n\r\nbody\r\n"
+FOLDED = b"Subject: Quarterly\r\n report\r\n\r\nbody\r\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "key", "expected"),
+    [
+        (PLAIN, HeaderKey("SUBJECT", "quarterly"), True),
+        (PLAIN, HeaderKey("SUBJECT", "annual"), False),
+        (PLAIN, HeaderKey("SUBJECT", "numbers"), False),  # in the body, not the header
+        (PLAIN, TextKey("BODY", "NUMBERS"), True),
+        (PLAIN, TextKey("BODY", "quarterly"), False),  # BODY excludes the header
+        (PLAIN, TextKey("TEXT", "quarterly"), True),
+        (BASE64, TextKey("BODY", "numbers"), True),  # only visible once decoded
+        (BASE64, TextKey("BODY", "grüße"), True),
+        (ENCODED_SUBJECT, HeaderKey("SUBJECT", "réport"), True),
+        (ENCODED_SUBJECT, HeaderKey("SUBJECT", "quarterly"), True),
+        (FOLDED, HeaderKey("SUBJECT", "quarterly report"), True),  # across the fold
+        (PLAIN, HeaderKey("FROM", "ann@example.test"), True),
+        (PLAIN, HeaderKey("X-MISSING", ""), False),
+        (PLAIN, HeaderKey("SUBJECT", ""), True),  # RFC 3501: "" matches a present field
+        (PLAIN, NotKey(TextKey("BODY", "numbers")), False),
+    ],
+)
+def test_string_keys(content: bytes, key: object, expected: bool) -> None:
+    assert matches(key, message(content), exists=1, max_uid=1) is expected  # type: ignore[arg-type]
+
+
+def test_sent_dates_use_the_date_headers_own_day() -> None:
+    late = message(b"Date: Sun, 25 Mar 2007 23:30:00 -0500\r\n\r\nx\r\n")  # 26 Mar in UTC
+    on = DateKey("SENT", "ON", dt.date(2007, 3, 25))
+    assert matches(on, late, exists=1, max_uid=1)
