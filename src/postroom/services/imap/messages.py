@@ -319,9 +319,12 @@ async def search(session: ImapSession, tag: str, command: cmd.Command) -> None:
 
 
 def _esearch(
-    tag: str, command: cmd.Search, numbers: list[int], modseqs: dict[int, int] | None
+    tag: str,
+    command: cmd.Search | cmd.Sort,
+    numbers: list[int],
+    modseqs: dict[int, int] | None = None,
 ) -> bytes:
-    """RFC 4731 §3.1 ESEARCH response."""
+    """RFC 4731 §3.1 ESEARCH response (RFC 5267 §3.2 for SORT: ALL keeps the sort order)."""
     assert command.returns is not None
     options = command.returns.options or frozenset({"ALL"})
     out = b'* ESEARCH (TAG "' + tag.encode() + b'")'
@@ -333,7 +336,8 @@ def _esearch(
         if "MAX" in options:
             out += b" MAX %d" % max(numbers)
         if "ALL" in options:
-            out += b" ALL " + _set(numbers)
+            ordered = isinstance(command, cmd.Sort)
+            out += b" ALL " + (_ordered_set(numbers) if ordered else _set(numbers))
     if "COUNT" in options:
         out += b" COUNT %d" % len(numbers)
     if modseqs is not None and numbers:
@@ -345,6 +349,20 @@ def _esearch(
         )
         out += b" MODSEQ %d" % max(modseqs[n] for n in returned)
     return out + b"\r\n"
+
+
+def _ordered_set(numbers: list[int]) -> bytes:
+    """A sequence set that keeps the given order: only ascending runs become ranges."""
+    parts: list[str] = []
+    index = 0
+    while index < len(numbers):
+        end = index
+        while end + 1 < len(numbers) and numbers[end + 1] == numbers[end] + 1:
+            end += 1
+        first, last = numbers[index], numbers[end]
+        parts.append(str(first) if first == last else f"{first}:{last}")
+        index = end + 1
+    return ",".join(parts).encode()
 
 
 async def _matching(
@@ -448,7 +466,10 @@ async def sort(session: ImapSession, tag: str, command: cmd.Command) -> None:
     criteria = [SortCriterion(SortKey(c.key), c.reverse) for c in command.criteria]
     order = sort_messages([_sort_keys(seq, row) for seq, row in found], criteria)
     numbers = [selected.uid_at(seq) for seq in order] if command.uid else order
-    session.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+    if command.returns is not None:
+        session.send(_esearch(tag, command, numbers))  # RFC 5267 §3.2 ESORT
+    else:
+        session.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
     session.tagged(tag, "OK", "Sort completed.")
 
 
