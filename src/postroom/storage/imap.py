@@ -237,7 +237,12 @@ def message_states(db: Database, mailbox_id: int, since_modseq: int = 0) -> list
         " ORDER BY uid",
         (mailbox_id, since_modseq),
     )
-    return [MessageState(int(u), split_flags(f), int(m)) for u, f, m in rows]
+    # Few distinct flag sets in a mailbox: one shared tuple each (less memory per session).
+    shared: dict[str, tuple[str, ...]] = {}
+    return [
+        MessageState(u, shared[f] if f in shared else shared.setdefault(f, split_flags(f)), m)
+        for u, f, m in rows
+    ]
 
 
 def vanished_since(db: Database, mailbox_id: int, since_modseq: int) -> list[int]:
