@@ -361,3 +361,17 @@ def test_append_acknowledged_survives_kill_9(server: Postroom, alice: imaplib.IM
     typ, data = client.fetch("1", "(BODY.PEEK[])")
     assert data[0][1] == message  # type: ignore[index]
     client.logout()
+
+
+def test_large_appended_message_is_searchable_and_fetched_whole(alice: imaplib.IMAP4) -> None:
+    """Over 256 KiB: the literal streams to disk and the blob lives in a file."""
+    body = b"".join(b"line %06d of a long message\r\n" % i for i in range(12000))
+    message = b"Subject: big attachment\r\n\r\n" + body + b"needle-at-the-end\r\n"
+    assert len(message) > 256 * 1024
+    assert alice.append("INBOX", None, None, message)[0] == "OK"
+    alice.select("INBOX")
+    assert alice.search(None, "SUBJECT", "attachment") == ("OK", [b"1"])
+    assert alice.search(None, "SUBJECT", "needle-at-the-end") == ("OK", [b""])
+    assert alice.search(None, "BODY", "needle-at-the-end") == ("OK", [b"1"])
+    _, data = alice.fetch("1", "(BODY.PEEK[])")
+    assert data[0][1] == message  # type: ignore[index]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from postroom.proto.imap.selected import MessageState
 from postroom.storage.database import Database
@@ -264,6 +264,10 @@ def claim_recent(db: Database, mailbox_id: int) -> int:
     return int(row[0]) if row else 0
 
 
+HEADER_END = b"\r\n\r\n"
+HEADER_READ = 64 * 1024  # of a large message on file, enough to hold its header
+
+
 def fetch_rows(
     db: Database,
     mailbox_id: int,
@@ -271,21 +275,36 @@ def fetch_rows(
     blob_dir: Path,
     *,
     summary: bool,
-    content: bool,
+    content: bool | Literal["header"],
 ) -> list[FetchRow]:
-    """The stored data of `uids` (those still present), in UID order."""
+    """The stored data of `uids` (those still present), in UID order.
+
+    `content="header"` reads only the header block (prefix included): what header searches need.
+    """
+    if content == "header":
+        # Only the bytes up to the blank line leave SQLite, not the whole body.
+        data_column = (
+            "substr(b.data, 1, CASE instr(b.data, X'0D0A0D0A') WHEN 0 THEN length(b.data)"
+            " ELSE instr(b.data, X'0D0A0D0A') + 3 END)"
+        )
+    else:
+        data_column = "b.data" if content else "NULL"
     rows: list[FetchRow] = []
     for condition, values in _uid_filters(uids, "m.uid"):
         query = (
-            "SELECT m.uid, m.flags, m.modseq, m.internal_date, m.size, m.blob_id, m.prefix,"
-            f" {'b.summary' if summary else 'NULL'} FROM mailbox_messages m"
-            " JOIN blobs b ON b.id = m.blob_id"
+            "SELECT m.uid, m.flags, m.modseq, m.internal_date, m.size, m.prefix,"
+            f" {'b.summary' if summary else 'NULL'}, {data_column}, b.path"
+            " FROM mailbox_messages m JOIN blobs b ON b.id = m.blob_id"
             f" WHERE m.mailbox_id = ? AND {condition}"
         )
-        for uid, flags, modseq, date, size, blob_id, prefix, packed in db.conn.execute(
+        for uid, flags, modseq, date, size, prefix, packed, data, path in db.conn.execute(
             query, (mailbox_id, *values)
         ):
-            body = bytes(prefix) + db.read_blob(int(blob_id), blob_dir) if content else None
+            body: bytes | None = None
+            if content:
+                if data is None:
+                    data = _read_file(blob_dir / str(path), header_only=content == "header")
+                body = bytes(prefix) + bytes(data)
             rows.append(
                 FetchRow(
                     int(uid),
@@ -299,6 +318,15 @@ def fetch_rows(
             )
     rows.sort(key=lambda r: r.uid)
     return rows
+
+
+def _read_file(path: Path, *, header_only: bool) -> bytes:
+    if not header_only:
+        return path.read_bytes()
+    with path.open("rb") as file:
+        head = file.read(HEADER_READ)
+    end = head.find(HEADER_END)
+    return head if end < 0 else head[: end + len(HEADER_END)]
 
 
 def next_modseq(db: Database, mailbox_id: int) -> int:

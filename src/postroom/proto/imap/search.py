@@ -15,6 +15,7 @@ import email.policy
 import email.utils
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from postroom.proto.imap.address import decode_words, parse_addresses
 from postroom.proto.imap.grammar_search import (
@@ -108,18 +109,23 @@ class SearchMessage:
         return "\n".join(v for values in self._headers.values() for v in values)
 
 
-def needs_content(key: SearchKey) -> bool:
-    if isinstance(key, HeaderKey | TextKey):
+def needs_content(key: SearchKey) -> bool | Literal["header"]:
+    """What of each message `key` reads: nothing, only the header block, or everything."""
+    if isinstance(key, TextKey):
         return True
-    if isinstance(key, DateKey) and key.field == "SENT":
-        return True  # the Date: header's own calendar day, in its own zone
+    if isinstance(key, HeaderKey) or (isinstance(key, DateKey) and key.field == "SENT"):
+        return "header"  # SENT*: the Date: header's own calendar day, in its own zone
+    parts: tuple[SearchKey, ...] = ()
     if isinstance(key, NotKey):
-        return needs_content(key.key)
-    if isinstance(key, OrKey):
-        return needs_content(key.left) or needs_content(key.right)
-    if isinstance(key, AndKey):
-        return any(needs_content(k) for k in key.keys)
-    return False
+        parts = (key.key,)
+    elif isinstance(key, OrKey):
+        parts = (key.left, key.right)
+    elif isinstance(key, AndKey):
+        parts = key.keys
+    needs = [needs_content(part) for part in parts]
+    if True in needs:
+        return True
+    return "header" if "header" in needs else False
 
 
 def uses_modseq(key: SearchKey) -> bool:
