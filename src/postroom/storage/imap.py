@@ -358,31 +358,43 @@ def store_flags(
     changed: list[MessageState] = []
     unchanged: list[MessageState] = []
     modified: list[int] = []
-    updates: list[tuple[str, int, int, int, int]] = []
     modseq = 0
-    new_text: dict[tuple[str, ...], tuple[str, ...] | None] = {}  # old flags → new (None: same)
+    new_flags: dict[tuple[str, ...], tuple[str, ...] | None] = {}  # old → new (None: same)
+    groups: dict[tuple[str, ...], list[int]] = {}  # old flags → UIDs that change
     for state in _states_of(db, mailbox_id, uids):
         if unchanged_since is not None and state.modseq > unchanged_since:
             modified.append(state.uid)
             continue
-        if state.flags not in new_text:
+        if state.flags not in new_flags:
             old = set(state.flags)
             new = wanted if mode == "set" else old | wanted if mode == "add" else old - wanted
-            new_text[state.flags] = None if new == old else split_flags(join_flags(new))
-        result = new_text[state.flags]
+            new_flags[state.flags] = None if new == old else split_flags(join_flags(new))
+        result = new_flags[state.flags]
         if result is None:
             unchanged.append(state)
             continue
         if not modseq:
             modseq = next_modseq(db, mailbox_id)  # one MODSEQ for the whole command
-        updates.append((" ".join(result), int(SEEN in result), modseq, mailbox_id, state.uid))
+        groups.setdefault(state.flags, []).append(state.uid)
         changed.append(MessageState(state.uid, result, modseq))
-    if updates:
-        db.conn.executemany(
-            "UPDATE mailbox_messages SET flags = ?, seen = ?, modseq = ?"
-            " WHERE mailbox_id = ? AND uid = ?",
-            updates,
-        )
+    # One UPDATE per (old flag set, run of UIDs): a STORE 1:* is a handful of statements.
+    for old_flags, group in groups.items():
+        result = new_flags[old_flags]
+        assert result is not None
+        for condition, values in _uid_filters(group):
+            db.conn.execute(
+                "UPDATE mailbox_messages SET flags = ?, seen = ?, modseq = ?"
+                f" WHERE mailbox_id = ? AND flags = ? AND {condition}",
+                (
+                    " ".join(result),
+                    int(SEEN in result),
+                    modseq,
+                    mailbox_id,
+                    " ".join(old_flags),
+                    *values,
+                ),
+            )
+    if groups:
         db.touched.add(mailbox_id)
     return StoreResult(changed, unchanged, modified)
 
