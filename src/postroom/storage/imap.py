@@ -17,6 +17,7 @@ from typing import Any, Literal
 from postroom.proto.imap.selected import MessageState
 from postroom.storage.database import Database
 from postroom.storage.mailboxes import expunge
+from postroom.storage.summary import header_block, wire_parts
 
 INBOX = "INBOX"
 SEEN = "\\Seen"
@@ -264,8 +265,7 @@ def claim_recent(db: Database, mailbox_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-HEADER_END = b"\r\n\r\n"
-HEADER_READ = 64 * 1024  # of a large message on file, enough to hold its header
+GROUPED_UPDATES = 16  # up to this many distinct old flag sets, STORE updates them by group
 
 
 def fetch_rows(
@@ -279,31 +279,33 @@ def fetch_rows(
 ) -> list[FetchRow]:
     """The stored data of `uids` (those still present), in UID order.
 
-    `content="header"` reads only the header block (prefix included): what header searches need.
+    `content="header"` gives only the header block (prefix included), from the summary:
+    what header searches need, without reading any body.
     """
-    if content == "header":
-        # Only the bytes up to the blank line leave SQLite, not the whole body.
-        data_column = (
-            "substr(b.data, 1, CASE instr(b.data, X'0D0A0D0A') WHEN 0 THEN length(b.data)"
-            " ELSE instr(b.data, X'0D0A0D0A') + 3 END)"
-        )
-    else:
-        data_column = "b.data" if content else "NULL"
+    header_only = content == "header"
+    data_column = "b.data" if content and not header_only else "NULL"
     rows: list[FetchRow] = []
     for condition, values in _uid_filters(uids, "m.uid"):
         query = (
             "SELECT m.uid, m.flags, m.modseq, m.internal_date, m.size, m.prefix,"
-            f" {'b.summary' if summary else 'NULL'}, {data_column}, b.path"
+            f" {'b.summary' if summary or header_only else 'NULL'}, {data_column}, b.path,"
+            " b.id"
             " FROM mailbox_messages m JOIN blobs b ON b.id = m.blob_id"
             f" WHERE m.mailbox_id = ? AND {condition}"
         )
-        for uid, flags, modseq, date, size, prefix, packed, data, path in db.conn.execute(
+        for uid, flags, modseq, date, size, prefix, packed, data, path, blob in db.conn.execute(
             query, (mailbox_id, *values)
         ):
             body: bytes | None = None
-            if content:
+            if header_only:
+                # The header block kept in the summary: the body is never read.
+                header = wire_parts(packed)[3] if packed is not None else None
+                if header is None:
+                    header = header_block(db.read_blob(int(blob), blob_dir))
+                body = bytes(prefix) + header
+            elif content:
                 if data is None:
-                    data = _read_file(blob_dir / str(path), header_only=content == "header")
+                    data = (blob_dir / str(path)).read_bytes()
                 body = bytes(prefix) + bytes(data)
             rows.append(
                 FetchRow(
@@ -312,21 +314,12 @@ def fetch_rows(
                     int(modseq),
                     float(date),
                     int(size),
-                    bytes(packed) if packed is not None else None,
+                    bytes(packed) if packed is not None and summary else None,
                     body,
                 )
             )
     rows.sort(key=lambda r: r.uid)
     return rows
-
-
-def _read_file(path: Path, *, header_only: bool) -> bytes:
-    if not header_only:
-        return path.read_bytes()
-    with path.open("rb") as file:
-        head = file.read(HEADER_READ)
-    end = head.find(HEADER_END)
-    return head if end < 0 else head[: end + len(HEADER_END)]
 
 
 def next_modseq(db: Database, mailbox_id: int) -> int:
@@ -377,23 +370,34 @@ def store_flags(
             modseq = next_modseq(db, mailbox_id)  # one MODSEQ for the whole command
         groups.setdefault(state.flags, []).append(state.uid)
         changed.append(MessageState(state.uid, result, modseq))
-    # One UPDATE per (old flag set, run of UIDs): a STORE 1:* is a handful of statements.
-    for old_flags, group in groups.items():
-        result = new_flags[old_flags]
-        assert result is not None
-        for condition, values in _uid_filters(group):
-            db.conn.execute(
-                "UPDATE mailbox_messages SET flags = ?, seen = ?, modseq = ?"
-                f" WHERE mailbox_id = ? AND flags = ? AND {condition}",
-                (
-                    " ".join(result),
-                    int(SEEN in result),
-                    modseq,
-                    mailbox_id,
-                    " ".join(old_flags),
-                    *values,
-                ),
-            )
+    if len(groups) <= GROUPED_UPDATES:
+        # One UPDATE per (old flag set, run of UIDs): a STORE 1:* is a handful of statements.
+        for old_flags, group in groups.items():
+            result = new_flags[old_flags]
+            assert result is not None
+            for condition, values in _uid_filters(group):
+                db.conn.execute(
+                    "UPDATE mailbox_messages SET flags = ?, seen = ?, modseq = ?"
+                    f" WHERE mailbox_id = ? AND flags = ? AND {condition}",
+                    (
+                        " ".join(result),
+                        int(SEEN in result),
+                        modseq,
+                        mailbox_id,
+                        " ".join(old_flags),
+                        *values,
+                    ),
+                )
+    else:
+        # Many distinct flag sets: one prepared statement run per message is cheaper.
+        db.conn.executemany(
+            "UPDATE mailbox_messages SET flags = ?, seen = ?, modseq = ?"
+            " WHERE mailbox_id = ? AND uid = ?",
+            [
+                (" ".join(state.flags), int(SEEN in state.flags), modseq, mailbox_id, state.uid)
+                for state in changed
+            ],
+        )
     if groups:
         db.touched.add(mailbox_id)
     return StoreResult(changed, unchanged, modified)

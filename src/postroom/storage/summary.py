@@ -3,7 +3,8 @@
 Computed once per blob when it first enters a mailbox (RFC 3501 FETCH ENVELOPE/BODYSTRUCTURE
 then never parses the message again) and kept in `blobs.summary`: a line with three lengths,
 then the ENVELOPE, BODY and BODYSTRUCTURE bytes as they go on the wire (so FETCH slices them out
-without decoding anything), then the sort/search keys as compact JSON.
+without decoding anything), the header block (what SEARCH by header reads, without the body),
+then the sort/search keys as compact JSON.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ def _addresses(items: tuple[MailAddress, ...]) -> list[list[str]]:
     return [[a.name, a.mailbox, a.host] for a in items]
 
 
-def pack(summary: MessageSummary) -> bytes:
-    wire = (summary.envelope, summary.body, summary.bodystructure)
-    head = b"%d %d %d\n" % tuple(len(part) for part in wire)
+def pack(summary: MessageSummary, header: bytes = b"") -> bytes:
+    wire = (summary.envelope, summary.body, summary.bodystructure, header)
+    head = b"%d %d %d %d\n" % tuple(len(part) for part in wire)
     record = [
         summary.date,
         _b(summary.subject_raw),
@@ -44,8 +45,8 @@ def pack(summary: MessageSummary) -> bytes:
     return head + b"".join(wire) + keys
 
 
-def wire_parts(data: bytes) -> tuple[bytes, bytes, bytes, int]:
-    """ENVELOPE, BODY, BODYSTRUCTURE, and where the JSON keys start."""
+def wire_parts(data: bytes) -> tuple[bytes, bytes, bytes, bytes, int]:
+    """ENVELOPE, BODY, BODYSTRUCTURE, the header block, and where the JSON keys start."""
     newline = data.index(b"\n")
     lengths = [int(n) for n in data[:newline].split()]
     start = newline + 1
@@ -53,11 +54,11 @@ def wire_parts(data: bytes) -> tuple[bytes, bytes, bytes, int]:
     for length in lengths:
         parts.append(data[start : start + length])
         start += length
-    return parts[0], parts[1], parts[2], start
+    return parts[0], parts[1], parts[2], parts[3], start
 
 
 def unpack(data: bytes) -> MessageSummary:
-    envelope, body, bodystructure, start = wire_parts(data)
+    envelope, body, bodystructure, _, start = wire_parts(data)
     record: list[Any] = json.loads(data[start:])
 
     def addresses(items: list[list[str]]) -> tuple[MailAddress, ...]:
@@ -79,5 +80,14 @@ def unpack(data: bytes) -> MessageSummary:
     )
 
 
+def header_block(raw: bytes) -> bytes:
+    """The header section up to and including the blank line (all of it when there is none)."""
+    for end in (b"\r\n\r\n", b"\n\n"):
+        index = raw.find(end)
+        if index >= 0:
+            return raw[: index + len(end)]
+    return raw
+
+
 def summarise_packed(raw: bytes) -> bytes:
-    return pack(summarise(raw))
+    return pack(summarise(raw), header_block(raw))

@@ -208,7 +208,7 @@ def _fetch_response(
             elif name in ("ENVELOPE", "BODY", "BODYSTRUCTURE"):
                 if wire is None:
                     raise Refusal("Message summary missing", status="NO")
-                envelope, body, bodystructure, _ = wire
+                envelope, body, bodystructure, _, _ = wire
                 value = {"ENVELOPE": envelope, "BODY": body, "BODYSTRUCTURE": bodystructure}
                 parts.append(name.encode() + b" " + value[name])
             elif name == "RFC822":
