@@ -113,6 +113,9 @@ class SelectedMailbox:
 
     def note_own_flags(self, state: MessageState) -> None:
         """This session's own STORE changed a message; it reports that itself."""
+        if state.modseq == self.known_modseq + 1:
+            # Nobody changed the mailbox in between: no need to read this change back.
+            self.known_modseq = state.modseq
         if state.uid in self.flags:
             self.flags[state.uid] = state.flags
             self.modseqs[state.uid] = state.modseq
