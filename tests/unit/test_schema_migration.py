@@ -48,7 +48,7 @@ def test_version_1_store_is_migrated(tmp_path: Path) -> None:
         assert subscribed == [("INBOX",)]  # "Old" was not subscribed
         columns = {row[1] for row in db.conn.execute("PRAGMA table_info(mailboxes)")}
         assert "recent_uid" in columns and "subscribed" not in columns
-        assert db.conn.execute("SELECT summary FROM blobs").fetchone() == (None,)
+        assert db.conn.execute("SELECT count(*) FROM blob_summaries").fetchone() == (0,)
         row = db.conn.execute("SELECT uid, flags FROM mailbox_messages").fetchone()
         assert row == (1, "\\Seen")
     finally:

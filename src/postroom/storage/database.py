@@ -449,17 +449,18 @@ class Database:
     def _summarise_blob(self, blob_id: int) -> None:
         """Compute the IMAP summary of a blob the first time it enters a mailbox."""
         row = self.conn.execute(
-            "SELECT summary IS NULL FROM blobs WHERE id = ?", (blob_id,)
+            "SELECT 1 FROM blob_summaries WHERE blob_id = ?", (blob_id,)
         ).fetchone()
-        if row is None or not row[0]:
+        if row is not None:
             return
         content = self.read_blob(blob_id, self.path.parent / "blobs")
-        self.conn.execute(
-            "UPDATE blobs SET summary = ? WHERE id = ?", (summarise_packed(content), blob_id)
-        )
+        self.set_blob_summary(blob_id, summarise_packed(content))
 
     def set_blob_summary(self, blob_id: int, summary: bytes) -> None:
-        self.conn.execute("UPDATE blobs SET summary = ? WHERE id = ?", (summary, blob_id))
+        self.conn.execute(
+            "INSERT OR REPLACE INTO blob_summaries(blob_id, summary) VALUES (?, ?)",
+            (blob_id, summary),
+        )
 
     def mailbox_status(self, address: str, mailbox: str) -> MailboxStatus:
         user = self._require_user(address)

@@ -283,14 +283,17 @@ def fetch_rows(
     what header searches need, without reading any body.
     """
     header_only = content == "header"
-    data_column = "b.data" if content and not header_only else "NULL"
+    full = bool(content) and not header_only
+    # The blobs table is touched only when the body is wanted: the rest lives beside it.
+    blob_columns = "b.data, b.path" if full else "NULL, NULL"
+    blob_join = " JOIN blobs b ON b.id = m.blob_id" if full else ""
     rows: list[FetchRow] = []
     for condition, values in _uid_filters(uids, "m.uid"):
         query = (
             "SELECT m.uid, m.flags, m.modseq, m.internal_date, m.size, m.prefix,"
-            f" {'b.summary' if summary or header_only else 'NULL'}, {data_column}, b.path,"
-            " b.id"
-            " FROM mailbox_messages m JOIN blobs b ON b.id = m.blob_id"
+            f" {'s.summary' if summary or header_only else 'NULL'}, {blob_columns}, m.blob_id"
+            f" FROM mailbox_messages m{blob_join}"
+            " LEFT JOIN blob_summaries s ON s.blob_id = m.blob_id"
             f" WHERE m.mailbox_id = ? AND {condition}"
         )
         for uid, flags, modseq, date, size, prefix, packed, data, path, blob in db.conn.execute(

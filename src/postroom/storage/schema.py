@@ -34,8 +34,14 @@ CREATE TABLE IF NOT EXISTS blobs (
     size INTEGER NOT NULL,
     refs INTEGER NOT NULL,
     data BLOB,          -- the content, when small
-    path TEXT,          -- file under data_dir/blobs, when large
-    summary BLOB        -- IMAP ENVELOPE/BODYSTRUCTURE/sort keys, once it is in a mailbox
+    path TEXT           -- file under data_dir/blobs, when large
+);
+
+-- IMAP's view of a blob (ENVELOPE, BODYSTRUCTURE, header block, sort keys), made when it first
+-- enters a mailbox. A table of its own: reading it never walks the pages of a large `data`.
+CREATE TABLE IF NOT EXISTS blob_summaries (
+    blob_id INTEGER PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
+    summary BLOB NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS queue_messages (
@@ -135,7 +141,6 @@ CREATE INDEX IF NOT EXISTS mailbox_vanished_modseq ON mailbox_vanished(mailbox_i
 # Steps from one schema version to the next, for stores created by an older postroom.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
-        "ALTER TABLE blobs ADD COLUMN summary BLOB",
         "ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1",
         "INSERT OR IGNORE INTO subscriptions(user_id, name)"
         " SELECT user_id, name FROM mailboxes WHERE subscribed = 1",

@@ -64,6 +64,8 @@ class SearchMessage:
         lowered = raw.lower()
         if needle.encode() in lowered:
             return False
+        if headers_only:
+            return b"=?" not in raw  # RFC 2047 words are all a header can hide text in
         hiding = (b"=?", b"base64", b"quoted-printable", b"utf-16", b"utf-32", b"utf-7")
         return not any(marker in lowered for marker in hiding)
 
