@@ -1,8 +1,9 @@
 """Wake the IMAP sessions that have a mailbox open when a committed change touched it.
 
 The store calls `publish` on the event loop after each group commit with the mailboxes that
-changed (new mail, flags, expunges). A session only learns *that* something changed; it asks the
-store *what* (by MODSEQ), so a missed wake-up costs latency, never correctness.
+changed (new mail, flags, expunges) and their HIGHESTMODSEQ. A session only learns *that*
+something changed, and whether anything is newer than what it knows (its own STORE is not news);
+it asks the store *what* (by MODSEQ), so a missed wake-up costs latency, never correctness.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from collections import defaultdict
 class MailboxEvents:
     def __init__(self) -> None:
         self._watchers: defaultdict[int, set[asyncio.Event]] = defaultdict(set)
+        self._latest: dict[int, int] = {}  # mailbox → newest HIGHESTMODSEQ published
+
+    def newer_than(self, mailbox_id: int, modseq: int) -> bool:
+        """Whether a change after `modseq` was published (unknown mailboxes: assume so)."""
+        return self._latest.get(mailbox_id, modseq + 1) > modseq
 
     def watch(self, mailbox_id: int) -> asyncio.Event:
         event = asyncio.Event()
@@ -27,7 +33,9 @@ class MailboxEvents:
             if not watchers:
                 del self._watchers[mailbox_id]
 
-    def publish(self, mailbox_ids: frozenset[int]) -> None:
-        for mailbox_id in mailbox_ids:
+    def publish(self, changes: dict[int, int | None]) -> None:
+        for mailbox_id, modseq in changes.items():
+            # A mailbox that is gone (None) counts as changed for whoever has it open.
+            self._latest[mailbox_id] = (1 << 62) if modseq is None else modseq
             for event in self._watchers.get(mailbox_id, ()):
                 event.set()

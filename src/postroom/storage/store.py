@@ -78,8 +78,9 @@ class Store:
         self._writer_thread: threading.Thread | None = None
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-read")
         self._reader_db: Database | None = None
-        # Called on the event loop with the IDs of mailboxes a committed batch changed.
-        self.on_mailbox_change: Callable[[frozenset[int]], None] | None = None
+        # Called on the event loop after a batch changed mailboxes: id → HIGHESTMODSEQ after the
+        # commit (None when the mailbox is gone).
+        self.on_mailbox_change: Callable[[dict[int, int | None]], None] | None = None
 
     @property
     def db_path(self) -> Path:
@@ -191,10 +192,17 @@ class Store:
         finally:
             if relaxed:
                 conn.execute("PRAGMA synchronous = FULL")
-        touched, db.touched = frozenset(db.touched), set()
+        touched, db.touched = sorted(db.touched), set()
         if touched and self.on_mailbox_change is not None and outcomes:
+            marks = ",".join("?" * len(touched))
+            found = dict(
+                conn.execute(
+                    f"SELECT id, highestmodseq FROM mailboxes WHERE id IN ({marks})", touched
+                ).fetchall()
+            )
+            changes = {mailbox: found.get(mailbox) for mailbox in touched}
             with contextlib.suppress(RuntimeError):
-                batch[0].loop.call_soon_threadsafe(self.on_mailbox_change, touched)
+                batch[0].loop.call_soon_threadsafe(self.on_mailbox_change, changes)
         # One wake-up of the event loop per batch, not one per job.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
         for job, outcome in zip(batch, outcomes, strict=True):

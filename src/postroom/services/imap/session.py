@@ -183,7 +183,8 @@ class ImapSession:
         if force or (self._watch is not None and self._watch.is_set()):
             if self._watch is not None:
                 self._watch.clear()
-            await self.refresh()
+            if force or self.ctx.events.newer_than(selected.mailbox_id, selected.known_modseq):
+                await self.refresh()
         for line in selected.untagged(
             allow_expunge=allow_expunge,
             condstore=self.enabled.condstore,
