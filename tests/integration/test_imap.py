@@ -375,3 +375,12 @@ def test_large_appended_message_is_searchable_and_fetched_whole(alice: imaplib.I
     assert alice.search(None, "BODY", "needle-at-the-end") == ("OK", [b"1"])
     _, data = alice.fetch("1", "(BODY.PEEK[])")
     assert data[0][1] == message  # type: ignore[index]
+
+
+def test_header_search_reaches_our_trace_headers(server: Postroom, alice: imaplib.IMAP4) -> None:
+    deliver(server)
+    server.wait_for_messages(ALICE, 1)
+    alice.select("INBOX")
+    # Received: is stamped by postroom in the per-copy prefix, not in the stored message.
+    assert alice.search(None, "HEADER", "Received", server.hostname) == ("OK", [b"1"])
+    assert alice.search(None, "HEADER", "Received", "nowhere.invalid") == ("OK", [b""])

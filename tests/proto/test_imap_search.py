@@ -55,3 +55,17 @@ def test_sent_dates_use_the_date_headers_own_day() -> None:
     late = message(b"Date: Sun, 25 Mar 2007 23:30:00 -0500\r\n\r\nx\r\n")  # 26 Mar in UTC
     on = DateKey("SENT", "ON", dt.date(2007, 3, 25))
     assert matches(on, late, exists=1, max_uid=1)
+
+
+def test_header_needle_only_when_every_match_must_carry_it() -> None:
+    from postroom.proto.imap.grammar_search import AndKey, OrKey
+    from postroom.proto.imap.search import header_needle
+
+    subject = HeaderKey("SUBJECT", "Zanzibar")
+    assert header_needle(subject) == "zanzibar"
+    assert header_needle(AndKey((TextKey("BODY", "x"), subject))) == "zanzibar"
+    assert header_needle(OrKey(subject, TextKey("BODY", "x"))) is None  # not required
+    assert header_needle(NotKey(subject)) is None
+    assert header_needle(HeaderKey("FROM", "ann")) is None  # addresses compare normalised
+    assert header_needle(HeaderKey("SUBJECT", "two words")) is None  # may span a fold
+    assert header_needle(HeaderKey("SUBJECT", "réport")) is None

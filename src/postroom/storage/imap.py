@@ -276,11 +276,14 @@ def fetch_rows(
     *,
     summary: bool,
     content: bool | Literal["header"],
+    must_contain: str | None = None,
 ) -> list[FetchRow]:
     """The stored data of `uids` (those still present), in UID order.
 
     `content="header"` gives only the header block (prefix included), from the summary:
-    what header searches need, without reading any body.
+    what header searches need, without reading any body. `must_contain` (lower-case ASCII)
+    skips messages whose summary has neither it nor an RFC 2047 word: a pre-filter, the
+    caller still decides.
     """
     header_only = content == "header"
     full = bool(content) and not header_only
@@ -296,8 +299,15 @@ def fetch_rows(
             " LEFT JOIN blob_summaries s ON s.blob_id = m.blob_id"
             f" WHERE m.mailbox_id = ? AND {condition}"
         )
+        arguments: tuple[object, ...] = (mailbox_id, *values)
+        if must_contain is not None:
+            query += (
+                " AND (s.summary IS NULL OR instr(lower(s.summary), ?) > 0"
+                " OR instr(lower(m.prefix), ?) > 0 OR instr(s.summary, X'3D3F') > 0)"
+            )
+            arguments += (must_contain, must_contain)
         for uid, flags, modseq, date, size, prefix, packed, data, path, blob in db.conn.execute(
-            query, (mailbox_id, *values)
+            query, arguments
         ):
             body: bytes | None = None
             if header_only:

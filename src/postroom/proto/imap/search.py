@@ -130,6 +130,23 @@ def needs_content(key: SearchKey) -> bool | Literal["header"]:
     return "header" if "header" in needs else False
 
 
+def header_needle(key: SearchKey) -> str | None:
+    """A word every match must carry in its header block, raw or as an RFC 2047 word: the
+    needle of a non-address HEADER key that the whole key requires (alone or AND-ed), when it
+    is plain ASCII without blanks. Lets the store skip most messages before Python sees them."""
+    keys = key.keys if isinstance(key, AndKey) else (key,)
+    for part in keys:
+        if (
+            isinstance(part, HeaderKey)
+            and part.field.lower() not in ADDRESS_FIELDS
+            and part.value
+            and part.value.isascii()
+            and not any(c.isspace() for c in part.value)
+        ):
+            return part.value.lower()
+    return None
+
+
 def uses_modseq(key: SearchKey) -> bool:
     if isinstance(key, ModSeqKey):
         return True

@@ -23,7 +23,13 @@ from postroom.proto.imap.grammar_fetch import FetchAttr, FetchBinary, FetchBinar
 from postroom.proto.imap.grammar_search import SearchKey
 from postroom.proto.imap.mime import parse
 from postroom.proto.imap.reader import LiteralData
-from postroom.proto.imap.search import SearchMessage, matches, needs_content, uses_modseq
+from postroom.proto.imap.search import (
+    SearchMessage,
+    header_needle,
+    matches,
+    needs_content,
+    uses_modseq,
+)
 from postroom.proto.imap.selected import MessageState, SelectedMailbox
 from postroom.proto.imap.sort import SortAddress, SortCriterion, SortKey, SortKeys, sort_messages
 from postroom.proto.imap.structure import MailAddress, section_bytes
@@ -411,6 +417,7 @@ class _Scan:
             self.blob_dir,
             summary=self.summary,
             content=needs_content(self.key),
+            must_contain=header_needle(self.key),
         )
         hits = []
         for row in rows:
