@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from postroom.proto import sasl
+from postroom.proto.lines import LineProblem, LineSplitter
 from postroom.proto.pop3 import events as ev
 from postroom.proto.pop3 import replies
 from postroom.proto.pop3.replies import Response
@@ -102,7 +103,7 @@ class Pop3Server:
         self._out = bytearray()
         self._events: deque[ev.Event] = deque()
         self._pending: str | None = None  # which decision the engine waits for
-        self._skipping_long_line = False
+        self._lines = LineSplitter()
         self._user: str | None = None  # from USER, until PASS
         self._candidate = ""  # the identity being checked, then whose maildrop is opened
         self._sasl: sasl.Mechanism | None = None
@@ -250,28 +251,14 @@ class Pop3Server:
         return True
 
     def _take_line(self) -> str | Response | None:
-        buf = self._in
+        # RFC 2449 §4: commands are at most 255 octets (SASL answers get more room).
         limit = MAX_AUTH_LINE if self.mode is Mode.AUTH else MAX_COMMAND_LINE
-        newline = buf.find(b"\n")
-        if newline < 0:
-            if len(buf) > limit:
-                # Refuse overlong lines: drop input up to the next LF, then answer once.
-                self._skipping_long_line = True
-                buf.clear()
-            return None
-        raw = bytes(buf[:newline])
-        del buf[: newline + 1]
-        if self._skipping_long_line or newline + 1 > limit:
-            self._skipping_long_line = False
+        line = self._lines.take(self._in, limit)
+        if line is LineProblem.TOO_LONG:
             return replies.LINE_TOO_LONG
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if b"\0" in raw:
+        if line is LineProblem.BAD_ENCODING:
             return replies.BAD_ENCODING
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return replies.BAD_ENCODING
+        return line
 
     def _command(self, line: str) -> None:
         # RFC 1939 §3: a case-insensitive keyword, then arguments separated by single spaces.

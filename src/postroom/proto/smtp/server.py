@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from postroom.proto import sasl
+from postroom.proto.lines import LineProblem, LineSplitter
 from postroom.proto.sasl import wire as sasl_wire
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import params, replies
@@ -111,7 +112,7 @@ class SmtpServer:
         self._events: deque[ev.Event] = deque()
         self._pending: str | None = None  # which decision the engine waits for
         self._pending_value: str = ""
-        self._skipping_long_line = False
+        self._lines = LineSplitter()
         self._data: DataReader | None = None
         self._chunk: ChunkReader | None = None
         self._chunk_last = False
@@ -258,28 +259,13 @@ class SmtpServer:
         return True
 
     def _take_line(self) -> str | Reply | None:
-        buf = self._in
-        limit = self.settings.max_line_length
-        newline = buf.find(b"\n")
-        if newline < 0:
-            if len(buf) > limit:
-                # RFC 5321 §4.5.3.1.4: refuse overlong lines; drop input up to the next LF.
-                self._skipping_long_line = True
-                buf.clear()
-            return None
-        raw = bytes(buf[:newline])
-        del buf[: newline + 1]
-        if self._skipping_long_line or newline + 1 > limit:
-            self._skipping_long_line = False
+        # RFC 5321 §4.5.3.1.4: refuse overlong lines.
+        line = self._lines.take(self._in, self.settings.max_line_length)
+        if line is LineProblem.TOO_LONG:
             return replies.LINE_TOO_LONG
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if b"\0" in raw:
+        if line is LineProblem.BAD_ENCODING:
             return replies.BAD_ENCODING
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return replies.BAD_ENCODING
+        return line
 
     def _command(self, line: str) -> None:
         verb, _, argument = line.partition(" ")
