@@ -62,10 +62,17 @@ def test_header_needle_only_when_every_match_must_carry_it() -> None:
     from postroom.proto.imap.search import header_needle
 
     subject = HeaderKey("SUBJECT", "Zanzibar")
-    assert header_needle(subject) == "zanzibar"
-    assert header_needle(AndKey((TextKey("BODY", "x"), subject))) == "zanzibar"
+    assert header_needle(subject) == ("subject", "zanzibar")
+    assert header_needle(AndKey((TextKey("BODY", "x"), subject))) == ("subject", "zanzibar")
     assert header_needle(OrKey(subject, TextKey("BODY", "x"))) is None  # not required
     assert header_needle(NotKey(subject)) is None
     assert header_needle(HeaderKey("FROM", "ann")) is None  # addresses compare normalised
     assert header_needle(HeaderKey("SUBJECT", "two words")) is None  # may span a fold
     assert header_needle(HeaderKey("SUBJECT", "réport")) is None
+
+
+def test_subject_index_holds_every_subject_decoded() -> None:
+    from postroom.proto.imap.search import subject_index
+
+    header = b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nSubject: Second\r\n\r\n"
+    assert subject_index(header) == "grüsse\nsecond"

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from postroom.proto.imap.search import subject_index
 from postroom.queue.model import (
     Envelope,
     QueuedMessage,
@@ -22,7 +23,7 @@ from postroom.queue.model import (
     RecipientState,
 )
 from postroom.storage.schema import DEFAULT_MAILBOXES, MIGRATIONS, SCHEMA, SCHEMA_VERSION
-from postroom.storage.summary import summarise_packed
+from postroom.storage.summary import summarise_packed, wire_parts
 
 MAX_ALIAS_DEPTH = 10
 
@@ -457,9 +458,10 @@ class Database:
         self.set_blob_summary(blob_id, summarise_packed(content))
 
     def set_blob_summary(self, blob_id: int, summary: bytes) -> None:
+        subject = subject_index(wire_parts(summary)[3])
         self.conn.execute(
-            "INSERT OR REPLACE INTO blob_summaries(blob_id, summary) VALUES (?, ?)",
-            (blob_id, summary),
+            "INSERT OR REPLACE INTO blob_summaries(blob_id, summary, subject) VALUES (?, ?, ?)",
+            (blob_id, summary, subject),
         )
 
     def mailbox_status(self, address: str, mailbox: str) -> MailboxStatus:

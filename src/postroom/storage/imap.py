@@ -276,14 +276,15 @@ def fetch_rows(
     *,
     summary: bool,
     content: bool | Literal["header"],
-    must_contain: str | None = None,
+    must_contain: tuple[str, str] | None = None,
 ) -> list[FetchRow]:
     """The stored data of `uids` (those still present), in UID order.
 
     `content="header"` gives only the header block (prefix included), from the summary:
-    what header searches need, without reading any body. `must_contain` (lower-case ASCII)
-    skips messages whose summary has neither it nor an RFC 2047 word: a pre-filter, the
-    caller still decides.
+    what header searches need, without reading any body. `must_contain` (header name, lower-case
+    ASCII word) skips messages that cannot have the word in that header: for Subject the
+    stored decoded subjects tell, for others the summary and trace headers (unless an RFC 2047
+    word could hide it). A pre-filter: the caller still decides.
     """
     header_only = content == "header"
     full = bool(content) and not header_only
@@ -300,12 +301,15 @@ def fetch_rows(
             f" WHERE m.mailbox_id = ? AND {condition}"
         )
         arguments: tuple[object, ...] = (mailbox_id, *values)
-        if must_contain is not None:
+        if must_contain is not None and must_contain[0] == "subject":
+            query += " AND (s.summary IS NULL OR instr(s.subject, ?) > 0)"
+            arguments += (must_contain[1],)
+        elif must_contain is not None:
             query += (
                 " AND (s.summary IS NULL OR instr(lower(s.summary), ?) > 0"
                 " OR instr(lower(m.prefix), ?) > 0 OR instr(s.summary, X'3D3F') > 0)"
             )
-            arguments += (must_contain, must_contain)
+            arguments += (must_contain[1], must_contain[1])
         for uid, flags, modseq, date, size, prefix, packed, data, path, blob in db.conn.execute(
             query, arguments
         ):

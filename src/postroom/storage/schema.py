@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS blobs (
 -- enters a mailbox. A table of its own: reading it never walks the pages of a large `data`.
 CREATE TABLE IF NOT EXISTS blob_summaries (
     blob_id INTEGER PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
-    summary BLOB NOT NULL
+    summary BLOB NOT NULL,
+    subject TEXT NOT NULL DEFAULT ''   -- every Subject:, decoded and case-folded (SEARCH)
 );
 
 CREATE TABLE IF NOT EXISTS queue_messages (

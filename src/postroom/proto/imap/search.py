@@ -130,10 +130,10 @@ def needs_content(key: SearchKey) -> bool | Literal["header"]:
     return "header" if "header" in needs else False
 
 
-def header_needle(key: SearchKey) -> str | None:
-    """A word every match must carry in its header block, raw or as an RFC 2047 word: the
-    needle of a non-address HEADER key that the whole key requires (alone or AND-ed), when it
-    is plain ASCII without blanks. Lets the store skip most messages before Python sees them."""
+def header_needle(key: SearchKey) -> tuple[str, str] | None:
+    """(field, word) such that every match carries the word in that header, raw or as an
+    RFC 2047 word: a non-address HEADER key that the whole key requires (alone or AND-ed),
+    with a plain ASCII value without blanks. Lets the store skip most messages early."""
     keys = key.keys if isinstance(key, AndKey) else (key,)
     for part in keys:
         if (
@@ -143,8 +143,14 @@ def header_needle(key: SearchKey) -> str | None:
             and part.value.isascii()
             and not any(c.isspace() for c in part.value)
         ):
-            return part.value.lower()
+            return part.field.lower(), part.value.lower()
     return None
+
+
+def subject_index(header: bytes) -> str:
+    """Every Subject: of a header block, decoded and case-folded: what the store keeps to
+    pre-filter SUBJECT searches (the real match is still made on the message)."""
+    return "\n".join(_decoded_headers(header).get("subject", [])).casefold()
 
 
 def uses_modseq(key: SearchKey) -> bool:
