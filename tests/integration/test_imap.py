@@ -384,3 +384,16 @@ def test_header_search_reaches_our_trace_headers(server: Postroom, alice: imapli
     # Received: is stamped by postroom in the per-copy prefix, not in the stored message.
     assert alice.search(None, "HEADER", "Received", server.hostname) == ("OK", [b"1"])
     assert alice.search(None, "HEADER", "Received", "nowhere.invalid") == ("OK", [b""])
+
+
+def test_with_qresync_every_fetch_response_carries_the_uid(
+    server: Postroom, alice: imaplib.IMAP4
+) -> None:
+    deliver(server)
+    server.wait_for_messages(ALICE, 1)
+    raw_command(alice, "ENABLE QRESYNC")
+    raw_command(alice, "SELECT INBOX")
+    stored = b"".join(raw_command(alice, "STORE 1 +FLAGS (\\Flagged)"))
+    assert re.search(rb"\* 1 FETCH \(.*UID 1.*MODSEQ", stored), stored
+    fetched = b"".join(raw_command(alice, "FETCH 1 (FLAGS)"))
+    assert b"UID 1" in fetched, fetched

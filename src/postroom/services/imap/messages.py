@@ -82,7 +82,9 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
     items = list(command.items)
     if any(isinstance(i, FetchBinary | FetchBinarySize) for i in items):
         raise Refusal("BINARY is not supported", status="BAD")
-    if command.uid and not any(isinstance(i, FetchAttr) and i.name == "UID" for i in items):
+    # RFC 3501 §6.4.8 for UID FETCH; RFC 7162 §3.2: with QRESYNC, UID in every FETCH.
+    wants_uid = command.uid or session.enabled.qresync
+    if wants_uid and not any(isinstance(i, FetchAttr) and i.name == "UID" for i in items):
         items.insert(0, FetchAttr("UID"))  # RFC 3501 §6.4.8
     if command.changedsince is not None or any(
         isinstance(i, FetchAttr) and i.name == "MODSEQ" for i in items
@@ -279,8 +281,8 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
         if command.silent and not (condstore and state in result.changed):
             continue
         items = [b"FLAGS " + encode.flag_list(selected.flags_of(state.uid))]
-        if command.uid:
-            items.append(b"UID %d" % state.uid)
+        if command.uid or session.enabled.qresync:
+            items.append(b"UID %d" % state.uid)  # RFC 7162 §3.2: with QRESYNC, UID in every FETCH
         if condstore:
             items.append(b"MODSEQ (%d)" % state.modseq)
         if command.silent:
