@@ -145,6 +145,7 @@ class MailServer:
             max_errors=limits.errors_per_session,
             tls_available=service not in IMPLICIT_TLS,
             require_auth=service != "smtp",
+            allow_insecure_auth=self.config.auth.plaintext,
         )
 
     async def start(self) -> None:
@@ -196,6 +197,7 @@ class MailServer:
                 hostname,
                 tls_available=name not in IMPLICIT_TLS,
                 max_errors=self.config.limits.errors_per_session,
+                allow_plaintext_auth=self.config.auth.plaintext,
             )
             timeout = self.config.limits.pop3_timeout
             service = Pop3Service(name, maildrops, settings, context, self.shutdown_flag, timeout)
@@ -209,6 +211,7 @@ class MailServer:
             hostname=hostname,
             tls_available=True,
             max_sessions_per_user=self.config.limits.imap_sessions_per_user,
+            plaintext_auth=self.config.auth.plaintext,
         )
 
         def imap(name: str) -> ServiceKind:

@@ -211,6 +211,14 @@ class DnsConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """Password logins (SMTP AUTH, IMAP LOGIN/AUTHENTICATE, POP3 USER/AUTH)."""
+
+    # Without TLS too: only behind a TLS-terminating proxy, or for tests and measurements.
+    plaintext: bool = False
+
+
+@dataclass(frozen=True)
 class DeliveryConfig:
     """Outbound SMTP: the remote port (25; tests and labs change it) and parallel sessions."""
 
@@ -245,6 +253,7 @@ class Config:
     dns: DnsConfig = DnsConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     relay: RelayConfig = RelayConfig()
+    auth: AuthConfig = AuthConfig()
 
 
 DEFAULT_LISTEN: dict[str, str] = {
@@ -274,6 +283,7 @@ _TOP_KEYS = (
     "delivery",
     "relay",
     "routes",
+    "auth",
 )
 _RELAY_KEYS = ("host", "tls", "username", "password", "ca_file")
 _RELAY_TLS = ("starttls", "implicit", "opportunistic")
@@ -283,6 +293,7 @@ _LIMITS_KEYS = tuple(f.name for f in fields(LimitsConfig))
 _QUEUE_KEYS = tuple(f.name for f in fields(QueueConfig))
 _LIMITS_DURATIONS = frozenset({"command_timeout", "data_timeout", "pop3_timeout"})
 _DNS_KEYS = tuple(f.name for f in fields(DnsConfig))
+_AUTH_KEYS = tuple(f.name for f in fields(AuthConfig))
 _DELIVERY_KEYS = tuple(f.name for f in fields(DeliveryConfig))
 
 
@@ -353,6 +364,13 @@ def _endpoint(value: object, default: str) -> Endpoint:
             f'must be a "host:port" string, got {_show(value)}', f'write it like "{default}"'
         )
     return Endpoint.parse(value)
+
+
+def _boolean(value: object, default: bool) -> bool:
+    if not isinstance(value, bool):
+        fix = f"write {str(default).lower()} (no quotes)"
+        raise _Invalid(f"must be true or false, got {_show(value)}", fix)
+    return value
 
 
 def _positive_int(value: object, default: int, minimum: int = 1) -> int:
@@ -530,6 +548,7 @@ class _Reader:
             dns=self.dns(doc),
             delivery=self.delivery(doc),
             relay=self.relay(doc),
+            auth=self.auth(doc),
         )
 
     def listen(self, doc: Mapping[str, Any]) -> ListenConfig:
@@ -620,6 +639,12 @@ class _Reader:
                     f"queue.{name}", _timeout, raw[name], getattr(defaults, name)
                 )
         return QueueConfig(**values)
+
+    def auth(self, doc: Mapping[str, Any]) -> AuthConfig:
+        raw = self.table(doc, "auth", _AUTH_KEYS)
+        if "plaintext" not in raw:
+            return AuthConfig()
+        return AuthConfig(self.check("auth.plaintext", _boolean, raw["plaintext"], False))
 
     def dns(self, doc: Mapping[str, Any]) -> DnsConfig:
         raw = self.table(doc, "dns", _DNS_KEYS)

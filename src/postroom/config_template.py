@@ -133,6 +133,9 @@ def render_default_config(
 [dns]
 # nameservers = ["127.0.0.1:53"]   # resolvers to ask ("host:port"); default: the system's
 
+[auth]
+# plaintext = true   # password logins without TLS too (only behind a TLS proxy, or for tests)
+
 [delivery]
 {
         section(

@@ -397,3 +397,12 @@ def test_with_qresync_every_fetch_response_carries_the_uid(
     assert re.search(rb"\* 1 FETCH \(.*UID 1.*MODSEQ", stored), stored
     fetched = b"".join(raw_command(alice, "FETCH 1 (FLAGS)"))
     assert b"UID 1" in fetched, fetched
+
+
+def test_plaintext_logins_when_configured(postroom_factory: Callable[..., Postroom]) -> None:
+    """[auth] plaintext = true (a TLS-terminating proxy in front): LOGIN without STARTTLS."""
+    server = postroom_factory(services=SERVICES, extra="[auth]\nplaintext = true\n")
+    client = imaplib.IMAP4(server.host, server.ports["imap"], timeout=30)
+    assert "LOGINDISABLED" not in client.capabilities
+    assert client.login(ALICE, PASSWORDS[ALICE])[0] == "OK"
+    client.logout()

@@ -498,3 +498,10 @@ def test_format_duration_rejects_negative() -> None:
 def test_duration_round_trip_ms(milliseconds: int) -> None:
     seconds = milliseconds / 1000
     assert parse_duration(format_duration(seconds)) == pytest.approx(seconds, abs=1e-9)
+
+
+def test_auth_plaintext_is_a_boolean(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).auth.plaintext is False
+    assert load_config(write(tmp_path, "[auth]\nplaintext = true\n")).auth.plaintext is True
+    with pytest.raises(ConfigError, match=r"auth\.plaintext: must be true or false"):
+        load_config(write(tmp_path, '[auth]\nplaintext = "yes"\n'))

@@ -94,6 +94,7 @@ class ImapContext:
     idle_poll: float = 30.0  # seconds between looks at the mailbox during IDLE without news
     max_append: int = 64 * 1024 * 1024
     max_sessions_per_user: int = 100
+    plaintext_auth: bool = False  # [auth] plaintext: logins without TLS too
     sessions: dict[int, int] = field(default_factory=dict)  # user id → open sessions
 
 
@@ -128,6 +129,11 @@ class ImapSession:
         # Contents of literals the driver streamed to buffers for the command being run.
         self.streamed: list[ContentBuffer] = []
 
+    @property
+    def secure(self) -> bool:
+        """Whether passwords may be sent now: under TLS, or anywhere with [auth] plaintext."""
+        return self.ctx.plaintext_auth or self.io.secure
+
     # --- output ----------------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
@@ -156,7 +162,7 @@ class ImapSession:
         if self.state == "notauth":
             if self.ctx.tls_available and not self.tls_active:
                 caps.append("STARTTLS")
-            if self.io.secure:
+            if self.secure:
                 caps += ["AUTH=PLAIN", "AUTH=SCRAM-SHA-256"]
             else:
                 caps.append("LOGINDISABLED")  # RFC 3501 §6.2.3
@@ -265,7 +271,7 @@ class ImapSession:
 
     async def login(self, tag: str, command: cmd.Command) -> None:
         assert isinstance(command, cmd.Login)
-        if not self.io.secure:
+        if not self.secure:
             # RFC 3501 §6.2.3 with LOGINDISABLED: plaintext passwords need TLS first.
             raise Refusal("Plaintext authentication disallowed without TLS", "PRIVACYREQUIRED")
         prepared = prepare_login(command.username, command.password)
@@ -277,7 +283,7 @@ class ImapSession:
 
     async def authenticate(self, tag: str, command: cmd.Command) -> None:
         assert isinstance(command, cmd.Authenticate)
-        if not self.io.secure:
+        if not self.secure:
             raise Refusal("Authentication needs TLS first", "PRIVACYREQUIRED")
         mechanism = sasl.new_mechanism(command.mechanism)
         if mechanism is None:
