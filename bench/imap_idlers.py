@@ -2,8 +2,9 @@
 
 Run as a child process: ``imap_idlers.py --port P --count N --mode MODE [--user U --password
 W]``.  Modes: ``greeting`` (plaintext connection that reads the greeting and waits), ``tls``
-(implicit TLS, greeting, then waits) and ``idle`` (implicit TLS, AUTHENTICATE SCRAM-SHA-256
-with SASL-IR, SELECT INBOX, IDLE).  At most ``--concurrency`` connections are being opened at
+(implicit TLS, greeting, then waits), ``idle`` (implicit TLS, AUTHENTICATE SCRAM-SHA-256
+with SASL-IR, SELECT INBOX, IDLE) and ``idle-plain`` (the same without TLS: the server needs
+``[auth] plaintext = true``).  At most ``--concurrency`` connections are being opened at
 once.  When every connection is open (or ``--deadline`` seconds have passed) it prints one JSON
 line ``{"opened": n, "failed": m, "seconds": s, "errors": [...]}``, then holds the connections
 until its stdin closes, and exits.  SCRAM keeps the server's cost per login to a few HMACs;
@@ -75,8 +76,8 @@ async def open_one(
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    scram = ScramClient(args.user, args.password) if args.mode == "idle" else None
-    tls = None if args.mode == "greeting" else client_tls_context()
+    scram = ScramClient(args.user, args.password) if args.mode.startswith("idle") else None
+    tls = None if args.mode in ("greeting", "idle-plain") else client_tls_context()
     writers: list[asyncio.StreamWriter] = []
     errors: list[str] = []
     gate = asyncio.Semaphore(args.concurrency)
@@ -111,7 +112,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--mode", choices=("greeting", "tls", "idle"), required=True)
+    parser.add_argument(
+        "--mode", choices=("greeting", "tls", "idle", "idle-plain"), required=True
+    )
     parser.add_argument("--user", default="")
     parser.add_argument("--password", default="")
     parser.add_argument("--concurrency", type=int, default=64)

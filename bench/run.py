@@ -212,17 +212,19 @@ def print_imap_table(imap: dict[str, Any]) -> None:
         )
     mem = imap.get("memory")
     if mem:
-        for mode in ("greeting", "tls", "idle"):
+        for mode in ("greeting", "tls", "idle", "idle-plain"):
             m = mem[mode]
             print(
                 f"postroom RSS, {m['opened']}/{m['sessions']} '{mode}' sessions: "
                 f"{m['rss_before_mib']} -> {m['rss_after_mib']} MiB "
                 f"({m['kib_per_session']} KiB each, opened in {m['seconds']} s)"
             )
-        idle = mem["idle"]
+        idle, plain = mem["idle"], mem["idle-plain"]
+        verdict = "OK" if mem["idle_rss_ok"] else "missed"
         print(
-            f"idle sessions over TLS: {idle['rss_after_mib']} MiB (target <= "
-            f"{mem['target_mib']} MiB without TLS; estimate without TLS: "
+            f"idle sessions without TLS: {plain['rss_after_mib']} MiB (target <= "
+            f"{mem['target_mib']} MiB: {verdict}); over TLS: {idle['rss_after_mib']} MiB "
+            f"(estimate without TLS from the TLS cost: "
             f"{mem.get('idle_without_tls_estimate_mib', '-')} MiB)"
         )
 

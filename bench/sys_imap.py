@@ -18,9 +18,10 @@ so both see the same machine load, and the median is reported:
 Memory (postroom only): its RSS before and after holding sessions open (imap_idlers.py in
 IDLER_PROCS child processes), each on a fresh server: ``greeting`` plaintext connections on
 the STARTTLS port, ``tls`` connections on imaps that stop after the greeting, and ``idle``
-sessions (imaps, SCRAM login, SELECT of a 10-message INBOX, IDLE).  Logins need TLS and
-postroom has no knob to allow them in plaintext, so the cost of a session without TLS is
-estimated as idle - (tls - greeting) per session.  Also on the benchmark server: the extra
+sessions (imaps, SCRAM login, SELECT of a 10-message INBOX, IDLE), and ``idle-plain``: the same
+sessions without TLS (the server runs with ``[auth] plaintext = true``), which is what the
+≤ 200 MiB target speaks of; the old estimate idle - (tls - greeting) is printed beside it.
+Also on the benchmark server: the extra
 RSS of BIG_SELECT_SESSIONS sessions that SELECT the INBOX (N messages plus the appended ones).
 """
 
@@ -286,7 +287,9 @@ def postroom_config(imap_port: int, imaps_port: int, cert: Path, key: Path, conn
         f'imap = "{HOST}:{imap_port}"\nimaps = "{HOST}:{imaps_port}"\n\n'
         f'[tls]\ncert = "{cert}"\nkey = "{key}"\n\n'
         f"[limits]\nconnections = {conns}\nconnections_per_ip = {conns}\n"
-        f"imap_sessions_per_user = {conns}\n"
+        f"imap_sessions_per_user = {conns}\n\n"
+        # Only the idle-plain memory run logs in without TLS; timed runs all use imaps.
+        "[auth]\nplaintext = true\n"
     )
 
 
@@ -305,17 +308,22 @@ def memory(cert: Path, key: Path, sessions: int, tls_sessions: int) -> dict[str,
     """postroom's RSS with many concurrent sessions, each mode on a fresh server."""
     limits = raise_fd_limit(sessions + 1024)
     result: dict[str, Any] = {"bench_nofile": limits, "target_mib": RSS_TARGET_MIB}
-    plan = (("greeting", sessions), ("tls", tls_sessions), ("idle", sessions))
+    plan = (
+        ("greeting", sessions),
+        ("tls", tls_sessions),
+        ("idle", sessions),
+        ("idle-plain", sessions),
+    )
     for mode, count in plan:
         print(f"   memory: {count} '{mode}' sessions ...", flush=True)
         with postroom_server(cert, key, sessions + 100) as (pr, imap_port, imaps_port):
             assert pr.proc is not None
             result["postroom_nofile"] = open_files_limit(pr.proc.pid)
-            if mode == "idle":
+            if mode.startswith("idle"):
                 client = connect(Server("postroom", imaps_port, pr.proc.pid), IDLE_USER)
                 client.append("INBOX", [(corpus.message(i).data, "") for i in range(IDLE_INBOX)])
                 client.close()
-            port = imap_port if mode == "greeting" else imaps_port
+            port = imap_port if mode in ("greeting", "idle-plain") else imaps_port
             result[mode] = measure_sessions(pr.proc.pid, port, count, mode, IDLE_USER)
     idle, tls, plain = result["idle"], result["tls"], result["greeting"]
     if idle["kib_per_session"] and tls["kib_per_session"] and plain["kib_per_session"]:
@@ -323,7 +331,7 @@ def memory(cert: Path, key: Path, sessions: int, tls_sessions: int) -> dict[str,
         result["tls_kib_per_session"] = round(tls_cost, 1)
         without = idle["rss_after_mib"] - mib(tls_cost * idle["opened"])
         result["idle_without_tls_estimate_mib"] = round(without, 1)
-    result["idle_rss_ok"] = idle["rss_after_mib"] <= RSS_TARGET_MIB
+    result["idle_rss_ok"] = result["idle-plain"]["rss_after_mib"] <= RSS_TARGET_MIB
     return result
 
 
