@@ -63,12 +63,7 @@ class Pop3Service:
         while True:
             event = engine.next_event()
             if isinstance(event, ev.NeedData):
-                stream.write(engine.data_to_send())
-                try:
-                    await stream.drain(self.timeout)
-                except TimeoutError:
-                    log.info("client stopped reading, dropped client=%s", stream.peer[0])
-                    stream.abort()
+                if not await stream.send(engine.data_to_send(), self.timeout):
                     return
                 if engine.closed:
                     return

@@ -53,13 +53,7 @@ class SmtpService:
         while True:
             event = engine.next_event()
             if isinstance(event, ev.NeedData):
-                stream.write(engine.data_to_send())
-                try:
-                    await stream.drain(limits.command_timeout)
-                except TimeoutError:
-                    # The client stopped reading our replies: drop it (bounded memory).
-                    log.info("client stopped reading, dropped client=%s", stream.peer[0])
-                    stream.abort()
+                if not await stream.send(engine.data_to_send(), limits.command_timeout):
                     return
                 if engine.closed:
                     return

@@ -9,12 +9,16 @@ fast client cannot grow a session's memory (back-pressure).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 HIGH_WATER = 256 * 1024
+
+
+log = logging.getLogger("postroom.net")
 
 
 class ByteStream(asyncio.Protocol):
@@ -137,6 +141,18 @@ class ByteStream(asyncio.Protocol):
                 await asyncio.wait_for(self._drain_waiter, timeout)
             finally:
                 self._drain_waiter = None
+
+    async def send(self, data: bytes, timeout: float) -> bool:
+        """Write and wait for the peer to take it; a client that stopped reading is dropped
+        (memory stays bounded) and False comes back."""
+        self.write(data)
+        try:
+            await self.drain(timeout)
+        except TimeoutError:
+            log.info("client stopped reading, dropped client=%s", self.peer[0])
+            self.abort()
+            return False
+        return True
 
     async def start_tls(self, context: ssl.SSLContext, timeout: float) -> None:
         """Upgrade to TLS as the server, dropping any plaintext still buffered (RFC 3207 §4.2)."""
