@@ -406,3 +406,46 @@ def test_plaintext_logins_when_configured(postroom_factory: Callable[..., Postro
     assert "LOGINDISABLED" not in client.capabilities
     assert client.login(ALICE, PASSWORDS[ALICE])[0] == "OK"
     client.logout()
+
+
+def _uid_flags(client: imaplib.IMAP4) -> dict[int, set[str]]:
+    lines = raw_command(client, "FETCH 1:* (UID FLAGS)")
+    found = re.findall(rb"\* \d+ FETCH \(UID (\d+) FLAGS \(([^)]*)\)\)", b"".join(lines))
+    return {int(uid): set(flags.decode().split()) - {"\\Recent"} for uid, flags in found}
+
+
+def test_select_of_a_big_mailbox_after_changes_shows_the_store_exactly(
+    server: Postroom, alice: imaplib.IMAP4
+) -> None:
+    # Mailboxes of 1000+ messages are kept between SELECTs and only brought up to date.
+    count = 1100
+    literals = "".join(
+        f" {{{len(m)}+}}\r\n{m.decode()}"
+        for m in (simple_message(f"big-{i}", BOB, ALICE) for i in range(count))
+    )
+    assert raw_command(alice, "APPEND INBOX" + literals)[-1].split()[1] == b"OK"
+    assert alice.select("INBOX")[1] == [str(count).encode()]  # read whole, then kept
+
+    other = connect(server)
+    other.select("INBOX")
+    other.store("1:10", "+FLAGS", "($Work \\Seen)")
+    other.store("20", "+FLAGS", "(\\Deleted)")
+    other.expunge()
+    deliver(server)
+
+    fresh = connect(server)
+    assert fresh.select("INBOX")[1] == [str(count).encode()]  # one expunged, one delivered
+    assert b"$Work" in fresh.untagged_responses["FLAGS"][0]
+    expected = {uid: set() for uid in range(1, count + 1) if uid != 20}
+    expected.update({uid: {"$Work", "\\Seen"} for uid in range(1, 11)})
+    expected[count + 1] = set()
+    assert _uid_flags(fresh) == expected
+
+    other.store("1:10", "-FLAGS", "($Work)")
+    again = connect(server)
+    again.select("INBOX")
+    assert b"$Work" not in again.untagged_responses["FLAGS"][0]
+    expected.update({uid: {"\\Seen"} for uid in range(1, 11)})
+    assert _uid_flags(again) == expected
+    for client in (other, fresh, again):
+        client.logout()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from postroom.proto.imap.selected import MessageState
+from postroom.proto.imap.selected import MessageColumns, MessageState
 from postroom.storage.database import Database
 from postroom.storage.mailboxes import expunge
 from postroom.storage.summary import header_block, wire_parts
@@ -244,6 +244,22 @@ def message_states(db: Database, mailbox_id: int, since_modseq: int = 0) -> list
         MessageState(u, shared[f] if f in shared else shared.setdefault(f, split_flags(f)), m)
         for u, f, m in rows
     ]
+
+
+def message_columns(db: Database, mailbox_id: int) -> MessageColumns:
+    """Every message of a mailbox in UID order as parallel lists (what SELECT loads): cheaper
+    than one object per message, and each distinct flag set is one shared tuple."""
+    rows = db.conn.execute(
+        "SELECT uid, flags, modseq FROM mailbox_messages WHERE mailbox_id = ? ORDER BY uid",
+        (mailbox_id,),
+    ).fetchall()
+    shared: dict[str, tuple[str, ...]] = {}
+    flags = [
+        shared[f] if f in shared else shared.setdefault(f, split_flags(f)) for _, f, _ in rows
+    ]
+    return MessageColumns(
+        [r[0] for r in rows], flags, [r[2] for r in rows], list(shared.values())
+    )
 
 
 def vanished_since(db: Database, mailbox_id: int, since_modseq: int) -> list[int]:

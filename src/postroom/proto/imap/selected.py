@@ -10,7 +10,7 @@ answering FETCH, STORE or SEARCH, nor with no command in progress) and the view 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from postroom.proto.imap.encode import flag_list, sequence_set
@@ -27,12 +27,53 @@ class MessageState:
     modseq: int
 
 
+@dataclass(frozen=True, slots=True)
+class MessageColumns:
+    """A whole mailbox as parallel lists in UID order (one object per mailbox, not per
+    message); `flag_sets` lists each distinct flag tuple once."""
+
+    uids: list[int]
+    flags: list[tuple[str, ...]]
+    modseqs: list[int]
+    flag_sets: list[tuple[str, ...]]
+
+    def updated(
+        self, changed: Iterable[MessageState], vanished: Iterable[int]
+    ) -> MessageColumns:
+        """A new copy with changed or added messages and without the vanished ones (this one
+        is shared and never modified)."""
+        changes = sorted(changed, key=lambda s: s.uid)
+        gone = set(vanished)
+        if not changes and not gone:
+            return self
+        uids, flags, modseqs = self.uids, self.flags, self.modseqs
+        if gone:
+            keep = [i for i, uid in enumerate(uids) if uid not in gone]
+            uids, flags, modseqs = (
+                [uids[i] for i in keep],
+                [flags[i] for i in keep],
+                [modseqs[i] for i in keep],
+            )
+        else:
+            uids, flags, modseqs = list(uids), list(flags), list(modseqs)
+        for state in changes:
+            index = bisect.bisect_left(uids, state.uid)
+            if index < len(uids) and uids[index] == state.uid:
+                flags[index], modseqs[index] = state.flags, state.modseq
+            else:
+                uids.insert(index, state.uid)
+                flags.insert(index, state.flags)
+                modseqs.insert(index, state.modseq)
+        # Recounted after any change, so FLAGS lists exactly the keywords messages have.
+        return MessageColumns(uids, flags, modseqs, list(set(flags)))
+
+
 class SelectedMailbox:
     def __init__(
         self,
         mailbox_id: int,
         uidvalidity: int,
-        states: Sequence[MessageState],
+        messages: MessageColumns,
         *,
         highestmodseq: int,
         recent_from: int,
@@ -41,16 +82,26 @@ class SelectedMailbox:
         self.mailbox_id = mailbox_id
         self.uidvalidity = uidvalidity
         self.read_only = read_only
-        self.uids: list[int] = [s.uid for s in states]
-        self.flags: dict[int, tuple[str, ...]] = {s.uid: s.flags for s in states}
-        self.modseqs: dict[int, int] = {s.uid: s.modseq for s in states}
+        uids = messages.uids
+        self.uids: list[int] = list(uids)  # `messages` may be shared: this view has its own
+        self.flags: dict[int, tuple[str, ...]] = dict(zip(uids, messages.flags, strict=True))
+        self.modseqs: dict[int, int] = dict(zip(uids, messages.modseqs, strict=True))
         # \Recent is this session's alone (RFC 3501 §2.3.2): the UIDs it claimed.
-        self.recent: set[int] = {s.uid for s in states if s.uid >= recent_from}
+        self.recent: set[int] = set(self.uids[bisect.bisect_left(self.uids, recent_from) :])
         self.known_modseq = highestmodseq
         self._gone: set[int] = set()  # expunged in the store, not yet told
         self._new: list[MessageState] = []  # arrived, not yet told (EXISTS)
         self._changed: dict[int, MessageState] = {}  # flags changed by others, not yet told
-        self.keywords: set[str] = {f for s in states for f in s.flags if not f.startswith("\\")}
+        self.keywords: set[str] = set()
+        self._known_flag_sets: set[tuple[str, ...]] = set()
+        for flags in messages.flag_sets:
+            self._learn(flags)
+
+    def _learn(self, flags: tuple[str, ...]) -> None:
+        """Keywords in use (for the FLAGS response); each distinct flag set is looked at once."""
+        if flags not in self._known_flag_sets:
+            self._known_flag_sets.add(flags)
+            self.keywords.update(f for f in flags if not f.startswith("\\"))
 
     # --- sequence numbers ----------------------------------------------------------------------
 
@@ -120,7 +171,7 @@ class SelectedMailbox:
             self.flags[state.uid] = state.flags
             self.modseqs[state.uid] = state.modseq
             self._changed.pop(state.uid, None)
-            self.keywords.update(f for f in state.flags if not f.startswith("\\"))
+            self._learn(state.flags)
 
     def note_gone(self, uids: Iterable[int]) -> None:
         """This session's own EXPUNGE/MOVE removed messages; told by `untagged` like any other."""
@@ -154,7 +205,7 @@ class SelectedMailbox:
             seq = self.seq_of(uid)
             self.flags[uid] = state.flags
             self.modseqs[uid] = state.modseq
-            self.keywords.update(f for f in state.flags if not f.startswith("\\"))
+            self._learn(state.flags)
             if seq is None:
                 continue
             items = [b"FLAGS " + flag_list(self.flags_of(uid))]
@@ -168,7 +219,7 @@ class SelectedMailbox:
                 self.uids.append(state.uid)
                 self.flags[state.uid] = state.flags
                 self.modseqs[state.uid] = state.modseq
-                self.keywords.update(f for f in state.flags if not f.startswith("\\"))
+                self._learn(state.flags)
             self._new.clear()
             lines.append(b"* %d EXISTS\r\n" % self.exists)
             lines.append(b"* %d RECENT\r\n" % len(self.recent))

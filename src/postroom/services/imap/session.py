@@ -21,11 +21,12 @@ from postroom.proto.imap import grammar_commands as cmd
 from postroom.proto.imap import mutf7
 from postroom.proto.imap.encode import astring, flag_list, sequence_set
 from postroom.proto.imap.listing import Listed, list_entries, lsub_entries
-from postroom.proto.imap.selected import MessageState, SelectedMailbox
+from postroom.proto.imap.selected import MessageColumns, MessageState, SelectedMailbox
 from postroom.proto.sasl import wire as sasl_wire
 from postroom.proto.sasl.saslprep import prepare_login
 from postroom.queue.spool import ContentBuffer, Spool
 from postroom.services.authn import Authenticator
+from postroom.services.imap.snapshots import MailboxSnapshots, Snapshot, load_messages
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.storage import imap as store_ops
 from postroom.storage.database import Database, unlink_quietly
@@ -96,6 +97,7 @@ class ImapContext:
     max_sessions_per_user: int = 100
     plaintext_auth: bool = False  # [auth] plaintext: logins without TLS too
     sessions: dict[int, int] = field(default_factory=dict)  # user id → open sessions
+    snapshots: MailboxSnapshots = field(default_factory=MailboxSnapshots)
 
 
 class Refusal(Exception):
@@ -398,23 +400,25 @@ class ImapSession:
             raise Refusal("QRESYNC must be enabled first", status="BAD")  # RFC 7162 §3.2.5
         user_id = self.uid
         readonly = command.readonly
+        snapshots = self.ctx.snapshots
 
         def open_mailbox(
             db: Database,
-        ) -> tuple[store_ops.MailboxInfo, list[MessageState], int]:
+        ) -> tuple[store_ops.MailboxInfo, MessageColumns, int]:
             info = store_ops.require_mailbox(db, user_id, name)
             # EXAMINE shows what is \Recent without taking it from the next SELECT.
             recent_from = info.recent_uid if readonly else store_ops.claim_recent(db, info.id)
-            return info, store_ops.message_states(db, info.id), recent_from
+            return info, load_messages(db, snapshots, info), recent_from
 
         if readonly:
-            info, states, recent_from = await self.ctx.store.read(open_mailbox)
+            info, messages, recent_from = await self.ctx.store.read(open_mailbox)
         else:
-            info, states, recent_from = await self.ctx.store.write(open_mailbox, durable=False)
+            info, messages, recent_from = await self.ctx.store.write(open_mailbox, durable=False)
+        snapshots.keep(info.id, Snapshot(info.uidvalidity, info.highestmodseq, messages))
         selected = SelectedMailbox(
             info.id,
             info.uidvalidity,
-            states,
+            messages,
             highestmodseq=info.highestmodseq,
             recent_from=recent_from,
             read_only=readonly,
