@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +31,11 @@ log = logging.getLogger("postroom.store")
 
 T = TypeVar("T")
 DB_NAME = "postroom.db"
+# A reset WAL is cut back to this size (journal_size_limit); about this much of new pages
+# are copied into the database per checkpoint.
+WAL_KEEP_BYTES = 4 * 1024 * 1024
+WAL_LIMIT_BYTES = 64 * 1024 * 1024  # past this the writer itself checkpoints (see below)
+CHECKPOINT_IDLE = 1.0  # seconds without a checkpoint request after which one is taken
 
 
 @dataclass
@@ -76,6 +82,12 @@ class Store:
         self.stats = CommitStats()
         self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._writer_thread: threading.Thread | None = None
+        self._checkpoint_thread: threading.Thread | None = None
+        self._checkpoint_due = threading.Event()
+        self._stopping = False
+        self._wal_path = self.db_path.with_name(DB_NAME + "-wal")
+        self._wal_checkpointed_at = 0  # WAL size when the last checkpoint was asked for
+        self.wal_limit = WAL_LIMIT_BYTES
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-read")
         self._reader_db: Database | None = None
         # Called on the event loop after a batch changed mailboxes: id → HIGHESTMODSEQ after the
@@ -92,6 +104,18 @@ class Store:
         for leftover in self.tmp_dir.iterdir():
             leftover.unlink(missing_ok=True)
         writer_db = Database(self.db_path)
+        # Checkpoints (WAL pages copied into the database, then fsynced) run on their own
+        # thread, so no commit waits for one; the WAL file shrinks back to WAL_KEEP_BYTES once
+        # reset, which makes its size tell how much waits to be copied.
+        writer_db.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        writer_db.conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
+        self._checkpoint_thread = threading.Thread(
+            target=self._checkpoint_loop,
+            args=(Database(self.db_path, readonly=True),),
+            name="store-checkpoint",
+            daemon=True,
+        )
+        self._checkpoint_thread.start()
         self._writer_thread = threading.Thread(
             target=self._writer_loop, args=(writer_db,), name="store-write", daemon=True
         )
@@ -102,6 +126,11 @@ class Store:
             self._jobs.put(_STOP)
             self._writer_thread.join()
             self._writer_thread = None
+        if self._checkpoint_thread is not None:
+            self._stopping = True
+            self._checkpoint_due.set()
+            self._checkpoint_thread.join()
+            self._checkpoint_thread = None
         self._reader.shutdown(wait=True)
         if self._reader_db is not None:
             self._reader_db.close()
@@ -143,6 +172,45 @@ class Store:
                     return
         finally:
             db.close()
+
+    def _checkpoint_loop(self, db: Database) -> None:
+        """Copy WAL pages into the database when the writer asks, and once writes pause."""
+        done_at = 0  # commits counted when the last checkpoint started
+        try:
+            while True:
+                asked = self._checkpoint_due.wait(timeout=CHECKPOINT_IDLE)
+                self._checkpoint_due.clear()
+                if self._stopping:
+                    return
+                commits = self.stats.batches
+                if not asked and commits == done_at:
+                    continue  # nothing written since the last checkpoint
+                done_at = commits
+                try:
+                    # PASSIVE: copies what it can without ever blocking the writer. One taken
+                    # in a pause lets the next write start the WAL over from its beginning.
+                    db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as error:
+                    log.warning("WAL checkpoint failed: %s", error)
+        finally:
+            db.close()
+
+    def _note_wal_size(self, db: Database) -> None:
+        """After a commit (writer thread): ask for a checkpoint once the WAL has grown enough."""
+        try:
+            size = os.stat(self._wal_path).st_size
+        except OSError:
+            return
+        if size < self._wal_checkpointed_at:
+            self._wal_checkpointed_at = 0  # the WAL was reset (and cut back to WAL_KEEP_BYTES)
+        # A reset WAL is rewritten from its start: growth past WAL_KEEP_BYTES is new pages.
+        if size > self._wal_checkpointed_at + WAL_KEEP_BYTES:
+            self._wal_checkpointed_at = size
+            self._checkpoint_due.set()
+        if size > self.wal_limit:
+            # Writes never paused long enough for a reset: finish the copying here, so the
+            # next transaction starts the WAL over (the checkpoint thread did most of it).
+            db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _gather(self, batch: list[_Job]) -> bool:
         """Add every job already waiting (and, with batch_wait, those arriving shortly)."""
@@ -189,6 +257,7 @@ class Store:
             outcomes = [(job.future, None, error) for job in batch]
         else:
             self.stats.record(len(batch))
+            self._note_wal_size(db)
         finally:
             if relaxed:
                 conn.execute("PRAGMA synchronous = FULL")

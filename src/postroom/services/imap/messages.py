@@ -42,6 +42,7 @@ from postroom.storage.mailboxes import expunge
 from postroom.storage.summary import summarise_packed, unpack, wire_parts
 
 SEEN = "\\Seen"
+SEEN_WITH_READ = 8  # FETCHes of up to this many messages set \Seen and read in one job
 FETCH_BATCH = 256  # messages read from the store per round trip
 
 
@@ -108,12 +109,19 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
         or any(isinstance(i, FetchBody) and not i.peek for i in items)
     )
     seen_changed: set[int] = set()
+    batches = _batches(session, selected, uids, want_summary, want_content)
     if sets_seen:
         unseen = [u for u in uids if SEEN not in selected.flags.get(u, ())]
-        if unseen:
-            seen_changed = await _set_seen(session, selected, unseen)
+        if unseen and len(uids) <= SEEN_WITH_READ:
+            # One store round trip instead of two: set \Seen and read in the same job.
+            seen_changed, rows = await _set_seen(
+                session, selected, unseen, read=(uids, want_summary, want_content)
+            )
+            batches = _one_batch(uids, rows)
+        elif unseen:
+            seen_changed, _ = await _set_seen(session, selected, unseen)
     missing = False
-    async for batch, rows in _batches(session, selected, uids, want_summary, want_content):
+    async for batch, rows in batches:
         if len(rows) < len(batch):
             missing = True
         for row in rows:
@@ -170,21 +178,37 @@ async def _batches(
         yield batch, rows
 
 
-async def _set_seen(session: ImapSession, selected: SelectedMailbox, uids: list[int]) -> set[int]:
-    """RFC 3501 §6.4.5: a non-PEEK body fetch sets \\Seen."""
-    result = await session.ctx.store.write(
-        functools.partial(
-            store_ops.store_flags,
-            mailbox_id=selected.mailbox_id,
-            uids=uids,
-            mode="add",
-            flags=(SEEN,),
-        ),
-        durable=False,  # flags: a crash may lose the last changes, never mail (as Dovecot)
-    )
+async def _one_batch(
+    uids: list[int], rows: list[store_ops.FetchRow]
+) -> AsyncIterator[tuple[list[int], list[store_ops.FetchRow]]]:
+    yield uids, rows
+
+
+async def _set_seen(
+    session: ImapSession,
+    selected: SelectedMailbox,
+    unseen: list[int],
+    read: tuple[list[int], bool, bool] | None = None,
+) -> tuple[set[int], list[store_ops.FetchRow]]:
+    """RFC 3501 §6.4.5: a non-PEEK body fetch sets \\Seen. With `read` (UIDs, summary,
+    content), the rows of those UIDs are read in the same job, after the change."""
+    mailbox_id, blob_dir = selected.mailbox_id, session.ctx.store.blob_dir
+
+    def job(db: Database) -> tuple[store_ops.StoreResult, list[store_ops.FetchRow]]:
+        result = store_ops.store_flags(db, mailbox_id, unseen, "add", (SEEN,))
+        if read is None:
+            return result, []
+        uids, summary, content = read
+        rows = store_ops.fetch_rows(
+            db, mailbox_id, uids, blob_dir, summary=summary, content=content
+        )
+        return result, rows
+
+    # durable=False: flags; a crash may lose the last changes, never mail (as Dovecot).
+    result, rows = await session.ctx.store.write(job, durable=False)
     for state in result.changed:
         selected.note_own_flags(state)
-    return {s.uid for s in result.changed}
+    return {s.uid for s in result.changed}, rows
 
 
 def _fetch_response(
