@@ -1,5 +1,5 @@
-"""The store's WAL checkpoints run beside the writer: the WAL is copied into the database as it
-grows, started over after a pause (cut back to WAL_KEEP_BYTES), and nothing committed is lost."""
+"""The store's WAL: durable commits sync it, checkpoints run beside the writer — the WAL is
+copied into the database as it grows and started over after a pause, nothing committed lost."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+
+import pytest
 
 from postroom.storage.database import Database
 from postroom.storage.store import WAL_KEEP_BYTES, Store
@@ -78,3 +80,31 @@ def test_writes_that_never_pause_still_keep_the_wal_bounded(tmp_path: Path) -> N
         store.close()
     # Reset at the latest by the commit after the one that passed the limit.
     assert largest <= store.wal_limit + 3 * commit, largest
+
+
+def test_durable_commits_sync_the_wal_and_flag_only_commits_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    store.open()
+    wal = store.db_path.with_name(store.db_path.name + "-wal")
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr("postroom.storage.store.os.fsync", spy)
+
+    async def scenario() -> tuple[int, int]:
+        await store.write(lambda db: _insert(db, 1), durable=False)
+        relaxed = synced.count(wal.stat().st_ino)
+        await store.write(lambda db: _insert(db, 1))
+        return relaxed, synced.count(wal.stat().st_ino)
+
+    try:
+        relaxed, durable = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert (relaxed, durable) == (0, 1)

@@ -2,10 +2,11 @@
 
 Writes are jobs (functions of a `Database`). The writer takes every job that is waiting, runs
 them in ONE transaction (each inside its own SAVEPOINT, so one failing job fails alone), fsyncs
-the directories of any new blob files, commits (WAL + synchronous=FULL: one fsync), and only then
-resolves each job's future. Sessions that finish DATA at the same moment therefore share one
-fsync (group commit, as Postfix and mox avoid one sync per message). The event loop never
-touches the disk.
+the directories of any new blob files, commits and fsyncs the WAL (one sync per batch), and only
+then resolves each job's future. Sessions that finish DATA at the same moment therefore share one
+fsync (group commit, as Postfix and mox avoid one sync per message). A batch of only
+`durable=False` jobs (IMAP flags) is committed without the sync. Checkpoints (WAL pages copied
+into the database file) run on a thread of their own. The event loop never touches the disk.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class Store:
         # thread, so no commit waits for one; the WAL file shrinks back to WAL_KEEP_BYTES once
         # reset, which makes its size tell how much waits to be copied.
         writer_db.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        writer_db.conn.execute("PRAGMA synchronous = NORMAL")  # _commit syncs the WAL itself
         writer_db.conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
         self._checkpoint_thread = threading.Thread(
             target=self._checkpoint_loop,
@@ -232,24 +234,31 @@ class Store:
     def _commit(self, db: Database, batch: list[_Job]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         conn = db.conn
-        relaxed = not any(job.durable for job in batch)
-        if relaxed:
-            conn.execute("PRAGMA synchronous = NORMAL")  # WAL: no fsync at this commit
+        # A lone job needs no savepoint: if it fails, the whole transaction is undone.
+        alone = len(batch) == 1
         try:
             conn.execute("BEGIN IMMEDIATE")
             for index, job in enumerate(batch):
-                conn.execute(f"SAVEPOINT job{index}")
+                if not alone:
+                    conn.execute(f"SAVEPOINT job{index}")
                 try:
                     value = job.fn(db)
                 except Exception as error:
-                    conn.execute(f"ROLLBACK TO job{index}")
+                    conn.execute("ROLLBACK" if alone else f"ROLLBACK TO job{index}")
                     outcomes.append((job.future, None, error))
                 else:
                     outcomes.append((job.future, value, None))
-                conn.execute(f"RELEASE job{index}")
+                if not alone:
+                    conn.execute(f"RELEASE job{index}")
             for directory in {d for job in batch for d in job.sync_dirs}:
                 fsync_directory(directory)
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+                if any(job.durable for job in batch):
+                    # The connection runs synchronous=NORMAL (no sync at COMMIT); syncing the
+                    # WAL here makes this commit durable before any job is answered. A batch
+                    # of only flag changes skips it (a crash may undo those, never mail).
+                    self._sync_wal()
         except BaseException as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -258,10 +267,8 @@ class Store:
         else:
             self.stats.record(len(batch))
             self._note_wal_size(db)
-        finally:
-            if relaxed:
-                conn.execute("PRAGMA synchronous = FULL")
         touched, db.touched = sorted(db.touched), set()
+        changes: dict[int, int | None] | None = None
         if touched and self.on_mailbox_change is not None and outcomes:
             marks = ",".join("?" * len(touched))
             found = dict(
@@ -270,18 +277,31 @@ class Store:
                 ).fetchall()
             )
             changes = {mailbox: found.get(mailbox) for mailbox in touched}
-            with contextlib.suppress(RuntimeError):
-                batch[0].loop.call_soon_threadsafe(self.on_mailbox_change, changes)
-        # One wake-up of the event loop per batch, not one per job.
+        # One wake-up of each event loop per batch, not one per job.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
         for job, outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(job.loop, []).append(outcome)
         for loop, items in by_loop.items():
+            news = (self.on_mailbox_change, changes) if loop is batch[0].loop else None
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
-                loop.call_soon_threadsafe(_settle, items)
+                loop.call_soon_threadsafe(_settle, items, news)
+
+    def _sync_wal(self) -> None:
+        fd = os.open(self._wal_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle(
+    items: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+    news: tuple[Callable[[dict[int, int | None]], None] | None, dict[int, int | None] | None]
+    | None,
+) -> None:
+    """On the event loop: tell sessions which mailboxes changed, then answer the jobs."""
+    if news is not None and news[0] is not None and news[1] is not None:
+        news[0](news[1])
     for future, value, error in items:
         if future.cancelled():
             continue
