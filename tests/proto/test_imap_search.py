@@ -25,6 +25,19 @@ BASE64 = (
 )
 ENCODED_SUBJECT = b"Subject: =?utf-8?q?Quarterly_r=C3=A9port?=\r\n\r\nbody\r\n"
 FOLDED = b"Subject: Quarterly\r\n report\r\n\r\nbody\r\n"
+B_SUBJECT = b"Subject: =?utf-8?b?%s?=\r\n\r\nbody =?x\r\n" % base64.b64encode(b"hidden treasure")
+MIXED = (
+    b"Subject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"Caf=E9 au lait, quok=\r\nkas welcome\r\n"
+    b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.b64encode(b"hidden wombat inside a file")
+    + b"\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Subject: inner\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.b64encode(b"forwarded platypus text")
+    + b"\r\n--b--\r\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +58,12 @@ FOLDED = b"Subject: Quarterly\r\n report\r\n\r\nbody\r\n"
         (PLAIN, HeaderKey("X-MISSING", ""), False),
         (PLAIN, HeaderKey("SUBJECT", ""), True),  # RFC 3501: "" matches a present field
         (PLAIN, NotKey(TextKey("BODY", "numbers")), False),
+        (MIXED, TextKey("BODY", "café"), True),  # quoted-printable, ISO-8859-1
+        (MIXED, TextKey("BODY", "quokkas"), True),  # across a soft line break
+        (MIXED, TextKey("BODY", "platypus"), True),  # an attached message's text
+        (MIXED, TextKey("TEXT", "wombat"), False),  # inside an attachment: not text
+        (B_SUBJECT, TextKey("TEXT", "treasure"), True),  # in an encoded word of the header
+        (B_SUBJECT, TextKey("TEXT", "missing"), False),  # "=?" in a body hides nothing
     ],
 )
 def test_string_keys(content: bytes, key: object, expected: bool) -> None:

@@ -8,10 +8,9 @@ text parts in bodies), as RFC 3501 §6.4.4 asks and Dovecot does.
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
-import email
 import email.header
-import email.policy
 import email.utils
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +31,10 @@ from postroom.proto.imap.grammar_search import (
     SizeKey,
     TextKey,
 )
+from postroom.proto.imap.mime import parse
 
 RECENT = "\\Recent"
+_WIDE_CHARSETS = (b"utf-16", b"utf-32", b"utf-7")  # charsets in which ASCII text looks different
 ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "reply-to", "sender"})
 
 
@@ -59,15 +60,19 @@ class SearchMessage:
         if not needle.isascii() or any(c.isspace() for c in needle):
             return False
         raw = self.content or b""
-        if headers_only:
-            raw = _header_block(raw)
-        lowered = raw.lower()
+        header = _header_block(raw)
+        lowered = (header if headers_only else raw).lower()
         if needle.encode() in lowered:
             return False
+        if b"=?" in header:
+            return False  # RFC 2047 words (in a body, "=?" is just text, searched as it is)
         if headers_only:
-            return b"=?" not in raw  # RFC 2047 words are all a header can hide text in
-        hiding = (b"=?", b"base64", b"quoted-printable", b"utf-16", b"utf-32", b"utf-7")
-        return not any(marker in lowered for marker in hiding)
+            return True
+        # Each look is a pass over the whole message: the rarer, longer markers only once a
+        # shorter word they need is there.
+        if b"encoding" in lowered and (b"base64" in lowered or b"quoted-printable" in lowered):
+            return False
+        return not (b"utf-" in lowered and any(u in lowered for u in _WIDE_CHARSETS))
 
     def header_values(self, name: str) -> list[str]:
         if self._headers is None:
@@ -268,20 +273,35 @@ def _decode_words(value: bytes) -> str:
 
 
 def _body_text(content: bytes) -> str:
-    """The text of every text part, transfer-decoded and charset-decoded."""
-    message = email.message_from_bytes(content, policy=email.policy.compat32)
+    """The text of every text part (embedded messages' included), transfer-decoded (RFC 2045
+    §6) and charset-decoded; other parts (attachments) are not decoded at all."""
     texts: list[str] = []
-    for part in message.walk():
-        if part.is_multipart():
+    pending = [parse(content)]
+    while pending:
+        part = pending.pop()
+        if part.message is not None:
+            pending.append(part.message)
+        if part.children:
+            pending.extend(reversed(part.children))
             continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
+        if part.kind != "text":
             continue
-        if part.get_content_maintype() != "text":
-            continue
-        charset = part.get_content_charset() or "us-ascii"
+        payload = _transfer_decoded(part.body(content), part.encoding)
+        charset = part.param("charset") or "us-ascii"
         try:
             texts.append(payload.decode(charset, "replace"))
         except LookupError:
             texts.append(payload.decode("utf-8", "replace"))
     return "\n".join(texts)
+
+
+def _transfer_decoded(body: bytes, encoding: bytes | None) -> bytes:
+    name = (encoding or b"").strip().lower()
+    try:
+        if name == b"base64":
+            return binascii.a2b_base64(body)  # lenient: stray characters are skipped
+        if name == b"quoted-printable":
+            return binascii.a2b_qp(body)
+    except binascii.Error:
+        return body
+    return body  # 7bit, 8bit, binary, or unknown: as it is
