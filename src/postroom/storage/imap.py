@@ -271,6 +271,33 @@ def vanished_since(db: Database, mailbox_id: int, since_modseq: int) -> list[int
     return [int(r[0]) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class MailboxNews:
+    """What changed in a mailbox since a MODSEQ a session knows (RFC 7162 §3.1, §3.2.10)."""
+
+    changed: list[MessageState]  # changed or added
+    vanished: list[int]
+    highestmodseq: int
+    recent_from: int | None  # first UID claimed as \\Recent for the added ones, if claimed
+
+
+def mailbox_news(
+    db: Database, mailbox_id: int, since: int, claim_recent_after: int | None = None
+) -> MailboxNews | None:
+    """None when the mailbox is gone. With `claim_recent_after` (the session's highest UID),
+    messages added after it are claimed as \\Recent for the session (RFC 3501 §2.3.2)."""
+    info = mailbox_info(db, mailbox_id)
+    if info is None:
+        return None
+    changed = message_states(db, mailbox_id, since)
+    recent_from = None
+    if claim_recent_after is not None and any(s.uid > claim_recent_after for s in changed):
+        recent_from = claim_recent(db, mailbox_id)
+    return MailboxNews(
+        changed, vanished_since(db, mailbox_id, since), info.highestmodseq, recent_from
+    )
+
+
 def claim_recent(db: Database, mailbox_id: int) -> int:
     """RFC 3501 §2.3.2: \\Recent belongs to one session. Returns the first UID this session
     sees as recent; the next session to claim starts after the current last message."""

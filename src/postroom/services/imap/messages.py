@@ -38,6 +38,7 @@ from postroom.queue.spool import ContentBuffer
 from postroom.services.imap.session import ImapSession, Refusal
 from postroom.storage import imap as store_ops
 from postroom.storage.database import Database, unlink_quietly
+from postroom.storage.imap import MailboxError
 from postroom.storage.mailboxes import expunge
 from postroom.storage.summary import summarise_packed, unpack, wire_parts
 
@@ -598,17 +599,17 @@ async def expunge_command(session: ImapSession, tag: str, command: cmd.Command) 
 async def append(session: ImapSession, tag: str, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Append)
     name = session.decode_name(command.mailbox)
-    user_id = session.uid
-    info = await session.ctx.store.read(lambda db: store_ops.find_mailbox(db, user_id, name))
-    if info is None:
-        raise Refusal("Mailbox doesn't exist: " + name, "TRYCREATE")
     streamed = list(session.streamed)
     session.streamed.clear()
     if all(isinstance(m.data, LiteralData) for m in command.messages):
-        uids = await _append_in_memory(session, info.id, command.messages)
+        uidvalidity, uids = await _append_in_memory(session, name, command.messages)
     else:
+        user_id = session.uid
+        info = await session.ctx.store.read(lambda db: store_ops.find_mailbox(db, user_id, name))
+        if info is None:
+            raise Refusal("Mailbox doesn't exist: " + name, "TRYCREATE")
         # Streamed (large) messages go one by one, each in its own commit.
-        uids = []
+        uidvalidity, uids = info.uidvalidity, []
         for message in command.messages:
             if isinstance(message.data, LiteralData):
                 buffer = session.ctx.spool.new_buffer(f"append-{id(session)}-{len(uids)}")
@@ -618,35 +619,50 @@ async def append(session: ImapSession, tag: str, command: cmd.Command) -> None:
                     raise Refusal("Literal data missing", status="BAD")
                 buffer = streamed.pop(0)
             uids.append(await _append_one(session, info.id, buffer, message))
-    if session.selected is not None and session.selected.mailbox_id == info.id:
-        await session.announce(allow_expunge=False, force=True)
-    code = f"APPENDUID {info.uidvalidity} {_set(uids).decode()}"
+        if session.selected is not None and session.selected.mailbox_id == info.id:
+            await session.announce(allow_expunge=False, force=True)
+    code = f"APPENDUID {uidvalidity} {_set(uids).decode()}"
     session.tagged(tag, "OK", "Append completed.", code)
 
 
 async def _append_in_memory(
-    session: ImapSession, mailbox_id: int, messages: Sequence[cmd.AppendMessage]
-) -> list[int]:
-    """RFC 3502 §6.3.11: all the messages of one APPEND are added in one transaction, or none."""
-    prepared: list[tuple[bytes, bytes, tuple[str, ...], float]] = []
+    session: ImapSession, name: str, messages: Sequence[cmd.AppendMessage]
+) -> tuple[int, list[int]]:
+    """RFC 3502 §6.3.11: all the messages of one APPEND are added in one transaction, or none.
+
+    One store round trip: the mailbox is looked up, the messages summarised and added, and,
+    when it is the selected mailbox, what changed in it read back (with the new \\Recent).
+    """
+    prepared: list[tuple[bytes, tuple[str, ...], float]] = []
     for message in messages:
         assert isinstance(message.data, LiteralData)
-        data = message.data.data
-        if not data:
+        if not message.data.data:
             raise Refusal("Can't save an empty message", status="NO")
-        summary = await asyncio.to_thread(summarise_packed, data)
         when = message.internal_date.timestamp() if message.internal_date else time.time()
-        prepared.append((data, summary, tuple(f for f in message.flags if f != "\\Recent"), when))
+        flags = tuple(f for f in message.flags if f != "\\Recent")
+        prepared.append((message.data.data, flags, when))
+    user_id, selected = session.uid, session.selected
 
-    def write(db: Database) -> list[int]:
+    def write(db: Database) -> tuple[int, list[int], store_ops.MailboxNews | None]:
+        info = store_ops.find_mailbox(db, user_id, name)
+        if info is None:
+            raise MailboxError("TRYCREATE", "Mailbox doesn't exist: " + name)
         uids = []
-        for data, summary, flags, when in prepared:
+        for data, flags, when in prepared:
             blob_id = db.insert_blob(len(data), data, None)
-            db.set_blob_summary(blob_id, summary)
-            uids.append(store_ops.append_blob(db, mailbox_id, blob_id, len(data), flags, when))
-        return uids
+            db.set_blob_summary(blob_id, summarise_packed(data))
+            uids.append(store_ops.append_blob(db, info.id, blob_id, len(data), flags, when))
+        news = None
+        if selected is not None and selected.mailbox_id == info.id:
+            after = None if selected.read_only else selected.max_uid
+            news = store_ops.mailbox_news(db, info.id, selected.known_modseq, after)
+        return info.uidvalidity, uids, news
 
-    return await session.ctx.store.write(write)
+    uidvalidity, uids, news = await session.ctx.store.write(write)
+    if news is not None and selected is session.selected and selected is not None:
+        selected.take_changes(news.changed, news.vanished, news.highestmodseq, news.recent_from)
+        await session.announce(allow_expunge=False)
+    return uidvalidity, uids
 
 
 async def _append_one(

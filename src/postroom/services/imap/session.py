@@ -21,7 +21,7 @@ from postroom.proto.imap import grammar_commands as cmd
 from postroom.proto.imap import mutf7
 from postroom.proto.imap.encode import astring, flag_list, sequence_set
 from postroom.proto.imap.listing import Listed, list_entries, lsub_entries
-from postroom.proto.imap.selected import MessageColumns, MessageState, SelectedMailbox
+from postroom.proto.imap.selected import MessageColumns, SelectedMailbox
 from postroom.proto.sasl import wire as sasl_wire
 from postroom.proto.sasl.saslprep import prepare_login
 from postroom.queue.spool import ContentBuffer, Spool
@@ -206,28 +206,19 @@ class ImapSession:
         since = selected.known_modseq
         mailbox_id = selected.mailbox_id
 
-        def changes(db: Database) -> tuple[list[MessageState], list[int], int] | None:
-            info = store_ops.mailbox_info(db, mailbox_id)
-            if info is None:
-                return None
-            return (
-                store_ops.message_states(db, mailbox_id, since),
-                store_ops.vanished_since(db, mailbox_id, since),
-                info.highestmodseq,
-            )
-
-        news = await self.ctx.store.read(changes)
+        news = await self.ctx.store.read(
+            functools.partial(store_ops.mailbox_news, mailbox_id=mailbox_id, since=since)
+        )
         if news is None:
             # The mailbox was deleted or renamed away under us: everything is gone.
             selected.take_changes([], list(selected.uids), selected.known_modseq)
             return
-        changed, vanished, highest = news
         recent_from = None
-        if not selected.read_only and any(s.uid > selected.max_uid for s in changed):
+        if not selected.read_only and any(s.uid > selected.max_uid for s in news.changed):
             recent_from = await self.ctx.store.write(
                 functools.partial(store_ops.claim_recent, mailbox_id=mailbox_id), durable=False
             )
-        selected.take_changes(changed, vanished, highest, recent_from)
+        selected.take_changes(news.changed, news.vanished, news.highestmodseq, recent_from)
 
     def _watch_mailbox(self, mailbox_id: int) -> None:
         self._unwatch()
