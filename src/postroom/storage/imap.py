@@ -412,43 +412,41 @@ def store_flags(
     unchanged: list[MessageState] = []
     modified: list[int] = []
     modseq = 0
-    new_flags: dict[tuple[str, ...], tuple[str, ...] | None] = {}  # old → new (None: same)
-    groups: dict[tuple[str, ...], list[int]] = {}  # old flags → UIDs that change
-    for state in _states_of(db, mailbox_id, uids):
-        if unchanged_since is not None and state.modseq > unchanged_since:
-            modified.append(state.uid)
+    new_flags: dict[str, tuple[str, ...] | None] = {}  # old flags text → new (None: the same)
+    for uid, old_text, old_modseq in _state_rows(db, mailbox_id, uids):
+        if unchanged_since is not None and old_modseq > unchanged_since:
+            modified.append(uid)
             continue
-        if state.flags not in new_flags:
-            old = set(state.flags)
+        if old_text not in new_flags:
+            old = set(split_flags(old_text))
             new = wanted if mode == "set" else old | wanted if mode == "add" else old - wanted
-            new_flags[state.flags] = None if new == old else split_flags(join_flags(new))
-        result = new_flags[state.flags]
+            new_flags[old_text] = None if new == old else split_flags(join_flags(new))
+        result = new_flags[old_text]
         if result is None:
-            unchanged.append(state)
+            unchanged.append(MessageState(uid, split_flags(old_text), old_modseq))
             continue
         if not modseq:
             modseq = next_modseq(db, mailbox_id)  # one MODSEQ for the whole command
-        groups.setdefault(state.flags, []).append(state.uid)
-        changed.append(MessageState(state.uid, result, modseq))
-    if len(groups) <= GROUPED_UPDATES:
-        # One UPDATE per (old flag set, run of UIDs): a STORE 1:* is a handful of statements.
-        for old_flags, group in groups.items():
-            result = new_flags[old_flags]
-            assert result is not None
-            for condition, values in _uid_filters(group):
-                db.conn.execute(
-                    "UPDATE mailbox_messages SET flags = ?, seen = ?, modseq = ?"
-                    f" WHERE mailbox_id = ? AND flags = ? AND {condition}",
-                    (
-                        " ".join(result),
-                        int(SEEN in result),
-                        modseq,
-                        mailbox_id,
-                        " ".join(old_flags),
-                        *values,
-                    ),
-                )
-    else:
+        changed.append(MessageState(uid, result, modseq))
+    changes = {old: new for old, new in new_flags.items() if new is not None}
+    if changed and len(changes) <= GROUPED_UPDATES:
+        # One UPDATE per run of UIDs, each old flag set mapped to its new one: a STORE 1:* is
+        # one statement. Rows already as asked keep their flags and MODSEQ (flags IN ...).
+        # UIDs refused by UNCHANGEDSINCE may share an old flag set: then only changed UIDs.
+        scope = [s.uid for s in changed] if modified else uids
+        cases = " ".join("WHEN ? THEN ?" for _ in changes)
+        mapping = [v for old, new in changes.items() for v in (old, " ".join(new))]
+        seen = [v for old, new in changes.items() for v in (old, int(SEEN in new))]
+        olds = list(changes)
+        for condition, values in _uid_filters(scope):
+            db.conn.execute(
+                f"UPDATE mailbox_messages SET flags = CASE flags {cases} END,"
+                f" seen = CASE flags {cases} END, modseq = ?"
+                f" WHERE mailbox_id = ? AND {condition}"
+                f" AND flags IN ({','.join('?' * len(olds))})",
+                (*mapping, *seen, modseq, mailbox_id, *values, *olds),
+            )
+    elif changed:
         # Many distinct flag sets: one prepared statement run per message is cheaper.
         db.conn.executemany(
             "UPDATE mailbox_messages SET flags = ?, seen = ?, modseq = ?"
@@ -458,21 +456,21 @@ def store_flags(
                 for state in changed
             ],
         )
-    if groups:
+    if changed:
         db.touched.add(mailbox_id)
     return StoreResult(changed, unchanged, modified)
 
 
-def _states_of(db: Database, mailbox_id: int, uids: Sequence[int]) -> list[MessageState]:
-    states: list[MessageState] = []
+def _state_rows(db: Database, mailbox_id: int, uids: Sequence[int]) -> list[tuple[int, str, int]]:
+    """(UID, flags as stored, MODSEQ) of the `uids` still present, in UID order."""
+    rows: list[tuple[int, str, int]] = []
     for condition, values in _uid_filters(uids):
-        rows = db.conn.execute(
+        rows += db.conn.execute(
             f"SELECT uid, flags, modseq FROM mailbox_messages WHERE mailbox_id = ? AND {condition}",
             (mailbox_id, *values),
-        )
-        states += [MessageState(int(u), split_flags(f), int(m)) for u, f, m in rows]
-    states.sort(key=lambda s: s.uid)
-    return states
+        ).fetchall()
+    rows.sort()
+    return rows
 
 
 def copy_messages(

@@ -12,15 +12,16 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from postroom.proto.imap.encode import flag_list, sequence_set
 
 RECENT = "\\Recent"
 
 
-@dataclass(frozen=True, slots=True)
-class MessageState:
-    """What a session tracks per message: UID, flags (without \\Recent), MODSEQ."""
+class MessageState(NamedTuple):
+    """What a session tracks per message: UID, flags (without \\Recent), MODSEQ (a tuple:
+    a STORE 1:* makes one per message)."""
 
     uid: int
     flags: tuple[str, ...]
