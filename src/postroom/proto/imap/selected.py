@@ -116,6 +116,14 @@ class SelectedMailbox:
             return index + 1
         return None
 
+    def seqs_of(self, uids: Iterable[int]) -> list[int | None]:
+        """`seq_of` for UIDs in ascending order (each search starts where the last ended)."""
+        known, seqs, index = self.uids, [], 0
+        for uid in uids:
+            index = bisect.bisect_left(known, uid, index)
+            seqs.append(index + 1 if index < len(known) and known[index] == uid else None)
+        return seqs
+
     def uid_at(self, seq: int) -> int:
         return self.uids[seq - 1]
 

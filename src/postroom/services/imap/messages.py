@@ -296,23 +296,30 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
     for state in result.changed:
         selected.note_own_flags(state)
     condstore = session.enabled.condstore
-    reported = sorted(
-        [*result.changed, *([] if command.silent else result.unchanged)], key=lambda s: s.uid
-    )
-    for state in reported:
-        seq = selected.seq_of(state.uid)
+    if command.silent:
+        # RFC 7162 §3.1.3: .SILENT still reports the new MODSEQ of what changed.
+        reported = result.changed if condstore else []
+    else:
+        reported = sorted([*result.changed, *result.unchanged])
+    with_uid = command.uid or session.enabled.qresync  # RFC 7162 §3.2: UID in every FETCH
+    encoded: dict[tuple[str, ...], bytes] = {}  # a flag set's "FLAGS (...)", made once
+    lines: list[bytes] = []
+    for state, seq in zip(reported, selected.seqs_of(s.uid for s in reported), strict=True):
         if seq is None:
             continue
-        if command.silent and not (condstore and state in result.changed):
-            continue
-        items = [b"FLAGS " + encode.flag_list(selected.flags_of(state.uid))]
-        if command.uid or session.enabled.qresync:
-            items.append(b"UID %d" % state.uid)  # RFC 7162 §3.2: with QRESYNC, UID in every FETCH
+        items = []
+        if not command.silent:
+            flags_now = selected.flags_of(state.uid)
+            item = encoded.get(flags_now)
+            if item is None:
+                item = encoded[flags_now] = b"FLAGS " + encode.flag_list(flags_now)
+            items.append(item)
+        if with_uid:
+            items.append(b"UID %d" % state.uid)
         if condstore:
             items.append(b"MODSEQ (%d)" % state.modseq)
-        if command.silent:
-            items.pop(0)  # RFC 7162 §3.1.3: .SILENT still reports the new MODSEQ
-        session.send(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
+        lines.append(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
+    session.send(b"".join(lines))
     if result.modified:
         numbers = result.modified if command.uid else [
             seq for u in result.modified if (seq := selected.seq_of(u)) is not None
