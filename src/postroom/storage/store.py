@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -46,6 +45,13 @@ class _Job:
     future: asyncio.Future[Any]
     sync_dirs: tuple[Path, ...] = ()
     durable: bool = True
+
+
+@dataclass
+class _Read:
+    fn: Callable[[Database], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
 
 
 @dataclass
@@ -89,8 +95,10 @@ class Store:
         self._wal_path = self.db_path.with_name(DB_NAME + "-wal")
         self._wal_checkpointed_at = 0  # WAL size when the last checkpoint was asked for
         self.wal_limit = WAL_LIMIT_BYTES
-        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-read")
-        self._reader_db: Database | None = None
+        # Reads go to one thread of their own, started by the first one (plain queue and
+        # loop callbacks: a read is a hop on the hot path of every IMAP command).
+        self._reads: queue.SimpleQueue[_Read | object] = queue.SimpleQueue()
+        self._reader_thread: threading.Thread | None = None
         # Called on the event loop after a batch changed mailboxes: id → HIGHESTMODSEQ after the
         # commit (None when the mailbox is gone).
         self.on_mailbox_change: Callable[[dict[int, int | None]], None] | None = None
@@ -133,9 +141,10 @@ class Store:
             self._checkpoint_due.set()
             self._checkpoint_thread.join()
             self._checkpoint_thread = None
-        self._reader.shutdown(wait=True)
-        if self._reader_db is not None:
-            self._reader_db.close()
+        if self._reader_thread is not None:
+            self._reads.put(_STOP)
+            self._reader_thread.join()
+            self._reader_thread = None
 
     async def write(
         self, fn: Callable[[Database], T], sync_dirs: Iterable[Path] = (), *, durable: bool = True
@@ -152,13 +161,38 @@ class Store:
         return await future
 
     async def read(self, fn: Callable[[Database], T]) -> T:
+        """Run `fn` on the reader thread's connection (WAL: it never waits for the writer)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, self._run_read, fn)
+        future: asyncio.Future[T] = loop.create_future()
+        if self._reader_thread is None:
+            self._reader_thread = threading.Thread(
+                target=self._reader_loop, name="store-read", daemon=True
+            )
+            self._reader_thread.start()
+        self._reads.put(_Read(fn, loop, future))
+        return await future
 
-    def _run_read(self, fn: Callable[[Database], T]) -> T:
-        if self._reader_db is None:
-            self._reader_db = Database(self.db_path, readonly=True)
-        return fn(self._reader_db)
+    def _reader_loop(self) -> None:
+        db: Database | None = None
+        try:
+            while True:
+                item = self._reads.get()
+                if item is _STOP:
+                    return
+                assert isinstance(item, _Read)
+                outcome: tuple[asyncio.Future[Any], Any, BaseException | None]
+                try:
+                    if db is None:
+                        db = Database(self.db_path, readonly=True)
+                    outcome = (item.future, item.fn(db), None)
+                except BaseException as error:  # handed to the caller, like any outcome
+                    outcome = (item.future, None, error)
+                settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [outcome]
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    item.loop.call_soon_threadsafe(_settle, settled, None)
+        finally:
+            if db is not None:
+                db.close()
 
     def _writer_loop(self, db: Database) -> None:
         try:

@@ -251,9 +251,12 @@ def _fetch_response(
                 text = section_bytes(raw, tree, (), "HEADER" if name == "RFC822.HEADER" else "TEXT")
                 parts.append(name.encode() + b" " + encode.literal(text))
         elif isinstance(item, FetchBody):
-            tree = tree or parse(raw)
             section = item.section
-            data = section_bytes(raw, tree, section.part, section.text or "", section.fields)
+            if not section.part and not section.text:
+                data = raw  # BODY[]: the whole message, nothing to parse
+            else:
+                tree = tree or parse(raw)
+                data = section_bytes(raw, tree, section.part, section.text or "", section.fields)
             if item.partial is not None:
                 origin, count = item.partial
                 data = data[origin : origin + count]
