@@ -45,6 +45,7 @@ class _Job:
     future: asyncio.Future[Any]
     sync_dirs: tuple[Path, ...] = ()
     durable: bool = True
+    early: asyncio.Future[Any] | None = None  # gets fn's result before the commit
 
 
 @dataclass
@@ -95,6 +96,7 @@ class Store:
         self._wal_path = self.db_path.with_name(DB_NAME + "-wal")
         self._wal_checkpointed_at = 0  # WAL size when the last checkpoint was asked for
         self.wal_limit = WAL_LIMIT_BYTES
+        self._catch_up = False  # set by the checkpoint thread after a checkpoint
         # Reads go to one thread of their own, started by the first one (plain queue and
         # loop callbacks: a read is a hop on the hot path of every IMAP command).
         self._reads: queue.SimpleQueue[_Read | object] = queue.SimpleQueue()
@@ -160,6 +162,19 @@ class Store:
         self._jobs.put(_Job(fn, loop, future, tuple(sync_dirs), durable))
         return await future
 
+    async def write_early(self, fn: Callable[[Database], T]) -> tuple[T, asyncio.Future[None]]:
+        """A `durable=False` write whose result comes back as soon as `fn` has run, before the
+        commit, with a future that is done once the commit is. The caller answers its client
+        meanwhile and awaits that future before it reads or writes again (so it reads its own
+        writes). A failed commit then undoes a change already reported, as a crash may undo
+        any change that is not durable (IMAP flags); that future carries the error.
+        """
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[T] = loop.create_future()
+        committed: asyncio.Future[None] = loop.create_future()
+        self._jobs.put(_Job(fn, loop, committed, (), False, early=result))
+        return await result, committed
+
     async def read(self, fn: Callable[[Database], T]) -> T:
         """Run `fn` on the reader thread's connection (WAL: it never waits for the writer)."""
         loop = asyncio.get_running_loop()
@@ -223,11 +238,12 @@ class Store:
                     continue  # nothing written since the last checkpoint
                 done_at = commits
                 try:
-                    # PASSIVE: copies what it can without ever blocking the writer. One taken
-                    # in a pause lets the next write start the WAL over from its beginning.
+                    # PASSIVE: copies what it can without ever blocking the writer.
                     db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as error:
                     log.warning("WAL checkpoint failed: %s", error)
+                else:
+                    self._catch_up = True
         finally:
             db.close()
 
@@ -243,9 +259,12 @@ class Store:
         if size > self._wal_checkpointed_at + WAL_KEEP_BYTES:
             self._wal_checkpointed_at = size
             self._checkpoint_due.set()
-        if size > self.wal_limit:
-            # Writes never paused long enough for a reset: finish the copying here, so the
-            # next transaction starts the WAL over (the checkpoint thread did most of it).
+        if self._catch_up or size > self.wal_limit:
+            # The checkpoint thread copied the bulk; the writer copies the pages committed
+            # since (few), so the next transaction starts the WAL over from its beginning:
+            # overwriting a small WAL is cheaper than growing a large one. Past wal_limit it
+            # does so in any case.
+            self._catch_up = False
             db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _gather(self, batch: list[_Job]) -> bool:
@@ -279,8 +298,15 @@ class Store:
                     value = job.fn(db)
                 except Exception as error:
                     conn.execute("ROLLBACK" if alone else f"ROLLBACK TO job{index}")
-                    outcomes.append((job.future, None, error))
+                    if job.early is not None:
+                        self._answer_early(job, None, error)
+                        outcomes.append((job.future, None, None))  # nothing left to wait for
+                    else:
+                        outcomes.append((job.future, None, error))
                 else:
+                    if job.early is not None:
+                        self._answer_early(job, value, None)
+                        value = None
                     outcomes.append((job.future, value, None))
                 if not alone:
                     conn.execute(f"RELEASE job{index}")
@@ -298,6 +324,9 @@ class Store:
                 conn.execute("ROLLBACK")
             log.exception("group commit of %d jobs failed", len(batch))
             outcomes = [(job.future, None, error) for job in batch]
+            for job in batch:
+                if job.early is not None:  # never ran: its caller still waits for a result
+                    self._answer_early(job, None, error)
         else:
             self.stats.record(len(batch))
             self._note_wal_size(db)
@@ -319,6 +348,13 @@ class Store:
             news = (self.on_mailbox_change, changes) if loop is batch[0].loop else None
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
                 loop.call_soon_threadsafe(_settle, items, news)
+
+    @staticmethod
+    def _answer_early(job: _Job, value: Any, error: BaseException | None) -> None:
+        early, job.early = job.early, None
+        assert early is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            job.loop.call_soon_threadsafe(_settle, [(early, value, error)], None)
 
     def _sync_wal(self) -> None:
         fd = os.open(self._wal_path, os.O_RDONLY)

@@ -67,6 +67,7 @@ _WRONG_STATE = {
 
 async def run(session: ImapSession, tag: str, command: cmd.Command) -> bool:
     """Run one command and send what it produced; False when the session is over."""
+    await session.settle_pending()
     entry = ALLOWED.get(type(command))
     if entry is None:
         session.tagged(tag, "BAD", "Unknown command")

@@ -121,6 +121,7 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
             batches = _one_batch(uids, rows)
         elif unseen:
             seen_changed, _ = await _set_seen(session, selected, unseen)
+            await session.settle_pending()  # the rows read next carry the new MODSEQs
     missing = False
     async for batch, rows in batches:
         if len(rows) < len(batch):
@@ -205,8 +206,8 @@ async def _set_seen(
         )
         return result, rows
 
-    # durable=False: flags; a crash may lose the last changes, never mail (as Dovecot).
-    result, rows = await session.ctx.store.write(job, durable=False)
+    # A flag change: answered before its commit is done, as STORE's.
+    (result, rows), session.pending_commit = await session.ctx.store.write_early(job)
     for state in result.changed:
         selected.note_own_flags(state)
     return {s.uid for s in result.changed}, rows
@@ -285,7 +286,9 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
     mode = {"replace": "set", "add": "add", "remove": "remove"}[command.mode]
     if command.unchangedsince is not None:
         session.enable_condstore()
-    result = await session.ctx.store.write(
+    # Flags: a crash may lose the last changes, never mail (as Dovecot); answered before the
+    # commit is done, which the next command waits for.
+    result, session.pending_commit = await session.ctx.store.write_early(
         functools.partial(
             store_ops.store_flags,
             mailbox_id=selected.mailbox_id,
@@ -293,8 +296,7 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
             mode=mode,
             flags=flags,
             unchanged_since=command.unchangedsince,
-        ),
-        durable=False,  # flags: a crash may lose the last changes, never mail (as Dovecot)
+        )
     )
     for state in result.changed:
         selected.note_own_flags(state)

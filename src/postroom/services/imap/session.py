@@ -130,11 +130,24 @@ class ImapSession:
         self._out = bytearray()
         # Contents of literals the driver streamed to buffers for the command being run.
         self.streamed: list[ContentBuffer] = []
+        # The commit of a flag change already answered (Store.write_early): awaited before
+        # the next command touches the store.
+        self.pending_commit: asyncio.Future[None] | None = None
 
     @property
     def secure(self) -> bool:
         """Whether passwords may be sent now: under TLS, or anywhere with [auth] plaintext."""
         return self.ctx.plaintext_auth or self.io.secure
+
+    async def settle_pending(self) -> None:
+        pending, self.pending_commit = self.pending_commit, None
+        if pending is None:
+            return
+        try:
+            await pending
+        except Exception:
+            # Too late to tell the client: like a crash, this undid flag changes (not mail).
+            log.exception("flag change lost: its commit failed client=%s", self.io.peer)
 
     # --- output ----------------------------------------------------------------------------
 
