@@ -50,8 +50,25 @@ class EnvelopeAddress:
         return self.host is None
 
 
+_ATOM_TEXT: Final = rb"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\x80-\xff]+"
+_DOT_ATOM_TEXT: Final = _ATOM_TEXT + rb"(?:\." + _ATOM_TEXT + rb")*"
+# The forms most mail carries: "Name Words <local@domain>", "<local@domain>", "local@domain".
+_PLAIN_ADDRESS: Final = re.compile(
+    rb"[ \t]*(?:(?:(%s(?: %s)*) ?)?<(%s)@(%s)>|(%s)@(%s))[ \t]*"
+    % (_ATOM_TEXT, _ATOM_TEXT, _DOT_ATOM_TEXT, _DOT_ATOM_TEXT, _DOT_ATOM_TEXT, _DOT_ATOM_TEXT)
+)
+
+
 def parse_addresses(value: bytes) -> list[EnvelopeAddress]:
     """Parse an address-list header value (RFC 5322 §3.4); [] when it holds no address."""
+    plain = _PLAIN_ADDRESS.fullmatch(value)
+    if plain is not None:
+        # One address without quotes, comments, routes or groups: what the parser below
+        # would give, without walking it byte by byte.
+        name, mailbox, host, bare_mailbox, bare_host = plain.groups()
+        if mailbox is None:
+            return [EnvelopeAddress(None, None, bare_mailbox, bare_host)]
+        return [EnvelopeAddress(name, None, mailbox, host)]
     return _AddressParser(value).address_list()
 
 

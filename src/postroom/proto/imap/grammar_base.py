@@ -46,6 +46,7 @@ _TAG = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
 _DIGITS = re.compile(rb"[0-9]+")
 # RFC 3501 §9 QUOTED-CHAR: any TEXT-CHAR except quoted-specials, or "\" quoted-specials.
 _QUOTED_BODY = re.compile(rb'(?:[^"\\\r\n\x00]|\\["\\])*')
+_QUOTED_PAIR = re.compile(rb"\\(.)")  # RFC 3501 §9: a quoted-special escaped by "\\"
 
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 # RFC 3501 §9 date-text: date-day "-" date-month "-" date-year.
@@ -205,7 +206,7 @@ class Cursor:
         body = self._match(_QUOTED_BODY) or b""
         if not self.maybe(b'"'):
             raise self.error("unterminated or invalid quoted string")
-        value = re.sub(rb"\\(.)", rb"\1", body)
+        value = _QUOTED_PAIR.sub(rb"\1", body) if b"\\" in body else body
         if not value.isascii():
             # RFC 3501 §9: quoted strings are 7-bit; RFC 6855 §3 allows UTF-8 once enabled.
             if not self.utf8:
