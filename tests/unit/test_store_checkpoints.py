@@ -87,13 +87,13 @@ def test_durable_commits_sync_the_wal_and_flag_only_commits_do_not(
     store.open()
     wal = store.db_path.with_name(store.db_path.name + "-wal")
     synced: list[int] = []
-    real_fsync = os.fsync
+    real_fdatasync = os.fdatasync
 
     def spy(fd: int) -> None:
         synced.append(os.fstat(fd).st_ino)
-        real_fsync(fd)
+        real_fdatasync(fd)
 
-    monkeypatch.setattr("postroom.storage.store.os.fsync", spy)
+    monkeypatch.setattr("postroom.storage.store.os.fdatasync", spy)
 
     async def scenario() -> tuple[int, int]:
         await store.write(lambda db: _insert(db, 1), durable=False)
