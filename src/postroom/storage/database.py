@@ -23,7 +23,7 @@ from postroom.queue.model import (
     RecipientState,
 )
 from postroom.storage.schema import DEFAULT_MAILBOXES, MIGRATIONS, SCHEMA, SCHEMA_VERSION
-from postroom.storage.summary import summarise_packed, wire_parts
+from postroom.storage.summary import summarise_packed, wire_part
 
 MAX_ALIAS_DEPTH = 10
 
@@ -458,7 +458,7 @@ class Database:
         self.set_blob_summary(blob_id, summarise_packed(content))
 
     def set_blob_summary(self, blob_id: int, summary: bytes) -> None:
-        subject = subject_index(wire_parts(summary)[3])
+        subject = subject_index(wire_part(summary, 3))
         self.conn.execute(
             "INSERT OR REPLACE INTO blob_summaries(blob_id, summary, subject) VALUES (?, ?, ?)",
             (blob_id, summary, subject),

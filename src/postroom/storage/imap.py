@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from postroom.proto.imap.selected import MessageColumns, MessageState
 from postroom.storage.database import Database
 from postroom.storage.mailboxes import expunge
-from postroom.storage.summary import header_block, wire_parts
+from postroom.storage.summary import header_block, wire_part
 
 INBOX = "INBOX"
 SEEN = "\\Seen"
@@ -44,8 +44,9 @@ class MailboxInfo:
     recent_uid: int
 
 
-@dataclass(frozen=True, slots=True)
-class FetchRow:
+class FetchRow(NamedTuple):
+    """A message as FETCH reads it (a tuple: FETCH 1:* makes one per message)."""
+
     uid: int
     flags: tuple[str, ...]
     modseq: int
@@ -359,7 +360,7 @@ def fetch_rows(
             body: bytes | None = None
             if header_only:
                 # The header block kept in the summary: the body is never read.
-                header = wire_parts(packed)[3] if packed is not None else None
+                header = wire_part(packed, 3) if packed is not None else None
                 if header is None:
                     header = header_block(db.read_blob(int(blob), blob_dir))
                 body = bytes(prefix) + header

@@ -45,6 +45,14 @@ def pack(summary: MessageSummary, header: bytes = b"") -> bytes:
     return head + b"".join(wire) + keys
 
 
+def wire_part(data: bytes, index: int) -> bytes:
+    """One of ENVELOPE (0), BODY (1), BODYSTRUCTURE (2) or the header block (3), alone."""
+    newline = data.index(b"\n")
+    lengths = data[:newline].split()
+    start = newline + 1 + sum(int(n) for n in lengths[:index])
+    return data[start : start + int(lengths[index])]
+
+
 def wire_parts(data: bytes) -> tuple[bytes, bytes, bytes, bytes, int]:
     """ENVELOPE, BODY, BODYSTRUCTURE, the header block, and where the JSON keys start."""
     newline = data.index(b"\n")

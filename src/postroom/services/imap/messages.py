@@ -40,7 +40,7 @@ from postroom.storage import imap as store_ops
 from postroom.storage.database import Database, unlink_quietly
 from postroom.storage.imap import MailboxError
 from postroom.storage.mailboxes import expunge
-from postroom.storage.summary import summarise_packed, unpack, wire_parts
+from postroom.storage.summary import summarise_packed, unpack, wire_part
 
 SEEN = "\\Seen"
 SEEN_WITH_READ = 8  # FETCHes of up to this many messages set \Seen and read in one job
@@ -110,6 +110,7 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
         or any(isinstance(i, FetchBody) and not i.peek for i in items)
     )
     seen_changed: set[int] = set()
+    encoded: dict[tuple[str, ...], bytes] = {}  # each flag set's "FLAGS (...)", made once
     batches = _batches(session, selected, uids, want_summary, want_content)
     if sets_seen:
         unseen = [u for u in uids if SEEN not in selected.flags.get(u, ())]
@@ -126,12 +127,12 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
     async for batch, rows in batches:
         if len(rows) < len(batch):
             missing = True
-        for row in rows:
-            seq = selected.seq_of(row.uid)
-            if seq is None:
-                continue
-            extra_flags = row.uid in seen_changed
-            await session.send_now(_fetch_response(session, selected, seq, row, items, extra_flags))
+        lines = [
+            _fetch_response(session, selected, seq, row, items, row.uid in seen_changed, encoded)
+            for row, seq in zip(rows, selected.seqs_of(r.uid for r in rows), strict=True)
+            if seq is not None
+        ]
+        await session.send_now(b"".join(lines))
     if missing:
         # RFC 5530 EXPUNGEISSUED: some messages were expunged by another session meanwhile.
         session.tagged(tag, "NO", "Some messages were expunged", "EXPUNGEISSUED")
@@ -220,18 +221,18 @@ def _fetch_response(
     row: store_ops.FetchRow,
     items: Sequence[object],
     extra_flags: bool,
+    encoded: dict[tuple[str, ...], bytes],
 ) -> bytes:
     parts: list[bytes] = []
     raw = row.content or b""
     tree = None
-    wire = wire_parts(row.summary) if row.summary is not None else None
     for item in items:
         if isinstance(item, FetchAttr):
             name = item.name
             if name == "UID":
                 parts.append(b"UID %d" % row.uid)
             elif name == "FLAGS":
-                parts.append(b"FLAGS " + encode.flag_list(selected.flags_of(row.uid)))
+                parts.append(_flags_item(selected.flags_of(row.uid), encoded))
             elif name == "INTERNALDATE":
                 when = dt.datetime.fromtimestamp(int(row.internal_date), dt.UTC)
                 parts.append(b"INTERNALDATE " + encode.internal_date(when))
@@ -239,12 +240,11 @@ def _fetch_response(
                 parts.append(b"RFC822.SIZE %d" % row.size)
             elif name == "MODSEQ":
                 parts.append(b"MODSEQ (%d)" % row.modseq)
-            elif name in ("ENVELOPE", "BODY", "BODYSTRUCTURE"):
-                if wire is None:
+            elif name in _SUMMARY_ITEMS:
+                if row.summary is None:
                     raise Refusal("Message summary missing", status="NO")
-                envelope, body, bodystructure, _, _ = wire
-                value = {"ENVELOPE": envelope, "BODY": body, "BODYSTRUCTURE": bodystructure}
-                parts.append(name.encode() + b" " + value[name])
+                prefix, index = _SUMMARY_ITEMS[name]
+                parts.append(prefix + wire_part(row.summary, index))
             elif name == "RFC822":
                 parts.append(b"RFC822 " + encode.literal(raw))
             elif name in ("RFC822.HEADER", "RFC822.TEXT"):
@@ -264,12 +264,27 @@ def _fetch_response(
             parts.append(item.response_name.encode() + b" " + encode.literal(data))
     # RFC 3501 §6.4.5 / RFC 7162 §3.1: a \Seen set by this FETCH is reported with the new
     # flags, and with CONDSTORE enabled with the new MODSEQ, even when FLAGS was asked for.
-    if extra_flags and not any(p.startswith(b"FLAGS ") for p in parts):
-        parts.append(b"FLAGS " + encode.flag_list(selected.flags_of(row.uid)))
-    has_modseq = any(p.startswith(b"MODSEQ") for p in parts)
-    if extra_flags and session.enabled.condstore and not has_modseq:
-        parts.append(b"MODSEQ (%d)" % row.modseq)
+    if extra_flags:
+        if not any(p.startswith(b"FLAGS ") for p in parts):
+            parts.append(_flags_item(selected.flags_of(row.uid), encoded))
+        if session.enabled.condstore and not any(p.startswith(b"MODSEQ") for p in parts):
+            parts.append(b"MODSEQ (%d)" % row.modseq)
     return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
+
+
+# ENVELOPE, BODY and BODYSTRUCTURE: the response item's start, and its place in the summary.
+_SUMMARY_ITEMS = {
+    "ENVELOPE": (b"ENVELOPE ", 0),
+    "BODY": (b"BODY ", 1),
+    "BODYSTRUCTURE": (b"BODYSTRUCTURE ", 2),
+}
+
+
+def _flags_item(flags: tuple[str, ...], encoded: dict[tuple[str, ...], bytes]) -> bytes:
+    item = encoded.get(flags)
+    if item is None:
+        item = encoded[flags] = b"FLAGS " + encode.flag_list(flags)
+    return item
 
 
 # --- STORE -------------------------------------------------------------------------------------
