@@ -48,7 +48,6 @@ class FetchRow(NamedTuple):
     """A message as FETCH reads it (a tuple: FETCH 1:* makes one per message)."""
 
     uid: int
-    flags: tuple[str, ...]
     modseq: int
     internal_date: float
     size: int
@@ -336,10 +335,12 @@ def fetch_rows(
     blob_columns = "b.data, b.path" if full else "NULL, NULL"
     blob_join = " JOIN blobs b ON b.id = m.blob_id" if full else ""
     rows: list[FetchRow] = []
+    prefix_column = "m.prefix" if content else "NULL"
+    summary_column = "s.summary" if summary or header_only else "NULL"
     for condition, values in _uid_filters(uids, "m.uid"):
         query = (
-            "SELECT m.uid, m.flags, m.modseq, m.internal_date, m.size, m.prefix,"
-            f" {'s.summary' if summary or header_only else 'NULL'}, {blob_columns}, m.blob_id"
+            f"SELECT m.uid, m.modseq, m.internal_date, m.size, {prefix_column},"
+            f" {summary_column}, {blob_columns}, m.blob_id"
             f" FROM mailbox_messages m{blob_join}"
             " LEFT JOIN blob_summaries s ON s.blob_id = m.blob_id"
             f" WHERE m.mailbox_id = ? AND {condition}"
@@ -354,30 +355,27 @@ def fetch_rows(
                 " OR instr(lower(m.prefix), ?) > 0 OR instr(s.summary, X'3D3F') > 0)"
             )
             arguments += (must_contain[1], must_contain[1])
-        for uid, flags, modseq, date, size, prefix, packed, data, path, blob in db.conn.execute(
-            query, arguments
-        ):
-            body: bytes | None = None
+        cursor = db.conn.execute(query, arguments)
+        if not content:
+            # Metadata and summaries only: the rows as SQLite gives them.
+            rows += [
+                FetchRow(uid, modseq, date, size, packed if summary else None, None)
+                for uid, modseq, date, size, _, packed, _, _, _ in cursor
+            ]
+            continue
+        for uid, modseq, date, size, prefix, packed, data, path, blob in cursor:
             if header_only:
                 # The header block kept in the summary: the body is never read.
                 header = wire_part(packed, 3) if packed is not None else None
                 if header is None:
                     header = header_block(db.read_blob(int(blob), blob_dir))
                 body = bytes(prefix) + header
-            elif content:
+            else:
                 if data is None:
                     data = (blob_dir / str(path)).read_bytes()
                 body = bytes(prefix) + bytes(data)
             rows.append(
-                FetchRow(
-                    int(uid),
-                    split_flags(flags),
-                    int(modseq),
-                    float(date),
-                    int(size),
-                    bytes(packed) if packed is not None and summary else None,
-                    body,
-                )
+                FetchRow(uid, modseq, date, size, packed if summary else None, body)
             )
     rows.sort(key=lambda r: r.uid)
     return rows
