@@ -73,8 +73,9 @@ class _Connection:
         return self.stream.tls_object is not None
 
     async def write(self, data: bytes) -> None:
-        self.stream.write(data)
-        await self.stream.drain(self.service.timeout)
+        # A client that stops reading for the autologout time is dropped (memory stays
+        # bounded); the read loop then sees the end of the connection.
+        await self.stream.send(data, self.service.timeout)
 
     async def _more(self) -> bool:
         data = await self.stream.read(self.service.timeout)
