@@ -13,9 +13,8 @@ from postroom.storage import imap as store_ops
 from postroom.storage.database import Database
 
 
-@pytest.fixture
-def mailbox(tmp_path: Path) -> Iterator[tuple[Database, int, list[int]]]:
-    db = Database(tmp_path / "postroom.db")
+def inbox_with(db: Database, flag_sets: list[tuple[str, ...]]) -> tuple[int, list[int]]:
+    """Alice's INBOX holding one message per flag set; (mailbox id, UIDs)."""
     with db.transaction():
         user = db.add_user("alice@example.test", "x", "x")
         inbox = db.mailbox_id(user, "INBOX")
@@ -23,8 +22,17 @@ def mailbox(tmp_path: Path) -> Iterator[tuple[Database, int, list[int]]]:
         blob = db.insert_blob(20, b"Subject: s\r\n\r\nbody\r\n", None)
         uids = [
             store_ops.append_blob(db, inbox, blob, 20, flags, 1_700_000_000.0)
-            for flags in [(), ("\\Seen",), (), ("\\Seen", "$Work"), (), ("\\Flagged",)]
+            for flags in flag_sets
         ]
+    return inbox, uids
+
+
+@pytest.fixture
+def mailbox(tmp_path: Path) -> Iterator[tuple[Database, int, list[int]]]:
+    db = Database(tmp_path / "postroom.db")
+    inbox, uids = inbox_with(
+        db, [(), ("\\Seen",), (), ("\\Seen", "$Work"), (), ("\\Flagged",)]
+    )
     yield db, inbox, uids
     db.close()
 
@@ -69,16 +77,8 @@ def test_unchangedsince_refusals_keep_their_flags_even_when_shared(
 
 def test_many_distinct_flag_sets_are_updated_one_by_one(tmp_path: Path) -> None:
     db = Database(tmp_path / "postroom.db")
-    with db.transaction():
-        user = db.add_user("alice@example.test", "x", "x")
-        inbox = db.mailbox_id(user, "INBOX")
-        assert inbox is not None
-        blob = db.insert_blob(20, b"Subject: s\r\n\r\nbody\r\n", None)
-        count = store_ops.GROUPED_UPDATES + 5
-        uids = [
-            store_ops.append_blob(db, inbox, blob, 20, (f"$K{i}",), 1_700_000_000.0)
-            for i in range(count)
-        ]
+    count = store_ops.GROUPED_UPDATES + 5
+    inbox, uids = inbox_with(db, [(f"$K{i}",) for i in range(count)])
     with db.transaction():
         store_ops.store_flags(db, inbox, uids, "add", ["\\Answered"])
     after = flags_and_modseqs(db, inbox)
