@@ -329,7 +329,6 @@ class Store:
                     self._answer_early(job, None, error)
         else:
             self.stats.record(len(batch))
-            self._note_wal_size(db)
         touched, db.touched = sorted(db.touched), set()
         changes: dict[int, int | None] | None = None
         if touched and self.on_mailbox_change is not None and outcomes:
@@ -348,6 +347,8 @@ class Store:
             news = (self.on_mailbox_change, changes) if loop is batch[0].loop else None
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
                 loop.call_soon_threadsafe(_settle, items, news)
+        # Answered first: a checkpoint the writer takes now delays the next batch, not this one.
+        self._note_wal_size(db)
 
     @staticmethod
     def _answer_early(job: _Job, value: Any, error: BaseException | None) -> None:
