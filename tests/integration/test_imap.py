@@ -449,3 +449,43 @@ def test_select_of_a_big_mailbox_after_changes_shows_the_store_exactly(
     assert _uid_flags(again) == expected
     for client in (other, fresh, again):
         client.logout()
+
+
+def _pipelined(client: imaplib.IMAP4, *commands: str) -> list[bytes]:
+    """Send several commands in one write; the lines up to the last one's tagged reply."""
+    tags = [client._new_tag().decode() for _ in commands]
+    client.send(b"".join(f"{t} {c}\r\n".encode() for t, c in zip(tags, commands, strict=True)))
+    lines = []
+    while True:
+        reply = client.readline()
+        lines.append(reply)
+        if reply.startswith(tags[-1].encode() + b" "):
+            return lines
+
+
+def test_commands_right_behind_a_flag_change_see_it(
+    server: Postroom, alice: imaplib.IMAP4
+) -> None:
+    # STORE and FETCH answer flags before the store has written them; what comes next on
+    # the connection, even in the same packet, must still see them.
+    for _ in range(3):
+        deliver(server)
+    alice.select("INBOX")
+    lines = _pipelined(
+        alice,
+        "STORE 1 +FLAGS (\\Deleted)",
+        "FETCH 2 BODY[TEXT]",
+        "STATUS INBOX (UNSEEN)",
+        "EXPUNGE",
+        "SEARCH SEEN",
+    )
+    text = b"".join(lines)
+    assert b"* 1 FETCH (FLAGS (\\Deleted \\Recent))" in text, text
+    assert b"* STATUS INBOX (UNSEEN 2)" in text, text  # message 2 was seen by the FETCH
+    assert b"* 1 EXPUNGE" in text, text
+    assert b"* SEARCH 1\r\n" in text, text  # the former message 2, now number 1
+    other = connect(server)
+    other.select("INBOX")
+    typ, data = other.fetch("1:*", "(FLAGS)")
+    assert typ == "OK" and len(data) == 2 and b"\\Seen" in data[0] and b"\\Seen" not in data[1]
+    other.logout()

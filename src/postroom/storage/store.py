@@ -165,15 +165,23 @@ class Store:
     async def write_early(self, fn: Callable[[Database], T]) -> tuple[T, asyncio.Future[None]]:
         """A `durable=False` write whose result comes back as soon as `fn` has run, before the
         commit, with a future that is done once the commit is. The caller answers its client
-        meanwhile and awaits that future before it reads or writes again (so it reads its own
-        writes). A failed commit then undoes a change already reported, as a crash may undo
-        any change that is not durable (IMAP flags); that future carries the error.
+        meanwhile and awaits that future before it reads again (so it reads its own writes;
+        later writes are ordered behind it anyway). A failed commit then undoes a change
+        already reported, as a crash may undo any change that is not durable (IMAP flags);
+        that future carries the error.
         """
+        result, committed = self.submit_early(fn)
+        return await result, committed
+
+    def submit_early(
+        self, fn: Callable[[Database], T]
+    ) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
+        """`write_early` without waiting: (future of fn's result, future of the commit)."""
         loop = asyncio.get_running_loop()
         result: asyncio.Future[T] = loop.create_future()
         committed: asyncio.Future[None] = loop.create_future()
         self._jobs.put(_Job(fn, loop, committed, (), False, early=result))
-        return await result, committed
+        return result, committed
 
     async def read(self, fn: Callable[[Database], T]) -> T:
         """Run `fn` on the reader thread's connection (WAL: it never waits for the writer)."""

@@ -182,6 +182,26 @@ class SelectedMailbox:
             self._changed.pop(state.uid, None)
             self._learn(state.flags)
 
+    def set_own_flags(self, uid: int, flags: tuple[str, ...]) -> None:
+        """A flag change this session answers itself before the store has made it."""
+        self.flags[uid] = flags
+        self._changed.pop(uid, None)
+        self._learn(flags)
+
+    def confirm_own_flags(self, state: MessageState) -> None:
+        """The store made a change `set_own_flags` already shows: only its MODSEQ is news.
+        Had another session changed the message meanwhile, its MODSEQ is not the next one:
+        the view then catches up (and tells the client) like after any other change."""
+        if state.modseq == self.known_modseq + 1:
+            self.known_modseq = state.modseq
+        if state.uid in self.modseqs:
+            self.modseqs[state.uid] = state.modseq
+
+    def undo_own_flags(self, uid: int, flags: tuple[str, ...]) -> None:
+        """The store failed to make an answered change: the client is told `flags` again."""
+        if uid in self.flags and uid not in self._gone:
+            self._changed[uid] = MessageState(uid, flags, self.modseqs.get(uid, 0))
+
     def note_gone(self, uids: Iterable[int]) -> None:
         """This session's own EXPUNGE/MOVE removed messages; told by `untagged` like any other."""
         self._gone.update(u for u in uids if u in self.flags)

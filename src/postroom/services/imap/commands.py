@@ -67,7 +67,10 @@ _WRONG_STATE = {
 
 async def run(session: ImapSession, tag: str, command: cmd.Command) -> bool:
     """Run one command and send what it produced; False when the session is over."""
-    await session.settle_pending()
+    if not isinstance(command, cmd.Store | cmd.Fetch):
+        # Reads see this session's answered flag changes. STORE and FETCH answer flags from
+        # the session's view and wait themselves when they need the store's (CONDSTORE).
+        await session.settle_pending()
     entry = ALLOWED.get(type(command))
     if entry is None:
         session.tagged(tag, "BAD", "Unknown command")

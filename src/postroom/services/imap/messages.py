@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import datetime as dt
 import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from postroom.storage.mailboxes import expunge
 from postroom.storage.summary import summarise_packed, unpack, wire_part
 
 SEEN = "\\Seen"
+log = logging.getLogger("postroom.imap")
+
 SEEN_WITH_READ = 8  # FETCHes of up to this many messages set \Seen and read in one job
 FETCH_BATCH = 256  # messages read from the store per round trip
 
@@ -112,9 +115,15 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
     seen_changed: set[int] = set()
     encoded: dict[tuple[str, ...], bytes] = {}  # each flag set's "FLAGS (...)", made once
     batches = _batches(session, selected, uids, want_summary, want_content)
+    if session.enabled.condstore:
+        await session.settle_pending()  # MODSEQs are answered from the store
     if sets_seen:
         unseen = [u for u in uids if SEEN not in selected.flags.get(u, ())]
-        if unseen and len(uids) <= SEEN_WITH_READ:
+        if unseen and not session.enabled.condstore:
+            # The answer shows flags from the session's view: \Seen is set there now and in
+            # the store behind it, like a STORE.
+            seen_changed = _change_in_view(session, selected, unseen, "add", (SEEN,))
+        elif unseen and len(uids) <= SEEN_WITH_READ:
             # One store round trip instead of two: set \Seen and read in the same job.
             seen_changed, rows = await _set_seen(
                 session, selected, unseen, read=(uids, want_summary, want_content)
@@ -208,7 +217,8 @@ async def _set_seen(
         return result, rows
 
     # A flag change: answered before its commit is done, as STORE's.
-    (result, rows), session.pending_commit = await session.ctx.store.write_early(job)
+    (result, rows), committed = await session.ctx.store.write_early(job)
+    session.note_write(committed)
     for state in result.changed:
         selected.note_own_flags(state)
     return {s.uid for s in result.changed}, rows
@@ -280,6 +290,82 @@ _SUMMARY_ITEMS = {
 }
 
 
+def _store_from_view(
+    session: ImapSession,
+    tag: str,
+    command: cmd.Store,
+    selected: SelectedMailbox,
+    uids: list[int],
+    mode: str,
+    flags: tuple[str, ...],
+) -> None:
+    """STORE without CONDSTORE: nothing in the answer needs the store, so it is made from the
+    session's view at once and the change goes to the store behind it (in order with every
+    other write; commands that read wait for it)."""
+    _change_in_view(session, selected, uids, mode, flags)
+    if not command.silent:
+        encoded: dict[tuple[str, ...], bytes] = {}
+        shown = [u for u in uids if u in selected.flags and not selected.is_expunged(u)]
+        lines = []
+        for uid, seq in zip(shown, selected.seqs_of(shown), strict=True):
+            if seq is None:
+                continue
+            item = _flags_item(selected.flags_of(uid), encoded)
+            uid_item = b" UID %d" % uid if command.uid else b""
+            lines.append(b"* %d FETCH (%s%s)\r\n" % (seq, item, uid_item))
+        session.send(b"".join(lines))
+    session.tagged(tag, "OK", "Store completed.")
+
+
+def _change_in_view(
+    session: ImapSession,
+    selected: SelectedMailbox,
+    uids: Sequence[int],
+    mode: str,
+    flags: tuple[str, ...],
+) -> set[int]:
+    """Change flags in the session's view now and in the store behind it; the UIDs whose
+    flags changed. When the store has made the change, the view learns its MODSEQs; should
+    it fail, the client is told the flags as they were."""
+    wanted = set(flags)
+    before: dict[int, tuple[str, ...]] = {}
+    for uid in uids:
+        old = selected.flags.get(uid)
+        if old is None or selected.is_expunged(uid):
+            continue
+        current = set(old)
+        new = wanted if mode == "set" else current | wanted if mode == "add" else current - wanted
+        if new != current:
+            before[uid] = old
+            selected.set_own_flags(uid, store_ops.split_flags(store_ops.join_flags(new)))
+    if not before:
+        return set()
+    made, committed = session.ctx.store.submit_early(
+        functools.partial(
+            store_ops.store_flags,
+            mailbox_id=selected.mailbox_id,
+            uids=sorted(before),
+            mode=mode,
+            flags=flags,
+        )
+    )
+    session.note_write(committed)
+
+    def learn(future: asyncio.Future[store_ops.StoreResult]) -> None:
+        if future.cancelled() or session.selected is not selected:
+            return
+        if future.exception() is not None:
+            log.error("flag change failed client=%s: %s", session.io.peer, future.exception())
+            for uid, old in before.items():
+                selected.undo_own_flags(uid, old)
+            return
+        for state in future.result().changed:
+            selected.confirm_own_flags(state)
+
+    made.add_done_callback(learn)
+    return set(before)
+
+
 def _flags_item(flags: tuple[str, ...], encoded: dict[tuple[str, ...], bytes]) -> bytes:
     item = encoded.get(flags)
     if item is None:
@@ -301,9 +387,13 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
     mode = {"replace": "set", "add": "add", "remove": "remove"}[command.mode]
     if command.unchangedsince is not None:
         session.enable_condstore()
-    # Flags: a crash may lose the last changes, never mail (as Dovecot); answered before the
-    # commit is done, which the next command waits for.
-    result, session.pending_commit = await session.ctx.store.write_early(
+    condstore = session.enabled.condstore
+    if not condstore:
+        _store_from_view(session, tag, command, selected, uids, mode, flags)
+        return
+    # With CONDSTORE the answer carries the MODSEQs the store gives out. Flags: a crash may
+    # lose the last changes, never mail (as Dovecot); answered before the commit is done.
+    result, committed = await session.ctx.store.write_early(
         functools.partial(
             store_ops.store_flags,
             mailbox_id=selected.mailbox_id,
@@ -313,9 +403,9 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
             unchanged_since=command.unchangedsince,
         )
     )
+    session.note_write(committed)
     for state in result.changed:
         selected.note_own_flags(state)
-    condstore = session.enabled.condstore
     if command.silent:
         # RFC 7162 §3.1.3: .SILENT still reports the new MODSEQ of what changed.
         reported = result.changed if condstore else []

@@ -139,15 +139,25 @@ class ImapSession:
         """Whether passwords may be sent now: under TLS, or anywhere with [auth] plaintext."""
         return self.ctx.plaintext_auth or self.io.secure
 
+    def note_write(self, committed: asyncio.Future[None]) -> None:
+        """A flag change already answered; `committed` is done once it is. The writer commits
+        in order, so the latest one covers all before it."""
+        peer = self.io.peer
+
+        def check(future: asyncio.Future[None]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                # Too late to tell the client: like a crash, this undid flag changes (not mail).
+                log.error("flag change lost: its commit failed client=%s", peer)
+
+        committed.add_done_callback(check)
+        self.pending_commit = committed
+
     async def settle_pending(self) -> None:
+        """Wait for the answered flag changes to be committed (before reading the store)."""
         pending, self.pending_commit = self.pending_commit, None
-        if pending is None:
-            return
-        try:
-            await pending
-        except Exception:
-            # Too late to tell the client: like a crash, this undid flag changes (not mail).
-            log.exception("flag change lost: its commit failed client=%s", self.io.peer)
+        if pending is not None:
+            with contextlib.suppress(Exception):  # reported by note_write's check
+                await pending
 
     # --- output ----------------------------------------------------------------------------
 

@@ -1,0 +1,135 @@
+"""IMAP flag changes answered before the store has written them (a real store, a session
+driven command by command): the answer does not wait for the writer, the next command that
+reads does, and a change that cannot be written is told back to the client."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from postroom.proto.imap.grammar import parse_command
+from postroom.proto.imap.reader import CommandLine, CommandReader
+from postroom.queue.spool import Spool
+from postroom.services import accounts
+from postroom.services.authn import Authenticator
+from postroom.services.imap import commands
+from postroom.services.imap.session import ImapContext, ImapSession
+from postroom.services.mailbox_events import MailboxEvents
+from postroom.storage import imap as store_ops
+from postroom.storage.database import Database
+from postroom.storage.store import Store
+
+ALICE = "alice@example.test"
+
+
+class Wire:
+    """The connection as a session sees it: everything written is kept."""
+
+    peer = "127.0.0.1"
+    secure = True
+
+    def __init__(self) -> None:
+        self.out = b""
+
+    async def write(self, data: bytes) -> None:
+        self.out += data
+
+    async def read_line(self) -> bytes | None:
+        return None
+
+    async def start_tls(self) -> bool:
+        return False
+
+
+def _setup(db: Database) -> None:
+    password_hash, scram = accounts.hash_password("pw")
+    user = db.add_user(ALICE, password_hash, scram)
+    inbox = db.mailbox_id(user, "INBOX")
+    assert inbox is not None
+    blob = db.insert_blob(20, b"Subject: s\r\n\r\nbody\r\n", None)
+    for _ in range(2):
+        store_ops.append_blob(db, inbox, blob, 20, (), 1_700_000_000.0)
+
+
+async def _run(session: ImapSession, line: str) -> None:
+    reader = CommandReader(max_line=65536)
+    reader.feed(line.encode() + b"\r\n")
+    event = reader.next_event()
+    assert isinstance(event, CommandLine)
+    request = parse_command(event)
+    assert request.tag is not None
+    await commands.run(session, request.tag, request.command)
+
+
+def test_answered_at_once_and_read_back_by_the_next_command(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.open()
+    events = MailboxEvents()
+    store.on_mailbox_change = events.publish
+
+    async def scenario() -> tuple[bytes, bool, bytes]:
+        await store.write(_setup)
+        ctx = ImapContext(store, Spool(store), events, Authenticator(store), "mx", True)
+        wire = Wire()
+        session = ImapSession(ctx, wire, tls_active=True)
+        await _run(session, f"a LOGIN {ALICE} pw")
+        await _run(session, "b SELECT INBOX")
+        # The writer is kept busy until the STORE has been answered.
+        started, release = threading.Event(), threading.Event()
+
+        def hold(db: Database) -> None:
+            started.set()
+            release.wait(30)
+
+        busy = asyncio.ensure_future(store.write(hold, durable=False))
+        assert await asyncio.to_thread(started.wait, 30)
+        wire.out = b""
+        await asyncio.wait_for(_run(session, "c STORE 1 +FLAGS (\\Seen)"), 10)
+        answered, writer_still_busy = wire.out, not busy.done()
+        release.set()
+        wire.out = b""
+        await _run(session, "d STATUS INBOX (UNSEEN)")
+        await busy
+        return answered, writer_still_busy, wire.out
+
+    try:
+        answered, writer_still_busy, status = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert b"* 1 FETCH (FLAGS (\\Seen \\Recent))" in answered and b"c OK" in answered
+    assert writer_still_busy  # answered without waiting for the writer
+    assert b"* STATUS INBOX (UNSEEN 1)" in status  # read after the change was written
+
+
+def test_a_change_the_store_refuses_is_told_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    store.open()
+
+    async def scenario() -> bytes:
+        await store.write(_setup)
+        ctx = ImapContext(store, Spool(store), MailboxEvents(), Authenticator(store), "mx", True)
+        wire = Wire()
+        session = ImapSession(ctx, wire, tls_active=True)
+        await _run(session, f"a LOGIN {ALICE} pw")
+        await _run(session, "b SELECT INBOX")
+
+        def broken(*args: object, **kwargs: object) -> store_ops.StoreResult:
+            raise OSError("disk gone")
+
+        monkeypatch.setattr(store_ops, "store_flags", broken)
+        await _run(session, "c STORE 2 +FLAGS (\\Flagged)")
+        await _run(session, "d NOOP")
+        return wire.out
+
+    try:
+        out = asyncio.run(scenario())
+    finally:
+        store.close()
+    told = out[out.index(b"c OK") :]
+    assert b"* 2 FETCH (FLAGS (\\Flagged \\Recent))" in out  # answered first
+    assert b"* 2 FETCH (FLAGS (\\Recent))" in told  # then told it did not happen
