@@ -329,15 +329,17 @@ def _change_in_view(
     it fail, the client is told the flags as they were."""
     wanted = set(flags)
     before: dict[int, tuple[str, ...]] = {}
+    after: dict[tuple[str, ...], tuple[str, ...] | None] = {}  # old flags → new (None: same)
     for uid in uids:
         old = selected.flags.get(uid)
         if old is None or selected.is_expunged(uid):
             continue
-        current = set(old)
-        new = wanted if mode == "set" else current | wanted if mode == "add" else current - wanted
-        if new != current:
+        if old not in after:
+            after[old] = _flags_after(old, mode, wanted)
+        changed = after[old]
+        if changed is not None:
             before[uid] = old
-            selected.set_own_flags(uid, store_ops.split_flags(store_ops.join_flags(new)))
+            selected.set_own_flags(uid, changed)
     if not before:
         return set()
     made, committed = session.ctx.store.submit_early(
@@ -364,6 +366,14 @@ def _change_in_view(
 
     made.add_done_callback(learn)
     return set(before)
+
+
+def _flags_after(old: tuple[str, ...], mode: str, wanted: set[str]) -> tuple[str, ...] | None:
+    """RFC 3501 §6.4.6: the flags after FLAGS ("set"), +FLAGS ("add") or -FLAGS ("remove"),
+    in the store's order; None when they stay as they are."""
+    current = set(old)
+    new = wanted if mode == "set" else current | wanted if mode == "add" else current - wanted
+    return None if new == current else store_ops.split_flags(store_ops.join_flags(new))
 
 
 def _flags_item(flags: tuple[str, ...], encoded: dict[tuple[str, ...], bytes]) -> bytes:
