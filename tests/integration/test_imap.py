@@ -489,3 +489,34 @@ def test_commands_right_behind_a_flag_change_see_it(
     typ, data = other.fetch("1:*", "(FLAGS)")
     assert typ == "OK" and len(data) == 2 and b"\\Seen" in data[0] and b"\\Seen" not in data[1]
     other.logout()
+
+
+def _flags_seen_by_another_session(server: Postroom) -> dict[int, set[str]]:
+    other = connect(server)
+    try:
+        other.select("INBOX", readonly=True)
+        return _uid_flags(other)
+    finally:
+        other.logout()
+
+
+def test_seen_set_by_fetch_reaches_the_store_in_order_and_on_logout(
+    server: Postroom, alice: imaplib.IMAP4
+) -> None:
+    for _ in range(3):
+        deliver(server)
+    alice.select("INBOX")
+    # \Seen set by FETCHes is written a little later, in one go: others see it soon after.
+    alice.fetch("1", "(BODY[])")
+    wait_until(
+        lambda: "\\Seen" in _flags_seen_by_another_session(server)[1], 10, "\\Seen on 1"
+    )
+    # A STORE right behind a FETCH comes after it in the store too: \Seen ends up removed.
+    _pipelined(alice, "FETCH 2 BODY[]", "STORE 2 -FLAGS (\\Seen)")
+    # And a FETCH just before LOGOUT is not lost.
+    _pipelined(alice, "FETCH 3 BODY[]", "LOGOUT")
+    wait_until(
+        lambda: _flags_seen_by_another_session(server) == {1: {"\\Seen"}, 2: set(), 3: {"\\Seen"}},
+        10,
+        "the flags of all three",
+    )

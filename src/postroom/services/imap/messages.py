@@ -36,7 +36,7 @@ from postroom.proto.imap.sort import SortAddress, SortCriterion, SortKey, SortKe
 from postroom.proto.imap.structure import MailAddress, section_bytes
 from postroom.proto.imap.thread import ThreadAlgorithm, format_threads, thread_messages
 from postroom.queue.spool import ContentBuffer
-from postroom.services.imap.session import ImapSession, Refusal
+from postroom.services.imap.session import ImapSession, Refusal, SeenBatch
 from postroom.storage import imap as store_ops
 from postroom.storage.database import Database, unlink_quietly
 from postroom.storage.imap import MailboxError
@@ -122,7 +122,9 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
         if unseen and not session.enabled.condstore:
             # The answer shows flags from the session's view: \Seen is set there now and in
             # the store behind it, like a STORE.
-            seen_changed = _change_in_view(session, selected, unseen, "add", (SEEN,))
+            seen_changed = _change_in_view(
+                session, selected, unseen, "add", (SEEN,), gather=True
+            )
         elif unseen and len(uids) <= SEEN_WITH_READ:
             # One store round trip instead of two: set \Seen and read in the same job.
             seen_changed, rows = await _set_seen(
@@ -323,10 +325,13 @@ def _change_in_view(
     uids: Sequence[int],
     mode: str,
     flags: tuple[str, ...],
+    *,
+    gather: bool = False,
 ) -> set[int]:
     """Change flags in the session's view now and in the store behind it; the UIDs whose
-    flags changed. When the store has made the change, the view learns its MODSEQs; should
-    it fail, the client is told the flags as they were."""
+    flags changed. With `gather` (\\Seen set by FETCH) the change joins those of the
+    session's next FETCHes and they are written together (`ImapSession.defer_write`: within
+    DEFERRED_WRITE_DELAY, or before anything else is written or read)."""
     wanted = set(flags)
     before: dict[int, tuple[str, ...]] = {}
     after: dict[tuple[str, ...], tuple[str, ...] | None] = {}  # old flags → new (None: same)
@@ -342,6 +347,30 @@ def _change_in_view(
             selected.set_own_flags(uid, changed)
     if not before:
         return set()
+    batch = session.seen_batch
+    if gather and batch is not None and batch.selected is selected:
+        batch.before.update(before)
+    elif gather:
+        gathered = SeenBatch(selected, before)
+        session.defer_write(
+            gathered,
+            lambda: _write_flags(session, gathered.selected, gathered.before, "add", (SEEN,)),
+        )
+    else:
+        session.flush_deferred()  # writes keep their order
+        _write_flags(session, selected, before, mode, flags)
+    return set(before)
+
+
+def _write_flags(
+    session: ImapSession,
+    selected: SelectedMailbox,
+    before: dict[int, tuple[str, ...]],
+    mode: str,
+    flags: tuple[str, ...],
+) -> None:
+    """Send an answered flag change to the store. When it is made, the view learns its
+    MODSEQs; should it fail, the client is told the flags as they were."""
     made, committed = session.ctx.store.submit_early(
         functools.partial(
             store_ops.store_flags,
@@ -365,7 +394,6 @@ def _change_in_view(
             selected.confirm_own_flags(state)
 
     made.add_done_callback(learn)
-    return set(before)
 
 
 def _flags_after(old: tuple[str, ...], mode: str, wanted: set[str]) -> tuple[str, ...] | None:
@@ -403,6 +431,7 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
         return
     # With CONDSTORE the answer carries the MODSEQs the store gives out. Flags: a crash may
     # lose the last changes, never mail (as Dovecot); answered before the commit is done.
+    session.flush_deferred()  # writes keep their order
     result, committed = await session.ctx.store.write_early(
         functools.partial(
             store_ops.store_flags,

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -100,6 +101,17 @@ class ImapContext:
     snapshots: MailboxSnapshots = field(default_factory=MailboxSnapshots)
 
 
+DEFERRED_WRITE_DELAY = 0.02  # seconds \Seen set by FETCH may wait to join the next ones
+
+
+@dataclass
+class SeenBatch:
+    """\\Seen set by this session's FETCHes and not written yet: UID → flags before."""
+
+    selected: SelectedMailbox
+    before: dict[int, tuple[str, ...]]
+
+
 class Refusal(Exception):
     """A command refused with NO (or BAD) and an optional response code."""
 
@@ -133,6 +145,10 @@ class ImapSession:
         # The commit of a flag change already answered (Store.write_early): awaited before
         # the next command touches the store.
         self.pending_commit: asyncio.Future[None] | None = None
+        # \Seen answered by FETCHes, written together a little later (defer_write).
+        self.seen_batch: SeenBatch | None = None
+        self._deferred: Callable[[], None] | None = None
+        self._deferred_timer: asyncio.TimerHandle | None = None
 
     @property
     def secure(self) -> bool:
@@ -152,8 +168,26 @@ class ImapSession:
         committed.add_done_callback(check)
         self.pending_commit = committed
 
+    def defer_write(self, batch: SeenBatch, send: Callable[[], None]) -> None:
+        """`send` writes `batch`, which later FETCHes may still add to; it runs within
+        DEFERRED_WRITE_DELAY, or sooner through `flush_deferred`."""
+        self.flush_deferred()
+        self.seen_batch, self._deferred = batch, send
+        loop = asyncio.get_running_loop()
+        self._deferred_timer = loop.call_later(DEFERRED_WRITE_DELAY, self.flush_deferred)
+
+    def flush_deferred(self) -> None:
+        """Send the deferred write now (before any other write or read, and on close)."""
+        send, self._deferred, self.seen_batch = self._deferred, None, None
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        if send is not None:
+            send()
+
     async def settle_pending(self) -> None:
         """Wait for the answered flag changes to be committed (before reading the store)."""
+        self.flush_deferred()
         pending, self.pending_commit = self.pending_commit, None
         if pending is not None:
             with contextlib.suppress(Exception):  # reported by note_write's check
@@ -196,6 +230,7 @@ class ImapSession:
     # --- dispatch --------------------------------------------------------------------------
 
     def close(self) -> None:
+        self.flush_deferred()  # answered \Seen is written even when the client has left
         self._unwatch()
         if self.user_id is not None:
             count = self.ctx.sessions.get(self.user_id, 1) - 1
