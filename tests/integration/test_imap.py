@@ -463,14 +463,27 @@ def _pipelined(client: imaplib.IMAP4, *commands: str) -> list[bytes]:
             return lines
 
 
+def _flags_seen_by_another_session(server: Postroom) -> dict[int, set[str]]:
+    other = connect(server)
+    try:
+        other.select("INBOX", readonly=True)
+        return _uid_flags(other)
+    finally:
+        other.logout()
+
+
+def _three_messages_selected(server: Postroom, client: imaplib.IMAP4) -> None:
+    for _ in range(3):
+        deliver(server)
+    client.select("INBOX")
+
+
 def test_commands_right_behind_a_flag_change_see_it(
     server: Postroom, alice: imaplib.IMAP4
 ) -> None:
     # STORE and FETCH answer flags before the store has written them; what comes next on
     # the connection, even in the same packet, must still see them.
-    for _ in range(3):
-        deliver(server)
-    alice.select("INBOX")
+    _three_messages_selected(server, alice)
     lines = _pipelined(
         alice,
         "STORE 1 +FLAGS (\\Deleted)",
@@ -484,28 +497,13 @@ def test_commands_right_behind_a_flag_change_see_it(
     assert b"* STATUS INBOX (UNSEEN 2)" in text, text  # message 2 was seen by the FETCH
     assert b"* 1 EXPUNGE" in text, text
     assert b"* SEARCH 1\r\n" in text, text  # the former message 2, now number 1
-    other = connect(server)
-    other.select("INBOX")
-    typ, data = other.fetch("1:*", "(FLAGS)")
-    assert typ == "OK" and len(data) == 2 and b"\\Seen" in data[0] and b"\\Seen" not in data[1]
-    other.logout()
-
-
-def _flags_seen_by_another_session(server: Postroom) -> dict[int, set[str]]:
-    other = connect(server)
-    try:
-        other.select("INBOX", readonly=True)
-        return _uid_flags(other)
-    finally:
-        other.logout()
+    assert _flags_seen_by_another_session(server) == {2: {"\\Seen"}, 3: set()}
 
 
 def test_seen_set_by_fetch_reaches_the_store_in_order_and_on_logout(
     server: Postroom, alice: imaplib.IMAP4
 ) -> None:
-    for _ in range(3):
-        deliver(server)
-    alice.select("INBOX")
+    _three_messages_selected(server, alice)
     # \Seen set by FETCHes is written a little later, in one go: others see it soon after.
     alice.fetch("1", "(BODY[])")
     wait_until(
