@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from postroom.proto.imap import grammar_commands as cmd
-from postroom.services.imap import messages
+from postroom.services.imap import messages, searching
 from postroom.services.imap.session import ImapSession, Refusal, State
 from postroom.storage.imap import MailboxError
 
@@ -53,9 +53,9 @@ ALLOWED: dict[type, tuple[frozenset[State], Handler]] = {
     cmd.Store: (SELECTED, messages.store),
     cmd.Copy: (SELECTED, messages.copy),
     cmd.Move: (SELECTED, messages.copy),
-    cmd.Search: (SELECTED, messages.search),
-    cmd.Sort: (SELECTED, messages.sort),
-    cmd.Thread: (SELECTED, messages.thread),
+    cmd.Search: (SELECTED, searching.search),
+    cmd.Sort: (SELECTED, searching.sort),
+    cmd.Thread: (SELECTED, searching.thread),
 }
 
 _WRONG_STATE = {

@@ -1,5 +1,6 @@
-"""IMAP commands on messages: FETCH, STORE, SEARCH, COPY/MOVE, EXPUNGE (RFC 3501 §6.4) and
-APPEND (§6.3.11), with UIDPLUS (RFC 4315), MOVE (RFC 6851) and CONDSTORE (RFC 7162) parts.
+"""IMAP commands on messages: FETCH, STORE, COPY/MOVE, EXPUNGE (RFC 3501 §6.4) and APPEND
+(§6.3.11), with UIDPLUS (RFC 4315), MOVE (RFC 6851) and CONDSTORE (RFC 7162) parts; SEARCH,
+SORT and THREAD are in searching.py.
 
 Handlers are functions of the session; they turn sequence sets into UIDs against the session's
 view, read and write through the store, and write responses with `session.send`.
@@ -14,34 +15,22 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from postroom.proto.imap import encode
 from postroom.proto.imap import grammar_commands as cmd
 from postroom.proto.imap.grammar_base import SequenceSet
 from postroom.proto.imap.grammar_fetch import FetchAttr, FetchBinary, FetchBinarySize, FetchBody
-from postroom.proto.imap.grammar_search import SearchKey
 from postroom.proto.imap.mime import parse
 from postroom.proto.imap.reader import LiteralData
-from postroom.proto.imap.search import (
-    SearchMessage,
-    header_needle,
-    matches,
-    needs_content,
-    uses_modseq,
-)
 from postroom.proto.imap.selected import MessageState, SelectedMailbox
-from postroom.proto.imap.sort import SortAddress, SortCriterion, SortKey, SortKeys, sort_messages
-from postroom.proto.imap.structure import MailAddress, section_bytes
-from postroom.proto.imap.thread import ThreadAlgorithm, format_threads, thread_messages
+from postroom.proto.imap.structure import section_bytes
 from postroom.queue.spool import ContentBuffer
 from postroom.services.imap.session import ImapSession, Refusal, SeenBatch
 from postroom.storage import imap as store_ops
 from postroom.storage.database import Database, unlink_quietly
 from postroom.storage.imap import MailboxError
 from postroom.storage.mailboxes import expunge
-from postroom.storage.summary import summarise_packed, unpack, wire_part
+from postroom.storage.summary import summarise_packed, wire_part
 
 SEEN = "\\Seen"
 log = logging.getLogger("postroom.imap")
@@ -50,11 +39,11 @@ SEEN_WITH_READ = 8  # FETCHes of up to this many messages set \Seen and read in 
 FETCH_BATCH = 256  # messages read from the store per round trip
 
 
-def _set(numbers: Iterable[int]) -> bytes:
+def number_set(numbers: Iterable[int]) -> bytes:
     return encode.sequence_set(numbers).encode()
 
 
-def _selected(session: ImapSession) -> SelectedMailbox:
+def selected_mailbox(session: ImapSession) -> SelectedMailbox:
     assert session.selected is not None
     return session.selected
 
@@ -80,7 +69,7 @@ def resolve_uids(selected: SelectedMailbox, sequence: SequenceSet, *, uid: bool)
 
 async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Fetch)
-    selected = _selected(session)
+    selected = selected_mailbox(session)
     # RFC 3501 §7.4.1: no EXPUNGE while answering FETCH (UID FETCH may have them).
     await session.announce(allow_expunge=command.uid)
     uids = resolve_uids(selected, command.sequence, uid=command.uid)
@@ -165,7 +154,7 @@ async def _vanished_earlier(
     top = max(selected.max_uid, max(gone, default=0))
     gone = [u for u in gone if sequence.contains(u, top)]
     if gone:
-        session.send(b"* VANISHED (EARLIER) " + _set(gone) + b"\r\n")
+        session.send(b"* VANISHED (EARLIER) " + number_set(gone) + b"\r\n")
 
 
 async def _batches(
@@ -416,7 +405,7 @@ def _flags_item(flags: tuple[str, ...], encoded: dict[tuple[str, ...], bytes]) -
 
 async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Store)
-    selected = _selected(session)
+    selected = selected_mailbox(session)
     await session.announce(allow_expunge=command.uid)
     if selected.read_only:
         raise Refusal("Mailbox is read-only", "READ-ONLY")
@@ -474,213 +463,10 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
             seq for u in result.modified if (seq := selected.seq_of(u)) is not None
         ]
         session.tagged(
-            tag, "OK", "Conditional STORE failed", "MODIFIED " + _set(numbers).decode()
+            tag, "OK", "Conditional STORE failed", "MODIFIED " + number_set(numbers).decode()
         )
         return
     session.tagged(tag, "OK", "Store completed.")
-
-
-# --- SEARCH ------------------------------------------------------------------------------------
-
-
-async def search(session: ImapSession, tag: str, command: cmd.Command) -> None:
-    assert isinstance(command, cmd.Search)
-    selected = _selected(session)
-    await session.announce(allow_expunge=command.uid)
-    _check_charset(command.charset)
-    with_modseq = uses_modseq(command.key)
-    if with_modseq:
-        session.enable_condstore()
-    found = [row for _, row in await _matching(session, selected, command.key)]
-    if command.uid:
-        numbers = [row.uid for row in found]
-    else:
-        numbers = [seq for row in found if (seq := selected.seq_of(row.uid)) is not None]
-    # RFC 7162 §3.1.5: a search by MODSEQ reports the highest MODSEQ of what it found.
-    modseqs = dict(zip(numbers, (row.modseq for row in found), strict=True))
-    highest = max(modseqs.values(), default=None) if with_modseq else None
-    if command.returns is not None:
-        session.send(_esearch(tag, command, numbers, modseqs if with_modseq else None))
-    else:
-        modseq = b" (MODSEQ %d)" % highest if highest is not None else b""
-        session.send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + modseq + b"\r\n")
-    session.tagged(tag, "OK", "Search completed.")
-
-
-def _esearch(
-    tag: str,
-    command: cmd.Search | cmd.Sort,
-    numbers: list[int],
-    modseqs: dict[int, int] | None = None,
-) -> bytes:
-    """RFC 4731 §3.1 ESEARCH response (RFC 5267 §3.2 for SORT: ALL keeps the sort order)."""
-    assert command.returns is not None
-    options = command.returns.options or frozenset({"ALL"})
-    out = b'* ESEARCH (TAG "' + tag.encode() + b'")'
-    if command.uid:
-        out += b" UID"
-    if numbers:
-        if "MIN" in options:
-            out += b" MIN %d" % min(numbers)
-        if "MAX" in options:
-            out += b" MAX %d" % max(numbers)
-        if "ALL" in options:
-            ordered = isinstance(command, cmd.Sort)
-            out += b" ALL " + (_ordered_set(numbers) if ordered else _set(numbers))
-    if "COUNT" in options:
-        out += b" COUNT %d" % len(numbers)
-    if modseqs is not None and numbers:
-        # RFC 7162 §3.1.5: with only MIN/MAX, the MODSEQ of the messages those return.
-        returned = (
-            [n for n, o in ((min(numbers), "MIN"), (max(numbers), "MAX")) if o in options]
-            if options <= {"MIN", "MAX"}
-            else numbers
-        )
-        out += b" MODSEQ %d" % max(modseqs[n] for n in returned)
-    return out + b"\r\n"
-
-
-def _ordered_set(numbers: list[int]) -> bytes:
-    """A sequence set that keeps the given order: only ascending runs become ranges."""
-    parts: list[str] = []
-    index = 0
-    while index < len(numbers):
-        end = index
-        while end + 1 < len(numbers) and numbers[end + 1] == numbers[end] + 1:
-            end += 1
-        first, last = numbers[index], numbers[end]
-        parts.append(str(first) if first == last else f"{first}:{last}")
-        index = end + 1
-    return ",".join(parts).encode()
-
-
-async def _matching(
-    session: ImapSession, selected: SelectedMailbox, key: SearchKey, *, summary: bool = False
-) -> list[tuple[int, store_ops.FetchRow]]:
-    """(sequence number, stored row) of every message `key` matches.
-
-    The matching runs on the store's reader thread next to the reads, so a long SEARCH TEXT
-    does not hold up the event loop (and the other sessions) while it decodes messages.
-    """
-    found: list[tuple[int, store_ops.FetchRow]] = []
-    store = session.ctx.store
-    uids = list(selected.uids)
-    for start in range(0, len(uids), FETCH_BATCH):
-        batch = uids[start : start + FETCH_BATCH]
-        scan = _Scan(
-            mailbox_id=selected.mailbox_id,
-            known={uid: (start + i + 1, selected.flags_of(uid)) for i, uid in enumerate(batch)},
-            blob_dir=store.blob_dir,
-            key=key,
-            summary=summary,
-            exists=selected.exists,
-            max_uid=selected.max_uid,
-        )
-        found += await store.read(scan.run)
-    return found
-
-
-@dataclass(frozen=True)
-class _Scan:
-    """One batch of a search, run on the reader thread: read the rows, keep the matches."""
-
-    mailbox_id: int
-    known: dict[int, tuple[int, tuple[str, ...]]]  # UID → (sequence number, flags)
-    blob_dir: Path
-    key: SearchKey
-    summary: bool
-    exists: int
-    max_uid: int
-
-    def run(self, db: Database) -> list[tuple[int, store_ops.FetchRow]]:
-        rows = store_ops.fetch_rows(
-            db,
-            self.mailbox_id,
-            list(self.known),
-            self.blob_dir,
-            summary=self.summary,
-            content=needs_content(self.key),
-            must_contain=header_needle(self.key),
-        )
-        hits = []
-        for row in rows:
-            seq, flags = self.known[row.uid]
-            message = SearchMessage(
-                seq=seq,
-                uid=row.uid,
-                flags=flags,
-                internal_date=row.internal_date,
-                size=row.size,
-                modseq=row.modseq,
-                content=row.content,
-            )
-            if matches(self.key, message, exists=self.exists, max_uid=self.max_uid):
-                hits.append((seq, row))
-        return hits
-
-
-def _sort_keys(seq: int, row: store_ops.FetchRow) -> SortKeys:
-    summary = unpack(row.summary) if row.summary is not None else None
-
-    def first(addresses: tuple[MailAddress, ...] | None) -> SortAddress | None:
-        if not addresses:
-            return None
-        address = addresses[0]
-        return SortAddress(address.mailbox, address.host, address.name)
-
-    if summary is None:
-        return SortKeys(seq, row.uid, row.internal_date, None, row.size)
-    return SortKeys(
-        seq,
-        row.uid,
-        row.internal_date,
-        None if summary.date is None else float(summary.date),
-        row.size,
-        summary.subject or "",
-        first(summary.from_),
-        first(summary.to),
-        first(summary.cc),
-        summary.message_id,
-        summary.in_reply_to,
-        summary.references,
-    )
-
-
-async def sort(session: ImapSession, tag: str, command: cmd.Command) -> None:
-    """RFC 5256 §3 SORT (and RFC 5957 DISPLAYFROM/DISPLAYTO)."""
-    assert isinstance(command, cmd.Sort)
-    selected = _selected(session)
-    await session.announce(allow_expunge=command.uid)
-    _check_charset(command.charset)
-    found = await _matching(session, selected, command.key, summary=True)
-    criteria = [SortCriterion(SortKey(c.key), c.reverse) for c in command.criteria]
-    order = sort_messages([_sort_keys(seq, row) for seq, row in found], criteria)
-    numbers = [selected.uid_at(seq) for seq in order] if command.uid else order
-    if command.returns is not None:
-        session.send(_esearch(tag, command, numbers))  # RFC 5267 §3.2 ESORT
-    else:
-        session.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
-    session.tagged(tag, "OK", "Sort completed.")
-
-
-async def thread(session: ImapSession, tag: str, command: cmd.Command) -> None:
-    """RFC 5256 §2 THREAD=ORDEREDSUBJECT and THREAD=REFERENCES."""
-    assert isinstance(command, cmd.Thread)
-    selected = _selected(session)
-    await session.announce(allow_expunge=command.uid)
-    _check_charset(command.charset)
-    found = await _matching(session, selected, command.key, summary=True)
-    threads = thread_messages(
-        [_sort_keys(seq, row) for seq, row in found], ThreadAlgorithm(command.algorithm)
-    )
-    text = format_threads(threads, use_uid=command.uid)
-    session.send(b"* THREAD " + text.encode() + b"\r\n" if text else b"* THREAD\r\n")
-    session.tagged(tag, "OK", "Thread completed.")
-
-
-def _check_charset(charset: str | None) -> None:
-    if charset is not None and charset.upper() not in ("UTF-8", "US-ASCII"):
-        raise Refusal("Unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
 
 
 # --- COPY / MOVE / EXPUNGE ---------------------------------------------------------------------
@@ -688,7 +474,7 @@ def _check_charset(charset: str | None) -> None:
 
 async def copy(session: ImapSession, tag: str, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Copy | cmd.Move)
-    selected = _selected(session)
+    selected = selected_mailbox(session)
     is_move = isinstance(command, cmd.Move)
     await session.announce(allow_expunge=command.uid)
     if is_move and selected.read_only:
@@ -713,8 +499,8 @@ async def copy(session: ImapSession, tag: str, command: cmd.Command) -> None:
     code = None
     if pairs:
         code = (
-            f"COPYUID {uidvalidity} {_set(p[0] for p in pairs).decode()} "
-            f"{_set(p[1] for p in pairs).decode()}"
+            f"COPYUID {uidvalidity} {number_set(p[0] for p in pairs).decode()} "
+            f"{number_set(p[1] for p in pairs).decode()}"
         )
     if not is_move:
         session.tagged(tag, "OK", "Copy completed.", code)
@@ -729,7 +515,7 @@ async def copy(session: ImapSession, tag: str, command: cmd.Command) -> None:
 
 async def expunge_command(session: ImapSession, tag: str, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Expunge)
-    selected = _selected(session)
+    selected = selected_mailbox(session)
     if selected.read_only:
         raise Refusal("Mailbox is read-only", "READ-ONLY")
     within = None
@@ -777,7 +563,7 @@ async def append(session: ImapSession, tag: str, command: cmd.Command) -> None:
             uids.append(await _append_one(session, info.id, buffer, message))
         if session.selected is not None and session.selected.mailbox_id == info.id:
             await session.announce(allow_expunge=False, force=True)
-    code = f"APPENDUID {uidvalidity} {_set(uids).decode()}"
+    code = f"APPENDUID {uidvalidity} {number_set(uids).decode()}"
     session.tagged(tag, "OK", "Append completed.", code)
 
 
@@ -849,8 +635,8 @@ __all__ = [
     "copy",
     "expunge_command",
     "fetch",
-    "search",
-    "sort",
+    "number_set",
+    "resolve_uids",
+    "selected_mailbox",
     "store",
-    "thread",
 ]
