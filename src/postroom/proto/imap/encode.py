@@ -96,14 +96,19 @@ def internal_date(when: dt.datetime) -> bytes:
 
 def sequence_set(values: Iterable[int]) -> str:
     """Compact numbers into a sequence set: [1, 2, 3, 7] -> "1:3,7" ("" for none)."""
-    ordered = sorted(set(values))
+    return ordered_sequence_set(sorted(set(values)))
+
+
+def ordered_sequence_set(numbers: Sequence[int]) -> str:
+    """A sequence set that keeps the given order (RFC 5267 ESORT): only ascending runs of
+    consecutive numbers become ranges."""
     spans: list[str] = []
     i = 0
-    while i < len(ordered):
+    while i < len(numbers):
         j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
             j += 1
-        spans.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
+        spans.append(str(numbers[i]) if i == j else f"{numbers[i]}:{numbers[j]}")
         i = j + 1
     return ",".join(spans)
 

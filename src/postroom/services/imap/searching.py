@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from postroom.proto.imap import encode
 from postroom.proto.imap import grammar_commands as cmd
 from postroom.proto.imap.grammar_search import SearchKey
 from postroom.proto.imap.search import (
@@ -73,8 +74,11 @@ def _esearch(
         if "MAX" in options:
             out += b" MAX %d" % max(numbers)
         if "ALL" in options:
-            ordered = isinstance(command, cmd.Sort)
-            out += b" ALL " + (_ordered_set(numbers) if ordered else number_set(numbers))
+            # RFC 5267 §3.2: ESORT's ALL keeps the sort order.
+            if isinstance(command, cmd.Sort):
+                out += b" ALL " + encode.ordered_sequence_set(numbers).encode()
+            else:
+                out += b" ALL " + number_set(numbers)
     if "COUNT" in options:
         out += b" COUNT %d" % len(numbers)
     if modseqs is not None and numbers:
@@ -86,20 +90,6 @@ def _esearch(
         )
         out += b" MODSEQ %d" % max(modseqs[n] for n in returned)
     return out + b"\r\n"
-
-
-def _ordered_set(numbers: list[int]) -> bytes:
-    """A sequence set that keeps the given order: only ascending runs become ranges."""
-    parts: list[str] = []
-    index = 0
-    while index < len(numbers):
-        end = index
-        while end + 1 < len(numbers) and numbers[end + 1] == numbers[end] + 1:
-            end += 1
-        first, last = numbers[index], numbers[end]
-        parts.append(str(first) if first == last else f"{first}:{last}")
-        index = end + 1
-    return ",".join(parts).encode()
 
 
 async def _matching(
