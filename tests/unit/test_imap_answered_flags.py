@@ -118,10 +118,10 @@ def test_a_change_the_store_refuses_is_told_back(
         await _run(session, f"a LOGIN {ALICE} pw")
         await _run(session, "b SELECT INBOX")
 
-        def broken(*args: object, **kwargs: object) -> store_ops.StoreResult:
+        def broken(*args: object, **kwargs: object) -> store_ops.FlagWrite:
             raise OSError("disk gone")
 
-        monkeypatch.setattr(store_ops, "store_flags", broken)
+        monkeypatch.setattr(store_ops, "write_flag_change", broken)
         await _run(session, "c STORE 2 +FLAGS (\\Flagged)")
         await _run(session, "d NOOP")
         return wire.out
@@ -133,3 +133,55 @@ def test_a_change_the_store_refuses_is_told_back(
     told = out[out.index(b"c OK") :]
     assert b"* 2 FETCH (FLAGS (\\Flagged \\Recent))" in out  # answered first
     assert b"* 2 FETCH (FLAGS (\\Recent))" in told  # then told it did not happen
+
+
+class BrokenWire(Wire):
+    """A connection whose writes fail from some point on (the client has gone)."""
+
+    broken = False
+
+    async def write(self, data: bytes) -> None:
+        if self.broken:
+            raise ConnectionResetError("client gone")
+        await super().write(data)
+
+
+def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    store.open()
+
+    async def scenario() -> tuple[list[int], str]:
+        await store.write(_setup)
+        ctx = ImapContext(store, Spool(store), MailboxEvents(), Authenticator(store), "mx", True)
+        wire = BrokenWire()
+        session = ImapSession(ctx, wire, tls_active=True)
+        await _run(session, f"a LOGIN {ALICE} pw")
+        await _run(session, "b SELECT INBOX")
+        answered_before_write: list[int] = []
+        submit = store.submit_early
+
+        def watch(*args: object, **kwargs: object) -> object:
+            answered_before_write.append(wire.out.count(b"OK Store completed"))
+            return submit(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "submit_early", watch)
+        await _run(session, "c STORE 1 +FLAGS ($First)")
+        wire.broken = True
+        with pytest.raises(ConnectionResetError):
+            await _run(session, "d STORE 2 +FLAGS ($Second)")
+        session.close()
+        await session.settle_pending()
+        flags = await store.read(
+            lambda db: [r[0] for r in db.conn.execute("SELECT flags FROM mailbox_messages")]
+        )
+        return answered_before_write, " ".join(sorted(flags))
+
+    try:
+        answered_before_write, flags = asyncio.run(scenario())
+    finally:
+        store.close()
+    # Each write went to the store once its answer was sent (the second's send failed).
+    assert answered_before_write == [1, 1]
+    assert flags == "$First $Second"  # the second is written though its answer was not sent

@@ -30,9 +30,7 @@ def inbox_with(db: Database, flag_sets: list[tuple[str, ...]]) -> tuple[int, lis
 @pytest.fixture
 def mailbox(tmp_path: Path) -> Iterator[tuple[Database, int, list[int]]]:
     db = Database(tmp_path / "postroom.db")
-    inbox, uids = inbox_with(
-        db, [(), ("\\Seen",), (), ("\\Seen", "$Work"), (), ("\\Flagged",)]
-    )
+    inbox, uids = inbox_with(db, [(), ("\\Seen",), (), ("\\Seen", "$Work"), (), ("\\Flagged",)])
     yield db, inbox, uids
     db.close()
 
@@ -83,4 +81,75 @@ def test_many_distinct_flag_sets_are_updated_one_by_one(tmp_path: Path) -> None:
         store_ops.store_flags(db, inbox, uids, "add", ["\\Answered"])
     after = flags_and_modseqs(db, inbox)
     assert [after[uid][0] for uid in uids] == [f"\\Answered $K{i}" for i in range(count)]
+    db.close()
+
+
+def seen_by_session(
+    db: Database, inbox: int, uids: list[int], wanted: str
+) -> tuple[dict[int, tuple[str, ...]], dict[tuple[str, ...], tuple[str, ...]]]:
+    """What a session's view hands write_flag_change for +FLAGS (wanted): the flags it saw
+    for every message that changes, and each old flag set's new one."""
+    seen = {
+        uid: store_ops.split_flags(flags)
+        for uid, (flags, _, _) in flags_and_modseqs(db, inbox).items()
+        if uid in uids
+    }
+    before = {uid: old for uid, old in seen.items() if wanted not in old}
+    after = {
+        old: store_ops.split_flags(store_ops.join_flags({*old, wanted})) for old in before.values()
+    }
+    return before, after
+
+
+def test_a_change_the_session_saw_is_written_in_one_go_with_one_modseq(
+    mailbox: tuple[Database, int, list[int]],
+) -> None:
+    db, inbox, uids = mailbox
+    before, after = seen_by_session(db, inbox, uids, "\\Seen")
+    with db.transaction():
+        written = store_ops.write_flag_change(db, inbox, before, after, "add", ["\\Seen"])
+    now = flags_and_modseqs(db, inbox)
+    assert sorted(written.uids) == [uids[0], uids[2], uids[4], uids[5]]
+    assert written.elsewhere == []  # all as the session saw them: nothing to tell it
+    assert now[uids[0]] == ("\\Seen", 1, written.modseq)
+    assert now[uids[5]] == ("\\Flagged \\Seen", 1, written.modseq)
+    assert now[uids[3]][:2] == ("\\Seen $Work", 1) and now[uids[3]][2] < written.modseq
+
+
+def test_a_message_changed_elsewhere_meanwhile_gets_the_change_on_its_stored_flags(
+    mailbox: tuple[Database, int, list[int]],
+) -> None:
+    db, inbox, uids = mailbox
+    before, after = seen_by_session(db, inbox, uids, "$Done")
+    with db.transaction():  # another session, after this one's view was made
+        store_ops.store_flags(db, inbox, [uids[0]], "add", ["\\Flagged"])
+        store_ops.store_flags(db, inbox, [uids[1]], "add", ["$Done"])
+        db.conn.execute(
+            "DELETE FROM mailbox_messages WHERE mailbox_id = ? AND uid = ?", (inbox, uids[2])
+        )
+    with db.transaction():
+        written = store_ops.write_flag_change(db, inbox, before, after, "add", ["$Done"])
+    now = flags_and_modseqs(db, inbox)
+    assert now[uids[0]] == ("\\Flagged $Done", 0, written.modseq)  # not just "$Done"
+    assert now[uids[1]][0] == "\\Seen $Done" and now[uids[1]][2] < written.modseq
+    assert sorted(written.uids) == [uids[0], uids[3], uids[4], uids[5]]
+    assert uids[2] not in now
+    # The session is told the flags it could not know (1's are what it shows already).
+    assert {state.uid: state.flags for state in written.elsewhere} == {
+        uids[0]: ("\\Flagged", "$Done"),
+        uids[1]: ("\\Seen", "$Done"),
+    }
+    assert {now[uid][2] for uid in written.uids} == {written.modseq}
+
+
+def test_a_change_over_many_flag_sets_is_written_too(tmp_path: Path) -> None:
+    db = Database(tmp_path / "postroom.db")
+    count = store_ops.GROUPED_UPDATES + 5
+    inbox, uids = inbox_with(db, [(f"$K{i}",) for i in range(count)])
+    before, after = seen_by_session(db, inbox, uids, "\\Answered")
+    with db.transaction():
+        written = store_ops.write_flag_change(db, inbox, before, after, "add", ["\\Answered"])
+    now = flags_and_modseqs(db, inbox)
+    assert [now[uid][0] for uid in uids] == [f"\\Answered $K{i}" for i in range(count)]
+    assert sorted(written.uids) == uids and {now[u][2] for u in uids} == {written.modseq}
     db.close()

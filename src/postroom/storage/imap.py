@@ -9,7 +9,7 @@ wake the sessions that have it open.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -138,9 +138,12 @@ def delete_mailbox(db: Database, user_id: int, name: str) -> list[str]:
     if child is not None:
         # Dovecot's answer too: a mailbox with children keeps existing until they are gone.
         raise MailboxError("INUSE", "Mailbox has children, delete them first")
-    uids = [r[0] for r in db.conn.execute(
-        "SELECT uid FROM mailbox_messages WHERE mailbox_id = ?", (info.id,)
-    )]
+    uids = [
+        r[0]
+        for r in db.conn.execute(
+            "SELECT uid FROM mailbox_messages WHERE mailbox_id = ?", (info.id,)
+        )
+    ]
     unlink = expunge(db, info.id, uids)
     db.conn.execute("DELETE FROM mailboxes WHERE id = ?", (info.id,))
     db.touched.add(info.id)
@@ -191,9 +194,7 @@ def subscribe(db: Database, user_id: int, name: str, *, on: bool) -> None:
             "INSERT OR IGNORE INTO subscriptions(user_id, name) VALUES (?, ?)", (user_id, name)
         )
     else:
-        db.conn.execute(
-            "DELETE FROM subscriptions WHERE user_id = ? AND name = ?", (user_id, name)
-        )
+        db.conn.execute("DELETE FROM subscriptions WHERE user_id = ? AND name = ?", (user_id, name))
 
 
 def status_counts(db: Database, info: MailboxInfo) -> StatusCounts:
@@ -213,6 +214,9 @@ def _uid_filters(uids: Sequence[int], column: str = "uid") -> Iterator[tuple[str
     for 1:*), scattered UIDs go in IN lists of at most 500."""
     ordered = sorted(set(uids))
     runs: list[tuple[int, int]] = []
+    if ordered and ordered[-1] - ordered[0] + 1 == len(ordered):
+        runs.append((ordered[0], ordered[-1]))  # one run (1:* of a mailbox without gaps)
+        ordered = []
     for uid in ordered:
         if runs and uid == runs[-1][1] + 1:
             runs[-1] = (runs[-1][0], uid)
@@ -254,12 +258,8 @@ def message_columns(db: Database, mailbox_id: int) -> MessageColumns:
         (mailbox_id,),
     ).fetchall()
     shared: dict[str, tuple[str, ...]] = {}
-    flags = [
-        shared[f] if f in shared else shared.setdefault(f, split_flags(f)) for _, f, _ in rows
-    ]
-    return MessageColumns(
-        [r[0] for r in rows], flags, [r[2] for r in rows], list(shared.values())
-    )
+    flags = [shared[f] if f in shared else shared.setdefault(f, split_flags(f)) for _, f, _ in rows]
+    return MessageColumns([r[0] for r in rows], flags, [r[2] for r in rows], list(shared.values()))
 
 
 def vanished_since(db: Database, mailbox_id: int, since_modseq: int) -> list[int]:
@@ -301,9 +301,7 @@ def mailbox_news(
 def claim_recent(db: Database, mailbox_id: int) -> int:
     """RFC 3501 §2.3.2: \\Recent belongs to one session. Returns the first UID this session
     sees as recent; the next session to claim starts after the current last message."""
-    row = db.conn.execute(
-        "SELECT recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)
-    ).fetchone()
+    row = db.conn.execute("SELECT recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
     db.conn.execute("UPDATE mailboxes SET recent_uid = uidnext WHERE id = ?", (mailbox_id,))
     return int(row[0]) if row else 0
 
@@ -374,9 +372,7 @@ def fetch_rows(
                 if data is None:
                     data = (blob_dir / str(path)).read_bytes()
                 body = bytes(prefix) + bytes(data)
-            rows.append(
-                FetchRow(uid, modseq, date, size, packed if summary else None, body)
-            )
+            rows.append(FetchRow(uid, modseq, date, size, packed if summary else None, body))
     rows.sort(key=lambda r: r.uid)
     return rows
 
@@ -404,13 +400,14 @@ def store_flags(
     mode: str,
     flags: Iterable[str],
     unchanged_since: int | None = None,
+    modseq: int = 0,
 ) -> StoreResult:
-    """RFC 3501 §6.4.6 STORE: mode "set" (FLAGS), "add" (+FLAGS) or "remove" (-FLAGS)."""
+    """RFC 3501 §6.4.6 STORE: mode "set" (FLAGS), "add" (+FLAGS) or "remove" (-FLAGS).
+    `modseq`: the MODSEQ to give the changed messages, when the caller has taken it already."""
     wanted = set(flags)
     changed: list[MessageState] = []
     unchanged: list[MessageState] = []
     modified: list[int] = []
-    modseq = 0
     new_flags: dict[str, tuple[str, ...] | None] = {}  # old flags text → new (None: the same)
     for uid, old_text, old_modseq in _state_rows(db, mailbox_id, uids):
         if unchanged_since is not None and old_modseq > unchanged_since:
@@ -458,6 +455,70 @@ def store_flags(
     if changed:
         db.touched.add(mailbox_id)
     return StoreResult(changed, unchanged, modified)
+
+
+@dataclass(frozen=True, slots=True)
+class FlagWrite:
+    """What `write_flag_change` changed: these messages, all to this MODSEQ; `elsewhere`: the
+    messages whose stored flags were not as the session saw them, with their flags now."""
+
+    uids: list[int]
+    modseq: int
+    elsewhere: list[MessageState]
+
+
+def write_flag_change(
+    db: Database,
+    mailbox_id: int,
+    before: Mapping[int, tuple[str, ...]],
+    after: Mapping[tuple[str, ...], tuple[str, ...]],
+    mode: str,
+    flags: Iterable[str],
+) -> FlagWrite:
+    """Make a STORE a session has already applied to its view: `before` holds each message's
+    flags as the session saw them, `after` each such flag set's new one. Messages whose stored
+    flags are one of those old sets are changed by one UPDATE per run of UIDs without reading
+    them first (the new flags depend only on the old); the others (another session changed
+    them meanwhile) get `mode` and `flags` applied to their stored flags. Where the result is
+    not what the session shows, `elsewhere` says so."""
+    if not before:
+        return FlagWrite([], 0, [])
+    if len(after) > GROUPED_UPDATES:
+        result = store_flags(db, mailbox_id, list(before), mode, flags)
+        states = [*result.changed, *result.unchanged]
+        return FlagWrite(
+            [s.uid for s in result.changed],
+            result.changed[0].modseq if result.changed else 0,
+            [s for s in states if s.flags != after[before[s.uid]]],
+        )
+    modseq = next_modseq(db, mailbox_id)  # one MODSEQ for the whole command
+    olds = [join_flags(old) for old in after]
+    news = {old: join_flags(new) for old, new in after.items()}
+    cases = " ".join("WHEN ? THEN ?" for _ in olds)
+    mapping = [v for old, new in zip(olds, news.values(), strict=True) for v in (old, new)]
+    seen = [v for old, new in zip(olds, after.values(), strict=True) for v in (old, SEEN in new)]
+    done: list[int] = []
+    elsewhere: list[MessageState] = []
+    for condition, values in _uid_filters(list(before)):
+        rows = db.conn.execute(
+            f"UPDATE mailbox_messages SET flags = CASE flags {cases} END,"
+            f" seen = CASE flags {cases} END, modseq = ?"
+            f" WHERE mailbox_id = ? AND {condition}"
+            f" AND flags IN ({','.join('?' * len(olds))}) RETURNING uid, flags",
+            (*mapping, *seen, modseq, mailbox_id, *values, *olds),
+        ).fetchall()
+        for uid, text in rows:
+            done.append(uid)
+            if text != news[before[uid]]:  # its old flags were another message's
+                elsewhere.append(MessageState(uid, split_flags(text), modseq))
+    if len(done) < len(before):
+        finished = set(done)
+        rest = [uid for uid in before if uid not in finished]
+        result = store_flags(db, mailbox_id, rest, mode, flags, modseq=modseq)
+        done += (state.uid for state in result.changed)
+        elsewhere += [*result.changed, *result.unchanged]
+    db.touched.add(mailbox_id)
+    return FlagWrite(done, modseq, elsewhere)
 
 
 def _state_rows(db: Database, mailbox_id: int, uids: Sequence[int]) -> list[tuple[int, str, int]]:

@@ -10,13 +10,21 @@ answering FETCH, STORE or SEARCH, nor with no command in progress) and the view 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from postroom.proto.imap.encode import flag_list, sequence_set
 
 RECENT = "\\Recent"
+
+
+class OwnChange(NamedTuple):
+    """A flag change a session made in its view: each changed message's flags before, and
+    each old flag set's new one."""
+
+    before: dict[int, tuple[str, ...]]
+    after: dict[tuple[str, ...], tuple[str, ...]]
 
 
 class MessageState(NamedTuple):
@@ -38,9 +46,7 @@ class MessageColumns:
     modseqs: list[int]
     flag_sets: list[tuple[str, ...]]
 
-    def updated(
-        self, changed: Iterable[MessageState], vanished: Iterable[int]
-    ) -> MessageColumns:
+    def updated(self, changed: Iterable[MessageState], vanished: Iterable[int]) -> MessageColumns:
         """A new copy with changed or added messages and without the vanished ones (this one
         is shared and never modified)."""
         changes = sorted(changed, key=lambda s: s.uid)
@@ -117,11 +123,19 @@ class SelectedMailbox:
         return None
 
     def seqs_of(self, uids: Iterable[int]) -> list[int | None]:
-        """`seq_of` for UIDs in ascending order (each search starts where the last ended)."""
-        known, seqs, index = self.uids, [], 0
+        """`seq_of` for UIDs in ascending order: each search starts where the last ended, and
+        the next UID is tried first (a range of UIDs is mostly consecutive messages)."""
+        known, index = self.uids, 0
+        seqs: list[int | None] = []
+        count = len(known)
         for uid in uids:
-            index = bisect.bisect_left(known, uid, index)
-            seqs.append(index + 1 if index < len(known) and known[index] == uid else None)
+            if index >= count or known[index] != uid:
+                index = bisect.bisect_left(known, uid, index)
+                if index >= count or known[index] != uid:
+                    seqs.append(None)
+                    continue
+            index += 1
+            seqs.append(index)
         return seqs
 
     def uid_at(self, seq: int) -> int:
@@ -182,20 +196,52 @@ class SelectedMailbox:
             self._changed.pop(state.uid, None)
             self._learn(state.flags)
 
-    def set_own_flags(self, uid: int, flags: tuple[str, ...]) -> None:
-        """A flag change this session answers itself before the store has made it."""
-        self.flags[uid] = flags
-        self._changed.pop(uid, None)
-        self._learn(flags)
+    def change_own_flags(
+        self, uids: Iterable[int], after: Callable[[tuple[str, ...]], tuple[str, ...] | None]
+    ) -> OwnChange:
+        """A flag change this session answers itself before the store has made it: each
+        message's new flags are `after(its flags)` (None: they stay), asked once per distinct
+        flag set. Expunged messages are left alone."""
+        flags, gone, changed_elsewhere = self.flags, self._gone, self._changed
+        memo: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+        before: dict[int, tuple[str, ...]] = {}
+        for uid in uids:
+            old = flags.get(uid)
+            if old is None or uid in gone:
+                continue
+            if old in memo:
+                new = memo[old]
+            else:
+                new = memo[old] = after(old)
+            if new is not None:
+                before[uid] = old
+                flags[uid] = new
+        if changed_elsewhere:
+            for uid in before:
+                changed_elsewhere.pop(uid, None)  # what this session shows now wins
+        news = {old: new for old, new in memo.items() if new is not None}
+        for new in news.values():
+            self._learn(new)
+        return OwnChange(before, news)
 
-    def confirm_own_flags(self, state: MessageState) -> None:
-        """The store made a change `set_own_flags` already shows: only its MODSEQ is news.
-        Had another session changed the message meanwhile, its MODSEQ is not the next one:
-        the view then catches up (and tells the client) like after any other change."""
-        if state.modseq == self.known_modseq + 1:
-            self.known_modseq = state.modseq
-        if state.uid in self.modseqs:
-            self.modseqs[state.uid] = state.modseq
+    def confirm_own_flags(
+        self, uids: Iterable[int], modseq: int, elsewhere: Iterable[MessageState] = ()
+    ) -> None:
+        """The store made a change `change_own_flags` already shows, giving `uids` `modseq`:
+        only that is news. Had another session changed the mailbox meanwhile, `modseq` is not
+        the next one: the view then catches up (and tells the client) like after any other
+        change. `elsewhere`: messages whose stored flags were not those this session saw;
+        where the store's flags differ from the view's, the client is told them."""
+        if modseq == self.known_modseq + 1:
+            self.known_modseq = modseq
+        modseqs = self.modseqs
+        for uid in uids:
+            if uid in modseqs:
+                modseqs[uid] = modseq
+        for state in elsewhere:
+            shown = self.flags.get(state.uid)
+            if shown is not None and shown != state.flags and state.uid not in self._gone:
+                self._changed[state.uid] = state
 
     def undo_own_flags(self, uid: int, flags: tuple[str, ...]) -> None:
         """The store failed to make an answered change: the client is told `flags` again."""
@@ -205,6 +251,27 @@ class SelectedMailbox:
     def note_gone(self, uids: Iterable[int]) -> None:
         """This session's own EXPUNGE/MOVE removed messages; told by `untagged` like any other."""
         self._gone.update(u for u in uids if u in self.flags)
+
+    def flag_fetches(self, uids: Sequence[int], *, with_uid: bool) -> bytes:
+        """`* n FETCH (FLAGS (...))` for each of `uids` (ascending) the client still sees, with
+        `UID n` too if asked (RFC 3501 §6.4.6: what STORE answers); each flag set encoded once."""
+        flags, gone, recent = self.flags, self._gone, self.recent
+        items: dict[tuple[str, ...], str] = {}
+        lines: list[str] = []
+        for uid, seq in zip(uids, self.seqs_of(uids), strict=True):
+            if seq is None or uid in gone:
+                continue
+            current = flags[uid]
+            if uid in recent:
+                current = (*current, RECENT)
+            item = items.get(current)
+            if item is None:
+                item = items[current] = flag_list(current).decode("ascii")
+            if with_uid:
+                lines.append(f"* {seq} FETCH (FLAGS {item} UID {uid})\r\n")
+            else:
+                lines.append(f"* {seq} FETCH (FLAGS {item})\r\n")
+        return "".join(lines).encode("ascii")
 
     @property
     def has_news(self) -> bool:

@@ -22,7 +22,7 @@ from postroom.proto.imap.grammar_base import SequenceSet
 from postroom.proto.imap.grammar_fetch import FetchAttr, FetchBinary, FetchBinarySize, FetchBody
 from postroom.proto.imap.mime import parse
 from postroom.proto.imap.reader import LiteralData
-from postroom.proto.imap.selected import MessageState, SelectedMailbox
+from postroom.proto.imap.selected import MessageState, OwnChange, SelectedMailbox
 from postroom.proto.imap.structure import section_bytes
 from postroom.queue.spool import ContentBuffer
 from postroom.services.imap.session import ImapSession, Refusal, SeenBatch
@@ -111,9 +111,7 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
         if unseen and not session.enabled.condstore:
             # The answer shows flags from the session's view: \Seen is set there now and in
             # the store behind it, like a STORE.
-            seen_changed = _change_in_view(
-                session, selected, unseen, "add", (SEEN,), gather=True
-            )
+            seen_changed = _seen_in_view(session, selected, unseen)
         elif unseen and len(uids) <= SEEN_WITH_READ:
             # One store round trip instead of two: set \Seen and read in the same job.
             seen_changed, rows = await _set_seen(
@@ -293,94 +291,74 @@ def _store_from_view(
     """STORE without CONDSTORE: nothing in the answer needs the store, so it is made from the
     session's view at once and the change goes to the store behind it (in order with every
     other write; commands that read wait for it)."""
-    _change_in_view(session, selected, uids, mode, flags)
+    wanted = set(flags)
+    change = selected.change_own_flags(uids, lambda old: _flags_after(old, mode, wanted))
     if not command.silent:
-        encoded: dict[tuple[str, ...], bytes] = {}
-        shown = [u for u in uids if u in selected.flags and not selected.is_expunged(u)]
-        lines = []
-        for uid, seq in zip(shown, selected.seqs_of(shown), strict=True):
-            if seq is None:
-                continue
-            item = _flags_item(selected.flags_of(uid), encoded)
-            uid_item = b" UID %d" % uid if command.uid else b""
-            lines.append(b"* %d FETCH (%s%s)\r\n" % (seq, item, uid_item))
-        session.send(b"".join(lines))
+        session.send(selected.flag_fetches(uids, with_uid=command.uid))
+    if change.before:
+        session.flush_deferred()  # writes keep their order
+        session.write_after_answer(lambda: _write_flags(session, selected, change, mode, flags))
     session.tagged(tag, "OK", "Store completed.")
 
 
-def _change_in_view(
-    session: ImapSession,
-    selected: SelectedMailbox,
-    uids: Sequence[int],
-    mode: str,
-    flags: tuple[str, ...],
-    *,
-    gather: bool = False,
-) -> set[int]:
-    """Change flags in the session's view now and in the store behind it; the UIDs whose
-    flags changed. With `gather` (\\Seen set by FETCH) the change joins those of the
-    session's next FETCHes and they are written together (`ImapSession.defer_write`: within
-    DEFERRED_WRITE_DELAY, or before anything else is written or read)."""
-    wanted = set(flags)
-    before: dict[int, tuple[str, ...]] = {}
-    after: dict[tuple[str, ...], tuple[str, ...] | None] = {}  # old flags → new (None: same)
-    for uid in uids:
-        old = selected.flags.get(uid)
-        if old is None or selected.is_expunged(uid):
-            continue
-        if old not in after:
-            after[old] = _flags_after(old, mode, wanted)
-        changed = after[old]
-        if changed is not None:
-            before[uid] = old
-            selected.set_own_flags(uid, changed)
-    if not before:
+def _seen_in_view(session: ImapSession, selected: SelectedMailbox, unseen: list[int]) -> set[int]:
+    """\\Seen set by a FETCH without CONDSTORE, in the session's view now; the UIDs changed.
+    The write joins those of the session's next FETCHes and they go to the store together
+    (`ImapSession.defer_write`: within DEFERRED_WRITE_DELAY, or before anything else is
+    written or read)."""
+    change = selected.change_own_flags(unseen, lambda old: _flags_after(old, "add", {SEEN}))
+    if not change.before:
         return set()
     batch = session.seen_batch
-    if gather and batch is not None and batch.selected is selected:
-        batch.before.update(before)
-    elif gather:
-        gathered = SeenBatch(selected, before)
+    if batch is not None and batch.selected is selected:
+        batch.before.update(change.before)
+        batch.after.update(change.after)
+    else:
+        gathered = SeenBatch(selected, change.before, change.after)
         session.defer_write(
             gathered,
-            lambda: _write_flags(session, gathered.selected, gathered.before, "add", (SEEN,)),
+            lambda: _write_flags(
+                session,
+                gathered.selected,
+                OwnChange(gathered.before, gathered.after),
+                "add",
+                (SEEN,),
+            ),
         )
-    else:
-        session.flush_deferred()  # writes keep their order
-        _write_flags(session, selected, before, mode, flags)
-    return set(before)
+    return set(change.before)
 
 
 def _write_flags(
     session: ImapSession,
     selected: SelectedMailbox,
-    before: dict[int, tuple[str, ...]],
+    change: OwnChange,
     mode: str,
     flags: tuple[str, ...],
 ) -> None:
     """Send an answered flag change to the store. When it is made, the view learns its
-    MODSEQs; should it fail, the client is told the flags as they were."""
+    MODSEQ; should it fail, the client is told the flags as they were."""
     made, committed = session.ctx.store.submit_early(
         functools.partial(
-            store_ops.store_flags,
+            store_ops.write_flag_change,
             mailbox_id=selected.mailbox_id,
-            uids=sorted(before),
+            before=change.before,
+            after=change.after,
             mode=mode,
             flags=flags,
         )
     )
     session.note_write(committed)
 
-    def learn(future: asyncio.Future[store_ops.StoreResult]) -> None:
+    def learn(future: asyncio.Future[store_ops.FlagWrite]) -> None:
         if future.cancelled() or session.selected is not selected:
             return
         if future.exception() is not None:
             log.error("flag change failed client=%s: %s", session.io.peer, future.exception())
-            for uid, old in before.items():
+            for uid, old in change.before.items():
                 selected.undo_own_flags(uid, old)
             return
-        for state in future.result().changed:
-            selected.confirm_own_flags(state)
+        written = future.result()
+        selected.confirm_own_flags(written.uids, written.modseq, written.elsewhere)
 
     made.add_done_callback(learn)
 
@@ -459,9 +437,11 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
         lines.append(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
     session.send(b"".join(lines))
     if result.modified:
-        numbers = result.modified if command.uid else [
-            seq for u in result.modified if (seq := selected.seq_of(u)) is not None
-        ]
+        numbers = (
+            result.modified
+            if command.uid
+            else [seq for u in result.modified if (seq := selected.seq_of(u)) is not None]
+        )
         session.tagged(
             tag, "OK", "Conditional STORE failed", "MODIFIED " + number_set(numbers).decode()
         )

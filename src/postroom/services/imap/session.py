@@ -106,10 +106,12 @@ DEFERRED_WRITE_DELAY = 0.02  # seconds \Seen set by FETCH may wait to join the n
 
 @dataclass
 class SeenBatch:
-    """\\Seen set by this session's FETCHes and not written yet: UID → flags before."""
+    """\\Seen set by this session's FETCHes and not written yet: UID → flags before, and each
+    old flag set → the new one."""
 
     selected: SelectedMailbox
     before: dict[int, tuple[str, ...]]
+    after: dict[tuple[str, ...], tuple[str, ...]]
 
 
 class Refusal(Exception):
@@ -149,6 +151,8 @@ class ImapSession:
         self.seen_batch: SeenBatch | None = None
         self._deferred: Callable[[], None] | None = None
         self._deferred_timer: asyncio.TimerHandle | None = None
+        # Writes held until the answer is sent (write_after_answer).
+        self._after_answer: list[Callable[[], None]] = []
 
     @property
     def secure(self) -> bool:
@@ -199,9 +203,23 @@ class ImapSession:
         self._out += data
 
     async def flush(self) -> None:
-        if self._out:
-            data, self._out = bytes(self._out), bytearray()
-            await self.io.write(data)
+        try:
+            if self._out:
+                data, self._out = bytes(self._out), bytearray()
+                await self.io.write(data)
+        finally:
+            self._send_held()
+
+    def write_after_answer(self, send: Callable[[], None]) -> None:
+        """`send` (a write the answer does not depend on) runs once the answer is sent, before
+        the next command: sent sooner, the writer thread would compete with making and
+        sending the answer for the interpreter."""
+        self._after_answer.append(send)
+
+    def _send_held(self) -> None:
+        held, self._after_answer = self._after_answer, []
+        for send in held:
+            send()
 
     async def send_now(self, data: bytes) -> None:
         self.send(data)
@@ -230,7 +248,8 @@ class ImapSession:
     # --- dispatch --------------------------------------------------------------------------
 
     def close(self) -> None:
-        self.flush_deferred()  # answered \Seen is written even when the client has left
+        self._send_held()  # answered changes are written even when the client has left
+        self.flush_deferred()
         self._unwatch()
         if self.user_id is not None:
             count = self.ctx.sessions.get(self.user_id, 1) - 1
@@ -525,18 +544,14 @@ class ImapSession:
             raise Refusal("Mailbox already exists", "ALREADYEXISTS")
         use = " ".join(command.special_use)
         user_id = self.uid
-        await self.ctx.store.write(
-            lambda db: store_ops.create_mailbox(db, user_id, name, use)
-        )
+        await self.ctx.store.write(lambda db: store_ops.create_mailbox(db, user_id, name, use))
         self.tagged(tag, "OK", "Create completed.")
 
     async def delete(self, tag: str, command: cmd.Command) -> None:
         assert isinstance(command, cmd.Delete)
         name = self.decode_name(command.mailbox)
         user_id = self.uid
-        unlink = await self.ctx.store.write(
-            lambda db: store_ops.delete_mailbox(db, user_id, name)
-        )
+        unlink = await self.ctx.store.write(lambda db: store_ops.delete_mailbox(db, user_id, name))
         for path in unlink:
             unlink_quietly(self.ctx.store.blob_dir / path)
         self.tagged(tag, "OK", "Delete completed.")
