@@ -1,6 +1,7 @@
-"""IMAP flag changes answered before the store has written them (a real store, a session
-driven command by command): the answer does not wait for the writer, the next command that
-reads does, and a change that cannot be written is told back to the client."""
+"""IMAP work answered before the store has written it (a real store, a session driven command
+by command): a flag change's answer does not wait for the writer, the next command that reads
+does, and a change that cannot be written is told back to the client; an APPEND's summaries,
+written behind its answer, are already what the next commands see."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from postroom.proto.imap.grammar import parse_command
-from postroom.proto.imap.reader import CommandLine, CommandReader
+from postroom.proto.imap.reader import CommandLine, CommandReader, NeedContinuation
 from postroom.queue.spool import Spool
 from postroom.services import accounts
 from postroom.services.authn import Authenticator
@@ -19,6 +20,7 @@ from postroom.services.imap import commands
 from postroom.services.imap.session import ImapContext, ImapSession
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.storage import imap as store_ops
+from postroom.storage import store as store_module
 from postroom.storage.database import Database
 from postroom.storage.store import Store
 
@@ -58,6 +60,9 @@ async def _run(session: ImapSession, line: str) -> None:
     reader = CommandReader(max_line=65536)
     reader.feed(line.encode() + b"\r\n")
     event = reader.next_event()
+    while isinstance(event, NeedContinuation):  # a literal (small: kept in the line)
+        reader.accept_literal()
+        event = reader.next_event()
     assert isinstance(event, CommandLine)
     request = parse_command(event)
     assert request.tag is not None
@@ -185,3 +190,41 @@ def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
     # Each write went to the store once its answer was sent (the second's send failed).
     assert answered_before_write == [1, 1]
     assert flags == "$First $Second"  # the second is written though its answer was not sent
+
+
+def test_the_next_commands_see_an_appended_message_whose_summary_is_not_written_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "DERIVED_WAIT", 60.0)  # summaries wait for a next write
+    store = Store(tmp_path)
+    store.open()
+    message = (
+        "From: Ann <ann@example.test>\r\nSubject: Zebra crossing\r\n"
+        "Message-ID: <z@example.test>\r\n\r\nStripes.\r\n"
+    )
+
+    async def scenario() -> tuple[bytes, int]:
+        await store.write(_setup)
+        ctx = ImapContext(store, Spool(store), MailboxEvents(), Authenticator(store), "mx", True)
+        wire = Wire()
+        session = ImapSession(ctx, wire, tls_active=True)
+        await _run(session, f"a LOGIN {ALICE} pw")
+        await _run(session, "b SELECT INBOX")
+        await _run(session, f"c APPEND INBOX {{{len(message)}+}}\r\n{message}")
+        wire.out = b""
+        await _run(session, "d UID FETCH 3 (ENVELOPE)")
+        await _run(session, "e UID SEARCH HEADER Subject zebra")
+        await _run(session, "f UID SORT (SUBJECT) UTF-8 ALL")
+        stored = await store.read(
+            lambda db: int(db.conn.execute("SELECT count(*) FROM blob_summaries").fetchone()[0])
+        )
+        return wire.out, stored
+
+    try:
+        out, stored = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert stored == 1  # the first two messages' summary only: the new one is not written yet
+    assert b'ENVELOPE (NIL "Zebra crossing" (("Ann" NIL "ann" "example.test"))' in out
+    assert b"* SEARCH 3\r\n" in out
+    assert b"* SORT 1 2 3\r\n" in out  # (no subject) sorts before "zebra crossing"

@@ -429,9 +429,18 @@ class Database:
         return int(row[0]) if row else None
 
     def append_message(
-        self, mailbox_id: int, blob_id: int, prefix: bytes, size: int, internal_date: float
+        self,
+        mailbox_id: int,
+        blob_id: int,
+        prefix: bytes,
+        size: int,
+        internal_date: float,
+        *,
+        summarise: bool = True,
     ) -> int:
-        """Add a copy of a blob to a mailbox; returns its UID (RFC 3501 §2.3.1.1: UIDs grow)."""
+        """Add a copy of a blob to a mailbox; returns its UID (RFC 3501 §2.3.1.1: UIDs grow).
+        The blob's IMAP summary is made now if it has none, unless `summarise` is False (the
+        caller has it made behind the commit: see Store.write's `then`)."""
         uid, modseq = self.conn.execute(
             "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
             " WHERE id = ? RETURNING uidnext - 1, highestmodseq",
@@ -443,7 +452,8 @@ class Database:
             (mailbox_id, uid, modseq, internal_date, size, blob_id, prefix),
         )
         self.conn.execute("UPDATE blobs SET refs = refs + 1 WHERE id = ?", (blob_id,))
-        self._summarise_blob(blob_id)
+        if summarise:
+            self._summarise_blob(blob_id)
         self.touched.add(mailbox_id)
         return int(uid)
 
@@ -457,8 +467,25 @@ class Database:
         content = self.read_blob(blob_id, self.path.parent / "blobs")
         self.set_blob_summary(blob_id, summarise_packed(content))
 
-    def set_blob_summary(self, blob_id: int, summary: bytes) -> None:
-        subject = subject_index(wire_part(summary, 3))
+    def summarise_recent(self, window: int = 10_000) -> int:
+        """Give an IMAP summary to the blobs of the last `window` messages added to mailboxes
+        that have none: an APPEND's is written just after its commit, unsynced (Store.write's
+        `then`), so a crash can leave the last few without. Returns how many were made."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT m.blob_id FROM mailbox_messages m"
+            " LEFT JOIN blob_summaries s ON s.blob_id = m.blob_id"
+            " WHERE m.id > (SELECT coalesce(max(id), 0) FROM mailbox_messages) - ?"
+            " AND s.blob_id IS NULL",
+            (window,),
+        ).fetchall()
+        for (blob_id,) in rows:
+            self._summarise_blob(int(blob_id))
+        return len(rows)
+
+    def set_blob_summary(self, blob_id: int, summary: bytes, subject: str | None = None) -> None:
+        """Store a blob's IMAP summary, with its subject index (made here unless given)."""
+        if subject is None:
+            subject = subject_index(wire_part(summary, 3))
         self.conn.execute(
             "INSERT OR REPLACE INTO blob_summaries(blob_id, summary, subject) VALUES (?, ?, ?)",
             (blob_id, summary, subject),

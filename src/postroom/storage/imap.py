@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple
 from postroom.proto.imap.selected import MessageColumns, MessageState
 from postroom.storage.database import Database
 from postroom.storage.mailboxes import expunge
-from postroom.storage.summary import header_block, wire_part
+from postroom.storage.summary import header_block, summarise_packed, wire_part
 
 INBOX = "INBOX"
 SEEN = "\\Seen"
@@ -357,11 +357,20 @@ def fetch_rows(
         if not content:
             # Metadata and summaries only: the rows as SQLite gives them.
             rows += [
-                FetchRow(uid, modseq, date, size, packed if summary else None, None)
-                for uid, modseq, date, size, _, packed, _, _, _ in cursor
+                FetchRow(
+                    uid,
+                    modseq,
+                    date,
+                    size,
+                    (packed or _summary_now(db, blob, blob_dir)) if summary else None,
+                    None,
+                )
+                for uid, modseq, date, size, _, packed, _, _, blob in cursor
             ]
             continue
         for uid, modseq, date, size, prefix, packed, data, path, blob in cursor:
+            if summary and packed is None:
+                packed = _summary_now(db, blob, blob_dir)
             if header_only:
                 # The header block kept in the summary: the body is never read.
                 header = wire_part(packed, 3) if packed is not None else None
@@ -375,6 +384,12 @@ def fetch_rows(
             rows.append(FetchRow(uid, modseq, date, size, packed if summary else None, body))
     rows.sort(key=lambda r: r.uid)
     return rows
+
+
+def _summary_now(db: Database, blob_id: int, blob_dir: Path) -> bytes:
+    """The IMAP summary of a blob that has none stored yet: an APPEND's is written just after
+    the message (Store.write's `then`), and a crash in between can lose it."""
+    return summarise_packed(db.read_blob(int(blob_id), blob_dir))
 
 
 def next_modseq(db: Database, mailbox_id: int) -> int:
@@ -567,9 +582,11 @@ def append_blob(
     size: int,
     flags: Iterable[str],
     internal_date: float,
+    *,
+    summarise: bool = True,
 ) -> int:
     """RFC 3501 §6.3.11 APPEND of content already stored as `blob_id`; returns the new UID."""
-    uid = db.append_message(mailbox_id, blob_id, b"", size, internal_date)
+    uid = db.append_message(mailbox_id, blob_id, b"", size, internal_date, summarise=summarise)
     text = join_flags(flags)
     if text:
         db.conn.execute(

@@ -5,8 +5,11 @@ them in ONE transaction (each inside its own SAVEPOINT, so one failing job fails
 the directories of any new blob files, commits and fsyncs the WAL (one sync per batch), and only
 then resolves each job's future. Sessions that finish DATA at the same moment therefore share one
 fsync (group commit, as Postfix and mox avoid one sync per message). A batch of only
-`durable=False` jobs (IMAP flags) is committed without the sync. Checkpoints (WAL pages copied
-into the database file) run on a thread of their own. The event loop never touches the disk.
+`durable=False` jobs (IMAP flags) is committed without the sync. A job's `then` (data derived
+from its result that readers can also make themselves, such as an appended message's IMAP
+summary) is computed on another thread while the WAL syncs, and written with the next batch
+(or alone after DERIVED_WAIT). Checkpoints (WAL pages copied into the database file) run on a
+thread of their own. The event loop never touches the disk.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ DB_NAME = "postroom.db"
 WAL_KEEP_BYTES = 4 * 1024 * 1024
 WAL_LIMIT_BYTES = 64 * 1024 * 1024  # past this the writer itself checkpoints (see below)
 CHECKPOINT_IDLE = 1.0  # seconds without a checkpoint request after which one is taken
+DERIVED_WAIT = 0.005  # seconds derived writes wait for a batch to join before their own commit
 
 
 @dataclass
@@ -46,6 +50,16 @@ class _Job:
     sync_dirs: tuple[Path, ...] = ()
     durable: bool = True
     early: asyncio.Future[Any] | None = None  # gets fn's result before the commit
+    then: Callable[[Any], Callable[[Database], None]] | None = None  # see Store.write
+
+
+@dataclass
+class _Derivation:
+    """Jobs' `then` work for the derive thread, and the writes it gives back."""
+
+    work: list[tuple[Callable[[Any], Callable[[Database], None]], Any]]
+    writes: list[Callable[[Database], None]] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -97,6 +111,12 @@ class Store:
         self._wal_checkpointed_at = 0  # WAL size when the last checkpoint was asked for
         self.wal_limit = WAL_LIMIT_BYTES
         self._catch_up = False  # set by the checkpoint thread after a checkpoint
+        self._wal_fd: int | None = None  # kept open: see _sync_wal
+        self._wal_inode = 0
+        # Jobs' `then` work, computed while the WAL syncs (thread started by the first).
+        self._derivations: queue.SimpleQueue[_Derivation | object] = queue.SimpleQueue()
+        self._derive_thread: threading.Thread | None = None
+        self._derived: list[Callable[[Database], None]] = []  # computed, not yet written
         # Reads go to one thread of their own, started by the first one (plain queue and
         # loop callbacks: a read is a hop on the hot path of every IMAP command).
         self._reads: queue.SimpleQueue[_Read | object] = queue.SimpleQueue()
@@ -121,6 +141,10 @@ class Store:
         writer_db.conn.execute("PRAGMA wal_autocheckpoint = 0")
         writer_db.conn.execute("PRAGMA synchronous = NORMAL")  # _commit syncs the WAL itself
         writer_db.conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
+        with writer_db.transaction():
+            repaired = writer_db.summarise_recent()
+        if repaired:
+            log.info("made the IMAP summaries of %d messages a crash left without", repaired)
         self._checkpoint_thread = threading.Thread(
             target=self._checkpoint_loop,
             args=(Database(self.db_path, readonly=True),),
@@ -147,19 +171,37 @@ class Store:
             self._reads.put(_STOP)
             self._reader_thread.join()
             self._reader_thread = None
+        if self._derive_thread is not None:
+            self._derivations.put(_STOP)
+            self._derive_thread.join()
+            self._derive_thread = None
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
 
     async def write(
-        self, fn: Callable[[Database], T], sync_dirs: Iterable[Path] = (), *, durable: bool = True
+        self,
+        fn: Callable[[Database], T],
+        sync_dirs: Iterable[Path] = (),
+        *,
+        durable: bool = True,
+        then: Callable[[T], Callable[[Database], None]] | None = None,
     ) -> T:
         """Run `fn` in the next group commit; returns once its transaction is durable.
 
         `durable=False` is for changes a crash may undo without breaking a promise (IMAP flags,
         \\Recent claims): a batch made only of those commits without waiting for the disk; the
         next durable commit (or checkpoint) makes them durable too, in order (SQLite WAL).
+
+        `then(result)`, once `fn` has succeeded, runs on the derive thread while the WAL syncs
+        (CPU work in the shadow of the disk, off the answer's path); the function it returns is
+        run by the writer at the start of the next batch (within DERIVED_WAIT, else alone and
+        not synced: the next durable commit syncs it). For data derived from `fn`'s that readers
+        can also make themselves when it is missing (a crash can lose it); failures are logged.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, loop, future, tuple(sync_dirs), durable))
+        self._jobs.put(_Job(fn, loop, future, tuple(sync_dirs), durable, then=then))
         return await future
 
     async def write_early(self, fn: Callable[[Database], T]) -> tuple[T, asyncio.Future[None]]:
@@ -220,7 +262,13 @@ class Store:
     def _writer_loop(self, db: Database) -> None:
         try:
             while True:
-                first = self._jobs.get()
+                try:
+                    first = (
+                        self._jobs.get(timeout=DERIVED_WAIT) if self._derived else self._jobs.get()
+                    )
+                except queue.Empty:
+                    self._commit_derived(db)
+                    continue
                 if first is _STOP:
                     return
                 assert isinstance(first, _Job)
@@ -230,6 +278,8 @@ class Store:
                 if stop:
                     return
         finally:
+            if self._derived:
+                self._commit_derived(db)
             db.close()
 
     def _checkpoint_loop(self, db: Database) -> None:
@@ -294,11 +344,14 @@ class Store:
 
     def _commit(self, db: Database, batch: list[_Job]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        follow_ups: list[tuple[Callable[[Any], Callable[[Database], None]], Any]] = []
         conn = db.conn
         # A lone job needs no savepoint: if it fails, the whole transaction is undone.
-        alone = len(batch) == 1
+        alone = len(batch) == 1 and not self._derived
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if self._derived:
+                self._run_derived(db)
             for index, job in enumerate(batch):
                 if not alone:
                     conn.execute(f"SAVEPOINT job{index}")
@@ -312,6 +365,8 @@ class Store:
                     else:
                         outcomes.append((job.future, None, error))
                 else:
+                    if job.then is not None:
+                        follow_ups.append((job.then, value))
                     if job.early is not None:
                         self._answer_early(job, value, None)
                         value = None
@@ -322,11 +377,15 @@ class Store:
                 fsync_directory(directory)
             if conn.in_transaction:
                 conn.execute("COMMIT")
+                derivation = self._derive(follow_ups) if follow_ups else None
                 if any(job.durable for job in batch):
                     # The connection runs synchronous=NORMAL (no sync at COMMIT); syncing the
                     # WAL here makes this commit durable before any job is answered. A batch
                     # of only flag changes skips it (a crash may undo those, never mail).
                     self._sync_wal()
+                if derivation is not None:
+                    derivation.done.wait()
+                    self._derived += derivation.writes
         except BaseException as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -365,14 +424,70 @@ class Store:
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
             job.loop.call_soon_threadsafe(_settle, [(early, value, error)], None)
 
+    def _derive(
+        self, work: list[tuple[Callable[[Any], Callable[[Database], None]], Any]]
+    ) -> _Derivation:
+        """Hand jobs' `then` work to the derive thread. It gets the interpreter when the writer
+        lets it go in fdatasync, so nothing may run in between that releases it sooner."""
+        if self._derive_thread is None:
+            self._derive_thread = threading.Thread(
+                target=self._derive_loop, name="store-derive", daemon=True
+            )
+            self._derive_thread.start()
+        derivation = _Derivation(work)
+        self._derivations.put(derivation)
+        return derivation
+
+    def _derive_loop(self) -> None:
+        while True:
+            derivation = self._derivations.get()
+            if derivation is _STOP:
+                return
+            assert isinstance(derivation, _Derivation)
+            try:
+                for then, value in derivation.work:
+                    try:
+                        derivation.writes.append(then(value))
+                    except Exception:
+                        log.exception("work derived from a commit failed (readers make it)")
+            finally:
+                derivation.done.set()
+
+    def _run_derived(self, db: Database) -> None:
+        """Inside a transaction: what jobs' `then` gave back, each in its own savepoint."""
+        derived, self._derived = self._derived, []
+        for index, write in enumerate(derived):
+            db.conn.execute(f"SAVEPOINT derived{index}")
+            try:
+                write(db)
+            except Exception:
+                log.exception("work derived from a commit failed (readers make it)")
+                db.conn.execute(f"ROLLBACK TO derived{index}")
+            db.conn.execute(f"RELEASE derived{index}")
+
+    def _commit_derived(self, db: Database) -> None:
+        """No batch came within DERIVED_WAIT: the derived writes are committed alone."""
+        try:
+            with db.transaction():
+                self._run_derived(db)
+        except sqlite3.Error:
+            log.exception("work derived from a commit failed (readers make it)")
+
     def _sync_wal(self) -> None:
         # fdatasync, as SQLite itself syncs: the data and the file size, not the timestamps
-        # (a WAL written over in place then costs no inode update).
-        fd = os.open(self._wal_path, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-        finally:
+        # (a WAL written over in place then costs no inode update). The WAL stays open, so
+        # that nothing releases the interpreter before fdatasync does (see _derive); SQLite
+        # keeps the file while the writer's connection is open, and should it ever have been
+        # replaced, the new one is opened and synced too.
+        fd = self._wal_fd
+        if fd is None:
+            fd = self._wal_fd = os.open(self._wal_path, os.O_RDONLY)
+            self._wal_inode = os.fstat(fd).st_ino
+        os.fdatasync(fd)
+        if os.stat(self._wal_path).st_ino != self._wal_inode:
             os.close(fd)
+            self._wal_fd = None
+            self._sync_wal()
 
 
 def _settle(

@@ -14,7 +14,8 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import NamedTuple
 
 from postroom.proto.imap import encode
 from postroom.proto.imap import grammar_commands as cmd
@@ -22,6 +23,7 @@ from postroom.proto.imap.grammar_base import SequenceSet
 from postroom.proto.imap.grammar_fetch import FetchAttr, FetchBinary, FetchBinarySize, FetchBody
 from postroom.proto.imap.mime import parse
 from postroom.proto.imap.reader import LiteralData
+from postroom.proto.imap.search import subject_index
 from postroom.proto.imap.selected import MessageState, OwnChange, SelectedMailbox
 from postroom.proto.imap.structure import section_bytes
 from postroom.queue.spool import ContentBuffer
@@ -547,13 +549,22 @@ async def append(session: ImapSession, tag: str, command: cmd.Command) -> None:
     session.tagged(tag, "OK", "Append completed.", code)
 
 
+class _Appended(NamedTuple):
+    uidvalidity: int
+    uids: list[int]
+    news: store_ops.MailboxNews | None  # of the selected mailbox
+    blob_ids: list[int]
+
+
 async def _append_in_memory(
     session: ImapSession, name: str, messages: Sequence[cmd.AppendMessage]
 ) -> tuple[int, list[int]]:
     """RFC 3502 §6.3.11: all the messages of one APPEND are added in one transaction, or none.
 
-    One store round trip: the mailbox is looked up, the messages summarised and added, and,
-    when it is the selected mailbox, what changed in it read back (with the new \\Recent).
+    One store round trip: the mailbox is looked up, the messages added, and, when it is the
+    selected mailbox, what changed in it read back (with the new \\Recent). Their summaries
+    (ENVELOPE, BODYSTRUCTURE, the header block) are made while the disk syncs the messages and
+    written right after the answer (Store.write's `then`).
     """
     prepared: list[tuple[bytes, tuple[str, ...], float]] = []
     for message in messages:
@@ -565,26 +576,41 @@ async def _append_in_memory(
         prepared.append((message.data.data, flags, when))
     user_id, selected = session.uid, session.selected
 
-    def write(db: Database) -> tuple[int, list[int], store_ops.MailboxNews | None]:
+    def write(db: Database) -> _Appended:
         info = store_ops.find_mailbox(db, user_id, name)
         if info is None:
             raise MailboxError("TRYCREATE", "Mailbox doesn't exist: " + name)
-        uids = []
+        uids, blob_ids = [], []
         for data, flags, when in prepared:
             blob_id = db.insert_blob(len(data), data, None)
-            db.set_blob_summary(blob_id, summarise_packed(data))
-            uids.append(store_ops.append_blob(db, info.id, blob_id, len(data), flags, when))
+            blob_ids.append(blob_id)
+            uids.append(
+                store_ops.append_blob(db, info.id, blob_id, len(data), flags, when, summarise=False)
+            )
         news = None
         if selected is not None and selected.mailbox_id == info.id:
             after = None if selected.read_only else selected.max_uid
             news = store_ops.mailbox_news(db, info.id, selected.known_modseq, after)
-        return info.uidvalidity, uids, news
+        return _Appended(info.uidvalidity, uids, news, blob_ids)
 
-    uidvalidity, uids, news = await session.ctx.store.write(write)
+    def summarise(appended: _Appended) -> Callable[[Database], None]:
+        summaries = [summarise_packed(data) for data, _, _ in prepared]
+        subjects = [subject_index(wire_part(summary, 3)) for summary in summaries]
+
+        def keep(db: Database) -> None:
+            for blob_id, summary, subject in zip(
+                appended.blob_ids, summaries, subjects, strict=True
+            ):
+                db.set_blob_summary(blob_id, summary, subject)
+
+        return keep
+
+    appended = await session.ctx.store.write(write, then=summarise)
+    news = appended.news
     if news is not None and selected is session.selected and selected is not None:
         selected.take_changes(news.changed, news.vanished, news.highestmodseq, news.recent_from)
         await session.announce(allow_expunge=False)
-    return uidvalidity, uids
+    return appended.uidvalidity, appended.uids
 
 
 async def _append_one(
