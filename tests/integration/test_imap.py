@@ -360,6 +360,11 @@ def test_append_acknowledged_survives_kill_9(server: Postroom, alice: imaplib.IM
     client.select("INBOX")
     typ, data = client.fetch("1", "(BODY.PEEK[])")
     assert data[0][1] == message  # type: ignore[index]
+    # Its summary is written just after the answer: whether or not the crash came first, the
+    # envelope and the subject search have it.
+    typ, data = client.fetch("1", "(ENVELOPE)")
+    assert b'"keep me"' in data[0]  # type: ignore[operator]
+    assert client.search(None, "SUBJECT", "keep") == ("OK", [b"1"])
     client.logout()
 
 
