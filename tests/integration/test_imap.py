@@ -445,6 +445,15 @@ def test_select_of_a_big_mailbox_after_changes_shows_the_store_exactly(
     expected.update({uid: {"$Work", "\\Seen"} for uid in range(1, 11)})
     expected[count + 1] = set()
     assert _uid_flags(fresh) == expected
+    # Searches read the store in batches (1024 messages without bodies, 256 with): sequence
+    # numbers and flags stay right past the batch edges (UID 20 is gone: sequence = UID - 1).
+    assert fresh.search(None, "SUBJECT", "big-1050") == ("OK", [b"1050"])
+    assert fresh.search(None, "BODY", "big-1099.") == ("OK", [b"1099"])
+    assert fresh.search(None, "KEYWORD", "$Work", "SUBJECT", "big-9") == ("OK", [b"10"])
+    assert fresh.search(None, "1020:1030", "SUBJECT", "big-10") == (
+        "OK",
+        [b" ".join(b"%d" % n for n in range(1020, 1031))],
+    )
 
     other.store("1:10", "-FLAGS", "($Work)")
     again = connect(server)

@@ -96,3 +96,11 @@ def test_flags_the_store_found_changed_elsewhere_are_told() -> None:
     mailbox.confirm_own_flags([1, 2, 3], 6, elsewhere)
     assert mailbox.untagged(allow_expunge=True) == [b"* 2 FETCH (FLAGS (\\Flagged $Done))\r\n"]
     assert mailbox.flags_of(2) == ("\\Flagged", "$Done") and mailbox.modseqs[2] == 6
+
+
+def test_flags_in_is_flags_of_for_many() -> None:
+    mailbox = view([3, 4, 7, 9], ("$A",))
+    mailbox.recent.update({4, 9})
+    mailbox.change_own_flags([7], lambda old: ())
+    assert mailbox.flags_in([3, 4, 7, 9]) == [mailbox.flags_of(u) for u in (3, 4, 7, 9)]
+    assert mailbox.flags_in([4, 7]) == [("$A", "\\Recent"), ()]

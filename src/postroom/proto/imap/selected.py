@@ -149,6 +149,16 @@ class SelectedMailbox:
         flags = self.flags.get(uid, ())
         return (*flags, RECENT) if uid in self.recent else flags
 
+    def flags_in(self, uids: Sequence[int]) -> list[tuple[str, ...]]:
+        """`flags_of` for many UIDs the view holds, in their order."""
+        listed = list(map(self.flags.__getitem__, uids))
+        if self.recent:
+            recent = self.recent
+            for index, uid in enumerate(uids):
+                if uid in recent:
+                    listed[index] = (*listed[index], RECENT)
+        return listed
+
     def is_expunged(self, uid: int) -> bool:
         """Still numbered for the client, but gone from the store (RFC 2180 §4.1)."""
         return uid in self._gone

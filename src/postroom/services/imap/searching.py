@@ -29,6 +29,8 @@ from postroom.storage import imap as store_ops
 from postroom.storage.database import Database
 from postroom.storage.summary import unpack
 
+SEARCH_BATCH = 1024  # messages per store round trip when no body is read
+
 # --- SEARCH ------------------------------------------------------------------------------------
 
 
@@ -103,11 +105,16 @@ async def _matching(
     found: list[tuple[int, store_ops.FetchRow]] = []
     store = session.ctx.store
     uids = list(selected.uids)
-    for start in range(0, len(uids), FETCH_BATCH):
-        batch = uids[start : start + FETCH_BATCH]
+    # Without bodies to read, rows are small (or filtered out by the store): fewer round trips.
+    size = FETCH_BATCH if needs_content(key) is True else SEARCH_BATCH
+    for start in range(0, len(uids), size):
+        batch = uids[start : start + size]
+        numbers = range(start + 1, start + 1 + len(batch))
         scan = _Scan(
             mailbox_id=selected.mailbox_id,
-            known={uid: (start + i + 1, selected.flags_of(uid)) for i, uid in enumerate(batch)},
+            known=dict(
+                zip(batch, zip(numbers, selected.flags_in(batch), strict=True), strict=True)
+            ),
             blob_dir=store.blob_dir,
             key=key,
             summary=summary,
