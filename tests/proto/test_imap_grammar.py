@@ -440,6 +440,12 @@ def test_fetch_sections_and_partials() -> None:
     assert error(b"a FETCH 1 BINARY[TEXT]").tag == "a"
 
 
+def test_fetch_item_names_outside_ascii_are_refused() -> None:
+    assert error("a FETCH 1 BODYé".encode()).tag == "a"
+    assert error("a FETCH 1 (FLAGS ÉNVELOPE)".encode()).tag == "a"
+    assert error("a FETCH 1 BODY[HEADER.FIELDSé (Subject)]".encode()).tag == "a"
+
+
 def test_fetch_modifiers() -> None:
     assert cmd(b"a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 12345 VANISHED)") == g.Fetch(
         True, g.SequenceSet(((1, None),)), (g.FetchAttr("FLAGS"),), 12345, True

@@ -7,6 +7,7 @@ the FETCH response (`response_name`), e.g. `BODY[HEADER.FIELDS (From)]<0>` for B
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -146,15 +147,15 @@ def parse_fetch_items(cur: Cursor) -> tuple[FetchItem, ...]:
 
 
 def _item_name(cur: Cursor) -> str:
-    end = cur.pos
-    text = cur.text
-    while end < len(text) and (chr(text[end]).isalnum() or text[end] == ord(".")):
-        end += 1
-    if end == cur.pos:
+    # Item and section names are ASCII atoms ("BODY.PEEK", "HEADER.FIELDS", "RFC822.SIZE").
+    match = _ITEM_NAME.match(cur.text, cur.pos)
+    if match is None:
         raise cur.error("expected a FETCH data item")
-    name = text[cur.pos : end].decode("ascii").upper()
-    cur.pos = end
-    return name
+    cur.pos = match.end()
+    return match[0].decode("ascii").upper()
+
+
+_ITEM_NAME = re.compile(rb"[A-Za-z0-9.]+")
 
 
 def parse_fetch_item(cur: Cursor) -> FetchItem:
