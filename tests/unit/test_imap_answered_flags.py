@@ -69,6 +69,19 @@ async def _run(session: ImapSession, line: str) -> None:
     await commands.run(session, request.tag, request.command)
 
 
+async def _alice_in_inbox(
+    store: Store, wire: Wire, events: MailboxEvents | None = None
+) -> ImapSession:
+    """Alice's two messages stored, and a session of hers with INBOX selected."""
+    await store.write(_setup)
+    events = events or MailboxEvents()
+    ctx = ImapContext(store, Spool(store), events, Authenticator(store), "mx", True)
+    session = ImapSession(ctx, wire, tls_active=True)
+    await _run(session, f"a LOGIN {ALICE} pw")
+    await _run(session, "b SELECT INBOX")
+    return session
+
+
 def test_answered_at_once_and_read_back_by_the_next_command(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.open()
@@ -76,12 +89,8 @@ def test_answered_at_once_and_read_back_by_the_next_command(tmp_path: Path) -> N
     store.on_mailbox_change = events.publish
 
     async def scenario() -> tuple[bytes, bool, bytes]:
-        await store.write(_setup)
-        ctx = ImapContext(store, Spool(store), events, Authenticator(store), "mx", True)
         wire = Wire()
-        session = ImapSession(ctx, wire, tls_active=True)
-        await _run(session, f"a LOGIN {ALICE} pw")
-        await _run(session, "b SELECT INBOX")
+        session = await _alice_in_inbox(store, wire, events)
         # The writer is kept busy until the STORE has been answered.
         started, release = threading.Event(), threading.Event()
 
@@ -116,12 +125,8 @@ def test_a_change_the_store_refuses_is_told_back(
     store.open()
 
     async def scenario() -> bytes:
-        await store.write(_setup)
-        ctx = ImapContext(store, Spool(store), MailboxEvents(), Authenticator(store), "mx", True)
         wire = Wire()
-        session = ImapSession(ctx, wire, tls_active=True)
-        await _run(session, f"a LOGIN {ALICE} pw")
-        await _run(session, "b SELECT INBOX")
+        session = await _alice_in_inbox(store, wire)
 
         def broken(*args: object, **kwargs: object) -> store_ops.FlagWrite:
             raise OSError("disk gone")
@@ -158,12 +163,8 @@ def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
     store.open()
 
     async def scenario() -> tuple[list[int], str]:
-        await store.write(_setup)
-        ctx = ImapContext(store, Spool(store), MailboxEvents(), Authenticator(store), "mx", True)
         wire = BrokenWire()
-        session = ImapSession(ctx, wire, tls_active=True)
-        await _run(session, f"a LOGIN {ALICE} pw")
-        await _run(session, "b SELECT INBOX")
+        session = await _alice_in_inbox(store, wire)
         answered_before_write: list[int] = []
         submit = store.submit_early
 
@@ -204,12 +205,8 @@ def test_the_next_commands_see_an_appended_message_whose_summary_is_not_written_
     )
 
     async def scenario() -> tuple[bytes, int]:
-        await store.write(_setup)
-        ctx = ImapContext(store, Spool(store), MailboxEvents(), Authenticator(store), "mx", True)
         wire = Wire()
-        session = ImapSession(ctx, wire, tls_active=True)
-        await _run(session, f"a LOGIN {ALICE} pw")
-        await _run(session, "b SELECT INBOX")
+        session = await _alice_in_inbox(store, wire)
         await _run(session, f"c APPEND INBOX {{{len(message)}+}}\r\n{message}")
         wire.out = b""
         await _run(session, "d UID FETCH 3 (ENVELOPE)")
