@@ -313,19 +313,13 @@ def _seen_in_view(session: ImapSession, selected: SelectedMailbox, unseen: list[
         return set()
     batch = session.seen_batch
     if batch is not None and batch.selected is selected:
-        batch.before.update(change.before)
-        batch.after.update(change.after)
+        batch.change.before.update(change.before)
+        batch.change.after.update(change.after)
     else:
-        gathered = SeenBatch(selected, change.before, change.after)
+        gathered = SeenBatch(selected, change)
         session.defer_write(
             gathered,
-            lambda: _write_flags(
-                session,
-                gathered.selected,
-                OwnChange(gathered.before, gathered.after),
-                "add",
-                (SEEN,),
-            ),
+            lambda: _write_flags(session, gathered.selected, gathered.change, "add", (SEEN,)),
         )
     return set(change.before)
 
@@ -564,7 +558,7 @@ async def _append_in_memory(
     One store round trip: the mailbox is looked up, the messages added, and, when it is the
     selected mailbox, what changed in it read back (with the new \\Recent). Their summaries
     (ENVELOPE, BODYSTRUCTURE, the header block) are made while the disk syncs the messages and
-    written right after the answer (Store.write's `then`).
+    written with the store's next write, after the answer (Store.write's `then`).
     """
     prepared: list[tuple[bytes, tuple[str, ...], float]] = []
     for message in messages:

@@ -22,7 +22,7 @@ from postroom.proto.imap import grammar_commands as cmd
 from postroom.proto.imap import mutf7
 from postroom.proto.imap.encode import astring, flag_list, sequence_set
 from postroom.proto.imap.listing import Listed, list_entries, lsub_entries
-from postroom.proto.imap.selected import MessageColumns, SelectedMailbox
+from postroom.proto.imap.selected import MessageColumns, OwnChange, SelectedMailbox
 from postroom.proto.sasl import wire as sasl_wire
 from postroom.proto.sasl.saslprep import prepare_login
 from postroom.queue.spool import ContentBuffer, Spool
@@ -106,12 +106,10 @@ DEFERRED_WRITE_DELAY = 0.02  # seconds \Seen set by FETCH may wait to join the n
 
 @dataclass
 class SeenBatch:
-    """\\Seen set by this session's FETCHes and not written yet: UID → flags before, and each
-    old flag set → the new one."""
+    """\\Seen set by this session's FETCHes and not written yet (later ones join `change`)."""
 
     selected: SelectedMailbox
-    before: dict[int, tuple[str, ...]]
-    after: dict[tuple[str, ...], tuple[str, ...]]
+    change: OwnChange
 
 
 class Refusal(Exception):
