@@ -478,8 +478,10 @@ class Database:
             " AND s.blob_id IS NULL",
             (window,),
         ).fetchall()
-        for (blob_id,) in rows:
-            self._summarise_blob(int(blob_id))
+        if rows:
+            with self.transaction():
+                for (blob_id,) in rows:
+                    self._summarise_blob(int(blob_id))
         return len(rows)
 
     def set_blob_summary(self, blob_id: int, summary: bytes, subject: str | None = None) -> None:

@@ -141,8 +141,7 @@ class Store:
         writer_db.conn.execute("PRAGMA wal_autocheckpoint = 0")
         writer_db.conn.execute("PRAGMA synchronous = NORMAL")  # _commit syncs the WAL itself
         writer_db.conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
-        with writer_db.transaction():
-            repaired = writer_db.summarise_recent()
+        repaired = writer_db.summarise_recent()
         if repaired:
             log.info("made the IMAP summaries of %d messages a crash left without", repaired)
         self._checkpoint_thread = threading.Thread(
