@@ -191,15 +191,24 @@ def _sort_keys(seq: int, row: store_ops.FetchRow) -> SortKeys:
     )
 
 
-async def sort(session: ImapSession, tag: str, command: cmd.Command) -> None:
-    """RFC 5256 §3 SORT (and RFC 5957 DISPLAYFROM/DISPLAYTO)."""
-    assert isinstance(command, cmd.Sort)
+async def _matching_sort_keys(
+    session: ImapSession, command: cmd.Sort | cmd.Thread
+) -> tuple[SelectedMailbox, list[SortKeys]]:
+    """What SORT and THREAD start with: news told, the charset checked, and the sort keys of
+    the messages the search key matches."""
     selected = selected_mailbox(session)
     await session.announce(allow_expunge=command.uid)
     _check_charset(command.charset)
     found = await _matching(session, selected, command.key, summary=True)
+    return selected, [_sort_keys(seq, row) for seq, row in found]
+
+
+async def sort(session: ImapSession, tag: str, command: cmd.Command) -> None:
+    """RFC 5256 §3 SORT (and RFC 5957 DISPLAYFROM/DISPLAYTO)."""
+    assert isinstance(command, cmd.Sort)
+    selected, keys = await _matching_sort_keys(session, command)
     criteria = [SortCriterion(SortKey(c.key), c.reverse) for c in command.criteria]
-    order = sort_messages([_sort_keys(seq, row) for seq, row in found], criteria)
+    order = sort_messages(keys, criteria)
     numbers = [selected.uid_at(seq) for seq in order] if command.uid else order
     if command.returns is not None:
         session.send(_esearch(tag, command, numbers))  # RFC 5267 §3.2 ESORT
@@ -211,13 +220,8 @@ async def sort(session: ImapSession, tag: str, command: cmd.Command) -> None:
 async def thread(session: ImapSession, tag: str, command: cmd.Command) -> None:
     """RFC 5256 §2 THREAD=ORDEREDSUBJECT and THREAD=REFERENCES."""
     assert isinstance(command, cmd.Thread)
-    selected = selected_mailbox(session)
-    await session.announce(allow_expunge=command.uid)
-    _check_charset(command.charset)
-    found = await _matching(session, selected, command.key, summary=True)
-    threads = thread_messages(
-        [_sort_keys(seq, row) for seq, row in found], ThreadAlgorithm(command.algorithm)
-    )
+    _, keys = await _matching_sort_keys(session, command)
+    threads = thread_messages(keys, ThreadAlgorithm(command.algorithm))
     text = format_threads(threads, use_uid=command.uid)
     session.send(b"* THREAD " + text.encode() + b"\r\n" if text else b"* THREAD\r\n")
     session.tagged(tag, "OK", "Thread completed.")
