@@ -196,7 +196,7 @@ def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
 def test_the_next_commands_see_an_appended_message_whose_summary_is_not_written_yet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "DERIVED_WAIT", 60.0)  # summaries wait for a next write
+    monkeypatch.setattr(store_module, "DERIVED_IDLE", 60.0)  # summaries wait for an idle writer
     store = Store(tmp_path)
     store.open()
     message = (

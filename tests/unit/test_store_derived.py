@@ -1,14 +1,13 @@
-"""Work derived from a commit (Store.write's `then`): computed while the WAL syncs, written with
-the next batch or alone soon after, never in the way of the job it comes from; and the IMAP
-summaries an APPEND writes that way are made by readers (and at start-up) when missing."""
+"""Work derived from a commit (Store.write's `then`): done by the writer once it has nothing else
+to do, or between batches past a backlog, in unsynced transactions, never in the way of the job
+it comes from; and the IMAP summaries an APPEND leaves to it are made by readers (and at
+start-up) when missing."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,11 +35,8 @@ def _notes(db: Database) -> list[str]:
     return sorted(r[0] for r in db.conn.execute("SELECT text FROM notes"))
 
 
-def _derived_note(text: str) -> Callable[[Database], None]:
-    def write(db: Database) -> None:
-        _note(db, "derived from " + text)
-
-    return write
+def _derived_note(db: Database, text: str) -> None:
+    _note(db, "derived from " + text)
 
 
 async def _wait_for(store: Store, wanted: list[str], timeout: float = 10.0) -> list[str]:
@@ -52,125 +48,138 @@ async def _wait_for(store: Store, wanted: list[str], timeout: float = 10.0) -> l
         await asyncio.sleep(0.01)
 
 
-def test_then_is_computed_while_the_wal_syncs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = Store(tmp_path)
-    store.open()
-    computing = threading.Event()
-    overlapped: list[bool] = []
-    real_fdatasync = os.fdatasync
-
-    def sync_waiting_for_the_derive_thread(fd: int) -> None:
-        real_fdatasync(fd)
-        overlapped.append(computing.wait(10))  # False if `then` only ran after the sync
-
-    def then(text: str) -> Callable[[Database], None]:
-        computing.set()
-        return _derived_note(text)
-
-    monkeypatch.setattr("postroom.storage.store.os.fdatasync", sync_waiting_for_the_derive_thread)
-
-    async def scenario() -> list[str]:
-        await store.write(lambda db: _note(db, "a"), then=then)
-        return await _wait_for(store, ["a", "derived from a"])
-
+def _notes_in(path: Path) -> list[str]:
+    db = Database(path)
     try:
-        notes = asyncio.run(scenario())
+        return _notes(db)
     finally:
-        store.close()
-    assert overlapped == [True]
-    assert notes == ["a", "derived from a"]
+        db.close()
 
 
-def test_derived_writes_join_the_next_batch(
+def test_derived_work_is_done_once_the_writer_is_idle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "DERIVED_WAIT", 60.0)  # never alone in this test
+    monkeypatch.setattr(store_module, "DERIVED_IDLE", 0.02)
     store = Store(tmp_path)
     store.open()
+    idle_once = ["a", "b", "derived from a", "derived from b"]
+    idle_twice = sorted([*idle_once, "c", "derived from c"])
 
     async def scenario() -> tuple[list[str], list[str]]:
         await store.write(lambda db: _note(db, "a"), then=_derived_note)
-        before = await store.read(_notes)
-        await store.write(lambda db: _note(db, "b"))
-        return before, await store.read(_notes)
+        await store.write(lambda db: _note(db, "b"), then=_derived_note)
+        once = await _wait_for(store, idle_once)  # no further job needed
+        await store.write(lambda db: _note(db, "c"), then=_derived_note)
+        return once, await _wait_for(store, idle_twice)
 
     try:
-        before, after = asyncio.run(scenario())
+        once, twice = asyncio.run(scenario())
     finally:
         store.close()
-    assert before == ["a"]  # written behind the answer, not before it
-    assert after == ["a", "b", "derived from a"]
+    assert (once, twice) == (idle_once, idle_twice)
 
 
-def test_derived_writes_without_a_next_batch_are_written_alone_or_at_close(
+def test_derived_work_waiting_at_close_is_done_then(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(store_module, "DERIVED_IDLE", 60.0)
+    monkeypatch.setattr(store_module, "DERIVED_SLICE", 2)  # several slices at close
     store = Store(tmp_path)
     store.open()
 
-    async def alone() -> list[str]:
+    async def scenario() -> list[str]:
+        for text in "abcde":
+            await store.write(lambda db, text=text: _note(db, text), then=_derived_note)
+        return await store.read(_notes)
+
+    try:
+        before = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert before == list("abcde")  # while the writer was never idle for DERIVED_IDLE
+    assert _notes_in(store.db_path) == sorted([*"abcde", *(f"derived from {t}" for t in "abcde")])
+
+
+def test_a_backlog_of_derived_work_is_done_between_batches_oldest_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "DERIVED_IDLE", 60.0)  # never idle in this test
+    monkeypatch.setattr(store_module, "DERIVED_BACKLOG", 3)
+    monkeypatch.setattr(store_module, "DERIVED_SLICE", 2)
+    store = Store(tmp_path)
+    store.open()
+    after_two = ["a", "b"]
+    after_three = ["a", "b", "c", "derived from a", "derived from b"]
+
+    async def scenario() -> tuple[list[str], list[str]]:
         await store.write(lambda db: _note(db, "a"), then=_derived_note)
-        return await _wait_for(store, ["a", "derived from a"])
+        await store.write(lambda db: _note(db, "b"), then=_derived_note)
+        two = await store.read(_notes)
+        await store.write(lambda db: _note(db, "c"), then=_derived_note)
+        return two, await _wait_for(store, after_three)
 
     try:
-        assert asyncio.run(alone()) == ["a", "derived from a"]
+        two, three = asyncio.run(scenario())
     finally:
         store.close()
-    monkeypatch.setattr(store_module, "DERIVED_WAIT", 60.0)
+    assert two == after_two
+    assert three == after_three  # one slice of the oldest two; "c" waits for the next
+
+
+def test_derived_work_is_committed_without_a_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "DERIVED_IDLE", 60.0)
     store = Store(tmp_path)
     store.open()
+    syncs: list[int] = []
+    real_fdatasync = os.fdatasync
 
-    async def then_close() -> None:
-        await store.write(lambda db: _note(db, "b"), then=_derived_note)
+    def counted(fd: int) -> None:
+        syncs.append(fd)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr("postroom.storage.store.os.fdatasync", counted)
+
+    async def scenario() -> None:
+        await store.write(lambda db: _note(db, "a"), then=_derived_note)
 
     try:
-        asyncio.run(then_close())
+        asyncio.run(scenario())
+        assert len(syncs) == 1  # the job's own commit
     finally:
         store.close()
-    db = Database(store.db_path)
-    try:
-        assert _notes(db) == ["a", "b", "derived from a", "derived from b"]
-    finally:
-        db.close()
+    assert len(syncs) == 1  # the derived work written at close added none
+    assert _notes_in(store.db_path) == ["a", "derived from a"]
 
 
 def test_failed_derived_work_is_logged_and_undoes_nothing_else(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(store_module, "DERIVED_WAIT", 60.0)
+    monkeypatch.setattr(store_module, "DERIVED_IDLE", 60.0)
     store = Store(tmp_path)
     store.open()
 
-    def broken_then(text: str) -> Callable[[Database], None]:
+    def broken(db: Database, text: str) -> None:
+        _note(db, "half of " + text)
         raise ValueError("cannot derive")
-
-    def broken_write(text: str) -> Callable[[Database], None]:
-        def write(db: Database) -> None:
-            _note(db, "half of " + text)
-            raise ValueError("cannot write")
-
-        return write
 
     def refused(db: Database) -> str:
         raise RuntimeError("job refused")
 
-    async def scenario() -> tuple[str, str, list[str]]:
-        first = await store.write(lambda db: _note(db, "a"), then=broken_then)
-        second = await store.write(lambda db: _note(db, "b"), then=broken_write)
+    async def scenario() -> tuple[str, list[str]]:
+        first = await store.write(lambda db: _note(db, "a"), then=broken)
         with pytest.raises(RuntimeError):
             await store.write(refused, then=_derived_note)  # no `then` for a failed job
-        await store.write(lambda db: _note(db, "c"), then=_derived_note)
-        await store.write(lambda db: _note(db, "d"))
-        return first, second, await store.read(_notes)
+        await store.write(lambda db: _note(db, "b"), then=_derived_note)
+        return first, await store.read(_notes)
 
     try:
-        first, second, notes = asyncio.run(scenario())
+        first, notes = asyncio.run(scenario())
     finally:
         store.close()
-    assert (first, second) == ("a", "b")
-    assert notes == ["a", "b", "c", "d", "derived from c"]
+    assert (first, notes) == ("a", ["a", "b"])
+    assert _notes_in(store.db_path) == ["a", "b", "derived from b"]
     assert "work derived from a commit failed" in caplog.text
 
 
@@ -217,3 +226,19 @@ def test_opening_the_store_makes_summaries_a_crash_left_out(tmp_path: Path) -> N
         db.close()
     assert len(rows) == 1 and bytes(rows[0][0]) == summarise_packed(MESSAGE)
     assert "quarterly figures" in rows[0][1].lower()
+
+
+def test_a_summary_for_a_blob_gone_meanwhile_is_skipped(tmp_path: Path) -> None:
+    db = Database(tmp_path / "postroom.db")
+    try:
+        with db.transaction():
+            blob = db.insert_blob(len(MESSAGE), MESSAGE, None)
+            gone = db.insert_blob(len(MESSAGE), MESSAGE, None)
+            db.conn.execute("DELETE FROM blobs WHERE id = ?", (gone,))
+            db.summarise_blob(gone)
+            db.summarise_blob(blob)
+            db.summarise_blob(blob)  # once only
+        rows = db.conn.execute("SELECT blob_id, summary FROM blob_summaries").fetchall()
+    finally:
+        db.close()
+    assert [(r[0], bytes(r[1])) for r in rows] == [(blob, summarise_packed(MESSAGE))]

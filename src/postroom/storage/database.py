@@ -453,18 +453,23 @@ class Database:
         )
         self.conn.execute("UPDATE blobs SET refs = refs + 1 WHERE id = ?", (blob_id,))
         if summarise:
-            self._summarise_blob(blob_id)
+            self.summarise_blob(blob_id)
         self.touched.add(mailbox_id)
         return int(uid)
 
-    def _summarise_blob(self, blob_id: int) -> None:
-        """Compute the IMAP summary of a blob the first time it enters a mailbox."""
+    def summarise_blob(self, blob_id: int) -> None:
+        """Compute the IMAP summary of a blob unless it has one, or is gone (expunged since)."""
         row = self.conn.execute(
-            "SELECT 1 FROM blob_summaries WHERE blob_id = ?", (blob_id,)
+            "SELECT b.data, b.path, s.blob_id FROM blobs b"
+            " LEFT JOIN blob_summaries s ON s.blob_id = b.id WHERE b.id = ?",
+            (blob_id,),
         ).fetchone()
-        if row is not None:
+        if row is None or row[2] is not None:
             return
-        content = self.read_blob(blob_id, self.path.parent / "blobs")
+        data, path = row[0], row[1]
+        if data is None:
+            data = (self.path.parent / "blobs" / path).read_bytes()
+        content = bytes(data)
         self.set_blob_summary(blob_id, summarise_packed(content))
 
     def summarise_recent(self, window: int = 10_000) -> int:
@@ -481,7 +486,7 @@ class Database:
         if rows:
             with self.transaction():
                 for (blob_id,) in rows:
-                    self._summarise_blob(int(blob_id))
+                    self.summarise_blob(int(blob_id))
         return len(rows)
 
     def set_blob_summary(self, blob_id: int, summary: bytes, subject: str | None = None) -> None:

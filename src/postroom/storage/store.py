@@ -7,9 +7,10 @@ then resolves each job's future. Sessions that finish DATA at the same moment th
 fsync (group commit, as Postfix and mox avoid one sync per message). A batch of only
 `durable=False` jobs (IMAP flags) is committed without the sync. A job's `then` (data derived
 from its result that readers can also make themselves, such as an appended message's IMAP
-summary) is computed on another thread while the WAL syncs, and written with the next batch
-(or alone after DERIVED_WAIT). Checkpoints (WAL pages copied into the database file) run on a
-thread of their own. The event loop never touches the disk.
+summary) waits until the writer has nothing else to do (DERIVED_IDLE), or until DERIVED_BACKLOG
+of them wait; they are then made in slices, each slice one unsynced transaction. Checkpoints
+(WAL pages copied into the database file) run on a thread of their own. The event loop never
+touches the disk.
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ DB_NAME = "postroom.db"
 WAL_KEEP_BYTES = 4 * 1024 * 1024
 WAL_LIMIT_BYTES = 64 * 1024 * 1024  # past this the writer itself checkpoints (see below)
 CHECKPOINT_IDLE = 1.0  # seconds without a checkpoint request after which one is taken
-DERIVED_WAIT = 0.005  # seconds derived writes wait for a batch to join before their own commit
+# Derived work (a job's `then`) is done once the writer has waited this long for a job, or,
+# under a steady stream of jobs, between batches once this many wait; so many at a time.
+DERIVED_IDLE = 0.02
+DERIVED_BACKLOG = 256
+DERIVED_SLICE = 16
 
 
 @dataclass
@@ -50,16 +55,7 @@ class _Job:
     sync_dirs: tuple[Path, ...] = ()
     durable: bool = True
     early: asyncio.Future[Any] | None = None  # gets fn's result before the commit
-    then: Callable[[Any], Callable[[Database], None]] | None = None  # see Store.write
-
-
-@dataclass
-class _Derivation:
-    """Jobs' `then` work for the derive thread, and the writes it gives back."""
-
-    work: list[tuple[Callable[[Any], Callable[[Database], None]], Any]]
-    writes: list[Callable[[Database], None]] = field(default_factory=list)
-    done: threading.Event = field(default_factory=threading.Event)
+    then: Callable[[Database, Any], None] | None = None  # see Store.write
 
 
 @dataclass
@@ -113,10 +109,10 @@ class Store:
         self._catch_up = False  # set by the checkpoint thread after a checkpoint
         self._wal_fd: int | None = None  # kept open: see _sync_wal
         self._wal_inode = 0
-        # Jobs' `then` work, computed while the WAL syncs (thread started by the first).
-        self._derivations: queue.SimpleQueue[_Derivation | object] = queue.SimpleQueue()
-        self._derive_thread: threading.Thread | None = None
-        self._derived: list[Callable[[Database], None]] = []  # computed, not yet written
+        # Committed jobs' `then` with their results, oldest first (writer thread only).
+        self._later: collections.deque[tuple[Callable[[Database, Any], None], Any]] = (
+            collections.deque()
+        )
         # Reads go to one thread of their own, started by the first one (plain queue and
         # loop callbacks: a read is a hop on the hot path of every IMAP command).
         self._reads: queue.SimpleQueue[_Read | object] = queue.SimpleQueue()
@@ -170,10 +166,6 @@ class Store:
             self._reads.put(_STOP)
             self._reader_thread.join()
             self._reader_thread = None
-        if self._derive_thread is not None:
-            self._derivations.put(_STOP)
-            self._derive_thread.join()
-            self._derive_thread = None
         if self._wal_fd is not None:
             os.close(self._wal_fd)
             self._wal_fd = None
@@ -184,7 +176,7 @@ class Store:
         sync_dirs: Iterable[Path] = (),
         *,
         durable: bool = True,
-        then: Callable[[T], Callable[[Database], None]] | None = None,
+        then: Callable[[Database, T], None] | None = None,
     ) -> T:
         """Run `fn` in the next group commit; returns once its transaction is durable.
 
@@ -192,11 +184,11 @@ class Store:
         \\Recent claims): a batch made only of those commits without waiting for the disk; the
         next durable commit (or checkpoint) makes them durable too, in order (SQLite WAL).
 
-        `then(result)`, once `fn` has succeeded, runs on the derive thread while the WAL syncs
-        (CPU work in the shadow of the disk, off the answer's path); the function it returns is
-        run by the writer at the start of the next batch (within DERIVED_WAIT, else alone and
-        not synced: the next durable commit syncs it). For data derived from `fn`'s that readers
-        can also make themselves when it is missing (a crash can lose it); failures are logged.
+        `then(db, result)`, once `fn` has committed, is run later by the writer, when it has
+        had no job for DERIVED_IDLE (or DERIVED_BACKLOG wait), in a transaction that is not
+        synced (the next durable commit syncs it): work kept off the answer's path, for data
+        derived from `fn`'s that readers can also make themselves when it is missing (a crash
+        can lose it). Failures are logged and undo nothing else.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -259,15 +251,21 @@ class Store:
                 db.close()
 
     def _writer_loop(self, db: Database) -> None:
+        idle = False  # the last wait for a job timed out: derived work goes on slice by slice
         try:
             while True:
                 try:
-                    first = (
-                        self._jobs.get(timeout=DERIVED_WAIT) if self._derived else self._jobs.get()
-                    )
+                    if not self._later:
+                        first = self._jobs.get()
+                    elif idle:
+                        first = self._jobs.get_nowait()
+                    else:
+                        first = self._jobs.get(timeout=DERIVED_IDLE)
                 except queue.Empty:
-                    self._commit_derived(db)
+                    idle = True
+                    self._run_later(db, DERIVED_SLICE)
                     continue
+                idle = False
                 if first is _STOP:
                     return
                 assert isinstance(first, _Job)
@@ -276,9 +274,11 @@ class Store:
                 self._commit(db, batch)
                 if stop:
                     return
+                if len(self._later) >= DERIVED_BACKLOG:
+                    self._run_later(db, DERIVED_SLICE)
         finally:
-            if self._derived:
-                self._commit_derived(db)
+            while self._later:
+                self._run_later(db, DERIVED_SLICE)
             db.close()
 
     def _checkpoint_loop(self, db: Database) -> None:
@@ -343,14 +343,12 @@ class Store:
 
     def _commit(self, db: Database, batch: list[_Job]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        follow_ups: list[tuple[Callable[[Any], Callable[[Database], None]], Any]] = []
+        follow_ups: list[tuple[Callable[[Database, Any], None], Any]] = []
         conn = db.conn
         # A lone job needs no savepoint: if it fails, the whole transaction is undone.
-        alone = len(batch) == 1 and not self._derived
+        alone = len(batch) == 1
         try:
             conn.execute("BEGIN IMMEDIATE")
-            if self._derived:
-                self._run_derived(db)
             for index, job in enumerate(batch):
                 if not alone:
                     conn.execute(f"SAVEPOINT job{index}")
@@ -376,15 +374,12 @@ class Store:
                 fsync_directory(directory)
             if conn.in_transaction:
                 conn.execute("COMMIT")
-                derivation = self._derive(follow_ups) if follow_ups else None
                 if any(job.durable for job in batch):
                     # The connection runs synchronous=NORMAL (no sync at COMMIT); syncing the
                     # WAL here makes this commit durable before any job is answered. A batch
                     # of only flag changes skips it (a crash may undo those, never mail).
                     self._sync_wal()
-                if derivation is not None:
-                    derivation.done.wait()
-                    self._derived += derivation.writes
+                self._later.extend(follow_ups)
         except BaseException as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -423,61 +418,27 @@ class Store:
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
             job.loop.call_soon_threadsafe(_settle, [(early, value, error)], None)
 
-    def _derive(
-        self, work: list[tuple[Callable[[Any], Callable[[Database], None]], Any]]
-    ) -> _Derivation:
-        """Hand jobs' `then` work to the derive thread. It gets the interpreter when the writer
-        lets it go in fdatasync, so nothing may run in between that releases it sooner."""
-        if self._derive_thread is None:
-            self._derive_thread = threading.Thread(
-                target=self._derive_loop, name="store-derive", daemon=True
-            )
-            self._derive_thread.start()
-        derivation = _Derivation(work)
-        self._derivations.put(derivation)
-        return derivation
-
-    def _derive_loop(self) -> None:
-        while True:
-            derivation = self._derivations.get()
-            if derivation is _STOP:
-                return
-            assert isinstance(derivation, _Derivation)
-            try:
-                for then, value in derivation.work:
+    def _run_later(self, db: Database, count: int) -> None:
+        """The oldest `count` jobs' `then`, each in its own savepoint, in one unsynced commit."""
+        work = [self._later.popleft() for _ in range(min(count, len(self._later)))]
+        try:
+            with db.transaction() as conn:
+                for index, (then, value) in enumerate(work):
+                    conn.execute(f"SAVEPOINT later{index}")
                     try:
-                        derivation.writes.append(then(value))
+                        then(db, value)
                     except Exception:
                         log.exception("work derived from a commit failed (readers make it)")
-            finally:
-                derivation.done.set()
-
-    def _run_derived(self, db: Database) -> None:
-        """Inside a transaction: what jobs' `then` gave back, each in its own savepoint."""
-        derived, self._derived = self._derived, []
-        for index, write in enumerate(derived):
-            db.conn.execute(f"SAVEPOINT derived{index}")
-            try:
-                write(db)
-            except Exception:
-                log.exception("work derived from a commit failed (readers make it)")
-                db.conn.execute(f"ROLLBACK TO derived{index}")
-            db.conn.execute(f"RELEASE derived{index}")
-
-    def _commit_derived(self, db: Database) -> None:
-        """No batch came within DERIVED_WAIT: the derived writes are committed alone."""
-        try:
-            with db.transaction():
-                self._run_derived(db)
+                        conn.execute(f"ROLLBACK TO later{index}")
+                    conn.execute(f"RELEASE later{index}")
         except sqlite3.Error:
             log.exception("work derived from a commit failed (readers make it)")
 
     def _sync_wal(self) -> None:
         # fdatasync, as SQLite itself syncs: the data and the file size, not the timestamps
-        # (a WAL written over in place then costs no inode update). The WAL stays open, so
-        # that nothing releases the interpreter before fdatasync does (see _derive); SQLite
-        # keeps the file while the writer's connection is open, and should it ever have been
-        # replaced, the new one is opened and synced too.
+        # (a WAL written over in place then costs no inode update). The WAL stays open (one
+        # system call less per commit); SQLite keeps the file while the writer's connection
+        # is open, and should it ever have been replaced, the new one is opened and synced too.
         fd = self._wal_fd
         if fd is None:
             fd = self._wal_fd = os.open(self._wal_path, os.O_RDONLY)

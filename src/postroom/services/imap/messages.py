@@ -14,7 +14,7 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import NamedTuple
 
 from postroom.proto.imap import encode
@@ -23,7 +23,6 @@ from postroom.proto.imap.grammar_base import SequenceSet
 from postroom.proto.imap.grammar_fetch import FetchAttr, FetchBinary, FetchBinarySize, FetchBody
 from postroom.proto.imap.mime import parse
 from postroom.proto.imap.reader import LiteralData
-from postroom.proto.imap.search import subject_index
 from postroom.proto.imap.selected import MessageState, OwnChange, SelectedMailbox
 from postroom.proto.imap.structure import section_bytes
 from postroom.queue.spool import ContentBuffer
@@ -557,8 +556,9 @@ async def _append_in_memory(
 
     One store round trip: the mailbox is looked up, the messages added, and, when it is the
     selected mailbox, what changed in it read back (with the new \\Recent). Their summaries
-    (ENVELOPE, BODYSTRUCTURE, the header block) are made while the disk syncs the messages and
-    written with the store's next write, after the answer (Store.write's `then`).
+    (ENVELOPE, BODYSTRUCTURE, the header block) are made by the store's writer once it has
+    nothing else to do (Store.write's `then`): off the answer's path, and out of the sync's
+    way; readers that need one sooner make it themselves.
     """
     prepared: list[tuple[bytes, tuple[str, ...], float]] = []
     for message in messages:
@@ -587,17 +587,9 @@ async def _append_in_memory(
             news = store_ops.mailbox_news(db, info.id, selected.known_modseq, after)
         return _Appended(info.uidvalidity, uids, news, blob_ids)
 
-    def summarise(appended: _Appended) -> Callable[[Database], None]:
-        summaries = [summarise_packed(data) for data, _, _ in prepared]
-        subjects = [subject_index(wire_part(summary, 3)) for summary in summaries]
-
-        def keep(db: Database) -> None:
-            for blob_id, summary, subject in zip(
-                appended.blob_ids, summaries, subjects, strict=True
-            ):
-                db.set_blob_summary(blob_id, summary, subject)
-
-        return keep
+    def summarise(db: Database, appended: _Appended) -> None:
+        for blob_id in appended.blob_ids:
+            db.summarise_blob(blob_id)
 
     appended = await session.ctx.store.write(write, then=summarise)
     news = appended.news
