@@ -202,6 +202,7 @@ def print_imap_table(imap: dict[str, Any]) -> None:
     print(f"ratio = dovecot ms / postroom ms (target >= {IMAP_TARGET_VS_DOVECOT}; '<' missed)")
     for name, load in imap.get("load", {}).items():
         print(f"load {name}: {load['load_seconds']} s ({load['load_msg_per_s']} msg/s, untimed)")
+        print(f"first LOGIN {name} (argon2 in both, untimed): {load['first_login_ms']} ms")
     for name, error in imap.get("errors", {}).items():
         print(f"{name}: FAILED ({error.splitlines()[0] if error else ''})")
     big = imap.get("big_select")

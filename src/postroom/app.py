@@ -37,7 +37,6 @@ from postroom.queue.backoff import RetryPolicy
 from postroom.queue.reports import Reporter
 from postroom.queue.scheduler import Scheduler
 from postroom.queue.spool import Spool
-from postroom.services.authn import Authenticator
 from postroom.services.imap.session import ImapContext
 from postroom.services.ingress import IngressContext
 from postroom.services.mailbox_events import MailboxEvents
@@ -190,7 +189,7 @@ class MailServer:
                 service.handle, lambda why: replies.service_unavailable(hostname, why).to_bytes()
             )
 
-        maildrops = MaildropContext(self.store, Authenticator(self.store), self.mailbox_locks)
+        maildrops = MaildropContext(self.store, ingress.authenticator, self.mailbox_locks)
 
         def pop3(name: str) -> ServiceKind:
             settings = Pop3Settings(
@@ -207,7 +206,7 @@ class MailServer:
             store=self.store,
             spool=Spool(self.store),
             events=self.mailbox_events,
-            authenticator=Authenticator(self.store),
+            authenticator=ingress.authenticator,
             hostname=hostname,
             tls_available=True,
             max_sessions_per_user=self.config.limits.imap_sessions_per_user,

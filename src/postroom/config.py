@@ -216,6 +216,8 @@ class AuthConfig:
 
     # Without TLS too: only behind a TLS-terminating proxy, or for tests and measurements.
     plaintext: bool = False
+    # Seconds a verified password is remembered (argon2 skipped for it); 0 turns that off.
+    cache_ttl: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -457,6 +459,16 @@ def _timeout(value: object, default: float) -> float:
     return seconds
 
 
+def _duration_or_off(value: object, default: float) -> float:
+    fix = f'write {DURATION_FORMS} (default "{format_duration(default)}"), or 0 for off'
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _Invalid(f"must be a duration, got {_show(value)}", fix)
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError):
+        raise _Invalid(f"must be a duration, got {_show(value)}", fix) from None
+
+
 def _milliseconds(value: object, default: float) -> float:
     fix = f"write a number of milliseconds from 0 to {_MAX_GROUP_COMMIT_MS:g}, such as {default:g}"
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -642,9 +654,15 @@ class _Reader:
 
     def auth(self, doc: Mapping[str, Any]) -> AuthConfig:
         raw = self.table(doc, "auth", _AUTH_KEYS)
-        if "plaintext" not in raw:
-            return AuthConfig()
-        return AuthConfig(self.check("auth.plaintext", _boolean, raw["plaintext"], False))
+        defaults = AuthConfig()
+        values: dict[str, Any] = {}
+        if "plaintext" in raw:
+            values["plaintext"] = self.check("auth.plaintext", _boolean, raw["plaintext"], False)
+        if "cache_ttl" in raw:
+            values["cache_ttl"] = self.check(
+                "auth.cache_ttl", _duration_or_off, raw["cache_ttl"], defaults.cache_ttl
+            )
+        return AuthConfig(**values)
 
     def dns(self, doc: Mapping[str, Any]) -> DnsConfig:
         raw = self.table(doc, "dns", _DNS_KEYS)

@@ -233,6 +233,8 @@ def test_user_added_with_password_stdin_can_log_in(postroom: Postroom) -> None:
 
 
 def test_user_passwd_and_delete_take_effect_on_the_running_server(postroom: Postroom) -> None:
+    with postroom.submission(login=None) as s:  # the server now remembers this password
+        assert s.login(BOB, postroom.passwords[BOB])[0] == 235
     postroom.run_cli("user", "passwd", BOB, "--password", "new-bob-secret")
     with postroom.submission(login=None) as s:
         with pytest.raises(smtplib.SMTPAuthenticationError):

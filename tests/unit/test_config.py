@@ -505,3 +505,11 @@ def test_auth_plaintext_is_a_boolean(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "[auth]\nplaintext = true\n")).auth.plaintext is True
     with pytest.raises(ConfigError, match=r"auth\.plaintext: must be true or false"):
         load_config(write(tmp_path, '[auth]\nplaintext = "yes"\n'))
+
+
+def test_auth_cache_ttl_is_a_duration_or_off(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).auth.cache_ttl == 3600.0
+    assert load_config(write(tmp_path, '[auth]\ncache_ttl = "10m"\n')).auth.cache_ttl == 600.0
+    assert load_config(write(tmp_path, "[auth]\ncache_ttl = 0\n")).auth.cache_ttl == 0.0
+    with pytest.raises(ConfigError, match=r"auth\.cache_ttl: must be a duration.*or 0 for off"):
+        load_config(write(tmp_path, '[auth]\ncache_ttl = "soon"\n'))

@@ -2,22 +2,46 @@
 
 An unknown user costs the same argon2 verification as a known one, so response times do not
 tell who exists. Proxy authorization (an authzid other than the authcid) is not offered.
+
+Passwords that verified are remembered for `cache_ttl` seconds (as Dovecot's auth_cache does),
+so a client that opens several connections, or reconnects, pays for argon2 once: what is kept
+is an HMAC of the password under a key made at start-up and never stored, beside the hash it
+was checked against, so a changed password (or a deleted user) is never let in from the cache.
+Failures are never remembered: every wrong password costs a full argon2 verification.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
+import hmac
+import os
+import time
+from dataclasses import dataclass
 
 from postroom.proto.sasl import ScramCredentials
 from postroom.services import accounts
-from postroom.storage.database import normalize_address
+from postroom.storage.database import UserRecord, normalize_address
 from postroom.storage.store import Store
+
+CACHE_ENTRIES = 10_000  # users remembered at most; the least recently used go first
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    password_hash: str  # what the password was checked against
+    digest: bytes  # HMAC-SHA256 of the password under the process's key
+    until: float  # time.monotonic() after which argon2 decides again
 
 
 class Authenticator:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, cache_ttl: float = 0.0) -> None:
         self.store = store
+        self.cache_ttl = cache_ttl
         self._dummy_hash = ""
+        self._key = os.urandom(32)
+        self._verified: collections.OrderedDict[int, _Verified] = collections.OrderedDict()
 
     async def _dummy(self) -> str:
         """A real argon2 hash to verify against for unknown users (made once, off the loop)."""
@@ -33,7 +57,30 @@ class Authenticator:
         if user is None:
             await asyncio.to_thread(accounts.verify_password, await self._dummy(), password)
             return False
-        return await asyncio.to_thread(accounts.verify_password, user.password_hash, password)
+        secret = password.encode("utf-8", "surrogatepass")
+        digest = hmac.new(self._key, secret, hashlib.sha256).digest()
+        if self._remembered(user, digest):
+            return True
+        verified = await asyncio.to_thread(accounts.verify_password, user.password_hash, password)
+        if verified and self.cache_ttl > 0:
+            until = time.monotonic() + self.cache_ttl
+            self._verified[user.id] = _Verified(user.password_hash, digest, until)
+            self._verified.move_to_end(user.id)
+            while len(self._verified) > CACHE_ENTRIES:
+                self._verified.popitem(last=False)
+        return verified
+
+    def _remembered(self, user: UserRecord, digest: bytes) -> bool:
+        entry = self._verified.get(user.id)
+        if entry is None:
+            return False
+        if entry.until < time.monotonic() or entry.password_hash != user.password_hash:
+            del self._verified[user.id]
+            return False
+        if not hmac.compare_digest(entry.digest, digest):
+            return False  # another password: argon2 decides (a typo does not forget the entry)
+        self._verified.move_to_end(user.id)
+        return True
 
     async def credentials(self, authcid: str, authzid: str) -> ScramCredentials | None:
         if authzid and normalize_address(authzid) != normalize_address(authcid):

@@ -64,7 +64,7 @@ class IngressContext:
     _stamp_path: str = ""
 
     def __post_init__(self) -> None:
-        self.authenticator = Authenticator(self.store)
+        self.authenticator = Authenticator(self.store, self.config.auth.cache_ttl)
         self.local_domains = frozenset(d.lower() for d in self.config.domains)
         self._stamp_path = os.fspath(self.config.data_dir / ACCOUNTS_STAMP)
 
