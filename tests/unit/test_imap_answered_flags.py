@@ -6,6 +6,7 @@ written behind its answer, are already what the next commands see."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from postroom.queue.spool import Spool
 from postroom.services import accounts
 from postroom.services.authn import Authenticator
 from postroom.services.imap import commands
+from postroom.services.imap import session as session_module
 from postroom.services.imap.session import ImapContext, ImapSession
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.storage import imap as store_ops
@@ -156,6 +158,80 @@ class BrokenWire(Wire):
         await super().write(data)
 
 
+def test_the_session_s_flag_changes_of_one_kind_are_one_write_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "DEFERRED_WRITE_DELAY", 60.0)  # only flushes write
+    store = Store(tmp_path)
+    store.open()
+
+    async def scenario() -> tuple[list[dict[int, tuple[str, ...]]], bytes, list[str]]:
+        wire = Wire()
+        session = await _alice_in_inbox(store, wire)
+        writes: list[dict[int, tuple[str, ...]]] = []
+        submit = store.submit_early
+
+        def watch(fn: functools.partial[object]) -> object:
+            writes.append(dict(fn.keywords["before"]))
+            return submit(fn)
+
+        monkeypatch.setattr(store, "submit_early", watch)
+        await _run(session, "c STORE 1 +FLAGS (\\Flagged)")
+        await _run(session, "d STORE 2 +FLAGS (\\Flagged)")
+        await _run(session, "e STORE 1 -FLAGS (\\Flagged)")  # another kind: the first goes
+        wire.out = b""
+        await _run(session, "f FETCH 1:2 (FLAGS)")  # FETCH answers from the view
+        await _run(session, "g STATUS INBOX (MESSAGES)")  # a read: the second goes first
+        flags = await store.read(
+            lambda db: [
+                r[0] for r in db.conn.execute("SELECT flags FROM mailbox_messages ORDER BY uid")
+            ]
+        )
+        return writes, wire.out, flags
+
+    try:
+        writes, out, flags = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert [sorted(w) for w in writes] == [[1, 2], [1]]
+    assert writes[1][1] == ("\\Flagged",)  # what message 1 had after the first write
+    assert (
+        b"* 1 FETCH (FLAGS (\\Recent))" in out and b"* 2 FETCH (FLAGS (\\Flagged \\Recent))" in out
+    )
+    assert flags == ["", "\\Flagged"]
+
+
+def test_another_session_reads_a_change_held_back_for_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "DEFERRED_WRITE_DELAY", 60.0)  # only flushes write
+    store = Store(tmp_path)
+    store.open()
+
+    async def scenario() -> tuple[bytes, bytes]:
+        wire, other_wire = Wire(), Wire()
+        session = await _alice_in_inbox(store, wire)
+        other = ImapSession(session.ctx, other_wire, tls_active=True)
+        await _run(other, f"a LOGIN {ALICE} pw")
+        await _run(session, "c STORE 1 +FLAGS (\\Flagged)")
+        await _run(session, "d FETCH 2 BODY[TEXT]")  # sets \\Seen: held back too
+        other_wire.out = b""
+        await _run(other, "b STATUS INBOX (UNSEEN)")
+        status = other_wire.out
+        other_wire.out = b""
+        await _run(other, "c EXAMINE INBOX")
+        await _run(other, "d FETCH 1:2 (FLAGS)")
+        return status, other_wire.out
+
+    try:
+        status, fetched = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert b"* STATUS INBOX (UNSEEN 1)" in status
+    assert b"* 1 FETCH (FLAGS (\\Flagged))" in fetched
+    assert b"* 2 FETCH (FLAGS (\\Seen))" in fetched
+
+
 def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,7 +264,8 @@ def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
         answered_before_write, flags = asyncio.run(scenario())
     finally:
         store.close()
-    # Each write went to the store once its answer was sent (the second's send failed).
+    # The first write went to the store with the next STORE (another kind), after its own
+    # answer; the second at close, though its answer could not be sent.
     assert answered_before_write == [1, 1]
     assert flags == "$First $Second"  # the second is written though its answer was not sent
 

@@ -26,7 +26,7 @@ from postroom.proto.imap.reader import LiteralData
 from postroom.proto.imap.selected import MessageState, OwnChange, SelectedMailbox
 from postroom.proto.imap.structure import section_bytes
 from postroom.queue.spool import ContentBuffer
-from postroom.services.imap.session import ImapSession, Refusal, SeenBatch
+from postroom.services.imap.session import FlagBatch, ImapSession, Refusal
 from postroom.storage import imap as store_ops
 from postroom.storage.database import Database, unlink_quietly
 from postroom.storage.imap import MailboxError
@@ -290,37 +290,52 @@ def _store_from_view(
     flags: tuple[str, ...],
 ) -> None:
     """STORE without CONDSTORE: nothing in the answer needs the store, so it is made from the
-    session's view at once and the change goes to the store behind it (in order with every
-    other write; commands that read wait for it)."""
+    session's view at once and the change goes to the store behind it, with the session's
+    next ones (in order with every other write; commands that read wait for it)."""
     wanted = set(flags)
     change = selected.change_own_flags(uids, lambda old: _flags_after(old, mode, wanted))
     if not command.silent:
         session.send(selected.flag_fetches(uids, with_uid=command.uid))
     if change.before:
-        session.flush_deferred()  # writes keep their order
-        session.write_after_answer(lambda: _write_flags(session, selected, change, mode, flags))
+        _defer_flag_write(session, selected, change, mode, flags)
     session.tagged(tag, "OK", "Store completed.")
 
 
 def _seen_in_view(session: ImapSession, selected: SelectedMailbox, unseen: list[int]) -> set[int]:
     """\\Seen set by a FETCH without CONDSTORE, in the session's view now; the UIDs changed.
-    The write joins those of the session's next FETCHes and they go to the store together
-    (`ImapSession.defer_write`: within DEFERRED_WRITE_DELAY, or before anything else is
-    written or read)."""
+    The store is told with the session's next flag changes (`_defer_flag_write`)."""
     change = selected.change_own_flags(unseen, lambda old: _flags_after(old, "add", {SEEN}))
-    if not change.before:
-        return set()
-    batch = session.seen_batch
-    if batch is not None and batch.selected is selected:
-        batch.change.before.update(change.before)
-        batch.change.after.update(change.after)
-    else:
-        gathered = SeenBatch(selected, change)
-        session.defer_write(
-            gathered,
-            lambda: _write_flags(session, gathered.selected, gathered.change, "add", (SEEN,)),
-        )
+    if change.before:
+        _defer_flag_write(session, selected, change, "add", (SEEN,))
     return set(change.before)
+
+
+def _defer_flag_write(
+    session: ImapSession,
+    selected: SelectedMailbox,
+    change: OwnChange,
+    mode: str,
+    flags: tuple[str, ...],
+) -> None:
+    """An answered flag change joins the session's waiting one when it is of the same kind
+    (mode and flags: the same old → new mapping), else follows it; they go to the store
+    together (`ImapSession.defer_write`: within DEFERRED_WRITE_DELAY, or before anything
+    else is written or read), so a client's run of STOREs or FETCHes costs one write."""
+    batch = session.flag_batch
+    if (
+        batch is not None
+        and batch.selected is selected
+        and (batch.mode, batch.flags) == (mode, flags)
+    ):
+        for uid, old in change.before.items():
+            batch.change.before.setdefault(uid, old)  # the flags the store should still have
+        batch.change.after.update(change.after)
+        return
+    gathered = FlagBatch(selected, OwnChange(dict(change.before), dict(change.after)), mode, flags)
+    session.defer_write(
+        gathered,
+        lambda: _write_flags(session, selected, gathered.change, mode, flags),
+    )
 
 
 def _write_flags(

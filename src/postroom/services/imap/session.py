@@ -99,17 +99,24 @@ class ImapContext:
     plaintext_auth: bool = False  # [auth] plaintext: logins without TLS too
     sessions: dict[int, int] = field(default_factory=dict)  # user id → open sessions
     snapshots: MailboxSnapshots = field(default_factory=MailboxSnapshots)
+    # Answered flag changes of every session not in the store yet: sessions holding one back
+    # (defer_write), and commits under way. Any session's read waits for them (settle_pending).
+    deferring: set[ImapSession] = field(default_factory=set)
+    uncommitted: set[asyncio.Future[None]] = field(default_factory=set)
 
 
-DEFERRED_WRITE_DELAY = 0.02  # seconds \Seen set by FETCH may wait to join the next ones
+DEFERRED_WRITE_DELAY = 0.02  # seconds an answered flag change may wait to join the next ones
 
 
 @dataclass
-class SeenBatch:
-    """\\Seen set by this session's FETCHes and not written yet (later ones join `change`)."""
+class FlagBatch:
+    """Flags changed by this session's STOREs (or \\Seen by its FETCHes), answered and not
+    written yet: later changes of the same kind (`mode`, `flags`) join `change`."""
 
     selected: SelectedMailbox
     change: OwnChange
+    mode: str
+    flags: tuple[str, ...]
 
 
 class Refusal(Exception):
@@ -142,15 +149,11 @@ class ImapSession:
         self._out = bytearray()
         # Contents of literals the driver streamed to buffers for the command being run.
         self.streamed: list[ContentBuffer] = []
-        # The commit of a flag change already answered (Store.write_early): awaited before
-        # the next command touches the store.
-        self.pending_commit: asyncio.Future[None] | None = None
-        # \Seen answered by FETCHes, written together a little later (defer_write).
-        self.seen_batch: SeenBatch | None = None
+        # Flag changes answered by STOREs and FETCHes, written together a little later
+        # (defer_write).
+        self.flag_batch: FlagBatch | None = None
         self._deferred: Callable[[], None] | None = None
         self._deferred_timer: asyncio.TimerHandle | None = None
-        # Writes held until the answer is sent (write_after_answer).
-        self._after_answer: list[Callable[[], None]] = []
 
     @property
     def secure(self) -> bool:
@@ -158,29 +161,32 @@ class ImapSession:
         return self.ctx.plaintext_auth or self.io.secure
 
     def note_write(self, committed: asyncio.Future[None]) -> None:
-        """A flag change already answered; `committed` is done once it is. The writer commits
-        in order, so the latest one covers all before it."""
+        """A flag change already answered; `committed` is done once it is."""
         peer = self.io.peer
+        uncommitted = self.ctx.uncommitted
 
         def check(future: asyncio.Future[None]) -> None:
+            uncommitted.discard(future)
             if not future.cancelled() and future.exception() is not None:
                 # Too late to tell the client: like a crash, this undid flag changes (not mail).
                 log.error("flag change lost: its commit failed client=%s", peer)
 
         committed.add_done_callback(check)
-        self.pending_commit = committed
+        uncommitted.add(committed)
 
-    def defer_write(self, batch: SeenBatch, send: Callable[[], None]) -> None:
+    def defer_write(self, batch: FlagBatch, send: Callable[[], None]) -> None:
         """`send` writes `batch`, which later FETCHes may still add to; it runs within
         DEFERRED_WRITE_DELAY, or sooner through `flush_deferred`."""
         self.flush_deferred()
-        self.seen_batch, self._deferred = batch, send
+        self.flag_batch, self._deferred = batch, send
+        self.ctx.deferring.add(self)
         loop = asyncio.get_running_loop()
         self._deferred_timer = loop.call_later(DEFERRED_WRITE_DELAY, self.flush_deferred)
 
     def flush_deferred(self) -> None:
         """Send the deferred write now (before any other write or read, and on close)."""
-        send, self._deferred, self.seen_batch = self._deferred, None, None
+        send, self._deferred, self.flag_batch = self._deferred, None, None
+        self.ctx.deferring.discard(self)
         if self._deferred_timer is not None:
             self._deferred_timer.cancel()
             self._deferred_timer = None
@@ -188,10 +194,11 @@ class ImapSession:
             send()
 
     async def settle_pending(self) -> None:
-        """Wait for the answered flag changes to be committed (before reading the store)."""
-        self.flush_deferred()
-        pending, self.pending_commit = self.pending_commit, None
-        if pending is not None:
+        """Before reading the store: wait until every flag change answered so far, by any
+        session, is committed, so that what one client was told another reads back."""
+        for session in list(self.ctx.deferring):
+            session.flush_deferred()
+        for pending in list(self.ctx.uncommitted):
             with contextlib.suppress(Exception):  # reported by note_write's check
                 await pending
 
@@ -201,23 +208,9 @@ class ImapSession:
         self._out += data
 
     async def flush(self) -> None:
-        try:
-            if self._out:
-                data, self._out = bytes(self._out), bytearray()
-                await self.io.write(data)
-        finally:
-            self._send_held()
-
-    def write_after_answer(self, send: Callable[[], None]) -> None:
-        """`send` (a write the answer does not depend on) runs once the answer is sent, before
-        the next command: sent sooner, the writer thread would compete with making and
-        sending the answer for the interpreter."""
-        self._after_answer.append(send)
-
-    def _send_held(self) -> None:
-        held, self._after_answer = self._after_answer, []
-        for send in held:
-            send()
+        if self._out:
+            data, self._out = bytes(self._out), bytearray()
+            await self.io.write(data)
 
     async def send_now(self, data: bytes) -> None:
         self.send(data)
@@ -246,8 +239,7 @@ class ImapSession:
     # --- dispatch --------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._send_held()  # answered changes are written even when the client has left
-        self.flush_deferred()
+        self.flush_deferred()  # answered changes are written even when the client has left
         self._unwatch()
         if self.user_id is not None:
             count = self.ctx.sessions.get(self.user_id, 1) - 1
