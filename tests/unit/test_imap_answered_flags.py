@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -158,12 +159,22 @@ class BrokenWire(Wire):
         await super().write(data)
 
 
-def test_the_session_s_flag_changes_of_one_kind_are_one_write_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(session_module, "DEFERRED_WRITE_DELAY", 60.0)  # only flushes write
+@pytest.fixture
+def store_held_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """An open store, with sessions' answered flag changes written only when flushed."""
+    monkeypatch.setattr(session_module, "DEFERRED_WRITE_DELAY", 60.0)
     store = Store(tmp_path)
     store.open()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def test_the_session_s_flag_changes_of_one_kind_are_one_write_in_order(
+    store_held_back: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = store_held_back
 
     async def scenario() -> tuple[list[dict[int, tuple[str, ...]]], bytes, list[str]]:
         wire = Wire()
@@ -189,10 +200,7 @@ def test_the_session_s_flag_changes_of_one_kind_are_one_write_in_order(
         )
         return writes, wire.out, flags
 
-    try:
-        writes, out, flags = asyncio.run(scenario())
-    finally:
-        store.close()
+    writes, out, flags = asyncio.run(scenario())
     assert [sorted(w) for w in writes] == [[1, 2], [1]]
     assert writes[1][1] == ("\\Flagged",)  # what message 1 had after the first write
     assert (
@@ -201,12 +209,8 @@ def test_the_session_s_flag_changes_of_one_kind_are_one_write_in_order(
     assert flags == ["", "\\Flagged"]
 
 
-def test_another_session_reads_a_change_held_back_for_its_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(session_module, "DEFERRED_WRITE_DELAY", 60.0)  # only flushes write
-    store = Store(tmp_path)
-    store.open()
+def test_another_session_reads_a_change_held_back_for_its_batch(store_held_back: Store) -> None:
+    store = store_held_back
 
     async def scenario() -> tuple[bytes, bytes]:
         wire, other_wire = Wire(), Wire()
@@ -223,10 +227,7 @@ def test_another_session_reads_a_change_held_back_for_its_batch(
         await _run(other, "d FETCH 1:2 (FLAGS)")
         return status, other_wire.out
 
-    try:
-        status, fetched = asyncio.run(scenario())
-    finally:
-        store.close()
+    status, fetched = asyncio.run(scenario())
     assert b"* STATUS INBOX (UNSEEN 1)" in status
     assert b"* 1 FETCH (FLAGS (\\Flagged))" in fetched
     assert b"* 2 FETCH (FLAGS (\\Seen))" in fetched

@@ -3,10 +3,11 @@
 An unknown user costs the same argon2 verification as a known one, so response times do not
 tell who exists. Proxy authorization (an authzid other than the authcid) is not offered.
 
-Passwords that verified are remembered for `cache_ttl` seconds (as Dovecot's auth_cache does),
-so a client that opens several connections, or reconnects, pays for argon2 once: what is kept
-is an HMAC of the password under a key made at start-up and never stored, beside the hash it
-was checked against, so a changed password (or a deleted user) is never let in from the cache.
+Passwords that verified are remembered for `cache_ttl` seconds, so a client that opens several
+connections, or reconnects, pays for argon2 once (Dovecot's auth_cache keeps the lookup but
+verifies the hash again; PingDirectory's password cache skips it, as here). What is kept is an
+HMAC of the password under a key made at start-up and never stored, beside the hash it was
+checked against, so a changed password (or a deleted user) is never let in from the cache.
 Failures are never remembered: every wrong password costs a full argon2 verification.
 """
 

@@ -332,29 +332,21 @@ def _defer_flag_write(
         batch.change.after.update(change.after)
         return
     gathered = FlagBatch(selected, OwnChange(dict(change.before), dict(change.after)), mode, flags)
-    session.defer_write(
-        gathered,
-        lambda: _write_flags(session, selected, gathered.change, mode, flags),
-    )
+    session.defer_write(gathered, lambda: _write_flags(session, gathered))
 
 
-def _write_flags(
-    session: ImapSession,
-    selected: SelectedMailbox,
-    change: OwnChange,
-    mode: str,
-    flags: tuple[str, ...],
-) -> None:
-    """Send an answered flag change to the store. When it is made, the view learns its
-    MODSEQ; should it fail, the client is told the flags as they were."""
+def _write_flags(session: ImapSession, batch: FlagBatch) -> None:
+    """Send answered flag changes to the store. When they are made, the view learns their
+    MODSEQ; should that fail, the client is told the flags as they were."""
+    selected, change = batch.selected, batch.change
     made, committed = session.ctx.store.submit_early(
         functools.partial(
             store_ops.write_flag_change,
             mailbox_id=selected.mailbox_id,
             before=change.before,
             after=change.after,
-            mode=mode,
-            flags=flags,
+            mode=batch.mode,
+            flags=batch.flags,
         )
     )
     session.note_write(committed)
