@@ -474,7 +474,7 @@ class Database:
 
     def summarise_recent(self, window: int = 10_000) -> int:
         """Give an IMAP summary to the blobs of the last `window` messages added to mailboxes
-        that have none: an APPEND's is written just after its commit, unsynced (Store.write's
+        that have none: an APPEND's is written once the writer is idle, unsynced (Store.write's
         `then`), so a crash can leave the last few without. Returns how many were made."""
         rows = self.conn.execute(
             "SELECT DISTINCT m.blob_id FROM mailbox_messages m"

@@ -387,8 +387,8 @@ def fetch_rows(
 
 
 def _summary_now(db: Database, blob_id: int, blob_dir: Path) -> bytes:
-    """The IMAP summary of a blob that has none stored yet: an APPEND's is written just after
-    the message (Store.write's `then`), and a crash in between can lose it."""
+    """The IMAP summary of a blob that has none stored yet: an APPEND's is written once the
+    store's writer is idle (Store.write's `then`), and a crash in between can lose it."""
     return summarise_packed(db.read_blob(int(blob_id), blob_dir))
 
 
