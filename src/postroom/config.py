@@ -1,16 +1,14 @@
 """Configuration: load a TOML file into frozen, validated dataclasses.
 
 Every problem is reported as one :class:`ConfigError` whose message is a single line
-naming the file, the dotted key, what is wrong and how to fix it.
+naming the file, the dotted key, what is wrong and how to fix it. The checks of single
+values live in :mod:`postroom.config_checks`.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import ipaddress
-import json
-import math
 import os
 import re
 import socket
@@ -20,7 +18,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from postroom.durations import DURATION_FORMS, format_duration, parse_duration
+from postroom import config_checks as checks
+from postroom.config_checks import Endpoint
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -58,91 +57,11 @@ class ConfigError(Exception):
         return _one_line(f"{where}: {self.problem}; {self.fix}")
 
 
-class _Invalid(ValueError):
-    """A value problem not yet tied to a file and key (becomes a ConfigError)."""
-
-    def __init__(self, problem: str, fix: str):
-        super().__init__(f"{problem}; {fix}")
-        self.problem = problem
-        self.fix = fix
-
-
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _show(value: object) -> str:
-    """Describe a TOML value briefly, on one line, for an error message."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        shown = repr(value)
-        return shown if len(shown) <= 60 else shown[:56] + "...'"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return f"a date/time ({value})"
-
-
 # --------------------------------------------------------------------------- dataclasses
-
-
-_PORT_FIX = "use a port from 0 to 65535 (0 picks a free port)"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A listening address. *host* has no brackets (``::1``); ``str()`` adds them back."""
-
-    host: str
-    port: int
-
-    def __post_init__(self) -> None:
-        if not self.host:
-            raise ValueError("endpoint host must not be empty")
-        if isinstance(self.port, bool) or not isinstance(self.port, int):
-            raise TypeError("endpoint port must be an integer")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port {self.port} is out of range; {_PORT_FIX}")
-
-    @classmethod
-    def parse(cls, text: str) -> Endpoint:
-        """Parse ``host:port`` or ``[ipv6]:port``; raises ValueError (``problem; fix``)."""
-        example = 'write "host:port" such as "127.0.0.1:2525" or "[::1]:2525"'
-        text = text.strip()
-        if text.startswith("["):
-            close = text.find("]")
-            if close == -1 or text[close + 1 : close + 2] != ":":
-                raise _Invalid(f"{text!r} is not a valid [ipv6]:port address", example)
-            host, port_text = text[1:close], text[close + 2 :]
-            try:
-                ipaddress.IPv6Address(host)
-            except ValueError:
-                raise _Invalid(f"{host!r} is not an IPv6 address", example) from None
-        else:
-            host, sep, port_text = text.rpartition(":")
-            if not sep or not host:
-                raise _Invalid(f"{text!r} has no host:port", example)
-            if ":" in host:
-                raise _Invalid(
-                    f"{text!r} is ambiguous", "put IPv6 addresses in brackets, such as [::1]:2525"
-                )
-            if not _is_hostname(host):
-                raise _Invalid(f"{host!r} is not a valid host name or IPv4 address", example)
-        if not port_text.isascii() or not port_text.isdigit():
-            raise _Invalid(f"port {port_text!r} is not a number", example)
-        port = int(port_text)
-        if port > 65535:
-            raise _Invalid(f"port {port} is out of range", _PORT_FIX)
-        return cls(host, port)
-
-    def __str__(self) -> str:
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -270,7 +189,6 @@ DEFAULT_LISTEN: dict[str, str] = {
 
 _DEFAULT_DATA_DIR = "./postroom-data"
 _DEFAULT_DOMAINS: tuple[str, ...] = ("localhost",)
-_MAX_GROUP_COMMIT_MS = 1000.0
 _MIN_LINE_LENGTH = 512
 
 _TOP_KEYS = (
@@ -299,192 +217,13 @@ _AUTH_KEYS = tuple(f.name for f in fields(AuthConfig))
 _DELIVERY_KEYS = tuple(f.name for f in fields(DeliveryConfig))
 
 
-# --------------------------------------------------------------------------- validators
-# Each takes a raw TOML value and returns the typed value or raises _Invalid.
-
-
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-
-
-def _is_hostname(name: str) -> bool:
-    name = name.lower().removesuffix(".")
-    if not name or len(name) > 253 or not name.isascii():
-        return False
-    return all(_LABEL.fullmatch(label) for label in name.split("."))
-
-
-def _domain(value: object, example: str) -> str:
-    fix = f"write a domain name of letters, digits, hyphens and dots, such as {example}"
-    if not isinstance(value, str):
-        raise _Invalid(f"must be a string, got {_show(value)}", fix)
-    name = value.strip().lower().removesuffix(".")
-    if name and not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise _Invalid(f"{value!r} is not a valid internationalised domain", fix) from None
-    if not _is_hostname(name):
-        raise _Invalid(f"{value!r} is not a valid domain name", fix)
-    return name
-
-
-def _hostname(value: object) -> str:
-    return _domain(value, '"mx.example.com"')
-
-
-def _domains(value: object) -> tuple[str, ...]:
-    fix = 'write an array of domain names such as ["example.com", "example.org"]'
-    if not isinstance(value, list):
-        raise _Invalid(f"must be an array of strings, got {_show(value)}", fix)
-    if not value:
-        raise _Invalid("must list at least one domain", fix)
-    result: list[str] = []
-    for index, item in enumerate(value):
-        try:
-            name = _domain(item, '"example.com"')
-        except _Invalid as exc:
-            raise _Invalid(f"entry {index + 1}: {exc.problem}", exc.fix) from None
-        if name not in result:
-            result.append(name)
-    return tuple(result)
-
-
-def _path_string(value: object, example: str) -> str:
-    fix = f"write a path string such as {example}"
-    if not isinstance(value, str):
-        raise _Invalid(f"must be a string, got {_show(value)}", fix)
-    if not value.strip():
-        raise _Invalid("must not be empty", fix)
-    if "\0" in value:
-        raise _Invalid("must not contain NUL characters", fix)
-    return value
-
-
-def _endpoint(value: object, default: str) -> Endpoint:
-    if not isinstance(value, str):
-        raise _Invalid(
-            f'must be a "host:port" string, got {_show(value)}', f'write it like "{default}"'
-        )
-    return Endpoint.parse(value)
-
-
-def _boolean(value: object, default: bool) -> bool:
-    if not isinstance(value, bool):
-        fix = f"write {str(default).lower()} (no quotes)"
-        raise _Invalid(f"must be true or false, got {_show(value)}", fix)
-    return value
-
-
-def _positive_int(value: object, default: int, minimum: int = 1) -> int:
-    what = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
-    fix = f"write a whole number such as {default}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"must be {what}, got {_show(value)}", fix)
-    if value < minimum:
-        raise _Invalid(f"must be {what}, got {value}", fix)
-    return value
-
-
-def _durations(value: object, default: tuple[float, ...]) -> tuple[float, ...]:
-    example = "[" + ", ".join(_toml_string(format_duration(d)) for d in default) + "]"
-    if not isinstance(value, list) or not value:
-        raise _Invalid(
-            f"must be a non-empty list of durations, got {_show(value)}", f"write it like {example}"
-        )
-    return tuple(_timeout(item, default[0]) for item in value)
-
-
-def _nameservers(value: object) -> tuple[str, ...]:
-    fix = (
-        'write a list like ["127.0.0.1:5353"] (host:port, "[::1]:53" for IPv6),'
-        " or [] for the system resolver"
-    )
-    if not isinstance(value, list):
-        raise _Invalid(f'must be a list of "host:port" strings, got {_show(value)}', fix)
-    servers = []
-    for item in value:
-        if not isinstance(item, str):
-            raise _Invalid(f'must hold "host:port" strings, got {_show(item)}', fix)
-        try:
-            endpoint = Endpoint.parse(
-                item if ":" in item.strip("[]") or "]:" in item else f"{item}:53"
-            )
-            ipaddress.ip_address(endpoint.host)
-        except ValueError:
-            raise _Invalid(f"{_show(item)} is not an IP address with a port", fix) from None
-        servers.append(str(endpoint))
-    return tuple(servers)
-
-
-def _choice(value: object, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise _Invalid(
-            f"must be one of {', '.join(choices)}, got {_show(value)}", f'write "{choices[0]}"'
-        )
-    return value
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"must be a string, got {_show(value)}", 'write it in quotes: "..."')
-    return value
-
-
-def _port(value: object, default: int) -> int:
-    port = _positive_int(value, default)
-    if port > 65535:
-        raise _Invalid(
-            f"must be a port number (1-65535), got {port}", f"write a port such as {default}"
-        )
-    return port
-
-
-def _size(value: object, default: int) -> int:
-    fix = f"write a byte count such as {default}"
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _Invalid(f"must be a positive integer, got {_show(value)}", fix)
-    return value
-
-
-def _timeout(value: object, default: float) -> float:
-    fix = f'write {DURATION_FORMS} (default "{format_duration(default)}")'
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _Invalid(f"must be a duration, got {_show(value)}", fix)
-    try:
-        seconds = parse_duration(value)
-    except (TypeError, ValueError):
-        raise _Invalid(f"must be a duration, got {_show(value)}", fix) from None
-    if seconds <= 0:
-        raise _Invalid(f"must be longer than zero, got {_show(value)}", fix)
-    return seconds
-
-
-def _duration_or_off(value: object, default: float) -> float:
-    fix = f'write {DURATION_FORMS} (default "{format_duration(default)}"), or 0 for off'
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _Invalid(f"must be a duration, got {_show(value)}", fix)
-    try:
-        return parse_duration(value)
-    except (TypeError, ValueError):
-        raise _Invalid(f"must be a duration, got {_show(value)}", fix) from None
-
-
-def _milliseconds(value: object, default: float) -> float:
-    fix = f"write a number of milliseconds from 0 to {_MAX_GROUP_COMMIT_MS:g}, such as {default:g}"
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"must be a number of milliseconds, got {_show(value)}", fix)
-    if not math.isfinite(value) or not 0 <= value <= _MAX_GROUP_COMMIT_MS:
-        raise _Invalid(f"is out of range, got {_show(value)}", fix)
-    return float(value)
-
-
 # --------------------------------------------------------------------------- loading
 
 _T = TypeVar("_T")
 
 
 class _Reader:
-    """Validates one parsed TOML document, turning _Invalid into ConfigError."""
+    """Validates one parsed TOML document, turning checks.Invalid into ConfigError."""
 
     def __init__(self, shown_path: str, config_path: Path):
         self.shown = shown_path
@@ -497,14 +236,16 @@ class _Reader:
     def check(self, key: str, convert: Callable[..., _T], *args: Any) -> _T:
         try:
             return convert(*args)
-        except _Invalid as exc:
+        except checks.Invalid as exc:
             raise self.error(key, exc.problem, exc.fix) from None
 
     def table(self, doc: Mapping[str, Any], name: str, known: Sequence[str]) -> dict[str, Any]:
         value = doc.get(name, {})
         if not isinstance(value, dict):
             raise self.error(
-                name, f"must be a table, got {_show(value)}", f"write it as a [{name}] section"
+                name,
+                f"must be a table, got {checks.show(value)}",
+                f"write it as a [{name}] section",
             )
         self.unknown_keys(value, known, prefix=f"{name}.", section=f"in [{name}]")
         return value
@@ -533,20 +274,20 @@ class _Reader:
         self.unknown_keys(doc, _TOP_KEYS, prefix="", section="at the top level")
 
         if "hostname" in doc:
-            hostname = self.check("hostname", _hostname, doc["hostname"])
+            hostname = self.check("hostname", checks.hostname, doc["hostname"])
         else:
             hostname = _default_hostname()
         data_dir = self.resolve(
             self.check(
                 "data_dir",
-                _path_string,
+                checks.path_string,
                 doc.get("data_dir", _DEFAULT_DATA_DIR),
                 '"/var/lib/postroom"',
             )
         )
         domains = _DEFAULT_DOMAINS
         if "domains" in doc:
-            domains = self.check("domains", _domains, doc["domains"])
+            domains = self.check("domains", checks.domains, doc["domains"])
 
         return Config(
             path=self.path,
@@ -572,7 +313,7 @@ class _Reader:
                 continue
             key = f"listen.{name}"
             example = DEFAULT_LISTEN.get(name, f"127.0.0.1:{_EXAMPLE_PORTS[name]}")
-            endpoint = self.check(key, _endpoint, raw[name], example)
+            endpoint = self.check(key, checks.endpoint, raw[name], example)
             if endpoint.port != 0:
                 slot = (endpoint.host.lower(), endpoint.port)
                 if slot in used:
@@ -591,7 +332,7 @@ class _Reader:
         for name in _TLS_KEYS:
             if name in raw:
                 example = f'"tls/{name}.pem"'
-                text = self.check(f"tls.{name}", _path_string, raw[name], example)
+                text = self.check(f"tls.{name}", checks.path_string, raw[name], example)
                 paths[name] = self.resolve(text)
         if len(paths) == 1:
             present = next(iter(paths))
@@ -615,13 +356,13 @@ class _Reader:
             value = raw[name]
             convert: Callable[[], Any]
             if name in _LIMITS_DURATIONS:
-                convert = functools.partial(_timeout, value, default)
+                convert = functools.partial(checks.timeout, value, default)
             elif name == "message_size":
-                convert = functools.partial(_size, value, default)
+                convert = functools.partial(checks.size, value, default)
             elif name == "line_length":
-                convert = functools.partial(_positive_int, value, default, _MIN_LINE_LENGTH)
+                convert = functools.partial(checks.positive_int, value, default, _MIN_LINE_LENGTH)
             else:
-                convert = functools.partial(_positive_int, value, default)
+                convert = functools.partial(checks.positive_int, value, default)
             values[name] = self.check(f"limits.{name}", convert)
         return LimitsConfig(**values)
 
@@ -632,23 +373,25 @@ class _Reader:
         if "group_commit_ms" in raw:
             values["group_commit_ms"] = self.check(
                 "queue.group_commit_ms",
-                _milliseconds,
+                checks.milliseconds,
                 raw["group_commit_ms"],
                 defaults.group_commit_ms,
             )
         if "group_commit_max" in raw:
             values["group_commit_max"] = self.check(
                 "queue.group_commit_max",
-                _positive_int,
+                checks.positive_int,
                 raw["group_commit_max"],
                 defaults.group_commit_max,
             )
         if "retry" in raw:
-            values["retry"] = self.check("queue.retry", _durations, raw["retry"], defaults.retry)
+            values["retry"] = self.check(
+                "queue.retry", checks.durations, raw["retry"], defaults.retry
+            )
         for name in ("warn_after", "give_up_after"):
             if name in raw:
                 values[name] = self.check(
-                    f"queue.{name}", _timeout, raw[name], getattr(defaults, name)
+                    f"queue.{name}", checks.timeout, raw[name], getattr(defaults, name)
                 )
         return QueueConfig(**values)
 
@@ -657,10 +400,12 @@ class _Reader:
         defaults = AuthConfig()
         values: dict[str, Any] = {}
         if "plaintext" in raw:
-            values["plaintext"] = self.check("auth.plaintext", _boolean, raw["plaintext"], False)
+            values["plaintext"] = self.check(
+                "auth.plaintext", checks.boolean, raw["plaintext"], False
+            )
         if "cache_ttl" in raw:
             values["cache_ttl"] = self.check(
-                "auth.cache_ttl", _duration_or_off, raw["cache_ttl"], defaults.cache_ttl
+                "auth.cache_ttl", checks.duration_or_off, raw["cache_ttl"], defaults.cache_ttl
             )
         return AuthConfig(**values)
 
@@ -668,22 +413,24 @@ class _Reader:
         raw = self.table(doc, "dns", _DNS_KEYS)
         if "nameservers" not in raw:
             return DnsConfig()
-        return DnsConfig(self.check("dns.nameservers", _nameservers, raw["nameservers"]))
+        return DnsConfig(self.check("dns.nameservers", checks.nameservers, raw["nameservers"]))
 
     def relay(self, doc: Mapping[str, Any]) -> RelayConfig:
         raw = self.table(doc, "relay", _RELAY_KEYS)
         values: dict[str, Any] = {}
         if "host" in raw:
             values["host"] = self.check(
-                "relay.host", _endpoint, raw["host"], "smtp.provider.example:587"
+                "relay.host", checks.endpoint, raw["host"], "smtp.provider.example:587"
             )
         if "tls" in raw:
-            values["tls"] = self.check("relay.tls", _choice, raw["tls"], _RELAY_TLS)
+            values["tls"] = self.check("relay.tls", checks.choice, raw["tls"], _RELAY_TLS)
         for name in ("username", "password"):
             if name in raw:
-                values[name] = self.check(f"relay.{name}", _text, raw[name])
+                values[name] = self.check(f"relay.{name}", checks.text, raw[name])
         if "ca_file" in raw:
-            text = self.check("relay.ca_file", _path_string, raw["ca_file"], '"tls/relay-ca.pem"')
+            text = self.check(
+                "relay.ca_file", checks.path_string, raw["ca_file"], '"tls/relay-ca.pem"'
+            )
             values["ca_file"] = self.resolve(text)
         if values.get("password") and not values.get("username"):
             raise self.error(
@@ -694,8 +441,8 @@ class _Reader:
         routes = self.table(doc, "routes", tuple(doc.get("routes", {}) or ()))
         values["routes"] = tuple(
             (
-                self.check(f"routes.{name}", _domain, name, "example.org"),
-                self.check(f"routes.{name}", _endpoint, target, "mx.internal.example:25"),
+                self.check(f"routes.{name}", checks.domain, name, "example.org"),
+                self.check(f"routes.{name}", checks.endpoint, target, "mx.internal.example:25"),
             )
             for name, target in routes.items()
         )
@@ -706,10 +453,13 @@ class _Reader:
         defaults = DeliveryConfig()
         values: dict[str, Any] = {}
         if "port" in raw:
-            values["port"] = self.check("delivery.port", _port, raw["port"], defaults.port)
+            values["port"] = self.check("delivery.port", checks.port, raw["port"], defaults.port)
         if "concurrency" in raw:
             values["concurrency"] = self.check(
-                "delivery.concurrency", _positive_int, raw["concurrency"], defaults.concurrency
+                "delivery.concurrency",
+                checks.positive_int,
+                raw["concurrency"],
+                defaults.concurrency,
             )
         return DeliveryConfig(**values)
 
@@ -734,8 +484,8 @@ def _default_hostname() -> str:
     except OSError:
         return "localhost"
     try:
-        return _hostname(name)
-    except _Invalid:
+        return checks.hostname(name)
+    except checks.Invalid:
         return "localhost"
 
 
@@ -795,11 +545,3 @@ def load_config(path: Path) -> Config:
 def default_config(path: Path) -> Config:
     """The configuration :func:`load_config` would return for an empty file at *path*."""
     return _Reader(os.fspath(path), _absolute(path)).build({})
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def _toml_string(text: str) -> str:
-    # JSON string escapes are a subset of TOML basic-string escapes.
-    return json.dumps(text, ensure_ascii=False)

@@ -10,10 +10,10 @@ from postroom.config import (
     DeliveryConfig,
     LimitsConfig,
     QueueConfig,
-    _domains,
-    _hostname,
-    _toml_string,
 )
+from postroom.config_checks import domains as check_domains
+from postroom.config_checks import hostname as check_hostname
+from postroom.config_checks import toml_string
 from postroom.durations import format_duration
 
 
@@ -26,11 +26,11 @@ def render_default_config(
     """
     if isinstance(domains, str):
         raise TypeError("domains must be a sequence of domain names, not a single string")
-    host = _hostname(hostname)
-    names = _domains(list(domains))
+    host = check_hostname(hostname)
+    names = check_domains(list(domains))
     limits = LimitsConfig()
     queue = QueueConfig()
-    domain_list = ", ".join(_toml_string(name) for name in names)
+    domain_list = ", ".join(toml_string(name) for name in names)
 
     def line(key: str, value: str, comment: str, prefix: str = "") -> str:
         return f"{prefix}{key} = {value}".ljust(32) + f"  # {comment}"
@@ -40,8 +40,8 @@ def render_default_config(
 
     top = section(
         [
-            ("hostname", _toml_string(host), "this server's public name, used in SMTP greetings"),
-            ("data_dir", _toml_string(_DEFAULT_DATA_DIR), "queue, mailboxes and generated keys"),
+            ("hostname", toml_string(host), "this server's public name, used in SMTP greetings"),
+            ("data_dir", toml_string(_DEFAULT_DATA_DIR), "queue, mailboxes and generated keys"),
             ("domains", f"[{domain_list}]", "domains whose mail is delivered to mailboxes here"),
         ]
     )
@@ -55,7 +55,7 @@ def render_default_config(
         "pop3s": "POP3, implicit TLS (usually 995)",
     }
     listen = section(
-        [(name, _toml_string(addr), listen_comments[name]) for name, addr in DEFAULT_LISTEN.items()]
+        [(name, toml_string(addr), listen_comments[name]) for name, addr in DEFAULT_LISTEN.items()]
     )
     tls = section(
         [
@@ -70,12 +70,12 @@ def render_default_config(
         ("line_length", str(limits.line_length), "longest command line incl. CRLF (min 512)"),
         (
             "command_timeout",
-            _toml_string(format_duration(limits.command_timeout)),
+            toml_string(format_duration(limits.command_timeout)),
             "how long to wait for the next command",
         ),
         (
             "data_timeout",
-            _toml_string(format_duration(limits.data_timeout)),
+            toml_string(format_duration(limits.data_timeout)),
             "how long to wait for more message data",
         ),
         ("connections_per_ip", str(limits.connections_per_ip), "per client IP, each service"),
@@ -88,7 +88,7 @@ def render_default_config(
         ("received_headers", str(limits.received_headers), "more Received: headers = mail loop"),
         (
             "pop3_timeout",
-            _toml_string(format_duration(limits.pop3_timeout)),
+            toml_string(format_duration(limits.pop3_timeout)),
             "idle POP3 sessions are closed after",
         ),
         (
@@ -102,11 +102,11 @@ def render_default_config(
         ("group_commit_max", str(queue.group_commit_max), "most writes in one fsync"),
         (
             "retry",
-            "[" + ", ".join(_toml_string(format_duration(d)) for d in queue.retry) + "]",
+            "[" + ", ".join(toml_string(format_duration(d)) for d in queue.retry) + "]",
             "waits between attempts; the last repeats",
         ),
-        ("warn_after", _toml_string(format_duration(queue.warn_after)), "delay notice after"),
-        ("give_up_after", _toml_string(format_duration(queue.give_up_after)), "return mail after"),
+        ("warn_after", toml_string(format_duration(queue.warn_after)), "delay notice after"),
+        ("give_up_after", toml_string(format_duration(queue.give_up_after)), "return mail after"),
     ]
     delivery = DeliveryConfig()
     return f"""\
