@@ -1,14 +1,15 @@
 """IMAP work answered before the store has written it (a real store, a session driven command
 by command): a flag change's answer does not wait for the writer, the next command that reads
 does, and a change that cannot be written is told back to the client; an APPEND's summaries,
-written behind its answer, are already what the next commands see."""
+written behind its answer, are already what the next commands see. FETCH of flags alone is
+answered from the session's view, without reading the store."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,75 @@ def test_another_session_reads_a_change_held_back_for_its_batch(store_held_back:
     assert b"* STATUS INBOX (UNSEEN 1)" in status
     assert b"* 1 FETCH (FLAGS (\\Flagged))" in fetched
     assert b"* 2 FETCH (FLAGS (\\Seen))" in fetched
+
+
+def test_a_fetch_of_flags_is_answered_from_the_view_without_reading_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    store.open()
+    reads: list[object] = []
+    read = store.read
+
+    async def counted(fn: Callable[[Database], object]) -> object:
+        reads.append(fn)
+        return await read(fn)
+
+    async def scenario() -> list[bytes]:
+        wire = Wire()
+        session = await _alice_in_inbox(store, wire)
+        await _run(session, "c STORE 2 +FLAGS (\\Flagged)")
+        monkeypatch.setattr(store, "read", counted)
+        answers = []
+        for line in ("d FETCH 1:* FLAGS", "e UID FETCH 2 FLAGS", "f FETCH 2 (FLAGS UID)"):
+            wire.out = b""
+            await _run(session, line)
+            answers.append(wire.out)
+        session.close()
+        return answers
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert answers == [
+        b"* 1 FETCH (FLAGS (\\Recent))\r\n* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
+        b"d OK Fetch completed.\r\n",
+        b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent))\r\ne OK Fetch completed.\r\n",
+        b"* 2 FETCH (FLAGS (\\Flagged \\Recent) UID 2)\r\nf OK Fetch completed.\r\n",
+    ]
+    assert reads == []
+
+
+def test_a_fetch_of_flags_of_a_message_expunged_elsewhere_reads_the_store(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.open()
+    events = MailboxEvents()
+    store.on_mailbox_change = events.publish
+
+    async def scenario() -> tuple[bytes, bytes]:
+        wire, other_wire = Wire(), Wire()
+        session = await _alice_in_inbox(store, wire, events)
+        other = ImapSession(session.ctx, other_wire, tls_active=True)
+        await _run(other, f"a LOGIN {ALICE} pw")
+        await _run(other, "b SELECT INBOX")
+        await _run(other, "c STORE 1 +FLAGS (\\Deleted)")
+        await _run(other, "d EXPUNGE")
+        wire.out = b""
+        await _run(session, "c FETCH 1:* FLAGS")  # RFC 3501 §7.4.1: no EXPUNGE during FETCH
+        fetched = wire.out
+        wire.out = b""
+        await _run(session, "d NOOP")
+        return fetched, wire.out
+
+    try:
+        fetched, after = asyncio.run(scenario())
+    finally:
+        store.close()
+    assert fetched == (
+        b"* 2 FETCH (FLAGS (\\Recent))\r\nc NO [EXPUNGEISSUED] Some messages were expunged\r\n"
+    )
+    assert after == b"* 1 EXPUNGE\r\nd OK NOOP completed.\r\n"
 
 
 def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(

@@ -262,9 +262,12 @@ class SelectedMailbox:
         """This session's own EXPUNGE/MOVE removed messages; told by `untagged` like any other."""
         self._gone.update(u for u in uids if u in self.flags)
 
-    def flag_fetches(self, uids: Sequence[int], *, with_uid: bool) -> bytes:
+    def flag_fetches(
+        self, uids: Sequence[int], *, with_uid: bool, uid_first: bool = False
+    ) -> bytes:
         """`* n FETCH (FLAGS (...))` for each of `uids` (ascending) the client still sees, with
-        `UID n` too if asked (RFC 3501 §6.4.6: what STORE answers); each flag set encoded once."""
+        `UID n` too if asked (RFC 3501 §6.4.6: what STORE answers), after the flags or before
+        them; each flag set encoded once."""
         flags, gone, recent = self.flags, self._gone, self.recent
         items: dict[tuple[str, ...], str] = {}
         lines: list[str] = []
@@ -277,11 +280,18 @@ class SelectedMailbox:
             item = items.get(current)
             if item is None:
                 item = items[current] = flag_list(current).decode("ascii")
-            if with_uid:
+            if uid_first:
+                lines.append(f"* {seq} FETCH (UID {uid} FLAGS {item})\r\n")
+            elif with_uid:
                 lines.append(f"* {seq} FETCH (FLAGS {item} UID {uid})\r\n")
             else:
                 lines.append(f"* {seq} FETCH (FLAGS {item})\r\n")
         return "".join(lines).encode("ascii")
+
+    def any_gone(self, uids: Iterable[int]) -> bool:
+        """Whether one of `uids` was expunged elsewhere and the client not told yet."""
+        gone = self._gone
+        return bool(gone) and any(uid in gone for uid in uids)
 
     @property
     def has_news(self) -> bool:

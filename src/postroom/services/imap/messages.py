@@ -94,6 +94,20 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
     ):
         items.append(FetchAttr("MODSEQ"))  # RFC 7162 §3.1.4.1
     names = {i.name for i in items if isinstance(i, FetchAttr)}
+    if (
+        "FLAGS" in names
+        and names <= _VIEW_ITEMS
+        and len(names) == len(items)
+        and command.changedsince is None
+        and not session.enabled.condstore
+        and not selected.any_gone(uids)
+    ):
+        # Flags and UIDs come from the session's view: nothing to read from the store.
+        with_uid = "UID" in names
+        uid_first = with_uid and isinstance(items[0], FetchAttr) and items[0].name == "UID"
+        session.send(selected.flag_fetches(uids, with_uid=with_uid, uid_first=uid_first))
+        session.tagged(tag, "OK", "Fetch completed.")
+        return
     want_summary = bool(names & {"ENVELOPE", "BODY", "BODYSTRUCTURE"})
     want_content = bool(names & {"RFC822", "RFC822.HEADER", "RFC822.TEXT"}) or any(
         isinstance(i, FetchBody) for i in items
@@ -271,6 +285,9 @@ def _fetch_response(
             parts.append(b"MODSEQ (%d)" % row.modseq)
     return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
 
+
+# What FETCH can answer from the session's view alone (without CONDSTORE's MODSEQs).
+_VIEW_ITEMS = frozenset({"UID", "FLAGS"})
 
 # ENVELOPE, BODY and BODYSTRUCTURE: the response item's start, and its place in the summary.
 _SUMMARY_ITEMS = {
