@@ -212,6 +212,9 @@ def status_counts(db: Database, info: MailboxInfo) -> StatusCounts:
 def _uid_filters(uids: Sequence[int], column: str = "uid") -> Iterator[tuple[str, tuple[int, ...]]]:
     """SQL conditions on `uid` covering `uids`: contiguous runs become BETWEEN ranges (one query
     for 1:*), scattered UIDs go in IN lists of at most 500."""
+    if len(uids) == 1:
+        yield f"{column} = ?", (uids[0],)  # FETCH n: the commonest case, made quickly
+        return
     ordered = sorted(set(uids))
     runs: list[tuple[int, int]] = []
     if ordered and ordered[-1] - ordered[0] + 1 == len(ordered):
@@ -334,13 +337,14 @@ def fetch_rows(
     blob_join = " JOIN blobs b ON b.id = m.blob_id" if full else ""
     rows: list[FetchRow] = []
     prefix_column = "m.prefix" if content else "NULL"
+    with_summary = summary or header_only or must_contain is not None
     summary_column = "s.summary" if summary or header_only else "NULL"
+    summary_join = " LEFT JOIN blob_summaries s ON s.blob_id = m.blob_id" if with_summary else ""
     for condition, values in _uid_filters(uids, "m.uid"):
         query = (
             f"SELECT m.uid, m.modseq, m.internal_date, m.size, {prefix_column},"
             f" {summary_column}, {blob_columns}, m.blob_id"
-            f" FROM mailbox_messages m{blob_join}"
-            " LEFT JOIN blob_summaries s ON s.blob_id = m.blob_id"
+            f" FROM mailbox_messages m{blob_join}{summary_join}"
             f" WHERE m.mailbox_id = ? AND {condition}"
         )
         arguments: tuple[object, ...] = (mailbox_id, *values)

@@ -14,13 +14,19 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from postroom.proto.imap import encode
 from postroom.proto.imap import grammar_commands as cmd
 from postroom.proto.imap.grammar_base import SequenceSet
-from postroom.proto.imap.grammar_fetch import FetchAttr, FetchBinary, FetchBinarySize, FetchBody
+from postroom.proto.imap.grammar_fetch import (
+    FetchAttr,
+    FetchBinary,
+    FetchBinarySize,
+    FetchBody,
+    FetchItem,
+)
 from postroom.proto.imap.mime import parse
 from postroom.proto.imap.reader import LiteralData
 from postroom.proto.imap.selected import MessageState, OwnChange, SelectedMailbox
@@ -68,60 +74,68 @@ def resolve_uids(selected: SelectedMailbox, sequence: SequenceSet, *, uid: bool)
 # --- FETCH -------------------------------------------------------------------------------------
 
 
+class _FetchPlan(NamedTuple):
+    """What a FETCH's items ask of the store; made once per distinct item list."""
+
+    items: tuple[FetchItem, ...]  # as answered: UID and MODSEQ added where the RFCs want them
+    binary: bool  # BINARY items (refused)
+    modseq: bool  # MODSEQ answered: CONDSTORE turns on (RFC 7162 §3.1)
+    from_view: bool  # only FLAGS (and UID): the session's view has all of it
+    summary: bool  # ENVELOPE, BODY or BODYSTRUCTURE
+    content: bool  # the message (or a part of it)
+    sets_seen: bool  # RFC 3501 §6.4.5: a non-PEEK body fetch sets \Seen
+
+
+@functools.lru_cache(maxsize=256)
+def _fetch_plan(items: tuple[FetchItem, ...], wants_uid: bool, changedsince: bool) -> _FetchPlan:
+    names = [i.name for i in items if isinstance(i, FetchAttr)]
+    if wants_uid and "UID" not in names:
+        items = (_UID, *items)  # RFC 3501 §6.4.8
+    if changedsince and "MODSEQ" not in names:
+        items = (*items, FetchAttr("MODSEQ"))  # RFC 7162 §3.1.4.1
+    named = {i.name for i in items if isinstance(i, FetchAttr)}
+    bodies = [i for i in items if isinstance(i, FetchBody)]
+    return _FetchPlan(
+        items,
+        binary=any(isinstance(i, FetchBinary | FetchBinarySize) for i in items),
+        modseq="MODSEQ" in named,
+        from_view="FLAGS" in named and named <= _VIEW_ITEMS and len(named) == len(items),
+        summary=bool(named & {"ENVELOPE", "BODY", "BODYSTRUCTURE"}),
+        content=bool(named & {"RFC822", "RFC822.HEADER", "RFC822.TEXT"} or bodies),
+        sets_seen=bool(named & {"RFC822", "RFC822.TEXT"}) or any(not b.peek for b in bodies),
+    )
+
+
 async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Fetch)
     selected = selected_mailbox(session)
     # RFC 3501 §7.4.1: no EXPUNGE while answering FETCH (UID FETCH may have them).
     await session.announce(allow_expunge=command.uid)
     uids = resolve_uids(selected, command.sequence, uid=command.uid)
-    items = list(command.items)
-    if any(isinstance(i, FetchBinary | FetchBinarySize) for i in items):
-        raise Refusal("BINARY is not supported", status="BAD")
     # RFC 3501 §6.4.8 for UID FETCH; RFC 7162 §3.2: with QRESYNC, UID in every FETCH.
     wants_uid = command.uid or session.enabled.qresync
-    if wants_uid and not any(isinstance(i, FetchAttr) and i.name == "UID" for i in items):
-        items.insert(0, FetchAttr("UID"))  # RFC 3501 §6.4.8
-    if command.changedsince is not None or any(
-        isinstance(i, FetchAttr) and i.name == "MODSEQ" for i in items
-    ):
+    plan = _fetch_plan(command.items, wants_uid, command.changedsince is not None)
+    if plan.binary:
+        raise Refusal("BINARY is not supported", status="BAD")
+    if plan.modseq:
         session.enable_condstore()  # RFC 7162 §3.1: CHANGEDSINCE and MODSEQ enable it
     if command.changedsince is not None:
         if command.vanished:
             await _vanished_earlier(session, selected, command.sequence, command.changedsince)
         uids = [u for u in uids if selected.modseqs.get(u, 0) > command.changedsince]
-    if command.changedsince is not None and not any(
-        isinstance(i, FetchAttr) and i.name == "MODSEQ" for i in items
-    ):
-        items.append(FetchAttr("MODSEQ"))  # RFC 7162 §3.1.4.1
-    names = {i.name for i in items if isinstance(i, FetchAttr)}
-    if (
-        "FLAGS" in names
-        and names <= _VIEW_ITEMS
-        and len(names) == len(items)
-        and command.changedsince is None
-        and not session.enabled.condstore
-        and not selected.any_gone(uids)
-    ):
+    items = plan.items
+    if plan.from_view and not session.enabled.condstore and not selected.any_gone(uids):
         # Flags and UIDs come from the session's view: nothing to read from the store.
-        with_uid = "UID" in names
-        uid_first = with_uid and isinstance(items[0], FetchAttr) and items[0].name == "UID"
+        with_uid, uid_first = _UID in items, items[0] == _UID
         session.send(selected.flag_fetches(uids, with_uid=with_uid, uid_first=uid_first))
         session.tagged(tag, "OK", "Fetch completed.")
         return
-    want_summary = bool(names & {"ENVELOPE", "BODY", "BODYSTRUCTURE"})
-    want_content = bool(names & {"RFC822", "RFC822.HEADER", "RFC822.TEXT"}) or any(
-        isinstance(i, FetchBody) for i in items
-    )
-    sets_seen = not selected.read_only and (
-        bool(names & {"RFC822", "RFC822.TEXT"})
-        or any(isinstance(i, FetchBody) and not i.peek for i in items)
-    )
     seen_changed: set[int] = set()
     encoded: dict[tuple[str, ...], bytes] = {}  # each flag set's "FLAGS (...)", made once
-    batches = _batches(session, selected, uids, want_summary, want_content)
+    first_rows: list[store_ops.FetchRow] | None = None  # the first batch, if read already
     if session.enabled.condstore:
         await session.settle_pending()  # MODSEQs are answered from the store
-    if sets_seen:
+    if plan.sets_seen and not selected.read_only:
         unseen = [u for u in uids if SEEN not in selected.flags.get(u, ())]
         if unseen and not session.enabled.condstore:
             # The answer shows flags from the session's view: \Seen is set there now and in
@@ -129,15 +143,19 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
             seen_changed = _seen_in_view(session, selected, unseen)
         elif unseen and len(uids) <= SEEN_WITH_READ:
             # One store round trip instead of two: set \Seen and read in the same job.
-            seen_changed, rows = await _set_seen(
-                session, selected, unseen, read=(uids, want_summary, want_content)
+            seen_changed, first_rows = await _set_seen(
+                session, selected, unseen, read=(uids, plan.summary, plan.content)
             )
-            batches = _one_batch(uids, rows)
         elif unseen:
             seen_changed, _ = await _set_seen(session, selected, unseen)
             await session.settle_pending()  # the rows read next carry the new MODSEQs
     missing = False
-    async for batch, rows in batches:
+    for start in range(0, len(uids), FETCH_BATCH):
+        batch = uids[start : start + FETCH_BATCH]
+        rows = first_rows
+        if rows is None:
+            rows = await _read_rows(session, selected, batch, plan.summary, plan.content)
+        first_rows = None
         if len(rows) < len(batch):
             missing = True
         lines = [
@@ -170,34 +188,21 @@ async def _vanished_earlier(
         session.send(b"* VANISHED (EARLIER) " + number_set(gone) + b"\r\n")
 
 
-async def _batches(
-    session: ImapSession,
-    selected: SelectedMailbox,
-    uids: list[int],
-    summary: bool,
-    content: bool,
-) -> AsyncIterator[tuple[list[int], list[store_ops.FetchRow]]]:
-    """The stored rows of `uids`, FETCH_BATCH at a time (one store round trip each)."""
+async def _read_rows(
+    session: ImapSession, selected: SelectedMailbox, uids: list[int], summary: bool, content: bool
+) -> list[store_ops.FetchRow]:
+    """The stored rows of `uids` (at most FETCH_BATCH: one store round trip)."""
     store = session.ctx.store
-    for start in range(0, len(uids), FETCH_BATCH):
-        batch = uids[start : start + FETCH_BATCH]
-        rows = await store.read(
-            functools.partial(
-                store_ops.fetch_rows,
-                mailbox_id=selected.mailbox_id,
-                uids=batch,
-                blob_dir=store.blob_dir,
-                summary=summary,
-                content=content,
-            )
+    return await store.read(
+        functools.partial(
+            store_ops.fetch_rows,
+            mailbox_id=selected.mailbox_id,
+            uids=uids,
+            blob_dir=store.blob_dir,
+            summary=summary,
+            content=content,
         )
-        yield batch, rows
-
-
-async def _one_batch(
-    uids: list[int], rows: list[store_ops.FetchRow]
-) -> AsyncIterator[tuple[list[int], list[store_ops.FetchRow]]]:
-    yield uids, rows
+    )
 
 
 async def _set_seen(
@@ -288,6 +293,7 @@ def _fetch_response(
 
 # What FETCH can answer from the session's view alone (without CONDSTORE's MODSEQs).
 _VIEW_ITEMS = frozenset({"UID", "FLAGS"})
+_UID = FetchAttr("UID")
 
 # ENVELOPE, BODY and BODYSTRUCTURE: the response item's start, and its place in the summary.
 _SUMMARY_ITEMS = {
