@@ -13,77 +13,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from imap_sessions import ALICE, Wire, alice_in_inbox, run_line
 
-from postroom.proto.imap.grammar import parse_command
-from postroom.proto.imap.reader import CommandLine, CommandReader, NeedContinuation
-from postroom.queue.spool import Spool
-from postroom.services import accounts
-from postroom.services.authn import Authenticator
-from postroom.services.imap import commands
 from postroom.services.imap import session as session_module
-from postroom.services.imap.session import ImapContext, ImapSession
+from postroom.services.imap.session import ImapSession
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.storage import imap as store_ops
 from postroom.storage import store as store_module
 from postroom.storage.database import Database
 from postroom.storage.store import Store
-
-ALICE = "alice@example.test"
-
-
-class Wire:
-    """The connection as a session sees it: everything written is kept."""
-
-    peer = "127.0.0.1"
-    secure = True
-
-    def __init__(self) -> None:
-        self.out = b""
-
-    async def write(self, data: bytes) -> None:
-        self.out += data
-
-    async def read_line(self) -> bytes | None:
-        return None
-
-    async def start_tls(self) -> bool:
-        return False
-
-
-def _setup(db: Database) -> None:
-    password_hash, scram = accounts.hash_password("pw")
-    user = db.add_user(ALICE, password_hash, scram)
-    inbox = db.mailbox_id(user, "INBOX")
-    assert inbox is not None
-    blob = db.insert_blob(20, b"Subject: s\r\n\r\nbody\r\n", None)
-    for _ in range(2):
-        store_ops.append_blob(db, inbox, blob, 20, (), 1_700_000_000.0)
-
-
-async def _run(session: ImapSession, line: str) -> None:
-    reader = CommandReader(max_line=65536)
-    reader.feed(line.encode() + b"\r\n")
-    event = reader.next_event()
-    while isinstance(event, NeedContinuation):  # a literal (small: kept in the line)
-        reader.accept_literal()
-        event = reader.next_event()
-    assert isinstance(event, CommandLine)
-    request = parse_command(event)
-    assert request.tag is not None
-    await commands.run(session, request.tag, request.command)
-
-
-async def _alice_in_inbox(
-    store: Store, wire: Wire, events: MailboxEvents | None = None
-) -> ImapSession:
-    """Alice's two messages stored, and a session of hers with INBOX selected."""
-    await store.write(_setup)
-    events = events or MailboxEvents()
-    ctx = ImapContext(store, Spool(store), events, Authenticator(store), "mx", True)
-    session = ImapSession(ctx, wire, tls_active=True)
-    await _run(session, f"a LOGIN {ALICE} pw")
-    await _run(session, "b SELECT INBOX")
-    return session
 
 
 def test_answered_at_once_and_read_back_by_the_next_command(tmp_path: Path) -> None:
@@ -94,7 +32,7 @@ def test_answered_at_once_and_read_back_by_the_next_command(tmp_path: Path) -> N
 
     async def scenario() -> tuple[bytes, bool, bytes]:
         wire = Wire()
-        session = await _alice_in_inbox(store, wire, events)
+        session = await alice_in_inbox(store, wire, events)
         # The writer is kept busy until the STORE has been answered.
         started, release = threading.Event(), threading.Event()
 
@@ -105,11 +43,11 @@ def test_answered_at_once_and_read_back_by_the_next_command(tmp_path: Path) -> N
         busy = asyncio.ensure_future(store.write(hold, durable=False))
         assert await asyncio.to_thread(started.wait, 30)
         wire.out = b""
-        await asyncio.wait_for(_run(session, "c STORE 1 +FLAGS (\\Seen)"), 10)
+        await asyncio.wait_for(run_line(session, "c STORE 1 +FLAGS (\\Seen)"), 10)
         answered, writer_still_busy = wire.out, not busy.done()
         release.set()
         wire.out = b""
-        await _run(session, "d STATUS INBOX (UNSEEN)")
+        await run_line(session, "d STATUS INBOX (UNSEEN)")
         await busy
         return answered, writer_still_busy, wire.out
 
@@ -130,14 +68,14 @@ def test_a_change_the_store_refuses_is_told_back(
 
     async def scenario() -> bytes:
         wire = Wire()
-        session = await _alice_in_inbox(store, wire)
+        session = await alice_in_inbox(store, wire)
 
         def broken(*args: object, **kwargs: object) -> store_ops.FlagWrite:
             raise OSError("disk gone")
 
         monkeypatch.setattr(store_ops, "write_flag_change", broken)
-        await _run(session, "c STORE 2 +FLAGS (\\Flagged)")
-        await _run(session, "d NOOP")
+        await run_line(session, "c STORE 2 +FLAGS (\\Flagged)")
+        await run_line(session, "d NOOP")
         return wire.out
 
     try:
@@ -179,7 +117,7 @@ def test_the_session_s_flag_changes_of_one_kind_are_one_write_in_order(
 
     async def scenario() -> tuple[list[dict[int, tuple[str, ...]]], bytes, list[str]]:
         wire = Wire()
-        session = await _alice_in_inbox(store, wire)
+        session = await alice_in_inbox(store, wire)
         writes: list[dict[int, tuple[str, ...]]] = []
         submit = store.submit_early
 
@@ -188,12 +126,12 @@ def test_the_session_s_flag_changes_of_one_kind_are_one_write_in_order(
             return submit(fn)
 
         monkeypatch.setattr(store, "submit_early", watch)
-        await _run(session, "c STORE 1 +FLAGS (\\Flagged)")
-        await _run(session, "d STORE 2 +FLAGS (\\Flagged)")
-        await _run(session, "e STORE 1 -FLAGS (\\Flagged)")  # another kind: the first goes
+        await run_line(session, "c STORE 1 +FLAGS (\\Flagged)")
+        await run_line(session, "d STORE 2 +FLAGS (\\Flagged)")
+        await run_line(session, "e STORE 1 -FLAGS (\\Flagged)")  # another kind: the first goes
         wire.out = b""
-        await _run(session, "f FETCH 1:2 (FLAGS)")  # FETCH answers from the view
-        await _run(session, "g STATUS INBOX (MESSAGES)")  # a read: the second goes first
+        await run_line(session, "f FETCH 1:2 (FLAGS)")  # FETCH answers from the view
+        await run_line(session, "g STATUS INBOX (MESSAGES)")  # a read: the second goes first
         flags = await store.read(
             lambda db: [
                 r[0] for r in db.conn.execute("SELECT flags FROM mailbox_messages ORDER BY uid")
@@ -215,17 +153,17 @@ def test_another_session_reads_a_change_held_back_for_its_batch(store_held_back:
 
     async def scenario() -> tuple[bytes, bytes]:
         wire, other_wire = Wire(), Wire()
-        session = await _alice_in_inbox(store, wire)
+        session = await alice_in_inbox(store, wire)
         other = ImapSession(session.ctx, other_wire, tls_active=True)
-        await _run(other, f"a LOGIN {ALICE} pw")
-        await _run(session, "c STORE 1 +FLAGS (\\Flagged)")
-        await _run(session, "d FETCH 2 BODY[TEXT]")  # sets \\Seen: held back too
+        await run_line(other, f"a LOGIN {ALICE} pw")
+        await run_line(session, "c STORE 1 +FLAGS (\\Flagged)")
+        await run_line(session, "d FETCH 2 BODY[TEXT]")  # sets \\Seen: held back too
         other_wire.out = b""
-        await _run(other, "b STATUS INBOX (UNSEEN)")
+        await run_line(other, "b STATUS INBOX (UNSEEN)")
         status = other_wire.out
         other_wire.out = b""
-        await _run(other, "c EXAMINE INBOX")
-        await _run(other, "d FETCH 1:2 (FLAGS)")
+        await run_line(other, "c EXAMINE INBOX")
+        await run_line(other, "d FETCH 1:2 (FLAGS)")
         return status, other_wire.out
 
     status, fetched = asyncio.run(scenario())
@@ -248,13 +186,13 @@ def test_a_fetch_of_flags_is_answered_from_the_view_without_reading_the_store(
 
     async def scenario() -> list[bytes]:
         wire = Wire()
-        session = await _alice_in_inbox(store, wire)
-        await _run(session, "c STORE 2 +FLAGS (\\Flagged)")
+        session = await alice_in_inbox(store, wire)
+        await run_line(session, "c STORE 2 +FLAGS (\\Flagged)")
         monkeypatch.setattr(store, "read", counted)
         answers = []
         for line in ("d FETCH 1:* FLAGS", "e UID FETCH 2 FLAGS", "f FETCH 2 (FLAGS UID)"):
             wire.out = b""
-            await _run(session, line)
+            await run_line(session, line)
             answers.append(wire.out)
         session.close()
         return answers
@@ -280,17 +218,17 @@ def test_a_fetch_of_flags_of_a_message_expunged_elsewhere_reads_the_store(tmp_pa
 
     async def scenario() -> tuple[bytes, bytes]:
         wire, other_wire = Wire(), Wire()
-        session = await _alice_in_inbox(store, wire, events)
+        session = await alice_in_inbox(store, wire, events)
         other = ImapSession(session.ctx, other_wire, tls_active=True)
-        await _run(other, f"a LOGIN {ALICE} pw")
-        await _run(other, "b SELECT INBOX")
-        await _run(other, "c STORE 1 +FLAGS (\\Deleted)")
-        await _run(other, "d EXPUNGE")
+        await run_line(other, f"a LOGIN {ALICE} pw")
+        await run_line(other, "b SELECT INBOX")
+        await run_line(other, "c STORE 1 +FLAGS (\\Deleted)")
+        await run_line(other, "d EXPUNGE")
         wire.out = b""
-        await _run(session, "c FETCH 1:* FLAGS")  # RFC 3501 §7.4.1: no EXPUNGE during FETCH
+        await run_line(session, "c FETCH 1:* FLAGS")  # RFC 3501 §7.4.1: no EXPUNGE during FETCH
         fetched = wire.out
         wire.out = b""
-        await _run(session, "d NOOP")
+        await run_line(session, "d NOOP")
         return fetched, wire.out
 
     try:
@@ -311,7 +249,7 @@ def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
 
     async def scenario() -> tuple[list[int], str]:
         wire = BrokenWire()
-        session = await _alice_in_inbox(store, wire)
+        session = await alice_in_inbox(store, wire)
         answered_before_write: list[int] = []
         submit = store.submit_early
 
@@ -320,10 +258,10 @@ def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
             return submit(*args, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(store, "submit_early", watch)
-        await _run(session, "c STORE 1 +FLAGS ($First)")
+        await run_line(session, "c STORE 1 +FLAGS ($First)")
         wire.broken = True
         with pytest.raises(ConnectionResetError):
-            await _run(session, "d STORE 2 +FLAGS ($Second)")
+            await run_line(session, "d STORE 2 +FLAGS ($Second)")
         session.close()
         await session.settle_pending()
         flags = await store.read(
@@ -354,12 +292,12 @@ def test_the_next_commands_see_an_appended_message_whose_summary_is_not_written_
 
     async def scenario() -> tuple[bytes, int]:
         wire = Wire()
-        session = await _alice_in_inbox(store, wire)
-        await _run(session, f"c APPEND INBOX {{{len(message)}+}}\r\n{message}")
+        session = await alice_in_inbox(store, wire)
+        await run_line(session, f"c APPEND INBOX {{{len(message)}+}}\r\n{message}")
         wire.out = b""
-        await _run(session, "d UID FETCH 3 (ENVELOPE)")
-        await _run(session, "e UID SEARCH HEADER Subject zebra")
-        await _run(session, "f UID SORT (SUBJECT) UTF-8 ALL")
+        await run_line(session, "d UID FETCH 3 (ENVELOPE)")
+        await run_line(session, "e UID SEARCH HEADER Subject zebra")
+        await run_line(session, "f UID SORT (SUBJECT) UTF-8 ALL")
         stored = await store.read(
             lambda db: int(db.conn.execute("SELECT count(*) FROM blob_summaries").fetchone()[0])
         )

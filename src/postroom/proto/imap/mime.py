@@ -166,6 +166,19 @@ def parse(raw: bytes) -> Part:
     return part
 
 
+def header_section(raw: bytes) -> bytes:
+    """The message's header with the empty line that ends it (all of `raw` when there is
+    none): `parse(raw).header(raw)`, found without reading the fields."""
+    if raw.startswith(b"\n"):
+        return raw[:1]
+    if raw.startswith(b"\r\n"):
+        return raw[:2]
+    # An empty line: a line end followed by LF or CRLF (as `_Parser.header` reads it).
+    ends = [i + 2 for i in (raw.find(b"\n\n"),) if i >= 0]
+    ends += [i + 3 for i in (raw.find(b"\n\r\n"),) if i >= 0]
+    return raw[: min(ends)] if ends else raw
+
+
 @dataclass(slots=True)
 class _Hit:
     """A boundary line found while scanning."""

@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from postroom.proto.imap import encode
 from postroom.proto.imap import grammar_commands as cmd
@@ -27,7 +27,7 @@ from postroom.proto.imap.grammar_fetch import (
     FetchBody,
     FetchItem,
 )
-from postroom.proto.imap.mime import parse
+from postroom.proto.imap.mime import header_section, parse
 from postroom.proto.imap.reader import LiteralData
 from postroom.proto.imap.selected import MessageState, OwnChange, SelectedMailbox
 from postroom.proto.imap.structure import section_bytes
@@ -41,6 +41,8 @@ from postroom.storage.summary import summarise_packed, wire_part
 
 SEEN = "\\Seen"
 log = logging.getLogger("postroom.imap")
+
+Content = bool | Literal["header"]  # what of the message a FETCH reads
 
 SEEN_WITH_READ = 8  # FETCHes of up to this many messages set \Seen and read in one job
 FETCH_BATCH = 256  # messages read from the store per round trip
@@ -82,7 +84,7 @@ class _FetchPlan(NamedTuple):
     modseq: bool  # MODSEQ answered: CONDSTORE turns on (RFC 7162 §3.1)
     from_view: bool  # only FLAGS (and UID): the session's view has all of it
     summary: bool  # ENVELOPE, BODY or BODYSTRUCTURE
-    content: bool  # the message (or a part of it)
+    content: Content  # the message (or a part of it); "header": only its header is needed
     sets_seen: bool  # RFC 3501 §6.4.5: a non-PEEK body fetch sets \Seen
 
 
@@ -95,15 +97,28 @@ def _fetch_plan(items: tuple[FetchItem, ...], wants_uid: bool, changedsince: boo
         items = (*items, FetchAttr("MODSEQ"))  # RFC 7162 §3.1.4.1
     named = {i.name for i in items if isinstance(i, FetchAttr)}
     bodies = [i for i in items if isinstance(i, FetchBody)]
+    content: Content = bool(named & {"RFC822", "RFC822.HEADER", "RFC822.TEXT"} or bodies)
+    if content and not named & {"RFC822", "RFC822.TEXT"} and all(_top_header(b) for b in bodies):
+        # The header block stored with the summary: it runs at least to the message's first
+        # empty line, where the header section ends, so the answer is the same.
+        content = "header"
     return _FetchPlan(
         items,
         binary=any(isinstance(i, FetchBinary | FetchBinarySize) for i in items),
         modseq="MODSEQ" in named,
         from_view="FLAGS" in named and named <= _VIEW_ITEMS and len(named) == len(items),
         summary=bool(named & {"ENVELOPE", "BODY", "BODYSTRUCTURE"}),
-        content=bool(named & {"RFC822", "RFC822.HEADER", "RFC822.TEXT"} or bodies),
+        content=content,
         sets_seen=bool(named & {"RFC822", "RFC822.TEXT"}) or any(not b.peek for b in bodies),
     )
+
+
+def _top_header(body: FetchBody) -> bool:
+    """BODY[HEADER] or BODY[HEADER.FIELDS (...)] of the message itself (no part number)."""
+    return not body.section.part and body.section.text in _HEADER_SECTIONS
+
+
+_HEADER_SECTIONS = ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT")
 
 
 async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
@@ -189,7 +204,11 @@ async def _vanished_earlier(
 
 
 async def _read_rows(
-    session: ImapSession, selected: SelectedMailbox, uids: list[int], summary: bool, content: bool
+    session: ImapSession,
+    selected: SelectedMailbox,
+    uids: list[int],
+    summary: bool,
+    content: Content,
 ) -> list[store_ops.FetchRow]:
     """The stored rows of `uids` (at most FETCH_BATCH: one store round trip)."""
     store = session.ctx.store
@@ -209,7 +228,7 @@ async def _set_seen(
     session: ImapSession,
     selected: SelectedMailbox,
     unseen: list[int],
-    read: tuple[list[int], bool, bool] | None = None,
+    read: tuple[list[int], bool, Content] | None = None,
 ) -> tuple[set[int], list[store_ops.FetchRow]]:
     """RFC 3501 §6.4.5: a non-PEEK body fetch sets \\Seen. With `read` (UIDs, summary,
     content), the rows of those UIDs are read in the same job, after the change."""
@@ -266,14 +285,17 @@ def _fetch_response(
                 parts.append(prefix + wire_part(row.summary, index))
             elif name == "RFC822":
                 parts.append(b"RFC822 " + encode.literal(raw))
-            elif name in ("RFC822.HEADER", "RFC822.TEXT"):
+            elif name == "RFC822.HEADER":
+                parts.append(b"RFC822.HEADER " + encode.literal(header_section(raw)))
+            elif name == "RFC822.TEXT":
                 tree = tree or parse(raw)
-                text = section_bytes(raw, tree, (), "HEADER" if name == "RFC822.HEADER" else "TEXT")
-                parts.append(name.encode() + b" " + encode.literal(text))
+                parts.append(b"RFC822.TEXT " + encode.literal(section_bytes(raw, tree, (), "TEXT")))
         elif isinstance(item, FetchBody):
             section = item.section
             if not section.part and not section.text:
                 data = raw  # BODY[]: the whole message, nothing to parse
+            elif not section.part and section.text == "HEADER":
+                data = header_section(raw)  # no field is read
             else:
                 tree = tree or parse(raw)
                 data = section_bytes(raw, tree, section.part, section.text or "", section.fields)
