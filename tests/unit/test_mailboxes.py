@@ -52,6 +52,7 @@ def test_listing_read_and_expunge_with_a_shared_blob(db: Database, tmp_path: Pat
         assert message.prefix_size == len(b"Return-Path: <a@b>\r\n")
     assert mailboxes.read_message(db, blob_dir, inbox, 99) is None
     before = listing.highestmodseq
+    assert _summaries(db) == (2, 2)  # one per blob, with its subject
 
     with db.transaction():
         assert mailboxes.expunge(db, inbox, [uid2, 42]) == []  # bob still holds the big blob
@@ -69,4 +70,11 @@ def test_listing_read_and_expunge_with_a_shared_blob(db: Database, tmp_path: Pat
     ).fetchall()
     assert vanished == [(uid1, before + 2), (uid2, before + 1)]
     assert db.conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == 0
+    assert _summaries(db) == (0, 0)  # gone with their blobs
     assert mailboxes.inbox_listing(db, 12345) is None
+
+
+def _summaries(db: Database) -> tuple[int, int]:
+    (summaries,) = db.conn.execute("SELECT count(*) FROM blob_summaries").fetchone()
+    (subjects,) = db.conn.execute("SELECT count(*) FROM blob_subjects").fetchone()
+    return summaries, subjects

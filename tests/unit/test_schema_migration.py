@@ -1,5 +1,6 @@
-"""A store written by an older postroom (schema 1) opens with the current code: the columns and
-tables IMAP needs are added, subscriptions carried over, and nothing stored is lost."""
+"""A store written by an older postroom (schema 1 or 2) opens with the current code: the columns
+and tables IMAP needs are added, subscriptions and subjects carried over, and nothing stored is
+lost."""
 
 from __future__ import annotations
 
@@ -55,3 +56,32 @@ def test_version_1_store_is_migrated(tmp_path: Path) -> None:
         db.close()
     # Opening again is a no-op: the migration ran once.
     Database(path).close()
+
+
+def test_version_2_store_keeps_its_subjects_in_their_own_table(tmp_path: Path) -> None:
+    path = tmp_path / "postroom.db"
+    Database(path).close()
+    conn = sqlite3.connect(path)
+    # Back to schema 2: the subject lived in blob_summaries.
+    conn.executescript(
+        """
+        DROP TABLE blob_subjects;
+        ALTER TABLE blob_summaries ADD COLUMN subject TEXT NOT NULL DEFAULT '';
+        UPDATE meta SET value = '2' WHERE key = 'schema_version';
+        INSERT INTO blobs VALUES (7, 4, 1, X'41424344', NULL);
+        INSERT INTO blob_summaries(blob_id, summary, subject) VALUES (7, X'00', 'quarterly');
+        """
+    )
+    conn.close()
+    db = Database(path)
+    try:
+        version = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone()[0] == str(SCHEMA_VERSION) == "3"
+        assert db.conn.execute("SELECT blob_id, subject FROM blob_subjects").fetchall() == [
+            (7, "quarterly")
+        ]
+        columns = {row[1] for row in db.conn.execute("PRAGMA table_info(blob_summaries)")}
+        assert columns == {"blob_id", "summary"}
+        assert db.conn.execute("SELECT summary FROM blob_summaries").fetchall() == [(b"\x00",)]
+    finally:
+        db.close()

@@ -221,7 +221,9 @@ def test_opening_the_store_makes_summaries_a_crash_left_out(tmp_path: Path) -> N
     store.close()
     db = Database(tmp_path / "postroom.db")
     try:
-        rows = db.conn.execute("SELECT summary, subject FROM blob_summaries").fetchall()
+        rows = db.conn.execute(
+            "SELECT summary, subject FROM blob_summaries JOIN blob_subjects USING (blob_id)"
+        ).fetchall()
     finally:
         db.close()
     assert len(rows) == 1 and bytes(rows[0][0]) == summarise_packed(MESSAGE)

@@ -107,8 +107,11 @@ class Database:
         ).fetchone()
         with self.transaction() as conn:
             for version in range(int(stored) + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS.get(version, ()):
-                    conn.execute(statement)
+                for step in MIGRATIONS.get(version, ()):
+                    if isinstance(step, str):
+                        conn.execute(step)
+                    else:
+                        step(conn)
             conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
             )
@@ -494,8 +497,12 @@ class Database:
         if subject is None:
             subject = subject_index(wire_part(summary, 3))
         self.conn.execute(
-            "INSERT OR REPLACE INTO blob_summaries(blob_id, summary, subject) VALUES (?, ?, ?)",
-            (blob_id, summary, subject),
+            "INSERT OR REPLACE INTO blob_summaries(blob_id, summary) VALUES (?, ?)",
+            (blob_id, summary),
+        )
+        self.conn.execute(
+            "INSERT OR REPLACE INTO blob_subjects(blob_id, subject) VALUES (?, ?)",
+            (blob_id, subject),
         )
 
     def mailbox_status(self, address: str, mailbox: str) -> MailboxStatus:

@@ -337,19 +337,26 @@ def fetch_rows(
     blob_join = " JOIN blobs b ON b.id = m.blob_id" if full else ""
     rows: list[FetchRow] = []
     prefix_column = "m.prefix" if content else "NULL"
-    with_summary = summary or header_only or must_contain is not None
+    by_subject = must_contain is not None and must_contain[0] == "subject"
+    with_summary = summary or header_only or (must_contain is not None and not by_subject)
     summary_column = "s.summary" if summary or header_only else "NULL"
-    summary_join = " LEFT JOIN blob_summaries s ON s.blob_id = m.blob_id" if with_summary else ""
+    # The subjects' join comes first: its filter runs before any summary is looked up.
+    joins = blob_join
+    if by_subject:
+        joins += " LEFT JOIN blob_subjects t ON t.blob_id = m.blob_id"
+    if with_summary:
+        joins += " LEFT JOIN blob_summaries s ON s.blob_id = m.blob_id"
     for condition, values in _uid_filters(uids, "m.uid"):
         query = (
             f"SELECT m.uid, m.modseq, m.internal_date, m.size, {prefix_column},"
             f" {summary_column}, {blob_columns}, m.blob_id"
-            f" FROM mailbox_messages m{blob_join}{summary_join}"
+            f" FROM mailbox_messages m{joins}"
             f" WHERE m.mailbox_id = ? AND {condition}"
         )
         arguments: tuple[object, ...] = (mailbox_id, *values)
-        if must_contain is not None and must_contain[0] == "subject":
-            query += " AND (s.summary IS NULL OR instr(s.subject, ?) > 0)"
+        if must_contain is not None and by_subject:
+            # No subject row: no summary yet (both are written together), so maybe a match.
+            query += " AND (t.subject IS NULL OR instr(t.subject, ?) > 0)"
             arguments += (must_contain[1],)
         elif must_contain is not None:
             query += (

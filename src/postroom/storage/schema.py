@@ -7,7 +7,10 @@ reference, so delivering to many users never copies the body.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+import sqlite3
+from collections.abc import Callable
+
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -41,8 +44,14 @@ CREATE TABLE IF NOT EXISTS blobs (
 -- enters a mailbox. A table of its own: reading it never walks the pages of a large `data`.
 CREATE TABLE IF NOT EXISTS blob_summaries (
     blob_id INTEGER PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
-    summary BLOB NOT NULL,
-    subject TEXT NOT NULL DEFAULT ''   -- every Subject:, decoded and case-folded (SEARCH)
+    summary BLOB NOT NULL
+);
+
+-- Every Subject: of a blob, decoded and case-folded, written with its summary: SEARCH SUBJECT
+-- reads these narrow rows (a hundred to a page) instead of the summaries (a few to a page).
+CREATE TABLE IF NOT EXISTS blob_subjects (
+    blob_id INTEGER PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
+    subject TEXT NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS queue_messages (
@@ -139,14 +148,30 @@ CREATE TABLE IF NOT EXISTS mailbox_vanished (
 CREATE INDEX IF NOT EXISTS mailbox_vanished_modseq ON mailbox_vanished(mailbox_id, modseq);
 """
 
-# Steps from one schema version to the next, for stores created by an older postroom.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+
+
+def _move_subjects(conn: sqlite3.Connection) -> None:
+    """Schema 3: subjects leave blob_summaries for blob_subjects (a schema 1 store, whose
+    blob_summaries was just made in the new shape, has none to move)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(blob_summaries)")}
+    if "subject" in columns:
+        conn.execute(
+            "INSERT OR REPLACE INTO blob_subjects(blob_id, subject)"
+            " SELECT blob_id, subject FROM blob_summaries"
+        )
+        conn.execute("ALTER TABLE blob_summaries DROP COLUMN subject")
+
+
+# Steps from one schema version to the next, for stores created by an older postroom: SQL
+# statements, or functions of the connection.
+MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
     2: (
         "ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 1",
         "INSERT OR IGNORE INTO subscriptions(user_id, name)"
         " SELECT user_id, name FROM mailboxes WHERE subscribed = 1",
         "ALTER TABLE mailboxes DROP COLUMN subscribed",
     ),
+    3: (_move_subjects,),
 }
 
 # RFC 6154 special-use mailboxes every user gets, besides INBOX.
