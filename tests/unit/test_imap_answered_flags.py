@@ -2,7 +2,8 @@
 by command): a flag change's answer does not wait for the writer, the next command that reads
 does, and a change that cannot be written is told back to the client; an APPEND's summaries,
 written behind its answer, are already what the next commands see. FETCH of flags alone is
-answered from the session's view, without reading the store."""
+answered from the session's view, without reading the store, and a long answer of flags goes
+out in pieces while it is made."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from imap_sessions import ALICE, Wire, alice_in_inbox, run_line
 
+from postroom.services.imap import messages
 from postroom.services.imap import session as session_module
 from postroom.services.imap.session import ImapSession
 from postroom.services.mailbox_events import MailboxEvents
@@ -239,6 +241,42 @@ def test_a_fetch_of_flags_of_a_message_expunged_elsewhere_reads_the_store(tmp_pa
         b"* 2 FETCH (FLAGS (\\Recent))\r\nc NO [EXPUNGEISSUED] Some messages were expunged\r\n"
     )
     assert after == b"* 1 EXPUNGE\r\nd OK NOOP completed.\r\n"
+
+
+def test_a_long_flags_answer_goes_out_in_pieces_as_it_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    store.open()
+    monkeypatch.setattr(messages, "ANSWER_CHUNK", 1)  # two messages: two pieces
+
+    async def scenario() -> list[bytes]:
+        wire = Wire()
+        session = await alice_in_inbox(store, wire)
+        writes: list[bytes] = []
+        write = wire.write
+
+        async def kept(data: bytes) -> None:
+            writes.append(data)
+            await write(data)
+
+        wire.write = kept  # type: ignore[method-assign]
+        await run_line(session, "c STORE 1:2 +FLAGS (\\Flagged)")
+        await run_line(session, "d FETCH 1:2 FLAGS")
+        session.close()
+        return writes
+
+    try:
+        writes = asyncio.run(scenario())
+    finally:
+        store.close()
+    flagged = b"FLAGS (\\Flagged \\Recent))\r\n"
+    assert writes == [
+        b"* 1 FETCH (" + flagged,
+        b"* 2 FETCH (" + flagged + b"c OK Store completed.\r\n",
+        b"* 1 FETCH (" + flagged,
+        b"* 2 FETCH (" + flagged + b"d OK Fetch completed.\r\n",
+    ]
 
 
 def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(

@@ -46,6 +46,7 @@ Content = bool | Literal["header"]  # what of the message a FETCH reads
 
 SEEN_WITH_READ = 8  # FETCHes of up to this many messages set \Seen and read in one job
 FETCH_BATCH = 256  # messages read from the store per round trip
+ANSWER_CHUNK = 1024  # messages per piece of a long answer made from the session's view
 
 
 def number_set(numbers: Iterable[int]) -> bytes:
@@ -142,7 +143,7 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
     if plan.from_view and not session.enabled.condstore and not selected.any_gone(uids):
         # Flags and UIDs come from the session's view: nothing to read from the store.
         with_uid, uid_first = _UID in items, items[0] == _UID
-        session.send(selected.flag_fetches(uids, with_uid=with_uid, uid_first=uid_first))
+        await _send_flag_fetches(session, selected, uids, with_uid=with_uid, uid_first=uid_first)
         session.tagged(tag, "OK", "Fetch completed.")
         return
     seen_changed: set[int] = set()
@@ -325,7 +326,7 @@ _SUMMARY_ITEMS = {
 }
 
 
-def _store_from_view(
+async def _store_from_view(
     session: ImapSession,
     tag: str,
     command: cmd.Store,
@@ -339,11 +340,28 @@ def _store_from_view(
     next ones (in order with every other write; commands that read wait for it)."""
     wanted = set(flags)
     change = selected.change_own_flags(uids, lambda old: _flags_after(old, mode, wanted))
-    if not command.silent:
-        session.send(selected.flag_fetches(uids, with_uid=command.uid))
     if change.before:
         _defer_flag_write(session, selected, change, mode, flags)
+    if not command.silent:
+        await _send_flag_fetches(session, selected, uids, with_uid=command.uid)
     session.tagged(tag, "OK", "Store completed.")
+
+
+async def _send_flag_fetches(
+    session: ImapSession,
+    selected: SelectedMailbox,
+    uids: list[int],
+    *,
+    with_uid: bool,
+    uid_first: bool = False,
+) -> None:
+    """`SelectedMailbox.flag_fetches` of `uids`, ANSWER_CHUNK at a time: each piece goes out
+    before the next is made, so a long answer is read by the client while it is being made."""
+    for start in range(0, len(uids), ANSWER_CHUNK):
+        if start:
+            await session.flush()
+        chunk = uids[start : start + ANSWER_CHUNK]
+        session.send(selected.flag_fetches(chunk, with_uid=with_uid, uid_first=uid_first))
 
 
 def _seen_in_view(session: ImapSession, selected: SelectedMailbox, unseen: list[int]) -> set[int]:
@@ -441,7 +459,7 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
         session.enable_condstore()
     condstore = session.enabled.condstore
     if not condstore:
-        _store_from_view(session, tag, command, selected, uids, mode, flags)
+        await _store_from_view(session, tag, command, selected, uids, mode, flags)
         return
     # With CONDSTORE the answer carries the MODSEQs the store gives out. Flags: a crash may
     # lose the last changes, never mail (as Dovecot); answered before the commit is done.
