@@ -236,27 +236,27 @@ def size(value: object, default: int) -> int:
     return value
 
 
-def timeout(value: object, default: float) -> float:
-    fix = f'write {DURATION_FORMS} (default "{format_duration(default)}")'
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise Invalid(f"must be a duration, got {show(value)}", fix)
-    try:
-        seconds = parse_duration(value)
-    except (TypeError, ValueError):
-        raise Invalid(f"must be a duration, got {show(value)}", fix) from None
-    if seconds <= 0:
-        raise Invalid(f"must be longer than zero, got {show(value)}", fix)
-    return seconds
-
-
-def duration_or_off(value: object, default: float) -> float:
-    fix = f'write {DURATION_FORMS} (default "{format_duration(default)}"), or 0 for off'
+def _duration(value: object, fix: str) -> float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise Invalid(f"must be a duration, got {show(value)}", fix)
     try:
         return parse_duration(value)
     except (TypeError, ValueError):
         raise Invalid(f"must be a duration, got {show(value)}", fix) from None
+
+
+def timeout(value: object, default: float) -> float:
+    fix = f'write {DURATION_FORMS} (default "{format_duration(default)}")'
+    seconds = _duration(value, fix)
+    if seconds <= 0:
+        raise Invalid(f"must be longer than zero, got {show(value)}", fix)
+    return seconds
+
+
+def duration_or_off(value: object, default: float) -> float:
+    return _duration(
+        value, f'write {DURATION_FORMS} (default "{format_duration(default)}"), or 0 for off'
+    )
 
 
 def milliseconds(value: object, default: float) -> float:
