@@ -26,9 +26,7 @@ from postroom.storage.database import Database
 from postroom.storage.store import Store
 
 
-def test_answered_at_once_and_read_back_by_the_next_command(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    store.open()
+def test_answered_at_once_and_read_back_by_the_next_command(store: Store) -> None:
     events = MailboxEvents()
     store.on_mailbox_change = events.publish
 
@@ -53,21 +51,15 @@ def test_answered_at_once_and_read_back_by_the_next_command(tmp_path: Path) -> N
         await busy
         return answered, writer_still_busy, wire.out
 
-    try:
-        answered, writer_still_busy, status = asyncio.run(scenario())
-    finally:
-        store.close()
+    answered, writer_still_busy, status = asyncio.run(scenario())
     assert b"* 1 FETCH (FLAGS (\\Seen \\Recent))" in answered and b"c OK" in answered
     assert writer_still_busy  # answered without waiting for the writer
     assert b"* STATUS INBOX (UNSEEN 1)" in status  # read after the change was written
 
 
 def test_a_change_the_store_refuses_is_told_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path)
-    store.open()
-
     async def scenario() -> bytes:
         wire = Wire()
         session = await alice_in_inbox(store, wire)
@@ -80,10 +72,7 @@ def test_a_change_the_store_refuses_is_told_back(
         await run_line(session, "d NOOP")
         return wire.out
 
-    try:
-        out = asyncio.run(scenario())
-    finally:
-        store.close()
+    out = asyncio.run(scenario())
     told = out[out.index(b"c OK") :]
     assert b"* 2 FETCH (FLAGS (\\Flagged \\Recent))" in out  # answered first
     assert b"* 2 FETCH (FLAGS (\\Recent))" in told  # then told it did not happen
@@ -175,10 +164,8 @@ def test_another_session_reads_a_change_held_back_for_its_batch(store_held_back:
 
 
 def test_a_fetch_of_flags_is_answered_from_the_view_without_reading_the_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path)
-    store.open()
     reads: list[object] = []
     read = store.read
 
@@ -199,10 +186,7 @@ def test_a_fetch_of_flags_is_answered_from_the_view_without_reading_the_store(
         session.close()
         return answers
 
-    try:
-        answers = asyncio.run(scenario())
-    finally:
-        store.close()
+    answers = asyncio.run(scenario())
     assert answers == [
         b"* 1 FETCH (FLAGS (\\Recent))\r\n* 2 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
         b"d OK Fetch completed.\r\n",
@@ -212,9 +196,7 @@ def test_a_fetch_of_flags_is_answered_from_the_view_without_reading_the_store(
     assert reads == []
 
 
-def test_a_fetch_of_flags_of_a_message_expunged_elsewhere_reads_the_store(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    store.open()
+def test_a_fetch_of_flags_of_a_message_expunged_elsewhere_reads_the_store(store: Store) -> None:
     events = MailboxEvents()
     store.on_mailbox_change = events.publish
 
@@ -233,10 +215,7 @@ def test_a_fetch_of_flags_of_a_message_expunged_elsewhere_reads_the_store(tmp_pa
         await run_line(session, "d NOOP")
         return fetched, wire.out
 
-    try:
-        fetched, after = asyncio.run(scenario())
-    finally:
-        store.close()
+    fetched, after = asyncio.run(scenario())
     assert fetched == (
         b"* 2 FETCH (FLAGS (\\Recent))\r\nc NO [EXPUNGEISSUED] Some messages were expunged\r\n"
     )
@@ -244,10 +223,8 @@ def test_a_fetch_of_flags_of_a_message_expunged_elsewhere_reads_the_store(tmp_pa
 
 
 def test_a_long_flags_answer_goes_out_in_pieces_as_it_is_made(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path)
-    store.open()
     monkeypatch.setattr(messages, "ANSWER_CHUNK", 1)  # two messages: two pieces
 
     async def scenario() -> list[bytes]:
@@ -266,10 +243,7 @@ def test_a_long_flags_answer_goes_out_in_pieces_as_it_is_made(
         session.close()
         return writes
 
-    try:
-        writes = asyncio.run(scenario())
-    finally:
-        store.close()
+    writes = asyncio.run(scenario())
     flagged = b"FLAGS (\\Flagged \\Recent))\r\n"
     assert writes == [
         b"* 1 FETCH (" + flagged,
@@ -280,11 +254,8 @@ def test_a_long_flags_answer_goes_out_in_pieces_as_it_is_made(
 
 
 def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path)
-    store.open()
-
     async def scenario() -> tuple[list[int], str]:
         wire = BrokenWire()
         session = await alice_in_inbox(store, wire)
@@ -307,10 +278,7 @@ def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
         )
         return answered_before_write, " ".join(sorted(flags))
 
-    try:
-        answered_before_write, flags = asyncio.run(scenario())
-    finally:
-        store.close()
+    answered_before_write, flags = asyncio.run(scenario())
     # The first write went to the store with the next STORE (another kind), after its own
     # answer; the second at close, though its answer could not be sent.
     assert answered_before_write == [1, 1]
@@ -318,11 +286,9 @@ def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
 
 
 def test_the_next_commands_see_an_appended_message_whose_summary_is_not_written_yet(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_module, "DERIVED_IDLE", 60.0)  # summaries wait for an idle writer
-    store = Store(tmp_path)
-    store.open()
     message = (
         "From: Ann <ann@example.test>\r\nSubject: Zebra crossing\r\n"
         "Message-ID: <z@example.test>\r\n\r\nStripes.\r\n"
@@ -341,10 +307,7 @@ def test_the_next_commands_see_an_appended_message_whose_summary_is_not_written_
         )
         return wire.out, stored
 
-    try:
-        out, stored = asyncio.run(scenario())
-    finally:
-        store.close()
+    out, stored = asyncio.run(scenario())
     assert stored == 1  # the first two messages' summary only: the new one is not written yet
     assert b'ENVELOPE (NIL "Zebra crossing" (("Ann" NIL "ann" "example.test"))' in out
     assert b"* SEARCH 3\r\n" in out

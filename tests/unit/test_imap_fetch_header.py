@@ -5,7 +5,6 @@ same bytes as from the whole message, whatever its line ends."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -71,9 +70,7 @@ def test_header_items_alone_read_the_header_block_and_others_the_message() -> No
     assert content(FetchAttr("ENVELOPE")) is False
 
 
-def test_fetch_of_headers_gives_the_bytes_of_the_whole_message(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    store.open()
+def test_fetch_of_headers_gives_the_bytes_of_the_whole_message(store: Store) -> None:
     crlf = b"Subject: one\r\nTo: b@example.test\r\n\r\nbody\r\n\r\nmore\r\n"
     mixed = b"Subject: two\nX-Note: a\r\n\nbody\r\n\r\nTo: not@example.test\r\n"
     no_body = b"Subject: three\r\nTo: c@example.test\r\n"
@@ -95,10 +92,7 @@ def test_fetch_of_headers_gives_the_bytes_of_the_whole_message(tmp_path: Path) -
         session.close()
         return answers
 
-    try:
-        answers = asyncio.run(scenario())
-    finally:
-        store.close()
+    answers = asyncio.run(scenario())
     for raw, (alone, with_text) in zip((crlf, mixed, no_body), answers, strict=True):
         text = section_bytes(raw, parse(raw), (), "TEXT")
         text_item = b" BODY[TEXT] {%d}\r\n%s" % (len(text), text)
