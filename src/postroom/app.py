@@ -20,16 +20,16 @@ from postroom.delivery.smtp import (
     OutboundMessage,
     OutboundRecipient,
     OutboundSettings,
-    RecipientOutcome,
     Route,
     deliver_to_domain,
 )
 from postroom.dns import DnsResolver
+from postroom.model.queue import RecipientOutcome
 from postroom.net import tls
 from postroom.net.imap_session import ImapService
-from postroom.net.listener import Handler, Listener, drain_sessions
+from postroom.net.listener import Handler, Listener, ShutdownFlag, drain_sessions
 from postroom.net.pop3_session import Pop3Service
-from postroom.net.smtp_session import ShutdownFlag, SmtpService
+from postroom.net.smtp_session import SmtpService
 from postroom.proto.pop3.engine import Pop3Settings
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.server import ServerSettings

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from postroom.cli.main import CliError, database, load
+from postroom.cli.common import CliError, database, load
 from postroom.proto.smtp.params import validate_mailbox
 from postroom.proto.smtp.replies import SmtpError
 from postroom.services.accounts import hash_password

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from postroom.cli.main import CliError, database, load
+from postroom.cli.common import CliError, database, load
 from postroom.services.export import write_maildir, write_mbox
 from postroom.storage.database import Database, StoredMessage
 

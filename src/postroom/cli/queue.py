@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from postroom.cli.main import CliError, database, load
+from postroom.cli.common import CliError, database, load
 from postroom.services.cleanup import header_block
 from postroom.storage import queue_control
 from postroom.storage.database import QUEUE_STAMP, touch_stamp, unlink_quietly

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from postroom.cli.main import CliError
+from postroom.cli.common import CliError
 from postroom.config import Endpoint
 from postroom.proto.smtp import client as smtp
 from postroom.proto.smtp.params import MailParams

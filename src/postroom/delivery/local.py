@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from postroom.queue.model import QueuedMessage, Recipient, RecipientState
+from postroom.model.queue import QueuedMessage, Recipient, RecipientState
 from postroom.queue.reports import Reporter
 from postroom.storage.database import Database, unlink_quietly
 from postroom.storage.store import Store

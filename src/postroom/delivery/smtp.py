@@ -38,6 +38,7 @@ from postroom.dns.resolver import (
     MailResolver,
     MxResult,
 )
+from postroom.model.queue import DeliveryResult, RecipientOutcome
 from postroom.proto.smtp.client import (
     AuthResult,
     Capabilities,
@@ -60,7 +61,6 @@ READ_SIZE = 64 * 1024
 QUIT_TIMEOUT = 5.0  # RFC 5321 §4.5.3.2: QUIT is a courtesy; do not wait long for its 221
 
 TlsMode = Literal["opportunistic", "required", "verify"]
-Result = Literal["delivered", "deferred", "failed"]
 
 
 @dataclass(frozen=True)
@@ -108,20 +108,6 @@ class OutboundMessage:
     content: bytes
 
 
-@dataclass(frozen=True)
-class RecipientOutcome:
-    """What happened to one recipient: the reply (remote, or a local reason) and its status."""
-
-    address: str
-    result: Result
-    reply: str  # "250 2.0.0 ok", the remote reply, or "4.4.1 connection refused by mx[ip]"
-    status: str  # RFC 3463 enhanced status code, e.g. "5.1.1"
-    remote_mta: str | None
-    # RFC 3461 §5.2.2: the peer offered DSN, so NOTIFY went on with the message and the peer
-    # reports success itself; without DSN a NOTIFY=SUCCESS earns a "relayed" report from us.
-    dsn_passed: bool = False
-
-
 class _Failover(Exception):
     """This host cannot take the mail now; try the next one (RFC 5321 §5.1)."""
 
@@ -154,7 +140,7 @@ async def deliver_to_domain(
     if not messages:
         return []
 
-    def everyone(result: Result, reply: str, status: str) -> list[list[RecipientOutcome]]:
+    def everyone(result: DeliveryResult, reply: str, status: str) -> list[list[RecipientOutcome]]:
         return [
             [RecipientOutcome(r.address, result, reply, status, None) for r in m.recipients]
             for m in messages
@@ -166,7 +152,7 @@ async def deliver_to_domain(
         async with asyncio.timeout(settings.command_timeout):
             mx: MxResult = await resolver.mx_hosts(domain)
     except DnsError as error:
-        result: Result = "failed" if error.permanent else "deferred"
+        result: DeliveryResult = "failed" if error.permanent else "deferred"
         return everyone(result, f"{error.status} {error}", error.status)
     except TimeoutError:
         return everyone("deferred", f"4.4.3 {domain}: DNS lookup timed out", "4.4.3")
@@ -220,7 +206,7 @@ async def _deliver_by_route(
     route: Route,
     resolver: MailResolver,
     settings: OutboundSettings,
-    everyone: Callable[[Result, str, str], list[list[RecipientOutcome]]],
+    everyone: Callable[[DeliveryResult, str, str], list[list[RecipientOutcome]]],
 ) -> list[list[RecipientOutcome]]:
     # Implicit TLS is on before the greeting; "starttls" insists on a verified upgrade.
     tls: TlsMode = "verify" if route.tls == "starttls" else "opportunistic"
@@ -526,7 +512,7 @@ class _Session:
         return results
 
     def _all(
-        self, message: OutboundMessage, result: Result, reply: str, status: str
+        self, message: OutboundMessage, result: DeliveryResult, reply: str, status: str
     ) -> list[RecipientOutcome]:
         return [
             RecipientOutcome(r.address, result, reply, status, self.host)
@@ -590,7 +576,7 @@ class _Session:
             reason = self.lost or f"4.4.2 connection with {self.peer} closed"
             return RecipientOutcome(address, "deferred", reason, "4.4.2", self.host)
         # RFC 5321 §4.2.1: 2yz delivered, 4yz transient, 5yz permanent.
-        result: Result = (
+        result: DeliveryResult = (
             "delivered" if reply.code < 400 else "deferred" if reply.code < 500 else "failed"
         )
         status = reply.enhanced or f"{str(reply.code)[0]}.0.0"

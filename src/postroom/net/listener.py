@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from postroom.net.stream import ByteStream
@@ -23,6 +24,13 @@ Handler = Callable[[ByteStream], Coroutine[Any, Any, None]]
 
 TLS_HANDSHAKE_TIMEOUT = 30.0
 SWEEP_INTERVAL = 0.5  # seconds; the granularity of command and data timeouts
+
+
+@dataclass
+class ShutdownFlag:
+    """Set once the server stops: every service's sessions look at it between commands."""
+
+    active: bool = False
 
 
 class Listener:

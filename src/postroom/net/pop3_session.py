@@ -12,8 +12,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 
-from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT
-from postroom.net.smtp_session import ShutdownFlag
+from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
 from postroom.net.stream import ByteStream
 from postroom.proto.pop3 import events as ev
 from postroom.proto.pop3 import replies

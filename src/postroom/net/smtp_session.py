@@ -11,7 +11,7 @@ import ssl
 from dataclasses import dataclass
 
 from postroom.net import tls as tlsinfo
-from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT
+from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
 from postroom.net.stream import ByteStream
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import replies
@@ -19,11 +19,6 @@ from postroom.proto.smtp.server import Mode, ServerSettings, SmtpServer
 from postroom.services.ingress import IngressContext, IngressSession, SessionInfo
 
 log = logging.getLogger("postroom.smtp")
-
-
-@dataclass
-class ShutdownFlag:
-    active: bool = False
 
 
 @dataclass

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from postroom.model.queue import Envelope, QueuedMessage, Recipient, RecipientState, new_queue_id
 from postroom.queue.bounce import Kind, ReportRecipient, build_report
-from postroom.queue.model import Envelope, QueuedMessage, Recipient, RecipientState, new_queue_id
 from postroom.storage.database import Database
 from postroom.storage.outbound import queue_generated
 

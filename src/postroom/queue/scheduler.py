@@ -31,10 +31,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar, cast
 
-from postroom.delivery.smtp import RecipientOutcome
+from postroom.model.queue import QueuedMessage, RecipientOutcome, RecipientState
 from postroom.queue.backoff import RetryPolicy
 from postroom.queue.bounce import Kind, ReportRecipient
-from postroom.queue.model import QueuedMessage, RecipientState
 from postroom.queue.reports import Reporter, wants
 from postroom.storage.database import QUEUE_STAMP, Database, read_stamp, unlink_quietly
 from postroom.storage.outbound import (

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from postroom.queue.model import QueuedMessage
+from postroom.model.queue import QueuedMessage
 from postroom.storage.database import Database
 from postroom.storage.store import Store
 

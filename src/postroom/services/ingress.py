@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 
 from postroom.config import Config
 from postroom.delivery.local import LocalDelivery, deliver_before_queuing
-from postroom.proto.sasl import ScramCredentials
-from postroom.proto.smtp import events as ev
-from postroom.proto.smtp import replies
-from postroom.proto.smtp.replies import Reply
-from postroom.queue.model import (
+from postroom.model.queue import (
     Envelope,
     QueuedMessage,
     Recipient,
     RecipientState,
     new_queue_id,
 )
+from postroom.proto.sasl import ScramCredentials
+from postroom.proto.smtp import events as ev
+from postroom.proto.smtp import replies
+from postroom.proto.smtp.replies import Reply
 from postroom.queue.spool import ContentBuffer, Spool
 from postroom.services import cleanup
 from postroom.services.authn import Authenticator

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from postroom.proto.imap.search import subject_index
-from postroom.queue.model import (
+from postroom.model.queue import (
     Envelope,
     QueuedMessage,
     Recipient,
     RecipientState,
 )
+from postroom.proto.imap.search import subject_index
 from postroom.storage.schema import DEFAULT_MAILBOXES, MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from postroom.storage.summary import summarise_packed, wire_part
 

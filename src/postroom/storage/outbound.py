@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from postroom.model.queue import Envelope, QueuedMessage, Recipient, RecipientState, new_queue_id
 from postroom.proto.smtp.params import MailParams
 from postroom.queue.backoff import RetryPolicy
-from postroom.queue.model import Envelope, QueuedMessage, Recipient, RecipientState, new_queue_id
 from postroom.storage.database import Database
 from postroom.storage.queue_control import WAITING
 

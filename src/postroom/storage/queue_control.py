@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from postroom.queue.model import QueuedMessage, RecipientState
+from postroom.model.queue import QueuedMessage, RecipientState
 from postroom.storage.database import Database, StoreError
 
 WAITING = (str(RecipientState.QUEUED), str(RecipientState.DEFERRED))

@@ -1,4 +1,6 @@
-"""The queue's data model: a message with its envelope, and its recipients' per-recipient state."""
+"""The queue's records: a message with its envelope, its recipients' per-recipient state, and what
+one delivery attempt did to a recipient. Below storage (which keeps them) and the queue and
+delivery code (which make and read them)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 from postroom.proto.smtp.params import MailParams
 
@@ -92,3 +95,20 @@ class QueuedMessage:
         """Whether anything is left to do: a recipient not delivered yet. (Success reports owed
         for local copies are queued by local delivery in the same transaction.)"""
         return any(r.state is not RecipientState.DELIVERED for r in self.recipients)
+
+
+DeliveryResult = Literal["delivered", "deferred", "failed"]
+
+
+@dataclass(frozen=True)
+class RecipientOutcome:
+    """What happened to one recipient: the reply (remote, or a local reason) and its status."""
+
+    address: str
+    result: DeliveryResult
+    reply: str  # "250 2.0.0 ok", the remote reply, or "4.4.1 connection refused by mx[ip]"
+    status: str  # RFC 3463 enhanced status code, e.g. "5.1.1"
+    remote_mta: str | None
+    # RFC 3461 §5.2.2: the peer offered DSN, so NOTIFY went on with the message and the peer
+    # reports success itself; without DSN a NOTIFY=SUCCESS earns a "relayed" report from us.
+    dsn_passed: bool = False

@@ -1,0 +1,45 @@
+"""What every `postroom` subcommand shares: one-line errors, the loaded config, the store."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import click
+
+from postroom.config import Config, ConfigError, load_config
+from postroom.services.accounts import PasswordError
+from postroom.storage.database import Database, StoreError, mark_accounts_changed
+from postroom.storage.store import DB_NAME
+
+
+class CliError(click.ClickException):
+    """One clear line, exit status 1."""
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"postroom: error: {self.message}", err=True)
+
+
+def load(ctx: click.Context) -> Config:
+    try:
+        return load_config(ctx.obj)
+    except ConfigError as error:
+        raise CliError(str(error)) from None
+
+
+@contextlib.contextmanager
+def database(config: Config, *, accounts: bool = False) -> Iterator[Database]:
+    """The store, for one command; `accounts=True` tells a running server users/aliases
+    changed, once the command succeeded."""
+    try:
+        db = Database(config.data_dir / DB_NAME)
+    except Exception as error:  # sqlite3 errors on an unusable data_dir
+        raise CliError(f"{config.data_dir / DB_NAME}: cannot open the store: {error}") from None
+    try:
+        yield db
+    except (StoreError, PasswordError) as error:
+        raise CliError(str(error)) from None
+    finally:
+        db.close()
+    if accounts:
+        mark_accounts_changed(config.data_dir)

@@ -1,0 +1,1 @@
+"""Records shared by the layers that make, store and deliver mail (below storage, above proto)."""
