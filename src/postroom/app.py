@@ -41,8 +41,8 @@ from postroom.services.imap.session import ImapContext
 from postroom.services.ingress import IngressContext
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.services.maildrop import MailboxLocks, MaildropContext
-from postroom.storage.outbound import ClaimedMessage
-from postroom.storage.store import Store
+from postroom.storage.backend import server_store
+from postroom.storage.records import ClaimedMessage
 
 log = logging.getLogger("postroom")
 
@@ -71,7 +71,7 @@ class MailServer:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store = Store(
+        self.store = server_store(
             config.data_dir,
             batch_max=config.queue.group_commit_max,
             batch_wait=config.queue.group_commit_ms / 1000.0,
@@ -79,7 +79,6 @@ class MailServer:
         reporter = Reporter(
             hostname=config.hostname,
             local_domains=tuple(d.lower() for d in config.domains),
-            blob_dir=self.store.blob_dir,
             deliver_local=deliver_before_queuing,
         )
         self.local = LocalDelivery(self.store, reporter)
@@ -204,7 +203,6 @@ class MailServer:
 
         mailboxes = ImapContext(
             store=self.store,
-            spool=Spool(self.store),
             events=self.mailbox_events,
             authenticator=ingress.authenticator,
             hostname=hostname,

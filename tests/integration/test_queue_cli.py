@@ -70,9 +70,16 @@ def test_delete_removes_entry_but_not_delivered_copies(postroom: Postroom) -> No
     queue_id = queue_remote_message(postroom)
     postroom.run_cli("queue", "delete", queue_id)
     assert queue_id not in postroom.queue_list()
-    missing = postroom.run_cli("queue", "show", queue_id, check=False)
+    # Its history is kept: `queue show` says what happened to each recipient.
+    history = postroom.run_cli("queue", "show", queue_id).stdout
+    assert f"id: {queue_id} (no longer queued)" in history
+    assert re.search(rf"<{re.escape(ALICE)}> delivered .*delivered to INBOX uid \d+", history)
+    assert re.search(rf"<{re.escape(REMOTE)}> deleted queue delete", history), history
+    missing = postroom.run_cli("queue", "show", "NOSUCHID", check=False)
     assert missing.returncode == 1
-    assert missing.stderr.strip() == f"postroom: error: no queued message {queue_id}"
+    assert missing.stderr.strip() == (
+        "postroom: error: no queued message NOSUCHID (and no history of it)"
+    )
     # alice's copy shares the blob: it must survive the queue entry's deletion.
     [stored] = postroom.export(ALICE)
     assert b"Subject:" in stored

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from postroom.storage.store import Store
+from postroom.storage.api import Store
+from postroom.storage.backend import server_store
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     """A real store (SQLite and files) in a fresh directory, open for the test's duration."""
-    opened = Store(tmp_path)
+    opened = server_store(tmp_path)
     opened.open()
     try:
         yield opened

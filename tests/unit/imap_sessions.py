@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from postroom.proto.imap.grammar import parse_command
 from postroom.proto.imap.reader import CommandLine, CommandReader, NeedContinuation
-from postroom.queue.spool import Spool
 from postroom.services import accounts
 from postroom.services.authn import Authenticator
 from postroom.services.imap import commands
 from postroom.services.imap.session import ImapContext, ImapSession
 from postroom.services.mailbox_events import MailboxEvents
-from postroom.storage import imap as store_ops
-from postroom.storage.database import Database
-from postroom.storage.store import Store
+from postroom.storage.api import Store, Tx
 
 ALICE = "alice@example.test"
 
@@ -37,14 +34,13 @@ class Wire:
         return False
 
 
-def setup_alice(db: Database) -> None:
+def setup_alice(tx: Tx) -> None:
     password_hash, scram = accounts.hash_password("pw")
-    user = db.add_user(ALICE, password_hash, scram)
-    inbox = db.mailbox_id(user, "INBOX")
-    assert inbox is not None
-    blob = db.insert_blob(20, b"Subject: s\r\n\r\nbody\r\n", None)
+    user = tx.accounts.add_user(ALICE, password_hash, scram)
+    inbox = tx.mailboxes.require(user, "INBOX").id
+    blob = tx.blobs.add(b"Subject: s\r\n\r\nbody\r\n")
     for _ in range(2):
-        store_ops.append_blob(db, inbox, blob, 20, (), 1_700_000_000.0)
+        tx.messages.append(inbox, blob, size=20, internal_date=1_700_000_000.0)
 
 
 async def run_line(session: ImapSession, line: str) -> None:
@@ -66,7 +62,7 @@ async def alice_in_inbox(
     """Alice's two messages stored, and a session of hers with INBOX selected."""
     await store.write(setup_alice)
     events = events or MailboxEvents()
-    ctx = ImapContext(store, Spool(store), events, Authenticator(store), "mx", True)
+    ctx = ImapContext(store, events, Authenticator(store), "mx", True)
     session = ImapSession(ctx, wire, tls_active=True)
     await run_line(session, f"a LOGIN {ALICE} pw")
     await run_line(session, "b SELECT INBOX")

@@ -12,17 +12,18 @@ import pytest
 
 from postroom.services import accounts, authn
 from postroom.services.authn import Authenticator
-from postroom.storage.store import Store
+from postroom.storage.api import Store
+from postroom.storage.backend import server_store
 
 ALICE = "alice@example.test"
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path)
+    store = server_store(tmp_path)
     store.open()
     hashed, scram = accounts.hash_password("right horse")
-    asyncio.run(store.write(lambda db: db.add_user(ALICE, hashed, scram)))
+    asyncio.run(store.write(lambda tx: tx.accounts.add_user(ALICE, hashed, scram)))
     try:
         yield store
     finally:
@@ -94,9 +95,9 @@ def test_a_changed_password_or_a_deleted_user_is_not_let_in_from_memory(
     authenticator = Authenticator(store, cache_ttl=3600)
     assert _checks(authenticator, (ALICE, "right horse")) == [True]
     hashed, scram = accounts.hash_password("new stable")
-    asyncio.run(store.write(lambda db: db.set_password(ALICE, hashed, scram)))
+    asyncio.run(store.write(lambda tx: tx.accounts.set_password(ALICE, hashed, scram)))
     assert _checks(authenticator, (ALICE, "right horse"), (ALICE, "new stable")) == [False, True]
-    asyncio.run(store.write(lambda db: db.delete_user(ALICE)))
+    asyncio.run(store.write(lambda tx: tx.accounts.delete_user(ALICE)))
     assert _checks(authenticator, (ALICE, "new stable")) == [False]
     # The deleted user's attempt was verified too (against the stand-in hash).
     assert verifications == ["right horse", "right horse", "new stable", "new stable"]
@@ -108,7 +109,7 @@ def test_the_least_recently_used_are_forgotten_first(
     monkeypatch.setattr(authn, "CACHE_ENTRIES", 1)
     bob = "bob@example.test"
     hashed, scram = accounts.hash_password("bob's pony")
-    asyncio.run(store.write(lambda db: db.add_user(bob, hashed, scram)))
+    asyncio.run(store.write(lambda tx: tx.accounts.add_user(bob, hashed, scram)))
     authenticator = Authenticator(store, cache_ttl=3600)
     attempts = ((ALICE, "right horse"), (bob, "bob's pony"), (ALICE, "right horse"))
     assert _checks(authenticator, *attempts) == [True, True, True]

@@ -8,10 +8,10 @@ out in pieces while it is made."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from imap_sessions import ALICE, Wire, alice_in_inbox, run_line
@@ -20,10 +20,17 @@ from postroom.services.imap import messages
 from postroom.services.imap import session as session_module
 from postroom.services.imap.session import ImapSession
 from postroom.services.mailbox_events import MailboxEvents
-from postroom.storage import imap as store_ops
-from postroom.storage import store as store_module
-from postroom.storage.database import Database
-from postroom.storage.store import Store
+from postroom.storage.api import Store, Tx
+from postroom.storage.records import FlagWrite
+from postroom.storage.sqlite import store as store_module
+from postroom.storage.sqlite.connection import SqliteTx
+from postroom.storage.sqlite.messages import SqliteMessages
+from postroom.storage.sqlite.store import SqliteStore
+
+
+def _sql(tx: Tx) -> SqliteTx:
+    """These tests run on the SQLite store and look into it."""
+    return cast(SqliteTx, tx)
 
 
 def test_answered_at_once_and_read_back_by_the_next_command(store: Store) -> None:
@@ -36,7 +43,7 @@ def test_answered_at_once_and_read_back_by_the_next_command(store: Store) -> Non
         # The writer is kept busy until the STORE has been answered.
         started, release = threading.Event(), threading.Event()
 
-        def hold(db: Database) -> None:
+        def hold(tx: Tx) -> None:
             started.set()
             release.wait(30)
 
@@ -64,10 +71,10 @@ def test_a_change_the_store_refuses_is_told_back(
         wire = Wire()
         session = await alice_in_inbox(store, wire)
 
-        def broken(*args: object, **kwargs: object) -> store_ops.FlagWrite:
+        def broken(*args: object, **kwargs: object) -> FlagWrite:
             raise OSError("disk gone")
 
-        monkeypatch.setattr(store_ops, "write_flag_change", broken)
+        monkeypatch.setattr(SqliteMessages, "write_flag_change", broken)
         await run_line(session, "c STORE 2 +FLAGS (\\Flagged)")
         await run_line(session, "d NOOP")
         return wire.out
@@ -93,7 +100,7 @@ class BrokenWire(Wire):
 def store_held_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """An open store, with sessions' answered flag changes written only when flushed."""
     monkeypatch.setattr(session_module, "DEFERRED_WRITE_DELAY", 60.0)
-    store = Store(tmp_path)
+    store = SqliteStore(tmp_path)
     store.open()
     try:
         yield store
@@ -110,13 +117,16 @@ def test_the_session_s_flag_changes_of_one_kind_are_one_write_in_order(
         wire = Wire()
         session = await alice_in_inbox(store, wire)
         writes: list[dict[int, tuple[str, ...]]] = []
-        submit = store.submit_early
+        write = SqliteMessages.write_flag_change
 
-        def watch(fn: functools.partial[object]) -> object:
-            writes.append(dict(fn.keywords["before"]))
-            return submit(fn)
+        def watch(
+            messages: SqliteMessages, mailbox_id: int, before: dict[int, tuple[str, ...]],
+            *args: object,
+        ) -> FlagWrite:
+            writes.append(dict(before))
+            return write(messages, mailbox_id, before, *args)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(store, "submit_early", watch)
+        monkeypatch.setattr(SqliteMessages, "write_flag_change", watch)
         await run_line(session, "c STORE 1 +FLAGS (\\Flagged)")
         await run_line(session, "d STORE 2 +FLAGS (\\Flagged)")
         await run_line(session, "e STORE 1 -FLAGS (\\Flagged)")  # another kind: the first goes
@@ -124,8 +134,9 @@ def test_the_session_s_flag_changes_of_one_kind_are_one_write_in_order(
         await run_line(session, "f FETCH 1:2 (FLAGS)")  # FETCH answers from the view
         await run_line(session, "g STATUS INBOX (MESSAGES)")  # a read: the second goes first
         flags = await store.read(
-            lambda db: [
-                r[0] for r in db.conn.execute("SELECT flags FROM mailbox_messages ORDER BY uid")
+            lambda tx: [
+                r[0]
+                for r in _sql(tx).conn.execute("SELECT flags FROM mailbox_messages ORDER BY uid")
             ]
         )
         return writes, wire.out, flags
@@ -169,7 +180,7 @@ def test_a_fetch_of_flags_is_answered_from_the_view_without_reading_the_store(
     reads: list[object] = []
     read = store.read
 
-    async def counted(fn: Callable[[Database], object]) -> object:
+    async def counted(fn: Callable[[Tx], object]) -> object:
         reads.append(fn)
         return await read(fn)
 
@@ -274,7 +285,7 @@ def test_the_write_goes_to_the_store_after_the_answer_even_if_sending_fails(
         session.close()
         await session.settle_pending()
         flags = await store.read(
-            lambda db: [r[0] for r in db.conn.execute("SELECT flags FROM mailbox_messages")]
+            lambda tx: [r[0] for r in _sql(tx).conn.execute("SELECT flags FROM mailbox_messages")]
         )
         return answered_before_write, " ".join(sorted(flags))
 
@@ -303,7 +314,9 @@ def test_the_next_commands_see_an_appended_message_whose_summary_is_not_written_
         await run_line(session, "e UID SEARCH HEADER Subject zebra")
         await run_line(session, "f UID SORT (SUBJECT) UTF-8 ALL")
         stored = await store.read(
-            lambda db: int(db.conn.execute("SELECT count(*) FROM blob_summaries").fetchone()[0])
+            lambda tx: int(
+                _sql(tx).conn.execute("SELECT count(*) FROM blob_summaries").fetchone()[0]
+            )
         )
         return wire.out, stored
 

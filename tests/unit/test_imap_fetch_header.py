@@ -14,7 +14,7 @@ from postroom.proto.imap.grammar_fetch import FetchAttr, FetchBody, Section
 from postroom.proto.imap.mime import header_section, parse
 from postroom.proto.imap.structure import section_bytes
 from postroom.services.imap import messages
-from postroom.storage.store import Store
+from postroom.storage.api import Store
 from postroom.storage.summary import header_block
 
 PREFIX = b"Return-Path: <a@example.test>\r\nReceived: from x by y; 1 Jan 2024 00:00 +0000\r\n"

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from postroom.cli.common import CliError, database, load
+from postroom.cli.common import CliError, load, open_store
 from postroom.proto.smtp.params import validate_mailbox
 from postroom.proto.smtp.replies import SmtpError
 from postroom.services.accounts import hash_password
@@ -59,10 +59,10 @@ def user_add(ctx: click.Context, address: str, password: str | None, password_st
     check_address(address)
     local_domain_check(config.domains, address)
     secret = read_password(password, password_stdin)
-    with database(config, accounts=True) as db:
+    with open_store(config, accounts=True) as store:
         password_hash, scram = hash_password(secret)
-        with db.transaction():
-            db.add_user(address, password_hash, scram)
+        with store.transaction() as tx:
+            tx.accounts.add_user(address, password_hash, scram)
     click.echo(f"added {address.lower()}")
 
 
@@ -77,10 +77,10 @@ def user_passwd(
     """Change a user's password."""
     config = load(ctx)
     secret = read_password(password, password_stdin)
-    with database(config) as db:
+    with open_store(config, accounts=True) as store:
         password_hash, scram = hash_password(secret)
-        with db.transaction():
-            db.set_password(address, password_hash, scram)
+        with store.transaction() as tx:
+            tx.accounts.set_password(address, password_hash, scram)
     click.echo(f"password changed for {address.lower()}")
 
 
@@ -90,8 +90,8 @@ def user_passwd(
 def user_delete(ctx: click.Context, address: str) -> None:
     """Delete a user and all of their mail."""
     config = load(ctx)
-    with database(config, accounts=True) as db, db.transaction():
-        db.delete_user(address)
+    with open_store(config, accounts=True) as store, store.transaction() as tx:
+        tx.accounts.delete_user(address)
     click.echo(f"deleted {address.lower()}")
 
 
@@ -100,8 +100,8 @@ def user_delete(ctx: click.Context, address: str) -> None:
 def user_list(ctx: click.Context) -> None:
     """List users."""
     config = load(ctx)
-    with database(config) as db:
-        for address, created in db.list_users():
+    with open_store(config) as store:
+        for address, created in store.reader().accounts.list_users():
             click.echo(f"{address}\t{time.strftime('%Y-%m-%d %H:%M', time.localtime(created))}")
 
 
@@ -121,8 +121,8 @@ def alias_add(ctx: click.Context, address: str, targets: tuple[str, ...]) -> Non
     local_domain_check(config.domains, address)
     for target in targets:
         check_address(target)
-    with database(config, accounts=True) as db, db.transaction():
-        db.add_alias(address, list(targets))
+    with open_store(config, accounts=True) as store, store.transaction() as tx:
+        tx.accounts.add_alias(address, list(targets))
     click.echo(f"{address.lower()} -> {', '.join(t.lower() for t in targets)}")
 
 
@@ -132,8 +132,8 @@ def alias_add(ctx: click.Context, address: str, targets: tuple[str, ...]) -> Non
 def alias_delete(ctx: click.Context, address: str) -> None:
     """Delete an alias."""
     config = load(ctx)
-    with database(config, accounts=True) as db, db.transaction():
-        db.delete_alias(address)
+    with open_store(config, accounts=True) as store, store.transaction() as tx:
+        tx.accounts.delete_alias(address)
     click.echo(f"deleted alias {address.lower()}")
 
 
@@ -142,6 +142,6 @@ def alias_delete(ctx: click.Context, address: str) -> None:
 def alias_list(ctx: click.Context) -> None:
     """List aliases."""
     config = load(ctx)
-    with database(config) as db:
-        for address, targets in db.list_aliases().items():
+    with open_store(config) as store:
+        for address, targets in store.reader().accounts.list_aliases().items():
             click.echo(f"{address} -> {', '.join(targets)}")

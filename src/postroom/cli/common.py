@@ -9,8 +9,9 @@ import click
 
 from postroom.config import Config, ConfigError, load_config
 from postroom.services.accounts import PasswordError
-from postroom.storage.database import Database, StoreError, mark_accounts_changed
-from postroom.storage.store import DB_NAME
+from postroom.storage.api import DirectStore
+from postroom.storage.backend import direct_store
+from postroom.storage.records import StoreError
 
 
 class CliError(click.ClickException):
@@ -28,18 +29,18 @@ def load(ctx: click.Context) -> Config:
 
 
 @contextlib.contextmanager
-def database(config: Config, *, accounts: bool = False) -> Iterator[Database]:
+def open_store(config: Config, *, accounts: bool = False) -> Iterator[DirectStore]:
     """The store, for one command; `accounts=True` tells a running server users/aliases
     changed, once the command succeeded."""
     try:
-        db = Database(config.data_dir / DB_NAME)
+        store = direct_store(config.data_dir)
     except Exception as error:  # sqlite3 errors on an unusable data_dir
-        raise CliError(f"{config.data_dir / DB_NAME}: cannot open the store: {error}") from None
+        raise CliError(f"{config.data_dir}: cannot open the store: {error}") from None
     try:
-        yield db
+        yield store
+        if accounts:
+            store.signals.mark("accounts")
     except (StoreError, PasswordError) as error:
         raise CliError(str(error)) from None
     finally:
-        db.close()
-    if accounts:
-        mark_accounts_changed(config.data_dir)
+        store.close()

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
-from postroom.cli.common import CliError, database, load
+from postroom.cli.common import CliError, load, open_store
 from postroom.services.export import write_maildir, write_mbox
-from postroom.storage.database import Database, StoredMessage
+from postroom.storage.api import Tx
+from postroom.storage.records import StoredMessage, StoreError
 
 PROGRESS_THRESHOLD = 200  # messages; smaller exports finish before a bar would be useful
 
@@ -27,8 +28,9 @@ def mailbox() -> None:
 def status(ctx: click.Context, address: str, name: str) -> None:
     """Print messages=N unseen=N size=N for a mailbox."""
     config = load(ctx)
-    with database(config) as db:
-        result = db.mailbox_status(address, name)
+    with open_store(config) as store:
+        tx = store.reader()
+        result = tx.mailboxes.status(_mailbox_id(tx, address, name))
     click.echo(
         f"{address.lower()} {name} messages={result.messages} unseen={result.unseen} "
         f"size={result.size}"
@@ -53,9 +55,11 @@ def export(ctx: click.Context, address: str, name: str, fmt: str, output: Path |
     config = load(ctx)
     if fmt == "maildir" and output is None:
         raise CliError("--format maildir needs --output DIRECTORY")
-    with database(config) as db:
-        messages = db.mailbox_messages(address, name)
-        items = _contents(db, config.data_dir / "blobs", messages)
+    unreadable: list[int] = []
+    with open_store(config) as store:
+        tx = store.reader()
+        messages = tx.messages.stored(_mailbox_id(tx, address, name))
+        items = _contents(tx, messages, unreadable)
         if len(messages) >= PROGRESS_THRESHOLD and sys.stderr.isatty():
             items = _with_progress(items, len(messages))
         if fmt == "maildir":
@@ -69,13 +73,37 @@ def export(ctx: click.Context, address: str, name: str, fmt: str, output: Path |
                 count = write_mbox(handle, items)
     if output is not None:
         click.echo(f"exported {count} messages to {output}", err=True)
+    if unreadable:
+        uids = " ".join(str(uid) for uid in unreadable)
+        raise CliError(
+            f"{len(unreadable)} of {len(messages)} messages could not be read and were left"
+            f" out (UIDs {uids}); the rest was exported"
+        )
+
+
+def _mailbox_id(tx: Tx, address: str, name: str) -> int:
+    user = tx.accounts.get_user(address)
+    if user is None:
+        raise CliError(f"no user {address}")
+    info = tx.mailboxes.find(user.id, name)
+    if info is None:
+        raise CliError(f"{address} has no mailbox {name}")
+    return info.id
 
 
 def _contents(
-    db: Database, blob_dir: Path, messages: list[StoredMessage]
+    tx: Tx, messages: list[StoredMessage], unreadable: list[int]
 ) -> Iterator[tuple[StoredMessage, bytes]]:
+    """Each message with its content; one that cannot be read (a damaged store) is reported
+    on stderr, noted in `unreadable` and skipped, so the others are still exported."""
     for message in messages:
-        yield message, message.prefix + db.read_blob(message.blob_id, blob_dir)
+        try:
+            content = tx.blobs.read(message.blob_id)
+        except StoreError as error:
+            click.echo(f"postroom: warning: UID {message.uid}: {error}", err=True)
+            unreadable.append(message.uid)
+            continue
+        yield message, message.prefix + content
 
 
 def _with_progress(

@@ -8,10 +8,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from postroom.cli.common import CliError, database, load
+from postroom.cli.common import CliError, load, open_store
 from postroom.services.cleanup import header_block
-from postroom.storage import queue_control
-from postroom.storage.database import QUEUE_STAMP, touch_stamp, unlink_quietly
+from postroom.storage.records import MessageTrace
 
 
 def _age(arrival: float) -> str:
@@ -36,25 +35,24 @@ def queue() -> None:
 def queue_list(ctx: click.Context) -> None:
     """List queued messages with each recipient's state."""
     config = load(ctx)
-    with database(config) as db:
-        entries = db.queue_summary()
+    with open_store(config) as store:
+        entries = store.reader().queue.entries()
     if not entries:
         click.echo("queue is empty")
         return
     table = Table("ID", "age", "size", "sender", "recipients", "next attempt", "last reply")
     for entry in entries:
-        recipients = entry["recipients"]
-        assert isinstance(recipients, list)
-        lines = [f"{r['address']} ({r['state']})" for r in recipients]
-        next_attempt = min(float(r["next_attempt"]) for r in recipients)
+        recipients = entry.recipients
+        lines = [f"{r.address} ({r.state})" for r in recipients]
+        next_attempt = min(r.next_attempt for r in recipients)
         table.add_row(
-            str(entry["id"]),
-            _age(float(str(entry["arrival"]))),
-            str(entry["size"]),
-            f"<{entry['sender']}>",
+            entry.id,
+            _age(entry.arrival),
+            str(entry.size),
+            f"<{entry.sender}>",
             "\n".join(lines),
             time.strftime("%H:%M:%S", time.localtime(next_attempt)),
-            "\n".join(str(r["last_reply"]) for r in recipients),
+            "\n".join(r.last_reply for r in recipients),
         )
     Console(width=200).print(table)
 
@@ -63,12 +61,20 @@ def queue_list(ctx: click.Context) -> None:
 @click.argument("message_id")
 @click.pass_context
 def queue_show(ctx: click.Context, message_id: str) -> None:
-    """Show one entry: envelope, headers and each recipient's attempts."""
+    """Show one entry: envelope, headers and each recipient's attempts (for a message that
+    left the queue, its delivery history)."""
     config = load(ctx)
-    with database(config) as db:
-        message = queue_control.require_message(db, message_id)
-        content = message.prefix + db.read_blob(message.blob_id, config.data_dir / "blobs")
-        history = queue_control.attempts(db, message.id)
+    with open_store(config) as store:
+        tx = store.reader()
+        message = tx.queue.load(message_id.upper())
+        trace = tx.history.trace(message_id)
+        if message is None:
+            if trace is None:
+                raise CliError(f"no queued message {message_id} (and no history of it)")
+            _show_trace(trace)
+            return
+        content = message.prefix + tx.blobs.read(message.blob_id)
+    events = trace.events if trace is not None else ()
     env = message.envelope
     click.echo(f"id: {message.id}")
     click.echo(f"arrival: {_clock(env.arrival)}")
@@ -90,9 +96,10 @@ def queue_show(ctx: click.Context, message_id: str) -> None:
             f"  <{rcpt.address}>{extra} state={rcpt.state} attempts={rcpt.attempts}"
             f" next={_clock(rcpt.next_attempt)} last={rcpt.last_reply or '-'}"
         )
-        for attempt in history:
-            if attempt.recipient == rcpt.address:
-                click.echo(f"    {_clock(attempt.when)} {attempt.reply}")
+        for event in events:
+            if event.recipient == rcpt.address:
+                relay = f" relay={event.relay}" if event.relay else ""
+                click.echo(f"    {_clock(event.time)} {event.event}{relay} {event.reply}")
     click.echo("headers:")
     click.echo(header_block(content).decode("utf-8", "replace").rstrip("\r\n"))
 
@@ -106,9 +113,10 @@ def queue_retry(ctx: click.Context, message_id: str | None, everything: bool) ->
     if bool(message_id) == everything:
         raise CliError("give a message ID or --all")
     config = load(ctx)
-    with database(config) as db, db.transaction():
-        count = queue_control.retry(db, message_id)
-    touch_stamp(config.data_dir, QUEUE_STAMP)
+    with open_store(config) as store:
+        with store.transaction() as tx:
+            count = tx.queue.retry(message_id, time.time())
+        store.signals.mark("queue")
     click.echo(f"{count} recipient(s) due now")
 
 
@@ -118,8 +126,8 @@ def queue_retry(ctx: click.Context, message_id: str | None, everything: bool) ->
 def queue_hold(ctx: click.Context, message_id: str) -> None:
     """Keep a message in the queue without delivery attempts."""
     config = load(ctx)
-    with database(config) as db, db.transaction():
-        count = queue_control.hold(db, message_id)
+    with open_store(config) as store, store.transaction() as tx:
+        count = tx.queue.hold(message_id)
     click.echo(f"held {message_id.upper()} ({count} recipient(s))")
 
 
@@ -129,9 +137,10 @@ def queue_hold(ctx: click.Context, message_id: str) -> None:
 def queue_release(ctx: click.Context, message_id: str) -> None:
     """Release a held message: its recipients are due at once."""
     config = load(ctx)
-    with database(config) as db, db.transaction():
-        count = queue_control.release(db, message_id)
-    touch_stamp(config.data_dir, QUEUE_STAMP)
+    with open_store(config) as store:
+        with store.transaction() as tx:
+            count = tx.queue.release(message_id, time.time())
+        store.signals.mark("queue")
     click.echo(f"released {message_id.upper()} ({count} recipient(s))")
 
 
@@ -141,9 +150,25 @@ def queue_release(ctx: click.Context, message_id: str) -> None:
 def queue_delete(ctx: click.Context, message_id: str) -> None:
     """Remove a message from the queue (no report is sent)."""
     config = load(ctx)
-    with database(config) as db:
-        with db.transaction():
-            path = queue_control.delete(db, message_id)
-        if path:
-            unlink_quietly(config.data_dir / "blobs" / path)
+    with open_store(config) as store, store.transaction() as tx:
+        tx.queue.delete(message_id)
     click.echo(f"deleted {message_id.upper()}")
+
+
+def _show_trace(trace: MessageTrace) -> None:
+    """A message no longer queued: how it arrived and what happened to each recipient."""
+    click.echo(f"id: {trace.message_id} (no longer queued)")
+    click.echo(f"arrival: {_clock(trace.arrival)}")
+    click.echo(f"sender: <{trace.sender}>")
+    click.echo(f"size: {trace.size}")
+    click.echo(
+        f"client: {trace.client_addr} helo={trace.client_helo} protocol={trace.protocol}"
+    )
+    if trace.auth_user:
+        click.echo(f"authenticated: {trace.auth_user}")
+    click.echo("history:")
+    for event in trace.events:
+        relay = f" relay={event.relay}" if event.relay else ""
+        click.echo(
+            f"  {_clock(event.time)} <{event.recipient}> {event.event}{relay} {event.reply}"
+        )

@@ -17,13 +17,10 @@ from dataclasses import dataclass
 
 from postroom.model.queue import QueuedMessage, Recipient, RecipientState
 from postroom.queue.reports import Reporter
-from postroom.storage.database import Database, unlink_quietly
-from postroom.storage.store import Store
+from postroom.storage.api import Store, Tx
+from postroom.storage.records import INBOX, HistoryEvent
 
 log = logging.getLogger("postroom.delivery")
-
-INBOX = "INBOX"
-
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
@@ -37,9 +34,9 @@ def return_path(sender: str) -> bytes:
 
 
 def deliver_loaded(
-    db: Database, message: QueuedMessage, inboxes: dict[int, int | None], reporter: Reporter
-) -> tuple[list[Delivered], str | None]:
-    """Deliver one message's queued local recipients; returns deliveries and a file to unlink.
+    tx: Tx, message: QueuedMessage, inboxes: dict[int, int | None], reporter: Reporter
+) -> list[Delivered]:
+    """Deliver one message's queued local recipients; returns the deliveries.
 
     The reports they call for (NOTIFY=SUCCESS, or a copy that could not be made) are queued in
     the same transaction, so a recipient in a final state is always a reported one.
@@ -52,46 +49,54 @@ def deliver_loaded(
         if rcpt.user_id is None or rcpt.state is not RecipientState.QUEUED:
             continue
         if rcpt.user_id not in inboxes:
-            inboxes[rcpt.user_id] = db.mailbox_id(rcpt.user_id, INBOX)
+            inbox = tx.mailboxes.find(rcpt.user_id, INBOX)
+            inboxes[rcpt.user_id] = None if inbox is None else inbox.id
         mailbox_id = inboxes[rcpt.user_id]
         if mailbox_id is None:
             # The user was deleted after the message was accepted: a failure to report.
             rcpt.state = RecipientState.FAILED
             rcpt.last_reply = "550 5.1.1 mailbox no longer exists"
         else:
-            uid = db.append_message(
-                mailbox_id, message.blob_id, prefix, size, message.envelope.arrival
+            uid = tx.messages.append(
+                mailbox_id,
+                message.blob_id,
+                size=size,
+                internal_date=message.envelope.arrival,
+                prefix=prefix,
             )
             rcpt.state = RecipientState.DELIVERED
             rcpt.last_reply = f"250 2.0.0 delivered to {INBOX} uid {uid}"
             delivered.append(Delivered(message.id, rcpt.address, uid))
-        db.update_recipient(rcpt)
+        tx.queue.update_recipient(rcpt)
         settled.append(rcpt)
-    reporter.local_outcomes(db, message, settled, time.time())
-    final = (RecipientState.DELIVERED, RecipientState.FAILED)
-    return delivered, db.finish_message_if_done(message.id, final)
+    now = time.time()
+    record_outcomes(tx, message.id, settled, now)
+    reporter.local_outcomes(tx, message, settled, now)
+    tx.queue.finish_if_done(message.id, (RecipientState.DELIVERED, RecipientState.FAILED))
+    return delivered
 
 
-def deliver_messages(
-    db: Database, message_ids: list[str], reporter: Reporter
-) -> tuple[list[Delivered], list[str]]:
-    """Deliver the local recipients of `message_ids`; returns deliveries and files to unlink."""
+def record_outcomes(tx: Tx, message_id: str, settled: list[Recipient], now: float) -> None:
+    """The delivery history of local recipients just delivered (or failed)."""
+    for rcpt in settled:
+        tx.history.record(
+            HistoryEvent(message_id, now, rcpt.address, str(rcpt.state), rcpt.last_reply)
+        )
+
+
+def deliver_messages(tx: Tx, message_ids: list[str], reporter: Reporter) -> list[Delivered]:
+    """Deliver the local recipients of `message_ids`; returns the deliveries."""
     delivered: list[Delivered] = []
-    unlink: list[str] = []
     inboxes: dict[int, int | None] = {}
     for message_id in message_ids:
-        message = db.load_message(message_id)
-        if message is None:
-            continue
-        done, path = deliver_loaded(db, message, inboxes, reporter)
-        delivered += done
-        if path:
-            unlink.append(path)
-    return delivered, unlink
+        message = tx.queue.load(message_id)
+        if message is not None:
+            delivered += deliver_loaded(tx, message, inboxes, reporter)
+    return delivered
 
 
 def deliver_before_queuing(
-    db: Database, message: QueuedMessage, reporter: Reporter | None = None
+    tx: Tx, message: QueuedMessage, reporter: Reporter | None = None
 ) -> list[Delivered]:
     """Deliver local recipients inside the accepting transaction (before any queue entry).
 
@@ -106,31 +111,34 @@ def deliver_before_queuing(
         return delivered
     prefix = return_path(message.envelope.sender) + message.prefix
     size = len(prefix) + message.blob_size
-    db.conn.execute("SAVEPOINT local_delivery")
     try:
-        for rcpt in local:
-            assert rcpt.user_id is not None
-            mailbox_id = db.mailbox_id(rcpt.user_id, INBOX)
-            if mailbox_id is None:
-                continue  # user deleted since RCPT: the worker records the failure
-            uid = db.append_message(
-                mailbox_id, message.blob_id, prefix, size, message.envelope.arrival
-            )
-            rcpt.state = RecipientState.DELIVERED
-            rcpt.last_reply = f"250 2.0.0 delivered to {INBOX} uid {uid}"
-            delivered.append(Delivered(message.id, rcpt.address, uid))
+        with tx.savepoint():
+            for rcpt in local:
+                assert rcpt.user_id is not None
+                inbox = tx.mailboxes.find(rcpt.user_id, INBOX)
+                if inbox is None:
+                    continue  # user deleted since RCPT: the worker records the failure
+                uid = tx.messages.append(
+                    inbox.id,
+                    message.blob_id,
+                    size=size,
+                    internal_date=message.envelope.arrival,
+                    prefix=prefix,
+                )
+                rcpt.state = RecipientState.DELIVERED
+                rcpt.last_reply = f"250 2.0.0 delivered to {INBOX} uid {uid}"
+                delivered.append(Delivered(message.id, rcpt.address, uid))
     except Exception:
-        db.conn.execute("ROLLBACK TO local_delivery")
-        db.conn.execute("RELEASE local_delivery")
         log.exception("immediate delivery of %s failed; queuing it for retry", message.id)
         for rcpt in local:
             rcpt.state = RecipientState.QUEUED
             rcpt.last_reply = ""
         return []
-    db.conn.execute("RELEASE local_delivery")
+    settled = [r for r in local if r.state is RecipientState.DELIVERED]
+    now = time.time()
+    record_outcomes(tx, message.id, settled, now)
     if reporter is not None:
-        settled = [r for r in local if r.state is RecipientState.DELIVERED]
-        reporter.local_outcomes(db, message, settled, time.time())
+        reporter.local_outcomes(tx, message, settled, now)
     return delivered
 
 
@@ -159,7 +167,7 @@ class LocalDelivery:
 
     async def recover(self) -> None:
         """Queue everything a previous run accepted but had not delivered yet."""
-        for message_id in await self.store.read(lambda db: db.messages_with_local_work()):
+        for message_id in await self.store.read(lambda tx: tx.queue.with_local_work()):
             self.notify(message_id)
 
     async def wait_idle(self) -> None:
@@ -174,7 +182,7 @@ class LocalDelivery:
                 self._idle.set()
                 continue
             try:
-                delivered, unlink = await self.store.write(
+                delivered = await self.store.write(
                     functools.partial(deliver_messages, message_ids=batch, reporter=self.reporter)
                 )
             except Exception:
@@ -183,8 +191,6 @@ class LocalDelivery:
                 self._pending[:0] = batch
                 self._wakeup.set()
                 continue
-            for path in unlink:
-                unlink_quietly(self.store.blob_dir / path)
             log_deliveries(delivered)
             if not self._pending:
                 self._idle.set()

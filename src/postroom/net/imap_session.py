@@ -17,9 +17,9 @@ from postroom.net.stream import ByteStream
 from postroom.proto.imap import reader as rd
 from postroom.proto.imap.grammar import parse_command
 from postroom.proto.imap.grammar_base import CommandParseError
-from postroom.queue.spool import ContentBuffer
 from postroom.services.imap import commands
 from postroom.services.imap.session import ImapContext, ImapSession
+from postroom.storage.buffer import ContentBuffer
 
 log = logging.getLogger("postroom.imap")
 
@@ -139,7 +139,7 @@ class _Connection:
             elif isinstance(event, rd.LiteralChunk):
                 if self._current is None:
                     name = f"imap-{id(self):x}-{len(self.streams)}"
-                    self._current = session.ctx.spool.new_buffer(name)
+                    self._current = session.ctx.store.new_buffer(name)
                 self._current.write(event.data)
                 if event.last:
                     self.streams.append(self._current)

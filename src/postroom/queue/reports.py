@@ -12,14 +12,14 @@ our first domain, anything else to nobody.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from postroom.model.queue import Envelope, QueuedMessage, Recipient, RecipientState, new_queue_id
+from postroom.proto.smtp.params import MailParams
 from postroom.queue.bounce import Kind, ReportRecipient, build_report
-from postroom.storage.database import Database
-from postroom.storage.outbound import queue_generated
+from postroom.storage.api import Tx
 
 log = logging.getLogger("postroom.queue")
 
@@ -36,9 +36,8 @@ def wants(notify: tuple[str, ...] | None, what: str, *, default: bool) -> bool:
 class Reporter:
     hostname: str
     local_domains: tuple[str, ...]  # lower case; the first one's postmaster gets orphans
-    blob_dir: Path
     # Delivers a report's local copies in the same transaction (delivery/local.py).
-    deliver_local: Callable[[Database, QueuedMessage], object]
+    deliver_local: Callable[[Tx, QueuedMessage], object]
 
     def recipient_of(self, kind: Kind, envelope: Envelope) -> str | None:
         if envelope.sender:
@@ -49,7 +48,7 @@ class Reporter:
 
     def send(
         self,
-        db: Database,
+        tx: Tx,
         kind: Kind,
         message: QueuedMessage,
         recipients: Sequence[ReportRecipient],
@@ -61,7 +60,7 @@ class Reporter:
         if not recipients or to is None:
             return
         if content is None:
-            content = message.prefix + db.read_blob(message.blob_id, self.blob_dir)
+            content = message.prefix + tx.blobs.read(message.blob_id)
         envelope = message.envelope
         ret = envelope.params.ret
         report = build_report(
@@ -77,7 +76,7 @@ class Reporter:
             message_id=f"{new_queue_id(now)}@{self.hostname}",
         )
         queued = queue_generated(
-            db,
+            tx,
             report,
             to,
             hostname=self.hostname,
@@ -94,7 +93,7 @@ class Reporter:
 
     def local_outcomes(
         self,
-        db: Database,
+        tx: Tx,
         message: QueuedMessage,
         recipients: Sequence[Recipient],
         now: float,
@@ -129,8 +128,8 @@ class Reporter:
                         last_attempt=now,
                     )
                 )
-        self.send(db, "success", message, success, now)
-        self.send(db, "failure", message, failure, now)
+        self.send(tx, "success", message, success, now)
+        self.send(tx, "failure", message, failure, now)
 
 
 def _status_of(reply: str, default: str) -> str:
@@ -139,3 +138,40 @@ def _status_of(reply: str, default: str) -> str:
     if len(parts) >= 2 and parts[1][:1] in "245" and parts[1].count(".") == 2:
         return parts[1]
     return default
+
+
+def queue_generated(
+    tx: Tx,
+    content: bytes,
+    recipient: str,
+    *,
+    hostname: str,
+    local_domains: frozenset[str],
+    deliver_local: Callable[[Tx, QueuedMessage], object],
+) -> QueuedMessage | None:
+    """Queue a message postroom wrote itself (a report) from the null sender `<>`.
+
+    Local recipients get their copy in this transaction; remote ones are queued. Returns None
+    when the address leads nowhere (an unknown local user): there is nobody to tell.
+    """
+    resolution = tx.accounts.resolve(recipient, local_domains)
+    if resolution.empty:
+        return None
+    now = time.time()
+    recipients = [Recipient(a, recipient, uid) for a, uid in resolution.local_users]
+    recipients += [Recipient(a, recipient, None) for a in resolution.remote]
+    envelope = Envelope(
+        sender="",
+        params=MailParams(),
+        client_addr="127.0.0.1",
+        client_helo=hostname,
+        protocol="local",
+        arrival=now,
+    )
+    message = QueuedMessage(new_queue_id(now), envelope, b"", 0, len(content), recipients)
+    message.blob_id = tx.blobs.add(content)
+    tx.history.arrived(message)
+    deliver_local(tx, message)
+    if message.needs_queue_entry():
+        tx.queue.enqueue(message)
+    return message

@@ -1,6 +1,6 @@
 """The outbound scheduler: due remote recipients → deliveries per destination → results.
 
-Each cycle claims the due recipients (recording the attempt first, see storage/outbound.py),
+Each cycle claims the due recipients (recording the attempt first, see `Queue.claim_due`),
 groups them by destination domain, splits a large group over parallel sessions, runs the
 deliveries with bounded concurrency (`[delivery] concurrency` sessions at once), then records
 every recipient's outcome in one transaction together with the report lines it calls for. The
@@ -23,31 +23,18 @@ import dataclasses
 import functools
 import json
 import logging
-import os
 import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TypeVar, cast
 
 from postroom.model.queue import QueuedMessage, RecipientOutcome, RecipientState
 from postroom.queue.backoff import RetryPolicy
 from postroom.queue.bounce import Kind, ReportRecipient
 from postroom.queue.reports import Reporter, wants
-from postroom.storage.database import QUEUE_STAMP, Database, read_stamp, unlink_quietly
-from postroom.storage.outbound import (
-    ClaimedMessage,
-    claim_due,
-    hold_report_lines,
-    mark_delay_notified,
-    messages_with_held_reports,
-    next_due,
-    record_attempt,
-    still_queued,
-    take_report_lines,
-)
-from postroom.storage.store import Store
+from postroom.storage.api import Store, Tx
+from postroom.storage.records import ClaimedMessage
 
 log = logging.getLogger("postroom.queue")
 
@@ -85,8 +72,7 @@ class Scheduler:
         self._slots = asyncio.Semaphore(concurrency)
         self._rounds: Counter[str] = Counter()  # message → its batches still delivering
         self._wakeup = asyncio.Event()
-        self._queue_stamp = os.fspath(store.data_dir / QUEUE_STAMP)
-        self._stamp = read_stamp(self._queue_stamp)
+        self._stamp = store.signals.version("queue")
 
     def wake(self) -> None:
         """Look at the queue now (new remote mail, ETRN, `queue retry`)."""
@@ -94,14 +80,11 @@ class Scheduler:
 
     async def run(self) -> None:
         # Report lines a crash left held (a round that never finished) go out first.
-        for path in await self.store.write(self._send_all_held):
-            unlink_quietly(self.store.blob_dir / path)
+        await self.store.write(self._send_all_held)
         while True:
             self._wakeup.clear()
             now = self.clock()
-            claims = await self.store.write(
-                functools.partial(claim_due, now=now, policy=self.policy, rng=self.rng)
-            )
+            claims = await self.store.write(functools.partial(self._claim, now=now))
             if claims:
                 batches = [
                     (domain, batch)
@@ -112,7 +95,7 @@ class Scheduler:
                 self._rounds = Counter(item.message.id for _, b in batches for item in b)
                 await asyncio.gather(*(self._deliver_domain(d, b) for d, b in batches))
                 continue
-            due = await self.store.read(next_due)
+            due = await self.store.read(lambda tx: tx.queue.next_due())
             wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, due - self.clock())
             await self._idle(wait)
 
@@ -124,18 +107,15 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), min(STAMP_CHECK, remaining))
                 return
-            stamp = read_stamp(self._queue_stamp)
+            stamp = self.store.signals.version("queue")
             if stamp != self._stamp:
                 self._stamp = stamp
                 return
 
     async def _deliver_domain(self, domain: str, claimed: list[ClaimedMessage]) -> None:
         async with self._slots:
-            blob_dir = self.store.blob_dir
             # One trip to the reader thread for the whole batch, not one per message.
-            contents = await self.store.read(
-                functools.partial(_contents, claimed=claimed, blob_dir=blob_dir)
-            )
+            contents = await self.store.read(functools.partial(_contents, claimed=claimed))
             try:
                 results = await self.deliver(domain, claimed, contents)
             except Exception as error:
@@ -154,33 +134,52 @@ class Scheduler:
                 self._rounds[item.message.id] -= 1
                 if self._rounds[item.message.id] <= 0:
                     last.add(item.message.id)
-            unlink = await self.store.write(
-                lambda db: [
-                    self._record(db, item, content, outcomes, now, item.message.id in last)
-                    for item, content, outcomes in zip(claimed, contents, results, strict=True)
-                ]
+            await self.store.write(
+                functools.partial(
+                    self._record_all,
+                    claimed=claimed,
+                    contents=contents,
+                    results=results,
+                    now=now,
+                    last=last,
+                )
             )
-            for path in unlink:
-                if path:
-                    unlink_quietly(blob_dir / path)
+
+    def _claim(self, tx: Tx, now: float) -> dict[str, list[ClaimedMessage]]:
+        def next_attempt(arrival: float, attempts: int) -> float:
+            return self.policy.next_attempt(arrival, now, attempts, self.rng)
+
+        return tx.queue.claim_due(now, next_attempt)
+
+    def _record_all(
+        self,
+        tx: Tx,
+        claimed: list[ClaimedMessage],
+        contents: Sequence[bytes],
+        results: list[list[RecipientOutcome]],
+        now: float,
+        last: set[str],
+    ) -> None:
+        for item, content, outcomes in zip(claimed, contents, results, strict=True):
+            self._record(tx, item, content, outcomes, now, item.message.id in last)
 
     def _record(
         self,
-        db: Database,
+        tx: Tx,
         claimed: ClaimedMessage,
         content: bytes,
         outcomes: list[RecipientOutcome],
         now: float,
         last_round: bool,
-    ) -> str | None:
+    ) -> None:
         message = claimed.message
-        if not still_queued(db, message.id):
-            return None
+        if not tx.queue.still_queued(message.id):
+            return
         arrival = message.envelope.arrival
         reports: dict[Kind, list[ReportRecipient]] = {"failure": [], "delay": [], "success": []}
         for rcpt, outcome in zip(claimed.recipients, outcomes, strict=True):
             state, reply, status = self._state_for(outcome, arrival, now)
-            record_attempt(db, rcpt, state, reply, now)
+            tx.queue.record_attempt(rcpt, state, reply, now, outcome.remote_mta)
             log.info(
                 "%s id=%s to=<%s> relay=%s reply=%s",
                 state,
@@ -211,7 +210,7 @@ class Scheduler:
                 and self.policy.warning_due(arrival, now, rcpt.delay_notified)
                 and wants(rcpt.notify, "DELAY", default=True)
             ):
-                mark_delay_notified(db, rcpt)
+                tx.queue.mark_delay_notified(rcpt)
                 reports["delay"].append(
                     dataclasses.replace(
                         entry, action="delayed", will_retry_until=self.policy.expires(arrival)
@@ -220,36 +219,28 @@ class Scheduler:
         for kind, recipients in reports.items():
             if recipients:
                 lines = [json.dumps(dataclasses.asdict(r)) for r in recipients]
-                hold_report_lines(db, message.id, kind, lines)
+                tx.queue.hold_report_lines(message.id, kind, lines)
         if last_round:
-            self._send_held(db, message, now, content)
+            self._send_held(tx, message, now, content)
         # Failures are reported above, in this same transaction: they are final too.
-        return db.finish_message_if_done(
-            message.id, (RecipientState.DELIVERED, RecipientState.FAILED)
-        )
+        tx.queue.finish_if_done(message.id, (RecipientState.DELIVERED, RecipientState.FAILED))
 
     def _send_held(
-        self, db: Database, message: QueuedMessage, now: float, content: bytes | None = None
+        self, tx: Tx, message: QueuedMessage, now: float, content: bytes | None = None
     ) -> None:
         """One report per kind with every line held for the message (RFC 3464 §2)."""
-        for kind, lines in take_report_lines(db, message.id).items():
+        for kind, lines in tx.queue.take_report_lines(message.id).items():
             recipients = [ReportRecipient(**json.loads(line)) for line in lines]
-            self.reporter.send(db, cast(Kind, kind), message, recipients, now, content)
+            self.reporter.send(tx, cast(Kind, kind), message, recipients, now, content)
 
-    def _send_all_held(self, db: Database) -> list[str]:
+    def _send_all_held(self, tx: Tx) -> None:
         now = self.clock()
-        unlink = []
-        for message_id in messages_with_held_reports(db):
-            message = db.load_message(message_id)
+        for message_id in tx.queue.with_held_reports():
+            message = tx.queue.load(message_id)
             if message is None:
                 continue
-            self._send_held(db, message, now)
-            path = db.finish_message_if_done(
-                message_id, (RecipientState.DELIVERED, RecipientState.FAILED)
-            )
-            if path:
-                unlink.append(path)
-        return unlink
+            self._send_held(tx, message, now)
+            tx.queue.finish_if_done(message_id, (RecipientState.DELIVERED, RecipientState.FAILED))
 
     def _state_for(
         self, outcome: RecipientOutcome, arrival: float, now: float
@@ -288,5 +279,5 @@ def split_batches(
     return [batch for batch in batches if batch]
 
 
-def _contents(db: Database, claimed: Sequence[ClaimedMessage], blob_dir: Path) -> list[bytes]:
-    return [item.message.prefix + db.read_blob(item.message.blob_id, blob_dir) for item in claimed]
+def _contents(tx: Tx, claimed: Sequence[ClaimedMessage]) -> list[bytes]:
+    return [item.message.prefix + tx.blobs.read(item.message.blob_id) for item in claimed]

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from postroom.proto.sasl import ScramCredentials
 from postroom.services import accounts
-from postroom.storage.database import UserRecord, normalize_address
-from postroom.storage.store import Store
+from postroom.storage.api import Store
+from postroom.storage.records import UserRecord, normalize_address
 
 CACHE_ENTRIES = 10_000  # users remembered at most; the least recently used go first
 
@@ -54,7 +54,7 @@ class Authenticator:
     async def check_password(self, authcid: str, authzid: str, password: str) -> bool:
         if authzid and normalize_address(authzid) != normalize_address(authcid):
             return False
-        user = await self.store.read(lambda db: db.get_user(authcid))
+        user = await self.store.read(lambda tx: tx.accounts.get_user(authcid))
         if user is None:
             await asyncio.to_thread(accounts.verify_password, await self._dummy(), password)
             return False
@@ -86,5 +86,5 @@ class Authenticator:
     async def credentials(self, authcid: str, authzid: str) -> ScramCredentials | None:
         if authzid and normalize_address(authzid) != normalize_address(authcid):
             return None
-        user = await self.store.read(lambda db: db.get_user(authcid))
+        user = await self.store.read(lambda tx: tx.accounts.get_user(authcid))
         return accounts.scram_credentials(user.scram) if user else None

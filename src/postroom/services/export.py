@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from postroom.storage.database import StoredMessage
+from postroom.storage.records import StoredMessage
 
 _FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
 _RETURN_PATH = re.compile(rb"^Return-Path:\s*<([^>]*)>", re.IGNORECASE | re.MULTILINE)

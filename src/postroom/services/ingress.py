@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,17 +27,12 @@ from postroom.proto.sasl import ScramCredentials
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.replies import Reply
-from postroom.queue.spool import ContentBuffer, Spool
+from postroom.queue.spool import Spool
 from postroom.services import cleanup
 from postroom.services.authn import Authenticator
-from postroom.storage import queue_control
-from postroom.storage.database import (
-    ACCOUNTS_STAMP,
-    Resolution,
-    normalize_address,
-    read_stamp,
-)
-from postroom.storage.store import Store
+from postroom.storage.api import Store
+from postroom.storage.buffer import ContentBuffer
+from postroom.storage.records import Resolution, normalize_address
 
 log = logging.getLogger("postroom.smtp")
 
@@ -61,17 +55,16 @@ class IngressContext:
 
     _known: dict[str, tuple[float, Resolution]] = field(default_factory=dict)
     _stamp: int = 0
-    _stamp_path: str = ""
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.store, self.config.auth.cache_ttl)
         self.local_domains = frozenset(d.lower() for d in self.config.domains)
-        self._stamp_path = os.fspath(self.config.data_dir / ACCOUNTS_STAMP)
 
     async def etrn(self, node: str) -> None:
         """RFC 1985: start delivery of the mail waiting for `node` (a domain or "@domain")."""
         if not node.startswith("#"):
-            await self.store.write(functools.partial(queue_control.retry_domain, domain=node))
+            now = time.time()
+            await self.store.write(lambda tx: tx.queue.retry_domain(node, now))
         self.outbound_wakeup()
 
     async def resolve(self, address: str) -> Resolution:
@@ -81,7 +74,7 @@ class IngressContext:
         stamp (one stat) drops the cache: a user or alias change applies to the next RCPT.
         """
         key = normalize_address(address)
-        stamp = read_stamp(self._stamp_path)
+        stamp = self.store.signals.version("accounts")
         if stamp != self._stamp:
             self._stamp = stamp
             self._known.clear()
@@ -90,7 +83,7 @@ class IngressContext:
         if cached is not None and now - cached[0] < RESOLVE_CACHE_SECONDS:
             return cached[1]
         resolution: Resolution = await self.store.read(
-            lambda db: db.resolve(key, self.local_domains)
+            lambda tx: tx.accounts.resolve(key, self.local_domains)
         )
         if not resolution.empty:
             if len(self._known) >= RESOLVE_CACHE_SIZE:

@@ -7,14 +7,12 @@ composition root and handed in). Typed results only; the engine owns the wire fo
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 from postroom.proto.pop3.events import MaildropEntry
 from postroom.services.authn import Authenticator
-from postroom.storage import mailboxes
-from postroom.storage.database import Database, unlink_quietly
-from postroom.storage.store import Store
+from postroom.storage.api import Store, Tx
+from postroom.storage.records import INBOX
 
 
 class MailboxLocks:
@@ -66,22 +64,21 @@ class Maildrop:
         LookupError when the user or the INBOX is gone."""
         assert self.mailbox_id is None, "maildrop already open"
 
-        def find(db: Database) -> int | None:
-            user = db.get_user(identity)
-            return None if user is None else db.mailbox_id(user.id, mailboxes.INBOX)
+        def find(tx: Tx) -> int | None:
+            user = tx.accounts.get_user(identity)
+            inbox = None if user is None else tx.mailboxes.find(user.id, INBOX)
+            return None if inbox is None else inbox.id
 
         mailbox_id = await self.ctx.store.read(find)
         if mailbox_id is None:
-            raise LookupError(f"{identity} has no {mailboxes.INBOX}")
+            raise LookupError(f"{identity} has no {INBOX}")
         if not self.ctx.locks.acquire(mailbox_id):
             raise MaildropInUse(identity)
         self.mailbox_id = mailbox_id
         try:
-            listing = await self.ctx.store.read(
-                functools.partial(mailboxes.mailbox_listing, mailbox_id=mailbox_id)
-            )
+            listing = await self.ctx.store.read(lambda tx: tx.messages.listing(mailbox_id))
             if listing is None:
-                raise LookupError(f"{identity}: {mailboxes.INBOX} vanished")
+                raise LookupError(f"{identity}: {INBOX} vanished")
         except BaseException:
             self.close()
             raise
@@ -92,24 +89,15 @@ class Maildrop:
         ]
 
     async def fetch(self, key: int) -> bytes | None:
-        assert self.mailbox_id is not None
-        return await self.ctx.store.read(
-            functools.partial(
-                mailboxes.read_message,
-                blob_dir=self.ctx.store.blob_dir,
-                mailbox_id=self.mailbox_id,
-                uid=key,
-            )
-        )
+        mailbox_id = self.mailbox_id
+        assert mailbox_id is not None
+        return await self.ctx.store.read(lambda tx: tx.messages.read(mailbox_id, key))
 
     async def commit(self, keys: tuple[int, ...]) -> None:
         """RFC 1939 §6: remove the messages marked as deleted, durably."""
-        assert self.mailbox_id is not None
-        unlink = await self.ctx.store.write(
-            functools.partial(mailboxes.expunge, mailbox_id=self.mailbox_id, uids=keys)
-        )
-        for path in unlink:
-            unlink_quietly(self.ctx.store.blob_dir / path)
+        mailbox_id = self.mailbox_id
+        assert mailbox_id is not None
+        await self.ctx.store.write(lambda tx: tx.messages.expunge(mailbox_id, keys))
 
     def close(self) -> None:
         if self.mailbox_id is not None:

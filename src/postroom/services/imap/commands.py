@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from postroom.proto.imap import grammar_commands as cmd
 from postroom.services.imap import messages, searching
 from postroom.services.imap.session import ImapSession, Refusal, State
-from postroom.storage.imap import MailboxError
+from postroom.storage.records import MailboxError
 
 log = logging.getLogger("postroom.imap")
 

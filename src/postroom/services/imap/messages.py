@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from postroom.proto.imap import encode
 from postroom.proto.imap import grammar_commands as cmd
@@ -31,18 +31,22 @@ from postroom.proto.imap.mime import header_section, parse
 from postroom.proto.imap.reader import LiteralData
 from postroom.proto.imap.selected import MessageState, OwnChange, SelectedMailbox
 from postroom.proto.imap.structure import section_bytes
-from postroom.queue.spool import ContentBuffer
 from postroom.services.imap.session import FlagBatch, ImapSession, Refusal
-from postroom.storage import imap as store_ops
-from postroom.storage.database import Database, unlink_quietly
-from postroom.storage.imap import MailboxError
-from postroom.storage.mailboxes import expunge
+from postroom.storage.api import Content, FlagMode, Tx
+from postroom.storage.buffer import ContentBuffer
+from postroom.storage.records import (
+    FetchRow,
+    FlagWrite,
+    MailboxError,
+    MailboxNews,
+    StoreResult,
+    join_flags,
+    split_flags,
+)
 from postroom.storage.summary import summarise_packed, wire_part
 
 SEEN = "\\Seen"
 log = logging.getLogger("postroom.imap")
-
-Content = bool | Literal["header"]  # what of the message a FETCH reads
 
 SEEN_WITH_READ = 8  # FETCHes of up to this many messages set \Seen and read in one job
 FETCH_BATCH = 256  # messages read from the store per round trip
@@ -148,7 +152,7 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
         return
     seen_changed: set[int] = set()
     encoded: dict[tuple[str, ...], bytes] = {}  # each flag set's "FLAGS (...)", made once
-    first_rows: list[store_ops.FetchRow] | None = None  # the first batch, if read already
+    first_rows: list[FetchRow] | None = None  # the first batch, if read already
     if session.enabled.condstore:
         await session.settle_pending()  # MODSEQs are answered from the store
     if plan.sets_seen and not selected.read_only:
@@ -193,11 +197,8 @@ async def _vanished_earlier(
     """RFC 7162 §3.2.6: UID FETCH (CHANGEDSINCE m VANISHED) first lists what was expunged."""
     if not session.enabled.qresync:
         raise Refusal("VANISHED needs QRESYNC enabled", status="BAD")
-    gone = await session.ctx.store.read(
-        functools.partial(
-            store_ops.vanished_since, mailbox_id=selected.mailbox_id, since_modseq=since
-        )
-    )
+    mailbox_id = selected.mailbox_id
+    gone = await session.ctx.store.read(lambda tx: tx.messages.vanished_since(mailbox_id, since))
     top = max(selected.max_uid, max(gone, default=0))
     gone = [u for u in gone if sequence.contains(u, top)]
     if gone:
@@ -210,18 +211,11 @@ async def _read_rows(
     uids: list[int],
     summary: bool,
     content: Content,
-) -> list[store_ops.FetchRow]:
+) -> list[FetchRow]:
     """The stored rows of `uids` (at most FETCH_BATCH: one store round trip)."""
-    store = session.ctx.store
-    return await store.read(
-        functools.partial(
-            store_ops.fetch_rows,
-            mailbox_id=selected.mailbox_id,
-            uids=uids,
-            blob_dir=store.blob_dir,
-            summary=summary,
-            content=content,
-        )
+    mailbox_id = selected.mailbox_id
+    return await session.ctx.store.read(
+        lambda tx: tx.messages.fetch_rows(mailbox_id, uids, summary=summary, content=content)
     )
 
 
@@ -230,19 +224,17 @@ async def _set_seen(
     selected: SelectedMailbox,
     unseen: list[int],
     read: tuple[list[int], bool, Content] | None = None,
-) -> tuple[set[int], list[store_ops.FetchRow]]:
+) -> tuple[set[int], list[FetchRow]]:
     """RFC 3501 §6.4.5: a non-PEEK body fetch sets \\Seen. With `read` (UIDs, summary,
     content), the rows of those UIDs are read in the same job, after the change."""
-    mailbox_id, blob_dir = selected.mailbox_id, session.ctx.store.blob_dir
+    mailbox_id = selected.mailbox_id
 
-    def job(db: Database) -> tuple[store_ops.StoreResult, list[store_ops.FetchRow]]:
-        result = store_ops.store_flags(db, mailbox_id, unseen, "add", (SEEN,))
+    def job(tx: Tx) -> tuple[StoreResult, list[FetchRow]]:
+        result = tx.messages.store_flags(mailbox_id, unseen, "add", (SEEN,))
         if read is None:
             return result, []
         uids, summary, content = read
-        rows = store_ops.fetch_rows(
-            db, mailbox_id, uids, blob_dir, summary=summary, content=content
-        )
+        rows = tx.messages.fetch_rows(mailbox_id, uids, summary=summary, content=content)
         return result, rows
 
     # A flag change: answered before its commit is done, as STORE's.
@@ -257,7 +249,7 @@ def _fetch_response(
     session: ImapSession,
     selected: SelectedMailbox,
     seq: int,
-    row: store_ops.FetchRow,
+    row: FetchRow,
     items: Sequence[object],
     extra_flags: bool,
     encoded: dict[tuple[str, ...], bytes],
@@ -332,7 +324,7 @@ async def _store_from_view(
     command: cmd.Store,
     selected: SelectedMailbox,
     uids: list[int],
-    mode: str,
+    mode: FlagMode,
     flags: tuple[str, ...],
 ) -> None:
     """STORE without CONDSTORE: nothing in the answer needs the store, so it is made from the
@@ -377,7 +369,7 @@ def _defer_flag_write(
     session: ImapSession,
     selected: SelectedMailbox,
     change: OwnChange,
-    mode: str,
+    mode: FlagMode,
     flags: tuple[str, ...],
 ) -> None:
     """An answered flag change joins the session's waiting one when it is of the same kind
@@ -402,19 +394,15 @@ def _write_flags(session: ImapSession, batch: FlagBatch) -> None:
     """Send answered flag changes to the store. When they are made, the view learns their
     MODSEQ; should that fail, the client is told the flags as they were."""
     selected, change = batch.selected, batch.change
+    mailbox_id, mode, flags = selected.mailbox_id, batch.mode, batch.flags
     made, committed = session.ctx.store.submit_early(
-        functools.partial(
-            store_ops.write_flag_change,
-            mailbox_id=selected.mailbox_id,
-            before=change.before,
-            after=change.after,
-            mode=batch.mode,
-            flags=batch.flags,
+        lambda tx: tx.messages.write_flag_change(
+            mailbox_id, change.before, change.after, mode, flags
         )
     )
     session.note_write(committed)
 
-    def learn(future: asyncio.Future[store_ops.FlagWrite]) -> None:
+    def learn(future: asyncio.Future[FlagWrite]) -> None:
         if future.cancelled() or session.selected is not selected:
             return
         if future.exception() is not None:
@@ -428,12 +416,12 @@ def _write_flags(session: ImapSession, batch: FlagBatch) -> None:
     made.add_done_callback(learn)
 
 
-def _flags_after(old: tuple[str, ...], mode: str, wanted: set[str]) -> tuple[str, ...] | None:
+def _flags_after(old: tuple[str, ...], mode: FlagMode, wanted: set[str]) -> tuple[str, ...] | None:
     """RFC 3501 §6.4.6: the flags after FLAGS ("set"), +FLAGS ("add") or -FLAGS ("remove"),
     in the store's order; None when they stay as they are."""
     current = set(old)
     new = wanted if mode == "set" else current | wanted if mode == "add" else current - wanted
-    return None if new == current else store_ops.split_flags(store_ops.join_flags(new))
+    return None if new == current else split_flags(join_flags(new))
 
 
 def _flags_item(flags: tuple[str, ...], encoded: dict[tuple[str, ...], bytes]) -> bytes:
@@ -445,6 +433,8 @@ def _flags_item(flags: tuple[str, ...], encoded: dict[tuple[str, ...], bytes]) -
 
 # --- STORE -------------------------------------------------------------------------------------
 
+_FLAG_MODES: dict[str, FlagMode] = {"replace": "set", "add": "add", "remove": "remove"}
+
 
 async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Store)
@@ -454,7 +444,7 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
         raise Refusal("Mailbox is read-only", "READ-ONLY")
     uids = resolve_uids(selected, command.sequence, uid=command.uid)
     flags = tuple(f for f in command.flags if f != "\\Recent")
-    mode = {"replace": "set", "add": "add", "remove": "remove"}[command.mode]
+    mode = _FLAG_MODES[command.mode]
     if command.unchangedsince is not None:
         session.enable_condstore()
     condstore = session.enabled.condstore
@@ -464,15 +454,9 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
     # With CONDSTORE the answer carries the MODSEQs the store gives out. Flags: a crash may
     # lose the last changes, never mail (as Dovecot); answered before the commit is done.
     session.flush_deferred()  # writes keep their order
+    mailbox_id, unchanged_since = selected.mailbox_id, command.unchangedsince
     result, committed = await session.ctx.store.write_early(
-        functools.partial(
-            store_ops.store_flags,
-            mailbox_id=selected.mailbox_id,
-            uids=uids,
-            mode=mode,
-            flags=flags,
-            unchanged_since=command.unchangedsince,
-        )
+        lambda tx: tx.messages.store_flags(mailbox_id, uids, mode, flags, unchanged_since)
     )
     session.note_write(committed)
     for state in result.changed:
@@ -529,18 +513,17 @@ async def copy(session: ImapSession, tag: str, command: cmd.Command) -> None:
     user_id = session.uid
     source = selected.mailbox_id
 
-    def write(db: Database) -> tuple[int, list[tuple[int, int]], list[str]]:
-        target = store_ops.find_mailbox(db, user_id, target_name)
+    def write(tx: Tx) -> tuple[int, list[tuple[int, int]]]:
+        target = tx.mailboxes.find(user_id, target_name)
         if target is None:
             # RFC 3501 §6.4.7: TRYCREATE when the target does not exist.
-            raise store_ops.MailboxError("TRYCREATE", "Mailbox doesn't exist: " + target_name)
-        pairs = store_ops.copy_messages(db, source, uids, target.id)
-        unlink = expunge(db, source, [p[0] for p in pairs]) if is_move else []
-        return target.uidvalidity, pairs, unlink
+            raise MailboxError("TRYCREATE", "Mailbox doesn't exist: " + target_name)
+        pairs = tx.messages.copy(source, uids, target.id)
+        if is_move:
+            tx.messages.expunge(source, [p[0] for p in pairs])
+        return target.uidvalidity, pairs
 
-    uidvalidity, pairs, unlink = await session.ctx.store.write(write)
-    for path in unlink:
-        unlink_quietly(session.ctx.store.blob_dir / path)
+    uidvalidity, pairs = await session.ctx.store.write(write)
     code = None
     if pairs:
         code = (
@@ -568,13 +551,10 @@ async def expunge_command(session: ImapSession, tag: str, command: cmd.Command) 
         within = resolve_uids(selected, command.uids, uid=True)
     mailbox_id = selected.mailbox_id
 
-    def write(db: Database) -> tuple[list[int], list[str]]:
-        gone = store_ops.deleted_uids(db, mailbox_id, within)
-        return gone, expunge(db, mailbox_id, gone)
+    def write(tx: Tx) -> list[int]:
+        return tx.messages.expunge(mailbox_id, tx.messages.deleted_uids(mailbox_id, within))
 
-    gone, unlink = await session.ctx.store.write(write)
-    for path in unlink:
-        unlink_quietly(session.ctx.store.blob_dir / path)
+    gone = await session.ctx.store.write(write)
     selected.note_gone(gone)
     await session.announce(allow_expunge=True, force=True)
     session.tagged(tag, "OK", "Expunge completed.")
@@ -592,14 +572,14 @@ async def append(session: ImapSession, tag: str, command: cmd.Command) -> None:
         uidvalidity, uids = await _append_in_memory(session, name, command.messages)
     else:
         user_id = session.uid
-        info = await session.ctx.store.read(lambda db: store_ops.find_mailbox(db, user_id, name))
+        info = await session.ctx.store.read(lambda tx: tx.mailboxes.find(user_id, name))
         if info is None:
             raise Refusal("Mailbox doesn't exist: " + name, "TRYCREATE")
         # Streamed (large) messages go one by one, each in its own commit.
         uidvalidity, uids = info.uidvalidity, []
         for message in command.messages:
             if isinstance(message.data, LiteralData):
-                buffer = session.ctx.spool.new_buffer(f"append-{id(session)}-{len(uids)}")
+                buffer = session.ctx.store.new_buffer(f"append-{id(session)}-{len(uids)}")
                 buffer.write(message.data.data)
             else:
                 if not streamed:
@@ -615,7 +595,7 @@ async def append(session: ImapSession, tag: str, command: cmd.Command) -> None:
 class _Appended(NamedTuple):
     uidvalidity: int
     uids: list[int]
-    news: store_ops.MailboxNews | None  # of the selected mailbox
+    news: MailboxNews | None  # of the selected mailbox
     blob_ids: list[int]
 
 
@@ -640,26 +620,33 @@ async def _append_in_memory(
         prepared.append((message.data.data, flags, when))
     user_id, selected = session.uid, session.selected
 
-    def write(db: Database) -> _Appended:
-        info = store_ops.find_mailbox(db, user_id, name)
+    def write(tx: Tx) -> _Appended:
+        info = tx.mailboxes.find(user_id, name)
         if info is None:
             raise MailboxError("TRYCREATE", "Mailbox doesn't exist: " + name)
         uids, blob_ids = [], []
         for data, flags, when in prepared:
-            blob_id = db.insert_blob(len(data), data, None)
+            blob_id = tx.blobs.add(data)
             blob_ids.append(blob_id)
             uids.append(
-                store_ops.append_blob(db, info.id, blob_id, len(data), flags, when, summarise=False)
+                tx.messages.append(
+                    info.id,
+                    blob_id,
+                    size=len(data),
+                    internal_date=when,
+                    flags=flags,
+                    summarise=False,
+                )
             )
         news = None
         if selected is not None and selected.mailbox_id == info.id:
             after = None if selected.read_only else selected.max_uid
-            news = store_ops.mailbox_news(db, info.id, selected.known_modseq, after)
+            news = tx.messages.news(info.id, selected.known_modseq, after)
         return _Appended(info.uidvalidity, uids, news, blob_ids)
 
-    def summarise(db: Database, appended: _Appended) -> None:
+    def summarise(tx: Tx, appended: _Appended) -> None:
         for blob_id in appended.blob_ids:
-            db.summarise_blob(blob_id)
+            tx.summaries.make(blob_id)
 
     appended = await session.ctx.store.write(write, then=summarise)
     news = appended.news
@@ -682,13 +669,14 @@ async def _append_one(
     flags = tuple(f for f in message.flags if f != "\\Recent")
     size = buffer.size
 
-    def then(db: Database, blob_id: int) -> int:
+    def then(tx: Tx, blob_id: int) -> int:
         if summary is not None:
-            db.set_blob_summary(blob_id, summary)
-        return store_ops.append_blob(db, mailbox_id, blob_id, size, flags, when)
+            tx.summaries.put(blob_id, summary)
+        return tx.messages.append(
+            mailbox_id, blob_id, size=size, internal_date=when, flags=flags
+        )
 
-    name = f"A{time.time_ns():x}{id(buffer):x}"
-    return await session.ctx.spool.store_content(buffer, name, then)
+    return await session.ctx.store.write_content(buffer, then)
 
 
 __all__ = [

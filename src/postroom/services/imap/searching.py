@@ -7,7 +7,6 @@ when the key asks for them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from postroom.proto.imap import encode
 from postroom.proto.imap import grammar_commands as cmd
@@ -25,8 +24,8 @@ from postroom.proto.imap.structure import MailAddress
 from postroom.proto.imap.thread import ThreadAlgorithm, format_threads, thread_messages
 from postroom.services.imap.messages import FETCH_BATCH, number_set, selected_mailbox
 from postroom.services.imap.session import ImapSession, Refusal
-from postroom.storage import imap as store_ops
-from postroom.storage.database import Database
+from postroom.storage.api import Tx
+from postroom.storage.records import FetchRow
 from postroom.storage.summary import unpack
 
 SEARCH_BATCH = 1024  # messages per store round trip when no body is read
@@ -96,13 +95,13 @@ def _esearch(
 
 async def _matching(
     session: ImapSession, selected: SelectedMailbox, key: SearchKey, *, summary: bool = False
-) -> list[tuple[int, store_ops.FetchRow]]:
+) -> list[tuple[int, FetchRow]]:
     """(sequence number, stored row) of every message `key` matches.
 
     The matching runs on the store's reader thread next to the reads, so a long SEARCH TEXT
     does not hold up the event loop (and the other sessions) while it decodes messages.
     """
-    found: list[tuple[int, store_ops.FetchRow]] = []
+    found: list[tuple[int, FetchRow]] = []
     store = session.ctx.store
     uids = list(selected.uids)
     # Without bodies to read, rows are small (or filtered out by the store): fewer round trips.
@@ -115,7 +114,6 @@ async def _matching(
             known=dict(
                 zip(batch, zip(numbers, selected.flags_in(batch), strict=True), strict=True)
             ),
-            blob_dir=store.blob_dir,
             key=key,
             summary=summary,
             exists=selected.exists,
@@ -131,18 +129,15 @@ class _Scan:
 
     mailbox_id: int
     known: dict[int, tuple[int, tuple[str, ...]]]  # UID → (sequence number, flags)
-    blob_dir: Path
     key: SearchKey
     summary: bool
     exists: int
     max_uid: int
 
-    def run(self, db: Database) -> list[tuple[int, store_ops.FetchRow]]:
-        rows = store_ops.fetch_rows(
-            db,
+    def run(self, tx: Tx) -> list[tuple[int, FetchRow]]:
+        rows = tx.messages.fetch_rows(
             self.mailbox_id,
             list(self.known),
-            self.blob_dir,
             summary=self.summary,
             content=needs_content(self.key),
             must_contain=header_needle(self.key),
@@ -164,7 +159,7 @@ class _Scan:
         return hits
 
 
-def _sort_keys(seq: int, row: store_ops.FetchRow) -> SortKeys:
+def _sort_keys(seq: int, row: FetchRow) -> SortKeys:
     summary = unpack(row.summary) if row.summary is not None else None
 
     def first(addresses: tuple[MailAddress, ...] | None) -> SortAddress | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,14 +24,12 @@ from postroom.proto.imap.listing import Listed, list_entries, lsub_entries
 from postroom.proto.imap.selected import MessageColumns, OwnChange, SelectedMailbox
 from postroom.proto.sasl import wire as sasl_wire
 from postroom.proto.sasl.saslprep import prepare_login
-from postroom.queue.spool import ContentBuffer, Spool
 from postroom.services.authn import Authenticator
 from postroom.services.imap.snapshots import MailboxSnapshots, Snapshot, load_messages
 from postroom.services.mailbox_events import MailboxEvents
-from postroom.storage import imap as store_ops
-from postroom.storage.database import Database, unlink_quietly
-from postroom.storage.mailboxes import expunge
-from postroom.storage.store import Store
+from postroom.storage.api import FlagMode, Store, Tx
+from postroom.storage.buffer import ContentBuffer
+from postroom.storage.records import MailboxInfo, StatusCounts
 
 log = logging.getLogger("postroom.imap")
 
@@ -88,7 +85,6 @@ class ImapIO(Protocol):
 @dataclass
 class ImapContext:
     store: Store
-    spool: Spool
     events: MailboxEvents
     authenticator: Authenticator
     hostname: str
@@ -115,7 +111,7 @@ class FlagBatch:
 
     selected: SelectedMailbox
     change: OwnChange
-    mode: str
+    mode: FlagMode
     flags: tuple[str, ...]
 
 
@@ -273,9 +269,7 @@ class ImapSession:
         since = selected.known_modseq
         mailbox_id = selected.mailbox_id
 
-        news = await self.ctx.store.read(
-            functools.partial(store_ops.mailbox_news, mailbox_id=mailbox_id, since=since)
-        )
+        news = await self.ctx.store.read(lambda tx: tx.messages.news(mailbox_id, since))
         if news is None:
             # The mailbox was deleted or renamed away under us: everything is gone.
             selected.take_changes([], list(selected.uids), selected.known_modseq)
@@ -283,7 +277,7 @@ class ImapSession:
         recent_from = None
         if not selected.read_only and any(s.uid > selected.max_uid for s in news.changed):
             recent_from = await self.ctx.store.write(
-                functools.partial(store_ops.claim_recent, mailbox_id=mailbox_id), durable=False
+                lambda tx: tx.mailboxes.claim_recent(mailbox_id), durable=False
             )
         selected.take_changes(news.changed, news.vanished, news.highestmodseq, recent_from)
 
@@ -379,7 +373,7 @@ class ImapSession:
                 raise Refusal("Authentication failed.", "AUTHENTICATIONFAILED")
 
     async def _logged_in(self, tag: str, username: str) -> None:
-        user = await self.ctx.store.read(lambda db: db.get_user(username))
+        user = await self.ctx.store.read(lambda tx: tx.accounts.get_user(username))
         if user is None:
             raise Refusal("Authentication failed.", "AUTHENTICATIONFAILED")
         if self.ctx.sessions.get(user.id, 0) >= self.ctx.max_sessions_per_user:
@@ -460,13 +454,11 @@ class ImapSession:
         readonly = command.readonly
         snapshots = self.ctx.snapshots
 
-        def open_mailbox(
-            db: Database,
-        ) -> tuple[store_ops.MailboxInfo, MessageColumns, int]:
-            info = store_ops.require_mailbox(db, user_id, name)
+        def open_mailbox(tx: Tx) -> tuple[MailboxInfo, MessageColumns, int]:
+            info = tx.mailboxes.require(user_id, name)
             # EXAMINE shows what is \Recent without taking it from the next SELECT.
-            recent_from = info.recent_uid if readonly else store_ops.claim_recent(db, info.id)
-            return info, load_messages(db, snapshots, info), recent_from
+            recent_from = info.recent_uid if readonly else tx.mailboxes.claim_recent(info.id)
+            return info, load_messages(tx, snapshots, info), recent_from
 
         if readonly:
             info, messages, recent_from = await self.ctx.store.read(open_mailbox)
@@ -511,7 +503,7 @@ class ImapSession:
         since = qresync.modseq
         mailbox_id = selected.mailbox_id
         vanished = await self.ctx.store.read(
-            functools.partial(store_ops.vanished_since, mailbox_id=mailbox_id, since_modseq=since)
+            lambda tx: tx.messages.vanished_since(mailbox_id, since)
         )
         if qresync.known_uids is not None:
             known = qresync.known_uids
@@ -534,16 +526,14 @@ class ImapSession:
             raise Refusal("Mailbox already exists", "ALREADYEXISTS")
         use = " ".join(command.special_use)
         user_id = self.uid
-        await self.ctx.store.write(lambda db: store_ops.create_mailbox(db, user_id, name, use))
+        await self.ctx.store.write(lambda tx: tx.mailboxes.create(user_id, name, use))
         self.tagged(tag, "OK", "Create completed.")
 
     async def delete(self, tag: str, command: cmd.Command) -> None:
         assert isinstance(command, cmd.Delete)
         name = self.decode_name(command.mailbox)
         user_id = self.uid
-        unlink = await self.ctx.store.write(lambda db: store_ops.delete_mailbox(db, user_id, name))
-        for path in unlink:
-            unlink_quietly(self.ctx.store.blob_dir / path)
+        await self.ctx.store.write(lambda tx: tx.mailboxes.delete(user_id, name))
         self.tagged(tag, "OK", "Delete completed.")
 
     async def rename(self, tag: str, command: cmd.Command) -> None:
@@ -551,7 +541,7 @@ class ImapSession:
         old = self.decode_name(command.mailbox)
         new = self.decode_name(command.new_name)
         user_id = self.uid
-        await self.ctx.store.write(lambda db: store_ops.rename_mailbox(db, user_id, old, new))
+        await self.ctx.store.write(lambda tx: tx.mailboxes.rename(user_id, old, new))
         self.tagged(tag, "OK", "Rename completed.")
 
     async def subscribe(self, tag: str, command: cmd.Command) -> None:
@@ -560,11 +550,11 @@ class ImapSession:
         on = isinstance(command, cmd.Subscribe)
         user_id = self.uid
 
-        def change(db: Database) -> None:
+        def change(tx: Tx) -> None:
             if on:
                 # RFC 3501 §6.3.6 lets a server refuse a name that does not exist; Dovecot does.
-                store_ops.require_mailbox(db, user_id, name)
-            store_ops.subscribe(db, user_id, name, on=on)
+                tx.mailboxes.require(user_id, name)
+            tx.mailboxes.subscribe(user_id, name, on=on)
 
         await self.ctx.store.write(change)
         self.tagged(tag, "OK", ("Subscribe" if on else "Unsubscribe") + " completed.")
@@ -578,8 +568,8 @@ class ImapSession:
             self.tagged(tag, "OK", "List completed.")
             return
 
-        def gather(db: Database) -> tuple[list[store_ops.MailboxInfo], list[str]]:
-            return store_ops.list_mailboxes(db, user_id), store_ops.subscriptions(db, user_id)
+        def gather(tx: Tx) -> tuple[list[MailboxInfo], list[str]]:
+            return tx.mailboxes.of_user(user_id), tx.mailboxes.subscriptions(user_id)
 
         boxes, subscribed = await self.ctx.store.read(gather)
         existing = {b.name: b.special_use for b in boxes}
@@ -613,9 +603,9 @@ class ImapSession:
     async def _status_line(self, name: str, items: tuple[str, ...]) -> None:
         user_id = self.uid
 
-        def counts(db: Database) -> tuple[store_ops.MailboxInfo, store_ops.StatusCounts]:
-            info = store_ops.require_mailbox(db, user_id, name)
-            return info, store_ops.status_counts(db, info)
+        def counts(tx: Tx) -> tuple[MailboxInfo, StatusCounts]:
+            info = tx.mailboxes.require(user_id, name)
+            return info, tx.mailboxes.status_counts(info)
 
         info, numbers = await self.ctx.store.read(counts)
         values = {
@@ -680,11 +670,10 @@ class ImapSession:
             # RFC 3501 §6.4.2: expunge silently, no untagged EXPUNGE responses.
             mailbox_id = selected.mailbox_id
 
-            def purge(db: Database) -> list[str]:
-                return expunge(db, mailbox_id, store_ops.deleted_uids(db, mailbox_id))
+            def purge(tx: Tx) -> None:
+                tx.messages.expunge(mailbox_id, tx.messages.deleted_uids(mailbox_id))
 
-            for path in await self.ctx.store.write(purge):
-                unlink_quietly(self.ctx.store.blob_dir / path)
+            await self.ctx.store.write(purge)
         self._unwatch()
         self.selected = None
         self.state = "auth"

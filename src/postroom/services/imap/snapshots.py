@@ -16,9 +16,8 @@ import collections
 from dataclasses import dataclass
 
 from postroom.proto.imap.selected import MessageColumns
-from postroom.storage import imap as store_ops
-from postroom.storage.database import Database
-from postroom.storage.imap import MailboxInfo
+from postroom.storage.api import Tx
+from postroom.storage.records import MailboxInfo
 
 MIN_MESSAGES = 1000  # smaller mailboxes are read whole each time
 MAX_MESSAGES = 500_000  # over all kept copies (about 40 MiB)
@@ -57,7 +56,7 @@ class MailboxSnapshots:
             self._total -= len(dropped.messages.uids)
 
 
-def load_messages(db: Database, snapshots: MailboxSnapshots, info: MailboxInfo) -> MessageColumns:
+def load_messages(tx: Tx, snapshots: MailboxSnapshots, info: MailboxInfo) -> MessageColumns:
     """The mailbox's messages now: the kept copy brought up to date, or a full read."""
     kept = snapshots.get(info.id)
     if (
@@ -65,8 +64,8 @@ def load_messages(db: Database, snapshots: MailboxSnapshots, info: MailboxInfo) 
         or kept.uidvalidity != info.uidvalidity
         or kept.highestmodseq > info.highestmodseq
     ):
-        return store_ops.message_columns(db, info.id)
+        return tx.messages.columns(info.id)
     since = kept.highestmodseq
     return kept.messages.updated(
-        store_ops.message_states(db, info.id, since), store_ops.vanished_since(db, info.id, since)
+        tx.messages.states(info.id, since), tx.messages.vanished_since(info.id, since)
     )

@@ -1,4 +1,4 @@
-"""The SQLite schema of the embedded store: accounts, the queue, mailboxes and shared blobs.
+"""The SQLite schema of the embedded store: accounts, the queue, history, mailboxes and blobs.
 
 One message body is one blob, referenced (and counted) by the queue entry and by every mailbox
 copy; the per-copy trace headers (Received, Return-Path) live in a small `prefix` beside the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -82,18 +82,38 @@ CREATE TABLE IF NOT EXISTS queue_recipients (
     attempts      INTEGER NOT NULL DEFAULT 0,
     next_attempt  REAL NOT NULL,
     last_reply    TEXT NOT NULL DEFAULT '',
-    delay_notified INTEGER NOT NULL DEFAULT 0
+    delay_notified INTEGER NOT NULL DEFAULT 0,
+    scheduled_attempt REAL,            -- planned attempt a manual retry left in place
+    early_attempts INTEGER NOT NULL DEFAULT 0  -- manual ones, not counted by the schedule
 );
 CREATE INDEX IF NOT EXISTS queue_recipients_message ON queue_recipients(message_id);
 CREATE INDEX IF NOT EXISTS queue_recipients_due ON queue_recipients(state, next_attempt);
 
--- One row per delivery attempt of a recipient, for `postroom queue show` and reports.
-CREATE TABLE IF NOT EXISTS queue_attempts (
-    recipient_id INTEGER NOT NULL REFERENCES queue_recipients(id) ON DELETE CASCADE,
-    time         REAL NOT NULL,
-    reply        TEXT NOT NULL
+-- Delivery history, kept after a message leaves the queue (for `queue show` and traces) until
+-- [queue] keep_history: each accepted message's envelope, then one row per event of one of its
+-- recipients (delivered, deferred, failed, ...). No foreign keys: the queue entry goes first.
+CREATE TABLE IF NOT EXISTS message_history (
+    id          TEXT PRIMARY KEY,
+    arrival     REAL NOT NULL,
+    sender      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    client_addr TEXT NOT NULL,
+    client_helo TEXT NOT NULL,
+    protocol    TEXT NOT NULL,
+    auth_user   TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS queue_attempts_recipient ON queue_attempts(recipient_id);
+CREATE INDEX IF NOT EXISTS message_history_arrival ON message_history(arrival);
+
+CREATE TABLE IF NOT EXISTS history_events (
+    message_id TEXT NOT NULL,
+    time       REAL NOT NULL,
+    recipient  TEXT NOT NULL,
+    event      TEXT NOT NULL,
+    reply      TEXT NOT NULL,
+    relay      TEXT
+);
+CREATE INDEX IF NOT EXISTS history_events_message ON history_events(message_id);
+CREATE INDEX IF NOT EXISTS history_events_time ON history_events(time);
 
 -- Report lines of one message gathered while its deliveries to several destinations run, so
 -- the sender gets ONE report per kind (RFC 3464 allows many recipients per report).
@@ -162,6 +182,33 @@ def _move_subjects(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE blob_summaries DROP COLUMN subject")
 
 
+def _keep_history(conn: sqlite3.Connection) -> None:
+    """Schema 4: attempts move from queue_attempts (gone with their queue entry) to the
+    history tables, and recipients get the columns that keep a manual retry off the schedule."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(queue_recipients)")}
+    if "scheduled_attempt" not in columns:
+        conn.execute("ALTER TABLE queue_recipients ADD COLUMN scheduled_attempt REAL")
+        conn.execute(
+            "ALTER TABLE queue_recipients ADD COLUMN early_attempts INTEGER NOT NULL DEFAULT 0"
+        )
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "queue_attempts" not in tables:
+        return
+    conn.execute(
+        "INSERT OR IGNORE INTO message_history(id, arrival, sender, size, client_addr,"
+        " client_helo, protocol, auth_user) SELECT id, arrival, sender, size, client_addr,"
+        " client_helo, protocol, auth_user FROM queue_messages"
+    )
+    conn.execute(
+        "INSERT INTO history_events(message_id, time, recipient, event, reply)"
+        " SELECT r.message_id, a.time, r.address,"
+        " CASE substr(a.reply, 1, 1) WHEN '2' THEN 'delivered' WHEN '5' THEN 'failed'"
+        " ELSE 'deferred' END, a.reply"
+        " FROM queue_attempts a JOIN queue_recipients r ON r.id = a.recipient_id"
+    )
+    conn.execute("DROP TABLE queue_attempts")
+
+
 # Steps from one schema version to the next, for stores created by an older postroom: SQL
 # statements, or functions of the connection.
 MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
@@ -172,14 +219,5 @@ MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = 
         "ALTER TABLE mailboxes DROP COLUMN subscribed",
     ),
     3: (_move_subjects,),
+    4: (_keep_history,),
 }
-
-# RFC 6154 special-use mailboxes every user gets, besides INBOX.
-DEFAULT_MAILBOXES: tuple[tuple[str, str], ...] = (
-    ("INBOX", ""),
-    ("Sent", "\\Sent"),
-    ("Drafts", "\\Drafts"),
-    ("Trash", "\\Trash"),
-    ("Junk", "\\Junk"),
-    ("Archive", "\\Archive"),
-)

@@ -1,4 +1,4 @@
-"""A store written by an older postroom (schema 1 or 2) opens with the current code: the columns
+"""A store written by an older postroom (schema 1, 2 or 3) opens with the current code: the columns
 and tables IMAP needs are added, subscriptions and subjects carried over, and nothing stored is
 lost."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from postroom.storage.database import Database
-from postroom.storage.schema import SCHEMA_VERSION
+from postroom.storage.sqlite.connection import SqliteTx
+from postroom.storage.sqlite.schema import SCHEMA_VERSION
 
 VERSION_1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,7 +41,7 @@ def test_version_1_store_is_migrated(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.executescript(VERSION_1)
     conn.close()
-    db = Database(path)
+    db = SqliteTx(path.parent)
     try:
         version = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
         assert version.fetchone()[0] == str(SCHEMA_VERSION)
@@ -55,12 +55,12 @@ def test_version_1_store_is_migrated(tmp_path: Path) -> None:
     finally:
         db.close()
     # Opening again is a no-op: the migration ran once.
-    Database(path).close()
+    SqliteTx(path.parent).close()
 
 
 def test_version_2_store_keeps_its_subjects_in_their_own_table(tmp_path: Path) -> None:
     path = tmp_path / "postroom.db"
-    Database(path).close()
+    SqliteTx(path.parent).close()
     conn = sqlite3.connect(path)
     # Back to schema 2: the subject lived in blob_summaries.
     conn.executescript(
@@ -73,15 +73,58 @@ def test_version_2_store_keeps_its_subjects_in_their_own_table(tmp_path: Path) -
         """
     )
     conn.close()
-    db = Database(path)
+    db = SqliteTx(path.parent)
     try:
         version = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version.fetchone()[0] == str(SCHEMA_VERSION) == "3"
+        assert version.fetchone()[0] == str(SCHEMA_VERSION) == "4"
         assert db.conn.execute("SELECT blob_id, subject FROM blob_subjects").fetchall() == [
             (7, "quarterly")
         ]
         columns = {row[1] for row in db.conn.execute("PRAGMA table_info(blob_summaries)")}
         assert columns == {"blob_id", "summary"}
         assert db.conn.execute("SELECT summary FROM blob_summaries").fetchall() == [(b"\x00",)]
+    finally:
+        db.close()
+
+
+def test_version_3_store_keeps_its_attempts_as_history(tmp_path: Path) -> None:
+    path = tmp_path / "postroom.db"
+    SqliteTx(tmp_path).close()
+    conn = sqlite3.connect(path)
+    # Back to schema 3: attempts lived in queue_attempts, gone with their queue entry.
+    conn.executescript(
+        """
+        DROP TABLE history_events;
+        DELETE FROM message_history;
+        ALTER TABLE queue_recipients DROP COLUMN scheduled_attempt;
+        ALTER TABLE queue_recipients DROP COLUMN early_attempts;
+        CREATE TABLE queue_attempts (
+            recipient_id INTEGER NOT NULL REFERENCES queue_recipients(id) ON DELETE CASCADE,
+            time REAL NOT NULL, reply TEXT NOT NULL);
+        UPDATE meta SET value = '3' WHERE key = 'schema_version';
+        INSERT INTO blobs VALUES (1, 4, 1, X'41424344', NULL);
+        INSERT INTO queue_messages(id, blob_id, prefix, sender, size, params, arrival,
+            client_addr, client_helo, protocol, tls, auth_user)
+            VALUES ('Q1', 1, X'', 'a@example.test', 4, '{}', 100.0, '127.0.0.1', 'h', 'ESMTP',
+            '', '');
+        INSERT INTO queue_recipients(id, message_id, address, original, state, attempts,
+            next_attempt) VALUES (5, 'Q1', 'b@remote.test', 'b@remote.test', 'deferred', 2, 900);
+        INSERT INTO queue_attempts VALUES (5, 200.0, '451 4.3.0 try later');
+        INSERT INTO queue_attempts VALUES (5, 300.0, '421 4.4.2 timeout');
+        """
+    )
+    conn.close()
+    db = SqliteTx(tmp_path)
+    try:
+        tables = {r[0] for r in db.conn.execute("SELECT name FROM sqlite_master")}
+        assert "queue_attempts" not in tables
+        trace = db.history.trace("Q1")
+        assert trace is not None and trace.sender == "a@example.test"
+        assert [(e.time, e.recipient, e.event, e.reply) for e in trace.events] == [
+            (200.0, "b@remote.test", "deferred", "451 4.3.0 try later"),
+            (300.0, "b@remote.test", "deferred", "421 4.4.2 timeout"),
+        ]
+        message = db.queue.load("Q1")
+        assert message is not None and message.recipients[0].attempts == 2
     finally:
         db.close()

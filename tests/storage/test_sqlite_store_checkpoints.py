@@ -11,23 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from postroom.storage.database import Database
-from postroom.storage.store import WAL_KEEP_BYTES, Store
+from postroom.storage.sqlite.connection import SqliteTx
+from postroom.storage.sqlite.store import WAL_KEEP_BYTES, SqliteStore
 
 ROW = 8 * 1024
 
 
-def _insert(db: Database, rows: int) -> None:
+def _insert(db: SqliteTx, rows: int) -> None:
     db.conn.execute("CREATE TABLE IF NOT EXISTS filler (data BLOB)")
     db.conn.executemany("INSERT INTO filler VALUES (?)", [(os.urandom(ROW),)] * rows)
 
 
-def _count(db: Database) -> int:
+def _count(db: SqliteTx) -> int:
     return int(db.conn.execute("SELECT count(*) FROM filler").fetchone()[0])
 
 
 def test_the_wal_starts_over_while_writes_go_on_and_nothing_is_lost(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+    store = SqliteStore(tmp_path)
     store.open()
     wal = store.db_path.with_name(store.db_path.name + "-wal")
 
@@ -58,8 +58,8 @@ def test_the_wal_starts_over_while_writes_go_on_and_nothing_is_lost(tmp_path: Pa
 def test_without_the_checkpoint_thread_the_writer_keeps_the_wal_bounded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(Store, "_checkpoint_loop", lambda self, db: db.close())
-    store = Store(tmp_path)
+    monkeypatch.setattr(SqliteStore, "_checkpoint_loop", lambda self, db: db.close())
+    store = SqliteStore(tmp_path)
     store.wal_limit = 2 * WAL_KEEP_BYTES
     store.open()
     wal = store.db_path.with_name(store.db_path.name + "-wal")
@@ -83,7 +83,7 @@ def test_without_the_checkpoint_thread_the_writer_keeps_the_wal_bounded(
 def test_durable_commits_sync_the_wal_and_flag_only_commits_do_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path)
+    store = SqliteStore(tmp_path)
     store.open()
     wal = store.db_path.with_name(store.db_path.name + "-wal")
     synced: list[int] = []
@@ -93,7 +93,7 @@ def test_durable_commits_sync_the_wal_and_flag_only_commits_do_not(
         synced.append(os.fstat(fd).st_ino)
         real_fdatasync(fd)
 
-    monkeypatch.setattr("postroom.storage.store.os.fdatasync", spy)
+    monkeypatch.setattr("postroom.storage.sqlite.store.os.fdatasync", spy)
 
     async def scenario() -> tuple[int, int]:
         await store.write(lambda db: _insert(db, 1), durable=False)
@@ -109,14 +109,14 @@ def test_durable_commits_sync_the_wal_and_flag_only_commits_do_not(
 
 
 def test_early_writes_answer_before_the_commit_and_are_read_after_it(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+    store = SqliteStore(tmp_path)
     store.open()
 
-    def insert_and_count(db: Database) -> int:
+    def insert_and_count(db: SqliteTx) -> int:
         _insert(db, 2)
         return _count(db)
 
-    def refuse(db: Database) -> int:
+    def refuse(db: SqliteTx) -> int:
         _insert(db, 5)
         raise ValueError("no")
 

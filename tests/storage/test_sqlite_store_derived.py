@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from postroom.storage import imap as store_ops
-from postroom.storage import store as store_module
-from postroom.storage.database import Database
-from postroom.storage.store import Store
+from postroom.storage.sqlite import store as store_module
+from postroom.storage.sqlite.connection import SqliteTx
+from postroom.storage.sqlite.store import SqliteStore
 from postroom.storage.summary import summarise_packed
 
 MESSAGE = (
@@ -24,22 +23,22 @@ MESSAGE = (
 )
 
 
-def _note(db: Database, text: str) -> str:
+def _note(db: SqliteTx, text: str) -> str:
     db.conn.execute("CREATE TABLE IF NOT EXISTS notes (text TEXT)")
     db.conn.execute("INSERT INTO notes VALUES (?)", (text,))
     return text
 
 
-def _notes(db: Database) -> list[str]:
+def _notes(db: SqliteTx) -> list[str]:
     db.conn.execute("CREATE TABLE IF NOT EXISTS notes (text TEXT)")
     return sorted(r[0] for r in db.conn.execute("SELECT text FROM notes"))
 
 
-def _derived_note(db: Database, text: str) -> None:
+def _derived_note(db: SqliteTx, text: str) -> None:
     _note(db, "derived from " + text)
 
 
-async def _wait_for(store: Store, wanted: list[str], timeout: float = 10.0) -> list[str]:
+async def _wait_for(store: SqliteStore, wanted: list[str], timeout: float = 10.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         notes = await store.read(_notes)
@@ -49,7 +48,7 @@ async def _wait_for(store: Store, wanted: list[str], timeout: float = 10.0) -> l
 
 
 def _notes_in(path: Path) -> list[str]:
-    db = Database(path)
+    db = SqliteTx(path.parent)
     try:
         return _notes(db)
     finally:
@@ -60,7 +59,7 @@ def test_derived_work_is_done_once_the_writer_is_idle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_module, "DERIVED_IDLE", 0.02)
-    store = Store(tmp_path)
+    store = SqliteStore(tmp_path)
     store.open()
     idle_once = ["a", "b", "derived from a", "derived from b"]
     idle_twice = sorted([*idle_once, "c", "derived from c"])
@@ -84,7 +83,7 @@ def test_derived_work_waiting_at_close_is_done_then(
 ) -> None:
     monkeypatch.setattr(store_module, "DERIVED_IDLE", 60.0)
     monkeypatch.setattr(store_module, "DERIVED_SLICE", 2)  # several slices at close
-    store = Store(tmp_path)
+    store = SqliteStore(tmp_path)
     store.open()
 
     async def scenario() -> list[str]:
@@ -106,7 +105,7 @@ def test_a_backlog_of_derived_work_is_done_between_batches_oldest_first(
     monkeypatch.setattr(store_module, "DERIVED_IDLE", 60.0)  # never idle in this test
     monkeypatch.setattr(store_module, "DERIVED_BACKLOG", 3)
     monkeypatch.setattr(store_module, "DERIVED_SLICE", 2)
-    store = Store(tmp_path)
+    store = SqliteStore(tmp_path)
     store.open()
     after_two = ["a", "b"]
     after_three = ["a", "b", "c", "derived from a", "derived from b"]
@@ -130,7 +129,7 @@ def test_derived_work_is_committed_without_a_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_module, "DERIVED_IDLE", 60.0)
-    store = Store(tmp_path)
+    store = SqliteStore(tmp_path)
     store.open()
     syncs: list[int] = []
     real_fdatasync = os.fdatasync
@@ -139,7 +138,7 @@ def test_derived_work_is_committed_without_a_sync(
         syncs.append(fd)
         real_fdatasync(fd)
 
-    monkeypatch.setattr("postroom.storage.store.os.fdatasync", counted)
+    monkeypatch.setattr("postroom.storage.sqlite.store.os.fdatasync", counted)
 
     async def scenario() -> None:
         await store.write(lambda db: _note(db, "a"), then=_derived_note)
@@ -157,14 +156,14 @@ def test_failed_derived_work_is_logged_and_undoes_nothing_else(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(store_module, "DERIVED_IDLE", 60.0)
-    store = Store(tmp_path)
+    store = SqliteStore(tmp_path)
     store.open()
 
-    def broken(db: Database, text: str) -> None:
+    def broken(db: SqliteTx, text: str) -> None:
         _note(db, "half of " + text)
         raise ValueError("cannot derive")
 
-    def refused(db: Database) -> str:
+    def refused(db: SqliteTx) -> str:
         raise RuntimeError("job refused")
 
     async def scenario() -> tuple[str, list[str]]:
@@ -183,43 +182,40 @@ def test_failed_derived_work_is_logged_and_undoes_nothing_else(
     assert "work derived from a commit failed" in caplog.text
 
 
-def _message_without_summary(db: Database) -> tuple[int, int]:
+def _message_without_summary(db: SqliteTx) -> tuple[int, int]:
     """Alice's INBOX with one message whose summary was never written; (mailbox, UID)."""
     with db.transaction():
-        user = db.add_user("alice@example.test", "x", "x")
-        inbox = db.mailbox_id(user, "INBOX")
-        assert inbox is not None
-        blob = db.insert_blob(len(MESSAGE), MESSAGE, None)
-        uid = store_ops.append_blob(
-            db, inbox, blob, len(MESSAGE), (), 1_700_000_000.0, summarise=False
+        user = db.accounts.add_user("alice@example.test", "x", "x")
+        inbox = db.mailboxes.require(user, "INBOX").id
+        blob = db.blobs.add(MESSAGE)
+        uid = db.messages.append(
+            inbox, blob, size=len(MESSAGE), internal_date=1_700_000_000.0, summarise=False
         )
     return inbox, uid
 
 
 def test_readers_make_a_missing_summary_themselves(tmp_path: Path) -> None:
-    db = Database(tmp_path / "postroom.db")
+    db = SqliteTx(tmp_path)
     try:
         inbox, uid = _message_without_summary(db)
         assert db.conn.execute("SELECT count(*) FROM blob_summaries").fetchone()[0] == 0
         for content in (False, True):
-            (row,) = store_ops.fetch_rows(
-                db, inbox, [uid], tmp_path / "blobs", summary=True, content=content
-            )
+            (row,) = db.messages.fetch_rows(inbox, [uid], summary=True, content=content)
             assert row.summary == summarise_packed(MESSAGE)
     finally:
         db.close()
 
 
 def test_opening_the_store_makes_summaries_a_crash_left_out(tmp_path: Path) -> None:
-    db = Database(tmp_path / "postroom.db")
+    db = SqliteTx(tmp_path)
     try:
         _message_without_summary(db)
     finally:
         db.close()
-    store = Store(tmp_path)
+    store = SqliteStore(tmp_path)
     store.open()
     store.close()
-    db = Database(tmp_path / "postroom.db")
+    db = SqliteTx(tmp_path)
     try:
         rows = db.conn.execute(
             "SELECT summary, subject FROM blob_summaries JOIN blob_subjects USING (blob_id)"
@@ -231,15 +227,15 @@ def test_opening_the_store_makes_summaries_a_crash_left_out(tmp_path: Path) -> N
 
 
 def test_a_summary_for_a_blob_gone_meanwhile_is_skipped(tmp_path: Path) -> None:
-    db = Database(tmp_path / "postroom.db")
+    db = SqliteTx(tmp_path)
     try:
         with db.transaction():
-            blob = db.insert_blob(len(MESSAGE), MESSAGE, None)
-            gone = db.insert_blob(len(MESSAGE), MESSAGE, None)
+            blob = db.blobs.add(MESSAGE)
+            gone = db.blobs.add(MESSAGE)
             db.conn.execute("DELETE FROM blobs WHERE id = ?", (gone,))
-            db.summarise_blob(gone)
-            db.summarise_blob(blob)
-            db.summarise_blob(blob)  # once only
+            db.summaries.make(gone)
+            db.summaries.make(blob)
+            db.summaries.make(blob)  # once only
         rows = db.conn.execute("SELECT blob_id, summary FROM blob_summaries").fetchall()
     finally:
         db.close()

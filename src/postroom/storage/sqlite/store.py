@@ -1,16 +1,20 @@
-"""The async face of the embedded store: one writer thread with group commit, one reader thread.
+"""The embedded store (SQLite + files): one writer thread with group commit, one reader thread.
 
-Writes are jobs (functions of a `Database`). The writer takes every job that is waiting, runs
-them in ONE transaction (each inside its own SAVEPOINT, so one failing job fails alone), fsyncs
-the directories of any new blob files, commits and fsyncs the WAL (one sync per batch), and only
-then resolves each job's future. Sessions that finish DATA at the same moment therefore share one
-fsync (group commit, as Postfix and mox avoid one sync per message). A batch of only
-`durable=False` jobs (IMAP flags) is committed without the sync. A job's `then` (data derived
-from its result that readers can also make themselves, such as an appended message's IMAP
-summary) waits until the writer has nothing else to do (DERIVED_IDLE), or until DERIVED_BACKLOG
-of them wait; they are then made in slices, each slice one unsynced transaction. Checkpoints
-(WAL pages copied into the database file) run on a thread of their own. The event loop never
-touches the disk.
+`SqliteStore` implements `storage.api.Store`. Writes are jobs (functions of a `Tx`). The writer
+takes every job that is waiting, runs them in ONE transaction (each inside its own SAVEPOINT, so
+one failing job fails alone), fsyncs the directories of any new blob files, commits and fsyncs
+the WAL (one sync per batch), and only then resolves each job's future. Sessions that finish
+DATA at the same moment therefore share one fsync (group commit, as Postfix and mox avoid one
+sync per message). A batch of only `durable=False` jobs (IMAP flags) is committed without the
+sync. A job's `then` (data derived from its result that readers can also make themselves, such
+as an appended message's IMAP summary) waits until the writer has nothing else to do
+(DERIVED_IDLE), or until DERIVED_BACKLOG of them wait; they are then made in slices, each slice
+one unsynced transaction. Checkpoints (WAL pages copied into the database file) run on a thread
+of their own. The event loop never touches the disk. Blob files released by a batch are unlinked
+once it has committed.
+
+`SqliteDirect` is the same store for one CLI command: the repositories on one connection, in
+transactions the command opens.
 """
 
 from __future__ import annotations
@@ -24,17 +28,19 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from postroom.storage.database import Database
+from postroom.storage.api import Tx
+from postroom.storage.buffer import ContentBuffer
+from postroom.storage.signals import FileSignals
+from postroom.storage.sqlite.connection import DB_NAME, SqliteTx
 
 log = logging.getLogger("postroom.store")
 
 T = TypeVar("T")
-DB_NAME = "postroom.db"
 # A reset WAL is cut back to this size (journal_size_limit); about this much of new pages
 # are copied into the database per checkpoint.
 WAL_KEEP_BYTES = 4 * 1024 * 1024
@@ -49,18 +55,18 @@ DERIVED_SLICE = 16
 
 @dataclass
 class _Job:
-    fn: Callable[[Database], Any]
+    fn: Callable[[SqliteTx], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     sync_dirs: tuple[Path, ...] = ()
     durable: bool = True
     early: asyncio.Future[Any] | None = None  # gets fn's result before the commit
-    then: Callable[[Database, Any], None] | None = None  # see Store.write
+    then: Callable[[SqliteTx, Any], None] | None = None  # see Store.write
 
 
 @dataclass
 class _Read:
-    fn: Callable[[Database], Any]
+    fn: Callable[[SqliteTx], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
 
@@ -88,7 +94,7 @@ class CommitStats:
 _STOP = object()
 
 
-class Store:
+class SqliteStore:
     """Owns the database file and the blob directory under `data_dir`."""
 
     def __init__(self, data_dir: Path, *, batch_max: int = 256, batch_wait: float = 0.0) -> None:
@@ -98,6 +104,7 @@ class Store:
         self.batch_max = batch_max
         self.batch_wait = batch_wait
         self.stats = CommitStats()
+        self.signals = FileSignals(data_dir)
         self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._writer_thread: threading.Thread | None = None
         self._checkpoint_thread: threading.Thread | None = None
@@ -110,7 +117,7 @@ class Store:
         self._wal_fd: int | None = None  # kept open: see _sync_wal
         self._wal_inode = 0
         # Committed jobs' `then` with their results, oldest first (writer thread only).
-        self._later: collections.deque[tuple[Callable[[Database, Any], None], Any]] = (
+        self._later: collections.deque[tuple[Callable[[SqliteTx, Any], None], Any]] = (
             collections.deque()
         )
         # Reads go to one thread of their own, started by the first one (plain queue and
@@ -130,19 +137,19 @@ class Store:
         # Blob files that never made it into a committed transaction are garbage.
         for leftover in self.tmp_dir.iterdir():
             leftover.unlink(missing_ok=True)
-        writer_db = Database(self.db_path)
+        writer_db = SqliteTx(self.data_dir)
         # Checkpoints (WAL pages copied into the database, then fsynced) run on their own
         # thread, so no commit waits for one; the WAL file shrinks back to WAL_KEEP_BYTES once
         # reset, which makes its size tell how much waits to be copied.
         writer_db.conn.execute("PRAGMA wal_autocheckpoint = 0")
         writer_db.conn.execute("PRAGMA synchronous = NORMAL")  # _commit syncs the WAL itself
         writer_db.conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
-        repaired = writer_db.summarise_recent()
+        repaired = writer_db.summaries.repair_recent()
         if repaired:
             log.info("made the IMAP summaries of %d messages a crash left without", repaired)
         self._checkpoint_thread = threading.Thread(
             target=self._checkpoint_loop,
-            args=(Database(self.db_path, readonly=True),),
+            args=(SqliteTx(self.data_dir, readonly=True),),
             name="store-checkpoint",
             daemon=True,
         )
@@ -172,11 +179,20 @@ class Store:
 
     async def write(
         self,
-        fn: Callable[[Database], T],
-        sync_dirs: Iterable[Path] = (),
+        fn: Callable[[Tx], T],
         *,
         durable: bool = True,
-        then: Callable[[Database, T], None] | None = None,
+        then: Callable[[Tx, T], None] | None = None,
+    ) -> T:
+        return await self._write(fn, (), durable=durable, then=then)
+
+    async def _write(
+        self,
+        fn: Callable[[SqliteTx], T],
+        sync_dirs: Iterable[Path],
+        *,
+        durable: bool = True,
+        then: Callable[[SqliteTx, T], None] | None = None,
     ) -> T:
         """Run `fn` in the next group commit; returns once its transaction is durable.
 
@@ -184,7 +200,7 @@ class Store:
         \\Recent claims): a batch made only of those commits without waiting for the disk; the
         next durable commit (or checkpoint) makes them durable too, in order (SQLite WAL).
 
-        `then(db, result)`, once `fn` has committed, is run later by the writer, when it has
+        `then(tx, result)`, once `fn` has committed, is run later by the writer, when it has
         had no job for DERIVED_IDLE (or DERIVED_BACKLOG wait), in a transaction that is not
         synced (the next durable commit syncs it): work kept off the answer's path, for data
         derived from `fn`'s that readers can also make themselves when it is missing (a crash
@@ -195,7 +211,7 @@ class Store:
         self._jobs.put(_Job(fn, loop, future, tuple(sync_dirs), durable, then=then))
         return await future
 
-    async def write_early(self, fn: Callable[[Database], T]) -> tuple[T, asyncio.Future[None]]:
+    async def write_early(self, fn: Callable[[Tx], T]) -> tuple[T, asyncio.Future[None]]:
         """A `durable=False` write whose result comes back as soon as `fn` has run, before the
         commit, with a future that is done once the commit is. The caller answers its client
         meanwhile and awaits that future before it reads again (so it reads its own writes;
@@ -207,7 +223,7 @@ class Store:
         return await result, committed
 
     def submit_early(
-        self, fn: Callable[[Database], T]
+        self, fn: Callable[[Tx], T]
     ) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
         """`write_early` without waiting: (future of fn's result, future of the commit)."""
         loop = asyncio.get_running_loop()
@@ -216,7 +232,36 @@ class Store:
         self._jobs.put(_Job(fn, loop, committed, (), False, early=result))
         return result, committed
 
-    async def read(self, fn: Callable[[Database], T]) -> T:
+    def new_buffer(self, name: str) -> ContentBuffer:
+        return ContentBuffer(self.tmp_dir, name)
+
+    async def write_content(self, content: ContentBuffer, then: Callable[[Tx, int], T]) -> T:
+        """A large content's file is fsynced and moved into place first, so the commit that
+        references it is never ahead of its bytes."""
+        data = content.in_memory()
+        sync_dirs: list[Path] = []
+        relative: str | None = None
+        if data is None:
+            name = f"{time.time_ns():x}-{id(content):x}"
+            relative = f"{name[-2:]}/{name}"
+            final = self.blob_dir / relative
+            await asyncio.to_thread(_seal_and_place, content, final)
+            sync_dirs += [final.parent, self.blob_dir]
+
+        def write(tx: SqliteTx) -> T:
+            if relative is None:
+                assert data is not None
+                return then(tx, tx.blobs.add(data))
+            return then(tx, tx.blobs.add_file(content.size, relative))
+
+        try:
+            return await self._write(write, sync_dirs)
+        except BaseException:
+            if relative is not None:
+                (self.blob_dir / relative).unlink(missing_ok=True)
+            raise
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` on the reader thread's connection (WAL: it never waits for the writer)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -229,7 +274,7 @@ class Store:
         return await future
 
     def _reader_loop(self) -> None:
-        db: Database | None = None
+        db: SqliteTx | None = None
         try:
             while True:
                 item = self._reads.get()
@@ -239,7 +284,7 @@ class Store:
                 outcome: tuple[asyncio.Future[Any], Any, BaseException | None]
                 try:
                     if db is None:
-                        db = Database(self.db_path, readonly=True)
+                        db = SqliteTx(self.data_dir, readonly=True)
                     outcome = (item.future, item.fn(db), None)
                 except BaseException as error:  # handed to the caller, like any outcome
                     outcome = (item.future, None, error)
@@ -250,7 +295,7 @@ class Store:
             if db is not None:
                 db.close()
 
-    def _writer_loop(self, db: Database) -> None:
+    def _writer_loop(self, db: SqliteTx) -> None:
         idle = False  # the last wait for a job timed out: derived work goes on slice by slice
         try:
             while True:
@@ -281,7 +326,7 @@ class Store:
                 self._run_later(db, DERIVED_SLICE)
             db.close()
 
-    def _checkpoint_loop(self, db: Database) -> None:
+    def _checkpoint_loop(self, db: SqliteTx) -> None:
         """Copy WAL pages into the database when the writer asks, and once writes pause."""
         done_at = 0  # commits counted when the last checkpoint started
         try:
@@ -304,7 +349,7 @@ class Store:
         finally:
             db.close()
 
-    def _note_wal_size(self, db: Database) -> None:
+    def _note_wal_size(self, db: SqliteTx) -> None:
         """After a commit (writer thread): ask for a checkpoint once the WAL has grown enough."""
         try:
             size = os.stat(self._wal_path).st_size
@@ -341,9 +386,9 @@ class Store:
             batch.append(item)
         return False
 
-    def _commit(self, db: Database, batch: list[_Job]) -> None:
+    def _commit(self, db: SqliteTx, batch: list[_Job]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        follow_ups: list[tuple[Callable[[Database, Any], None], Any]] = []
+        follow_ups: list[tuple[Callable[[SqliteTx, Any], None], Any]] = []
         conn = db.conn
         # A lone job needs no savepoint: if it fails, the whole transaction is undone.
         alone = len(batch) == 1
@@ -352,10 +397,12 @@ class Store:
             for index, job in enumerate(batch):
                 if not alone:
                     conn.execute(f"SAVEPOINT job{index}")
+                released = len(db.unlink)
                 try:
                     value = job.fn(db)
                 except Exception as error:
                     conn.execute("ROLLBACK" if alone else f"ROLLBACK TO job{index}")
+                    del db.unlink[released:]
                     if job.early is not None:
                         self._answer_early(job, None, error)
                         outcomes.append((job.future, None, None))  # nothing left to wait for
@@ -383,6 +430,7 @@ class Store:
         except BaseException as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            db.unlink.clear()
             log.exception("group commit of %d jobs failed", len(batch))
             outcomes = [(job.future, None, error) for job in batch]
             for job in batch:
@@ -409,6 +457,7 @@ class Store:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
                 loop.call_soon_threadsafe(_settle, items, news)
         # Answered first: a checkpoint the writer takes now delays the next batch, not this one.
+        db.unlink_released()
         self._note_wal_size(db)
 
     @staticmethod
@@ -418,7 +467,7 @@ class Store:
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
             job.loop.call_soon_threadsafe(_settle, [(early, value, error)], None)
 
-    def _run_later(self, db: Database, count: int) -> None:
+    def _run_later(self, db: SqliteTx, count: int) -> None:
         """The oldest `count` jobs' `then`, each in its own savepoint, in one unsynced commit."""
         work = [self._later.popleft() for _ in range(min(count, len(self._later)))]
         try:
@@ -473,3 +522,30 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _seal_and_place(content: ContentBuffer, final: Path) -> None:
+    content.seal()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    source = content.path
+    assert source is not None
+    os.replace(source, final)
+
+
+class SqliteDirect:
+    """The store for one CLI command (`storage.api.DirectStore`)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.signals = FileSignals(data_dir)
+        self._tx = SqliteTx(data_dir)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        with self._tx.transaction():
+            yield self._tx
+
+    def reader(self) -> Tx:
+        return self._tx
+
+    def close(self) -> None:
+        self._tx.close()

@@ -1,0 +1,425 @@
+"""The store's interface: what the rest of postroom may ask of it, by kind of data.
+
+A backend (SQLite today in `storage/sqlite/`, PostgreSQL later) implements these Protocols and
+passes the contract suite in `tests/storage/`. Nothing outside `storage/` sees SQL, a
+connection or a file path of the store.
+
+The shape: work on the store is a function of a `Tx` — the repositories as seen inside one
+transaction — handed to `Store.write` (run in the next group commit, answered once it is
+durable) or `Store.read` (run against a consistent snapshot, never waiting for writes). The
+functions run on the store's own threads: they must not touch the event loop, and what they
+return is the answer. Repository methods raise `StoreError` (or `MailboxError`) for requests the
+store refuses; such an error undoes that function's changes and nothing else.
+
+The CLI, a separate short-lived process, uses `DirectStore`: the same repositories, in
+transactions it opens itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Literal, Protocol, TypeVar
+
+from postroom.model.queue import QueuedMessage, Recipient, RecipientState
+from postroom.proto.imap.selected import MessageColumns, MessageState
+from postroom.storage.buffer import ContentBuffer
+from postroom.storage.records import (
+    ClaimedMessage,
+    ClaimedRecipient,
+    FetchRow,
+    FlagWrite,
+    HistoryEvent,
+    MailboxInfo,
+    MailboxListing,
+    MailboxNews,
+    MailboxStatus,
+    MessageTrace,
+    QueueEntry,
+    Resolution,
+    StatusCounts,
+    StoredMessage,
+    StoreResult,
+    UserRecord,
+)
+
+T = TypeVar("T")
+
+Content = bool | Literal["header"]  # what of a message a FETCH reads
+FlagMode = Literal["set", "add", "remove"]
+Signal = Literal["accounts", "queue"]
+
+
+class Accounts(Protocol):
+    """Users (with their password hash and SCRAM keys) and address aliases."""
+
+    def add_user(self, address: str, password_hash: str, scram: str) -> int:
+        """A new user with the default mailboxes (INBOX, Sent, ...), all subscribed."""
+
+    def get_user(self, address: str) -> UserRecord | None: ...
+
+    def list_users(self) -> list[tuple[str, float]]:
+        """(address, created) of every user, by address."""
+
+    def set_password(self, address: str, password_hash: str, scram: str) -> None: ...
+
+    def delete_user(self, address: str) -> int:
+        """Remove a user with their mailboxes and mail; returns how many messages went."""
+
+    def count_messages(self, address: str) -> int:
+        """How many messages the user has in all their mailboxes."""
+
+    def add_alias(self, address: str, targets: Sequence[str]) -> None: ...
+
+    def delete_alias(self, address: str) -> None: ...
+
+    def list_aliases(self) -> dict[str, list[str]]: ...
+
+    def resolve(self, address: str, local_domains: frozenset[str]) -> Resolution:
+        """Expand aliases (recursively, loop-safe) into local users and remote addresses; an
+        alias "@domain" catches every address of that local domain that is neither a user nor
+        an alias of its own."""
+
+
+class Mailboxes(Protocol):
+    """A user's mailboxes (RFC 3501 §5.1: names, UIDVALIDITY, UIDNEXT) and subscriptions."""
+
+    def of_user(self, user_id: int) -> list[MailboxInfo]: ...
+
+    def find(self, user_id: int, name: str) -> MailboxInfo | None: ...
+
+    def get(self, mailbox_id: int) -> MailboxInfo | None: ...
+
+    def require(self, user_id: int, name: str) -> MailboxInfo:
+        """The mailbox, or MailboxError NONEXISTENT."""
+
+    def create(self, user_id: int, name: str, special_use: str = "") -> int:
+        """RFC 3501 §6.3.3 (missing parents too); a new, never used UIDVALIDITY."""
+
+    def delete(self, user_id: int, name: str) -> None:
+        """RFC 3501 §6.3.4, with its messages."""
+
+    def rename(self, user_id: int, old: str, new: str) -> None:
+        """RFC 3501 §6.3.5: children move along; renaming INBOX moves its messages."""
+
+    def subscriptions(self, user_id: int) -> list[str]: ...
+
+    def subscribe(self, user_id: int, name: str, *, on: bool) -> None: ...
+
+    def status_counts(self, info: MailboxInfo) -> StatusCounts: ...
+
+    def status(self, mailbox_id: int) -> MailboxStatus: ...
+
+    def claim_recent(self, mailbox_id: int) -> int:
+        """RFC 3501 §2.3.2: \\Recent belongs to one session; the first UID it sees as recent."""
+
+
+class Messages(Protocol):
+    """Messages in mailboxes: UIDs, MODSEQs, flags, content. Every change takes a new MODSEQ
+    from the mailbox (RFC 7162 §3.1) and wakes the sessions that have it open."""
+
+    def append(
+        self,
+        mailbox_id: int,
+        blob_id: int,
+        *,
+        size: int,
+        internal_date: float,
+        prefix: bytes = b"",
+        flags: Iterable[str] = (),
+        summarise: bool = True,
+    ) -> int:
+        """A new copy of a blob in a mailbox (its `prefix` before the blob's bytes); returns
+        its UID, which is larger than any the mailbox ever had (RFC 3501 §2.3.1.1). The blob's
+        IMAP summary is made now unless `summarise` is False (then the caller has it made)."""
+
+    def copy(self, source: int, uids: Sequence[int], target: int) -> list[tuple[int, int]]:
+        """RFC 3501 §6.4.7: flags and internal date kept, the blob shared; (old, new) UIDs."""
+
+    def expunge(self, mailbox_id: int, uids: Iterable[int]) -> list[int]:
+        """Remove messages (absent UIDs are ignored); returns the UIDs removed, remembered with
+        the expunge's MODSEQ for RFC 7162 §3.2.10 VANISHED. A blob goes with its last copy."""
+
+    def deleted_uids(self, mailbox_id: int, within: Sequence[int] | None = None) -> list[int]:
+        """UIDs flagged \\Deleted (optionally only among `within`)."""
+
+    def states(self, mailbox_id: int, since_modseq: int = 0) -> list[MessageState]:
+        """Messages in UID order; with `since_modseq`, only those changed or added after it."""
+
+    def columns(self, mailbox_id: int) -> MessageColumns:
+        """Every message as parallel lists (what SELECT loads)."""
+
+    def vanished_since(self, mailbox_id: int, since_modseq: int) -> list[int]: ...
+
+    def news(
+        self, mailbox_id: int, since: int, claim_recent_after: int | None = None
+    ) -> MailboxNews | None:
+        """What changed since `since` (None: the mailbox is gone); with `claim_recent_after`,
+        messages added after that UID are claimed as \\Recent for the caller."""
+
+    def fetch_rows(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        *,
+        summary: bool,
+        content: Content,
+        must_contain: tuple[str, str] | None = None,
+    ) -> list[FetchRow]:
+        """The stored data of `uids` still present, in UID order. `content="header"` gives the
+        header block only; `must_contain` (header name, lower-case word) may skip messages that
+        cannot have the word in that header (a pre-filter: the caller still decides)."""
+
+    def read(self, mailbox_id: int, uid: int) -> bytes | None:
+        """The full message (prefix + blob), or None when it is gone or unreadable."""
+
+    def listing(self, mailbox_id: int) -> MailboxListing | None: ...
+
+    def stored(self, mailbox_id: int) -> list[StoredMessage]:
+        """Every message with its flags and blob reference, in UID order (for export)."""
+
+    def store_flags(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        mode: FlagMode,
+        flags: Iterable[str],
+        unchanged_since: int | None = None,
+    ) -> StoreResult:
+        """RFC 3501 §6.4.6 STORE (RFC 7162 §3.1.3 UNCHANGEDSINCE); one MODSEQ per command."""
+
+    def write_flag_change(
+        self,
+        mailbox_id: int,
+        before: Mapping[int, tuple[str, ...]],
+        after: Mapping[tuple[str, ...], tuple[str, ...]],
+        mode: FlagMode,
+        flags: Iterable[str],
+    ) -> FlagWrite:
+        """Make a STORE a session has already applied to its view (`before`: each message's
+        flags as it saw them, `after`: each old flag set's new one); where another session
+        changed a message meanwhile, `mode` and `flags` apply to its stored flags and
+        `elsewhere` reports the result."""
+
+
+class Blobs(Protocol):
+    """Message contents, shared by every queue entry and mailbox copy that references them
+    and counted: a blob goes when its last reference does."""
+
+    def add(self, data: bytes) -> int:
+        """A new blob with no references yet (a queue entry or a copy adds one)."""
+
+    def read(self, blob_id: int) -> bytes:
+        """The content; StoreError when it is missing or unreadable."""
+
+    def exists(self, blob_id: int) -> bool: ...
+
+
+class Summaries(Protocol):
+    """The IMAP summary of a blob (ENVELOPE, BODYSTRUCTURE, header block, sort keys)."""
+
+    def make(self, blob_id: int) -> None:
+        """Compute and keep it, unless it exists or the blob is gone."""
+
+    def put(self, blob_id: int, summary: bytes) -> None:
+        """Keep one the caller computed (`storage.summary.summarise_packed`)."""
+
+
+class Queue(Protocol):
+    """Queue entries (envelope, per-recipient state), attempts, and report lines held back."""
+
+    def enqueue(self, message: QueuedMessage) -> None:
+        """A new entry referencing `message.blob_id`; sets each recipient's id."""
+
+    def load(self, message_id: str) -> QueuedMessage | None: ...
+
+    def entries(self) -> list[QueueEntry]:
+        """Every entry with its recipients, in queue order."""
+
+    def with_local_work(self) -> list[str]:
+        """Entries with local recipients still to deliver."""
+
+    def update_recipient(self, rcpt: Recipient) -> None: ...
+
+    def finish_if_done(
+        self,
+        message_id: str,
+        final: tuple[RecipientState, ...] = (RecipientState.DELIVERED,),
+    ) -> bool:
+        """Drop the entry once every recipient is in a `final` state; True when dropped."""
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting remote recipient is due (None: nothing waits)."""
+
+    def claim_due(
+        self,
+        now: float,
+        next_attempt: Callable[[float, int], float],
+        limit: int = 500,
+    ) -> dict[str, list[ClaimedMessage]]:
+        """Take the due remote recipients, grouped by domain, counting the attempt and setting
+        the next one BEFORE any remote server is contacted (a crash means a later retry,
+        never a lost message). `next_attempt(arrival, n)` is the schedule after the n-th
+        scheduled attempt; an attempt made early by `retry`/`release` leaves it as it was."""
+
+    def still_queued(self, message_id: str) -> bool: ...
+
+    def record_attempt(
+        self,
+        rcpt: ClaimedRecipient,
+        state: RecipientState,
+        reply: str,
+        now: float,
+        relay: str | None = None,
+    ) -> None:
+        """An attempt's outcome: the recipient's state (a held one stays held when deferred)
+        and a history event."""
+
+    def mark_delay_notified(self, rcpt: ClaimedRecipient) -> None: ...
+
+    def hold_report_lines(self, message_id: str, kind: str, entries: Sequence[str]) -> None:
+        """Keep report lines until every destination of this delivery round has answered."""
+
+    def take_report_lines(self, message_id: str) -> dict[str, list[str]]: ...
+
+    def with_held_reports(self) -> list[str]: ...
+
+    def hold(self, message_id: str) -> int:
+        """Stop delivery attempts: waiting recipients become held; how many."""
+
+    def release(self, message_id: str, now: float) -> int:
+        """Held recipients are due at `now` without moving their schedule; how many."""
+
+    def retry(self, message_id: str | None, now: float) -> int:
+        """Waiting recipients of one entry (or all) due at `now`, schedule kept; how many."""
+
+    def retry_domain(self, domain: str, now: float) -> int:
+        """RFC 1985 ETRN: the waiting remote recipients of one domain due at `now`."""
+
+    def delete(self, message_id: str) -> None:
+        """Remove an entry (StoreError when there is none); its blob goes if unreferenced."""
+
+
+class History(Protocol):
+    """What happened to messages, kept after they leave the queue, for a retention time."""
+
+    def arrived(self, message: QueuedMessage) -> None:
+        """A message was accepted (its envelope is remembered)."""
+
+    def record(self, event: HistoryEvent) -> None: ...
+
+    def trace(self, message_id: str) -> MessageTrace | None: ...
+
+    def prune(self, before: float, limit: int = 5000) -> int:
+        """Forget up to `limit` messages that arrived before `before`; how many went."""
+
+
+class Tx(Protocol):
+    """The repositories inside one transaction (or read snapshot)."""
+
+    @property
+    def accounts(self) -> Accounts: ...
+
+    @property
+    def mailboxes(self) -> Mailboxes: ...
+
+    @property
+    def messages(self) -> Messages: ...
+
+    @property
+    def blobs(self) -> Blobs: ...
+
+    @property
+    def summaries(self) -> Summaries: ...
+
+    @property
+    def queue(self) -> Queue: ...
+
+    @property
+    def history(self) -> History: ...
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested unit: an exception inside undoes only what was done inside, then goes on."""
+
+
+class Signals(Protocol):
+    """Notes from the CLI (another process) to a running server: accounts or queue changed."""
+
+    def mark(self, what: Signal) -> None: ...
+
+    def version(self, what: Signal) -> int:
+        """Changes whenever `mark(what)` was called; cheap (asked once per RCPT)."""
+
+
+class StoreStats(Protocol):
+    def summary(self) -> str: ...
+
+
+MailboxChanges = Callable[[dict[int, int | None]], None]
+
+
+class Store(Protocol):
+    """The server's store: writes in group commits on the store's writer, reads beside it."""
+
+    @property
+    def signals(self) -> Signals: ...
+
+    @property
+    def stats(self) -> StoreStats: ...
+
+    on_mailbox_change: MailboxChanges | None
+    """Called on the event loop after a commit changed mailboxes: id → HIGHESTMODSEQ after it
+    (None when the mailbox is gone)."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def write(
+        self,
+        fn: Callable[[Tx], T],
+        *,
+        durable: bool = True,
+        then: Callable[[Tx, T], None] | None = None,
+    ) -> T:
+        """Run `fn` in the next group commit; returns once its transaction is durable.
+
+        `durable=False`: changes a crash may undo without breaking a promise (IMAP flags,
+        \\Recent): committed without waiting for the disk. `then(tx, result)` runs later, once
+        the writer is idle, for data derived from `fn`'s that readers can also make themselves
+        (an appended message's IMAP summary); its failure is logged and undoes nothing else."""
+
+    async def write_early(self, fn: Callable[[Tx], T]) -> tuple[T, asyncio.Future[None]]:
+        """A `durable=False` write whose result comes back before the commit, with a future
+        done once the commit is (the caller awaits it before reading again)."""
+
+    def submit_early(
+        self, fn: Callable[[Tx], T]
+    ) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
+        """`write_early` without waiting: (future of fn's result, future of the commit)."""
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` against the latest committed state."""
+
+    def new_buffer(self, name: str) -> ContentBuffer:
+        """A buffer for content on its way in (memory, then a spill file the store owns)."""
+
+    async def write_content(self, content: ContentBuffer, then: Callable[[Tx, int], T]) -> T:
+        """Store `content` as a new blob and run `then(tx, blob_id)` in the same group commit;
+        the content's bytes are durable before the commit that references them."""
+
+
+class DirectStore(Protocol):
+    """The store for one CLI command: the same repositories, synchronous."""
+
+    @property
+    def signals(self) -> Signals: ...
+
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """A write transaction, committed durably when the block ends without an exception."""
+
+    def reader(self) -> Tx:
+        """Repositories for reading (each read sees the latest commit)."""
+
+    def close(self) -> None: ...

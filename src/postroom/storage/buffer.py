@@ -1,0 +1,66 @@
+"""Message content on its way in: in memory while small, then in a spill file the store owns.
+
+A session writes what arrives into a `ContentBuffer`; the store (`Store.write_content`) later
+makes it a blob. Past MEMORY_LIMIT the content goes to a file, so a session's memory stays
+bounded whatever the message size; `head` keeps the start for header checks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+MEMORY_LIMIT = 256 * 1024  # content above this size goes to a file
+HEAD_LIMIT = 64 * 1024  # the start of the content kept for header inspection
+
+
+class ContentBuffer:
+    """Accumulates one message's content in memory or, past MEMORY_LIMIT, in a temp file."""
+
+    def __init__(self, tmp_dir: Path, name: str) -> None:
+        self._tmp_dir = tmp_dir
+        self._name = name
+        self._chunks: list[bytes] = []
+        self._file: BinaryIO | None = None
+        self.size = 0
+        self.head = b""
+
+    @property
+    def _tmp_path(self) -> Path:
+        return self._tmp_dir / self._name
+
+    @property
+    def path(self) -> Path | None:
+        return self._tmp_path if self._file is not None else None
+
+    def write(self, data: bytes) -> None:
+        if len(self.head) < HEAD_LIMIT:
+            self.head += data[: HEAD_LIMIT - len(self.head)]
+        self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._chunks.append(data)
+        if self.size > MEMORY_LIMIT:
+            self._file = open(self._tmp_path, "wb")  # noqa: SIM115 - closed in seal/discard
+            for chunk in self._chunks:
+                self._file.write(chunk)
+            self._chunks.clear()
+
+    def in_memory(self) -> bytes | None:
+        return None if self._file is not None else b"".join(self._chunks)
+
+    def seal(self) -> None:
+        """Flush and fsync the temp file (blocking: call from a worker thread)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._tmp_path.unlink(missing_ok=True)
+            self._file = None
+        self._chunks.clear()

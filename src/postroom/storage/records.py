@@ -1,0 +1,250 @@
+"""What the store hands back: typed records and the errors it raises, whatever the backend.
+
+Callers read these and never a row: a backend turns its rows into them. Flags travel as one
+canonical text (`join_flags`) in the store and as tuples in the program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from postroom.model.queue import QueuedMessage
+from postroom.proto.imap.selected import MessageState
+
+SEEN = "\\Seen"
+DELETED = "\\Deleted"
+INBOX = "INBOX"
+
+# RFC 6154 special-use mailboxes every user gets, besides INBOX.
+DEFAULT_MAILBOXES: tuple[tuple[str, str], ...] = (
+    (INBOX, ""),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)
+
+
+class StoreError(Exception):
+    """A request the store refuses (duplicate user, unknown user, ...); message is for humans."""
+
+
+class MailboxError(StoreError):
+    """A mailbox operation refused; `code` is the RFC 5530 response code (ALREADYEXISTS, ...)."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+def normalize_address(address: str) -> str:
+    """Addresses are compared case-insensitively, as Postfix and Dovecot do in practice."""
+    return address.strip().lower()
+
+
+def split_flags(text: str) -> tuple[str, ...]:
+    return tuple(text.split()) if text else ()
+
+
+def join_flags(flags: Iterable[str]) -> str:
+    """Canonical form: system flags first, then keywords, each sorted, no duplicates."""
+    unique = set(flags)
+    return " ".join(sorted(unique, key=lambda f: (not f.startswith("\\"), f.lower())))
+
+
+# --- accounts ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: int
+    address: str
+    password_hash: str
+    scram: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Where mail for one RCPT address goes after alias expansion."""
+
+    local_users: tuple[tuple[str, int], ...]  # (address, user id)
+    remote: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.local_users and not self.remote
+
+
+# --- mailboxes and messages --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    id: int
+    name: str
+    special_use: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    recent_uid: int
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatus:
+    messages: int
+    unseen: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    messages: int
+    unseen: int
+    size: int
+    recent: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message of a mailbox with what an export needs (its content is read apart)."""
+
+    uid: int
+    flags: str
+    internal_date: float
+    size: int
+    blob_id: int
+    prefix: bytes
+
+
+class FetchRow(NamedTuple):
+    """A message as FETCH reads it (a tuple: FETCH 1:* makes one per message)."""
+
+    uid: int
+    modseq: int
+    internal_date: float
+    size: int
+    summary: bytes | None  # packed ENVELOPE/BODYSTRUCTURE data, when asked for
+    content: bytes | None  # the whole message (prefix + blob), when asked for
+
+
+@dataclass(frozen=True, slots=True)
+class ListedMessage:
+    """One message of a mailbox as a listing shows it."""
+
+    uid: int
+    size: int  # octets of prefix + blob, as sent to a client
+    blob_id: int
+    prefix_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxListing:
+    """A snapshot of one mailbox: its identity, UIDVALIDITY and messages in UID order."""
+
+    mailbox_id: int
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: tuple[ListedMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxNews:
+    """What changed in a mailbox since a MODSEQ a session knows (RFC 7162 §3.1, §3.2.10)."""
+
+    changed: list[MessageState]  # changed or added
+    vanished: list[int]
+    highestmodseq: int
+    recent_from: int | None  # first UID claimed as \\Recent for the added ones, if claimed
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    changed: list[MessageState]  # messages whose flags changed, with their new MODSEQ
+    unchanged: list[MessageState]  # asked for, present, already as asked
+    modified: list[int]  # RFC 7162 §3.1.3: UIDs refused by UNCHANGEDSINCE
+
+
+@dataclass(frozen=True, slots=True)
+class FlagWrite:
+    """What `write_flag_change` changed: these messages, all to this MODSEQ; `elsewhere`: the
+    messages whose stored flags were not as the session saw them, with their flags now."""
+
+    uids: list[int]
+    modseq: int
+    elsewhere: list[MessageState]
+
+
+# --- queue and history -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ClaimedRecipient:
+    id: int
+    address: str
+    original: str
+    orcpt: str | None
+    notify: tuple[str, ...] | None
+    attempts: int
+    delay_notified: bool
+
+
+@dataclass(slots=True)
+class ClaimedMessage:
+    message: QueuedMessage
+    recipients: list[ClaimedRecipient] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecipientView:
+    """One recipient of a queue entry, as `queue list` shows it."""
+
+    address: str
+    state: str
+    attempts: int
+    next_attempt: float
+    last_reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One message in the queue, as `queue list` shows it."""
+
+    id: str
+    arrival: float
+    size: int
+    sender: str
+    held: bool
+    recipients: tuple[QueuedRecipientView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One thing that happened to one recipient of a message: an attempt, a delivery, a
+    failure, a manual action; kept after the message left the queue (for traces)."""
+
+    message_id: str
+    time: float
+    recipient: str
+    event: str  # delivered | deferred | failed | expired | deleted ...
+    reply: str
+    relay: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTrace:
+    """A message's history: how it arrived and every event of its recipients, oldest first."""
+
+    message_id: str
+    arrival: float
+    sender: str
+    size: int
+    client_addr: str
+    client_helo: str
+    protocol: str
+    auth_user: str
+    events: tuple[HistoryEvent, ...]

@@ -1,0 +1,1 @@
+"""The embedded store: SQLite (WAL, group commit on one writer thread) and blob files."""

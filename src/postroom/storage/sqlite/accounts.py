@@ -1,0 +1,143 @@
+"""Users and aliases in SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from postroom.storage.records import (
+    DEFAULT_MAILBOXES,
+    Resolution,
+    StoreError,
+    UserRecord,
+    normalize_address,
+)
+
+if TYPE_CHECKING:
+    from postroom.storage.sqlite.connection import SqliteTx
+
+MAX_ALIAS_DEPTH = 10
+
+
+class SqliteAccounts:
+    def __init__(self, tx: SqliteTx) -> None:
+        self.tx = tx
+        self.conn = tx.conn
+
+    def add_user(self, address: str, password_hash: str, scram: str) -> int:
+        address = normalize_address(address)
+        try:
+            cursor = self.conn.execute(
+                "INSERT INTO users(address, password_hash, scram, created) VALUES (?, ?, ?, ?)",
+                (address, password_hash, scram, time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise StoreError(f"user {address} already exists") from None
+        user_id = int(cursor.lastrowid or 0)
+        for name, use in DEFAULT_MAILBOXES:
+            self.tx.mailboxes.create(user_id, name, use)
+            self.tx.mailboxes.subscribe(user_id, name, on=True)
+        return user_id
+
+    def get_user(self, address: str) -> UserRecord | None:
+        row = self.conn.execute(
+            "SELECT id, address, password_hash, scram FROM users WHERE address = ?",
+            (normalize_address(address),),
+        ).fetchone()
+        return UserRecord(*row) if row else None
+
+    def require_user(self, address: str) -> UserRecord:
+        user = self.get_user(address)
+        if user is None:
+            raise StoreError(f"no user {address}")
+        return user
+
+    def list_users(self) -> list[tuple[str, float]]:
+        rows = self.conn.execute("SELECT address, created FROM users ORDER BY address")
+        return [(str(a), float(c)) for a, c in rows]
+
+    def set_password(self, address: str, password_hash: str, scram: str) -> None:
+        cursor = self.conn.execute(
+            "UPDATE users SET password_hash = ?, scram = ? WHERE address = ?",
+            (password_hash, scram, normalize_address(address)),
+        )
+        if cursor.rowcount == 0:
+            raise StoreError(f"no user {address}")
+
+    def count_messages(self, address: str) -> int:
+        user = self.require_user(address)
+        (count,) = self.conn.execute(
+            "SELECT count(*) FROM mailbox_messages mm JOIN mailboxes m ON m.id = mm.mailbox_id"
+            " WHERE m.user_id = ?",
+            (user.id,),
+        ).fetchone()
+        return int(count)
+
+    def delete_user(self, address: str) -> int:
+        user = self.require_user(address)
+        blob_ids = [
+            int(row[0])
+            for row in self.conn.execute(
+                "SELECT mm.blob_id FROM mailbox_messages mm"
+                " JOIN mailboxes m ON m.id = mm.mailbox_id"
+                " WHERE m.user_id = ?",
+                (user.id,),
+            )
+        ]
+        self.conn.execute("DELETE FROM users WHERE id = ?", (user.id,))  # cascades to mail
+        for blob_id in blob_ids:
+            self.tx.blobs.release(blob_id)
+        return len(blob_ids)
+
+    def add_alias(self, address: str, targets: Sequence[str]) -> None:
+        address = normalize_address(address)
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO aliases(address, target) VALUES (?, ?)",
+            [(address, normalize_address(t)) for t in targets],
+        )
+
+    def delete_alias(self, address: str) -> None:
+        cursor = self.conn.execute(
+            "DELETE FROM aliases WHERE address = ?", (normalize_address(address),)
+        )
+        if cursor.rowcount == 0:
+            raise StoreError(f"no alias {address}")
+
+    def list_aliases(self) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {}
+        for address, target in self.conn.execute(
+            "SELECT address, target FROM aliases ORDER BY address, target"
+        ):
+            result.setdefault(str(address), []).append(str(target))
+        return result
+
+    def _alias_targets(self, address: str) -> list[str]:
+        rows = self.conn.execute("SELECT target FROM aliases WHERE address = ?", (address,))
+        return [str(row[0]) for row in rows]
+
+    def resolve(self, address: str, local_domains: frozenset[str]) -> Resolution:
+        local: dict[str, int] = {}
+        remote: list[str] = []
+        seen: set[str] = set()
+
+        def visit(addr: str, depth: int) -> None:
+            if addr in seen or depth > MAX_ALIAS_DEPTH:
+                return
+            seen.add(addr)
+            domain = addr.rpartition("@")[2]
+            if domain not in local_domains:
+                remote.append(addr)
+                return
+            targets = self._alias_targets(addr)
+            user = self.get_user(addr)
+            if user is not None:
+                local.setdefault(user.address, user.id)
+            if not targets and user is None:
+                targets = self._alias_targets("@" + domain)
+            for target in targets:
+                visit(target, depth + 1)
+
+        visit(normalize_address(address), 0)
+        return Resolution(tuple(local.items()), tuple(dict.fromkeys(remote)))

@@ -1,0 +1,123 @@
+"""One SQLite connection to the embedded store, with the repositories that use it (a `Tx`).
+
+The file is opened in WAL mode with synchronous=FULL (every COMMIT is durable before it
+returns; the server's writer syncs the WAL itself, see store.py) and migrated to the current
+schema. Repository methods that write do not commit: the caller owns the transaction (the
+group-commit writer, or `transaction()` here for the CLI). Blob files whose last reference went
+in a transaction are unlinked once it has committed; mailboxes whose messages changed are
+collected in `touched` for the writer to announce.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from postroom.storage.sqlite.accounts import SqliteAccounts
+from postroom.storage.sqlite.blobs import SqliteBlobs, SqliteSummaries
+from postroom.storage.sqlite.history import SqliteHistory
+from postroom.storage.sqlite.mailboxes import SqliteMailboxes
+from postroom.storage.sqlite.messages import SqliteMessages
+from postroom.storage.sqlite.queue import SqliteQueue
+from postroom.storage.sqlite.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+
+DB_NAME = "postroom.db"
+BLOB_DIR = "blobs"
+
+_savepoints = itertools.count()
+
+
+class SqliteTx:
+    """A connection and its repositories; one per thread that uses the store."""
+
+    def __init__(self, data_dir: Path, *, readonly: bool = False) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / DB_NAME
+        self.blob_dir = data_dir / BLOB_DIR
+        if not readonly:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA busy_timeout = 10000")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        # Mailboxes whose messages changed in the current transaction (the store wakes the
+        # IMAP sessions that have them open once it commits).
+        self.touched: set[int] = set()
+        # Blob files (relative to blob_dir) to unlink once the transaction has committed.
+        self.unlink: list[str] = []
+        if not readonly:
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            # WAL + FULL: every COMMIT is fsynced before it returns (the durability contract).
+            self.conn.execute("PRAGMA synchronous = FULL")
+            self._migrate()
+        self.blobs = SqliteBlobs(self)
+        self.summaries = SqliteSummaries(self)
+        self.accounts = SqliteAccounts(self)
+        self.mailboxes = SqliteMailboxes(self)
+        self.messages = SqliteMessages(self)
+        self.queue = SqliteQueue(self)
+        self.history = SqliteHistory(self)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _migrate(self) -> None:
+        # executescript commits on its own; the schema is idempotent (IF NOT EXISTS).
+        self.conn.executescript(SCHEMA)
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        (stored,) = self.conn.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone()
+        if int(stored) == SCHEMA_VERSION:
+            return
+        with self.transaction() as conn:
+            for version in range(int(stored) + 1, SCHEMA_VERSION + 1):
+                for step in MIGRATIONS.get(version, ()):
+                    if isinstance(step, str):
+                        conn.execute(step)
+                    else:
+                        step(conn)
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; blob files released inside are unlinked after it."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            self.unlink.clear()
+            raise
+        self.conn.execute("COMMIT")
+        self.unlink_released()
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested unit: an exception inside undoes only what was done inside, then rises."""
+        name = f"nested{next(_savepoints)}"
+        mark = len(self.unlink)
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
+            del self.unlink[mark:]
+            raise
+        self.conn.execute(f"RELEASE {name}")
+
+    def unlink_released(self) -> None:
+        """Remove the files of blobs whose last reference went (after the commit)."""
+        paths, self.unlink = self.unlink, []
+        for relative in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.blob_dir / relative)

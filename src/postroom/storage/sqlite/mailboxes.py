@@ -1,0 +1,180 @@
+"""Mailboxes and subscriptions in SQLite (RFC 3501 §5.1, §6.3)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from postroom.storage.records import (
+    INBOX,
+    MailboxError,
+    MailboxInfo,
+    MailboxStatus,
+    StatusCounts,
+)
+
+if TYPE_CHECKING:
+    from postroom.storage.sqlite.connection import SqliteTx
+
+_COLUMNS = "id, name, special_use, uidvalidity, uidnext, highestmodseq, recent_uid"
+
+
+def _info(row: Sequence[Any]) -> MailboxInfo:
+    return MailboxInfo(
+        int(row[0]), str(row[1]), str(row[2]), int(row[3]), int(row[4]), int(row[5]), int(row[6])
+    )
+
+
+class SqliteMailboxes:
+    def __init__(self, tx: SqliteTx) -> None:
+        self.tx = tx
+        self.conn = tx.conn
+
+    def of_user(self, user_id: int) -> list[MailboxInfo]:
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM mailboxes WHERE user_id = ? ORDER BY name", (user_id,)
+        )
+        return [_info(r) for r in rows]
+
+    def find(self, user_id: int, name: str) -> MailboxInfo | None:
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, name)
+        ).fetchone()
+        return _info(row) if row else None
+
+    def get(self, mailbox_id: int) -> MailboxInfo | None:
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM mailboxes WHERE id = ?", (mailbox_id,)
+        ).fetchone()
+        return _info(row) if row else None
+
+    def require(self, user_id: int, name: str) -> MailboxInfo:
+        info = self.find(user_id, name)
+        if info is None:
+            raise MailboxError("NONEXISTENT", "Mailbox doesn't exist: " + name)
+        return info
+
+    def create(self, user_id: int, name: str, special_use: str = "") -> int:
+        """RFC 3501 §6.3.3: the name (and, implicitly, its missing parents) is created."""
+        if self.find(user_id, name) is not None:
+            raise MailboxError("ALREADYEXISTS", "Mailbox already exists")
+        self._create_parents(user_id, name)
+        return self._insert(user_id, name, special_use)
+
+    def _create_parents(self, user_id: int, name: str) -> None:
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if self.find(user_id, parent) is None:
+                self._insert(user_id, parent, "")
+
+    def _insert(self, user_id: int, name: str, special_use: str) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO mailboxes(user_id, name, uidvalidity, special_use) VALUES (?, ?, ?, ?)",
+            (user_id, name, self._next_uidvalidity(), special_use),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def _next_uidvalidity(self) -> int:
+        """RFC 3501 §2.3.1.1: a mailbox created again under an old name must get a different
+        UIDVALIDITY, so values come from a counter that starts at the clock and only grows."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
+        value = max(int(time.time()), int(row[0]) + 1 if row else 0) % 0xFFFFFFFF or 1
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('uidvalidity', ?)", (str(value),)
+        )
+        return value
+
+    def delete(self, user_id: int, name: str) -> None:
+        """RFC 3501 §6.3.4."""
+        if name == INBOX:
+            raise MailboxError("CANNOT", "INBOX can't be deleted")
+        info = self.require(user_id, name)
+        child = self.conn.execute(
+            "SELECT 1 FROM mailboxes WHERE user_id = ? AND substr(name, 1, ?) = ?",
+            (user_id, len(name) + 1, name + "/"),
+        ).fetchone()
+        if child is not None:
+            # Dovecot's answer too: a mailbox with children keeps existing until they are gone.
+            raise MailboxError("INUSE", "Mailbox has children, delete them first")
+        uids = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT uid FROM mailbox_messages WHERE mailbox_id = ?", (info.id,)
+            )
+        ]
+        self.tx.messages.expunge(info.id, uids)
+        self.conn.execute("DELETE FROM mailboxes WHERE id = ?", (info.id,))
+        self.tx.touched.add(info.id)
+
+    def rename(self, user_id: int, old: str, new: str) -> None:
+        """RFC 3501 §6.3.5: children move along; renaming INBOX moves its messages instead."""
+        source = self.require(user_id, old)
+        if self.find(user_id, new) is not None:
+            raise MailboxError("ALREADYEXISTS", "Target mailbox already exists")
+        if new == old or new.startswith(old + "/"):
+            raise MailboxError("CANNOT", "Can't rename a mailbox into itself")
+        messages = self.tx.messages
+        if old == INBOX:
+            target = self.create(user_id, new)
+            uids = [state.uid for state in messages.states(source.id)]
+            messages.copy(source.id, uids, target)
+            messages.expunge(source.id, uids)
+            self.tx.touched.add(source.id)
+            return
+        self._create_parents(user_id, new)
+        rows = self.conn.execute(
+            "SELECT id, name FROM mailboxes WHERE user_id = ?"
+            " AND (name = ? OR substr(name, 1, ?) = ?)",
+            (user_id, old, len(old) + 1, old + "/"),
+        ).fetchall()
+        for mailbox_id, name in rows:
+            renamed = new + name[len(old) :]
+            # RFC 3501 §2.3.1.1: a renamed mailbox keeps its UIDs, so a new UIDVALIDITY is not
+            # needed; the sessions that have it open still hear of it.
+            self.conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (renamed, mailbox_id))
+            self.tx.touched.add(int(mailbox_id))
+
+    def subscriptions(self, user_id: int) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT name FROM subscriptions WHERE user_id = ? ORDER BY name", (user_id,)
+        )
+        return [str(r[0]) for r in rows]
+
+    def subscribe(self, user_id: int, name: str, *, on: bool) -> None:
+        """RFC 3501 §6.3.6: a subscription is a name; it may outlive its mailbox."""
+        if on:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO subscriptions(user_id, name) VALUES (?, ?)",
+                (user_id, name),
+            )
+        else:
+            self.conn.execute(
+                "DELETE FROM subscriptions WHERE user_id = ? AND name = ?", (user_id, name)
+            )
+
+    def status_counts(self, info: MailboxInfo) -> StatusCounts:
+        count, unseen, size, recent = self.conn.execute(
+            "SELECT count(*), coalesce(sum(1 - seen), 0), coalesce(sum(size), 0),"
+            " coalesce(sum(uid >= ?), 0) FROM mailbox_messages WHERE mailbox_id = ?",
+            (info.recent_uid, info.id),
+        ).fetchone()
+        return StatusCounts(int(count), int(unseen), int(size), int(recent))
+
+    def status(self, mailbox_id: int) -> MailboxStatus:
+        count, unseen, size = self.conn.execute(
+            "SELECT count(*), coalesce(sum(1 - seen), 0), coalesce(sum(size), 0)"
+            " FROM mailbox_messages WHERE mailbox_id = ?",
+            (mailbox_id,),
+        ).fetchone()
+        return MailboxStatus(int(count), int(unseen), int(size))
+
+    def claim_recent(self, mailbox_id: int) -> int:
+        """RFC 3501 §2.3.2: \\Recent belongs to one session. Returns the first UID this session
+        sees as recent; the next session to claim starts after the current last message."""
+        row = self.conn.execute(
+            "SELECT recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)
+        ).fetchone()
+        self.conn.execute("UPDATE mailboxes SET recent_uid = uidnext WHERE id = ?", (mailbox_id,))
+        return int(row[0]) if row else 0
