@@ -91,6 +91,7 @@ class MailServer:
             policy=RetryPolicy(queue.retry, queue.warn_after, queue.give_up_after),
             reporter=reporter,
             concurrency=config.delivery.concurrency,
+            keep_history=queue.keep_history,
         )
         self.shutdown_flag = ShutdownFlag()
         self.mailbox_events = MailboxEvents()  # wakes IMAP sessions on committed changes

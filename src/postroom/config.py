@@ -120,6 +120,7 @@ class QueueConfig:
     retry: tuple[float, ...] = (900.0, 1800.0, 3600.0, 7200.0, 14400.0)  # last one repeats
     warn_after: float = 4 * 3600.0  # delay notice once after this
     give_up_after: float = 5 * 86400.0  # then the mail is returned
+    keep_history: float = 30 * 86400.0  # delivery history kept this long after arrival
 
 
 @dataclass(frozen=True)
@@ -388,7 +389,7 @@ class _Reader:
             values["retry"] = self.check(
                 "queue.retry", checks.durations, raw["retry"], defaults.retry
             )
-        for name in ("warn_after", "give_up_after"):
+        for name in ("warn_after", "give_up_after", "keep_history"):
             if name in raw:
                 values[name] = self.check(
                     f"queue.{name}", checks.timeout, raw[name], getattr(defaults, name)

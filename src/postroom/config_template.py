@@ -107,6 +107,11 @@ def render_default_config(
         ),
         ("warn_after", toml_string(format_duration(queue.warn_after)), "delay notice after"),
         ("give_up_after", toml_string(format_duration(queue.give_up_after)), "return mail after"),
+        (
+            "keep_history",
+            toml_string(format_duration(queue.keep_history)),
+            "delivery history kept (queue show)",
+        ),
     ]
     delivery = DeliveryConfig()
     return f"""\

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -39,6 +40,8 @@ from postroom.storage.records import ClaimedMessage
 log = logging.getLogger("postroom.queue")
 
 MAX_IDLE_WAIT = 60.0  # seconds between looks at an idle queue
+PRUNE_EVERY = 3600.0  # seconds between prunings of the delivery history
+PRUNE_SLICE = 5000  # messages forgotten per write
 STAMP_CHECK = 1.0  # seconds between checks of the CLI's "queue changed" stamp
 SESSION_MIN_MESSAGES = 20  # a destination gets another parallel session per this many messages
 
@@ -59,6 +62,7 @@ class Scheduler:
         policy: RetryPolicy,
         reporter: Reporter,
         concurrency: int,
+        keep_history: float = 30 * 86400.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -73,6 +77,8 @@ class Scheduler:
         self._rounds: Counter[str] = Counter()  # message → its batches still delivering
         self._wakeup = asyncio.Event()
         self._stamp = store.signals.version("queue")
+        self.keep_history = keep_history
+        self._pruned_at = -math.inf
 
     def wake(self) -> None:
         """Look at the queue now (new remote mail, ETRN, `queue retry`)."""
@@ -95,9 +101,23 @@ class Scheduler:
                 self._rounds = Counter(item.message.id for _, b in batches for item in b)
                 await asyncio.gather(*(self._deliver_domain(d, b) for d, b in batches))
                 continue
+            if now - self._pruned_at >= PRUNE_EVERY:
+                await self.prune_history(now)
             due = await self.store.read(lambda tx: tx.queue.next_due())
             wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, due - self.clock())
             await self._idle(wait)
+
+    async def prune_history(self, now: float) -> int:
+        """Forget the delivery history of messages older than `keep_history`, a slice per
+        write so other work goes on in between; how many messages were forgotten."""
+        self._pruned_at = now
+        before = now - self.keep_history
+        total = 0
+        while True:
+            pruned = await self.store.write(lambda tx: tx.history.prune(before, PRUNE_SLICE))
+            total += pruned
+            if pruned < PRUNE_SLICE:
+                return total
 
     async def _idle(self, seconds: float) -> None:
         """Sleep until woken, `seconds` pass, or the CLI's queue stamp changes."""
