@@ -231,7 +231,7 @@ def test_wrong_password_is_auth_code(server: Postroom) -> None:
             client.pass_("not the password")
         assert refused.value.args[0] == b"-ERR [AUTH] Authentication failed"
         client.quit()
-    assert "pop3 login failed" in server.log()
+    assert f"login failed service=pop3 client=127.0.0.1 user=<{ALICE}> method=USER" in server.log()
 
 
 def test_auth_plain_over_tls(server: Postroom) -> None:

@@ -87,10 +87,12 @@ def pump(engine: Pop3Server, drop: Maildrop, events: list[object]) -> None:
             return
         assert not isinstance(event, ev.Paused), "the test driver answers every decision"
         events.append(event)
-        if isinstance(event, ev.CheckPassword):
-            engine.password_checked(drop.passwords.get(event.authcid) == event.password)
-        elif isinstance(event, ev.NeedCredentials):
-            engine.credentials_found(drop.scram.get(event.authcid))
+        if isinstance(event, ev.Verify):
+            need = event.need
+            if isinstance(need, sasl.CheckPassword):
+                engine.answered(drop.passwords.get(need.authcid) == need.password)
+            else:
+                engine.answered(drop.scram.get(need.authcid))
         elif isinstance(event, ev.OpenMaildrop):
             if event.identity in drop.locked or drop.store_down:
                 engine.maildrop_refused(in_use=not drop.store_down)
@@ -176,7 +178,7 @@ def test_capabilities_over_tls_offer_user_and_sasl(mode: str) -> None:
 def test_credentials_refused_before_tls(mode: str, command: bytes) -> None:
     t = converse([command + b"\r\n"], mode, settings=PLAIN_TEXT, tls_active=False)
     assert t.lines[-1] == b"-ERR [AUTH] Plaintext authentication disallowed, use STLS first"
-    assert not any(isinstance(e, ev.CheckPassword) for e in t.events)
+    assert not any(isinstance(e, ev.Verify) for e in t.events)
 
 
 def test_plaintext_login_when_allowed(mode: str) -> None:
@@ -189,7 +191,10 @@ def test_plaintext_login_when_allowed(mode: str) -> None:
 def test_user_pass_login(mode: str) -> None:
     t = converse([LOGIN], mode)
     assert t.output == GREETING + b"+OK Send PASS\r\n" + LOGGED_IN
-    assert t.events == [ev.CheckPassword("USER", USER, "", PASSWORD), ev.OpenMaildrop(USER)]
+    assert t.events == [
+        ev.Verify("USER", sasl.CheckPassword(USER, "", PASSWORD)),
+        ev.OpenMaildrop(USER),
+    ]
     assert t.engine.identity == USER
 
 
@@ -233,7 +238,7 @@ def test_auth_plain_with_initial_response(mode: str) -> None:
     token = b64(f"\0{USER}\0{PASSWORD}".encode())
     t = converse([b"AUTH PLAIN " + token + b"\r\nSTAT\r\n"], mode)
     assert t.output == GREETING + LOGGED_IN + f"+OK 2 {len(MSG1) + len(MSG2)}\r\n".encode()
-    assert ev.CheckPassword("PLAIN", USER, "", PASSWORD) in t.events
+    assert ev.Verify("PLAIN", sasl.CheckPassword(USER, "", PASSWORD)) in t.events
 
 
 def test_auth_plain_with_a_challenge(mode: str) -> None:
@@ -355,7 +360,7 @@ def test_auth_scram_sha_256(mode: str, password: str) -> None:
     t = converse(flights, mode)
     if password == PASSWORD:
         assert t.output.endswith(LOGGED_IN)
-        assert ev.NeedCredentials("SCRAM-SHA-256", USER, "") in t.events
+        assert ev.Verify("SCRAM-SHA-256", sasl.NeedScramCredentials(USER, "")) in t.events
     else:
         assert t.lines[-1] == b"-ERR [AUTH] Authentication failed"
 

@@ -11,6 +11,7 @@ import itertools
 
 import pytest
 
+from postroom.proto.sasl import CheckPassword
 from postroom.proto.smtp import events as sev
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.client import (
@@ -620,8 +621,10 @@ class Wire:
                 self.messages.append(bytes(self.content))
                 self.content.clear()
                 self.server.accept(replies.queued(f"Q{len(self.messages)}"))
-            elif isinstance(event, sev.CheckPassword):
-                self.server.password_checked(event.password == "secret")
+            elif isinstance(event, sev.Verify):
+                need = event.need
+                assert isinstance(need, CheckPassword)
+                self.server.answered(need.password == "secret")
 
 
 MESSAGE = (

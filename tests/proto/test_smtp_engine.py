@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from postroom.proto import sasl
+from postroom.proto.sasl.exchange import UNAVAILABLE
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.params import MailParams, RcptParams
@@ -163,10 +164,12 @@ def _answer(engine: SmtpServer, event: ev.Event, policy: Policy, state: _RunStat
         state.current.clear()
     elif isinstance(event, ev.TransactionAborted):
         state.current.clear()
-    elif isinstance(event, ev.CheckPassword):
-        engine.password_checked(policy.passwords.get(event.authcid) == event.password)
-    elif isinstance(event, ev.NeedCredentials):
-        engine.credentials_found(policy.scram.get(event.authcid))
+    elif isinstance(event, ev.Verify):
+        need = event.need
+        if isinstance(need, sasl.CheckPassword):
+            engine.answered(policy.passwords.get(need.authcid) == need.password)
+        else:
+            engine.answered(policy.scram.get(need.authcid))
     elif isinstance(event, ev.StartTls):
         # The driver writes the 220 in plaintext, then performs the handshake.
         state.output += engine.data_to_send()
@@ -439,7 +442,7 @@ def test_seed_thunderbird_submission_with_auth_plain_and_size(mode: str) -> None
         "250 2.0.0",
         "221 2.0.0",
     ]
-    assert ev.CheckPassword("PLAIN", "fake@hasenstein.com", "", "hahaha") in t.events
+    assert ev.Verify("PLAIN", sasl.CheckPassword("fake@hasenstein.com", "", "hahaha")) in t.events
     assert ev.Authenticated("fake@hasenstein.com") in t.events
     assert t.of_type(ev.MailFrom) == [ev.MailFrom("mh@hasenstein.com", MailParams(size=414))]
     assert t.engine.identity == "fake@hasenstein.com"
@@ -1144,7 +1147,7 @@ def test_decision_methods_check_what_is_pending() -> None:
     with pytest.raises(RuntimeError):
         engine.accept()
     with pytest.raises(RuntimeError):
-        engine.password_checked(True)
+        engine.answered(True)
     with pytest.raises(RuntimeError):
         engine.tls_started()
     engine.receive_data(EHLO + transaction() + b"DATA\r\n.\r\n")
@@ -1247,7 +1250,7 @@ def test_auth_plain_with_initial_response(mode: str) -> None:
     t = converse(EHLO + b"AUTH PLAIN " + PLAIN + b"\r\n", mode, policy=ALICE, tls_active=True)
     assert t.output.endswith(b"235 2.7.0 Authentication successful\r\n")
     assert t.decisions[1:] == [
-        ev.CheckPassword("PLAIN", USER, "", PASSWORD),
+        ev.Verify("PLAIN", sasl.CheckPassword(USER, "", PASSWORD)),
         ev.Authenticated(USER),
     ]
     assert t.engine.identity == USER
@@ -1270,7 +1273,7 @@ def test_auth_login_challenge_flow(mode: str) -> None:
         b"334 UGFzc3dvcmQ6\r\n"  # "Password:"
         b"235 2.7.0 Authentication successful\r\n"
     )
-    assert ev.CheckPassword("LOGIN", USER, "", PASSWORD) in t.events
+    assert ev.Verify("LOGIN", sasl.CheckPassword(USER, "", PASSWORD)) in t.events
 
 
 def test_auth_login_with_initial_user_name(mode: str) -> None:
@@ -1298,7 +1301,7 @@ def test_auth_cancelled_with_star(mode: str) -> None:
     )
     assert t.codes[2:] == ["334", "334", "501 5.0.0", "250 2.0.0", "235 2.7.0"]
     # The cancelled LOGIN never got as far as a password check.
-    assert t.of_type(ev.CheckPassword) == [ev.CheckPassword("PLAIN", USER, "", PASSWORD)]
+    assert t.of_type(ev.Verify) == [ev.Verify("PLAIN", sasl.CheckPassword(USER, "", PASSWORD))]
 
 
 def test_auth_wrong_password_is_535(mode: str) -> None:
@@ -1322,13 +1325,13 @@ def test_auth_twice_is_503(mode: str) -> None:
         tls_active=True,
     )
     assert t.codes[2:] == ["235 2.7.0", "503 5.5.1"]
-    assert len(t.of_type(ev.CheckPassword)) == 1
+    assert len(t.of_type(ev.Verify)) == 1
 
 
 def test_auth_before_tls_is_530(mode: str) -> None:
     t = converse(EHLO + b"AUTH PLAIN " + PLAIN + b"\r\nNOOP\r\n", mode, policy=ALICE, server=MX_TLS)
     assert t.codes[2:] == ["530 5.7.0", "250 2.0.0"]
-    assert not t.of_type(ev.CheckPassword)
+    assert not t.of_type(ev.Verify)
 
 
 def test_auth_without_tls_when_insecure_auth_is_allowed(mode: str) -> None:
@@ -1384,8 +1387,8 @@ def test_auth_credential_store_failure_is_454() -> None:
     engine.greet()
     engine.receive_data(EHLO + b"AUTH PLAIN " + PLAIN + b"\r\nNOOP\r\n")
     assert isinstance(engine.next_event(), ev.Hello)
-    assert isinstance(engine.next_event(), ev.CheckPassword)
-    engine.auth_unavailable()
+    assert isinstance(engine.next_event(), ev.Verify)
+    engine.answered(UNAVAILABLE)
     assert engine.next_event() is ev.NEED_DATA
     assert engine.data_to_send().endswith(
         b"454 4.7.0 Temporary authentication failure\r\n250 2.0.0 Ok\r\n"
@@ -1516,7 +1519,7 @@ def test_scram_sha_256_full_exchange(mode: str, initial_response: bool) -> None:
     expected = ["220", "250", "334", "334", "235 2.7.0", "250 2.1.0"]
     assert t.codes == (expected if initial_response else [*expected[:2], "334", *expected[2:]])
     assert client.verified
-    assert ev.NeedCredentials("SCRAM-SHA-256", USER, "") in t.events
+    assert ev.Verify("SCRAM-SHA-256", sasl.NeedScramCredentials(USER, "")) in t.events
     assert ev.Authenticated(USER) in t.events
     assert t.engine.identity == USER
 

@@ -19,6 +19,7 @@ class Wire:
     """The connection as a session sees it: everything written is kept."""
 
     peer = "127.0.0.1"
+    listener = "imap"
     secure = True
 
     def __init__(self) -> None:

@@ -62,6 +62,7 @@ class _Connection:
         self.stream = stream
         self.service = service
         self.peer = stream.peer[0]
+        self.listener = service.name
         self.reader = rd.CommandReader(max_line=MAX_COMMAND_LINE)
         self.streams: list[ContentBuffer] = []
         self._current: ContentBuffer | None = None

@@ -17,6 +17,7 @@ from postroom.net.stream import ByteStream
 from postroom.proto.pop3 import events as ev
 from postroom.proto.pop3 import replies
 from postroom.proto.pop3.engine import Pop3Server, Pop3Settings
+from postroom.services.authn import login_failed
 from postroom.services.maildrop import Maildrop, MaildropContext, MaildropInUse
 
 log = logging.getLogger("postroom.pop3")
@@ -78,31 +79,10 @@ class Pop3Service:
                 if not data and stream.at_eof:
                     return
                 engine.receive_data(data)
-            elif isinstance(event, ev.CheckPassword):
-                try:
-                    ok = await self.ctx.authenticator.check_password(
-                        event.authcid, event.authzid, event.password
-                    )
-                except Exception:
-                    log.exception("password check failed client=%s", stream.peer[0])
-                    engine.auth_unavailable()
-                    continue
-                if not ok:
-                    log.info(
-                        "pop3 login failed client=%s user=%s mechanism=%s",
-                        stream.peer[0],
-                        event.authcid,
-                        event.mechanism,
-                    )
-                engine.password_checked(ok)
-            elif isinstance(event, ev.NeedCredentials):
-                try:
-                    creds = await self.ctx.authenticator.credentials(event.authcid, event.authzid)
-                except Exception:
-                    log.exception("credential lookup failed client=%s", stream.peer[0])
-                    engine.auth_unavailable()
-                    continue
-                engine.credentials_found(creds)
+            elif isinstance(event, ev.Verify):
+                engine.answered(await self.ctx.authenticator.answer(event.need))
+            elif isinstance(event, ev.AuthFailed):
+                login_failed(self.name, stream.peer[0], event.authcid, event.mechanism)
             elif isinstance(event, ev.OpenMaildrop):
                 await self._open(stream, engine, maildrop, event.identity)
             elif isinstance(event, ev.FetchMessage):

@@ -16,6 +16,7 @@ from postroom.net.stream import ByteStream
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.server import Mode, ServerSettings, SmtpServer
+from postroom.services.authn import login_failed
 from postroom.services.ingress import IngressContext, IngressSession, SessionInfo
 
 log = logging.getLogger("postroom.smtp")
@@ -90,10 +91,10 @@ class SmtpService:
                     engine.reject(response)
             elif isinstance(event, ev.TransactionAborted):
                 session.abort()
-            elif isinstance(event, ev.CheckPassword):
-                engine.password_checked(await session.check_password(event))
-            elif isinstance(event, ev.NeedCredentials):
-                engine.credentials_found(await session.credentials(event))
+            elif isinstance(event, ev.Verify):
+                engine.answered(await self.ctx.authenticator.answer(event.need))
+            elif isinstance(event, ev.AuthFailed):
+                login_failed(self.name, stream.peer[0], event.authcid, event.mechanism)
             elif isinstance(event, ev.Authenticated):
                 log.info("authenticated client=%s user=%s", stream.peer[0], event.identity)
             elif isinstance(event, ev.StartTls):

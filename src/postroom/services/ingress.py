@@ -23,7 +23,6 @@ from postroom.model.queue import (
     RecipientState,
     new_queue_id,
 )
-from postroom.proto.sasl import ScramCredentials
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.replies import Reply
@@ -247,13 +246,3 @@ class IngressSession:
 
     def _log_reject(self, mail: ev.MailFrom, response: Reply) -> None:
         self.rejected("from", mail.address, response)
-
-    # --- authentication ------------------------------------------------------------------------
-
-    async def check_password(self, event: ev.CheckPassword) -> bool:
-        return await self.ctx.authenticator.check_password(
-            event.authcid, event.authzid, event.password
-        )
-
-    async def credentials(self, event: ev.NeedCredentials) -> ScramCredentials | None:
-        return await self.ctx.authenticator.credentials(event.authcid, event.authzid)

@@ -21,11 +21,20 @@ from postroom.proto.pop3 import events as ev
 from postroom.proto.pop3 import replies
 from postroom.proto.pop3.replies import Response
 from postroom.proto.sasl import wire as sasl_wire
+from postroom.proto.sasl.exchange import Finished, Next, SaslExchange, StoreAnswer, Unavailable
 
 # RFC 2449 §4: a command line is at most 255 octets, CRLF included.
 MAX_COMMAND_LINE = 255
 # SASL responses are not commands; base64 of a long PLAIN or SCRAM message needs more room.
 MAX_AUTH_LINE = 8192
+
+# How an AUTH exchange that did not succeed is answered (RFC 5034 §4, RFC 3206 codes).
+_AUTH_ENDINGS = {
+    "failed": replies.LOGIN_FAILED,
+    "malformed": replies.AUTH_MALFORMED,
+    "cancelled": replies.AUTH_CANCELLED,  # the client sent "*"
+    "unavailable": replies.AUTH_UNAVAILABLE,  # the store failed, not the client: [SYS/TEMP]
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +115,7 @@ class Pop3Server:
         self._lines = LineSplitter()
         self._user: str | None = None  # from USER, until PASS
         self._candidate = ""  # the identity being checked, then whose maildrop is opened
-        self._sasl: sasl.Mechanism | None = None
+        self._sasl: SaslExchange | None = None
         self._entries: tuple[ev.MaildropEntry, ...] = ()
         self._deleted: set[int] = set()  # 0-based indices into _entries
         self._top_lines: int | None = None  # TOP's line count while a fetch is pending
@@ -144,27 +153,19 @@ class Pop3Server:
             if not self._step():
                 return ev.NEED_DATA
 
-    def password_checked(self, ok: bool) -> None:
-        self._take_pending("password")
+    def answered(self, answer: StoreAnswer) -> None:
+        """The credential store's answer to `Verify`; UNAVAILABLE: -ERR [SYS/TEMP] (RFC 3206),
+        and the session stays in the AUTHORIZATION state."""
+        self._take_pending("verify")
         if self._sasl is not None:
-            self._sasl_step(self._sasl.password_checked(ok))
-        elif ok:
+            self._sasl_step(self._sasl.answered(answer))
+        elif isinstance(answer, Unavailable):
+            self._send(replies.AUTH_UNAVAILABLE)
+        elif answer is True:
             self._open_maildrop(self._candidate)
         else:
+            self._events.append(ev.AuthFailed("USER", self._candidate))
             self._send(replies.LOGIN_FAILED)
-
-    def credentials_found(self, creds: sasl.ScramCredentials | None) -> None:
-        self._take_pending("credentials")
-        assert self._sasl is not None
-        self._sasl_step(self._sasl.credentials_found(creds))
-
-    def auth_unavailable(self) -> None:
-        """The credential store failed: answer [SYS/TEMP] and leave the exchange."""
-        if self._pending == "credentials":
-            self._take_pending("credentials")
-        else:
-            self._take_pending("password")
-        self._end_sasl(replies.AUTH_UNAVAILABLE)
 
     def maildrop_opened(self, entries: Sequence[ev.MaildropEntry]) -> None:
         """The maildrop is locked; `entries` is its content for this whole session."""
@@ -351,7 +352,7 @@ class Pop3Server:
         if not authcid or not password:
             raise Pop3Error(replies.LOGIN_FAILED)
         self._candidate = authcid
-        self._wait("password", ev.CheckPassword("USER", authcid, "", password))
+        self._wait("verify", ev.Verify("USER", sasl.CheckPassword(authcid, "", password)))
 
     def _stls(self, argument: str) -> None:
         if argument:
@@ -380,46 +381,31 @@ class Pop3Server:
             raise Pop3Error(replies.AUTH_UNKNOWN_MECHANISM) from None
         except sasl_wire.Malformed:
             raise Pop3Error(replies.AUTH_MALFORMED) from None
-        mechanism, initial = begun.mechanism, begun.initial
         self._user = None
-        self._sasl = mechanism
+        self._sasl = SaslExchange(begun.mechanism)
         self.mode = Mode.AUTH
-        self._sasl_step(mechanism.start(initial))
+        self._sasl_step(self._sasl.start(begun.initial))
 
     def _sasl_line(self, line: str) -> None:
         assert self._sasl is not None
-        try:
-            data = sasl_wire.client_line(line)
-        except sasl_wire.Malformed:
-            self._end_sasl(replies.AUTH_MALFORMED)
-            return
-        if data is sasl_wire.CANCEL:
-            # RFC 5034 §4: the client cancels the exchange with "*".
-            self._end_sasl(replies.AUTH_CANCELLED)
-            return
-        self._sasl_step(self._sasl.respond(data))
+        self._sasl_step(self._sasl.client_line(line))
 
-    def _sasl_step(self, step: sasl.Step) -> None:
+    def _sasl_step(self, step: Next) -> None:
         assert self._sasl is not None
-        name = self._sasl.name
         if isinstance(step, sasl.Challenge):
             # RFC 5034 §4: a server challenge is "+" SP base64.
             self._out += b"+ " + base64.b64encode(step.data) + b"\r\n"
-        elif isinstance(step, sasl.CheckPassword):
+        elif not isinstance(step, Finished):
             self._candidate = step.authcid
-            self._wait(
-                "password", ev.CheckPassword(name, step.authcid, step.authzid, step.password)
-            )
-        elif isinstance(step, sasl.NeedScramCredentials):
-            self._wait("credentials", ev.NeedCredentials(name, step.authcid, step.authzid))
-        elif isinstance(step, sasl.Success):
+            self._wait("verify", ev.Verify(self._sasl.name, step))
+        elif step.result == "success":
             self._sasl = None
             self.mode = Mode.COMMAND
             self._open_maildrop(step.authcid)
-        elif step.reason == "malformed":
-            self._end_sasl(replies.AUTH_MALFORMED)
         else:
-            self._end_sasl(replies.LOGIN_FAILED)
+            if step.result == "failed":
+                self._events.append(ev.AuthFailed(step.mechanism, step.authcid))
+            self._end_sasl(_AUTH_ENDINGS[step.result])
 
     def _end_sasl(self, response: Response) -> None:
         self._sasl = None

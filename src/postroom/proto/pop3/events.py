@@ -1,12 +1,14 @@
 """Events the POP3 server engine hands to its driver.
 
-Every event but `CloseConnection` is a decision: the engine pauses until the driver answers
-through the matching engine method (named in each docstring).
+Every event but `CloseConnection` and `AuthFailed` is a decision: the engine pauses until the
+driver answers through the matching engine method (named in each docstring).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from postroom.proto.sasl.exchange import Need
 
 
 class NeedData:
@@ -32,22 +34,21 @@ class MaildropEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckPassword:
-    """Decision: verify a password (USER/PASS, SASL PLAIN/LOGIN); answer `password_checked`."""
+class Verify:
+    """Decision: ask the credential store (a password check for USER/PASS and SASL PLAIN/LOGIN,
+    the SCRAM credentials for SCRAM-SHA-256); answer `answered`."""
 
     mechanism: str  # "USER" for USER/PASS
-    authcid: str
-    authzid: str
-    password: str
+    need: Need
 
 
 @dataclass(frozen=True, slots=True)
-class NeedCredentials:
-    """Decision: look up SCRAM credentials; answer `credentials_found`."""
+class AuthFailed:
+    """A login failed on wrong credentials (informational, for the log); -ERR [AUTH] is
+    already queued."""
 
     mechanism: str
     authcid: str
-    authzid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +85,8 @@ class CloseConnection:
 
 
 Event = (
-    CheckPassword
-    | NeedCredentials
+    Verify
+    | AuthFailed
     | OpenMaildrop
     | FetchMessage
     | CommitDeletions

@@ -1,7 +1,7 @@
 """Events the SMTP server engine hands to its driver.
 
 Events marked "decision" pause the engine until the driver answers through the matching
-engine method (`accept`/`reject`, `password_checked`, `credentials_found`, `tls_started`).
+engine method (`accept`/`reject`, `answered`, `tls_started`).
 The rest are informational: the engine has already replied.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from postroom.proto.sasl.exchange import Need
 from postroom.proto.smtp.params import MailParams, RcptParams
 
 
@@ -68,22 +69,12 @@ class TransactionAborted:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckPassword:
-    """Decision: verify a password (SASL PLAIN/LOGIN); answer with `password_checked`."""
+class Verify:
+    """Decision: ask the credential store (a password check for PLAIN/LOGIN, the SCRAM
+    credentials for SCRAM-SHA-256); answer with `answered`."""
 
     mechanism: str
-    authcid: str
-    authzid: str
-    password: str
-
-
-@dataclass(frozen=True, slots=True)
-class NeedCredentials:
-    """Decision: look up SCRAM credentials; answer with `credentials_found`."""
-
-    mechanism: str
-    authcid: str
-    authzid: str
+    need: Need
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +82,14 @@ class Authenticated:
     """AUTH succeeded (informational); the 235 reply is already queued."""
 
     identity: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailed:
+    """AUTH failed on wrong credentials (informational, for the log); 535 is already queued."""
+
+    mechanism: str
+    authcid: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +116,9 @@ Event = (
     | MessageData
     | MessageComplete
     | TransactionAborted
-    | CheckPassword
-    | NeedCredentials
+    | Verify
     | Authenticated
+    | AuthFailed
     | StartTls
     | Etrn
     | CloseConnection

@@ -17,10 +17,18 @@ from dataclasses import dataclass
 from postroom.proto import sasl
 from postroom.proto.lines import LineProblem, LineSplitter
 from postroom.proto.sasl import wire as sasl_wire
+from postroom.proto.sasl.exchange import Finished, Next, SaslExchange, StoreAnswer
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import params, replies
 from postroom.proto.smtp.data import ChunkReader, DataReader, LineEndingChecker
 from postroom.proto.smtp.replies import ClientError, Reply, SmtpError
+
+# How an AUTH exchange that did not succeed (or fail on credentials) is answered.
+_AUTH_ENDINGS = {
+    "malformed": replies.AUTH_MALFORMED,
+    "cancelled": replies.AUTH_CANCELLED,  # RFC 4954 §4: the client sent "*"
+    "unavailable": replies.AUTH_TEMPORARY,  # RFC 4954 §6: the store failed, not the client
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +131,7 @@ class SmtpServer:
         self._body_size = 0
         self._oversize = False
         self._mail_params = params.MailParams()
-        self._sasl: sasl.Mechanism | None = None
+        self._sasl: SaslExchange | None = None
 
     # --- driver interface ---------------------------------------------------------------------
 
@@ -191,20 +199,11 @@ class SmtpServer:
         elif pending == "mail":
             self._mail_params = params.MailParams()
 
-    def password_checked(self, ok: bool) -> None:
-        self._take_pending(("password",))
+    def answered(self, answer: StoreAnswer) -> None:
+        """The credential store's answer to `Verify` (UNAVAILABLE: 454, the session goes on)."""
+        self._take_pending(("verify",))
         assert self._sasl is not None
-        self._sasl_step(self._sasl.password_checked(ok))
-
-    def credentials_found(self, creds: sasl.ScramCredentials | None) -> None:
-        self._take_pending(("credentials",))
-        assert self._sasl is not None
-        self._sasl_step(self._sasl.credentials_found(creds))
-
-    def auth_unavailable(self) -> None:
-        """The credential store failed: answer 454 and leave the exchange."""
-        self._take_pending(("password", "credentials"))
-        self._end_sasl(replies.AUTH_TEMPORARY)
+        self._sasl_step(self._sasl.answered(answer))
 
     def tls_started(self) -> None:
         """The driver finished the TLS handshake: RFC 3207 §4.2, start over from scratch."""
@@ -466,45 +465,31 @@ class SmtpServer:
             raise ClientError(replies.AUTH_UNKNOWN_MECHANISM) from None
         except sasl_wire.Malformed:
             raise ClientError(replies.AUTH_MALFORMED) from None
-        mechanism, initial = begun.mechanism, begun.initial
-        self._sasl = mechanism
+        self._sasl = SaslExchange(begun.mechanism)
         self.mode = Mode.AUTH
-        self._sasl_step(mechanism.start(initial))
+        self._sasl_step(self._sasl.start(begun.initial))
 
     # --- SASL exchange ------------------------------------------------------------------------
 
     def _sasl_line(self, line: str) -> None:
         assert self._sasl is not None
-        try:
-            data = sasl_wire.client_line(line)
-        except sasl_wire.Malformed:
-            self._end_sasl(replies.AUTH_MALFORMED)
-            return
-        if data is sasl_wire.CANCEL:
-            # RFC 4954 §4: the client cancels the exchange with "*".
-            self._end_sasl(replies.AUTH_CANCELLED)
-            return
-        self._sasl_step(self._sasl.respond(data))
+        self._sasl_step(self._sasl.client_line(line))
 
-    def _sasl_step(self, step: sasl.Step) -> None:
+    def _sasl_step(self, step: Next) -> None:
         assert self._sasl is not None
-        name = self._sasl.name
         if isinstance(step, sasl.Challenge):
             self._send(replies.auth_challenge(base64.b64encode(step.data).decode("ascii")))
-        elif isinstance(step, sasl.CheckPassword):
-            self._wait(
-                "password", ev.CheckPassword(name, step.authcid, step.authzid, step.password)
-            )
-        elif isinstance(step, sasl.NeedScramCredentials):
-            self._wait("credentials", ev.NeedCredentials(name, step.authcid, step.authzid))
-        elif isinstance(step, sasl.Success):
+        elif not isinstance(step, Finished):
+            self._wait("verify", ev.Verify(self._sasl.name, step))
+        elif step.result == "success":
             self.identity = step.authcid
             self._events.append(ev.Authenticated(step.authcid))
             self._end_sasl(replies.AUTH_OK)
-        elif step.reason == "malformed":
-            self._end_sasl(replies.AUTH_MALFORMED)
-        else:
+        elif step.result == "failed":
+            self._events.append(ev.AuthFailed(step.mechanism, step.authcid))
             self._end_sasl(replies.AUTH_FAILED)
+        else:
+            self._end_sasl(_AUTH_ENDINGS[step.result])
 
     def _end_sasl(self, response: Reply) -> None:
         self._sasl = None

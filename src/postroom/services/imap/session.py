@@ -22,9 +22,9 @@ from postroom.proto.imap import mutf7
 from postroom.proto.imap.encode import astring, flag_list, sequence_set
 from postroom.proto.imap.listing import Listed, list_entries, lsub_entries
 from postroom.proto.imap.selected import MessageColumns, OwnChange, SelectedMailbox
-from postroom.proto.sasl import wire as sasl_wire
+from postroom.proto.sasl.exchange import Finished, SaslExchange, Unavailable
 from postroom.proto.sasl.saslprep import prepare_login
-from postroom.services.authn import Authenticator
+from postroom.services.authn import Authenticator, login_failed
 from postroom.services.imap.snapshots import MailboxSnapshots, Snapshot, load_messages
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.storage.api import FlagMode, Store, Tx
@@ -68,6 +68,7 @@ class ImapIO(Protocol):
     """What the driver offers a session."""
 
     peer: str
+    listener: str  # "imap" or "imaps" (for the log)
 
     @property
     def secure(self) -> bool:
@@ -100,6 +101,14 @@ class ImapContext:
     deferring: set[ImapSession] = field(default_factory=set)
     uncommitted: set[asyncio.Future[None]] = field(default_factory=set)
 
+
+# How an AUTHENTICATE that did not succeed is answered: (text, RFC 5530 code, status).
+_AUTHENTICATE_ENDINGS: dict[str, tuple[str, str | None, str]] = {
+    "failed": ("Authentication failed.", "AUTHENTICATIONFAILED", "NO"),
+    "malformed": ("Invalid base64 or SASL data in the response", None, "BAD"),
+    "cancelled": ("Authentication aborted", None, "BAD"),  # RFC 3501 §6.2.2: the client sent "*"
+    "unavailable": ("Authentication temporarily unavailable", "UNAVAILABLE", "NO"),
+}
 
 DEFERRED_WRITE_DELAY = 0.02  # seconds an answered flag change may wait to join the next ones
 
@@ -329,11 +338,16 @@ class ImapSession:
             # RFC 3501 §6.2.3 with LOGINDISABLED: plaintext passwords need TLS first.
             raise Refusal("Plaintext authentication disallowed without TLS", "PRIVACYREQUIRED")
         prepared = prepare_login(command.username, command.password)
-        if prepared is None or not await self.ctx.authenticator.check_password(
-            prepared[0], "", prepared[1]
-        ):
+        if prepared is None:
             raise Refusal("Authentication failed.", "AUTHENTICATIONFAILED")
-        await self._logged_in(tag, prepared[0])
+        username, password = prepared
+        verdict = await self.ctx.authenticator.answer(sasl.CheckPassword(username, "", password))
+        if isinstance(verdict, Unavailable):
+            raise Refusal("Authentication temporarily unavailable", "UNAVAILABLE")  # RFC 5530
+        if verdict is not True:
+            login_failed(self.io.listener, self.io.peer, username, "LOGIN")
+            raise Refusal("Authentication failed.", "AUTHENTICATIONFAILED")
+        await self._logged_in(tag, username)
 
     async def authenticate(self, tag: str, command: cmd.Command) -> None:
         assert isinstance(command, cmd.Authenticate)
@@ -342,8 +356,9 @@ class ImapSession:
         mechanism = sasl.new_mechanism(command.mechanism)
         if mechanism is None:
             raise Refusal("Unsupported authentication mechanism", "CANNOT")
-        step = mechanism.start(command.initial_response)
-        while True:
+        exchange = SaslExchange(mechanism)
+        step = exchange.start(command.initial_response)
+        while not isinstance(step, Finished):
             if isinstance(step, sasl.Challenge):
                 await self.send_now(b"+ " + base64.b64encode(step.data) + b"\r\n")
                 await self.flush()
@@ -351,26 +366,16 @@ class ImapSession:
                 if line is None:
                     self.state = "logout"
                     return
-                try:
-                    answer = sasl_wire.client_line(line.decode("ascii", "replace"))
-                except sasl_wire.Malformed:
-                    raise Refusal("Invalid base64 in the response", status="BAD") from None
-                if answer is sasl_wire.CANCEL:
-                    raise Refusal("Authentication aborted", status="BAD")  # RFC 3501 §6.2.2
-                step = mechanism.respond(answer)
-            elif isinstance(step, sasl.CheckPassword):
-                ok = await self.ctx.authenticator.check_password(
-                    step.authcid, step.authzid, step.password
-                )
-                step = mechanism.password_checked(ok)
-            elif isinstance(step, sasl.NeedScramCredentials):
-                creds = await self.ctx.authenticator.credentials(step.authcid, step.authzid)
-                step = mechanism.credentials_found(creds)
-            elif isinstance(step, sasl.Success):
-                await self._logged_in(tag, step.authcid)
-                return
+                step = exchange.client_line(line.decode("ascii", "replace"))
             else:
-                raise Refusal("Authentication failed.", "AUTHENTICATIONFAILED")
+                step = exchange.answered(await self.ctx.authenticator.answer(step))
+        if step.result == "success":
+            await self._logged_in(tag, step.authcid)
+            return
+        if step.result == "failed":
+            login_failed(self.io.listener, self.io.peer, step.authcid, step.mechanism)
+        refusal, code, status = _AUTHENTICATE_ENDINGS[step.result]
+        raise Refusal(refusal, code, status=status)
 
     async def _logged_in(self, tag: str, username: str) -> None:
         user = await self.ctx.store.read(lambda tx: tx.accounts.get_user(username))
