@@ -1,0 +1,58 @@
+"""Hostile probes against the IMAP listener over real sockets: patterns that would make a regex
+backtrack, literals that would fill memory before login, numbers too long to convert."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from .conftest import ALICE, PASSWORDS, Postroom
+from .wire import Wire
+
+SERVICES = ("smtp", "imap")
+PLAINTEXT = "[auth]\nplaintext = true\n"  # LOGIN on the plaintext port, as the probes did
+
+
+@pytest.fixture
+def server(postroom_factory: Callable[..., Postroom]) -> Postroom:
+    return postroom_factory(services=SERVICES, extra=PLAINTEXT)
+
+
+def imap(server: Postroom, *, login: bool = False, timeout: float = 15.0) -> Wire:
+    wire = Wire(server.ports["imap"], timeout=timeout)
+    assert wire.read_line().startswith(b"* OK ")
+    if login:
+        assert tagged(wire, "l0", f"LOGIN {ALICE} {PASSWORDS[ALICE]}")[-1].startswith(b"l0 OK")
+    return wire
+
+
+def until_tagged(wire: Wire, tag: str) -> list[bytes]:
+    """Response lines up to and including the tagged one."""
+    lines = [wire.read_line()]
+    while not lines[-1].startswith(tag.encode() + b" "):
+        lines.append(wire.read_line())
+    return lines
+
+
+def tagged(wire: Wire, tag: str, command: str) -> list[bytes]:
+    wire.send(f"{tag} {command}\r\n")
+    return until_tagged(wire, tag)
+
+
+# --- LIST patterns -------------------------------------------------------------------------------
+
+
+def test_backtracking_list_pattern_does_not_freeze_the_server(server: Postroom) -> None:
+    """The probe: after CREATE xxxxxxxxxxxxxxxxxxxx, LIST "" "**************Q" took 8.2 s and
+    an SMTP greeting on another port waited 7.9 s. Here the pattern is longer still."""
+    with imap(server, login=True) as wire:
+        assert tagged(wire, "a", "CREATE " + "x" * 200)[-1].startswith(b"a OK")
+        wire.send(b'b LIST "" "' + b"*" * 1000 + b'Q"\r\n')
+        # Meanwhile another service still answers (Wire's reads time out after 15 s).
+        with Wire(server.smtp_port) as probe:
+            assert probe.reply().code == 220
+        assert until_tagged(wire, "b") == [b"b OK List completed."]
+        listed = tagged(wire, "c", 'LIST "" "*%x"')
+        assert listed[0] == b'* LIST (\\HasNoChildren) "/" ' + b"x" * 200, listed
+        assert tagged(wire, "d", 'LIST "" "' + "*" * 1100 + '"')[-1].startswith(b"d BAD")
