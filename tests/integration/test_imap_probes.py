@@ -56,3 +56,15 @@ def test_backtracking_list_pattern_does_not_freeze_the_server(server: Postroom) 
         listed = tagged(wire, "c", 'LIST "" "*%x"')
         assert listed[0] == b'* LIST (\\HasNoChildren) "/" ' + b"x" * 200, listed
         assert tagged(wire, "d", 'LIST "" "' + "*" * 1100 + '"')[-1].startswith(b"d BAD")
+
+
+# --- numbers -------------------------------------------------------------------------------------
+
+
+def test_a_number_of_thousands_of_digits_is_bad_before_login(server: Postroom) -> None:
+    """The probe: `a FETCH <5,000 × "1"> FLAGS` closed the connection with a traceback
+    (Python's int() refuses more than 4,300 digits). The fixture fails on any traceback."""
+    with imap(server) as wire:
+        reply = tagged(wire, "a", "FETCH " + "1" * 5000 + " FLAGS")
+        assert reply == [b"a BAD number out of range: " + b"1" * 24 + b"..."]
+        assert tagged(wire, "b", "NOOP") == [b"b OK NOOP completed."]

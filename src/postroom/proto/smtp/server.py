@@ -595,8 +595,12 @@ def _after_keyword(argument: str, keyword: str) -> str:
 
 
 def _parse_bdat(argument: str) -> tuple[int | None, bool]:
+    # RFC 3030 §2: bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ], chunk-size = 1*DIGIT;
+    # ASCII digits only (str.isdigit also takes "²"), counted before the conversion.
     parts = argument.split()
-    if not parts or len(parts) > 2 or not parts[0].isdigit() or len(parts[0]) > 18:
+    if not parts or len(parts) > 2 or len(parts[0]) > 18:
+        return None, False
+    if not (parts[0].isascii() and parts[0].isdigit()):
         return None, False
     if len(parts) == 2 and parts[1].upper() != "LAST":
         return None, False
