@@ -58,6 +58,54 @@ def test_backtracking_list_pattern_does_not_freeze_the_server(server: Postroom) 
         assert tagged(wire, "d", 'LIST "" "' + "*" * 1100 + '"')[-1].startswith(b"d BAD")
 
 
+# --- literals ------------------------------------------------------------------------------------
+
+
+def test_large_non_synchronising_literal_before_login_closes_the_connection(
+    server: Postroom,
+) -> None:
+    """The probe: LOGIN {65536+} and 1,499 more such literals grew the server by 100 MiB."""
+    with imap(server) as wire:
+        wire.send(b"a LOGIN {65536+}\r\n")
+        assert wire.read_line() == b"a BAD [TOOBIG] Literal too large"
+        assert wire.read_line() == b"* BYE Literal too large before login"
+        assert wire.read_until_closed() == b""
+
+
+def test_too_many_literals_before_login_close_the_connection(server: Postroom) -> None:
+    with imap(server) as wire:
+        wire.send(b"a ID (" + b'"k" {1+}\r\nv ' * 8 + b'"k" {1+}\r\n')
+        assert wire.read_line() == b"a BAD [TOOBIG] Too many literals"
+        assert wire.read_line() == b"* BYE Too many literals before login"
+        assert wire.read_until_closed() == b""
+
+
+def test_large_synchronising_literal_before_login_is_bad_and_the_session_goes_on(
+    server: Postroom,
+) -> None:
+    with imap(server) as wire:
+        wire.send(b"a LOGIN {9000}\r\n")
+        assert wire.read_line() == b"a BAD [TOOBIG] Literal too large"
+        # Logins with literals, as some clients send them, still work.
+        user, password = ALICE.encode(), PASSWORDS[ALICE].encode()
+        wire.send(b"b LOGIN {%d}\r\n" % len(user))
+        assert wire.read_line() == b"+ OK"
+        wire.send(user + b" {%d+}\r\n" % len(password) + password + b"\r\n")
+        assert until_tagged(wire, "b")[-1].startswith(b"b OK [CAPABILITY ")
+
+
+def test_literals_of_a_command_are_bounded_after_login(server: Postroom) -> None:
+    """64 KiB of literals per command outside APPEND; the rest is skipped, the session lives."""
+    with imap(server, login=True) as wire:
+        assert tagged(wire, "s", "SELECT INBOX")[-1].startswith(b"s OK")
+        text = b"x" * 40000
+        wire.send(b"a SEARCH TEXT {40000+}\r\n" + text + b" TEXT {40000+}\r\n" + text + b"\r\n")
+        assert until_tagged(wire, "a") == [b"a BAD [TOOBIG] Literal too large"]
+        assert tagged(wire, "b", "NOOP") == [b"b OK NOOP completed."]
+        wire.send(b"c SEARCH TEXT {40000+}\r\n" + text + b"\r\n")
+        assert until_tagged(wire, "c") == [b"* SEARCH", b"c OK Search completed."]
+
+
 # --- numbers -------------------------------------------------------------------------------------
 
 

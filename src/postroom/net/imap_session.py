@@ -1,7 +1,8 @@
 """The asyncio driver of one IMAP session: socket bytes ↔ command reader ↔ session handlers.
 
 The reader frames commands and literals; this driver answers literal announcements (RFC 3501
-§7.5 "+" for synchronising literals, RFC 7888 for LITERAL+, a size limit on both), streams
+§7.5 "+" for synchronising literals, RFC 7888 for LITERAL+, limits per command that are
+stricter before login: proto/imap/literals.py), streams
 large APPEND literals into spool buffers, parses each command and runs it. STARTTLS drops any
 plaintext pipelined behind the command before the handshake (the CVE-2011-0411 class).
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
 from postroom.net.stream import ByteStream
+from postroom.proto.imap import literals
 from postroom.proto.imap import reader as rd
 from postroom.proto.imap.grammar import parse_command
 from postroom.proto.imap.grammar_base import CommandParseError
@@ -135,7 +137,8 @@ class _Connection:
                     await self.write(b"* BYE Autologout; idle for too long\r\n")
                     return
             elif isinstance(event, rd.NeedContinuation):
-                await self._literal(session, event)
+                if not await self._literal(session, event):
+                    return
             elif isinstance(event, rd.LiteralChunk):
                 if self._current is None:
                     name = f"imap-{id(self):x}-{len(self.streams)}"
@@ -153,18 +156,25 @@ class _Connection:
             elif isinstance(event, rd.RawLine):
                 continue
 
-    async def _literal(self, session: ImapSession, event: rd.NeedContinuation) -> None:
-        limit = session.ctx.max_append if event.command == "APPEND" else MAX_COMMAND_LINE
-        if event.size > limit:
-            self.reader.reject_literal()
-            tag = event.tag or "*"
-            # RFC 7889 / RFC 4469: TOOBIG for an APPEND over the limit.
-            await self.write(f"{tag} NO [TOOBIG] Literal too large\r\n".encode())
-            return
+    async def _literal(self, session: ImapSession, event: rd.NeedContinuation) -> bool:
+        """Accept or refuse a literal (see proto/imap/literals.py); False: hang up."""
+        authenticated = session.state in ("auth", "selected")
+        verdict = literals.judge(
+            event, authenticated=authenticated, max_append=session.ctx.max_append
+        )
+        if verdict.refusal:
+            if verdict.close:
+                log.info("literal refused before login, closing client=%s", self.peer)
+            else:
+                self.reader.reject_literal()
+            session.send(verdict.refusal)
+            await session.flush()
+            return not verdict.close
         self.reader.accept_literal()
         if event.synchronizing:
             await session.flush()
             await self.write(b"+ OK\r\n")
+        return True
 
     async def _command(self, session: ImapSession, line: rd.CommandLine) -> bool:
         try:
