@@ -25,8 +25,8 @@ from postroom.services.imap.session import ImapContext, ImapSession
 
 log = logging.getLogger("postroom.imap")
 
-AUTOLOGOUT = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes of inactivity
 MAX_COMMAND_LINE = 64 * 1024
+AUTOLOGOUT_BYE = b"* BYE Autologout; idle for too long\r\n"  # RFC 3501 §5.4
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ImapService:
     ctx: ImapContext
     tls_context: ssl.SSLContext | None
     shutdown: ShutdownFlag
-    timeout: float = AUTOLOGOUT
+    timeout: float  # [limits] imap_timeout: RFC 3501 §5.4 autologout, at least 30 minutes
 
     @staticmethod
     def refuse(why: str) -> bytes:
@@ -98,6 +98,7 @@ class _Connection:
                     if not await self._more():
                         return None
                 except TimeoutError:
+                    await self.write(AUTOLOGOUT_BYE)  # in IDLE or AUTHENTICATE too
                     return None
 
     async def start_tls(self) -> bool:
@@ -134,7 +135,7 @@ class _Connection:
                     if not await self._more():
                         return
                 except TimeoutError:
-                    await self.write(b"* BYE Autologout; idle for too long\r\n")
+                    await self.write(AUTOLOGOUT_BYE)
                     return
             elif isinstance(event, rd.NeedContinuation):
                 if not await self._literal(session, event):
