@@ -2,17 +2,20 @@
 
 The reader frames commands and literals; this driver answers literal announcements (RFC 3501
 §7.5 "+" for synchronising literals, RFC 7888 for LITERAL+, limits per command that are
-stricter before login: proto/imap/literals.py), streams
-large APPEND literals into spool buffers, parses each command and runs it. STARTTLS drops any
-plaintext pipelined behind the command before the handshake (the CVE-2011-0411 class).
+stricter before login: proto/imap/literals.py), streams large APPEND literals into spool
+buffers, parses each command and runs it. STARTTLS drops any plaintext pipelined behind the
+command before the handshake (the CVE-2011-0411 class). A command, literals included, must
+arrive within the autologout time of its first byte (net/deadline.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
 
+from postroom.net.deadline import RequestDeadline
 from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
 from postroom.net.stream import ByteStream
 from postroom.proto.imap import literals
@@ -26,7 +29,6 @@ from postroom.services.imap.session import ImapContext, ImapSession
 log = logging.getLogger("postroom.imap")
 
 MAX_COMMAND_LINE = 64 * 1024
-AUTOLOGOUT_BYE = b"* BYE Autologout; idle for too long\r\n"  # RFC 3501 §5.4
 
 
 @dataclass
@@ -65,6 +67,8 @@ class _Connection:
         self.service = service
         self.peer = stream.peer[0]
         self.reader = rd.CommandReader(max_line=MAX_COMMAND_LINE)
+        self.deadline = RequestDeadline()
+        self._received = 0  # bytes of the last read
         self.streams: list[ContentBuffer] = []
         self._current: ContentBuffer | None = None
 
@@ -79,11 +83,26 @@ class _Connection:
         await self.stream.send(data, self.service.timeout)
 
     async def _more(self) -> bool:
-        data = await self.stream.read(self.service.timeout)
+        """Read more input; TimeoutError after the autologout time between commands, or when
+        a command has not arrived whole in that time (net/deadline.py)."""
+        wait = self.deadline.wait_for(
+            mid_request=self.reader.mid_command,
+            received=self._received,
+            timeout=self.service.timeout,
+            now=asyncio.get_running_loop().time(),
+        )
+        data = await self.stream.read(wait)
         if not data and self.stream.at_eof:
             return False
+        self._received = len(data)
         self.reader.feed(data)
         return True
+
+    def timed_out(self) -> bytes:
+        """The BYE for a read that timed out: RFC 3501 §5.4's autologout, or a late command."""
+        if self.reader.mid_command:
+            return b"* BYE Command not completed in time\r\n"
+        return b"* BYE Autologout; idle for too long\r\n"
 
     async def read_line(self) -> bytes | None:
         self.reader.expect_raw_line()
@@ -98,7 +117,7 @@ class _Connection:
                     if not await self._more():
                         return None
                 except TimeoutError:
-                    await self.write(AUTOLOGOUT_BYE)  # in IDLE or AUTHENTICATE too
+                    await self.write(self.timed_out())  # in IDLE or AUTHENTICATE too
                     return None
 
     async def start_tls(self) -> bool:
@@ -135,7 +154,7 @@ class _Connection:
                     if not await self._more():
                         return
                 except TimeoutError:
-                    await self.write(AUTOLOGOUT_BYE)
+                    await self.write(self.timed_out())
                     return
             elif isinstance(event, rd.NeedContinuation):
                 if not await self._literal(session, event):

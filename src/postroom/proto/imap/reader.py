@@ -218,6 +218,12 @@ class CommandReader:
             self._raw_discard = False
             self._state = _State.DISCARD_LITERAL
 
+    @property
+    def mid_command(self) -> bool:
+        """Part of a command is in, not all of it (text, literals, a raw line, or what is being
+        skipped of a refused one); the driver times it. Meaningful when `NEED_DATA` came."""
+        return self._state is not _State.LINE or bool(self._parts) or bool(self._buf)
+
     def expect_raw_line(self) -> None:
         """Read the next line verbatim (no literals): a SASL response or IDLE's "DONE"."""
         if self._state is not _State.LINE or self._parts:

@@ -154,6 +154,12 @@ class SmtpServer:
     def buffered(self) -> int:
         return len(self._in)
 
+    @property
+    def mid_request(self) -> bool:
+        """Part of a request is in, not all of it: a command line (or AUTH response) without
+        its end, or a message (DATA, BDAT chunk) short of its end; the driver times that."""
+        return bool(self._in) or self._lines.skipping or self.mode in (Mode.DATA, Mode.BDAT)
+
     def next_event(self) -> ev.Event | ev.NeedData | ev.Paused:
         while True:
             if self._events:
