@@ -213,7 +213,8 @@ class MailServer:
         )
 
         def imap(name: str) -> ServiceKind:
-            service = ImapService(name, mailboxes, context, self.shutdown_flag)
+            timeout = self.config.limits.imap_timeout
+            service = ImapService(name, mailboxes, context, self.shutdown_flag, timeout)
             return ServiceKind(service.handle, service.refuse)
 
         return {

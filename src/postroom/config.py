@@ -108,6 +108,7 @@ class LimitsConfig:
     errors_per_session: int = 20  # after this many error replies the session is closed with 421
     received_headers: int = 50  # more Received: headers than this → mail loop 554 5.4.6
     pop3_timeout: float = 600.0  # seconds, RFC 1939 §3: autologout after at least 10 minutes
+    imap_timeout: float = 1800.0  # seconds, RFC 3501 §5.4: autologout after at least 30 minutes
     imap_sessions_per_user: int = 100  # logged-in IMAP sessions of one user at once
 
 
@@ -212,7 +213,7 @@ _LISTEN_KEYS = tuple(f.name for f in fields(ListenConfig))
 _TLS_KEYS = ("cert", "key")
 _LIMITS_KEYS = tuple(f.name for f in fields(LimitsConfig))
 _QUEUE_KEYS = tuple(f.name for f in fields(QueueConfig))
-_LIMITS_DURATIONS = frozenset({"command_timeout", "data_timeout", "pop3_timeout"})
+_LIMITS_DURATIONS = frozenset({"command_timeout", "data_timeout", "pop3_timeout", "imap_timeout"})
 _DNS_KEYS = tuple(f.name for f in fields(DnsConfig))
 _AUTH_KEYS = tuple(f.name for f in fields(AuthConfig))
 _DELIVERY_KEYS = tuple(f.name for f in fields(DeliveryConfig))

@@ -92,6 +92,11 @@ def render_default_config(
             "idle POP3 sessions are closed after",
         ),
         (
+            "imap_timeout",
+            toml_string(format_duration(limits.imap_timeout)),
+            "idle IMAP sessions are logged out after",
+        ),
+        (
             "imap_sessions_per_user",
             str(limits.imap_sessions_per_user),
             "IMAP sessions one user may have open",

@@ -532,3 +532,21 @@ def test_seen_set_by_fetch_reaches_the_store_in_order_and_on_logout(
         10,
         "the flags of all three",
     )
+
+
+def test_imap_timeout_logs_out_idle_sessions(postroom_factory: Callable[..., Postroom]) -> None:
+    """[limits] imap_timeout (RFC 3501 §5.4's autologout timer): before login and in IDLE."""
+    server = postroom_factory(services=SERVICES, limits={"imap_timeout": 1})
+    with socket.create_connection((server.host, server.ports["imap"]), timeout=15) as sock:
+        stream = sock.makefile("rb")
+        started = time.monotonic()
+        assert stream.readline().startswith(b"* OK ")
+        assert stream.readline() == b"* BYE Autologout; idle for too long\r\n"
+        assert stream.readline() == b""
+        assert 0.9 <= time.monotonic() - started < 15
+    client = connect(server)
+    client.sock.settimeout(15)
+    client.send(client._new_tag() + b" IDLE\r\n")
+    assert client.readline() == b"+ idling\r\n"
+    assert client.readline() == b"* BYE Autologout; idle for too long\r\n"
+    assert client.readline() == b""

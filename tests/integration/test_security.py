@@ -424,3 +424,14 @@ def test_pending_implicit_tls_handshakes_count_toward_the_per_ip_limit(
                 sock.close()
 
     wait_until(third_is_refused, 15, "two pending handshakes to hold both per-IP slots")
+
+
+@pytest.mark.parametrize("size", ["²", "1" * 5000])
+def test_size_parameter_of_odd_digits_is_501(postroom_factory: Factory, size: str) -> None:
+    """str.isdigit() accepts "²" and int() refuses it; int() also refuses 5,000 digits."""
+    server: Postroom = postroom_factory(limits={"line_length": 8192})
+    with open_session(server.smtp_port) as wire:
+        reply = wire.cmd(f"MAIL FROM:<x@y.test> SIZE={size}")
+        assert (reply.code, reply.enhanced) == (501, "5.5.4"), reply
+        assert wire.cmd(f"BDAT {size} LAST").code == 501
+        wire.cmd("QUIT", 221)

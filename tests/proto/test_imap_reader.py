@@ -91,13 +91,22 @@ def test_synchronising_literal_waits_for_the_engine() -> None:
     reader.feed(b"a1 LOGIN {4}\r\n")
     event = reader.next_event()
     assert event == NeedContinuation(
-        size=4, synchronizing=True, binary=False, streamed=False, tag="a1", command="LOGIN"
+        size=4,
+        synchronizing=True,
+        binary=False,
+        streamed=False,
+        tag="a1",
+        command="LOGIN",
+        earlier=0,
+        earlier_octets=0,
     )
     assert reader.next_event() is PAUSED
     reader.accept_literal()
     assert reader.next_event() is NEED_DATA
     reader.feed(b"fred {3}\r\n")
-    assert isinstance(reader.next_event(), NeedContinuation)
+    second = reader.next_event()
+    assert isinstance(second, NeedContinuation)
+    assert (second.earlier, second.earlier_octets) == (1, 4)
     reader.accept_literal()
     reader.feed(b'pw"\r\n')
     assert reader.next_event() == CommandLine(
@@ -107,7 +116,7 @@ def test_synchronising_literal_waits_for_the_engine() -> None:
 
 def test_uid_command_name_and_literal8() -> None:
     events = run(b"x UID search CHARSET UTF-8 TEXT ~{2}\r\n\xc3\xa9\r\n")
-    assert events[0] == NeedContinuation(2, True, True, False, "x", "UID SEARCH")
+    assert events[0] == NeedContinuation(2, True, True, False, "x", "UID SEARCH", 0, 0)
     assert events[1] == CommandLine(
         (b"x UID search CHARSET UTF-8 TEXT ", LiteralData(b"\xc3\xa9", True), b"")
     )
@@ -133,7 +142,7 @@ def test_large_literal_is_streamed_in_fixed_chunks() -> None:
     data = b"a1 APPEND INBOX (\\Seen) {%d+}\r\n%s\r\na2 NOOP\r\n" % (len(body), body)
     limits = {"stream_threshold": 1000, "chunk_size": 4096}
     events = run(data, **limits)
-    assert events[0] == NeedContinuation(len(body), False, False, True, "a1", "APPEND")
+    assert events[0] == NeedContinuation(len(body), False, False, True, "a1", "APPEND", 0, 0)
     chunks = [e for e in events if isinstance(e, LiteralChunk)]
     assert [len(c.data) for c in chunks] == [4096, 4096, 2048]
     assert [c.last for c in chunks] == [False, False, True]

@@ -158,6 +158,7 @@ def test_full_config(tmp_path: Path) -> None:
         command_timeout = "1h30m"
         data_timeout = 90
         received_headers = 10
+        imap_timeout = "45m"
 
         [queue]
         group_commit_ms = 0.5
@@ -176,6 +177,7 @@ def test_full_config(tmp_path: Path) -> None:
     assert config.limits.message_size == 1000
     assert config.limits.command_timeout == 5400.0
     assert config.limits.data_timeout == 90.0
+    assert config.limits.imap_timeout == 2700.0
     assert config.limits.recipients == LimitsConfig().recipients
     assert config.queue == QueueConfig(group_commit_ms=0.5, group_commit_max=1)
 
@@ -353,6 +355,8 @@ BAD_VALUES = [
     ('[limits]\ndata_timeout = "-5m"\n', "limits.data_timeout", ["duration"]),
     ("[limits]\ndata_timeout = inf\n", "limits.data_timeout", ["duration"]),
     ("[limits]\ndata_timeout = {a = 1}\n", "limits.data_timeout", ["got a table"]),
+    ("[limits]\nimap_timeout = 0\n", "limits.imap_timeout", ["longer than zero", '"30m"']),
+    ('[limits]\nimap_timeout = "later"\n', "limits.imap_timeout", ["duration"]),
     ('[queue]\ngroup_commit_ms = "2ms"\n', "queue.group_commit_ms", ["milliseconds"]),
     ("[queue]\ngroup_commit_ms = -1\n", "queue.group_commit_ms", ["out of range"]),
     ("[queue]\ngroup_commit_ms = 5000\n", "queue.group_commit_ms", ["out of range"]),

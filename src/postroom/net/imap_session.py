@@ -1,19 +1,24 @@
 """The asyncio driver of one IMAP session: socket bytes ↔ command reader ↔ session handlers.
 
 The reader frames commands and literals; this driver answers literal announcements (RFC 3501
-§7.5 "+" for synchronising literals, RFC 7888 for LITERAL+, a size limit on both), streams
-large APPEND literals into spool buffers, parses each command and runs it. STARTTLS drops any
-plaintext pipelined behind the command before the handshake (the CVE-2011-0411 class).
+§7.5 "+" for synchronising literals, RFC 7888 for LITERAL+, limits per command that are
+stricter before login: proto/imap/literals.py), streams large APPEND literals into spool
+buffers, parses each command and runs it. STARTTLS drops any plaintext pipelined behind the
+command before the handshake (the CVE-2011-0411 class). A command, literals included, must
+arrive within the autologout time of its first byte (net/deadline.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
 
+from postroom.net.deadline import RequestDeadline
 from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
 from postroom.net.stream import ByteStream
+from postroom.proto.imap import literals
 from postroom.proto.imap import reader as rd
 from postroom.proto.imap.grammar import parse_command
 from postroom.proto.imap.grammar_base import CommandParseError
@@ -23,7 +28,6 @@ from postroom.storage.buffer import ContentBuffer
 
 log = logging.getLogger("postroom.imap")
 
-AUTOLOGOUT = 30 * 60.0  # RFC 3501 §5.4: at least 30 minutes of inactivity
 MAX_COMMAND_LINE = 64 * 1024
 
 
@@ -35,7 +39,7 @@ class ImapService:
     ctx: ImapContext
     tls_context: ssl.SSLContext | None
     shutdown: ShutdownFlag
-    timeout: float = AUTOLOGOUT
+    timeout: float  # [limits] imap_timeout: RFC 3501 §5.4 autologout, at least 30 minutes
 
     @staticmethod
     def refuse(why: str) -> bytes:
@@ -64,6 +68,8 @@ class _Connection:
         self.peer = stream.peer[0]
         self.listener = service.name
         self.reader = rd.CommandReader(max_line=MAX_COMMAND_LINE)
+        self.deadline = RequestDeadline()
+        self._received = 0  # bytes of the last read
         self.streams: list[ContentBuffer] = []
         self._current: ContentBuffer | None = None
 
@@ -78,11 +84,26 @@ class _Connection:
         await self.stream.send(data, self.service.timeout)
 
     async def _more(self) -> bool:
-        data = await self.stream.read(self.service.timeout)
+        """Read more input; TimeoutError after the autologout time between commands, or when
+        a command has not arrived whole in that time (net/deadline.py)."""
+        wait = self.deadline.wait_for(
+            mid_request=self.reader.mid_command,
+            received=self._received,
+            timeout=self.service.timeout,
+            now=asyncio.get_running_loop().time(),
+        )
+        data = await self.stream.read(wait)
         if not data and self.stream.at_eof:
             return False
+        self._received = len(data)
         self.reader.feed(data)
         return True
+
+    def timed_out(self) -> bytes:
+        """The BYE for a read that timed out: RFC 3501 §5.4's autologout, or a late command."""
+        if self.reader.mid_command:
+            return b"* BYE Command not completed in time\r\n"
+        return b"* BYE Autologout; idle for too long\r\n"
 
     async def read_line(self) -> bytes | None:
         self.reader.expect_raw_line()
@@ -97,6 +118,7 @@ class _Connection:
                     if not await self._more():
                         return None
                 except TimeoutError:
+                    await self.write(self.timed_out())  # in IDLE or AUTHENTICATE too
                     return None
 
     async def start_tls(self) -> bool:
@@ -133,10 +155,11 @@ class _Connection:
                     if not await self._more():
                         return
                 except TimeoutError:
-                    await self.write(b"* BYE Autologout; idle for too long\r\n")
+                    await self.write(self.timed_out())
                     return
             elif isinstance(event, rd.NeedContinuation):
-                await self._literal(session, event)
+                if not await self._literal(session, event):
+                    return
             elif isinstance(event, rd.LiteralChunk):
                 if self._current is None:
                     name = f"imap-{id(self):x}-{len(self.streams)}"
@@ -154,18 +177,25 @@ class _Connection:
             elif isinstance(event, rd.RawLine):
                 continue
 
-    async def _literal(self, session: ImapSession, event: rd.NeedContinuation) -> None:
-        limit = session.ctx.max_append if event.command == "APPEND" else MAX_COMMAND_LINE
-        if event.size > limit:
-            self.reader.reject_literal()
-            tag = event.tag or "*"
-            # RFC 7889 / RFC 4469: TOOBIG for an APPEND over the limit.
-            await self.write(f"{tag} NO [TOOBIG] Literal too large\r\n".encode())
-            return
+    async def _literal(self, session: ImapSession, event: rd.NeedContinuation) -> bool:
+        """Accept or refuse a literal (see proto/imap/literals.py); False: hang up."""
+        authenticated = session.state in ("auth", "selected")
+        verdict = literals.judge(
+            event, authenticated=authenticated, max_append=session.ctx.max_append
+        )
+        if verdict.refusal:
+            if verdict.close:
+                log.info("literal refused before login, closing client=%s", self.peer)
+            else:
+                self.reader.reject_literal()
+            session.send(verdict.refusal)
+            await session.flush()
+            return not verdict.close
         self.reader.accept_literal()
         if event.synchronizing:
             await session.flush()
             await self.write(b"+ OK\r\n")
+        return True
 
     async def _command(self, session: ImapSession, line: rd.CommandLine) -> bool:
         try:

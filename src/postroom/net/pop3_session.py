@@ -3,15 +3,18 @@
 Responses are written when the engine needs more input, so pipelined commands (RFC 2449 §6.6)
 get their responses in one write. STLS is requested by the engine and performed here, with
 any plaintext the client pipelined behind it discarded. The maildrop lock is released however
-the session ends; only a QUIT commits deletions (RFC 1939 §6).
+the session ends; only a QUIT commits deletions (RFC 1939 §6). A command line must arrive
+whole within the timeout of its first byte (net/deadline.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
 
+from postroom.net.deadline import RequestDeadline
 from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
 from postroom.net.stream import ByteStream
 from postroom.proto.pop3 import events as ev
@@ -60,6 +63,9 @@ class Pop3Service:
                 )
 
     async def _loop(self, stream: ByteStream, engine: Pop3Server, maildrop: Maildrop) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = RequestDeadline()
+        received = 0
         while True:
             event = engine.next_event()
             if isinstance(event, ev.NeedData):
@@ -70,14 +76,22 @@ class Pop3Service:
                 if self.shutdown.active and not engine.buffered:
                     engine.shutdown(replies.SHUTTING_DOWN)
                     continue
+                wait = deadline.wait_for(
+                    mid_request=engine.mid_request,
+                    received=received,
+                    timeout=self.timeout,
+                    now=loop.time(),
+                )
                 try:
-                    data = await stream.read(self.timeout)
+                    data = await stream.read(wait)
                 except TimeoutError:
-                    # RFC 1939 §3: the autologout timer closes without entering UPDATE.
+                    # RFC 1939 §3: the autologout timer closes without entering UPDATE; so
+                    # does a command line that does not arrive whole in that time.
                     engine.shutdown(replies.TIMEOUT)
                     continue
                 if not data and stream.at_eof:
                     return
+                received = len(data)
                 engine.receive_data(data)
             elif isinstance(event, ev.Verify):
                 engine.answered(await self.ctx.authenticator.answer(event.need))

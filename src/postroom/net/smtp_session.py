@@ -1,16 +1,20 @@
 """The asyncio driver of one SMTP session: socket bytes ↔ engine, engine decisions ↔ ingress.
 
 Replies are written when the engine needs more input, so pipelined commands (RFC 2920) get
-their replies in one write. STARTTLS is requested by the engine and performed here.
+their replies in one write. STARTTLS is requested by the engine and performed here. Reads wait
+up to the idle timeout between commands, and no longer than a request's deadline inside one
+(net/deadline.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
 
 from postroom.net import tls as tlsinfo
+from postroom.net.deadline import RequestDeadline
 from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
 from postroom.net.stream import ByteStream
 from postroom.proto.smtp import events as ev
@@ -46,6 +50,9 @@ class SmtpService:
 
     async def _loop(self, stream: ByteStream, engine: SmtpServer, session: IngressSession) -> None:
         limits = self.ctx.config.limits
+        loop = asyncio.get_running_loop()
+        deadline = RequestDeadline()
+        received = 0
         while True:
             event = engine.next_event()
             if isinstance(event, ev.NeedData):
@@ -61,13 +68,21 @@ class SmtpService:
                     if engine.mode in (Mode.DATA, Mode.BDAT)
                     else limits.command_timeout
                 )
+                # RFC 5321 §4.5.3.2: the timeouts; a request must also arrive whole in time.
+                wait = deadline.wait_for(
+                    mid_request=engine.mid_request,
+                    received=received,
+                    timeout=timeout,
+                    now=loop.time(),
+                )
                 try:
-                    data = await stream.read(timeout)
+                    data = await stream.read(wait)
                 except TimeoutError:
                     engine.shutdown(replies.TIMEOUT)
                     continue
                 if not data and stream.at_eof:
                     return
+                received = len(data)
                 engine.receive_data(data)
             elif isinstance(event, ev.MessageData):
                 session.data(event.data)

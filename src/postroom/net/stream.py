@@ -109,7 +109,10 @@ class ByteStream(asyncio.Protocol):
         self._wake()
 
     async def read(self, timeout: float) -> bytes:
-        """All bytes waiting, or wait up to `timeout` for some; b"" at end of stream."""
+        """All bytes waiting, or wait up to `timeout` for some; b"" at end of stream.
+        TimeoutError at once when `timeout` is not positive: a deadline that has passed."""
+        if timeout <= 0:
+            raise TimeoutError()
         if not self._buffer and not self._eof:
             loop = asyncio.get_running_loop()
             # No timer per read: the listener's sweeper expires reads past their deadline

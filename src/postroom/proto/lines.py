@@ -19,6 +19,11 @@ class LineSplitter:
     def __init__(self) -> None:
         self._skipping = False  # inside an overlong line whose end has not come yet
 
+    @property
+    def skipping(self) -> bool:
+        """Inside an overlong line: its bytes were dropped, its end has not come yet."""
+        return self._skipping
+
     def take(self, buf: bytearray, limit: int) -> str | LineProblem | None:
         """The next line from `buf` (consumed), a problem, or None when more input is needed.
         `limit` counts the line with its line ending."""

@@ -99,6 +99,7 @@ from postroom.proto.imap.grammar_search import (
     parse_return,
     parse_search_program,
 )
+from postroom.proto.imap.listing import MAX_PATTERNS
 from postroom.proto.imap.reader import CommandLine, LiteralData, StreamedLiteral
 
 __all__ = [
@@ -399,6 +400,7 @@ def _list(cur: Cursor) -> List:
                 returns.add(_RETURNS[option])
             else:
                 raise cur.error(f"unknown LIST RETURN option {option}")
+    _check_patterns(cur, reference, patterns)
     return List(
         reference, tuple(patterns), frozenset(selection), frozenset(returns), status, extended
     )
@@ -407,7 +409,16 @@ def _list(cur: Cursor) -> List:
 def _lsub(cur: Cursor) -> Lsub:
     reference = cur.astring()
     cur.sp()
-    return Lsub(reference, cur.list_mailbox())
+    pattern = cur.list_mailbox()
+    _check_patterns(cur, reference, [pattern])
+    return Lsub(reference, pattern)
+
+
+def _check_patterns(cur: Cursor, reference: str, patterns: list[str]) -> None:
+    # Each pattern is matched with the reference in front (RFC 3501 §6.3.8); RFC 3501 sets no
+    # bound, ours keeps the work of one LIST small (listing.Matcher is linear in it).
+    if sum(len(reference) + len(pattern) for pattern in patterns) > MAX_PATTERNS:
+        raise cur.error(f"mailbox patterns too long (over {MAX_PATTERNS} characters)")
 
 
 def _append(cur: Cursor) -> Append:

@@ -188,9 +188,14 @@ class Cursor:
         digits = self._match(_DIGITS)
         if digits is None:
             raise self.error("expected a number")
-        value = int(digits)
-        if value > limit or (nonzero and value == 0):
-            raise self.error(f"number out of range: {digits.decode()}")
+        # RFC 3501 §9: number is 32-bit, RFC 7162 §7 mod-sequence values 63-bit; RFC 3501 §9
+        # also allows leading zeros. The digits are counted before any conversion, so a run of
+        # thousands of them is refused without converting it.
+        significant = digits.lstrip(b"0") or b"0"
+        value = int(significant) if len(significant) <= len(str(limit)) else None
+        if value is None or value > limit or (nonzero and value == 0):
+            shown = digits[:24].decode() + ("..." if len(digits) > 24 else "")
+            raise self.error(f"number out of range: {shown}")
         return value
 
     # -- strings ----------------------------------------------------------------------------

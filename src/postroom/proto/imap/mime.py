@@ -31,7 +31,9 @@ _TOKEN: Final = re.compile(rb"[A-Za-z0-9!#$%&'*+\-.^_`{|}~\x80-\xff]*")
 # RFC 5322 §3.2.3 atext, used by Content-Language tags (RFC 3282 §2).
 _ATOM: Final = re.compile(rb"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\x80-\xff]+")
 _NEWLINES: Final = re.compile(rb"[\r\n]+")
-_RFC2231_KEY: Final = re.compile(rb"([^*]*)\*(?:(\d+))?(\*)?")
+# RFC 2231 §3: name*N continuations; a section number of more than 9 digits is no
+# continuation (the key stays as written), so int() never sees an unbounded run of digits.
+_RFC2231_KEY: Final = re.compile(rb"([^*]*)\*(?:([0-9]{1,9}))?(\*)?")
 
 
 @dataclass(slots=True, eq=False)

@@ -66,15 +66,19 @@ class NeedContinuation:
     For a synchronising literal the engine sends "+ ..." after accepting, or a tagged BAD/NO
     after rejecting (the client then abandons the command). A rejected non-synchronising literal
     is still on its way: the reader discards it and the rest of the command line (RFC 7888 §4).
-    `streamed` says whether accepted contents will come out as `LiteralChunk` events.
+    `streamed` says whether accepted contents will come out as `LiteralChunk` events;
+    `earlier` and `earlier_octets` count the literals the command already carries, so that the
+    engine can bound them per command.
     """
 
-    size: int
+    size: int  # MAX_LITERAL + 1 for any size past RFC 9051's number64
     synchronizing: bool
     binary: bool
     streamed: bool
     tag: str | None  # the command's tag, when the line starts with one
     command: str | None  # upper-case command name, "UID FETCH" for UID commands
+    earlier: int  # literals accepted before this one in the same command
+    earlier_octets: int  # their octets together
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +105,40 @@ class RawLine:
 
 Event = CommandLine | NeedContinuation | LiteralChunk | LineTooLong | RawLine | NeedData | Paused
 
-# RFC 3501 §9 literal, RFC 7888 §8 literal+ ("{n+}"), RFC 3516 §4.1 literal8 ("~{n}").
-_MARKER = re.compile(rb"(~?)\{([0-9]{1,19})(\+?)\}$")
-# Enough of a line's end to hold the longest marker, so discarding can keep only this much.
+# RFC 9051 §9: literal = "{" number64 ["+"] "}"; number64 is a signed 64-bit integer's range.
+MAX_LITERAL = 2**63 - 1
+# Enough of a line's end to hold a marker, so discarding can keep only this much.
 _TAIL = 32
 # RFC 3501 §9: tag = 1*<any ASTRING-CHAR except "+">; command names are atoms.
 _HEAD = re.compile(rb"([^\x00-\x20\x7f-\xff(){%*\"\\+]+) ([A-Za-z0-9.-]+)(?: ([A-Za-z]+))?")
+
+
+@dataclass(frozen=True, slots=True)
+class _Marker:
+    start: int  # where the marker begins in the line
+    size: int
+    synchronizing: bool
+    binary: bool
+
+
+def _marker(line: bytes) -> _Marker | None:
+    """The literal announced at the end of `line`, if any: RFC 3501 §9 literal "{n}", RFC 7888
+    §8 literal+ "{n+}", RFC 3516 §4.1 literal8 "~{n}". Linear in the line however many digits
+    it ends with; they are counted before any conversion, and a size past number64 comes back
+    as MAX_LITERAL + 1 (a marker that is not read as one would leave its octets to be taken
+    for commands)."""
+    if not line.endswith(b"}"):
+        return None
+    synchronizing = not line.endswith(b"+}")
+    body = line[: -1 if synchronizing else -2]
+    digits_at = len(body.rstrip(b"0123456789"))
+    if digits_at == len(body) or not body.endswith(b"{", 0, digits_at):
+        return None
+    start = digits_at - 1
+    binary = body.endswith(b"~", 0, start)
+    digits = body[digits_at:].lstrip(b"0") or b"0"
+    size = min(int(digits), MAX_LITERAL + 1) if len(digits) <= 19 else MAX_LITERAL + 1
+    return _Marker(start - 1 if binary else start, size, synchronizing, binary)
 
 
 def _head(text: bytes) -> tuple[str | None, str | None]:
@@ -150,6 +182,8 @@ class CommandReader:
         self._parts: list[Part] = []
         self._text_len = 0
         self._inline_total = 0
+        self._literals = 0  # literals accepted in the command being read
+        self._literal_octets = 0  # and their octets
         self._pending: NeedContinuation | None = None
         self._remaining = 0
         self._collected = bytearray()
@@ -167,6 +201,8 @@ class CommandReader:
         self._collected = bytearray()
         if not pending.streamed:
             self._inline_total += pending.size
+        self._literals += 1
+        self._literal_octets += pending.size
         self._state = _State.LITERAL
 
     def reject_literal(self) -> None:
@@ -181,6 +217,12 @@ class CommandReader:
             self._remaining = pending.size
             self._raw_discard = False
             self._state = _State.DISCARD_LITERAL
+
+    @property
+    def mid_command(self) -> bool:
+        """Part of a command is in, not all of it (text, literals, a raw line, or what is being
+        skipped of a refused one); the driver times it. Meaningful when `NEED_DATA` came."""
+        return self._state is not _State.LINE or bool(self._parts) or bool(self._buf)
 
     def expect_raw_line(self) -> None:
         """Read the next line verbatim (no literals): a SASL response or IDLE's "DONE"."""
@@ -240,7 +282,7 @@ class CommandReader:
         if self._raw:
             self._raw = False
             return RawLine(line)
-        marker = _MARKER.search(line, max(0, len(line) - _TAIL))
+        marker = _marker(line)
         if marker is None:
             if not self._parts and not line.strip():
                 return None  # an empty line is no command: skip it
@@ -248,22 +290,24 @@ class CommandReader:
             complete = CommandLine(tuple(self._parts))
             self._reset_command()
             return complete
-        text = line[: marker.start()]
+        text = line[: marker.start]
         self._parts.append(text)
         # The marker counts too: endless "{0+}" lines must still hit the limit.
         self._text_len += len(line)
-        size = int(marker[2])
+        size = marker.size
         first = self._parts[0]
         assert isinstance(first, bytes)
         tag, command = _head(first)
         streamed = size > self.stream_threshold or self._inline_total + size > self.max_inline_total
         self._pending = NeedContinuation(
             size=size,
-            synchronizing=not marker[3],
-            binary=bool(marker[1]),
+            synchronizing=marker.synchronizing,
+            binary=marker.binary,
             streamed=streamed,
             tag=tag,
             command=command,
+            earlier=self._literals,
+            earlier_octets=self._literal_octets,
         )
         self._state = _State.DECIDE
         return self._pending
@@ -342,9 +386,9 @@ class CommandReader:
 
     def _end_discarded_line(self, line: bytes) -> None:
         """A skipped line ended: go on skipping a non-synchronising literal it announces."""
-        marker = None if self._raw_discard else _MARKER.search(line, max(0, len(line) - _TAIL))
-        if marker is not None and marker[3]:
-            self._remaining = int(marker[2])
+        marker = None if self._raw_discard else _marker(line)
+        if marker is not None and not marker.synchronizing:
+            self._remaining = marker.size
             self._state = _State.DISCARD_LITERAL
         else:
             # A synchronising literal is never sent: the client got its BAD instead of "+".
@@ -355,4 +399,6 @@ class CommandReader:
         self._parts = []
         self._text_len = 0
         self._inline_total = 0
+        self._literals = 0
+        self._literal_octets = 0
         self._pending = None

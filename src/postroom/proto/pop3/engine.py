@@ -142,6 +142,11 @@ class Pop3Server:
     def buffered(self) -> int:
         return len(self._in)
 
+    @property
+    def mid_request(self) -> bool:
+        """Part of a command line (or AUTH response) is in, not its end; the driver times it."""
+        return bool(self._in) or self._lines.skipping
+
     def next_event(self) -> ev.Event | ev.NeedData | ev.Paused:
         while True:
             if self._events:

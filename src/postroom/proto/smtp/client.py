@@ -274,7 +274,10 @@ class SmtpClient:
     def size_limit(self) -> int | None:
         """RFC 1870 §4: the peer's SIZE value; None when not advertised or 0 (no limit)."""
         value = self.extensions.get("SIZE", "").strip()
-        return int(value) if value.isdigit() and int(value) > 0 else None
+        # RFC 1870 §3: 1*20DIGIT; anything else (or thousands of digits) is no usable limit.
+        if not (value.isascii() and value.isdigit()) or len(value) > 20:
+            return None
+        return int(value) or None
 
     @property
     def auth_mechanisms(self) -> tuple[str, ...]:

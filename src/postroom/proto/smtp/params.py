@@ -216,7 +216,9 @@ def parse_mail(argument: str, size_limit: int) -> tuple[str, MailParams]:
     smtputf8 = False
     for key, value in raw.items():
         if key == "SIZE":  # RFC 1870 §6
-            if value is None or not value.isdigit() or len(value) > 20:
+            # RFC 1870 §3: size-value = 1*20DIGIT (ASCII: str.isdigit also takes "²", which
+            # int() refuses), checked before any conversion.
+            if value is None or not (value.isascii() and value.isdigit()) or len(value) > 20:
                 raise ClientError(replies.syntax("SIZE requires a number"))
             size = int(value)
             if size_limit and size > size_limit:

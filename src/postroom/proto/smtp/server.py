@@ -162,6 +162,12 @@ class SmtpServer:
     def buffered(self) -> int:
         return len(self._in)
 
+    @property
+    def mid_request(self) -> bool:
+        """Part of a request is in, not all of it: a command line (or AUTH response) without
+        its end, or a message (DATA, BDAT chunk) short of its end; the driver times that."""
+        return bool(self._in) or self._lines.skipping or self.mode in (Mode.DATA, Mode.BDAT)
+
     def next_event(self) -> ev.Event | ev.NeedData | ev.Paused:
         while True:
             if self._events:
@@ -580,8 +586,12 @@ def _after_keyword(argument: str, keyword: str) -> str:
 
 
 def _parse_bdat(argument: str) -> tuple[int | None, bool]:
+    # RFC 3030 §2: bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ], chunk-size = 1*DIGIT;
+    # ASCII digits only (str.isdigit also takes "²"), counted before the conversion.
     parts = argument.split()
-    if not parts or len(parts) > 2 or not parts[0].isdigit() or len(parts[0]) > 18:
+    if not parts or len(parts) > 2 or len(parts[0]) > 18:
+        return None, False
+    if not (parts[0].isascii() and parts[0].isdigit()):
         return None, False
     if len(parts) == 2 and parts[1].upper() != "LAST":
         return None, False
