@@ -129,6 +129,35 @@ def test_serve_on_a_busy_port_is_one_line(postroom_factory: Factory) -> None:
     assert_one_line_error(result)
 
 
+USAGE_ERRORS = {
+    "unknown-option": (("queue", "list", "--bogus"), "queue list: no such option '--bogus'"),
+    "missing-argument": (("queue", "show"), "missing argument 'MESSAGE_ID'"),
+    "bad-value": (("mailbox", "export", ALICE, "--format", "xml"), "'xml' is not one of"),
+    "option-without-value": (("send", "--from"), "'--from' requires an argument"),
+    "unknown-command": (("frobnicate",), "no such command 'frobnicate'"),
+    "missing-command": (("user",), "missing command, one of: add, delete, list, passwd"),
+    "top-level-option": (("--bogus", "user", "list"), "no such option '--bogus'"),
+}
+
+
+@pytest.mark.parametrize(("args", "needle"), USAGE_ERRORS.values(), ids=USAGE_ERRORS)
+def test_usage_errors_are_one_line_and_exit_1(
+    tmp_path: Path, args: tuple[str, ...], needle: str
+) -> None:
+    result = run("--config", str(tmp_path / "postroom.toml"), *args)
+    line = assert_one_line_error(result, needle)
+    assert line.startswith("postroom: error: "), line
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [(), ("queue", "list"), ("send",), ("user", "delete")])
+def test_help_still_works(args: tuple[str, ...]) -> None:
+    result = run(*args, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Usage: postroom {' '.join(args)}".rstrip())
+    assert result.stderr == ""
+
+
 # --- exports -------------------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
-"""The `postroom` command: init, serve, user, alias, mailbox, queue.
+"""The `postroom` command: init, serve, user, alias, mailbox, queue, send.
 
-Every failure the user can cause (bad config, unknown user, unusable password) is one line on
-stderr and exit status 1, never a traceback.
+Every failure the user can cause (bad config, unknown user, unusable password, a mistyped
+option) is one line on stderr and exit status 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import click
 
 from postroom import logsetup
 from postroom.cli.common import CliError, load
+from postroom.cli.usage import OneLineUsageGroup
 from postroom.config_template import render_default_config
 
 DEFAULT_CONFIG = "postroom.toml"
 
 
-@click.group()
+@click.group(cls=OneLineUsageGroup)
 @click.option(
     "--config",
     "config_path",
