@@ -5,9 +5,12 @@ from __future__ import annotations
 import smtplib
 import socket
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
+
+from postroom.config_checks import is_hostname
 
 from .conftest import ALICE, BOB, HOST, Factory, Postroom, parse_mboxrd, postroom_executable
 from .wire import new_token, simple_message, split_trace
@@ -156,6 +159,20 @@ def test_help_still_works(args: tuple[str, ...]) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"Usage: postroom {' '.join(args)}".rstrip())
     assert result.stderr == ""
+
+
+
+def test_init_defaults_to_what_an_empty_config_means(tmp_path: Path) -> None:
+    """The machine's FQDN (localhost when it has none) and the domain localhost, as in the
+    README's configuration table."""
+    config = tmp_path / "postroom.toml"
+    assert run("--config", str(config), "init").returncode == 0
+    written = tomllib.loads(config.read_text(encoding="utf-8"))
+    expected = socket.getfqdn().lower().removesuffix(".")
+    if not is_hostname(expected):
+        expected = "localhost"
+    assert written["hostname"] == expected
+    assert written["domains"] == ["localhost"]
 
 
 # --- exports -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import click
 from postroom import logsetup
 from postroom.cli.common import CliError, load
 from postroom.cli.usage import OneLineUsageGroup
+from postroom.config import DEFAULT_DOMAINS, default_hostname
 from postroom.config_template import render_default_config
 
 DEFAULT_CONFIG = "postroom.toml"
@@ -38,17 +39,28 @@ def cli(ctx: click.Context, config_path: Path) -> None:
 
 
 @cli.command()
-@click.option("--hostname", default="mx.example.test", show_default=True)
-@click.option("--domain", "domains", multiple=True, help="Local domain (repeatable).")
+@click.option(
+    "--hostname",
+    default=default_hostname,
+    show_default="this machine's FQDN, else localhost",
+    help="This server's public name (greeting, Received:, certificate).",
+)
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    show_default=", ".join(DEFAULT_DOMAINS),
+    help="Local domain (repeatable).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.pass_context
 def init(ctx: click.Context, hostname: str, domains: tuple[str, ...], force: bool) -> None:
-    """Write a commented configuration file."""
+    """Write a commented configuration file (with the defaults an empty file means)."""
     path: Path = ctx.obj
     if path.exists() and not force:
         raise CliError(f"{path} already exists; use --force to overwrite it")
     try:
-        text = render_default_config(hostname, domains or ("example.test",))
+        text = render_default_config(hostname, domains or DEFAULT_DOMAINS)
     except ValueError as error:
         raise CliError(str(error)) from None
     path.write_text(text, encoding="utf-8")
