@@ -129,7 +129,26 @@ def test_serve_on_a_busy_port_is_one_line(postroom_factory: Factory) -> None:
         blocker.bind((HOST, server.smtp_port))
         blocker.listen()
         result = server.run_cli("serve", check=False, timeout=30)
-    assert_one_line_error(result)
+    assert_one_line_error(
+        result,
+        f"{HOST}:{server.smtp_port} (service smtp)",
+        "address already in use",
+        f"[listen] smtp in {server.config_path}",
+    )
+
+
+def test_serve_started_twice_names_the_running_one(postroom: Postroom) -> None:
+    assert postroom.proc is not None
+    result = postroom.run_cli("serve", check=False, timeout=30)
+    assert_one_line_error(
+        result,
+        f"another postroom (pid {postroom.proc.pid}) is already running",
+        f"listening on {HOST}:{postroom.smtp_port} (service smtp)",
+    )
+    assert result.stdout == ""
+    postroom.check_alive()
+    with postroom.smtp() as client:  # the first one is unharmed
+        assert client.noop()[0] == 250
 
 
 USAGE_ERRORS = {
@@ -159,7 +178,6 @@ def test_help_still_works(args: tuple[str, ...]) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"Usage: postroom {' '.join(args)}".rstrip())
     assert result.stderr == ""
-
 
 
 def test_init_defaults_to_what_an_empty_config_means(tmp_path: Path) -> None:
