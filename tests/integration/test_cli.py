@@ -13,6 +13,7 @@ import pytest
 from postroom.config_checks import is_hostname
 
 from .conftest import ALICE, BOB, HOST, Factory, Postroom, parse_mboxrd, postroom_executable
+from .terminal import run_on_terminal
 from .wire import new_token, simple_message, split_trace
 
 
@@ -304,7 +305,7 @@ def test_user_passwd_and_delete_take_effect_on_the_running_server(postroom: Post
         with pytest.raises(smtplib.SMTPAuthenticationError):
             s.login(BOB, postroom.passwords[BOB])
         assert s.login(BOB, "new-bob-secret")[0] == 235
-    postroom.run_cli("user", "delete", BOB)
+    postroom.run_cli("user", "delete", BOB, "--yes")
     with postroom.submission(login=None) as s, pytest.raises(smtplib.SMTPAuthenticationError):
         s.login(BOB, "new-bob-secret")
     with postroom.smtp() as client:
@@ -313,3 +314,26 @@ def test_user_passwd_and_delete_take_effect_on_the_running_server(postroom: Post
         assert client.rcpt(BOB)[0] == 550
     result = postroom.run_cli("mailbox", "status", BOB, check=False)
     assert_one_line_error(result, BOB)
+
+
+def test_user_delete_needs_yes_without_a_terminal(postroom_factory: Factory) -> None:
+    server: Postroom = postroom_factory(start=False)
+    result = server.run_cli("user", "delete", BOB, check=False)
+    assert_one_line_error(result, f"deleting {BOB} removes all of their mail: add --yes")
+    assert BOB in server.run_cli("user", "list").stdout
+    assert server.run_cli("user", "delete", BOB, "--yes").stdout == f"deleted {BOB}\n"
+    assert BOB not in server.run_cli("user", "list").stdout
+    result = server.run_cli("user", "delete", BOB, check=False)
+    assert_one_line_error(result, f"no user {BOB}")
+
+
+def test_user_delete_asks_on_a_terminal(postroom: Postroom) -> None:
+    send_all(postroom, [simple_message(new_token())], to=BOB)
+    command = ["--config", str(postroom.config_path), "user", "delete", BOB]
+    status, screen = run_on_terminal(command, answers=[("[y/N]", "\n")])
+    assert f"Delete {BOB} and all of their mail (1 message in INBOX)? [y/N]" in screen
+    assert status == 1 and f"postroom: error: {BOB} not deleted" in screen, screen
+    assert postroom.mailbox_status(BOB)["messages"] == 1
+    status, screen = run_on_terminal(command, answers=[("[y/N]", "y\n")])
+    assert status == 0 and f"deleted {BOB}" in screen, screen
+    assert BOB not in postroom.run_cli("user", "list").stdout

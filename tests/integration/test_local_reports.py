@@ -58,7 +58,7 @@ def test_recipient_deleted_after_rcpt_gets_a_failure_report(postroom: Postroom) 
     with server.submission() as s:
         s.mail(ALICE)
         assert s.rcpt(BOB)[0] == 250
-        server.run_cli("user", "delete", BOB)
+        server.run_cli("user", "delete", BOB, "--yes")
         code, reply = s.data(simple_message(token, ALICE, BOB))
         assert code == 250, reply  # accepted: the recipient was valid at RCPT time
     [report] = wait_until(lambda: reports_to_alice(server), 30, "the failure report")

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import datetime
-import fcntl
 import json
-import os
 import re
-import select
-import struct
-import subprocess
-import termios
 import time
 from typing import Any
 
-from tests.integration.conftest import (
-    ALICE,
-    Factory,
-    Postroom,
-    free_ports,
-    postroom_executable,
-    wait_until,
-)
+from tests.integration.conftest import ALICE, Factory, Postroom, free_ports, wait_until
+from tests.integration.terminal import run_on_terminal
 from tests.integration.wire import new_token, simple_message
 
 REMOTE = "carol@remote.test"
@@ -108,7 +96,6 @@ LIST_COLUMNS = (
     *("id", "arrival", "size", "sender"),
     *("recipient", "state", "attempts", "next", "reply"),
 )
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def refused_server(postroom_factory: Factory) -> Postroom:
@@ -180,6 +167,14 @@ def test_list_json_has_stable_keys(postroom_factory: Factory) -> None:
     assert held["recipients"][0]["next_attempt"] is None
 
 
+def on_terminal(postroom: Postroom, columns: int, *args: str) -> str:
+    status, screen = run_on_terminal(
+        ["--config", str(postroom.config_path), *args], columns=columns
+    )
+    assert status == 0, screen
+    return screen
+
+
 def show_next(show: str, address: str) -> str:
     match = re.search(r" next=(\S+) ", recipient_line(show, address))
     assert match, show
@@ -203,45 +198,16 @@ def test_list_and_show_print_the_same_next_attempt(postroom_factory: Factory) ->
     assert lines[REMOTE] != "-"
 
 
-def run_on_terminal(postroom: Postroom, columns: int, *args: str) -> str:
-    """Run `postroom ARGS` with a pseudo-terminal of `columns` columns as stdin and stdout."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    command = [postroom_executable(), "--config", str(postroom.config_path), *args]
-    proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    output = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], deadline - time.monotonic())
-            try:
-                chunk = os.read(master, 65536) if ready else b""
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            output += chunk
-        assert proc.wait(timeout=max(0.1, deadline - time.monotonic())) == 0, output
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    return ANSI.sub("", output.decode("utf-8", "replace")).replace("\r\n", "\n")
-
-
 def test_list_on_a_terminal_is_a_table_as_wide_as_the_terminal(
     postroom_factory: Factory,
 ) -> None:
     postroom = refused_server(postroom_factory)
-    assert run_on_terminal(postroom, 80, "queue", "list").strip() == "queue is empty"
+    assert on_terminal(postroom, 80, "queue", "list").strip() == "queue is empty"
     queue_id = deferred_once(postroom)
     reply = list_json(postroom)[0]["recipients"][0]["last_reply"]
     assert "[" in reply, reply  # "connection refused by host[address]:port"
     for columns in (80, 132):
-        table = run_on_terminal(postroom, columns, "queue", "list")
+        table = on_terminal(postroom, columns, "queue", "list")
         widths = [len(line.rstrip("\n")) for line in table.splitlines()]
         assert max(widths) <= columns, table
         assert queue_id in table and "next attempt" in table and "deferred" in table, table

@@ -86,12 +86,27 @@ def user_passwd(
 
 @user.command("delete")
 @click.argument("address")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask (needed when stdin is no terminal).")
 @click.pass_context
-def user_delete(ctx: click.Context, address: str) -> None:
-    """Delete a user and all of their mail."""
+def user_delete(ctx: click.Context, address: str, yes: bool) -> None:
+    """Delete a user and all of their mail, after asking on a terminal."""
     config = load(ctx)
-    with database(config, accounts=True) as db, db.transaction():
-        db.delete_user(address)
+    with database(config, accounts=True) as db:
+        if db.get_user(address) is None:
+            raise CliError(f"no user {address}")
+        if not yes:
+            if not sys.stdin.isatty():
+                raise CliError(
+                    f"deleting {address} removes all of their mail: add --yes to confirm "
+                    "(stdin is not a terminal, so there is no one to ask)"
+                )
+            count = db.mailbox_status(address, "INBOX").messages
+            inbox = f"{count} message{'' if count == 1 else 's'} in INBOX"
+            question = f"Delete {address} and all of their mail ({inbox})?"
+            if not click.confirm(question, default=False):
+                raise CliError(f"{address} not deleted")
+        with db.transaction():
+            db.delete_user(address)
     click.echo(f"deleted {address.lower()}")
 
 
