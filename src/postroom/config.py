@@ -22,6 +22,7 @@ from postroom import config_checks as checks
 from postroom.config_checks import Endpoint
 
 __all__ = [
+    "DEFAULT_DOMAINS",
     "DEFAULT_LISTEN",
     "Config",
     "ConfigError",
@@ -31,6 +32,7 @@ __all__ = [
     "QueueConfig",
     "TlsConfig",
     "default_config",
+    "default_hostname",
     "load_config",
 ]
 
@@ -190,7 +192,7 @@ DEFAULT_LISTEN: dict[str, str] = {
 }
 
 _DEFAULT_DATA_DIR = "./postroom-data"
-_DEFAULT_DOMAINS: tuple[str, ...] = ("localhost",)
+DEFAULT_DOMAINS: tuple[str, ...] = ("localhost",)
 _MIN_LINE_LENGTH = 512
 
 _TOP_KEYS = (
@@ -278,7 +280,7 @@ class _Reader:
         if "hostname" in doc:
             hostname = self.check("hostname", checks.hostname, doc["hostname"])
         else:
-            hostname = _default_hostname()
+            hostname = default_hostname()
         data_dir = self.resolve(
             self.check(
                 "data_dir",
@@ -287,7 +289,7 @@ class _Reader:
                 '"/var/lib/postroom"',
             )
         )
-        domains = _DEFAULT_DOMAINS
+        domains = DEFAULT_DOMAINS
         if "domains" in doc:
             domains = self.check("domains", checks.domains, doc["domains"])
 
@@ -480,7 +482,8 @@ _TOML_POSITION = re.compile(r"\s*\(at (line \d+, column \d+|end of document)\)\s
 
 
 @functools.cache
-def _default_hostname() -> str:
+def default_hostname() -> str:
+    """The machine's FQDN (what Postfix's myhostname defaults to), else localhost."""
     try:
         name = socket.getfqdn()
     except OSError:

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 
 from postroom.config import (
     _DEFAULT_DATA_DIR,
+    DEFAULT_DOMAINS,
     DEFAULT_LISTEN,
     DeliveryConfig,
     LimitsConfig,
     QueueConfig,
+    default_hostname,
 )
 from postroom.config_checks import domains as check_domains
 from postroom.config_checks import hostname as check_hostname
@@ -18,15 +20,17 @@ from postroom.durations import format_duration
 
 
 def render_default_config(
-    hostname: str = "mx.example.test", domains: Sequence[str] = ("example.test",)
+    hostname: str | None = None, domains: Sequence[str] = DEFAULT_DOMAINS
 ) -> str:
     """The commented TOML file that ``postroom init`` writes; it loads with :func:`load_config`.
+
+    By default it holds what an empty file means: the machine's FQDN, the domain localhost.
 
     Raises ValueError if *hostname* or *domains* are not valid domain names.
     """
     if isinstance(domains, str):
         raise TypeError("domains must be a sequence of domain names, not a single string")
-    host = check_hostname(hostname)
+    host = check_hostname(default_hostname() if hostname is None else hostname)
     names = check_domains(list(domains))
     limits = LimitsConfig()
     queue = QueueConfig()

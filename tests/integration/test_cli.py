@@ -5,11 +5,15 @@ from __future__ import annotations
 import smtplib
 import socket
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from postroom.config_checks import is_hostname
+
 from .conftest import ALICE, BOB, HOST, Factory, Postroom, parse_mboxrd, postroom_executable
+from .terminal import run_on_terminal
 from .wire import new_token, simple_message, split_trace
 
 
@@ -126,7 +130,68 @@ def test_serve_on_a_busy_port_is_one_line(postroom_factory: Factory) -> None:
         blocker.bind((HOST, server.smtp_port))
         blocker.listen()
         result = server.run_cli("serve", check=False, timeout=30)
-    assert_one_line_error(result)
+    assert_one_line_error(
+        result,
+        f"{HOST}:{server.smtp_port} (service smtp)",
+        "address already in use",
+        f"[listen] smtp in {server.config_path}",
+    )
+
+
+def test_serve_started_twice_names_the_running_one(postroom: Postroom) -> None:
+    assert postroom.proc is not None
+    result = postroom.run_cli("serve", check=False, timeout=30)
+    assert_one_line_error(
+        result,
+        f"another postroom (pid {postroom.proc.pid}) is already running",
+        f"listening on {HOST}:{postroom.smtp_port} (service smtp)",
+    )
+    assert result.stdout == ""
+    postroom.check_alive()
+    with postroom.smtp() as client:  # the first one is unharmed
+        assert client.noop()[0] == 250
+
+
+USAGE_ERRORS = {
+    "unknown-option": (("queue", "list", "--bogus"), "queue list: no such option '--bogus'"),
+    "missing-argument": (("queue", "show"), "missing argument 'MESSAGE_ID'"),
+    "bad-value": (("mailbox", "export", ALICE, "--format", "xml"), "'xml' is not one of"),
+    "option-without-value": (("send", "--from"), "'--from' requires an argument"),
+    "unknown-command": (("frobnicate",), "no such command 'frobnicate'"),
+    "missing-command": (("user",), "missing command, one of: add, delete, list, passwd"),
+    "top-level-option": (("--bogus", "user", "list"), "no such option '--bogus'"),
+}
+
+
+@pytest.mark.parametrize(("args", "needle"), USAGE_ERRORS.values(), ids=USAGE_ERRORS)
+def test_usage_errors_are_one_line_and_exit_1(
+    tmp_path: Path, args: tuple[str, ...], needle: str
+) -> None:
+    result = run("--config", str(tmp_path / "postroom.toml"), *args)
+    line = assert_one_line_error(result, needle)
+    assert line.startswith("postroom: error: "), line
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [(), ("queue", "list"), ("send",), ("user", "delete")])
+def test_help_still_works(args: tuple[str, ...]) -> None:
+    result = run(*args, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Usage: postroom {' '.join(args)}".rstrip())
+    assert result.stderr == ""
+
+
+def test_init_defaults_to_what_an_empty_config_means(tmp_path: Path) -> None:
+    """The machine's FQDN (localhost when it has none) and the domain localhost, as in the
+    README's configuration table."""
+    config = tmp_path / "postroom.toml"
+    assert run("--config", str(config), "init").returncode == 0
+    written = tomllib.loads(config.read_text(encoding="utf-8"))
+    expected = socket.getfqdn().lower().removesuffix(".")
+    if not is_hostname(expected):
+        expected = "localhost"
+    assert written["hostname"] == expected
+    assert written["domains"] == ["localhost"]
 
 
 # --- exports -------------------------------------------------------------------------------------
@@ -240,7 +305,7 @@ def test_user_passwd_and_delete_take_effect_on_the_running_server(postroom: Post
         with pytest.raises(smtplib.SMTPAuthenticationError):
             s.login(BOB, postroom.passwords[BOB])
         assert s.login(BOB, "new-bob-secret")[0] == 235
-    postroom.run_cli("user", "delete", BOB)
+    postroom.run_cli("user", "delete", BOB, "--yes")
     with postroom.submission(login=None) as s, pytest.raises(smtplib.SMTPAuthenticationError):
         s.login(BOB, "new-bob-secret")
     with postroom.smtp() as client:
@@ -249,3 +314,26 @@ def test_user_passwd_and_delete_take_effect_on_the_running_server(postroom: Post
         assert client.rcpt(BOB)[0] == 550
     result = postroom.run_cli("mailbox", "status", BOB, check=False)
     assert_one_line_error(result, BOB)
+
+
+def test_user_delete_needs_yes_without_a_terminal(postroom_factory: Factory) -> None:
+    server: Postroom = postroom_factory(start=False)
+    result = server.run_cli("user", "delete", BOB, check=False)
+    assert_one_line_error(result, f"deleting {BOB} removes all of their mail: add --yes")
+    assert BOB in server.run_cli("user", "list").stdout
+    assert server.run_cli("user", "delete", BOB, "--yes").stdout == f"deleted {BOB}\n"
+    assert BOB not in server.run_cli("user", "list").stdout
+    result = server.run_cli("user", "delete", BOB, check=False)
+    assert_one_line_error(result, f"no user {BOB}")
+
+
+def test_user_delete_asks_on_a_terminal(postroom: Postroom) -> None:
+    send_all(postroom, [simple_message(new_token())], to=BOB)
+    command = ["--config", str(postroom.config_path), "user", "delete", BOB]
+    status, screen = run_on_terminal(command, answers=[("[y/N]", "\n")])
+    assert f"Delete {BOB} and all of their mail (1 message(s))? [y/N]" in screen
+    assert status == 1 and f"postroom: error: {BOB} not deleted" in screen, screen
+    assert postroom.mailbox_status(BOB)["messages"] == 1
+    status, screen = run_on_terminal(command, answers=[("[y/N]", "y\n")])
+    assert status == 0 and f"deleted {BOB}" in screen, screen
+    assert BOB not in postroom.run_cli("user", "list").stdout

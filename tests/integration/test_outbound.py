@@ -120,7 +120,7 @@ def test_failures_at_two_domains_make_one_report(
     sink = smtp_sink("-f", "RCPT")
     server = relay_server(postroom_factory, dns, sink.port)
     submit(server, CAROL, ERIN)
-    wait_until(lambda: "queue is empty" in server.run_cli("queue", "list").stdout, 30, "done")
+    wait_until(lambda: server.run_cli("queue", "list").stdout == "", 30, "done")
     [report] = reports(server)
     status = status_part(report)
     assert f"Final-Recipient: rfc822; {CAROL}" in status
@@ -159,7 +159,7 @@ def test_deferred_mail_goes_out_after_queue_retry(
     server.run_cli("queue", "retry", "--all")
     wait_until(lambda: any(token.encode() in m for m in sink.messages()), 30, "the retry")
     wait_until(lambda: CAROL not in server.queue_list(), 30, "the queue entry to go")
-    assert "queue is empty" in server.run_cli("queue", "list").stdout
+    assert server.run_cli("queue", "list").stdout == ""
 
 
 def test_success_notice_when_asked_and_the_peer_lacks_dsn(

@@ -1,10 +1,15 @@
-"""`postroom queue show|hold|release|retry|delete` on real queue entries made over SMTP."""
+"""`postroom queue list|show|hold|release|retry|delete` on real queue entries made over SMTP."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import re
+import time
+from typing import Any
 
-from tests.integration.conftest import ALICE, Postroom
+from tests.integration.conftest import ALICE, Factory, Postroom, free_ports, wait_until
+from tests.integration.terminal import run_on_terminal
 from tests.integration.wire import new_token, simple_message
 
 REMOTE = "carol@remote.test"
@@ -90,3 +95,127 @@ def test_retry_needs_an_id_or_all(postroom: Postroom) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == "postroom: error: give a message ID or --all"
     assert "Traceback" not in result.stderr
+
+
+# --- queue list ----------------------------------------------------------------------------------
+
+LIST_COLUMNS = (
+    *("id", "arrival", "size", "sender"),
+    *("recipient", "state", "attempts", "next", "reply"),
+)
+
+
+def refused_server(postroom_factory: Factory) -> Postroom:
+    """A server whose remote mail meets a closed port: each attempt is deferred at once."""
+    [closed] = free_ports(1)
+    return postroom_factory(extra=f'[routes]\n"remote.test" = "127.0.0.1:{closed}"\n')
+
+
+def list_lines(postroom: Postroom) -> list[dict[str, str]]:
+    out = postroom.run_cli("queue", "list").stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert all(len(row) == len(LIST_COLUMNS) for row in rows), out
+    return [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows]
+
+
+def list_json(postroom: Postroom) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = json.loads(postroom.run_cli("queue", "list", "--json").stdout)
+    return entries
+
+
+def deferred_once(postroom: Postroom) -> str:
+    queue_id = queue_remote_message(postroom)
+
+    def remote_deferred() -> bool:
+        [entry] = list_json(postroom)
+        return any(r["state"] == "deferred" for r in entry["recipients"])
+
+    wait_until(remote_deferred, 30, "the first attempt to be deferred")
+    return queue_id
+
+
+def test_list_into_a_pipe_is_one_tab_separated_line_per_recipient(
+    postroom_factory: Factory,
+) -> None:
+    postroom = refused_server(postroom_factory)
+    assert postroom.run_cli("queue", "list").stdout == ""  # empty queue: no output at all
+    queue_id = deferred_once(postroom)
+    remote, local = list_lines(postroom)
+    for row in (remote, local):
+        assert row["id"] == queue_id
+        assert row["sender"] == ALICE
+        assert datetime.datetime.fromisoformat(row["arrival"]).tzinfo is not None
+        assert int(row["size"]) > 0
+    assert (remote["recipient"], remote["state"], remote["attempts"]) == (REMOTE, "deferred", "1")
+    assert datetime.datetime.fromisoformat(remote["next"]) > datetime.datetime.now().astimezone()
+    assert "refused" in remote["reply"], remote
+    assert (local["recipient"], local["state"], local["next"]) == (ALICE, "delivered", "-")
+    assert local["reply"].startswith("250 ")
+
+
+def test_list_json_has_stable_keys(postroom_factory: Factory) -> None:
+    postroom = refused_server(postroom_factory)
+    assert list_json(postroom) == []
+    queue_id = deferred_once(postroom)
+    [entry] = list_json(postroom)
+    assert set(entry) == {"id", "arrival", "size", "sender", "held", "recipients"}
+    assert (entry["id"], entry["sender"], entry["held"]) == (queue_id, ALICE, False)
+    assert abs(entry["arrival"] - time.time()) < 300
+    remote, local = entry["recipients"]
+    for rcpt in (remote, local):
+        assert set(rcpt) == {"address", "state", "next_attempt", "last_reply", "attempts"}
+    assert (remote["address"], remote["state"], remote["attempts"]) == (REMOTE, "deferred", 1)
+    assert remote["next_attempt"] > time.time()
+    assert (local["state"], local["next_attempt"], local["attempts"]) == ("delivered", None, 0)
+    postroom.run_cli("queue", "hold", queue_id)
+    [held] = list_json(postroom)
+    assert held["held"] is True
+    assert held["recipients"][0]["state"] == "held"
+    assert held["recipients"][0]["next_attempt"] is None
+
+
+def on_terminal(postroom: Postroom, columns: int, *args: str) -> str:
+    status, screen = run_on_terminal(
+        ["--config", str(postroom.config_path), *args], columns=columns
+    )
+    assert status == 0, screen
+    return screen
+
+
+def show_next(show: str, address: str) -> str:
+    match = re.search(r" next=(\S+) ", recipient_line(show, address))
+    assert match, show
+    return match[1]
+
+
+def test_list_and_show_print_the_same_next_attempt(postroom_factory: Factory) -> None:
+    postroom = refused_server(postroom_factory)
+    queue_id = deferred_once(postroom)
+    show = postroom.run_cli("queue", "show", queue_id).stdout
+    lines = {row["recipient"]: row["next"] for row in list_lines(postroom)}
+    [entry] = list_json(postroom)
+    for rcpt in entry["recipients"]:
+        address = rcpt["address"]
+        assert lines[address] == show_next(show, address), (lines, show)
+        if rcpt["next_attempt"] is None:
+            assert lines[address] == "-"
+        else:
+            moment = datetime.datetime.fromisoformat(lines[address])
+            assert int(moment.timestamp()) == rcpt["next_attempt"]
+    assert lines[REMOTE] != "-"
+
+
+def test_list_on_a_terminal_is_a_table_as_wide_as_the_terminal(
+    postroom_factory: Factory,
+) -> None:
+    postroom = refused_server(postroom_factory)
+    assert on_terminal(postroom, 80, "queue", "list").strip() == "queue is empty"
+    queue_id = deferred_once(postroom)
+    reply = list_json(postroom)[0]["recipients"][0]["last_reply"]
+    assert "[" in reply, reply  # "connection refused by host[address]:port"
+    for columns in (80, 132):
+        table = on_terminal(postroom, columns, "queue", "list")
+        widths = [len(line.rstrip("\n")) for line in table.splitlines()]
+        assert max(widths) <= columns, table
+        assert queue_id in table and "next attempt" in table and "deferred" in table, table
+        assert "[" in table, table  # replies print as they are, never as rich markup

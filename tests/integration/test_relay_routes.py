@@ -67,7 +67,7 @@ def test_smarthost_refusing_our_login_keeps_the_mail(
     )
     send_remote(sender)
     wait_until(lambda: "refused our login" in sender.queue_list(), 30, "the deferral")
-    assert "(deferred)" in sender.queue_list()
+    assert "\tdeferred\t" in sender.queue_list()
     assert CAROL not in upstream.queue_list()
 
 

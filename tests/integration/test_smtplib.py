@@ -263,7 +263,7 @@ def test_relay_accepted_with_auth_stays_in_queue(postroom: Postroom) -> None:
     listing = postroom.queue_list()
     assert queue_id in listing, listing
     assert REMOTE in listing
-    assert "(queued)" in listing or "(deferred)" in listing  # waiting (tests have no DNS)
+    assert "\tqueued\t" in listing or "\tdeferred\t" in listing  # waiting (no DNS in tests)
     # It stays there: it is not delivered locally, and is still listed a moment later.
     assert postroom.mailbox_status(ALICE)["messages"] == 0
     assert queue_id in postroom.queue_list()
@@ -444,7 +444,7 @@ def test_oversize_body_is_552_and_nothing_queued(postroom_factory: Factory) -> N
     assert len(messages) == 1
     only(messages, small)
     assert not with_token(messages, big)
-    assert "queue is empty" in server.queue_list()
+    assert server.queue_list() == ""
 
 
 # --- CHUNKING (BDAT) over a raw socket ----------------------------------------------------------

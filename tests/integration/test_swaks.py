@@ -186,7 +186,7 @@ def test_swaks_relay_attempt_is_refused(postroom: Postroom) -> None:
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "554 5.7.1" in output, output
-    assert "queue is empty" in postroom.queue_list()
+    assert postroom.queue_list() == ""
 
 
 def test_require_program_skips_or_fails_in_strict_mode(monkeypatch: pytest.MonkeyPatch) -> None:

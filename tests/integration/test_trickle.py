@@ -75,7 +75,7 @@ def test_smtp_command_line_and_message(postroom_factory: Callable[..., Postroom]
         converse(sock, b"DATA\r\n", b"354 ")
         said = trickle(sock, b"Subject: slow\r\n\r\nand slower\r\n")
     assert said.startswith(b"421 4.4.2 "), said
-    assert server.queue_list().strip().endswith("queue is empty")
+    assert server.queue_list().strip() == ""  # nothing queued (an empty list into a pipe)
 
 
 def test_pop3_command_line(postroom_factory: Callable[..., Postroom]) -> None:

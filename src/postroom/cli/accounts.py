@@ -86,12 +86,26 @@ def user_passwd(
 
 @user.command("delete")
 @click.argument("address")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask (needed when stdin is no terminal).")
 @click.pass_context
-def user_delete(ctx: click.Context, address: str) -> None:
-    """Delete a user and all of their mail."""
+def user_delete(ctx: click.Context, address: str, yes: bool) -> None:
+    """Delete a user and all of their mail, after asking on a terminal."""
     config = load(ctx)
-    with open_store(config, accounts=True) as store, store.transaction() as tx:
-        tx.accounts.delete_user(address)
+    with open_store(config, accounts=True) as store:
+        if store.reader().accounts.get_user(address) is None:
+            raise CliError(f"no user {address}")
+        if not yes:
+            if not sys.stdin.isatty():
+                raise CliError(
+                    f"deleting {address} removes all of their mail: add --yes to confirm "
+                    "(stdin is not a terminal, so there is no one to ask)"
+                )
+            count = store.reader().accounts.count_messages(address)
+            question = f"Delete {address} and all of their mail ({count} message(s))?"
+            if not click.confirm(question, default=False):
+                raise CliError(f"{address} not deleted")
+        with store.transaction() as tx:
+            tx.accounts.delete_user(address)
     click.echo(f"deleted {address.lower()}")
 
 

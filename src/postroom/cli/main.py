@@ -1,26 +1,34 @@
-"""The `postroom` command: init, serve, user, alias, mailbox, queue.
+"""The `postroom` command: init, serve, user, alias, mailbox, queue, send.
 
-Every failure the user can cause (bad config, unknown user, unusable password) is one line on
-stderr and exit status 1, never a traceback.
+Every failure the user can cause (bad config, unknown user, unusable password, a mistyped
+option) is one line on stderr and exit status 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from postroom import logsetup
 from postroom.cli.common import CliError, load
+from postroom.cli.pidlock import serve_lock
+from postroom.cli.usage import OneLineUsageGroup
+from postroom.config import DEFAULT_DOMAINS, Config, default_hostname
 from postroom.config_template import render_default_config
+
+if TYPE_CHECKING:
+    from postroom.net.listener import ListenError
 
 DEFAULT_CONFIG = "postroom.toml"
 
 
-@click.group()
+@click.group(cls=OneLineUsageGroup)
 @click.option(
     "--config",
     "config_path",
@@ -37,17 +45,28 @@ def cli(ctx: click.Context, config_path: Path) -> None:
 
 
 @cli.command()
-@click.option("--hostname", default="mx.example.test", show_default=True)
-@click.option("--domain", "domains", multiple=True, help="Local domain (repeatable).")
+@click.option(
+    "--hostname",
+    default=default_hostname,
+    show_default="this machine's FQDN, else localhost",
+    help="This server's public name (greeting, Received:, certificate).",
+)
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    show_default=", ".join(DEFAULT_DOMAINS),
+    help="Local domain (repeatable).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.pass_context
 def init(ctx: click.Context, hostname: str, domains: tuple[str, ...], force: bool) -> None:
-    """Write a commented configuration file."""
+    """Write a commented configuration file (with the defaults an empty file means)."""
     path: Path = ctx.obj
     if path.exists() and not force:
         raise CliError(f"{path} already exists; use --force to overwrite it")
     try:
-        text = render_default_config(hostname, domains or ("example.test",))
+        text = render_default_config(hostname, domains or DEFAULT_DOMAINS)
     except ValueError as error:
         raise CliError(str(error)) from None
     path.write_text(text, encoding="utf-8")
@@ -62,6 +81,7 @@ def serve(ctx: click.Context, verbose: bool) -> None:
     import asyncio
 
     from postroom.app import serve as run_server
+    from postroom.net.listener import ListenError
     from postroom.net.tls import TlsSetupError
 
     config = load(ctx)
@@ -72,11 +92,31 @@ def serve(ctx: click.Context, verbose: bool) -> None:
 
         runner = uvloop.run
     try:
-        runner(run_server(config))
+        with serve_lock(config):
+            runner(run_server(config))
     except TlsSetupError as error:
         raise CliError(str(error)) from None
+    except ListenError as error:
+        raise CliError(listen_problem(error, config)) from None
     except OSError as error:
         raise CliError(f"cannot start: {error}") from None
+
+
+def listen_problem(error: ListenError, config: Config) -> str:
+    """One line for a listening socket that could not be opened, with the key to change."""
+    where = f"{error.address} (service {error.service})"
+    fix = f"change [listen] {error.service} in {config.path}"
+    if error.errno == errno.EADDRINUSE:  # not a postroom on this data_dir: serve_lock said so
+        return (
+            f"cannot listen on {where}: address already in use by another program (a mail "
+            f"server, or a postroom with another data_dir); stop it or {fix}"
+        )
+    if error.errno == errno.EACCES:
+        return (
+            f"cannot listen on {where}: permission denied (ports below 1024 need root or "
+            f"CAP_NET_BIND_SERVICE); {fix}"
+        )
+    return f"cannot listen on {where}: {error.strerror}; {fix}"
 
 
 def register(group: click.Group) -> None:

@@ -1,16 +1,29 @@
-"""`postroom queue list|show|retry|hold|release|delete`: inspect and steer the mail queue."""
+"""`postroom queue list|show|retry|hold|release|delete`: inspect and steer the mail queue.
+
+`queue list` prints a table on a terminal, one tab-separated line per recipient into a pipe
+(for grep, awk and cut), and JSON with `--json`. `list` and `show` print a recipient's next
+attempt the same way: RFC 3339 local time, `-` when none is scheduled (delivered, failed, held).
+"""
 
 from __future__ import annotations
 
+import datetime
+import json
+import sys
 import time
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from postroom.cli.common import CliError, load, open_store
+from postroom.model.queue import Recipient, RecipientState
 from postroom.services.cleanup import header_block
-from postroom.storage.records import MessageTrace
+from postroom.storage.records import MessageTrace, QueuedRecipientView, QueueEntry
+
+WAITING = (str(RecipientState.QUEUED), str(RecipientState.DEFERRED))
 
 
 def _age(arrival: float) -> str:
@@ -22,7 +35,73 @@ def _age(arrival: float) -> str:
 
 
 def _clock(moment: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment))
+    """RFC 3339 in local time with its offset: one word, sortable, unambiguous."""
+    when = datetime.datetime.fromtimestamp(moment).astimezone()
+    return when.isoformat(timespec="seconds")
+
+
+def _next_attempt(rcpt: Recipient | QueuedRecipientView) -> float | None:
+    """When delivery to `rcpt` is tried next; None when nothing is scheduled."""
+    return rcpt.next_attempt if str(rcpt.state) in WAITING else None
+
+
+def _next_text(rcpt: Recipient | QueuedRecipientView) -> str:
+    moment = _next_attempt(rcpt)
+    return "-" if moment is None else _clock(moment)
+
+
+def _sender(address: str) -> str:
+    return address or "<>"
+
+
+def _as_json(entry: QueueEntry) -> dict[str, object]:
+    """Stable keys; times are Unix seconds (as `postqueue -j`), null when there is none."""
+    return {
+        "id": entry.id,
+        "arrival": int(entry.arrival),
+        "size": entry.size,
+        "sender": entry.sender,
+        "held": entry.held,
+        "recipients": [
+            {
+                "address": rcpt.address,
+                "state": rcpt.state,
+                "next_attempt": None if (t := _next_attempt(rcpt)) is None else int(t),
+                "last_reply": rcpt.last_reply or None,
+                "attempts": rcpt.attempts,
+            }
+            for rcpt in entry.recipients
+        ],
+    }
+
+
+def _print_lines(entries: list[QueueEntry]) -> None:
+    """ID ARRIVAL SIZE SENDER RECIPIENT STATE ATTEMPTS NEXT-ATTEMPT LAST-REPLY, tab-separated."""
+    for entry in entries:
+        head = [entry.id, _clock(entry.arrival), str(entry.size), _sender(entry.sender)]
+        for rcpt in entry.recipients:
+            reply = " ".join(rcpt.last_reply.split()) or "-"
+            fields = [rcpt.address, rcpt.state, str(rcpt.attempts), _next_text(rcpt), reply]
+            click.echo("\t".join(head + fields))
+
+
+def _print_table(entries: list[QueueEntry]) -> None:
+    """A table as wide as the terminal; cells fold rather than push it wider. Cells are Text,
+    never rich markup: a remote reply's "[192.0.2.1]" must print as it is."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("ID", min_width=17, ratio=1, overflow="fold")
+    table.add_column("recipient", ratio=2, overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("next attempt", ratio=2, max_width=25, overflow="fold")
+    table.add_column("last reply", ratio=3, overflow="fold")
+    for entry in entries:
+        sender, age = _sender(entry.sender), _age(entry.arrival)
+        head = f"{entry.id}\n{age} {entry.size} B\n{sender}"
+        for index, rcpt in enumerate(entry.recipients):
+            cells = (rcpt.address, rcpt.state, _next_text(rcpt), rcpt.last_reply or "-")
+            table.add_row(Text(head if index == 0 else ""), *(Text(cell) for cell in cells))
+        table.add_section()
+    Console().print(table)
 
 
 @click.group()
@@ -31,30 +110,26 @@ def queue() -> None:
 
 
 @queue.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, one object per message.")
 @click.pass_context
-def queue_list(ctx: click.Context) -> None:
-    """List queued messages with each recipient's state."""
+def queue_list(ctx: click.Context, as_json: bool) -> None:
+    """List queued messages with each recipient's state, attempts, next attempt and last reply.
+
+    On a terminal: a table. Otherwise one tab-separated line per recipient: ID, arrival,
+    size, sender (<> when null), recipient, state, attempts, next attempt (- when none),
+    last reply (- when none). Nothing at all when the queue is empty.
+    """
     config = load(ctx)
     with open_store(config) as store:
         entries = store.reader().queue.entries()
-    if not entries:
+    if as_json:
+        click.echo(json.dumps([_as_json(entry) for entry in entries], indent=2))
+    elif not sys.stdout.isatty():
+        _print_lines(entries)
+    elif entries:
+        _print_table(entries)
+    else:
         click.echo("queue is empty")
-        return
-    table = Table("ID", "age", "size", "sender", "recipients", "next attempt", "last reply")
-    for entry in entries:
-        recipients = entry.recipients
-        lines = [f"{r.address} ({r.state})" for r in recipients]
-        next_attempt = min(r.next_attempt for r in recipients)
-        table.add_row(
-            entry.id,
-            _age(entry.arrival),
-            str(entry.size),
-            f"<{entry.sender}>",
-            "\n".join(lines),
-            time.strftime("%H:%M:%S", time.localtime(next_attempt)),
-            "\n".join(r.last_reply for r in recipients),
-        )
-    Console(width=200).print(table)
 
 
 @queue.command("show")
@@ -94,7 +169,7 @@ def queue_show(ctx: click.Context, message_id: str) -> None:
             extra += f" orcpt={rcpt.orcpt}"
         click.echo(
             f"  <{rcpt.address}>{extra} state={rcpt.state} attempts={rcpt.attempts}"
-            f" next={_clock(rcpt.next_attempt)} last={rcpt.last_reply or '-'}"
+            f" next={_next_text(rcpt)} last={rcpt.last_reply or '-'}"
         )
         for event in events:
             if event.recipient == rcpt.address:

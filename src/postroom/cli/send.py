@@ -1,6 +1,10 @@
 """`postroom send`: compose a message and submit it over SMTP, printing the talk with -v.
 
 A blocking socket driver around the same sans-I/O client engine the server relays with.
+Without --server it submits to this configuration's own submission port (STARTTLS, or
+submissions with implicit TLS), verifies the server as `hostname` against its certificate, and
+logs in (RFC 6409 §4.3 submission needs it), asking for the login on a terminal. With -v the
+SASL exchange prints as `AUTH PLAIN <hidden>`: the credentials never reach the terminal.
 Exit status: 0 when the server accepted the message for every recipient, 3 on a temporary
 failure (4xx, connection trouble), 4 on a permanent one (5xx); 1 for usage errors.
 """
@@ -10,11 +14,13 @@ from __future__ import annotations
 import socket
 import ssl
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import click
 
-from postroom.cli.common import CliError
+from postroom.cli.common import CliError, load
 from postroom.config import Endpoint
 from postroom.proto.smtp import client as smtp
 from postroom.proto.smtp.params import MailParams
@@ -38,6 +44,34 @@ class Failed(Exception):
         self.exit_code = EXIT_PERMANENT if permanent else EXIT_TEMPORARY
 
 
+HIDDEN = "<hidden>"
+
+
+class AuthMask:
+    """What -v shows of the client's lines during AUTH: a SASL exchange (RFC 4954 §4) carries
+    the credentials in base64, so the command's initial response and every answer to a 334
+    challenge print as <hidden>, as Postfix logs and swaks --protect-password do."""
+
+    def __init__(self) -> None:
+        self._state: Literal["off", "command", "responses"] = "off"
+
+    def start(self) -> None:
+        """The next line sent is the AUTH command."""
+        self._state = "command"
+
+    def sent(self, line: str) -> str:
+        if self._state == "command":
+            self._state = "responses"
+            words = line.split(" ")  # AUTH PLAIN, then maybe the initial response
+            return f"{words[0]} {words[1]} {HIDDEN}" if len(words) > 2 else line
+        return HIDDEN if self._state == "responses" else line
+
+    def received(self, line: str) -> None:
+        # RFC 4954 §4: 334 asks for more; any other reply ends the exchange.
+        if self._state == "responses" and not line.startswith("334"):
+            self._state = "off"
+
+
 class Conversation:
     """Moves bytes between a socket and the client engine; echoes them with -v."""
 
@@ -45,16 +79,21 @@ class Conversation:
         self.sock = sock
         self.client = client
         self.verbose = verbose
+        self.mask = AuthMask()
 
-    def _show(self, prefix: str, data: bytes) -> None:
-        if self.verbose:
-            for line in data.decode("utf-8", "replace").splitlines():
+    def _show(self, prefix: str, data: bytes, *, sent: bool) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            if sent:
+                line = self.mask.sent(line)
+            else:
+                self.mask.received(line)
+            if self.verbose:
                 click.echo(f"{prefix}{line}", err=True)
 
     def flush(self) -> None:
         out = self.client.data_to_send()
         if out:
-            self._show(" -> ", out)
+            self._show(" -> ", out, sent=True)
             self.sock.sendall(out)
 
     def next(self) -> smtp.Event:
@@ -70,7 +109,7 @@ class Conversation:
             if not data:
                 self.client.connection_closed()
             else:
-                self._show("<-  ", data)
+                self._show("<-  ", data, sent=False)
                 self.client.receive_data(data)
 
     def expect(self, kind: type, what: str) -> smtp.Event:
@@ -81,10 +120,69 @@ class Conversation:
         return event
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where to submit and how: TLS mode, the name the certificate must carry, extra trust."""
+
+    endpoint: Endpoint
+    tls: Literal["none", "starttls", "implicit"]
+    server_name: str
+    cafile: Path | None = None  # trusted besides the system CAs
+    needs_login: bool = False
+
+
+def local_submission(ctx: click.Context, tls: str | None, verify: bool) -> Target:
+    """This configuration's own submission service (submissions with --tls), verified as its
+    hostname against its certificate: the generated one, or [tls] cert."""
+    path: Path = ctx.obj
+    if not path.exists():
+        raise CliError(
+            f"no --server, and no {path} to find the submission port in: "
+            "add --server HOST:PORT, or --config FILE"
+        )
+    config = load(ctx)
+    listen = config.listen
+    implicit = tls == "implicit" or (tls is None and listen.submission is None)
+    endpoint = listen.submissions if implicit else listen.submission
+    if endpoint is None:
+        service = "submissions" if implicit else "submission"
+        raise CliError(f"{config.path} has no [listen] {service}: add --server HOST:PORT")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(endpoint.host, endpoint.host)
+    cafile = config.tls.cert or config.data_dir / "tls" / "cert.pem"
+    if verify and not cafile.exists():
+        raise CliError(
+            f"{cafile} does not exist yet: start `postroom serve` (it makes the certificate), "
+            "or add --no-verify"
+        )
+    return Target(
+        Endpoint(host, endpoint.port),
+        "implicit" if implicit else "starttls",
+        config.hostname,
+        cafile,
+        needs_login=True,
+    )
+
+
+def read_login(auth_user: str | None, sender: str, password_stdin: bool) -> tuple[str, str]:
+    """The login: --auth or asked for (the sender is the default), then the password."""
+    asking = sys.stdin.isatty()
+    if auth_user is None:
+        if not asking:
+            raise CliError(
+                "the submission port needs a login: add --auth USER --password-stdin "
+                "(or --server HOST:PORT for a port without one)"
+            )
+        auth_user = str(click.prompt("Login", default=sender, err=True))
+    if password_stdin:
+        return auth_user, sys.stdin.readline().rstrip("\r\n")
+    if not asking:
+        raise CliError(f"no password for {auth_user}: add --password-stdin")
+    return auth_user, str(click.prompt("Password", hide_input=True, err=True))
+
+
 def run_session(
-    endpoint: Endpoint,
+    target: Target,
     *,
-    tls: str,
     verify: bool,
     helo: str,
     login: tuple[str, str] | None,
@@ -97,9 +195,12 @@ def run_session(
     context = ssl.create_default_context()
     if not verify:
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    elif target.cafile is not None:
+        context.load_verify_locations(target.cafile)
+    endpoint, tls = target.endpoint, target.tls
     sock = socket.create_connection((endpoint.host, endpoint.port), timeout=TIMEOUT)
     if tls == "implicit":
-        sock = context.wrap_socket(sock, server_hostname=endpoint.host)
+        sock = context.wrap_socket(sock, server_hostname=target.server_name)
     client = smtp.SmtpClient(helo)
     talk = Conversation(sock, client, verbose)
     try:
@@ -114,11 +215,12 @@ def run_session(
         if tls == "starttls":
             client.starttls()
             talk.expect(smtp.StartTlsReady, "STARTTLS")
-            talk.sock = context.wrap_socket(sock, server_hostname=endpoint.host)
+            talk.sock = context.wrap_socket(sock, server_hostname=target.server_name)
             client.tls_established()
             client.ehlo()
             talk.expect(smtp.Capabilities, "EHLO")
         if login is not None:
+            talk.mask.start()
             offered = client.auth_mechanisms
             if "PLAIN" in offered or "LOGIN" not in offered:
                 client.auth_plain(*login)
@@ -158,7 +260,12 @@ def run_session(
 @click.option("--html", "html_file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--attach", multiple=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--header", "headers", multiple=True, help='Extra header, "Name: value".')
-@click.option("--server", default="127.0.0.1:2587", show_default=True, help="host:port")
+@click.option(
+    "--server",
+    default=None,
+    help="host:port  [default: the submission port of --config's file, with STARTTLS, its "
+    "certificate and a login]",
+)
 @click.option("--starttls", "tls", flag_value="starttls", help="Upgrade with STARTTLS.")
 @click.option("--tls", "tls", flag_value="implicit", help="Implicit TLS (port 465).")
 @click.option("--no-verify", is_flag=True, help="Accept any certificate (self-signed tests).")
@@ -168,7 +275,9 @@ def run_session(
 @click.option("--dsn-ret", type=click.Choice(["FULL", "HDRS"]), default=None)
 @click.option("--helo", default=socket.getfqdn(), show_default="this host's name")
 @click.option("-v", "--verbose", is_flag=True, help="Print the SMTP conversation.")
+@click.pass_context
 def send(
+    ctx: click.Context,
     sender: str,
     to: tuple[str, ...],
     cc: tuple[str, ...],
@@ -179,8 +288,8 @@ def send(
     html_file: Path | None,
     attach: tuple[Path, ...],
     headers: tuple[str, ...],
-    server: str,
-    tls: str | None,
+    server: str | None,
+    tls: Literal["starttls", "implicit"] | None,
     no_verify: bool,
     auth_user: str | None,
     password_stdin: bool,
@@ -194,7 +303,11 @@ def send(
     if not addresses:
         raise CliError("give at least one --to, --cc or --bcc")
     try:
-        endpoint = Endpoint.parse(server)
+        if server is None:
+            target = local_submission(ctx, tls, verify=not no_verify)
+        else:
+            endpoint = Endpoint.parse(server)
+            target = Target(endpoint, tls or "none", endpoint.host)
         text = body_file.read_text("utf-8") if body_file else (body or "")
         html = html_file.read_text("utf-8") if html_file else None
         content = compose(
@@ -211,14 +324,10 @@ def send(
     except (ValueError, OSError) as error:
         raise CliError(str(error)) from None
     login = None
-    if auth_user is not None:
-        if tls is None:
+    if auth_user is not None or target.needs_login:
+        if target.tls == "none":
             raise CliError("--auth needs --starttls or --tls: passwords only travel encrypted")
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = str(click.prompt("Password", hide_input=True, err=True))
-        login = (auth_user, password)
+        login = read_login(auth_user, sender, password_stdin)
     notify = tuple(dsn_notify.upper().split(",")) if dsn_notify else None
     params = MailParams(
         size=len(content),
@@ -229,8 +338,7 @@ def send(
     recipients = [smtp.Recipient(a, notify, None) for a in addresses]
     try:
         final, per_recipient = run_session(
-            endpoint,
-            tls=tls or "none",
+            target,
             verify=not no_verify,
             helo=helo,
             login=login,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable, Coroutine
@@ -24,6 +25,17 @@ Handler = Callable[[ByteStream], Coroutine[Any, Any, None]]
 
 TLS_HANDSHAKE_TIMEOUT = 30.0
 SWEEP_INTERVAL = 0.5  # seconds; the granularity of command and data timeouts
+
+
+class ListenError(OSError):
+    """A service's listening socket could not be opened; errno and strerror are the OS's."""
+
+    def __init__(self, service: str, host: str, port: int, cause: OSError) -> None:
+        # asyncio's bind error wraps strerror in a sentence; name lookups have negative codes.
+        code = cause.errno
+        super().__init__(code, os.strerror(code) if code and code > 0 else str(cause))
+        self.service = service
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass
@@ -66,6 +78,14 @@ class Listener:
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Open the listening socket; raises ListenError (port in use, not allowed, ...)."""
+        try:
+            await self._open()
+        except OSError as error:
+            raise ListenError(self.name, self.host, self.port, error) from None
+        log.info("listening service=%s address=%s:%d", self.name, self.host, self.port)
+
+    async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         if self._ssl is None:
             self._server = await loop.create_server(
@@ -83,7 +103,6 @@ class Listener:
             self.port = int(self._socket.getsockname()[1])
             self._acceptor = loop.create_task(self._accept_tls(self._socket, self._ssl))
         self._sweeper = loop.create_task(self._sweep())
-        log.info("listening service=%s address=%s:%d", self.name, self.host, self.port)
 
     def _reserve(self, ip: str) -> bool:
         if self._per_ip[ip] >= self._max_per_ip or self._total >= self._max_total:

@@ -1,35 +1,80 @@
-"""TLS setup: server contexts from configured PEM files, or a self-signed pair made on first run."""
+"""TLS setup: server contexts from configured PEM files, or a self-signed pair made on first run
+(and made again when it no longer fits: see `ensure_self_signed`)."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import os
 import ssl
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+log = logging.getLogger("postroom.tls")
+
+VALIDITY = datetime.timedelta(days=3650)
+RENEW_BEFORE = datetime.timedelta(days=30)
 
 
 class TlsSetupError(Exception):
     """The certificate or key cannot be used; the message names the file and the fix."""
 
 
+def self_signed_names(hostname: str) -> list[x509.GeneralName]:
+    """What the generated certificate is valid for: the configured hostname and every name a
+    client on this machine uses for it, so verifying clients need only trust the file."""
+    names: list[x509.GeneralName] = [x509.DNSName(hostname), x509.DNSName("localhost")]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "::1")]
+    return list(dict.fromkeys(names))  # hostname may be localhost
+
+
+def _renewal_reason(cert_path: Path, key_path: Path, hostname: str) -> str | None:
+    """Why an existing generated pair must be made again (None: keep it)."""
+    if not (cert_path.exists() and key_path.exists()):
+        return "missing"
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm, x509.ExtensionNotFound) as error:
+        return f"unreadable ({error})"
+    missing = [str(n.value) for n in self_signed_names(hostname) if n not in names]
+    if missing:
+        return f"it does not name {', '.join(missing)}"
+    if cert.public_key() != key.public_key():
+        return "the key does not belong to the certificate"
+    if cert.not_valid_after_utc < datetime.datetime.now(datetime.UTC) + RENEW_BEFORE:
+        return f"it expires on {cert.not_valid_after_utc:%Y-%m-%d}"
+    return None
+
+
 def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
-    """Create (once) a self-signed certificate for `hostname` in `directory`."""
+    """The self-signed pair in `directory` (cert.pem, key.pem), made on first use and made
+    again when it does not cover `hostname`, localhost, 127.0.0.1 and ::1 (an older version
+    named fewer), is unreadable, or is about to expire. A readable key is kept."""
     cert_path = directory / "cert.pem"
     key_path = directory / "key.pem"
-    if cert_path.exists() and key_path.exists():
+    reason = _renewal_reason(cert_path, key_path, hostname)
+    if reason is None:
         return cert_path, key_path
     directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = _reusable_key(key_path)
+    if key is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_bytes = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _write_atomically(key_path, key_bytes, 0o600)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
-    alt_names: list[x509.GeneralName] = [x509.DNSName(hostname), x509.DNSName("localhost")]
-    alt_names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -37,20 +82,32 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.SubjectAlternativeName(self_signed_names(hostname)), critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_bytes = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key_bytes)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    if reason != "missing":
+        log.warning("made the self-signed certificate %s again: %s", cert_path, reason)
     return cert_path, key_path
+
+
+def _reusable_key(key_path: Path) -> ec.EllipticCurvePrivateKey | None:
+    """The existing key when it is one we make (P-256), so pinned public keys keep working."""
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Write a sibling and rename it over `path`: a reader sees the old file or the new one."""
+    temporary = path.with_name(path.name + ".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:
