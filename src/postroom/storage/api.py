@@ -152,6 +152,9 @@ class Messages(Protocol):
 
     def vanished_since(self, mailbox_id: int, since_modseq: int) -> list[int]: ...
 
+    def keywords(self, mailbox_id: int) -> set[str]:
+        """The keywords (flags not starting with a backslash) its messages have."""
+
     def news(
         self, mailbox_id: int, since: int, claim_recent_after: int | None = None
     ) -> MailboxNews | None:

@@ -31,6 +31,7 @@ from postroom.proto.imap.mime import header_section, parse
 from postroom.proto.imap.reader import LiteralData
 from postroom.proto.imap.selected import MessageState, OwnChange, SelectedMailbox
 from postroom.proto.imap.structure import section_bytes
+from postroom.services.imap import limits
 from postroom.services.imap.session import FlagBatch, ImapSession, Refusal
 from postroom.storage.api import Content, FlagMode, Tx
 from postroom.storage.buffer import ContentBuffer
@@ -445,6 +446,8 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
     uids = resolve_uids(selected, command.sequence, uid=command.uid)
     flags = tuple(f for f in command.flags if f != "\\Recent")
     mode = _FLAG_MODES[command.mode]
+    if mode != "remove":
+        limits.check_keywords(selected.keywords, flags)
     if command.unchangedsince is not None:
         session.enable_condstore()
     condstore = session.enabled.condstore
@@ -624,6 +627,9 @@ async def _append_in_memory(
         info = tx.mailboxes.find(user_id, name)
         if info is None:
             raise MailboxError("TRYCREATE", "Mailbox doesn't exist: " + name)
+        wanted = limits.keywords_of(f for _, flags, _ in prepared for f in flags)
+        if wanted:
+            limits.check_keywords(tx.messages.keywords(info.id), wanted)
         uids, blob_ids = [], []
         for data, flags, when in prepared:
             blob_id = tx.blobs.add(data)
@@ -670,6 +676,8 @@ async def _append_one(
     size = buffer.size
 
     def then(tx: Tx, blob_id: int) -> int:
+        if limits.keywords_of(flags):
+            limits.check_keywords(tx.messages.keywords(mailbox_id), flags)
         if summary is not None:
             tx.summaries.put(blob_id, summary)
         return tx.messages.append(

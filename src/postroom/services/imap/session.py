@@ -25,6 +25,7 @@ from postroom.proto.imap.selected import MessageColumns, OwnChange, SelectedMail
 from postroom.proto.sasl.exchange import Finished, SaslExchange, Unavailable
 from postroom.proto.sasl.saslprep import prepare_login
 from postroom.services.authn import Authenticator, login_failed
+from postroom.services.imap import limits
 from postroom.services.imap.snapshots import MailboxSnapshots, Snapshot, load_messages
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.storage.api import FlagMode, Store, Tx
@@ -484,7 +485,9 @@ class ImapSession:
         keywords = sorted(selected.keywords)
         flags = flag_list([*SYSTEM_FLAGS, *keywords])
         self.send(b"* FLAGS " + flags + b"\r\n")
-        permanent = b"()" if readonly else flag_list([*SYSTEM_FLAGS, *keywords, "\\*"])
+        # RFC 3501 §7.1: \* when new keywords may be created (limits.MAX_KEYWORDS).
+        new = ["\\*"] if limits.may_create_keywords(selected.keywords) else []
+        permanent = b"()" if readonly else flag_list([*SYSTEM_FLAGS, *keywords, *new])
         self.send(b"* OK [PERMANENTFLAGS " + permanent + b"] Flags permitted.\r\n")
         self.send(b"* %d EXISTS\r\n* %d RECENT\r\n" % (selected.exists, len(selected.recent)))
         first_unseen = next(
@@ -531,7 +534,13 @@ class ImapSession:
             raise Refusal("Mailbox already exists", "ALREADYEXISTS")
         use = " ".join(command.special_use)
         user_id = self.uid
-        await self.ctx.store.write(lambda tx: tx.mailboxes.create(user_id, name, use))
+        limits.check_mailbox_name(name)
+
+        def create(tx: Tx) -> None:
+            limits.check_mailbox_count(len(tx.mailboxes.of_user(user_id)))
+            tx.mailboxes.create(user_id, name, use)
+
+        await self.ctx.store.write(create)
         self.tagged(tag, "OK", "Create completed.")
 
     async def delete(self, tag: str, command: cmd.Command) -> None:
@@ -546,7 +555,14 @@ class ImapSession:
         old = self.decode_name(command.mailbox)
         new = self.decode_name(command.new_name)
         user_id = self.uid
-        await self.ctx.store.write(lambda tx: tx.mailboxes.rename(user_id, old, new))
+        limits.check_mailbox_name(new)
+
+        def rename(tx: Tx) -> None:
+            if old == "INBOX":  # renaming INBOX makes a new mailbox (RFC 3501 §6.3.5)
+                limits.check_mailbox_count(len(tx.mailboxes.of_user(user_id)))
+            tx.mailboxes.rename(user_id, old, new)
+
+        await self.ctx.store.write(rename)
         self.tagged(tag, "OK", "Rename completed.")
 
     async def subscribe(self, tag: str, command: cmd.Command) -> None:

@@ -204,6 +204,15 @@ class SqliteMessages:
         )
         return [int(r[0]) for r in rows]
 
+    def keywords(self, mailbox_id: int) -> set[str]:
+        found: set[str] = set()
+        for (flags,) in self.conn.execute(
+            "SELECT DISTINCT flags FROM mailbox_messages WHERE mailbox_id = ? AND flags != ''",
+            (mailbox_id,),
+        ):
+            found.update(f for f in split_flags(flags) if not f.startswith("\\"))
+        return found
+
     def news(
         self, mailbox_id: int, since: int, claim_recent_after: int | None = None
     ) -> MailboxNews | None:
