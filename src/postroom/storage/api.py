@@ -169,10 +169,13 @@ class Messages(Protocol):
         summary: bool,
         content: Content,
         must_contain: tuple[str, str] | None = None,
+        content_budget: int | None = None,
     ) -> list[FetchRow]:
         """The stored data of `uids` still present, in UID order. `content="header"` gives the
         header block only; `must_contain` (header name, lower-case word) may skip messages that
-        cannot have the word in that header (a pre-filter: the caller still decides)."""
+        cannot have the word in that header (a pre-filter: the caller still decides). With
+        whole contents and `content_budget`, messages are read in UID order only while their
+        sizes stay within it (at least one): the rows then cover the UIDs up to the last."""
 
     def read(self, mailbox_id: int, uid: int) -> bytes | None:
         """The full message (prefix + blob), or None when it is gone or unreadable."""

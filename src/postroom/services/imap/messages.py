@@ -14,7 +14,7 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from postroom.proto.imap import encode
@@ -51,6 +51,7 @@ log = logging.getLogger("postroom.imap")
 
 SEEN_WITH_READ = 8  # FETCHes of up to this many messages set \Seen and read in one job
 FETCH_BATCH = 256  # messages read from the store per round trip
+CONTENT_BUDGET = 8 * 1024 * 1024  # octets of message contents read per round trip (or one)
 ANSWER_CHUNK = 1024  # messages per piece of a long answer made from the session's view
 
 
@@ -96,6 +97,9 @@ class _FetchPlan(NamedTuple):
 
 @functools.lru_cache(maxsize=256)
 def _fetch_plan(items: tuple[FetchItem, ...], wants_uid: bool, changedsince: bool) -> _FetchPlan:
+    # An item asked for twice is answered once: `FETCH 1 (BODY.PEEK[] BODY.PEEK[] ...)` must not
+    # turn one message into an answer hundreds of times its size.
+    items = tuple(dict.fromkeys(items))
     names = [i.name for i in items if isinstance(i, FetchAttr)]
     if wants_uid and "UID" not in names:
         items = (_UID, *items)  # RFC 3501 §6.4.8
@@ -171,20 +175,40 @@ async def fetch(session: ImapSession, tag: str, command: cmd.Command) -> None:
             seen_changed, _ = await _set_seen(session, selected, unseen)
             await session.settle_pending()  # the rows read next carry the new MODSEQs
     missing = False
-    for start in range(0, len(uids), FETCH_BATCH):
+    start = 0
+    while start < len(uids):
         batch = uids[start : start + FETCH_BATCH]
         rows = first_rows
         if rows is None:
             rows = await _read_rows(session, selected, batch, plan.summary, plan.content)
         first_rows = None
-        if len(rows) < len(batch):
+        # Reads with message contents stop at CONTENT_BUDGET octets: the rows cover the batch
+        # up to the last one (the others of that stretch were expunged meanwhile).
+        read = bisect.bisect_right(batch, rows[-1].uid) if rows else len(batch)
+        start += read
+        if len(rows) < read:
             missing = True
-        lines = [
-            _fetch_response(session, selected, seq, row, items, row.uid in seen_changed, encoded)
-            for row, seq in zip(rows, selected.seqs_of(r.uid for r in rows), strict=True)
-            if seq is not None
-        ]
-        await session.send_now(b"".join(lines))
+        seqs = selected.seqs_of(r.uid for r in rows)
+        if plan.content is not True:
+            lines = [
+                b"".join(
+                    _fetch_response(
+                        session, selected, seq, row, items, row.uid in seen_changed, encoded
+                    )
+                )
+                for row, seq in zip(rows, seqs, strict=True)
+                if seq is not None
+            ]
+            await session.send_now(b"".join(lines))
+            continue
+        # Message contents: each piece goes out as it is made, so memory stays at about one
+        # message whatever the item list asks for (RFC 3501 §7.4.2 literals, one after another).
+        for row, seq in zip(rows, seqs, strict=True):
+            if seq is not None:
+                for piece in _fetch_response(
+                    session, selected, seq, row, items, row.uid in seen_changed, encoded
+                ):
+                    await session.send_now(piece)
     if missing:
         # RFC 5530 EXPUNGEISSUED: some messages were expunged by another session meanwhile.
         session.tagged(tag, "NO", "Some messages were expunged", "EXPUNGEISSUED")
@@ -216,7 +240,9 @@ async def _read_rows(
     """The stored rows of `uids` (at most FETCH_BATCH: one store round trip)."""
     mailbox_id = selected.mailbox_id
     return await session.ctx.store.read(
-        lambda tx: tx.messages.fetch_rows(mailbox_id, uids, summary=summary, content=content)
+        lambda tx: tx.messages.fetch_rows(
+            mailbox_id, uids, summary=summary, content=content, content_budget=CONTENT_BUDGET
+        )
     )
 
 
@@ -251,43 +277,52 @@ def _fetch_response(
     selected: SelectedMailbox,
     seq: int,
     row: FetchRow,
-    items: Sequence[object],
+    items: tuple[FetchItem, ...],
     extra_flags: bool,
     encoded: dict[tuple[str, ...], bytes],
-) -> bytes:
-    parts: list[bytes] = []
+) -> Iterator[bytes | memoryview]:
+    """One message's FETCH response in pieces, each made when the one before was taken: a
+    literal's data is one piece of its own (a view of the content, not a copy)."""
+    yield b"* %d FETCH (" % seq
     raw = row.content or b""
     tree = None
-    for item in items:
+    names: set[str] = set()
+    for index, item in enumerate(items):
+        space = b" " if index else b""
         if isinstance(item, FetchAttr):
             name = item.name
+            names.add(name)
             if name == "UID":
-                parts.append(b"UID %d" % row.uid)
+                yield space + b"UID %d" % row.uid
             elif name == "FLAGS":
-                parts.append(_flags_item(selected.flags_of(row.uid), encoded))
+                yield space + _flags_item(selected.flags_of(row.uid), encoded)
             elif name == "INTERNALDATE":
                 when = dt.datetime.fromtimestamp(int(row.internal_date), dt.UTC)
-                parts.append(b"INTERNALDATE " + encode.internal_date(when))
+                yield space + b"INTERNALDATE " + encode.internal_date(when)
             elif name == "RFC822.SIZE":
-                parts.append(b"RFC822.SIZE %d" % row.size)
+                yield space + b"RFC822.SIZE %d" % row.size
             elif name == "MODSEQ":
-                parts.append(b"MODSEQ (%d)" % row.modseq)
+                yield space + b"MODSEQ (%d)" % row.modseq
             elif name in _SUMMARY_ITEMS:
                 if row.summary is None:
                     raise Refusal("Message summary missing", status="NO")
-                prefix, index = _SUMMARY_ITEMS[name]
-                parts.append(prefix + wire_part(row.summary, index))
+                prefix, part = _SUMMARY_ITEMS[name]
+                yield space + prefix + wire_part(row.summary, part)
             elif name == "RFC822":
-                parts.append(b"RFC822 " + encode.literal(raw))
+                yield space + b"RFC822 {%d}\r\n" % len(raw)
+                yield memoryview(raw)
             elif name == "RFC822.HEADER":
-                parts.append(b"RFC822.HEADER " + encode.literal(header_section(raw)))
+                yield space + b"RFC822.HEADER " + encode.literal(header_section(raw))
             elif name == "RFC822.TEXT":
                 tree = tree or parse(raw)
-                parts.append(b"RFC822.TEXT " + encode.literal(section_bytes(raw, tree, (), "TEXT")))
+                text = section_bytes(raw, tree, (), "TEXT")
+                yield space + b"RFC822.TEXT {%d}\r\n" % len(text)
+                yield text
         elif isinstance(item, FetchBody):
             section = item.section
+            data: bytes | memoryview
             if not section.part and not section.text:
-                data = raw  # BODY[]: the whole message, nothing to parse
+                data = memoryview(raw)  # BODY[]: the whole message, nothing to parse
             elif not section.part and section.text == "HEADER":
                 data = header_section(raw)  # no field is read
             else:
@@ -295,16 +330,17 @@ def _fetch_response(
                 data = section_bytes(raw, tree, section.part, section.text or "", section.fields)
             if item.partial is not None:
                 origin, count = item.partial
-                data = data[origin : origin + count]
-            parts.append(item.response_name.encode() + b" " + encode.literal(data))
+                data = memoryview(data)[origin : origin + count]
+            yield space + item.response_name.encode() + b" {%d}\r\n" % len(data)
+            yield data
     # RFC 3501 §6.4.5 / RFC 7162 §3.1: a \Seen set by this FETCH is reported with the new
     # flags, and with CONDSTORE enabled with the new MODSEQ, even when FLAGS was asked for.
     if extra_flags:
-        if not any(p.startswith(b"FLAGS ") for p in parts):
-            parts.append(_flags_item(selected.flags_of(row.uid), encoded))
-        if session.enabled.condstore and not any(p.startswith(b"MODSEQ") for p in parts):
-            parts.append(b"MODSEQ (%d)" % row.modseq)
-    return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
+        if "FLAGS" not in names:
+            yield b" " + _flags_item(selected.flags_of(row.uid), encoded)
+        if session.enabled.condstore and "MODSEQ" not in names:
+            yield b" MODSEQ (%d)" % row.modseq
+    yield b")\r\n"
 
 
 # What FETCH can answer from the session's view alone (without CONDSTORE's MODSEQs).

@@ -210,7 +210,7 @@ class ImapSession:
 
     # --- output ----------------------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | memoryview) -> None:
         self._out += data
 
     async def flush(self) -> None:
@@ -218,7 +218,7 @@ class ImapSession:
             data, self._out = bytes(self._out), bytearray()
             await self.io.write(data)
 
-    async def send_now(self, data: bytes) -> None:
+    async def send_now(self, data: bytes | memoryview) -> None:
         self.send(data)
         if len(self._out) > 256 * 1024:
             await self.flush()

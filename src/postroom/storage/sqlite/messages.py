@@ -235,11 +235,14 @@ class SqliteMessages:
         summary: bool,
         content: Content,
         must_contain: tuple[str, str] | None = None,
+        content_budget: int | None = None,
     ) -> list[FetchRow]:
         """For Subject, `must_contain` uses the stored decoded subjects; for other headers the
         summary and trace headers (unless an RFC 2047 word could hide the word)."""
         header_only = content == "header"
         full = bool(content) and not header_only
+        if full and content_budget is not None and len(uids) > 1:
+            uids = self._within_budget(mailbox_id, uids, content_budget)
         # The blobs table is touched only when the body is wanted: the rest lives beside it.
         blob_columns = "b.data, b.path" if full else "NULL, NULL"
         blob_join = " JOIN blobs b ON b.id = m.blob_id" if full else ""
@@ -302,6 +305,25 @@ class SqliteMessages:
                 rows.append(FetchRow(uid, modseq, date, size, packed if summary else None, body))
         rows.sort(key=lambda r: r.uid)
         return rows
+
+    def _within_budget(self, mailbox_id: int, uids: Sequence[int], budget: int) -> list[int]:
+        """The first of `uids` (in UID order, present ones) whose sizes fit `budget` (one at
+        least): a FETCH of many large messages reads them a few at a time."""
+        sizes: list[tuple[int, int]] = []
+        for condition, values in uid_filters(uids):
+            sizes += self.conn.execute(
+                f"SELECT uid, size FROM mailbox_messages WHERE mailbox_id = ? AND {condition}",
+                (mailbox_id, *values),
+            ).fetchall()
+        sizes.sort()
+        kept: list[int] = []
+        total = 0
+        for uid, size in sizes:
+            if kept and total + size > budget:
+                break
+            kept.append(uid)
+            total += size
+        return kept
 
     def read(self, mailbox_id: int, uid: int) -> bytes | None:
         row = self.conn.execute(
