@@ -305,3 +305,42 @@ def test_recent_belongs_to_one_claim(store: Store) -> None:
     assert info is not None
     counts = read(store, lambda tx: tx.mailboxes.status_counts(info))
     assert (counts.messages, counts.unseen, counts.recent) == (3, 3, 1)
+
+
+def test_keywords_are_the_non_system_flags_in_use(store: Store) -> None:
+    _, inbox = write(store, add_user)
+    write(store, lambda tx: [deliver(tx, inbox) for _ in range(3)])
+    assert read(store, lambda tx: tx.messages.keywords(inbox)) == set()
+    write(store, lambda tx: tx.messages.store_flags(inbox, [1], "add", ["\\Seen", "$Work"]))
+    write(store, lambda tx: tx.messages.store_flags(inbox, [2], "add", ["$Work", "$Todo"]))
+    assert read(store, lambda tx: tx.messages.keywords(inbox)) == {"$Work", "$Todo"}
+    write(store, lambda tx: tx.messages.expunge(inbox, [2]))
+    assert read(store, lambda tx: tx.messages.keywords(inbox)) == {"$Work"}
+
+
+def test_contents_are_read_within_a_budget(store: Store) -> None:
+    _, inbox = write(store, add_user)
+    sizes = (100, 5000, 5000, 100, 9000)
+
+    def fill(tx: Tx) -> None:
+        for size in sizes:
+            blob = tx.blobs.add(b"x" * size)
+            tx.messages.append(inbox, blob, size=size, internal_date=1.7e9)
+
+    write(store, fill)
+    write(store, lambda tx: tx.messages.expunge(inbox, [2]))
+
+    def uids_read(first: list[int], budget: int) -> list[int]:
+        rows = read(
+            store,
+            lambda tx: tx.messages.fetch_rows(
+                inbox, first, summary=False, content=True, content_budget=budget
+            ),
+        )
+        assert all(row.content is not None and len(row.content) == row.size for row in rows)
+        return [row.uid for row in rows]
+
+    assert uids_read([1, 2, 3, 4, 5], 6000) == [1, 3, 4]  # 2 is gone; 5 would pass the budget
+    assert uids_read([4, 5], 6000) == [4]
+    assert uids_read([5], 10) == [5]  # one at least
+    assert uids_read([1, 2, 3, 4, 5], 10**9) == [1, 3, 4, 5]
