@@ -7,6 +7,7 @@ original key, message by message.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from hypothesis import given, settings
@@ -27,11 +28,18 @@ from postroom.proto.imap.grammar_search import (
     SizeKey,
     TextKey,
 )
-from postroom.proto.imap.search import SearchMessage, matches
-from postroom.proto.imap.search_plan import Cost, by_cost, candidates, cost, decider
+from postroom.proto.imap.search import SearchMessage, header_hits, matches
+from postroom.proto.imap.search_plan import Cost, by_cost, candidates, cost, decider, leaves
 
 SUBJECTS = (b"report 2424 golf", b"=?utf-8?q?r=C3=A9port_7?=", b"lunch", b"Report 12")
 BODIES = (b"quokkas here", b"nothing", b"golf report")
+SENDERS = (
+    b"From: Ann <ann@example.test>\r\n",
+    b'From: "Ann (golf)" <ann @ example.test>\r\n',
+    b"From: =?utf-8?q?Ann_R=C3=A9port?= <x@y.test>\r\n",
+    b"From: ann@example.test,\r\n bob@example.test\r\n",
+    b"",
+)
 FLAGS = ("\\Seen", "\\Flagged", "\\Deleted", "$Work")
 DAY = 86400.0
 
@@ -46,7 +54,8 @@ def mailboxes(draw: st.DrawFn) -> list[SearchMessage]:
         uid += gap
         subject = draw(st.sampled_from(SUBJECTS))
         body = draw(st.sampled_from(BODIES))
-        content = b"Subject: " + subject + b"\r\nFrom: Ann <ann@example.test>\r\n\r\n" + body
+        sender = draw(st.sampled_from(SENDERS))
+        content = b"Subject: " + subject + b"\r\n" + sender + b"\r\n" + body
         messages.append(
             SearchMessage(
                 seq=seq,
@@ -68,6 +77,11 @@ def _sets() -> st.SearchStrategy[SequenceSet]:
     )
 
 
+HEADER_KEYS = st.builds(
+    HeaderKey,
+    st.sampled_from(("SUBJECT", "FROM", "X-MISSING")),
+    st.sampled_from(("report", "report 2424", "réport", "ann", "", "golf", "ann@example", "x@")),
+)
 LEAVES: st.SearchStrategy[SearchKey] = st.one_of(
     st.just(AllKey()),
     st.builds(FlagKey, st.sampled_from(FLAGS), st.booleans()),
@@ -80,9 +94,7 @@ LEAVES: st.SearchStrategy[SearchKey] = st.one_of(
         st.sampled_from(("BEFORE", "ON", "SINCE")),
         st.integers(0, 6).map(lambda d: dt.date(1970, 1, 1) + dt.timedelta(days=d)),
     ),
-    st.builds(HeaderKey, st.sampled_from(("SUBJECT", "FROM")), st.sampled_from(
-        ("report", "report 2424", "réport", "ann", "", "golf")
-    )),
+    HEADER_KEYS,
     st.builds(TextKey, st.sampled_from(("BODY", "TEXT")), st.sampled_from(("golf", "quokkas"))),
 )
 KEYS: st.SearchStrategy[SearchKey] = st.recursive(
@@ -104,18 +116,27 @@ def _max_uid(box: list[SearchMessage]) -> int:
     return box[-1].uid if box else 0
 
 
+def _without_content(message: SearchMessage, fields: set[str]) -> SearchMessage:
+    """The message as the FIELDS stage sees it: no content, the fields' search texts."""
+    searched = {name: message.search_texts(name) for name in fields}
+    return dataclasses.replace(message, content=None, searched=searched)
+
+
 def _staged(key: SearchKey, box: list[SearchMessage]) -> list[int]:
-    """What the SEARCH service does: narrow, decide from the view, from store rows, then read."""
+    """What the SEARCH service does: narrow, decide from the view, from store rows, from the
+    header fields' search texts, then read."""
     ordered = by_cost(key)
     exists, max_uid = len(box), _max_uid(box)
     seqs = candidates(ordered, [m.uid for m in box])
     pending = [box[seq - 1] for seq in seqs] if seqs is not None else list(box)
+    fields = {leaf.field.lower() for leaf in leaves(key) if isinstance(leaf, HeaderKey)}
     found = []
-    for known in (Cost.VIEW, Cost.META):
+    for known in (Cost.VIEW, Cost.META, Cost.FIELDS):
         decide = decider(ordered, known, exists=exists, max_uid=max_uid)
         undecided = []
         for message in pending:
-            answer = decide(message)
+            seen = _without_content(message, fields) if known == Cost.FIELDS else message
+            answer = decide(seen)
             if answer is True:
                 found.append(message.seq)
             elif answer is None:
@@ -159,6 +180,14 @@ def test_candidates_never_drop_a_match(key: SearchKey, box: list[SearchMessage])
     allowed = candidates(key, [m.uid for m in box])
     if allowed is not None:
         assert set(_naive(key, box)) <= set(allowed) <= set(range(1, len(box) + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(HEADER_KEYS, mailboxes())
+def test_header_hits_are_the_matches(key: HeaderKey, box: list[SearchMessage]) -> None:
+    texts = {m.uid: m.search_texts(key.field) for m in box}
+    expected = [m.uid for m in box if matches(key, m, exists=len(box), max_uid=_max_uid(box))]
+    assert header_hits(key, texts, [m.uid for m in box]) == expected
 
 
 def test_cheap_keys_go_first() -> None:

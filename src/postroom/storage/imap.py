@@ -325,10 +325,11 @@ def fetch_rows(
     """The stored data of `uids` (those still present), in UID order.
 
     `content="header"` gives only the header block (prefix included), from the summary:
-    what header searches need, without reading any body. `must_contain` (header name, lower-case
-    ASCII word) skips messages that cannot have the word in that header: for Subject the
-    stored decoded subjects tell, for others the summary and trace headers (unless an RFC 2047
-    word could hide it). A pre-filter: the caller still decides.
+    what header searches need, without reading any body. `must_contain` (header name, text)
+    skips messages that cannot have the text in that header: for Subject (any case-folded
+    text, blanks included) the stored decoded, case-folded subjects tell; for others (a
+    lower-case ASCII word) the summary and trace headers (unless an RFC 2047 word could hide
+    it). A pre-filter: the caller still decides.
     """
     header_only = content == "header"
     full = bool(content) and not header_only

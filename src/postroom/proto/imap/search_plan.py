@@ -3,8 +3,9 @@
 RFC 3501 §6.4.4 gives the keys of a search no order ("all search keys must match"): the result
 is a set. So a key may be evaluated in any order, and this module picks the cheapest: a key's
 cost is what it needs of a message. VIEW: the sequence number, UID and flags, which the session
-holds; META: internal date, size and MODSEQ, a store row; HEADER: the header block; BODY: the
-whole message.
+holds; META: internal date, size and MODSEQ, a store row; FIELDS: the values of the header
+fields a HEADER key names, which the SEARCH service keeps between searches; HEADER: the header
+block (SENT dates); BODY: the whole message.
 
 * `by_cost` reorders every AND (and OR) so that cheaper keys come first, and `matches` stops
   at the first key that settles the answer;
@@ -18,7 +19,7 @@ whole message.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import IntEnum
 
 from postroom.proto.imap.grammar_search import (
@@ -43,8 +44,9 @@ class Cost(IntEnum):
 
     VIEW = 0  # sequence number, UID, flags: in the session's view of the mailbox
     META = 1  # internal date, size, MODSEQ: a store row
-    HEADER = 2  # the header block
-    BODY = 3  # the whole message
+    FIELDS = 2  # the named header fields' search texts (SearchMessage.searched)
+    HEADER = 3  # the header block
+    BODY = 4  # the whole message
 
 
 Decider = Callable[[SearchMessage], bool | None]
@@ -60,7 +62,7 @@ def cost(key: SearchKey) -> Cost:
         # SENT*: the Date: header's own calendar day (RFC 3501 §6.4.4).
         return Cost.HEADER if key.field == "SENT" else Cost.META
     if isinstance(key, HeaderKey):
-        return Cost.HEADER
+        return Cost.FIELDS
     if isinstance(key, TextKey):
         return Cost.BODY
     if isinstance(key, NotKey):
@@ -80,6 +82,20 @@ def by_cost(key: SearchKey) -> SearchKey:
     if isinstance(key, NotKey):
         return NotKey(by_cost(key.key))
     return key
+
+
+def leaves(key: SearchKey) -> Iterator[SearchKey]:
+    """Every key of `key` that has no keys inside it."""
+    if isinstance(key, NotKey):
+        yield from leaves(key.key)
+    elif isinstance(key, OrKey):
+        yield from leaves(key.left)
+        yield from leaves(key.right)
+    elif isinstance(key, AndKey):
+        for part in key.keys:
+            yield from leaves(part)
+    else:
+        yield key
 
 
 def candidates(key: SearchKey, uids: Sequence[int]) -> list[int] | None:

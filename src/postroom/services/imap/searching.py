@@ -8,26 +8,37 @@ whole message as the key needs, in batches on the store's reader thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from postroom.proto.imap import encode
 from postroom.proto.imap import grammar_commands as cmd
-from postroom.proto.imap.grammar_search import AllKey, AndKey, NotKey, OrKey, SearchKey
+from postroom.proto.imap.grammar_search import AllKey, HeaderKey, SearchKey
 from postroom.proto.imap.search import (
     SearchMessage,
+    header_hits,
     header_needle,
     matches,
     needs_content,
     uses_modseq,
 )
-from postroom.proto.imap.search_plan import Cost, by_cost, candidates, cost, decider
+from postroom.proto.imap.search_plan import (
+    Cost,
+    Decider,
+    by_cost,
+    candidates,
+    cost,
+    decider,
+    leaves,
+)
 from postroom.proto.imap.selected import SelectedMailbox
 from postroom.proto.imap.sort import SortAddress, SortCriterion, SortKey, SortKeys, sort_messages
 from postroom.proto.imap.structure import MailAddress
 from postroom.proto.imap.thread import ThreadAlgorithm, format_threads, thread_messages
 from postroom.services.imap.messages import FETCH_BATCH, number_set, selected_mailbox
+from postroom.services.imap.search_texts import SearchTexts, Texts
 from postroom.services.imap.session import ImapSession, Refusal
 from postroom.storage import imap as store_ops
 from postroom.storage.database import Database
@@ -133,29 +144,14 @@ async def _matching(
     if not pending:
         return found
     store = session.ctx.store
-    content = needs_content(ordered)
-    # Dates, sizes and MODSEQs settle what they can before any message is read.
-    early = _has_meta_keys(ordered) and cost(ordered) > Cost.META
-    rows_first = decider(ordered, Cost.META, exists=exists, max_uid=max_uid) if early else None
+    plan = _Plan.make(selected, ordered, store.blob_dir, session.ctx.search_texts)
     # Without bodies to read, rows are small (or filtered out by the store): fewer round trips.
-    size = FETCH_BATCH if content is True else SEARCH_BATCH
+    size = FETCH_BATCH if needs_content(ordered) is True else SEARCH_BATCH
     for start in range(0, len(pending), size):
         batch = pending[start : start + size]
-        scan = _Scan(
-            mailbox_id=selected.mailbox_id,
-            known=dict(
-                (uid, (seq, flagged))
-                for (seq, uid), flagged in zip(
-                    batch, selected.flags_in([uid for _, uid in batch]), strict=True
-                )
-            ),
-            blob_dir=store.blob_dir,
-            key=ordered,
-            rows_first=rows_first,
-            exists=exists,
-            max_uid=max_uid,
-        )
-        found += await store.read(scan.run)
+        flags = selected.flags_in([uid for _, uid in batch])
+        known = {uid: (seq, flagged) for (seq, uid), flagged in zip(batch, flags, strict=True)}
+        found += await store.read(functools.partial(plan.run, known=known))
     found.sort()
     return found
 
@@ -167,21 +163,15 @@ def _settles_early(key: SearchKey, seqs: Sequence[int], exists: int) -> bool:
 
 
 def _has_view_keys(key: SearchKey) -> bool:
-    return _any_leaf(key, lambda leaf: cost(leaf) == Cost.VIEW and not isinstance(leaf, AllKey))
+    return any(cost(leaf) == Cost.VIEW and not isinstance(leaf, AllKey) for leaf in leaves(key))
 
 
 def _has_meta_keys(key: SearchKey) -> bool:
-    return _any_leaf(key, lambda leaf: cost(leaf) == Cost.META)
+    return any(cost(leaf) == Cost.META for leaf in leaves(key))
 
 
-def _any_leaf(key: SearchKey, test: Callable[[SearchKey], bool]) -> bool:
-    if isinstance(key, NotKey):
-        return _any_leaf(key.key, test)
-    if isinstance(key, OrKey):
-        return _any_leaf(key.left, test) or _any_leaf(key.right, test)
-    if isinstance(key, AndKey):
-        return any(_any_leaf(part, test) for part in key.keys)
-    return test(key)
+def _header_fields(key: SearchKey) -> frozenset[str]:
+    return frozenset(leaf.field.lower() for leaf in leaves(key) if isinstance(leaf, HeaderKey))
 
 
 async def _rows(
@@ -209,58 +199,119 @@ async def _rows(
 
 
 @dataclass(frozen=True)
-class _Scan:
-    """One batch of a search, run on the reader thread: read the rows, keep the matches."""
+class _Plan:
+    """How the messages of one search are read and decided, batch by batch on the reader
+    thread: store rows first when dates, sizes or MODSEQs can settle messages; then the search
+    texts of the header fields the key names (kept between searches in `SearchTexts`) unless
+    a required Subject narrows better through the store's subject index; then what is still
+    undecided is read, header block or whole message."""
 
-    mailbox_id: int
-    known: dict[int, tuple[int, tuple[str, ...]]]  # UID → (sequence number, flags)
-    blob_dir: Path
+    mailbox: tuple[int, int]  # id, UIDVALIDITY
     key: SearchKey
-    rows_first: Callable[[SearchMessage], bool | None] | None  # decides from rows alone
+    blob_dir: Path
     exists: int
     max_uid: int
+    rows_first: Decider | None  # decides from store rows alone
+    fields: frozenset[str]  # header fields whose search texts decide next
+    fields_first: Decider | None
+    texts: SearchTexts
+    needle: tuple[str, str] | None  # what the store may filter the read rows with
 
-    def run(self, db: Database) -> list[tuple[int, int]]:
+    @classmethod
+    def make(
+        cls, selected: SelectedMailbox, key: SearchKey, blob_dir: Path, texts: SearchTexts
+    ) -> _Plan:
+        exists, max_uid = selected.exists, selected.max_uid
+        needle = header_needle(key)
+        early = _has_meta_keys(key) and cost(key) > Cost.META
+        fields = _header_fields(key) if needle is None or needle[0] != "subject" else frozenset()
+        return cls(
+            mailbox=(selected.mailbox_id, selected.uidvalidity),
+            key=key,
+            blob_dir=blob_dir,
+            exists=exists,
+            max_uid=max_uid,
+            rows_first=decider(key, Cost.META, exists=exists, max_uid=max_uid) if early else None,
+            fields=fields,
+            fields_first=(
+                decider(key, Cost.FIELDS, exists=exists, max_uid=max_uid) if fields else None
+            ),
+            texts=texts,
+            needle=needle,
+        )
+
+    def run(
+        self, db: Database, *, known: dict[int, tuple[int, tuple[str, ...]]]
+    ) -> list[tuple[int, int]]:
+        """(sequence number, UID) of the matches among `known` (UID → sequence number, flags)."""
         hits: list[tuple[int, int]] = []
-        uids = list(self.known)
+        uids = list(known)
+        rows: dict[int, store_ops.FetchRow] = {}
         if self.rows_first is not None:
-            rows = store_ops.fetch_rows(
-                db, self.mailbox_id, uids, self.blob_dir, summary=False, content=False
-            )
-            uids = []
-            for row in rows:
-                answer = self.rows_first(self._message(row))
-                if answer is None:
-                    uids.append(row.uid)
-                elif answer:
-                    hits.append((self.known[row.uid][0], row.uid))
-            if not uids:
-                return hits
-        rows = store_ops.fetch_rows(
+            for row in store_ops.fetch_rows(
+                db, self.mailbox[0], uids, self.blob_dir, summary=False, content=False
+            ):
+                rows[row.uid] = row
+            uids = self._decide(self.rows_first, known, list(rows), rows, {}, hits)
+        if self.fields_first is not None and uids:
+            texts = {
+                name: self.texts.texts(db, self.mailbox, name, uids, self.blob_dir)
+                for name in self.fields
+            }
+            if isinstance(self.key, HeaderKey):
+                # The common search, one header test: settled in one pass over the texts.
+                matched = header_hits(self.key, texts[self.key.field.lower()], uids)
+                return hits + [(known[uid][0], uid) for uid in matched]
+            present = [uid for uid in uids if all(uid in table for table in texts.values())]
+            uids = self._decide(self.fields_first, known, present, rows, texts, hits)
+        if not uids:
+            return hits
+        for row in store_ops.fetch_rows(
             db,
-            self.mailbox_id,
+            self.mailbox[0],
             uids,
             self.blob_dir,
             summary=False,
             content=needs_content(self.key),
-            must_contain=header_needle(self.key),
-        )
-        for row in rows:
-            if matches(self.key, self._message(row), exists=self.exists, max_uid=self.max_uid):
-                hits.append((self.known[row.uid][0], row.uid))
+            must_contain=self.needle,
+        ):
+            seq, flags = known[row.uid]
+            message = SearchMessage(
+                seq, row.uid, flags, row.internal_date, row.size, row.modseq, row.content
+            )
+            if matches(self.key, message, exists=self.exists, max_uid=self.max_uid):
+                hits.append((seq, row.uid))
         return hits
 
-    def _message(self, row: store_ops.FetchRow) -> SearchMessage:
-        seq, flags = self.known[row.uid]
-        return SearchMessage(
-            seq=seq,
-            uid=row.uid,
-            flags=flags,
-            internal_date=row.internal_date,
-            size=row.size,
-            modseq=row.modseq,
-            content=row.content,
-        )
+    @staticmethod
+    def _decide(
+        decide: Decider,
+        known: dict[int, tuple[int, tuple[str, ...]]],
+        uids: list[int],
+        rows: dict[int, store_ops.FetchRow],
+        texts: dict[str, Texts],
+        hits: list[tuple[int, int]],
+    ) -> list[int]:
+        """Add what `decide` settles of `uids` as a match to `hits`; return the undecided."""
+        undecided = []
+        for uid in uids:
+            seq, flags = known[uid]
+            row = rows.get(uid)
+            message = SearchMessage(
+                seq,
+                uid,
+                flags,
+                row.internal_date if row else 0.0,
+                row.size if row else 0,
+                row.modseq if row else 0,
+                searched={name: table[uid] for name, table in texts.items()},
+            )
+            answer = decide(message)
+            if answer is None:
+                undecided.append(uid)
+            elif answer:
+                hits.append((seq, uid))
+        return undecided
 
 
 def _sort_keys(seq: int, row: store_ops.FetchRow) -> SortKeys:

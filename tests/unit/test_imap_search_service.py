@@ -1,0 +1,170 @@
+"""SEARCH through the whole service (narrowing, the session's view, store rows, kept header
+texts, the store's subject index) finds what the naive evaluation of each key finds, the first
+time and again once the header texts are kept, and also when they cannot be kept."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from imap_sessions import ALICE, Wire, alice_in_inbox, run_line
+
+from postroom.proto.imap.grammar import parse_command
+from postroom.proto.imap.grammar_commands import Search
+from postroom.proto.imap.reader import CommandLine, CommandReader, NeedContinuation
+from postroom.proto.imap.search import SearchMessage, matches
+from postroom.services.imap.messages import selected_mailbox
+from postroom.services.imap.search_texts import SearchTexts
+from postroom.storage import imap as store_ops
+from postroom.storage.database import Database
+from postroom.storage.store import Store
+
+SENDERS = (
+    b"From: Ann Golf <ann@example.test>",
+    b'From: "Bob (report)" <bob @ example.test>',
+    b"From: =?utf-8?q?Gr=C3=BC=C3=9Fe_Ann?= <gruss@example.test>",
+    b"From: carol@example.test,\r\n dave@example.test",
+)
+
+
+def _message(i: int) -> bytes:
+    subject = f"Report {i} golf" if i % 4 else f"=?utf-8?q?R=C3=A9port_{i}?="
+    head = [
+        b"Subject: " + subject.encode(),
+        SENDERS[i % len(SENDERS)],
+        b"Message-ID: <m.%d@example.test>" % i,
+    ]
+    if i % 3 == 0:
+        head.append(b"X-Tag: alpha\r\n beta %d" % i)
+    body = b"quokkas were here\r\n" if i % 5 == 0 else b"nothing to see\r\n"
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+QUERIES = (
+    "ALL",
+    'HEADER Subject "report 12"',
+    "HEADER Subject report 7",
+    "CHARSET UTF-8 SUBJECT {7}\r\nréport",
+    'SUBJECT "report 99999"',
+    "FROM ann",
+    "FROM example.test",
+    "CHARSET UTF-8 FROM {7}\r\ngrüsse",
+    "FROM bob@example.test",
+    'HEADER Message-ID "m.3@"',
+    "HEADER X-Tag beta",
+    'HEADER X-Tag ""',
+    "NOT HEADER X-Tag alpha",
+    "OR FROM carol SUBJECT golf",
+    "UNSEEN FROM ann",
+    "FLAGGED OR HEADER X-Tag 9 BODY quokkas",
+    "2:7 NOT FLAGGED",
+    "UID 3:5 SUBJECT golf",
+    "LARGER 100 SMALLER 130 FROM example",
+    "TEXT quokkas FROM ann",
+    "NOT (SEEN OR SUBJECT golf LARGER 120)",
+)
+
+
+async def _setup(store: Store) -> tuple[Wire, object]:
+    wire = Wire()
+    session = await alice_in_inbox(store, wire)
+
+    def add(db: Database) -> None:
+        user = db.get_user(ALICE)
+        assert user is not None
+        inbox = db.mailbox_id(user.id, "INBOX")
+        assert inbox is not None
+        for i in range(1, 25):
+            data = _message(i)
+            blob = db.insert_blob(len(data), data, None)
+            store_ops.append_blob(db, inbox, blob, len(data), (), 1_700_000_000.0 + i)
+
+    await store.write(add)
+    await run_line(session, "c NOOP")
+    await run_line(session, "d STORE 3:9 +FLAGS (\\Seen)")
+    await run_line(session, "e STORE 5,8,20 +FLAGS (\\Flagged)")
+    return wire, session
+
+
+async def _naive(store: Store, session: object, query: str) -> list[int]:
+    selected = selected_mailbox(session)  # type: ignore[arg-type]
+    reader = CommandReader()
+    reader.feed(f"x UID SEARCH {query}\r\n".encode())
+    event = reader.next_event()
+    while isinstance(event, NeedContinuation):
+        reader.accept_literal()
+        event = reader.next_event()
+    assert isinstance(event, CommandLine)
+    request = parse_command(event)
+    assert isinstance(request.command, Search)
+    key = request.command.key
+    rows = await store.read(
+        lambda db: store_ops.fetch_rows(
+            db, selected.mailbox_id, selected.uids, store.blob_dir, summary=False, content=True
+        )
+    )
+    found = []
+    for seq, row in enumerate(rows, start=1):
+        message = SearchMessage(
+            seq,
+            row.uid,
+            selected.flags_of(row.uid),
+            row.internal_date,
+            row.size,
+            row.modseq,
+            row.content,
+        )
+        if matches(key, message, exists=selected.exists, max_uid=selected.max_uid):
+            found.append(row.uid)
+    return found
+
+
+async def _search(wire: Wire, session: object, query: str) -> list[int]:
+    wire.out = b""
+    await run_line(session, f"s UID SEARCH {query}")  # type: ignore[arg-type]
+    match = re.search(rb"\* SEARCH([ 0-9]*)\r\n", wire.out)
+    assert match is not None, wire.out
+    return [int(n) for n in match.group(1).split()]
+
+
+@pytest.mark.parametrize("limit", [SearchTexts().limit, 0])
+def test_search_finds_what_the_naive_evaluation_finds(store: Store, limit: int) -> None:
+    async def scenario() -> None:
+        wire, session = await _setup(store)
+        session.ctx.search_texts = SearchTexts(limit)  # type: ignore[attr-defined]
+        for _ in range(2):  # the second time, from the kept texts (unless limit is 0)
+            for query in QUERIES:
+                assert await _search(wire, session, query) == await _naive(store, session, query)
+
+    asyncio.run(scenario())
+
+
+def test_kept_texts_are_bounded_least_recently_searched_first(store: Store) -> None:
+    async def scenario() -> None:
+        _, session = await _setup(store)
+        selected = selected_mailbox(session)  # type: ignore[arg-type]
+        mailbox = (selected.mailbox_id, selected.uidvalidity)
+        texts = SearchTexts()
+
+        def read(field: str) -> dict[int, tuple[str, ...]]:
+            return texts.texts(db, mailbox, field, selected.uids, store.blob_dir)
+
+        db = Database(store.db_path, readonly=True)
+        try:
+            assert read("subject")[selected.uids[3]] == ("report 2 golf",)
+            one_table = texts._total
+            texts.limit = 2 * one_table + one_table // 2
+            read("from")
+            read("subject")  # used again: now the most recent
+            read("message-id")  # over the bound: "from" goes
+            assert set(texts._tables) == {(*mailbox, "subject"), (*mailbox, "message-id")}
+            texts.limit = one_table // 2
+            kept_before = dict(texts._tables)
+            assert read("x-tag")[selected.uids[4]] == ("alpha beta 3",)  # answered, not kept
+            assert (*mailbox, "x-tag") not in texts._tables
+            assert texts._total <= one_table * 2 and set(texts._tables) <= set(kept_before)
+        finally:
+            db.close()
+
+    asyncio.run(scenario())
