@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
 import pytest
 from imap_sessions import ALICE, Wire, alice_in_inbox, run_line
@@ -166,5 +167,25 @@ def test_kept_texts_are_bounded_least_recently_searched_first(store: Store) -> N
             assert texts._total <= one_table * 2 and set(texts._tables) <= set(kept_before)
         finally:
             db.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_narrowed_search_of_kept_texts_needs_no_store_round_trip(store: Store) -> None:
+    async def scenario() -> None:
+        wire, session = await _setup(store)
+        reads = 0
+        read = store.read
+
+        async def counted(fn: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            return await read(fn)
+
+        store.read = counted  # type: ignore[method-assign]
+        first = await _search(wire, session, "HEADER Subject report 7")
+        assert reads == 1  # the texts of message 7 are read, and kept
+        assert await _search(wire, session, "HEADER Subject report 7") == first
+        assert reads == 1
 
     asyncio.run(scenario())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from enum import IntEnum
 
 from postroom.proto.imap.grammar_search import (
@@ -96,6 +97,24 @@ def leaves(key: SearchKey) -> Iterator[SearchKey]:
             yield from leaves(part)
     else:
         yield key
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What a key is made of, worked out once per search."""
+
+    cost: Cost  # of the whole key
+    costs: frozenset[Cost]  # of its leaves, ALL left out (it needs nothing)
+    fields: frozenset[str]  # the header fields its HEADER keys name, lower case
+
+
+def shape(key: SearchKey) -> Shape:
+    parts = [leaf for leaf in leaves(key) if not isinstance(leaf, AllKey)]
+    return Shape(
+        cost(key),
+        frozenset(cost(leaf) for leaf in parts),
+        frozenset(leaf.field.lower() for leaf in parts if isinstance(leaf, HeaderKey)),
+    )
 
 
 def candidates(key: SearchKey, uids: Sequence[int]) -> list[int] | None:

@@ -7,13 +7,16 @@ no message at all. A message's texts never change: RFC 3501 §2.3.1.1 keeps a UI
 message for as long as the mailbox's UIDVALIDITY holds, so tables are keyed by mailbox id,
 UIDVALIDITY and field, and never go stale (an expunged message's entry is only dead weight,
 gone with its table). The whole is bounded by an estimate of its memory: the least recently
-searched tables go first, and a table that cannot fit is not kept at all. Used on the store's
-reader thread only, where the searches run: no lock.
+searched tables go first, and a table that cannot fit is not kept at all. Filled on the store's
+reader thread, where the searches run, and changed there only; the event loop looks up a few
+messages' texts too (`kept`), so that a search narrowed to them needs no store round trip: a
+lock guards the changes and those lookups.
 """
 
 from __future__ import annotations
 
 import collections
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +41,18 @@ class SearchTexts:
         )
         self._sizes: dict[tuple[int, int, str], int] = {}
         self._total = 0
+        self._lock = threading.Lock()
+
+    def kept(self, mailbox: tuple[int, int], field: str, uids: Sequence[int]) -> Texts | None:
+        """The kept texts of `uids`, or None unless every one is kept (nothing is read)."""
+        with self._lock:
+            table = self._tables.get((*mailbox, field))
+            if table is None:
+                return None
+            try:
+                return {uid: table[uid] for uid in uids}
+            except KeyError:
+                return None
 
     def texts(
         self,
@@ -50,10 +65,11 @@ class SearchTexts:
         """The texts of field `field` (lower case) of the messages `uids` of `mailbox` (id,
         UIDVALIDITY) still in the store; those not kept yet are read (header blocks only)."""
         key = (*mailbox, field)
-        table = self._tables.pop(key, None)
-        if table is None:
-            table, self._sizes[key] = {}, 0
-        self._tables[key] = table  # now the most recently searched
+        with self._lock:  # only this thread changes the tables; `kept` reads them meanwhile
+            table = self._tables.pop(key, None)
+            if table is None:
+                table, self._sizes[key] = {}, 0
+            self._tables[key] = table  # now the most recently searched
         missing = [uid for uid in uids if uid not in table]
         if not missing:
             return table
@@ -65,13 +81,14 @@ class SearchTexts:
             message = SearchMessage(row.uid, row.uid, (), 0.0, 0, 0, content=row.content)
             texts = read[row.uid] = message.search_texts(field)
             added += ENTRY_BYTES + sum(TEXT_BYTES + len(text) for text in texts)
-        self._make_room(key, added)
-        if self._sizes[key] + added > self.limit:
-            self._drop(key)
-            return {**table, **read}
-        table.update(read)
-        self._sizes[key] += added
-        self._total += added
+        with self._lock:
+            self._make_room(key, added)
+            if self._sizes[key] + added > self.limit:
+                self._drop(key)
+                return {**table, **read}
+            table.update(read)
+            self._sizes[key] += added
+            self._total += added
         return table
 
     def _make_room(self, keep: tuple[int, int, str], added: int) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from postroom.proto.imap import encode
 from postroom.proto.imap import grammar_commands as cmd
-from postroom.proto.imap.grammar_search import AllKey, HeaderKey, SearchKey
+from postroom.proto.imap.grammar_search import HeaderKey, SearchKey
 from postroom.proto.imap.search import (
     SearchMessage,
     header_hits,
@@ -27,11 +27,11 @@ from postroom.proto.imap.search import (
 from postroom.proto.imap.search_plan import (
     Cost,
     Decider,
+    Shape,
     by_cost,
     candidates,
-    cost,
     decider,
-    leaves,
+    shape,
 )
 from postroom.proto.imap.selected import SelectedMailbox
 from postroom.proto.imap.sort import SortAddress, SortCriterion, SortKey, SortKeys, sort_messages
@@ -45,6 +45,7 @@ from postroom.storage.database import Database
 from postroom.storage.summary import unpack
 
 SEARCH_BATCH = 1024  # messages per store round trip when no body is read
+LOOP_DECIDES = 100  # at most so many messages are decided on the event loop from kept texts
 
 # --- SEARCH ------------------------------------------------------------------------------------
 
@@ -120,6 +121,7 @@ async def _matching(
     not hold up the event loop (and the other sessions) while it decodes messages.
     """
     ordered = by_cost(key)
+    made_of = shape(ordered)
     uids = selected.uids
     exists, max_uid = selected.exists, selected.max_uid
     seqs: Sequence[int] | None = candidates(ordered, uids)
@@ -130,7 +132,9 @@ async def _matching(
         # Expunged elsewhere, still numbered for this client (RFC 2180 §4.1): never found.
         pending = [(seq, uid) for seq, uid in pending if not selected.is_expunged(uid)]
     found: list[tuple[int, int]] = []
-    if _settles_early(ordered, seqs, exists):
+    if made_of.cost == Cost.VIEW or len(seqs) < exists or Cost.VIEW in made_of.costs:
+        # The view settles the whole key, or has flags or sets to test, or the sets narrowed
+        # the messages (then asking it is cheap anyway).
         decide = decider(ordered, Cost.VIEW, exists=exists, max_uid=max_uid)
         flags = selected.flags_in([uid for _, uid in pending])
         undecided = []
@@ -143,8 +147,13 @@ async def _matching(
         pending = undecided
     if not pending:
         return found
+    texts = session.ctx.search_texts
+    settled = _from_kept_texts(texts, selected, ordered, made_of, pending)
+    if settled is not None:
+        return sorted(found + settled)
     store = session.ctx.store
-    plan = _Plan.make(selected, ordered, store.blob_dir, session.ctx.search_texts)
+    narrowed = len(pending) < exists
+    plan = _Plan.make(selected, ordered, made_of, store.blob_dir, texts, narrowed=narrowed)
     # Without bodies to read, rows are small (or filtered out by the store): fewer round trips.
     size = FETCH_BATCH if needs_content(ordered) is True else SEARCH_BATCH
     for start in range(0, len(pending), size):
@@ -156,22 +165,34 @@ async def _matching(
     return found
 
 
-def _settles_early(key: SearchKey, seqs: Sequence[int], exists: int) -> bool:
-    """Whether the session's view is worth asking first: it settles the whole key, or the key
-    has flags or sets in it, or the sets narrowed the messages (then it is cheap anyway)."""
-    return cost(key) == Cost.VIEW or len(seqs) < exists or _has_view_keys(key)
-
-
-def _has_view_keys(key: SearchKey) -> bool:
-    return any(cost(leaf) == Cost.VIEW and not isinstance(leaf, AllKey) for leaf in leaves(key))
-
-
-def _has_meta_keys(key: SearchKey) -> bool:
-    return any(cost(leaf) == Cost.META for leaf in leaves(key))
-
-
-def _header_fields(key: SearchKey) -> frozenset[str]:
-    return frozenset(leaf.field.lower() for leaf in leaves(key) if isinstance(leaf, HeaderKey))
+def _from_kept_texts(
+    texts: SearchTexts,
+    selected: SelectedMailbox,
+    key: SearchKey,
+    made_of: Shape,
+    pending: list[tuple[int, int]],
+) -> list[tuple[int, int]] | None:
+    """The matches among a few messages, decided on the event loop when the key needs no more
+    than the session's view and header texts already kept; None when the store must help."""
+    fields = made_of.fields
+    if not fields or len(pending) > LOOP_DECIDES or made_of.cost > Cost.FIELDS:
+        return None
+    if Cost.META in made_of.costs:
+        return None
+    uids = [uid for _, uid in pending]
+    mailbox = (selected.mailbox_id, selected.uidvalidity)
+    kept = {name: texts.kept(mailbox, name, uids) for name in fields}
+    tables = {name: table for name, table in kept.items() if table is not None}
+    if len(tables) < len(kept):
+        return None
+    exists, max_uid = selected.exists, selected.max_uid
+    found = []
+    for (seq, uid), flags in zip(pending, selected.flags_in(uids), strict=True):
+        searched = {name: table[uid] for name, table in tables.items()}
+        message = SearchMessage(seq, uid, flags, 0.0, 0, 0, searched=searched)
+        if matches(key, message, exists=exists, max_uid=max_uid):
+            found.append((seq, uid))
+    return found
 
 
 async def _rows(
@@ -203,8 +224,8 @@ class _Plan:
     """How the messages of one search are read and decided, batch by batch on the reader
     thread: store rows first when dates, sizes or MODSEQs can settle messages; then the search
     texts of the header fields the key names (kept between searches in `SearchTexts`) unless
-    a required Subject narrows better through the store's subject index; then what is still
-    undecided is read, header block or whole message."""
+    a required Subject over the whole mailbox narrows better through the store's subject
+    index; then what is still undecided is read, header block or whole message."""
 
     mailbox: tuple[int, int]  # id, UIDVALIDITY
     key: SearchKey
@@ -219,12 +240,22 @@ class _Plan:
 
     @classmethod
     def make(
-        cls, selected: SelectedMailbox, key: SearchKey, blob_dir: Path, texts: SearchTexts
+        cls,
+        selected: SelectedMailbox,
+        key: SearchKey,
+        made_of: Shape,
+        blob_dir: Path,
+        texts: SearchTexts,
+        *,
+        narrowed: bool,
     ) -> _Plan:
+        """The plan for `key`; `narrowed`: the cheap keys left only part of the mailbox, whose
+        texts are worth keeping (the subject index is for searches of the whole of it)."""
         exists, max_uid = selected.exists, selected.max_uid
         needle = header_needle(key)
-        early = _has_meta_keys(key) and cost(key) > Cost.META
-        fields = _header_fields(key) if needle is None or needle[0] != "subject" else frozenset()
+        early = Cost.META in made_of.costs and made_of.cost > Cost.META
+        by_index = needle is not None and needle[0] == "subject" and not narrowed
+        fields = frozenset() if by_index else made_of.fields
         return cls(
             mailbox=(selected.mailbox_id, selected.uidvalidity),
             key=key,
