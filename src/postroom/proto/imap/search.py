@@ -51,8 +51,8 @@ class SearchMessage:
     # Field (lower case) → the texts a HEADER key on it compares with (`search_texts`), when
     # known without the content (the SEARCH service keeps them between searches).
     searched: dict[str, tuple[str, ...]] | None = None
-    _raw: dict[str, list[bytes]] = field(default_factory=dict, repr=False)
-    _headers: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _raw: dict[str, list[bytes]] | None = field(default=None, repr=False)
+    _headers: dict[str, list[str]] | None = field(default=None, repr=False)
     _all_headers: dict[str, list[str]] | None = field(default=None, repr=False)
     _body: str | None = field(default=None, repr=False)
 
@@ -83,6 +83,8 @@ class SearchMessage:
     def header_values(self, name: str) -> list[str]:
         """The values of field `name`, unfolded, RFC 2047 words decoded."""
         name = name.lower()
+        if self._headers is None:
+            self._headers = {}
         values = self._headers.get(name)
         if values is None:
             values = self._headers[name] = [_decode_words(raw) for raw in self.raw_values(name)]
@@ -90,6 +92,8 @@ class SearchMessage:
 
     def raw_values(self, name: str) -> list[bytes]:
         """The values of field `name` (lower case) as they are, unfolded."""
+        if self._raw is None:
+            self._raw = {}
         values = self._raw.get(name)
         if values is None:
             values = self._raw[name] = field_values(self.content or b"", name)

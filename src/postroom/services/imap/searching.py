@@ -2,8 +2,10 @@
 
 Keys are evaluated cheapest first (proto/imap/search_plan.py): sequence and UID sets narrow the
 messages to look at, the session's view (flags) settles what it can, store rows (dates, sizes,
-MODSEQ) settle more, and only the messages still undecided are read, their header block or the
-whole message as the key needs, in batches on the store's reader thread.
+MODSEQ) settle more, then the header fields' search texts (kept between searches, `SearchTexts`)
+or the store's subject index, and only the messages still undecided are read, their header
+block or the whole message as the key needs, in batches on the store's reader thread. A few
+messages whose texts are all kept are decided on the event loop, without a store round trip.
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ async def _matching(
 ) -> list[tuple[int, int]]:
     """(sequence number, UID) of every message `key` matches, in order.
 
-    RFC 3501 §6.4.4: the keys of a search form a set, so the cheapest decide first. The
-    matching runs on the store's reader thread next to the reads, so a long SEARCH TEXT does
+    RFC 3501 §6.4.4: the keys of a search form a set, so the cheapest decide first. What
+    needs the store runs on its reader thread next to the reads, so a long SEARCH TEXT does
     not hold up the event loop (and the other sessions) while it decodes messages.
     """
     ordered = by_cost(key)
