@@ -29,7 +29,15 @@ from postroom.proto.imap.grammar_search import (
     TextKey,
 )
 from postroom.proto.imap.search import SearchMessage, header_hits, matches
-from postroom.proto.imap.search_plan import Cost, by_cost, candidates, cost, decider, leaves
+from postroom.proto.imap.search_plan import (
+    Cost,
+    by_cost,
+    candidates,
+    cost,
+    decider,
+    leaves,
+    narrow,
+)
 
 SUBJECTS = (b"report 2424 golf", b"=?utf-8?q?r=C3=A9port_7?=", b"lunch", b"Report 12")
 BODIES = (b"quokkas here", b"nothing", b"golf report")
@@ -125,9 +133,8 @@ def _without_content(message: SearchMessage, fields: set[str]) -> SearchMessage:
 def _staged(key: SearchKey, box: list[SearchMessage]) -> list[int]:
     """What the SEARCH service does: narrow, decide from the view, from store rows, from the
     header fields' search texts, then read."""
-    ordered = by_cost(key)
     exists, max_uid = len(box), _max_uid(box)
-    seqs = candidates(ordered, [m.uid for m in box])
+    seqs, ordered = narrow(by_cost(key), [m.uid for m in box])
     pending = [box[seq - 1] for seq in seqs] if seqs is not None else list(box)
     fields = {leaf.field.lower() for leaf in leaves(key) if isinstance(leaf, HeaderKey)}
     found = []
@@ -176,6 +183,17 @@ def test_a_decided_answer_is_the_answer(
 
 @settings(max_examples=300, deadline=None)
 @given(KEYS, mailboxes())
+def test_narrowing_takes_the_sets_out_of_the_key(key: SearchKey, box: list[SearchMessage]) -> None:
+    seqs, rest = narrow(key, [m.uid for m in box])
+    exists, max_uid = len(box), _max_uid(box)
+    for message in box:
+        allowed = seqs is None or message.seq in seqs
+        left = allowed and matches(rest, message, exists=exists, max_uid=max_uid)
+        assert left is matches(key, message, exists=exists, max_uid=max_uid)
+
+
+@settings(max_examples=300, deadline=None)
+@given(KEYS, mailboxes())
 def test_candidates_never_drop_a_match(key: SearchKey, box: list[SearchMessage]) -> None:
     allowed = candidates(key, [m.uid for m in box])
     if allowed is not None:
@@ -202,3 +220,6 @@ def test_cheap_keys_go_first() -> None:
     uids = SequenceKey(SequenceSet(((10, 12),)), True)
     assert candidates(AndKey((header, uids)), [2, 4, 10, 11, 20]) == [3, 4]
     assert candidates(OrKey(header, seq), list(range(1, 10))) is None
+    assert narrow(AndKey((header, seq)), list(range(1, 3001))) == ([2424], header)
+    assert narrow(seq, list(range(1, 3001))) == ([2424], AllKey())
+    assert narrow(AndKey((header, flag)), list(range(1, 9))) == (None, AndKey((header, flag)))

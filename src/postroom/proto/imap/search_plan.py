@@ -10,7 +10,7 @@ block (SENT dates); BODY: the whole message.
 * `by_cost` reorders every AND (and OR) so that cheaper keys come first, and `matches` stops
   at the first key that settles the answer;
 * `candidates` narrows the messages to those the sequence sets and UID sets of an AND allow,
-  without looking at any other message;
+  without looking at any other message, and `narrow` also takes those sets out of the key;
 * `decider` evaluates a key with only the data of one cost level, in three-valued (Kleene)
   logic: True, False, or None when the answer needs more; the caller drops or keeps messages
   before it reads anything more of them from the store.
@@ -145,6 +145,19 @@ def candidates(key: SearchKey, uids: Sequence[int]) -> list[int] | None:
             return None
         return sorted(set(left).union(right))
     return None
+
+
+def narrow(key: SearchKey, uids: Sequence[int]) -> tuple[list[int] | None, SearchKey]:
+    """The sequence numbers `key` can match at all (None: no narrowing), and what is left to
+    test of them: the key without the sets of its AND, which every one of them is in."""
+    parts = key.keys if isinstance(key, AndKey) else (key,)
+    sets = [part for part in parts if isinstance(part, SequenceKey) and not part.sequence.saved]
+    if not sets:
+        return candidates(key, uids), key
+    rest = tuple(part for part in parts if not any(part is each for each in sets))
+    left: SearchKey = AllKey() if not rest else rest[0] if len(rest) == 1 else AndKey(rest)
+    found = candidates(AndKey((*sets, left)), uids)
+    return ([] if found is None else found), left  # None only for an empty mailbox
 
 
 def decider(key: SearchKey, known: Cost, *, exists: int, max_uid: int) -> Decider:

@@ -11,7 +11,6 @@ messages whose texts are all kept are decided on the event loop, without a store
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +30,8 @@ from postroom.proto.imap.search_plan import (
     Decider,
     Shape,
     by_cost,
-    candidates,
     decider,
+    narrow,
     shape,
 )
 from postroom.proto.imap.selected import SelectedMailbox
@@ -122,21 +121,18 @@ async def _matching(
     needs the store runs on its reader thread next to the reads, so a long SEARCH TEXT does
     not hold up the event loop (and the other sessions) while it decodes messages.
     """
-    ordered = by_cost(key)
-    made_of = shape(ordered)
     uids = selected.uids
     exists, max_uid = selected.exists, selected.max_uid
-    seqs: Sequence[int] | None = candidates(ordered, uids)
-    if seqs is None:
-        seqs = range(1, exists + 1)
-    pending = [(seq, uids[seq - 1]) for seq in seqs]
+    # The sets of the AND narrow the messages and leave the key; the rest is tested.
+    seqs, ordered = narrow(by_cost(key), uids)
+    made_of = shape(ordered)
+    pending = [(seq, uids[seq - 1]) for seq in (range(1, exists + 1) if seqs is None else seqs)]
     if selected.any_gone(uid for _, uid in pending):
         # Expunged elsewhere, still numbered for this client (RFC 2180 §4.1): never found.
         pending = [(seq, uid) for seq, uid in pending if not selected.is_expunged(uid)]
     found: list[tuple[int, int]] = []
-    if made_of.cost == Cost.VIEW or len(seqs) < exists or Cost.VIEW in made_of.costs:
-        # The view settles the whole key, or has flags or sets to test, or the sets narrowed
-        # the messages (then asking it is cheap anyway).
+    if made_of.cost == Cost.VIEW or Cost.VIEW in made_of.costs:
+        # The view settles the whole key, or has flags or sets to test.
         decide = decider(ordered, Cost.VIEW, exists=exists, max_uid=max_uid)
         flags = selected.flags_in([uid for _, uid in pending])
         undecided = []
@@ -187,6 +183,9 @@ def _from_kept_texts(
     tables = {name: table for name, table in kept.items() if table is not None}
     if len(tables) < len(kept):
         return None
+    if isinstance(key, HeaderKey):
+        hits = set(header_hits(key, tables[key.field.lower()], uids))
+        return [(seq, uid) for seq, uid in pending if uid in hits]
     exists, max_uid = selected.exists, selected.max_uid
     found = []
     for (seq, uid), flags in zip(pending, selected.flags_in(uids), strict=True):
