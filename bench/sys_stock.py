@@ -25,7 +25,7 @@ which a tuned client (TCP_NODELAY, one send per command) never sees.  So:
   - ``pop3_retr``: RETRS × ``retr(n)``, n random;
   - ``pop3_uidl``: ``uidl()`` of the whole mailbox;
 
-  the last two in a session of their own per rep (logged in untimed): RFC 1939 lets one
+  the last two in a session of their own per rep (logged in untimed): RFC 1939 §4 lets one
   session at a time hold the maildrop.
 
 Each operation runs REPS times per system, the systems alternating rep by rep; medians in ms.
@@ -153,7 +153,7 @@ def run_op(op: str, system: System, rep: int) -> dict[str, Any]:
             seconds += time.perf_counter() - started
             client.quit()
         return {"seconds": seconds, "messages": count}
-    # RFC 1939 §8: one session at a time holds the maildrop; each rep logs in (untimed).
+    # RFC 1939 §4: one session at a time holds the maildrop lock; each rep logs in (untimed).
     assert system.pop3 is not None
     client = pop3_login(system.pop3)
     try:
