@@ -3,16 +3,18 @@
 Usage (from the repo root, as root, with postfix installed)::
 
     .venv/bin/python bench/run.py [--messages 5000] [--only postfix,aiosmtpd,dovecot,postroom]
-                                  [--scenario receive,relay,imap] [--imap-messages 10000]
-                                  [--imap-sessions 10000]
+                                  [--scenario receive,relay,imap,stock]
+                                  [--imap-messages 10000] [--imap-sessions 10000]
 
 Each system gets ``smtp-source -s 20 -m N -l 5120`` on its own free 127.0.0.1
-port; see the sys_*.py modules for what each rate means.  Two scenarios:
+port; see the sys_*.py modules for what each rate means.  Four scenarios:
 ``receive`` (accept and deliver locally; postroom is also measured for RSS
-growth while 10 sessions send a 20 MiB message each) and ``relay`` (Postfix and
-postroom forward the load into smtp-sink, sys_relay.py) and ``imap`` (Dovecot
-and postroom over the same generated mailbox, then postroom's RSS with many
-idle sessions, sys_imap.py).  Prints a table per scenario and writes
+growth while 10 sessions send a 20 MiB message each), ``relay`` (Postfix and
+postroom forward the load into smtp-sink, sys_relay.py), ``imap`` (Dovecot
+and postroom over the same generated mailbox, with its own client and with
+imaplib, then postroom's RSS with many idle sessions, sys_imap.py) and
+``stock`` (smtplib against Postfix and postroom, poplib against Dovecot and
+postroom, sys_stock.py).  Prints a table per scenario and writes
 ``bench/results/latest.json``.  A system that fails prints
 its error and the others still run; the exit status is 1 if any selected system
 failed, else 0 (missing a target does not fail the run).
@@ -35,12 +37,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import imap_stock
 import sys_aiosmtpd
 import sys_dovecot
 import sys_imap
 import sys_postfix
 import sys_postroom
 import sys_relay
+import sys_stock
 from common import BenchError, Load
 
 Runner = Callable[[Load, float], dict[str, Any]]
@@ -54,7 +58,8 @@ RELAY_SYSTEMS: dict[str, Runner] = {
     "postroom": sys_relay.run_postroom,
 }
 IMAP_SYSTEMS = ("dovecot", "postroom")
-SCENARIOS = ("receive", "relay", "imap")
+SCENARIOS = ("receive", "relay", "imap", "stock")
+STOCK_SYSTEMS = ("postfix", "dovecot", "postroom")
 RATIO_TARGET_VS_POSTFIX = 2.0
 RELAY_TARGET_VS_POSTFIX = 1.0
 IMAP_TARGET_VS_DOVECOT = 1.0
@@ -182,24 +187,41 @@ def print_relay_table(results: dict[str, dict[str, Any]]) -> None:
         print(f"postroom RSS while relaying: idle {idle} MiB, peak {peak} MiB")
 
 
-def print_imap_table(imap: dict[str, Any]) -> None:
-    res = imap.get("results", {})
-    dov, ours = res.get("dovecot", {}), res.get("postroom", {})
-    print(f"\nIMAP over TLS, {imap['messages']} messages, median of {imap['reps']} runs")
-    print(f"{'operation':<16} {'dovecot ms':>11} {'postroom ms':>12} {'ratio':>7}  check")
+def print_op_table(
+    title: str, res: dict[str, Any], ops: tuple[str, ...], reference: str
+) -> dict[str, float | None]:
+    """One line per operation: ``reference``'s and postroom's median ms and their ratio."""
+    ref, ours = res.get(reference, {}), res.get("postroom", {})
+    print(f"\n{title}")
+    print(f"{'operation':<16} {reference + ' ms':>11} {'postroom ms':>12} {'ratio':>7}  check")
     print("-" * 60)
-    for op in sys_imap.OPS:
-        d, p = dov.get(op, {}), ours.get(op, {})
+    ratios: dict[str, float | None] = {}
+    for op in ops:
+        d, p = ref.get(op, {}), ours.get(op, {})
         dm, pm = d.get("median_ms"), p.get("median_ms")
-        r = round(dm / pm, 2) if dm and pm else None
-        imap.setdefault("ratios", {})[op] = r
+        r = ratios[op] = round(dm / pm, 2) if dm and pm else None
         check = " ".join(
             f"{k}={d.get(k, '-')}/{p.get(k, '-')}" for k in ("hits", "bytes") if k in d or k in p
         )
-        shown = [f"{v:.1f}" if v is not None else "-" for v in (dm, pm)]
+        shown = ["-" if v is None else f"{v:.2f}" if v < 10 else f"{v:.1f}" for v in (dm, pm)]
         verdict = "-" if r is None else f"{r:.2f}" + ("" if r >= IMAP_TARGET_VS_DOVECOT else " <")
         print(f"{op:<16} {shown[0]:>11} {shown[1]:>12} {verdict:>7}  {check}")
-    print(f"ratio = dovecot ms / postroom ms (target >= {IMAP_TARGET_VS_DOVECOT}; '<' missed)")
+    print(f"ratio = {reference} ms / postroom ms (target >= {IMAP_TARGET_VS_DOVECOT}; '<' missed)")
+    return ratios
+
+
+def print_imap_table(imap: dict[str, Any]) -> None:
+    runs = f"{imap['messages']} messages, median of {imap['reps']} runs"
+    imap["ratios"] = print_op_table(
+        f"IMAP over TLS, {runs}", imap.get("results", {}), sys_imap.OPS, "dovecot"
+    )
+    if imap.get("stock"):
+        imap["stock_ratios"] = print_op_table(
+            f"IMAP over TLS with imaplib (stock client, Nagle on), {runs}",
+            imap["stock"],
+            imap_stock.OPS,
+            "dovecot",
+        )
     for name, load in imap.get("load", {}).items():
         print(f"load {name}: {load['load_seconds']} s ({load['load_msg_per_s']} msg/s, untimed)")
         print(f"first LOGIN {name} (argon2 in both, untimed): {load['first_login_ms']} ms")
@@ -228,6 +250,18 @@ def print_imap_table(imap: dict[str, Any]) -> None:
             f"(estimate without TLS from the TLS cost: "
             f"{mem.get('idle_without_tls_estimate_mib', '-')} MiB)"
         )
+
+
+def print_stock_table(stock: dict[str, Any]) -> None:
+    stock["ratios"] = print_op_table(
+        f"stock clients (smtplib, poplib: Nagle on), median of {stock['reps']} runs",
+        sys_stock.reference_view(stock.get("results", {})),
+        sys_stock.OPS,
+        "reference",
+    )
+    print("reference: Postfix for smtp_*, Dovecot for pop3_*")
+    for name, error in stock.get("errors", {}).items():
+        print(f"{name}: FAILED ({error.splitlines()[0] if error else ''})")
 
 
 def run_systems(
@@ -280,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         names = [name for name in IMAP_SYSTEMS if name in args.only]
         imap = sys_imap.run(names, args.imap_messages, args.imap_sessions, args.imap_tls_sessions)
         print_imap_table(imap)
+    stock: dict[str, Any] = {}
+    if "stock" in args.scenario:
+        stock = sys_stock.run([name for name in STOCK_SYSTEMS if name in args.only])
+        print_stock_table(stock)
     report = {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": host_info(),
@@ -304,12 +342,14 @@ def main(argv: list[str] | None = None) -> int:
             "imap idle sessions rss_mib": sys_imap.RSS_TARGET_MIB,
         },
         "imap": imap,
+        "stock": stock,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nresults written to {args.json}")
     every = [*results.values(), *relay.values()]
-    return 1 if any("error" in res for res in every) or imap.get("errors") else 0
+    failed = imap.get("errors") or stock.get("errors")
+    return 1 if any("error" in res for res in every) or failed else 0
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Everything lives in one temp dir: config, base_dir/state_dir, log, a passwd-file and the users'
 sdbox mailboxes (mail accessed as ``nobody``).  Dovecot runs in the foreground (``dovecot -c
-CONF -F``) with only an imaps listener on 127.0.0.1, ``ssl = required`` and stock defaults
-otherwise (one login process per connection, ``mail_fsync = optimized``, no auth cache, no
-FTS).  Passwords are stored as ``{ARGON2ID}`` hashes with postroom's own argon2 parameters
+CONF -F``) with only an imaps listener on 127.0.0.1 (``pop3=True`` adds pop3s, ``sasl=True``
+an auth socket for Postfix's ``smtpd_sasl_type = dovecot``), ``ssl = required`` and stock
+defaults otherwise (one login process per connection, ``mail_fsync = optimized``, no auth
+cache, no FTS).  Passwords are stored as ``{ARGON2ID}`` hashes with postroom's own argon2 parameters
 (argon2-cffi defaults: t=3, m=64 MiB, p=4), so a LOGIN costs both servers the same
 verification.  The system's own Dovecot is never touched.
 """
@@ -27,7 +28,7 @@ base_dir = {root}/run
 state_dir = {root}/state
 instance_name = postroom-bench-{port}
 listen = {host}
-protocols = imap
+protocols = {protocols}
 ssl = required
 ssl_cert = <{cert}
 ssl_key = <{key}
@@ -51,6 +52,24 @@ passdb {{
 userdb {{
   driver = static
   args = home={root}/home/%u
+}}
+"""
+POP3_SERVICE = """\
+service pop3-login {{
+  inet_listener pop3 {{
+    port = 0
+  }}
+  inet_listener pop3s {{
+    address = {host}
+    port = {port}
+  }}
+}}
+"""
+SASL_SERVICE = """\
+service auth {{
+  unix_listener {socket} {{
+    mode = 0666
+  }}
 }}
 """
 
@@ -84,11 +103,22 @@ def dovecot_version() -> str | None:
 class Dovecot:
     """One private Dovecot; use as a context manager."""
 
-    def __init__(self, users: dict[str, str], cert: Path, key: Path) -> None:
+    def __init__(
+        self,
+        users: dict[str, str],
+        cert: Path,
+        key: Path,
+        *,
+        pop3: bool = False,
+        sasl: bool = False,
+    ) -> None:
         self.users = users
         self.cert, self.key = cert, key
         self.tmp = Path(tempfile.mkdtemp(prefix="postroom-bench-dovecot-"))
         self.port = free_port()
+        self.pop3_port = free_port() if pop3 else None
+        # Postfix's smtpd (user postfix) connects here for SASL (smtpd_sasl_path).
+        self.sasl_socket = self.tmp / "run" / "auth-postfix" if sasl else None
         self.log = self.tmp / "dovecot.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -114,17 +144,21 @@ class Dovecot:
             "".join(f"{u}:{{ARGON2ID}}{hasher.hash(p)}::::::\n" for u, p in self.users.items())
         )
         conf = self.tmp / "dovecot.conf"
-        conf.write_text(
-            CONFIG.format(
-                root=self.tmp,
-                host=HOST,
-                port=self.port,
-                cert=self.cert,
-                key=self.key,
-                uid=nobody.pw_name,
-                gid=grp.getgrgid(nobody.pw_gid).gr_name,
-            )
+        text = CONFIG.format(
+            root=self.tmp,
+            host=HOST,
+            port=self.port,
+            protocols="imap pop3" if self.pop3_port else "imap",
+            cert=self.cert,
+            key=self.key,
+            uid=nobody.pw_name,
+            gid=grp.getgrgid(nobody.pw_gid).gr_name,
         )
+        if self.pop3_port:
+            text += POP3_SERVICE.format(host=HOST, port=self.pop3_port)
+        if self.sasl_socket:
+            text += SASL_SERVICE.format(socket=self.sasl_socket.name)
+        conf.write_text(text)
         stderr = self.tmp / "stderr.log"
         with open(stderr, "wb") as out:
             self.proc = subprocess.Popen(
@@ -135,7 +169,9 @@ class Dovecot:
                 start_new_session=True,
             )
         try:
-            wait_port(self.port, timeout=30, proc=self.proc, log=stderr)
+            for port in (self.port, self.pop3_port):
+                if port:
+                    wait_port(port, timeout=30, proc=self.proc, log=stderr)
         except BenchError as exc:
             raise BenchError(f"{exc}\n{tail(self.log)}") from exc
 

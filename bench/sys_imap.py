@@ -11,11 +11,20 @@ so both see the same machine load, and the median is reported:
   default), Dovecot's does not, so each server's first LOGIN is printed beside the table;
 * ``fetch_envelope``: ``FETCH 1:* (FLAGS ENVELOPE)``;
 * ``search_subject``: ``UID SEARCH HEADER Subject zanzibar`` (1 message in 100 matches);
+* ``search_phrase``: ``UID SEARCH HEADER Subject "report 2424"`` (a phrase: one message);
+* ``search_and``: 50 × ``UID SEARCH HEADER Subject report 2424``: a header test that every
+  message passes AND the sequence number 2424, written expensive key first (one message);
+* ``search_msgid``: ``UID SEARCH HEADER Message-ID bench.2424.`` (another header; one message);
+* ``search_from``: ``UID SEARCH FROM olivia`` (an address header, 1 message in 20);
+* ``search_none``: ``UID SEARCH HEADER Subject "report 99999"`` (matches nothing);
 * ``search_text``: ``UID SEARCH TEXT quokkas`` (a body word, 1 message in 50);
 * ``fetch_body``: 200 commands ``FETCH n BODY[]``, n random (a new sample per rep);
 * ``append``: 200 APPEND commands of one new message each;
 * ``store_each``: 1000 commands ``STORE n +FLAGS (\\Flagged)`` (a fresh set of n per rep);
 * ``store_all``: ``STORE 1:* +FLAGS ($BenchK)`` with a new keyword per rep.
+
+Then the same again, as far as it goes, with a stock client (imap_stock.py: imaplib with its
+defaults, Nagle on, synchronising literals), servers alternating the same way.
 
 Memory (postroom only): its RSS before and after holding sessions open (imap_idlers.py in
 IDLER_PROCS child processes), each on a fresh server: ``greeting`` plaintext connections on
@@ -45,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import imap_corpus as corpus
+import imap_stock
 from common import HOST, BenchError, Load, RssSampler, free_port, mib, tree_rss_kib, wait_port
 from imap_client import ImapClient, client_tls_context
 from sys_dovecot import Dovecot, make_certificate
@@ -67,6 +77,11 @@ OPS = (
     "login_select",
     "fetch_envelope",
     "search_subject",
+    "search_phrase",
+    "search_and",
+    "search_msgid",
+    "search_from",
+    "search_none",
     "search_text",
     "fetch_body",
     "append",
@@ -147,11 +162,10 @@ def run_op(
     if op == "fetch_envelope":
         res = client.command(b"FETCH 1:* (FLAGS ENVELOPE)")
         return {"bytes": res.received, "fetched": sum(b" FETCH " in u for u in res.untagged)}
-    if op == "search_subject":
-        res = client.command(b"UID SEARCH HEADER Subject " + corpus.SUBJECT_WORD.encode())
-        return {"hits": _search_hits(res.untagged)}
-    if op == "search_text":
-        res = client.command(b"UID SEARCH TEXT " + corpus.BODY_WORD.encode())
+    query = corpus.search_queries(n).get(op)
+    if query is not None:
+        for _ in range(corpus.SEARCH_REPEAT.get(op, 1)):
+            res = client.command(b"UID SEARCH " + query)
         return {"hits": _search_hits(res.untagged)}
     if op == "fetch_body":
         total = 0
@@ -185,11 +199,41 @@ def run_ops(servers: list[Server], appends: list[list[corpus.Message]]) -> dict[
                 info = run_op(op, server, rep, appends)
                 times[server.name][op].append((time.perf_counter() - started) * 1000.0)
                 checks[server.name].setdefault(op, info)
+    return _medians(times, checks)
+
+
+def run_stock_ops(servers: list[Server], first_append: int) -> dict[str, Any]:
+    """imap_stock.OPS REPS times per server with imaplib, servers alternating; medians in ms."""
+    appends = imap_stock.append_messages(first_append, REPS)
+    times: dict[str, dict[str, list[float]]] = {
+        s.name: {op: [] for op in imap_stock.OPS} for s in servers
+    }
+    checks: dict[str, dict[str, Any]] = {s.name: {} for s in servers}
+    clients = {s.name: imap_stock.StockClient(HOST, s.port, TLS, USER, PASSWORD) for s in servers}
+    try:
+        for op in imap_stock.OPS:
+            print(f"   imaplib {op} ...", flush=True)
+            for rep in range(REPS):
+                for server in servers:
+                    client = clients[server.name]
+                    started = time.perf_counter()
+                    info = imap_stock.run_op(op, client, server.loaded, rep, appends)
+                    times[server.name][op].append((time.perf_counter() - started) * 1000.0)
+                    checks[server.name].setdefault(op, info)
+    finally:
+        for client in clients.values():
+            client.close()
+    return _medians(times, checks)
+
+
+def _medians(
+    times: dict[str, dict[str, list[float]]], checks: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     return {
         name: {
             op: {
-                "median_ms": round(statistics.median(samples), 1),
-                "runs_ms": [round(t, 1) for t in samples],
+                "median_ms": round(statistics.median(samples), 2),
+                "runs_ms": [round(t, 2) for t in samples],
                 **checks[name][op],
             }
             for op, samples in per_op.items()
@@ -384,6 +428,8 @@ def run(names: list[str], messages: int, sessions: int, tls_sessions: int) -> di
             if servers:
                 print("== imap: operations", flush=True)
                 out["results"] = run_ops(servers, appends)
+                print("== imap: operations with imaplib", flush=True)
+                out["stock"] = run_stock_ops(servers, messages + REPS * APPENDS)
             for server in servers:
                 if server.name == "postroom":
                     out["postroom_rss_after_ops_mib"] = mib(tree_rss_kib(server.pid))

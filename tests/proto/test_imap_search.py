@@ -86,8 +86,12 @@ def test_header_needle_only_when_every_match_must_carry_it() -> None:
     assert header_needle(OrKey(subject, TextKey("BODY", "x"))) is None  # not required
     assert header_needle(NotKey(subject)) is None
     assert header_needle(HeaderKey("FROM", "ann")) is None  # addresses compare normalised
-    assert header_needle(HeaderKey("SUBJECT", "two words")) is None  # may span a fold
-    assert header_needle(HeaderKey("SUBJECT", "réport")) is None
+    assert header_needle(HeaderKey("X-TAG", "two words")) is None  # may span a fold
+    assert header_needle(HeaderKey("X-TAG", "réport")) is None
+    # The store's subject index is decoded, unfolded and case-folded, as the match compares.
+    assert header_needle(HeaderKey("SUBJECT", "Report 2424")) == ("subject", "report 2424")
+    assert header_needle(HeaderKey("SUBJECT", "Grüße")) == ("subject", "grüsse")
+    assert header_needle(AndKey((HeaderKey("X-TAG", "a"), subject))) == ("subject", "zanzibar")
 
 
 def test_subject_index_holds_every_subject_decoded() -> None:

@@ -45,6 +45,27 @@ def test_corpus_markers_are_where_the_benchmark_expects_them() -> None:
         assert (imap_corpus.BODY_WORD.encode() in m.data) == (i % 50 == 11) == m.body_marked
 
 
+def test_report_phrases_find_one_message_each() -> None:
+    subjects = [
+        str(
+            email.message_from_bytes(imap_corpus.message(i).data, policy=email.policy.default)[
+                "Subject"
+            ]
+        ).lower()
+        for i in range(300)
+    ]
+    assert all(subject.startswith("report ") for subject in subjects)
+    for i in (31, 77, 250):  # no other subject has "report i" among fewer than 10 i
+        assert [n for n, s in enumerate(subjects) if imap_corpus.report_phrase(i) in s] == [i]
+
+
+def test_search_queries_name_the_probe_message() -> None:
+    queries = imap_corpus.search_queries(10000)
+    assert queries["search_phrase"] == b'HEADER Subject "report 2424"'
+    assert queries["search_and"] == b"HEADER Subject report 2424"
+    assert imap_corpus.probe(100) == 50
+
+
 def _exchange(password: str) -> bool:
     creds = derive_scram_credentials("benchpw")
     client = ScramClient("user@bench.test", password)

@@ -4,18 +4,25 @@ asyncio's StreamReader keeps its own buffer across `start_tls`, so plaintext a c
 behind STARTTLS could survive the upgrade (CVE-2011-0411 class). Here the buffer is ours and is
 dropped at the upgrade. Reading pauses the transport once `HIGH_WATER` bytes are waiting, so a
 fast client cannot grow a session's memory (back-pressure).
+
+A session that goes back to waiting after taking input it has not answered (an IMAP literal
+before its closing CRLF) acknowledges that input at once (`_ack_now`), so a client with Nagle's
+algorithm on does not stall for the delayed-ACK timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 HIGH_WATER = 256 * 1024
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
 log = logging.getLogger("postroom.net")
@@ -34,6 +41,7 @@ class ByteStream(asyncio.Protocol):
         self._data_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
+        self._unanswered = False  # input arrived since the last write
         self.task: asyncio.Task[None] | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.read_deadline = math.inf
@@ -55,6 +63,7 @@ class ByteStream(asyncio.Protocol):
             self.close()
 
     def data_received(self, data: bytes) -> None:
+        self._unanswered = True
         self._buffer.append(data)
         self._buffered += len(data)
         if self._buffered > HIGH_WATER and not self._reader_paused and self.transport:
@@ -114,6 +123,8 @@ class ByteStream(asyncio.Protocol):
         if timeout <= 0:
             raise TimeoutError()
         if not self._buffer and not self._eof:
+            if self._unanswered:
+                self._ack_now()
             loop = asyncio.get_running_loop()
             # No timer per read: the listener's sweeper expires reads past their deadline
             # (`expire_if_late`), which is much cheaper on this per-command path.
@@ -134,7 +145,25 @@ class ByteStream(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
+            self._unanswered = False  # the ACK rides on this answer
             self.transport.write(data)
+
+    def _ack_now(self) -> None:
+        """Send the ACK of input taken but not answered now, not after the delayed-ACK timer.
+
+        RFC 1122 §4.2.3.2 lets a receiver delay an ACK (Linux: 40 ms); a client with Nagle's
+        algorithm on (RFC 896, RFC 1122 §4.2.3.4) holds its next small segment until that ACK
+        comes (imaplib sends a literal's closing CRLF on its own), so every such command would
+        wait out the timer. Setting TCP_QUICKACK sends a pending ACK at once, and the flag lapses
+        by itself once the connection turns interactive again (Dovecot sets it after its reads).
+        """
+        self._unanswered = False
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if _QUICKACK is None or sock is None:
+            return
+        # Not TCP (a UNIX socket), or the connection is already gone: nothing to acknowledge.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
     async def drain(self, timeout: float) -> None:
         """Wait until the peer has taken our output; TimeoutError if it stops reading."""

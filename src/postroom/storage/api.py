@@ -172,8 +172,10 @@ class Messages(Protocol):
         content_budget: int | None = None,
     ) -> list[FetchRow]:
         """The stored data of `uids` still present, in UID order. `content="header"` gives the
-        header block only; `must_contain` (header name, lower-case word) may skip messages that
-        cannot have the word in that header (a pre-filter: the caller still decides). With
+        header block only. `must_contain` (header name, text) may skip messages that cannot
+        have the text in that header: for Subject any case-folded text, blanks included (the
+        decoded subjects tell), for other headers a lower-case ASCII word; a pre-filter, the
+        caller still decides. With
         whole contents and `content_budget`, messages are read in UID order only while their
         sizes stay within it (at least one): the rows then cover the UIDs up to the last."""
 

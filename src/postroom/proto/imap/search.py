@@ -12,7 +12,7 @@ import binascii
 import datetime as dt
 import email.header
 import email.utils
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,6 +31,7 @@ from postroom.proto.imap.grammar_search import (
     SizeKey,
     TextKey,
 )
+from postroom.proto.imap.header_fields import field_values, header_block, raw_headers
 from postroom.proto.imap.mime import parse
 
 RECENT = "\\Recent"
@@ -47,7 +48,12 @@ class SearchMessage:
     size: int
     modseq: int
     content: bytes | None = None  # the whole message, when the key needs it
+    # Field (lower case) → the texts a HEADER key on it compares with (`search_texts`), when
+    # known without the content (the SEARCH service keeps them between searches).
+    searched: dict[str, tuple[str, ...]] | None = None
+    _raw: dict[str, list[bytes]] | None = field(default=None, repr=False)
     _headers: dict[str, list[str]] | None = field(default=None, repr=False)
+    _all_headers: dict[str, list[str]] | None = field(default=None, repr=False)
     _body: str | None = field(default=None, repr=False)
 
     def surely_absent(self, needle: str, *, headers_only: bool) -> bool:
@@ -60,7 +66,7 @@ class SearchMessage:
         if not needle.isascii() or any(c.isspace() for c in needle):
             return False
         raw = self.content or b""
-        header = _header_block(raw)
+        header = header_block(raw)
         lowered = (header if headers_only else raw).lower()
         if needle.encode() in lowered:
             return False
@@ -75,9 +81,31 @@ class SearchMessage:
         return not (b"utf-" in lowered and any(u in lowered for u in _WIDE_CHARSETS))
 
     def header_values(self, name: str) -> list[str]:
+        """The values of field `name`, unfolded, RFC 2047 words decoded."""
+        name = name.lower()
         if self._headers is None:
-            self._headers = _decoded_headers(self.content or b"")
-        return self._headers.get(name.lower(), [])
+            self._headers = {}
+        values = self._headers.get(name)
+        if values is None:
+            values = self._headers[name] = [_decode_words(raw) for raw in self.raw_values(name)]
+        return values
+
+    def raw_values(self, name: str) -> list[bytes]:
+        """The values of field `name` (lower case) as they are, unfolded."""
+        if self._raw is None:
+            self._raw = {}
+        values = self._raw.get(name)
+        if values is None:
+            values = self._raw[name] = field_values(self.content or b"", name)
+        return values
+
+    def search_texts(self, name: str) -> tuple[str, ...]:
+        """What a HEADER key on field `name` looks for its string in, case-folded: each value
+        and, for an address field, each address in normal form (`address_forms`)."""
+        texts = [value.casefold() for value in self.header_values(name)]
+        if name.lower() in ADDRESS_FIELDS:
+            texts += [form.casefold() for form in self.address_forms(name)]
+        return tuple(texts)
 
     def body_text(self) -> str:
         if self._body is None:
@@ -90,7 +118,7 @@ class SearchMessage:
         if self.content is None:
             return []
         forms: list[str] = []
-        for raw in _raw_headers(self.content).get(name.lower(), []):
+        for raw in self.raw_values(name.lower()):
             for address in parse_addresses(raw):
                 if address.mailbox is None or address.host is None:
                     continue  # a group's start or end
@@ -111,9 +139,9 @@ class SearchMessage:
             return None
 
     def header_text(self) -> str:
-        if self._headers is None:
-            self._headers = _decoded_headers(self.content or b"")
-        return "\n".join(v for values in self._headers.values() for v in values)
+        if self._all_headers is None:
+            self._all_headers = _decoded_headers(self.content or b"")
+        return "\n".join(v for values in self._all_headers.values() for v in values)
 
 
 def needs_content(key: SearchKey) -> bool | Literal["header"]:
@@ -136,10 +164,18 @@ def needs_content(key: SearchKey) -> bool | Literal["header"]:
 
 
 def header_needle(key: SearchKey) -> tuple[str, str] | None:
-    """(field, word) such that every match carries the word in that header, raw or as an
-    RFC 2047 word: a non-address HEADER key that the whole key requires (alone or AND-ed),
-    with a plain ASCII value without blanks. Lets the store skip most messages early."""
+    """(field, text) such that every match carries the text in that header: from a HEADER key
+    that the whole key requires (alone or AND-ed). Lets the store skip most messages early.
+
+    For Subject the store keeps every subject decoded and case-folded (`subject_index`), just
+    as the match compares them: the whole case-folded value, blanks and all. Other fields are
+    looked for in the raw header, raw or as an RFC 2047 word: only a plain ASCII value without
+    blanks (a fold may split text at a blank), and not in an address field (addresses are
+    compared in normal form)."""
     keys = key.keys if isinstance(key, AndKey) else (key,)
+    for part in keys:
+        if isinstance(part, HeaderKey) and part.value and part.field.lower() == "subject":
+            return "subject", part.value.casefold()
     for part in keys:
         if (
             isinstance(part, HeaderKey)
@@ -194,16 +230,7 @@ def matches(key: SearchKey, msg: SearchMessage, *, exists: int, max_uid: int) ->
     if isinstance(key, DateKey):
         return _date_matches(key, msg)
     if isinstance(key, HeaderKey):
-        needle = key.value.casefold()
-        address = key.field.lower() in ADDRESS_FIELDS
-        # Addresses are compared in normal form (comments, quotes and blanks gone): no shortcut.
-        if needle and not address and msg.surely_absent(needle, headers_only=True):
-            return False
-        values = msg.header_values(key.field)
-        if address:
-            values = values + msg.address_forms(key.field)
-        # RFC 3501 §6.4.4: an empty string matches every message that has the field.
-        return any(needle in v.casefold() for v in values) if needle else bool(values)
+        return _header_matches(key, msg)
     if isinstance(key, TextKey):
         needle = key.value.casefold()
         if needle and msg.surely_absent(needle, headers_only=False):
@@ -212,6 +239,41 @@ def matches(key: SearchKey, msg: SearchMessage, *, exists: int, max_uid: int) ->
             return True
         return key.where == "TEXT" and needle in msg.header_text().casefold()
     raise ValueError(f"unsupported search key {key!r}")
+
+
+def _header_matches(key: HeaderKey, msg: SearchMessage) -> bool:
+    needle = key.value.casefold()
+    name = key.field.lower()
+    texts = msg.searched.get(name) if msg.searched is not None else None
+    if texts is None:
+        address = name in ADDRESS_FIELDS
+        # Addresses are compared in normal form (comments, quotes and blanks gone): no shortcut.
+        if needle and not address and msg.surely_absent(needle, headers_only=True):
+            return False
+        values = msg.header_values(name)
+        if not needle:
+            return bool(values)  # RFC 3501 §6.4.4: "" matches every message with the field
+        if any(needle in value.casefold() for value in values):
+            return True
+        return address and any(needle in form.casefold() for form in msg.address_forms(name))
+    return any(needle in text for text in texts) if needle else bool(texts)
+
+
+def header_hits(
+    key: HeaderKey, texts: Mapping[int, tuple[str, ...]], uids: Iterable[int]
+) -> list[int]:
+    """Those of `uids` whose search texts of the key's field (`SearchMessage.search_texts`, by
+    UID) hold its string: what `matches` says of each, in one pass."""
+    needle = key.value.casefold()
+    if not needle:
+        return [uid for uid in uids if texts.get(uid)]
+    found = []
+    for uid in uids:  # plain loops: a third of the time of any() over a generator
+        for text in texts.get(uid, ()):
+            if needle in text:
+                found.append(uid)
+                break
+    return found
 
 
 def _date_matches(key: DateKey, msg: SearchMessage) -> bool:
@@ -230,35 +292,10 @@ def _date_matches(key: DateKey, msg: SearchMessage) -> bool:
     return day >= key.date
 
 
-def _header_block(content: bytes) -> bytes:
-    for end in (b"\r\n\r\n", b"\n\n"):
-        index = content.find(end)
-        if index >= 0:
-            return content[: index + len(end)]
-    return content
-
-
-def _raw_headers(content: bytes) -> dict[str, list[bytes]]:
-    headers: dict[str, list[bytes]] = {}
-    fields: list[bytes] = []
-    for line in _header_block(content).split(b"\n"):
-        line = line.rstrip(b"\r")
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += b" " + line.strip()  # RFC 5322 §2.2.3 unfolding
-        elif line:
-            fields.append(line)
-    for line in fields:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or b" " in name:
-            continue
-        headers.setdefault(name.decode("latin-1").strip().lower(), []).append(value.strip())
-    return headers
-
-
 def _decoded_headers(content: bytes) -> dict[str, list[str]]:
     return {
         name: [_decode_words(value) for value in values]
-        for name, values in _raw_headers(content).items()
+        for name, values in raw_headers(content).items()
     }
 
 

@@ -26,6 +26,7 @@ from postroom.proto.sasl.exchange import Finished, SaslExchange, Unavailable
 from postroom.proto.sasl.saslprep import prepare_login
 from postroom.services.authn import Authenticator, login_failed
 from postroom.services.imap import limits
+from postroom.services.imap.search_texts import SearchTexts
 from postroom.services.imap.snapshots import MailboxSnapshots, Snapshot, load_messages
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.storage.api import FlagMode, Store, Tx
@@ -97,6 +98,7 @@ class ImapContext:
     plaintext_auth: bool = False  # [auth] plaintext: logins without TLS too
     sessions: dict[int, int] = field(default_factory=dict)  # user id → open sessions
     snapshots: MailboxSnapshots = field(default_factory=MailboxSnapshots)
+    search_texts: SearchTexts = field(default_factory=SearchTexts)  # for HEADER searches
     # Answered flag changes of every session not in the store yet: sessions holding one back
     # (defer_write), and commits under way. Any session's read waits for them (settle_pending).
     deferring: set[ImapSession] = field(default_factory=set)
