@@ -69,7 +69,14 @@ def init(ctx: click.Context, hostname: str, domains: tuple[str, ...], force: boo
         text = render_default_config(hostname, domains or DEFAULT_DOMAINS)
     except ValueError as error:
         raise CliError(str(error)) from None
-    path.write_text(text, encoding="utf-8")
+    try:
+        # 0600: it may come to hold the [relay] password.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(fd, 0o600)  # an existing file (--force) keeps its mode otherwise
+            handle.write(text)
+    except OSError as error:
+        raise CliError(f"{path}: cannot write it: {error.strerror}") from None
     click.echo(f"wrote {path}")
 
 
@@ -86,6 +93,9 @@ def serve(ctx: click.Context, verbose: bool) -> None:
 
     config = load(ctx)
     logsetup.configure(verbose)
+    # As Postfix's master: whatever the server creates is its own. What it creates in data_dir
+    # has its mode set explicitly as well (storage/private.py), for the CLI's sake.
+    os.umask(0o077)
     runner: Callable[..., None] = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop

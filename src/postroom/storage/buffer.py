@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from postroom.storage import private
+
 MEMORY_LIMIT = 256 * 1024  # content above this size goes to a file
 HEAD_LIMIT = 64 * 1024  # the start of the content kept for header inspection
 
@@ -43,7 +45,8 @@ class ContentBuffer:
             return
         self._chunks.append(data)
         if self.size > MEMORY_LIMIT:
-            self._file = open(self._tmp_path, "wb")  # noqa: SIM115 - closed in seal/discard
+            fd = private.open_file(self._tmp_path)
+            self._file = os.fdopen(fd, "wb")  # closed in seal/discard
             for chunk in self._chunks:
                 self._file.write(chunk)
             self._chunks.clear()

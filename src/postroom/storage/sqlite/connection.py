@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from postroom.storage import private
 from postroom.storage.sqlite.accounts import SqliteAccounts
 from postroom.storage.sqlite.blobs import SqliteBlobs, SqliteSummaries
 from postroom.storage.sqlite.history import SqliteHistory
@@ -39,7 +40,9 @@ class SqliteTx:
         self.path = data_dir / DB_NAME
         self.blob_dir = data_dir / BLOB_DIR
         if not readonly:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            private.make_data_dir(data_dir)
+            # SQLite makes the -wal and -shm files with the database file's mode.
+            private.create_missing(self.path)
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA busy_timeout = 10000")
         self.conn.execute("PRAGMA foreign_keys = ON")

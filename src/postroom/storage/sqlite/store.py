@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from postroom.storage import private
 from postroom.storage.api import Tx
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.signals import FileSignals
-from postroom.storage.sqlite.connection import DB_NAME, SqliteTx
+from postroom.storage.sqlite.connection import BLOB_DIR, DB_NAME, SqliteTx
 
 log = logging.getLogger("postroom.store")
 
@@ -51,6 +52,7 @@ CHECKPOINT_IDLE = 1.0  # seconds without a checkpoint request after which one is
 DERIVED_IDLE = 0.02
 DERIVED_BACKLOG = 256
 DERIVED_SLICE = 16
+TMP_DIR = "tmp"  # under BLOB_DIR: content on its way in (ContentBuffer's spill files)
 
 
 @dataclass
@@ -99,8 +101,8 @@ class SqliteStore:
 
     def __init__(self, data_dir: Path, *, batch_max: int = 256, batch_wait: float = 0.0) -> None:
         self.data_dir = data_dir
-        self.blob_dir = data_dir / "blobs"
-        self.tmp_dir = self.blob_dir / "tmp"
+        self.blob_dir = data_dir / BLOB_DIR
+        self.tmp_dir = self.blob_dir / TMP_DIR
         self.batch_max = batch_max
         self.batch_wait = batch_wait
         self.stats = CommitStats()
@@ -133,7 +135,19 @@ class SqliteStore:
         return self.data_dir / DB_NAME
 
     def open(self) -> None:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        private.make_data_dir(self.data_dir)
+        for path, fix in ((self.data_dir, "chmod 700"), (self.db_path, "chmod 600")):
+            current = private.exposed(path)
+            if current is not None:
+                log.warning(
+                    "%s is open to group or others (mode %04o): mail, password hashes and keys"
+                    " are readable by other local users; fix: %s %s",
+                    path,
+                    current,
+                    fix,
+                    path,
+                )
+        private.make_dirs(self.data_dir, BLOB_DIR, TMP_DIR)
         # Blob files that never made it into a committed transaction are garbage.
         for leftover in self.tmp_dir.iterdir():
             leftover.unlink(missing_ok=True)
@@ -526,7 +540,7 @@ def fsync_directory(directory: Path) -> None:
 
 def _seal_and_place(content: ContentBuffer, final: Path) -> None:
     content.seal()
-    final.parent.mkdir(parents=True, exist_ok=True)
+    private.make_dir(final.parent)
     source = content.path
     assert source is not None
     os.replace(source, final)
