@@ -31,7 +31,7 @@ from postroom.services import cleanup
 from postroom.services.authn import Authenticator
 from postroom.storage.api import Store
 from postroom.storage.buffer import ContentBuffer
-from postroom.storage.records import Resolution, normalize_address
+from postroom.storage.records import Resolution, StorageFailure, normalize_address
 
 log = logging.getLogger("postroom.smtp")
 
@@ -200,11 +200,24 @@ class IngressSession:
             message = QueuedMessage(queue_id, envelope, prefix, 0, content.size, self._recipients)
             deliver = functools.partial(deliver_before_queuing, reporter=self.ctx.local.reporter)
             delivered = await self.ctx.spool.accept(message, content, deliver)
+        except StorageFailure as failure:
+            # The disk or the database failed: a temporary failure, one line, no traceback.
+            response = replies.INSUFFICIENT_STORAGE if failure.full else replies.LOCAL_ERROR
+            log.warning(
+                "queueing failed client=%s from=<%s> size=%d result=%d %s: %s",
+                self.client_addr,
+                mail.address,
+                content.size,
+                response.code,
+                response.enhanced,
+                failure,
+            )
+            return response
         except Exception:
             log.exception("queueing failed client=%s", self.client_addr)
-            content.discard()
             return replies.LOCAL_ERROR
         finally:
+            content.discard()  # its spill file, whatever happened (a mail loop too)
             self._reset()
         if any(
             r.user_id is not None and r.state is RecipientState.QUEUED for r in message.recipients

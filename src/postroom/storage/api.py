@@ -360,7 +360,11 @@ MailboxChanges = Callable[[dict[int, int | None]], None]
 
 
 class Store(Protocol):
-    """The server's store: writes in group commits on the store's writer, reads beside it."""
+    """The server's store: writes in group commits on the store's writer, reads beside it.
+
+    When the disk or the database fails, `write`, `read` and `write_content` raise
+    `StorageFailure` (records.py) and log nothing: the caller answers its client with a
+    temporary failure and logs one line. `open` raises it naming the path and the fix."""
 
     @property
     def signals(self) -> Signals: ...
@@ -407,7 +411,8 @@ class Store(Protocol):
 
     async def write_content(self, content: ContentBuffer, then: Callable[[Tx, int], T]) -> T:
         """Store `content` as a new blob and run `then(tx, blob_id)` in the same group commit;
-        the content's bytes are durable before the commit that references them."""
+        the content's bytes are durable before the commit that references them. The buffer is
+        used up: its spill file is gone afterwards, whether the write succeeded or not."""
 
 
 class DirectStore(Protocol):

@@ -168,7 +168,10 @@ BARE_LINE_ENDING = reply(
 MAIL_LOOP = reply(554, "5.4.6", "Too many Received headers: mail loop detected")
 BODY_8BIT_REQUIRED = reply(554, "5.6.0", "BINARYMIME is not supported")
 SMTPUTF8_REQUIRED = reply(553, "5.6.7", "Non-ASCII address requires the SMTPUTF8 parameter")
+# RFC 5321 §4.2.2 451 "local error in processing" / RFC 3463 4.3.0 "other mail system status".
 LOCAL_ERROR = reply(451, "4.3.0", "Local error in processing, try again later")
+# RFC 5321 §4.2.2 452 "insufficient system storage" / RFC 3463 4.3.1 "mail system full".
+INSUFFICIENT_STORAGE = reply(452, "4.3.1", "Insufficient system storage, try again later")
 
 # --- policy ---------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from postroom.storage import private
 from postroom.storage.sqlite.accounts import SqliteAccounts
 from postroom.storage.sqlite.blobs import SqliteBlobs, SqliteSummaries
+from postroom.storage.sqlite.errors import as_failure
 from postroom.storage.sqlite.history import SqliteHistory
 from postroom.storage.sqlite.mailboxes import SqliteMailboxes
 from postroom.storage.sqlite.messages import SqliteMessages
@@ -105,16 +106,20 @@ class SqliteTx:
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
-        """A nested unit: an exception inside undoes only what was done inside, then rises."""
+        """A nested unit: an exception inside undoes only what was done inside, then rises
+        (as a `StorageFailure` when the storage failed: then the whole transaction must)."""
         name = f"nested{next(_savepoints)}"
         mark = len(self.unlink)
         self.conn.execute(f"SAVEPOINT {name}")
         try:
             yield
-        except BaseException:
+        except BaseException as error:
+            del self.unlink[mark:]
+            failure = as_failure(error, self.path)
+            if failure is not None:
+                raise failure from None
             self.conn.execute(f"ROLLBACK TO {name}")
             self.conn.execute(f"RELEASE {name}")
-            del self.unlink[mark:]
             raise
         self.conn.execute(f"RELEASE {name}")
 
