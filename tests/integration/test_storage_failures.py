@@ -18,13 +18,11 @@ import os
 import re
 import shutil
 import ssl
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-
-from .conftest import ALICE, BOB, PASSWORDS, STRICT, Postroom, require_program, wait_until
+from .conftest import ALICE, BOB, PASSWORDS, Postroom, wait_until
+from .mounts import tmpfs
 from .wire import Wire, new_token, open_session, send_message, simple_message
 
 SPILL = 256 * 1024
@@ -83,26 +81,10 @@ def log_count(server: Postroom, pattern: str) -> int:
 
 def on_tmpfs(server: Postroom, size: str) -> None:
     """Run `server` with its data_dir on a tmpfs of `size` in a mount namespace of its own."""
-    unshare = require_program("unshare")
-    probe = subprocess.run(
-        [unshare, "--mount", "--propagation", "private", "true"], capture_output=True, check=False
-    )
-    if probe.returncode != 0:
-        why = f"no mount namespace for a tmpfs: {probe.stderr.decode().strip()}"
-        if STRICT:
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why)
     seed = server.root / "seed"
     server.data_dir.rename(seed)
     server.data_dir.mkdir(mode=0o700)
-    script = (
-        'mount -t tmpfs -o size="$1",mode=0700 postroom-test "$2"; cp -a "$3"/. "$2"/; '
-        'shift 3; exec "$@"'
-    )
-    server.launcher = (
-        *(unshare, "--mount", "--propagation", "private"),
-        *("sh", "-ec", script, "sh", size, str(server.data_dir), str(seed)),
-    )
+    server.launcher = tmpfs(str(server.data_dir), size, str(seed))
 
 
 def inside(server: Postroom) -> Path:

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 import click
 
 from postroom import logsetup
-from postroom.cli.common import CliError, load
+from postroom.cli.common import CliError, load, storage_problem
 from postroom.cli.pidlock import serve_lock
 from postroom.cli.usage import OneLineUsageGroup
 from postroom.config import DEFAULT_DOMAINS, Config, default_hostname
 from postroom.config_template import render_default_config
+from postroom.storage.records import StorageFailure
 
 if TYPE_CHECKING:
     from postroom.net.listener import ListenError
@@ -108,6 +109,8 @@ def serve(ctx: click.Context, verbose: bool) -> None:
         raise CliError(str(error)) from None
     except ListenError as error:
         raise CliError(listen_problem(error, config)) from None
+    except StorageFailure as failure:
+        raise CliError(storage_problem(failure, config)) from None
     except OSError as error:
         raise CliError(f"cannot start: {error}") from None
 

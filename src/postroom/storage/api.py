@@ -39,6 +39,7 @@ from postroom.storage.records import (
     QueueEntry,
     Resolution,
     StatusCounts,
+    StorageFailure,
     StoredMessage,
     StoreResult,
     UserRecord,
@@ -416,7 +417,8 @@ class Store(Protocol):
 
 
 class DirectStore(Protocol):
-    """The store for one CLI command: the same repositories, synchronous."""
+    """The store for one CLI command: the same repositories, synchronous. Opening it raises
+    `StorageFailure`, naming the path and the fix, when the database cannot be used."""
 
     @property
     def signals(self) -> Signals: ...
@@ -426,5 +428,9 @@ class DirectStore(Protocol):
 
     def reader(self) -> Tx:
         """Repositories for reading (each read sees the latest commit)."""
+
+    def failure(self, error: BaseException) -> StorageFailure | None:
+        """The `StorageFailure` an error raised by these repositories is (None: it is a
+        refusal or a bug), for the command to say in one line."""
 
     def close(self) -> None: ...

@@ -36,10 +36,10 @@ from typing import Any, TypeVar
 from postroom.storage import private
 from postroom.storage.api import Tx
 from postroom.storage.buffer import ContentBuffer
-from postroom.storage.records import os_failure
+from postroom.storage.records import StorageFailure, os_failure
 from postroom.storage.signals import FileSignals
 from postroom.storage.sqlite.connection import BLOB_DIR, DB_NAME, SqliteTx
-from postroom.storage.sqlite.errors import as_failure
+from postroom.storage.sqlite.errors import as_failure, open_failure
 
 log = logging.getLogger("postroom.store")
 
@@ -137,7 +137,50 @@ class SqliteStore:
         return self.data_dir / DB_NAME
 
     def open(self) -> None:
+        """Prepare data_dir and start the threads; StorageFailure, naming the path and the
+        fix, when the directory or the database cannot be used."""
+        try:
+            writer_db = self._prepare()
+        except (OSError, sqlite3.Error) as error:
+            raise open_failure(error, self.db_path) from None
+        try:
+            checkpoint_db = SqliteTx(self.data_dir, readonly=True)
+        except BaseException:
+            writer_db.close()
+            raise
+        self._checkpoint_thread = threading.Thread(
+            target=self._checkpoint_loop,
+            args=(checkpoint_db,),
+            name="store-checkpoint",
+            daemon=True,
+        )
+        self._checkpoint_thread.start()
+        self._writer_thread = threading.Thread(
+            target=self._writer_loop, args=(writer_db,), name="store-write", daemon=True
+        )
+        self._writer_thread.start()
+
+    def _prepare(self) -> SqliteTx:
+        """The directories, the writer's connection, and the warnings."""
         private.make_data_dir(self.data_dir)
+        private.make_dirs(self.data_dir, BLOB_DIR, TMP_DIR)
+        # Blob files that never made it into a committed transaction are garbage.
+        for leftover in self.tmp_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+        writer_db = SqliteTx(self.data_dir)
+        try:
+            # Checkpoints (WAL pages copied into the database, then fsynced) run on their own
+            # thread, so no commit waits for one; the WAL file shrinks back to WAL_KEEP_BYTES
+            # once reset, which makes its size tell how much waits to be copied.
+            writer_db.conn.execute("PRAGMA wal_autocheckpoint = 0")
+            writer_db.conn.execute("PRAGMA synchronous = NORMAL")  # _commit syncs the WAL
+            writer_db.conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
+            repaired = writer_db.summaries.repair_recent()
+        except BaseException:
+            writer_db.close()
+            raise
+        if repaired:
+            log.info("made the IMAP summaries of %d messages a crash left without", repaired)
         for path, fix in ((self.data_dir, "chmod 700"), (self.db_path, "chmod 600")):
             current = private.exposed(path)
             if current is not None:
@@ -149,31 +192,7 @@ class SqliteStore:
                     fix,
                     path,
                 )
-        private.make_dirs(self.data_dir, BLOB_DIR, TMP_DIR)
-        # Blob files that never made it into a committed transaction are garbage.
-        for leftover in self.tmp_dir.iterdir():
-            leftover.unlink(missing_ok=True)
-        writer_db = SqliteTx(self.data_dir)
-        # Checkpoints (WAL pages copied into the database, then fsynced) run on their own
-        # thread, so no commit waits for one; the WAL file shrinks back to WAL_KEEP_BYTES once
-        # reset, which makes its size tell how much waits to be copied.
-        writer_db.conn.execute("PRAGMA wal_autocheckpoint = 0")
-        writer_db.conn.execute("PRAGMA synchronous = NORMAL")  # _commit syncs the WAL itself
-        writer_db.conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
-        repaired = writer_db.summaries.repair_recent()
-        if repaired:
-            log.info("made the IMAP summaries of %d messages a crash left without", repaired)
-        self._checkpoint_thread = threading.Thread(
-            target=self._checkpoint_loop,
-            args=(SqliteTx(self.data_dir, readonly=True),),
-            name="store-checkpoint",
-            daemon=True,
-        )
-        self._checkpoint_thread.start()
-        self._writer_thread = threading.Thread(
-            target=self._writer_loop, args=(writer_db,), name="store-write", daemon=True
-        )
-        self._writer_thread.start()
+        return writer_db
 
     def close(self) -> None:
         if self._writer_thread is not None:
@@ -591,6 +610,9 @@ class SqliteDirect:
 
     def reader(self) -> Tx:
         return self._tx
+
+    def failure(self, error: BaseException) -> StorageFailure | None:
+        return as_failure(error, self._tx.path)
 
     def close(self) -> None:
         self._tx.close()
