@@ -148,7 +148,6 @@ class MailServer:
         )
 
     async def start(self) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store.open()
         context = tls_context(self.config)
         ingress = IngressContext(

@@ -131,6 +131,11 @@ class Postroom:
         self.limits = dict(limits or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_codes: list[int] = []
+        # The umask of every process started for this server (-1: the test's own).
+        self.umask = -1
+        # Put before `postroom ... serve` (e.g. `unshare --mount ...` to give it a mount of its
+        # own); whatever it runs must end by exec'ing the command, so the PID is the server's.
+        self.launcher: tuple[str, ...] = ()
         self._log_start = 0
         if template is not None:
             shutil.copytree(template, self.data_dir)
@@ -190,6 +195,7 @@ class Postroom:
             timeout=timeout,
             stdin=None if input is not None else subprocess.DEVNULL,
             check=False,
+            umask=self.umask,
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -264,10 +270,14 @@ class Postroom:
             self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(
-                    [postroom_executable(), "--config", str(self.config_path), "serve"],
+                    [
+                        *self.launcher,
+                        *(postroom_executable(), "--config", str(self.config_path), "serve"),
+                    ],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    umask=self.umask,
                 )
             try:
                 self.wait_ready(timeout)

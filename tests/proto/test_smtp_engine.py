@@ -67,6 +67,7 @@ class Policy:
     refuse_senders: dict[str, Reply] = field(default_factory=dict)
     refuse_recipients: dict[str, Reply] = field(default_factory=dict)
     refuse_message: Reply | None = None
+    refuse_etrn: dict[str, Reply] = field(default_factory=dict)
     passwords: dict[str, str] = field(default_factory=dict)
     scram: dict[str, sasl.ScramCredentials] = field(default_factory=dict)
 
@@ -151,6 +152,9 @@ def _answer(engine: SmtpServer, event: ev.Event, policy: Policy, state: _RunStat
         engine.accept() if refusal is None else engine.reject(refusal)
     elif isinstance(event, ev.RcptTo):
         refusal = policy.refuse_recipients.get(event.address)
+        engine.accept() if refusal is None else engine.reject(refusal)
+    elif isinstance(event, ev.Etrn):
+        refusal = policy.refuse_etrn.get(event.node)
         engine.accept() if refusal is None else engine.reject(refusal)
     elif isinstance(event, ev.MessageData):
         state.current += event.data
@@ -1574,6 +1578,19 @@ def test_etrn(mode: str) -> None:
     ]
 
 
+def test_etrn_waits_for_the_decision_and_a_refusal_is_an_error(mode: str) -> None:
+    refusal = replies.etrn_refused("b.example")
+    policy = Policy(refuse_etrn={"b.example": refusal})
+    t = converse(
+        EHLO + b"ETRN a.example\r\nETRN b.example\r\nETRN a.example\r\n", mode, policy=policy
+    )
+    assert t.codes[2:] == ["250 2.0.0", "458 4.7.0", "250 2.0.0"]
+    assert t.replies[3].lines == (
+        "Unable to queue messages for node b.example: too many ETRN requests",
+    )
+    assert t.engine.errors == 1  # counted like any error reply ([limits] errors_per_session)
+
+
 def test_help_and_noop(mode: str) -> None:
     t = converse(b"HELP\r\nhelp mail\r\nNOOP\r\nnoop anything\r\n", mode)
     help_reply = t.replies[1]
@@ -1735,6 +1752,9 @@ def _catalogue() -> list[Reply]:
         replies.chunk_ok(1),
         replies.message_too_big(1),
         replies.etrn_started("x"),
+        replies.etrn_refused("x"),
+        replies.etrn_failed("x", full=True),
+        replies.etrn_failed("x", full=False),
     ]
     return found
 

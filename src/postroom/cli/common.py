@@ -11,7 +11,7 @@ from postroom.config import Config, ConfigError, load_config
 from postroom.services.accounts import PasswordError
 from postroom.storage.api import DirectStore
 from postroom.storage.backend import direct_store
-from postroom.storage.records import StoreError
+from postroom.storage.records import StorageFailure, StoreError
 
 
 class CliError(click.ClickException):
@@ -28,19 +28,29 @@ def load(ctx: click.Context) -> Config:
         raise CliError(str(error)) from None
 
 
+def storage_problem(failure: StorageFailure, config: Config) -> str:
+    """One line for a data_dir or database that cannot be used: path, problem, fix."""
+    return f"{failure} (data_dir is set in {config.path})"
+
+
 @contextlib.contextmanager
 def open_store(config: Config, *, accounts: bool = False) -> Iterator[DirectStore]:
     """The store, for one command; `accounts=True` tells a running server users/aliases
     changed, once the command succeeded."""
     try:
         store = direct_store(config.data_dir)
-    except Exception as error:  # sqlite3 errors on an unusable data_dir
-        raise CliError(f"{config.data_dir}: cannot open the store: {error}") from None
+    except StorageFailure as failure:
+        raise CliError(storage_problem(failure, config)) from None
     try:
         yield store
         if accounts:
             store.signals.mark("accounts")
     except (StoreError, PasswordError) as error:
         raise CliError(str(error)) from None
+    except Exception as error:
+        trouble = store.failure(error)
+        if trouble is None:
+            raise
+        raise CliError(storage_problem(trouble, config)) from None
     finally:
         store.close()

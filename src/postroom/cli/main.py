@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 import click
 
 from postroom import logsetup
-from postroom.cli.common import CliError, load
+from postroom.cli.common import CliError, load, storage_problem
 from postroom.cli.pidlock import serve_lock
 from postroom.cli.usage import OneLineUsageGroup
 from postroom.config import DEFAULT_DOMAINS, Config, default_hostname
 from postroom.config_template import render_default_config
+from postroom.storage.records import StorageFailure
 
 if TYPE_CHECKING:
     from postroom.net.listener import ListenError
@@ -69,7 +70,14 @@ def init(ctx: click.Context, hostname: str, domains: tuple[str, ...], force: boo
         text = render_default_config(hostname, domains or DEFAULT_DOMAINS)
     except ValueError as error:
         raise CliError(str(error)) from None
-    path.write_text(text, encoding="utf-8")
+    try:
+        # 0600: it may come to hold the [relay] password.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(fd, 0o600)  # an existing file (--force) keeps its mode otherwise
+            handle.write(text)
+    except OSError as error:
+        raise CliError(f"{path}: cannot write it: {error.strerror}") from None
     click.echo(f"wrote {path}")
 
 
@@ -86,6 +94,9 @@ def serve(ctx: click.Context, verbose: bool) -> None:
 
     config = load(ctx)
     logsetup.configure(verbose)
+    # As Postfix's master: whatever the server creates is its own. What it creates in data_dir
+    # has its mode set explicitly as well (storage/private.py), for the CLI's sake.
+    os.umask(0o077)
     runner: Callable[..., None] = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop
@@ -98,6 +109,8 @@ def serve(ctx: click.Context, verbose: bool) -> None:
         raise CliError(str(error)) from None
     except ListenError as error:
         raise CliError(listen_problem(error, config)) from None
+    except StorageFailure as failure:
+        raise CliError(storage_problem(failure, config)) from None
     except OSError as error:
         raise CliError(f"cannot start: {error}") from None
 

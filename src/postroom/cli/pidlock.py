@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from postroom.cli.common import CliError
 from postroom.config import Config
+from postroom.storage import private
 
 PID_FILE = "postroom.pid"
 
@@ -36,8 +37,8 @@ def serve_lock(config: Config) -> Iterator[None]:
     """Hold the data_dir's pid-file lock for the duration; CliError when another serve has it."""
     path = config.data_dir / PID_FILE
     try:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        private.make_data_dir(config.data_dir)
+        fd = private.open_file(path, os.O_RDWR)
     except OSError as error:
         raise CliError(
             f"{path}: cannot open the pid file ({error.strerror}); check data_dir in {config.path}"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from postroom.model.queue import QueuedMessage, Recipient, RecipientState
 from postroom.queue.reports import Reporter
 from postroom.storage.api import Store, Tx
-from postroom.storage.records import INBOX, HistoryEvent
+from postroom.storage.records import INBOX, HistoryEvent, StorageFailure
 
 log = logging.getLogger("postroom.delivery")
 
@@ -128,6 +128,8 @@ def deliver_before_queuing(
                 rcpt.state = RecipientState.DELIVERED
                 rcpt.last_reply = f"250 2.0.0 delivered to {INBOX} uid {uid}"
                 delivered.append(Delivered(message.id, rcpt.address, uid))
+    except StorageFailure:
+        raise  # the whole transaction fails with it: nothing is accepted
     except Exception:
         log.exception("immediate delivery of %s failed; queuing it for retry", message.id)
         for rcpt in local:
@@ -185,8 +187,12 @@ class LocalDelivery:
                 delivered = await self.store.write(
                     functools.partial(deliver_messages, message_ids=batch, reporter=self.reporter)
                 )
-            except Exception:
-                log.exception("local delivery of %d messages failed; will retry", len(batch))
+            except Exception as error:
+                what = f"local delivery of {len(batch)} messages failed; will retry"
+                if isinstance(error, StorageFailure):
+                    log.warning("%s: %s", what, error)
+                else:
+                    log.exception(what)
                 await asyncio.sleep(1.0)
                 self._pending[:0] = batch
                 self._wakeup.set()

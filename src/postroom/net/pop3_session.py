@@ -22,6 +22,7 @@ from postroom.proto.pop3 import replies
 from postroom.proto.pop3.engine import Pop3Server, Pop3Settings
 from postroom.services.authn import login_failed
 from postroom.services.maildrop import Maildrop, MaildropContext, MaildropInUse
+from postroom.storage.records import StorageFailure
 
 log = logging.getLogger("postroom.pop3")
 
@@ -102,6 +103,10 @@ class Pop3Service:
             elif isinstance(event, ev.FetchMessage):
                 try:
                     content = await maildrop.fetch(event.key)
+                except StorageFailure as failure:
+                    log.warning("reading a message failed client=%s: %s", stream.peer[0], failure)
+                    engine.fetch_failed()
+                    continue
                 except Exception:
                     log.exception("reading a message failed client=%s", stream.peer[0])
                     engine.fetch_failed()
@@ -110,6 +115,10 @@ class Pop3Service:
             elif isinstance(event, ev.CommitDeletions):
                 try:
                     await maildrop.commit(event.keys)
+                except StorageFailure as failure:
+                    log.warning("pop3 expunge failed user=%s: %s", engine.identity, failure)
+                    engine.deletions_committed(False)
+                    continue
                 except Exception:
                     log.exception("pop3 expunge failed user=%s", engine.identity)
                     engine.deletions_committed(False)
@@ -133,6 +142,10 @@ class Pop3Service:
             return
         except LookupError as error:
             log.info("pop3 no maildrop client=%s: %s", stream.peer[0], error)
+            engine.maildrop_refused(in_use=False)
+            return
+        except StorageFailure as failure:
+            log.warning("opening the maildrop failed user=%s: %s", identity, failure)
             engine.maildrop_refused(in_use=False)
             return
         except Exception:

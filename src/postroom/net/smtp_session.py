@@ -116,8 +116,9 @@ class SmtpService:
                 if not await self._start_tls(stream, engine):
                     return
             elif isinstance(event, ev.Etrn):
-                log.info("etrn client=%s node=%s", stream.peer[0], event.node)
-                await self.ctx.etrn(event.node)  # RFC 1985: run that domain's queue now
+                # RFC 1985: run that node's queue now (at most so often: services/etrn.py).
+                refusal = await self.ctx.etrn(event.node, stream.peer[0])
+                engine.accept() if refusal is None else engine.reject(refusal)
             elif isinstance(event, ev.CloseConnection):
                 stream.write(engine.data_to_send())
                 return

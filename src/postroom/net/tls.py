@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from postroom.storage import private
+
 log = logging.getLogger("postroom.tls")
 
 VALIDITY = datetime.timedelta(days=3650)
@@ -63,7 +65,7 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     reason = _renewal_reason(cert_path, key_path, hostname)
     if reason is None:
         return cert_path, key_path
-    directory.mkdir(parents=True, exist_ok=True)
+    private.make_dir(directory)
     key = _reusable_key(key_path)
     if key is None:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -72,7 +74,7 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_atomically(key_path, key_bytes, 0o600)
+        _write_atomically(key_path, key_bytes)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -86,7 +88,7 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
         .add_extension(x509.SubjectAlternativeName(self_signed_names(hostname)), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     if reason != "missing":
         log.warning("made the self-signed certificate %s again: %s", cert_path, reason)
     return cert_path, key_path
@@ -101,10 +103,12 @@ def _reusable_key(key_path: Path) -> ec.EllipticCurvePrivateKey | None:
     return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write a sibling and rename it over `path`: a reader sees the old file or the new one."""
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write a sibling (0600, as everything in data_dir) and rename it over `path`: a reader
+    sees the old file or the new one."""
     temporary = path.with_name(path.name + ".new")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    temporary.unlink(missing_ok=True)  # left by a crash, with whatever mode it had
+    fd = private.open_file(temporary)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     os.replace(temporary, path)

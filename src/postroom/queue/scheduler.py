@@ -35,7 +35,7 @@ from postroom.queue.backoff import RetryPolicy
 from postroom.queue.bounce import Kind, ReportRecipient
 from postroom.queue.reports import Reporter, wants
 from postroom.storage.api import Store, Tx
-from postroom.storage.records import ClaimedMessage
+from postroom.storage.records import ClaimedMessage, StorageFailure
 
 log = logging.getLogger("postroom.queue")
 
@@ -43,6 +43,7 @@ MAX_IDLE_WAIT = 60.0  # seconds between looks at an idle queue
 PRUNE_EVERY = 3600.0  # seconds between prunings of the delivery history
 PRUNE_SLICE = 5000  # messages forgotten per write
 STAMP_CHECK = 1.0  # seconds between checks of the CLI's "queue changed" stamp
+STORAGE_RETRY = 10.0  # seconds before another look after the store failed
 SESSION_MIN_MESSAGES = 20  # a destination gets another parallel session per this many messages
 
 T = TypeVar("T")
@@ -85,27 +86,40 @@ class Scheduler:
         self._wakeup.set()
 
     async def run(self) -> None:
-        # Report lines a crash left held (a round that never finished) go out first.
-        await self.store.write(self._send_all_held)
+        held_sent = False
         while True:
-            self._wakeup.clear()
-            now = self.clock()
-            claims = await self.store.write(functools.partial(self._claim, now=now))
-            if claims:
-                batches = [
-                    (domain, batch)
-                    for domain, items in claims.items()
-                    for batch in split_batches(items, self._concurrency)
-                ]
-                # A message waits for all its destinations before its reports go out.
-                self._rounds = Counter(item.message.id for _, b in batches for item in b)
-                await asyncio.gather(*(self._deliver_domain(d, b) for d, b in batches))
-                continue
-            if now - self._pruned_at >= PRUNE_EVERY:
-                await self.prune_history(now)
-            due = await self.store.read(lambda tx: tx.queue.next_due())
-            wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, due - self.clock())
-            await self._idle(wait)
+            try:
+                if not held_sent:
+                    # Report lines a crash left held (a round that never finished) go first.
+                    await self.store.write(self._send_all_held)
+                    held_sent = True
+                await self._cycle()
+            except StorageFailure as failure:
+                # A full disk or a failing database: one line, and another look later. What
+                # a round claimed and could not record is retried at its next attempt.
+                log.warning("queue run failed, next look in %gs: %s", STORAGE_RETRY, failure)
+                await self._idle(STORAGE_RETRY)
+
+    async def _cycle(self) -> None:
+        """Deliver what is due, or wait until something may be."""
+        self._wakeup.clear()
+        now = self.clock()
+        claims = await self.store.write(functools.partial(self._claim, now=now))
+        if claims:
+            batches = [
+                (domain, batch)
+                for domain, items in claims.items()
+                for batch in split_batches(items, self._concurrency)
+            ]
+            # A message waits for all its destinations before its reports go out.
+            self._rounds = Counter(item.message.id for _, b in batches for item in b)
+            await asyncio.gather(*(self._deliver_domain(d, b) for d, b in batches))
+            return
+        if now - self._pruned_at >= PRUNE_EVERY:
+            await self.prune_history(now)
+        due = await self.store.read(lambda tx: tx.queue.next_due())
+        wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, due - self.clock())
+        await self._idle(wait)
 
     async def prune_history(self, now: float) -> int:
         """Forget the delivery history of messages older than `keep_history`, a slice per

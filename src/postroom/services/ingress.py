@@ -29,9 +29,10 @@ from postroom.proto.smtp.replies import Reply
 from postroom.queue.spool import Spool
 from postroom.services import cleanup
 from postroom.services.authn import Authenticator
+from postroom.services.etrn import EtrnGate, Verdict
 from postroom.storage.api import Store
 from postroom.storage.buffer import ContentBuffer
-from postroom.storage.records import Resolution, normalize_address
+from postroom.storage.records import Resolution, StorageFailure, normalize_address
 
 log = logging.getLogger("postroom.smtp")
 
@@ -51,6 +52,7 @@ class IngressContext:
     outbound_wakeup: Callable[[], None] = lambda: None
     authenticator: Authenticator = field(init=False)
     local_domains: frozenset[str] = field(default_factory=frozenset)
+    etrn_gate: EtrnGate = field(default_factory=EtrnGate)
 
     _known: dict[str, tuple[float, Resolution]] = field(default_factory=dict)
     _stamp: int = 0
@@ -59,12 +61,35 @@ class IngressContext:
         self.authenticator = Authenticator(self.store, self.config.auth.cache_ttl)
         self.local_domains = frozenset(d.lower() for d in self.config.domains)
 
-    async def etrn(self, node: str) -> None:
-        """RFC 1985: start delivery of the mail waiting for `node` (a domain or "@domain")."""
+    async def etrn(self, node: str, client: str) -> Reply | None:
+        """RFC 1985: start delivery of the mail waiting for `node` (a domain or "@domain";
+        "#queue" names no mail of ours, it only wakes the scheduler). None: started (250),
+        or already, moments ago; else the 458 to answer (services/etrn.py)."""
+        verdict = self.etrn_gate.decide(node, client)
+        if verdict is Verdict.STARTED:
+            log.debug("etrn client=%s node=%s result=250 (already started)", client, node)
+            return None
+        if verdict is Verdict.REFUSED:
+            log.info("etrn client=%s node=%s result=458 too many requests", client, node)
+            return replies.etrn_refused(node)
         if not node.startswith("#"):
             now = time.time()
-            await self.store.write(lambda tx: tx.queue.retry_domain(node, now))
+            try:
+                await self.store.write(lambda tx: tx.queue.retry_domain(node, now))
+            except StorageFailure as failure:
+                self.etrn_gate.forget(node)
+                refusal = replies.etrn_failed(node, full=failure.full)
+                log.warning(
+                    "etrn client=%s node=%s result=458 %s: %s",
+                    client,
+                    node,
+                    refusal.enhanced,
+                    failure,
+                )
+                return refusal
+        log.info("etrn client=%s node=%s result=250", client, node)
         self.outbound_wakeup()
+        return None
 
     async def resolve(self, address: str) -> Resolution:
         """Alias expansion for a local address, with a short-lived cache of positive answers.
@@ -200,11 +225,24 @@ class IngressSession:
             message = QueuedMessage(queue_id, envelope, prefix, 0, content.size, self._recipients)
             deliver = functools.partial(deliver_before_queuing, reporter=self.ctx.local.reporter)
             delivered = await self.ctx.spool.accept(message, content, deliver)
+        except StorageFailure as failure:
+            # The disk or the database failed: a temporary failure, one line, no traceback.
+            response = replies.INSUFFICIENT_STORAGE if failure.full else replies.LOCAL_ERROR
+            log.warning(
+                "queueing failed client=%s from=<%s> size=%d result=%d %s: %s",
+                self.client_addr,
+                mail.address,
+                content.size,
+                response.code,
+                response.enhanced,
+                failure,
+            )
+            return response
         except Exception:
             log.exception("queueing failed client=%s", self.client_addr)
-            content.discard()
             return replies.LOCAL_ERROR
         finally:
+            content.discard()  # its spill file, whatever happened (a mail loop too)
             self._reset()
         if any(
             r.user_id is not None and r.state is RecipientState.QUEUED for r in message.recipients

@@ -39,6 +39,7 @@ from postroom.storage.records import (
     QueueEntry,
     Resolution,
     StatusCounts,
+    StorageFailure,
     StoredMessage,
     StoreResult,
     UserRecord,
@@ -368,7 +369,11 @@ MailboxChanges = Callable[[dict[int, int | None]], None]
 
 
 class Store(Protocol):
-    """The server's store: writes in group commits on the store's writer, reads beside it."""
+    """The server's store: writes in group commits on the store's writer, reads beside it.
+
+    When the disk or the database fails, `write`, `read` and `write_content` raise
+    `StorageFailure` (records.py) and log nothing: the caller answers its client with a
+    temporary failure and logs one line. `open` raises it naming the path and the fix."""
 
     @property
     def signals(self) -> Signals: ...
@@ -415,11 +420,13 @@ class Store(Protocol):
 
     async def write_content(self, content: ContentBuffer, then: Callable[[Tx, int], T]) -> T:
         """Store `content` as a new blob and run `then(tx, blob_id)` in the same group commit;
-        the content's bytes are durable before the commit that references them."""
+        the content's bytes are durable before the commit that references them. The buffer is
+        used up: its spill file is gone afterwards, whether the write succeeded or not."""
 
 
 class DirectStore(Protocol):
-    """The store for one CLI command: the same repositories, synchronous."""
+    """The store for one CLI command: the same repositories, synchronous. Opening it raises
+    `StorageFailure`, naming the path and the fix, when the database cannot be used."""
 
     @property
     def signals(self) -> Signals: ...
@@ -429,5 +436,9 @@ class DirectStore(Protocol):
 
     def reader(self) -> Tx:
         """Repositories for reading (each read sees the latest commit)."""
+
+    def failure(self, error: BaseException) -> StorageFailure | None:
+        """The `StorageFailure` an error raised by these repositories is (None: it is a
+        refusal or a bug), for the command to say in one line."""
 
     def close(self) -> None: ...

@@ -6,6 +6,7 @@ canonical text (`join_flags`) in the store and as tuples in the program.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -30,6 +31,24 @@ DEFAULT_MAILBOXES: tuple[tuple[str, str], ...] = (
 
 class StoreError(Exception):
     """A request the store refuses (duplicate user, unknown user, ...); message is for humans."""
+
+
+class StorageFailure(Exception):
+    """The store could not read or write: a full disk, an I/O error, a file that is not what
+    it should be. The server's trouble, never the client's: a temporary failure to answer
+    (SMTP 451/452, IMAP NO, POP3 -ERR [SYS/TEMP]) and one log line, never a traceback. The
+    message names the path when there is one."""
+
+    def __init__(self, text: str, *, full: bool = False) -> None:
+        super().__init__(text)
+        self.full = full  # out of space (ENOSPC, EDQUOT, SQLITE_FULL): RFC 3463 X.3.1
+
+
+def os_failure(error: OSError, path: object = None) -> StorageFailure:
+    """The `StorageFailure` an OSError from the file system is; `path` names the file when
+    the error does not (a failed write)."""
+    text = f"{path}: {error.strerror}" if error.filename is None and path else str(error)
+    return StorageFailure(text, full=error.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
 class MailboxError(StoreError):

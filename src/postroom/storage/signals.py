@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+from postroom.storage import private
 from postroom.storage.api import Signal
 
 _FILES: dict[Signal, str] = {"accounts": "accounts.changed", "queue": "queue.changed"}
@@ -22,8 +23,7 @@ class FileSignals:
 
     def mark(self, what: Signal) -> None:
         path = self._paths[what]
-        with open(path, "a"):
-            pass
+        os.close(private.open_file(Path(path)))
         now = time.time_ns()
         os.utime(path, ns=(now, now))
 

@@ -99,7 +99,8 @@ class StartTls:
 
 @dataclass(frozen=True, slots=True)
 class Etrn:
-    """ETRN for a domain (informational; RFC 1985): start delivery of its queued mail."""
+    """Decision: start delivery of the mail queued for a node (RFC 1985), `accept` (250) or
+    `reject` (458: too many requests, or the queue could not be touched)."""
 
     node: str
 

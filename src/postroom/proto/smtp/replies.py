@@ -168,7 +168,10 @@ BARE_LINE_ENDING = reply(
 MAIL_LOOP = reply(554, "5.4.6", "Too many Received headers: mail loop detected")
 BODY_8BIT_REQUIRED = reply(554, "5.6.0", "BINARYMIME is not supported")
 SMTPUTF8_REQUIRED = reply(553, "5.6.7", "Non-ASCII address requires the SMTPUTF8 parameter")
+# RFC 5321 §4.2.2 451 "local error in processing" / RFC 3463 4.3.0 "other mail system status".
 LOCAL_ERROR = reply(451, "4.3.0", "Local error in processing, try again later")
+# RFC 5321 §4.2.2 452 "insufficient system storage" / RFC 3463 4.3.1 "mail system full".
+INSUFFICIENT_STORAGE = reply(452, "4.3.1", "Insufficient system storage, try again later")
 
 # --- policy ---------------------------------------------------------------------------------
 
@@ -204,4 +207,18 @@ def auth_challenge(encoded: str) -> Reply:
 
 
 def etrn_started(node: str) -> Reply:
+    # RFC 1985 §5: 250 "OK, queuing for node <x> started".
     return reply(250, "2.0.0", f"Queuing for node {node} started")
+
+
+def etrn_refused(node: str) -> Reply:
+    # RFC 1985 §5: 458 "Unable to queue messages for node <x>" (temporary); this client sent
+    # more ETRNs than it may (services/etrn.py). RFC 3463 4.7.0: a policy refusal.
+    return reply(458, "4.7.0", f"Unable to queue messages for node {node}: too many ETRN requests")
+
+
+def etrn_failed(node: str, *, full: bool) -> Reply:
+    # RFC 1985 §5: 458; the queue could not be touched (RFC 3463 4.3.1 a full disk, else 4.3.0).
+    return reply(
+        458, "4.3.1" if full else "4.3.0", f"Unable to queue messages for node {node}, try later"
+    )

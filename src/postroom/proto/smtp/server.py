@@ -180,12 +180,15 @@ class SmtpServer:
                 return ev.NEED_DATA
 
     def accept(self, response: Reply | None = None) -> None:
-        """Accept the pending MailFrom/RcptTo/MessageComplete; MessageComplete needs a reply."""
+        """Accept the pending MailFrom/RcptTo/MessageComplete/Etrn; MessageComplete needs a
+        reply."""
         if self._pending == "message" and response is None:
             # Checked before taking the decision, so the driver can still answer it.
             raise ValueError("accepting a message needs the reply with its queue ID")
-        pending = self._take_pending(("mail", "rcpt", "message"))
-        if pending == "mail":
+        pending = self._take_pending(("mail", "rcpt", "message", "etrn"))
+        if pending == "etrn":
+            self._send(response or replies.etrn_started(self._pending_value))
+        elif pending == "mail":
             self.phase = Phase.MAIL
             self._send(response or replies.sender_ok(self._pending_value))
         elif pending == "rcpt":
@@ -198,7 +201,7 @@ class SmtpServer:
             self._reset_transaction()
 
     def reject(self, response: Reply) -> None:
-        pending = self._take_pending(("mail", "rcpt", "message"))
+        pending = self._take_pending(("mail", "rcpt", "message", "etrn"))
         self._send(response)
         if pending == "message":
             self._reset_transaction()
@@ -442,8 +445,7 @@ class SmtpServer:
         node = argument.strip()
         if not node or " " in node:
             raise ClientError(replies.syntax("ETRN requires a domain"))
-        self._events.append(ev.Etrn(node))
-        self._send(replies.etrn_started(node))
+        self._wait("etrn", ev.Etrn(node), node)
 
     def _starttls(self, argument: str) -> None:
         if argument:

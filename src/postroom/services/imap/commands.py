@@ -1,7 +1,8 @@
 """Which IMAP command is legal in which state, and who handles it (RFC 3501 §3, §6).
 
 One table, as DESIGN.md asks: a command outside its states gets BAD; a handler's `Refusal` or a
-store `MailboxError` becomes NO (or BAD) with its response code, here and nowhere else.
+store `MailboxError` becomes NO (or BAD) with its response code, here and nowhere else; so does
+a `StorageFailure` (NO [OVERQUOTA] or NO [UNAVAILABLE], one log line).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from postroom.proto.imap import grammar_commands as cmd
 from postroom.services.imap import messages, searching
 from postroom.services.imap.session import ImapSession, Refusal, State
-from postroom.storage.records import MailboxError
+from postroom.storage.records import MailboxError, StorageFailure
 
 log = logging.getLogger("postroom.imap")
 
@@ -58,6 +59,10 @@ ALLOWED: dict[type, tuple[frozenset[State], Handler]] = {
     cmd.Thread: (SELECTED, searching.thread),
 }
 
+_STORAGE_REFUSALS = {
+    True: ("OVERQUOTA", "Not enough disk space, try again later"),
+    False: ("UNAVAILABLE", "Mail storage temporarily unavailable, try again later"),
+}
 _WRONG_STATE = {
     "notauth": "Not logged in",
     "auth": "No mailbox selected",
@@ -85,6 +90,20 @@ async def run(session: ImapSession, tag: str, command: cmd.Command) -> bool:
             session.tagged(tag, refusal.status, refusal.text, refusal.code)
         except MailboxError as error:
             session.tagged(tag, "NO", error.text, error.code)
+        except StorageFailure as failure:
+            # RFC 5530: OVERQUOTA for a full disk (Dovecot: "NO [OVERQUOTA] Not enough disk
+            # space"), UNAVAILABLE for any other failure of the storage (a subsystem is down);
+            # SERVERBUG stays for our bugs. One line, no traceback; the session goes on.
+            code, text = _STORAGE_REFUSALS[failure.full]
+            log.warning(
+                "%s failed client=%s tag=%s result=NO [%s]: %s",
+                type(command).__name__.upper(),
+                session.io.peer,
+                tag,
+                code,
+                failure,
+            )
+            session.tagged(tag, "NO", text, code)
         except Exception:
             # A bug of ours: the client gets a clear NO and the session goes on (RFC 5530).
             log.exception("IMAP command failed client=%s tag=%s", session.io.peer, tag)

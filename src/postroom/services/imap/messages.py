@@ -616,15 +616,19 @@ async def append(session: ImapSession, tag: str, command: cmd.Command) -> None:
             raise Refusal("Mailbox doesn't exist: " + name, "TRYCREATE")
         # Streamed (large) messages go one by one, each in its own commit.
         uidvalidity, uids = info.uidvalidity, []
-        for message in command.messages:
-            if isinstance(message.data, LiteralData):
-                buffer = session.ctx.store.new_buffer(f"append-{id(session)}-{len(uids)}")
-                buffer.write(message.data.data)
-            else:
-                if not streamed:
-                    raise Refusal("Literal data missing", status="BAD")
-                buffer = streamed.pop(0)
-            uids.append(await _append_one(session, info.id, buffer, message))
+        try:
+            for message in command.messages:
+                if isinstance(message.data, LiteralData):
+                    buffer = session.ctx.store.new_buffer(f"append-{id(session)}-{len(uids)}")
+                    buffer.write(message.data.data)
+                else:
+                    if not streamed:
+                        raise Refusal("Literal data missing", status="BAD")
+                    buffer = streamed.pop(0)
+                uids.append(await _append_one(session, info.id, buffer, message))
+        finally:
+            for buffer in streamed:  # those after a message that failed
+                buffer.discard()
         if session.selected is not None and session.selected.mailbox_id == info.id:
             await session.announce(allow_expunge=False, force=True)
     code = f"APPENDUID {uidvalidity} {number_set(uids).decode()}"

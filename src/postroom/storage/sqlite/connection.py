@@ -17,8 +17,10 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from postroom.storage import private
 from postroom.storage.sqlite.accounts import SqliteAccounts
 from postroom.storage.sqlite.blobs import SqliteBlobs, SqliteSummaries
+from postroom.storage.sqlite.errors import as_failure, open_failure
 from postroom.storage.sqlite.history import SqliteHistory
 from postroom.storage.sqlite.mailboxes import SqliteMailboxes
 from postroom.storage.sqlite.messages import SqliteMessages
@@ -35,24 +37,20 @@ class SqliteTx:
     """A connection and its repositories; one per thread that uses the store."""
 
     def __init__(self, data_dir: Path, *, readonly: bool = False) -> None:
+        """Open (and, unless `readonly`, create and migrate) the database; StorageFailure,
+        naming the path and the fix, when it cannot be used."""
         self.data_dir = data_dir
         self.path = data_dir / DB_NAME
         self.blob_dir = data_dir / BLOB_DIR
-        if not readonly:
-            data_dir.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA busy_timeout = 10000")
-        self.conn.execute("PRAGMA foreign_keys = ON")
         # Mailboxes whose messages changed in the current transaction (the store wakes the
         # IMAP sessions that have them open once it commits).
         self.touched: set[int] = set()
         # Blob files (relative to blob_dir) to unlink once the transaction has committed.
         self.unlink: list[str] = []
-        if not readonly:
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            # WAL + FULL: every COMMIT is fsynced before it returns (the durability contract).
-            self.conn.execute("PRAGMA synchronous = FULL")
-            self._migrate()
+        try:
+            self.conn = self._connect(readonly)
+        except (OSError, sqlite3.Error) as error:
+            raise open_failure(error, self.path) from None
         self.blobs = SqliteBlobs(self)
         self.summaries = SqliteSummaries(self)
         self.accounts = SqliteAccounts(self)
@@ -61,31 +59,30 @@ class SqliteTx:
         self.queue = SqliteQueue(self)
         self.history = SqliteHistory(self)
 
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        if not readonly:
+            private.make_data_dir(self.data_dir)
+            # SQLite makes the -wal and -shm files with the database file's mode.
+            private.create_missing(self.path)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+                # WAL + FULL: every COMMIT is fsynced before it returns (the durability
+                # contract).
+                conn.execute("PRAGMA synchronous = FULL")
+                # It writes (the schema version at least): a read-only file fails here, at
+                # once, not at the first message.
+                _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def close(self) -> None:
         self.conn.close()
-
-    def _migrate(self) -> None:
-        # executescript commits on its own; the schema is idempotent (IF NOT EXISTS).
-        self.conn.executescript(SCHEMA)
-        self.conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
-        (stored,) = self.conn.execute(
-            "SELECT value FROM meta WHERE key = 'schema_version'"
-        ).fetchone()
-        if int(stored) == SCHEMA_VERSION:
-            return
-        with self.transaction() as conn:
-            for version in range(int(stored) + 1, SCHEMA_VERSION + 1):
-                for step in MIGRATIONS.get(version, ()):
-                    if isinstance(step, str):
-                        conn.execute(step)
-                    else:
-                        step(conn)
-            conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
-            )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -102,16 +99,20 @@ class SqliteTx:
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
-        """A nested unit: an exception inside undoes only what was done inside, then rises."""
+        """A nested unit: an exception inside undoes only what was done inside, then rises
+        (as a `StorageFailure` when the storage failed: then the whole transaction must)."""
         name = f"nested{next(_savepoints)}"
         mark = len(self.unlink)
         self.conn.execute(f"SAVEPOINT {name}")
         try:
             yield
-        except BaseException:
+        except BaseException as error:
+            del self.unlink[mark:]
+            failure = as_failure(error, self.path)
+            if failure is not None:
+                raise failure from None
             self.conn.execute(f"ROLLBACK TO {name}")
             self.conn.execute(f"RELEASE {name}")
-            del self.unlink[mark:]
             raise
         self.conn.execute(f"RELEASE {name}")
 
@@ -121,3 +122,30 @@ class SqliteTx:
         for relative in paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.blob_dir / relative)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    # executescript commits on its own; the schema is idempotent (IF NOT EXISTS).
+    conn.executescript(SCHEMA)
+    conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+        (str(SCHEMA_VERSION),),
+    )
+    (stored,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if int(stored) == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for version in range(int(stored) + 1, SCHEMA_VERSION + 1):
+            for step in MIGRATIONS.get(version, ()):
+                if isinstance(step, str):
+                    conn.execute(step)
+                else:
+                    step(conn)
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -33,10 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from postroom.storage import private
 from postroom.storage.api import Tx
 from postroom.storage.buffer import ContentBuffer
+from postroom.storage.records import StorageFailure, os_failure
 from postroom.storage.signals import FileSignals
-from postroom.storage.sqlite.connection import DB_NAME, SqliteTx
+from postroom.storage.sqlite.connection import BLOB_DIR, DB_NAME, SqliteTx
+from postroom.storage.sqlite.errors import as_failure, open_failure
 
 log = logging.getLogger("postroom.store")
 
@@ -51,6 +54,7 @@ CHECKPOINT_IDLE = 1.0  # seconds without a checkpoint request after which one is
 DERIVED_IDLE = 0.02
 DERIVED_BACKLOG = 256
 DERIVED_SLICE = 16
+TMP_DIR = "tmp"  # under BLOB_DIR: content on its way in (ContentBuffer's spill files)
 
 
 @dataclass
@@ -99,8 +103,8 @@ class SqliteStore:
 
     def __init__(self, data_dir: Path, *, batch_max: int = 256, batch_wait: float = 0.0) -> None:
         self.data_dir = data_dir
-        self.blob_dir = data_dir / "blobs"
-        self.tmp_dir = self.blob_dir / "tmp"
+        self.blob_dir = data_dir / BLOB_DIR
+        self.tmp_dir = self.blob_dir / TMP_DIR
         self.batch_max = batch_max
         self.batch_wait = batch_wait
         self.stats = CommitStats()
@@ -133,23 +137,20 @@ class SqliteStore:
         return self.data_dir / DB_NAME
 
     def open(self) -> None:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        # Blob files that never made it into a committed transaction are garbage.
-        for leftover in self.tmp_dir.iterdir():
-            leftover.unlink(missing_ok=True)
-        writer_db = SqliteTx(self.data_dir)
-        # Checkpoints (WAL pages copied into the database, then fsynced) run on their own
-        # thread, so no commit waits for one; the WAL file shrinks back to WAL_KEEP_BYTES once
-        # reset, which makes its size tell how much waits to be copied.
-        writer_db.conn.execute("PRAGMA wal_autocheckpoint = 0")
-        writer_db.conn.execute("PRAGMA synchronous = NORMAL")  # _commit syncs the WAL itself
-        writer_db.conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
-        repaired = writer_db.summaries.repair_recent()
-        if repaired:
-            log.info("made the IMAP summaries of %d messages a crash left without", repaired)
+        """Prepare data_dir and start the threads; StorageFailure, naming the path and the
+        fix, when the directory or the database cannot be used."""
+        try:
+            writer_db = self._prepare()
+        except (OSError, sqlite3.Error) as error:
+            raise open_failure(error, self.db_path) from None
+        try:
+            checkpoint_db = SqliteTx(self.data_dir, readonly=True)
+        except BaseException:
+            writer_db.close()
+            raise
         self._checkpoint_thread = threading.Thread(
             target=self._checkpoint_loop,
-            args=(SqliteTx(self.data_dir, readonly=True),),
+            args=(checkpoint_db,),
             name="store-checkpoint",
             daemon=True,
         )
@@ -158,6 +159,40 @@ class SqliteStore:
             target=self._writer_loop, args=(writer_db,), name="store-write", daemon=True
         )
         self._writer_thread.start()
+
+    def _prepare(self) -> SqliteTx:
+        """The directories, the writer's connection, and the warnings."""
+        private.make_data_dir(self.data_dir)
+        private.make_dirs(self.data_dir, BLOB_DIR, TMP_DIR)
+        # Blob files that never made it into a committed transaction are garbage.
+        for leftover in self.tmp_dir.iterdir():
+            leftover.unlink(missing_ok=True)
+        writer_db = SqliteTx(self.data_dir)
+        try:
+            # Checkpoints (WAL pages copied into the database, then fsynced) run on their own
+            # thread, so no commit waits for one; the WAL file shrinks back to WAL_KEEP_BYTES
+            # once reset, which makes its size tell how much waits to be copied.
+            writer_db.conn.execute("PRAGMA wal_autocheckpoint = 0")
+            writer_db.conn.execute("PRAGMA synchronous = NORMAL")  # _commit syncs the WAL
+            writer_db.conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
+            repaired = writer_db.summaries.repair_recent()
+        except BaseException:
+            writer_db.close()
+            raise
+        if repaired:
+            log.info("made the IMAP summaries of %d messages a crash left without", repaired)
+        for path, fix in ((self.data_dir, "chmod 700"), (self.db_path, "chmod 600")):
+            current = private.exposed(path)
+            if current is not None:
+                log.warning(
+                    "%s is open to group or others (mode %04o): mail, password hashes and keys"
+                    " are readable by other local users; fix: %s %s",
+                    path,
+                    current,
+                    fix,
+                    path,
+                )
+        return writer_db
 
     def close(self) -> None:
         if self._writer_thread is not None:
@@ -237,29 +272,35 @@ class SqliteStore:
 
     async def write_content(self, content: ContentBuffer, then: Callable[[Tx, int], T]) -> T:
         """A large content's file is fsynced and moved into place first, so the commit that
-        references it is never ahead of its bytes."""
-        data = content.in_memory()
-        sync_dirs: list[Path] = []
+        references it is never ahead of its bytes. Whatever fails, neither its spill file nor
+        its blob file stays behind (a `StorageFailure` when the disk or the database failed).
+        """
         relative: str | None = None
-        if data is None:
-            name = f"{time.time_ns():x}-{id(content):x}"
-            relative = f"{name[-2:]}/{name}"
-            final = self.blob_dir / relative
-            await asyncio.to_thread(_seal_and_place, content, final)
-            sync_dirs += [final.parent, self.blob_dir]
-
-        def write(tx: SqliteTx) -> T:
-            if relative is None:
-                assert data is not None
-                return then(tx, tx.blobs.add(data))
-            return then(tx, tx.blobs.add_file(content.size, relative))
-
         try:
+            data = content.in_memory()
+            sync_dirs: list[Path] = []
+            if data is None:
+                name = f"{time.time_ns():x}-{id(content):x}"
+                relative = f"{name[-2:]}/{name}"
+                final = self.blob_dir / relative
+                await asyncio.to_thread(_seal_and_place, content, final)
+                sync_dirs += [final.parent, self.blob_dir]
+
+            def write(tx: SqliteTx) -> T:
+                if relative is None:
+                    assert data is not None
+                    return then(tx, tx.blobs.add(data))
+                return then(tx, tx.blobs.add_file(content.size, relative))
+
             return await self._write(write, sync_dirs)
-        except BaseException:
+        except Exception:
+            # Not when cancelled: the job may still commit, and must find its file.
             if relative is not None:
-                (self.blob_dir / relative).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    (self.blob_dir / relative).unlink(missing_ok=True)
             raise
+        finally:
+            content.discard()  # its spill file, when it was not moved into place
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` on the reader thread's connection (WAL: it never waits for the writer)."""
@@ -287,7 +328,7 @@ class SqliteStore:
                         db = SqliteTx(self.data_dir, readonly=True)
                     outcome = (item.future, item.fn(db), None)
                 except BaseException as error:  # handed to the caller, like any outcome
-                    outcome = (item.future, None, error)
+                    outcome = (item.future, None, as_failure(error, self.db_path) or error)
                 settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [outcome]
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                     item.loop.call_soon_threadsafe(_settle, settled, None)
@@ -367,7 +408,10 @@ class SqliteStore:
             # overwriting a small WAL is cheaper than growing a large one. Past wal_limit it
             # does so in any case.
             self._catch_up = False
-            db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            try:
+                db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as error:
+                log.warning("WAL checkpoint failed: %s", error)
 
     def _gather(self, batch: list[_Job]) -> bool:
         """Add every job already waiting (and, with batch_wait, those arriving shortly)."""
@@ -400,9 +444,12 @@ class SqliteStore:
                 released = len(db.unlink)
                 try:
                     value = job.fn(db)
-                except Exception as error:
+                except Exception as raised:
+                    if not conn.in_transaction:
+                        raise  # SQLite undid the whole transaction (an I/O error): all fail
                     conn.execute("ROLLBACK" if alone else f"ROLLBACK TO job{index}")
                     del db.unlink[released:]
+                    error = as_failure(raised, db.path) or raised
                     if job.early is not None:
                         self._answer_early(job, None, error)
                         outcomes.append((job.future, None, None))  # nothing left to wait for
@@ -427,15 +474,20 @@ class SqliteStore:
                     # of only flag changes skips it (a crash may undo those, never mail).
                     self._sync_wal()
                 self._later.extend(follow_ups)
-        except BaseException as error:
+        except BaseException as raised:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # the disk may refuse that too
+                    conn.execute("ROLLBACK")
             db.unlink.clear()
-            log.exception("group commit of %d jobs failed", len(batch))
-            outcomes = [(job.future, None, error) for job in batch]
+            failure = as_failure(raised, db.path)
+            if failure is None:  # a bug of ours
+                log.exception("group commit of %d jobs failed", len(batch))
+            # A storage failure is each job's to report (one line, by whoever waits for it).
+            cause: BaseException = failure or raised
+            outcomes = [(job.future, None, cause) for job in batch]
             for job in batch:
                 if job.early is not None:  # never ran: its caller still waits for a result
-                    self._answer_early(job, None, error)
+                    self._answer_early(job, None, cause)
         else:
             self.stats.record(len(batch))
         touched, db.touched = sorted(db.touched), set()
@@ -476,12 +528,21 @@ class SqliteStore:
                     conn.execute(f"SAVEPOINT later{index}")
                     try:
                         then(db, value)
-                    except Exception:
-                        log.exception("work derived from a commit failed (readers make it)")
+                    except Exception as error:
+                        self._derived_failed(error)
                         conn.execute(f"ROLLBACK TO later{index}")
                     conn.execute(f"RELEASE later{index}")
-        except sqlite3.Error:
+        except sqlite3.Error as error:
+            self._derived_failed(error)
+
+    def _derived_failed(self, error: Exception) -> None:
+        """Log a failure of derived work (in an except block): one line when the storage
+        failed, the traceback when it is a bug of ours."""
+        failure = as_failure(error, self.db_path)
+        if failure is None:
             log.exception("work derived from a commit failed (readers make it)")
+        else:
+            log.warning("work derived from a commit failed (readers make it): %s", failure)
 
     def _sync_wal(self) -> None:
         # fdatasync, as SQLite itself syncs: the data and the file size, not the timestamps
@@ -526,10 +587,13 @@ def fsync_directory(directory: Path) -> None:
 
 def _seal_and_place(content: ContentBuffer, final: Path) -> None:
     content.seal()
-    final.parent.mkdir(parents=True, exist_ok=True)
     source = content.path
     assert source is not None
-    os.replace(source, final)
+    try:
+        private.make_dir(final.parent)
+        os.replace(source, final)
+    except OSError as error:
+        raise os_failure(error) from None
 
 
 class SqliteDirect:
@@ -546,6 +610,9 @@ class SqliteDirect:
 
     def reader(self) -> Tx:
         return self._tx
+
+    def failure(self, error: BaseException) -> StorageFailure | None:
+        return as_failure(error, self._tx.path)
 
     def close(self) -> None:
         self._tx.close()
