@@ -44,7 +44,6 @@ def deliver_loaded(
     delivered: list[Delivered] = []
     settled: list[Recipient] = []
     prefix = return_path(message.envelope.sender) + message.prefix
-    size = len(prefix) + message.blob_size
     for rcpt in message.recipients:
         if rcpt.user_id is None or rcpt.state is not RecipientState.QUEUED:
             continue
@@ -57,16 +56,7 @@ def deliver_loaded(
             rcpt.state = RecipientState.FAILED
             rcpt.last_reply = "550 5.1.1 mailbox no longer exists"
         else:
-            uid = tx.messages.append(
-                mailbox_id,
-                message.blob_id,
-                size=size,
-                internal_date=message.envelope.arrival,
-                prefix=prefix,
-            )
-            rcpt.state = RecipientState.DELIVERED
-            rcpt.last_reply = f"250 2.0.0 delivered to {INBOX} uid {uid}"
-            delivered.append(Delivered(message.id, rcpt.address, uid))
+            delivered.append(copy_into(tx, message, rcpt, mailbox_id, prefix))
         tx.queue.update_recipient(rcpt)
         settled.append(rcpt)
     now = time.time()
@@ -74,6 +64,22 @@ def deliver_loaded(
     reporter.local_outcomes(tx, message, settled, now)
     tx.queue.finish_if_done(message.id, (RecipientState.DELIVERED, RecipientState.FAILED))
     return delivered
+
+
+def copy_into(
+    tx: Tx, message: QueuedMessage, rcpt: Recipient, mailbox_id: int, prefix: bytes
+) -> Delivered:
+    """The recipient's copy: the shared blob behind this copy's own `prefix`."""
+    uid = tx.messages.append(
+        mailbox_id,
+        message.blob_id,
+        size=len(prefix) + message.blob_size,
+        internal_date=message.envelope.arrival,
+        prefix=prefix,
+    )
+    rcpt.state = RecipientState.DELIVERED
+    rcpt.last_reply = f"250 2.0.0 delivered to {INBOX} uid {uid}"
+    return Delivered(message.id, rcpt.address, uid)
 
 
 def record_outcomes(tx: Tx, message_id: str, settled: list[Recipient], now: float) -> None:
@@ -110,7 +116,6 @@ def deliver_before_queuing(
     if not local:
         return delivered
     prefix = return_path(message.envelope.sender) + message.prefix
-    size = len(prefix) + message.blob_size
     try:
         with tx.savepoint():
             for rcpt in local:
@@ -118,16 +123,7 @@ def deliver_before_queuing(
                 inbox = tx.mailboxes.find(rcpt.user_id, INBOX)
                 if inbox is None:
                     continue  # user deleted since RCPT: the worker records the failure
-                uid = tx.messages.append(
-                    inbox.id,
-                    message.blob_id,
-                    size=size,
-                    internal_date=message.envelope.arrival,
-                    prefix=prefix,
-                )
-                rcpt.state = RecipientState.DELIVERED
-                rcpt.last_reply = f"250 2.0.0 delivered to {INBOX} uid {uid}"
-                delivered.append(Delivered(message.id, rcpt.address, uid))
+                delivered.append(copy_into(tx, message, rcpt, inbox.id, prefix))
     except StorageFailure:
         raise  # the whole transaction fails with it: nothing is accepted
     except Exception:
