@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from postroom.model.queue import Envelope, QueuedMessage, Recipient, RecipientState
+from postroom.model.queue import (
+    Envelope,
+    QueuedMessage,
+    Recipient,
+    RecipientState,
+    new_queue_id,
+)
 from postroom.proto.smtp.params import MailParams
 from postroom.storage.api import Store, Tx
 from postroom.storage.records import HistoryEvent, Resolution, StoreError
@@ -85,19 +91,20 @@ def test_state_is_per_recipient_and_attempts_are_counted_first(store: Store) -> 
 
 
 def test_history_outlives_the_queue_entry_until_pruned(store: Store) -> None:
-    message = write(store, lambda tx: queued(tx, "Q2", "a@one.test"))
+    q2 = new_queue_id(ARRIVAL)
+    message = write(store, lambda tx: queued(tx, q2, "a@one.test"))
     (claim,) = write(store, lambda tx: tx.queue.claim_due(ARRIVAL, every_hour))["one.test"]
 
     def delivered(tx: Tx) -> bool:
         (rcpt,) = claim.recipients
         tx.queue.record_attempt(rcpt, RecipientState.DEFERRED, "451 busy", ARRIVAL + 1)
         tx.queue.record_attempt(rcpt, RecipientState.DELIVERED, "250 ok", ARRIVAL + 2, "mx")
-        return tx.queue.finish_if_done("Q2")
+        return tx.queue.finish_if_done(q2)
 
     assert write(store, delivered)
-    assert read(store, lambda tx: tx.queue.load("Q2")) is None
+    assert read(store, lambda tx: tx.queue.load(q2)) is None
     assert not read(store, lambda tx: tx.blobs.exists(message.blob_id))
-    trace = read(store, lambda tx: tx.history.trace("q2"))
+    trace = read(store, lambda tx: tx.history.trace(q2.lower()))
     assert trace is not None and (trace.sender, trace.client_addr) == (
         "sender@example.test",
         "192.0.2.1",
@@ -108,7 +115,7 @@ def test_history_outlives_the_queue_entry_until_pruned(store: Store) -> None:
     ]
     assert write(store, lambda tx: tx.history.prune(ARRIVAL - 1)) == 0
     assert write(store, lambda tx: tx.history.prune(ARRIVAL + 1)) == 1
-    assert read(store, lambda tx: tx.history.trace("Q2")) is None
+    assert read(store, lambda tx: tx.history.trace(q2)) is None
 
 
 def test_a_manual_retry_keeps_the_schedule(store: Store) -> None:
@@ -237,11 +244,11 @@ def test_signals_tell_a_server_what_the_cli_changed(backend: Backend) -> None:
         store.close()
 
 
-def test_history_events_without_an_arrival_are_pruned_by_age(store: Store) -> None:
-    event = HistoryEvent("ORPHAN", ARRIVAL, "a@one.test", "delivered", "250 ok")
+def test_events_of_a_message_whose_arrival_is_not_remembered_are_not_kept(store: Store) -> None:
+    orphan = new_queue_id(ARRIVAL)
+    event = HistoryEvent(orphan, ARRIVAL, "a@one.test", "delivered", "250 ok")
     write(store, lambda tx: tx.history.record(event))
-    write(store, lambda tx: tx.history.prune(ARRIVAL + 1))
-    assert read(store, lambda tx: tx.history.trace("ORPHAN")) is None
+    assert read(store, lambda tx: tx.history.trace(orphan)) is None
 
 
 WRITER = textwrap.dedent(

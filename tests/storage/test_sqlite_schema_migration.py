@@ -94,7 +94,6 @@ def test_version_3_store_keeps_its_attempts_as_history(tmp_path: Path) -> None:
     # Back to schema 3: attempts lived in queue_attempts, gone with their queue entry.
     conn.executescript(
         """
-        DROP TABLE history_events;
         DELETE FROM message_history;
         ALTER TABLE queue_recipients DROP COLUMN scheduled_attempt;
         ALTER TABLE queue_recipients DROP COLUMN early_attempts;

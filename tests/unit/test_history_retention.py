@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from postroom.model.queue import Envelope, QueuedMessage
+from postroom.model.queue import Envelope, QueuedMessage, new_queue_id
 from postroom.proto.smtp.params import MailParams
 from postroom.queue import scheduler as scheduler_module
 from postroom.queue.backoff import RetryPolicy
@@ -17,6 +17,8 @@ from postroom.storage.records import HistoryEvent
 
 DAY = 86400.0
 NOW = 1_900_000_000.0
+OLD = [new_queue_id(NOW - 31 * DAY + index) for index in range(5)]
+RECENT = new_queue_id(NOW - 29 * DAY)
 
 
 def arrived(tx: Tx, message_id: str, arrival: float) -> None:
@@ -47,13 +49,13 @@ def test_history_older_than_keep_history_is_pruned(
     async def scenario() -> tuple[int, list[bool]]:
         def setup(tx: Tx) -> None:
             for index in range(5):
-                arrived(tx, f"OLD{index}", NOW - 31 * DAY)
-            arrived(tx, "RECENT", NOW - 29 * DAY)
+                arrived(tx, OLD[index], NOW - 31 * DAY)
+            arrived(tx, RECENT, NOW - 29 * DAY)
 
         await store.write(setup)
         pruned = await scheduler.prune_history(NOW)
         kept = await store.read(
-            lambda tx: [tx.history.trace(i) is not None for i in ("OLD0", "OLD4", "RECENT")]
+            lambda tx: [tx.history.trace(i) is not None for i in (OLD[0], OLD[4], RECENT)]
         )
         return pruned, kept
 

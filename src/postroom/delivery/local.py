@@ -48,8 +48,7 @@ def deliver_loaded(
         if rcpt.user_id is None or rcpt.state is not RecipientState.QUEUED:
             continue
         if rcpt.user_id not in inboxes:
-            inbox = tx.mailboxes.find(rcpt.user_id, INBOX)
-            inboxes[rcpt.user_id] = None if inbox is None else inbox.id
+            inboxes[rcpt.user_id] = tx.mailboxes.id_of(rcpt.user_id, INBOX)
         mailbox_id = inboxes[rcpt.user_id]
         if mailbox_id is None:
             # The user was deleted after the message was accepted: a failure to report.
@@ -107,7 +106,8 @@ def deliver_before_queuing(
     """Deliver local recipients inside the accepting transaction (before any queue entry).
 
     Runs under a savepoint: if local delivery fails, the recipients stay QUEUED, the message
-    gets a queue entry like any other, and the background worker retries it. Success reports
+    gets a queue entry like any other, and the background worker retries it. The caller
+    records the copies made in the message's history with its arrival. Success reports
     owed (NOTIFY=SUCCESS) are queued in the same transaction by `reporter`; reports postroom
     generates itself pass none (their recipients never ask for one).
     """
@@ -120,10 +120,10 @@ def deliver_before_queuing(
         with tx.savepoint():
             for rcpt in local:
                 assert rcpt.user_id is not None
-                inbox = tx.mailboxes.find(rcpt.user_id, INBOX)
+                inbox = tx.mailboxes.id_of(rcpt.user_id, INBOX)
                 if inbox is None:
                     continue  # user deleted since RCPT: the worker records the failure
-                delivered.append(copy_into(tx, message, rcpt, inbox.id, prefix))
+                delivered.append(copy_into(tx, message, rcpt, inbox, prefix))
     except StorageFailure:
         raise  # the whole transaction fails with it: nothing is accepted
     except Exception:
@@ -132,11 +132,9 @@ def deliver_before_queuing(
             rcpt.state = RecipientState.QUEUED
             rcpt.last_reply = ""
         return []
-    settled = [r for r in local if r.state is RecipientState.DELIVERED]
-    now = time.time()
-    record_outcomes(tx, message.id, settled, now)
     if reporter is not None:
-        reporter.local_outcomes(tx, message, settled, now)
+        settled = [r for r in local if r.state is RecipientState.DELIVERED]
+        reporter.local_outcomes(tx, message, settled, time.time())
     return delivered
 
 

@@ -33,14 +33,20 @@ _random = random.Random(os.urandom(16))
 def new_queue_id(now: float | None = None) -> str:
     """A sortable, unique queue ID: 9 characters of time in ms, then 8 random characters."""
     millis = int((time.time() if now is None else now) * 1000)
-    chars = []
-    for value, width in ((millis, 9), (_random.getrandbits(39), 8)):
-        part = []
-        for _ in range(width):
-            value, digit = divmod(value, len(_ID_ALPHABET))
-            part.append(_ID_ALPHABET[digit])
-        chars.append("".join(reversed(part)))
-    return "".join(chars)
+    return _digits(millis, 9) + _digits(_random.getrandbits(39), 8)
+
+
+def queue_id_floor(moment: float) -> str:
+    """The smallest queue ID made at `moment` or later: IDs below it are older."""
+    return _digits(int(moment * 1000), 9) + _ID_ALPHABET[0] * 8
+
+
+def _digits(value: int, width: int) -> str:
+    part = []
+    for _ in range(width):
+        value, digit = divmod(value, len(_ID_ALPHABET))
+        part.append(_ID_ALPHABET[digit])
+    return "".join(reversed(part))
 
 
 @dataclass(slots=True)

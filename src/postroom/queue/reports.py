@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from postroom.model.queue import Envelope, QueuedMessage, Recipient, RecipientState, new_queue_id
 from postroom.proto.smtp.params import MailParams
 from postroom.queue.bounce import Kind, ReportRecipient, build_report
+from postroom.queue.spool import settled_events
 from postroom.storage.api import Tx
 
 log = logging.getLogger("postroom.queue")
@@ -170,8 +171,8 @@ def queue_generated(
     )
     message = QueuedMessage(new_queue_id(now), envelope, b"", 0, len(content), recipients)
     message.blob_id = tx.blobs.add(content)
-    tx.history.arrived(message)
     deliver_local(tx, message)
+    tx.history.arrived(message, settled_events(message))
     if message.needs_queue_entry():
         tx.queue.enqueue(message)
     return message

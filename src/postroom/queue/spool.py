@@ -8,14 +8,26 @@ returns may the server say 250 (RFC 5321 §6.1: a 250 is a promise to deliver or
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from postroom.model.queue import QueuedMessage
+from postroom.model.queue import QueuedMessage, RecipientState
 from postroom.storage.api import Store, Tx
 from postroom.storage.buffer import ContentBuffer
+from postroom.storage.records import HistoryEvent
 
 T = TypeVar("T")
+
+
+def settled_events(message: QueuedMessage) -> list[HistoryEvent]:
+    """The history of the recipients settled while the message was accepted (local copies)."""
+    now = time.time()
+    return [
+        HistoryEvent(message.id, now, rcpt.address, str(rcpt.state), rcpt.last_reply)
+        for rcpt in message.recipients
+        if rcpt.state is RecipientState.DELIVERED or rcpt.state is RecipientState.FAILED
+    ]
 
 
 class Spool:
@@ -44,8 +56,8 @@ class Spool:
 
         def write(tx: Tx, blob_id: int) -> T:
             message.blob_id = blob_id
-            tx.history.arrived(message)
             result = deliver_first(tx, message)
+            tx.history.arrived(message, settled_events(message))
             if message.needs_queue_entry():
                 tx.queue.enqueue(message)
             return result

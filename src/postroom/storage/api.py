@@ -90,6 +90,9 @@ class Mailboxes(Protocol):
 
     def find(self, user_id: int, name: str) -> MailboxInfo | None: ...
 
+    def id_of(self, user_id: int, name: str) -> int | None:
+        """`find(...).id` without the rest (local delivery asks it for every copy)."""
+
     def get(self, mailbox_id: int) -> MailboxInfo | None: ...
 
     def require(self, user_id: int, name: str) -> MailboxInfo:
@@ -313,15 +316,18 @@ class Queue(Protocol):
 class History(Protocol):
     """What happened to messages, kept after they leave the queue, for a retention time."""
 
-    def arrived(self, message: QueuedMessage) -> None:
-        """A message was accepted (its envelope is remembered)."""
-
-    def record(self, event: HistoryEvent) -> None: ...
+    def arrived(self, message: QueuedMessage, events: Sequence[HistoryEvent] = ()) -> None:
+        """A message was accepted: its envelope is remembered, with what already happened
+        (the local copies made in the accepting transaction) in one write."""
 
     def trace(self, message_id: str) -> MessageTrace | None: ...
 
+    def record(self, event: HistoryEvent) -> None:
+        """An event of a message whose arrival is remembered (otherwise it is not kept)."""
+
     def prune(self, before: float, limit: int = 5000) -> int:
-        """Forget up to `limit` messages that arrived before `before`; how many went."""
+        """Forget up to `limit` messages that arrived before `before` (message IDs are queue
+        IDs, which begin with their arrival time); how many went."""
 
 
 class Tx(Protocol):

@@ -191,7 +191,7 @@ def header_needle(key: SearchKey) -> tuple[str, str] | None:
 def subject_index(header: bytes) -> str:
     """Every Subject: of a header block, decoded and case-folded: what the store keeps to
     pre-filter SUBJECT searches (the real match is still made on the message)."""
-    return "\n".join(_decoded_headers(header).get("subject", [])).casefold()
+    return "\n".join(_decode_words(value) for value in field_values(header, "subject")).casefold()
 
 
 def uses_modseq(key: SearchKey) -> bool:

@@ -11,7 +11,6 @@ collected in `touched` for the writer to announce.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 from postroom.storage import private
 from postroom.storage.sqlite.accounts import SqliteAccounts
 from postroom.storage.sqlite.blobs import SqliteBlobs, SqliteSummaries
-from postroom.storage.sqlite.errors import as_failure, open_failure
+from postroom.storage.sqlite.errors import open_failure
 from postroom.storage.sqlite.history import SqliteHistory
 from postroom.storage.sqlite.mailboxes import SqliteMailboxes
 from postroom.storage.sqlite.messages import SqliteMessages
@@ -30,7 +29,6 @@ from postroom.storage.sqlite.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 DB_NAME = "postroom.db"
 BLOB_DIR = "blobs"
 
-_savepoints = itertools.count()
 
 
 class SqliteTx:
@@ -97,24 +95,9 @@ class SqliteTx:
         self.conn.execute("COMMIT")
         self.unlink_released()
 
-    @contextlib.contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """A nested unit: an exception inside undoes only what was done inside, then rises
-        (as a `StorageFailure` when the storage failed: then the whole transaction must)."""
-        name = f"nested{next(_savepoints)}"
-        mark = len(self.unlink)
-        self.conn.execute(f"SAVEPOINT {name}")
-        try:
-            yield
-        except BaseException as error:
-            del self.unlink[mark:]
-            failure = as_failure(error, self.path)
-            if failure is not None:
-                raise failure from None
-            self.conn.execute(f"ROLLBACK TO {name}")
-            self.conn.execute(f"RELEASE {name}")
-            raise
-        self.conn.execute(f"RELEASE {name}")
+    def savepoint(self) -> Savepoint:
+        """A nested unit: an exception inside undoes only what was done inside, then rises."""
+        return Savepoint(self)
 
     def unlink_released(self) -> None:
         """Remove the files of blobs whose last reference went (after the commit)."""
@@ -149,3 +132,29 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+class Savepoint:
+    """SAVEPOINT ... RELEASE, or ROLLBACK TO on an exception (a class, not a generator: local
+    delivery takes one for every accepted message). Every one has the same name: ROLLBACK TO
+    and RELEASE reach the innermost of that name, so they nest, and the statements stay the
+    same three (sqlite3 prepares each distinct text anew)."""
+
+    __slots__ = ("_mark", "_tx")
+
+    def __init__(self, tx: SqliteTx) -> None:
+        self._tx = tx
+        self._mark = 0
+
+    def __enter__(self) -> None:
+        self._mark = len(self._tx.unlink)
+        self._tx.conn.execute("SAVEPOINT nested")
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: object
+    ) -> None:
+        conn = self._tx.conn
+        if kind is not None:
+            conn.execute("ROLLBACK TO nested")
+            del self._tx.unlink[self._mark :]
+        conn.execute("RELEASE nested")

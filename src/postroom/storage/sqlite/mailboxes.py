@@ -43,6 +43,12 @@ class SqliteMailboxes:
         ).fetchone()
         return _info(row) if row else None
 
+    def id_of(self, user_id: int, name: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT id FROM mailboxes WHERE user_id = ? AND name = ?", (user_id, name)
+        ).fetchone()
+        return int(row[0]) if row else None
+
     def get(self, mailbox_id: int) -> MailboxInfo | None:
         row = self.conn.execute(
             f"SELECT {_COLUMNS} FROM mailboxes WHERE id = ?", (mailbox_id,)

@@ -7,6 +7,7 @@ reference, so delivering to many users never copies the body.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 
@@ -90,8 +91,10 @@ CREATE INDEX IF NOT EXISTS queue_recipients_message ON queue_recipients(message_
 CREATE INDEX IF NOT EXISTS queue_recipients_due ON queue_recipients(state, next_attempt);
 
 -- Delivery history, kept after a message leaves the queue (for `queue show` and traces) until
--- [queue] keep_history: each accepted message's envelope, then one row per event of one of its
--- recipients (delivered, deferred, failed, ...). No foreign keys: the queue entry goes first.
+-- [queue] keep_history: each accepted message's envelope and its recipients' events (delivered,
+-- deferred, failed, ...) appended as lines of JSON. One b-tree, no other index: queue IDs begin
+-- with their time, so the oldest are pruned by a range of IDs (every accepted message writes
+-- here: each index would cost every commit a page).
 CREATE TABLE IF NOT EXISTS message_history (
     id          TEXT PRIMARY KEY,
     arrival     REAL NOT NULL,
@@ -100,20 +103,9 @@ CREATE TABLE IF NOT EXISTS message_history (
     client_addr TEXT NOT NULL,
     client_helo TEXT NOT NULL,
     protocol    TEXT NOT NULL,
-    auth_user   TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS message_history_arrival ON message_history(arrival);
-
-CREATE TABLE IF NOT EXISTS history_events (
-    message_id TEXT NOT NULL,
-    time       REAL NOT NULL,
-    recipient  TEXT NOT NULL,
-    event      TEXT NOT NULL,
-    reply      TEXT NOT NULL,
-    relay      TEXT
-);
-CREATE INDEX IF NOT EXISTS history_events_message ON history_events(message_id);
-CREATE INDEX IF NOT EXISTS history_events_time ON history_events(time);
+    auth_user   TEXT NOT NULL,
+    events      TEXT NOT NULL DEFAULT ''  -- [time, recipient, event, reply, relay] per line
+) WITHOUT ROWID;
 
 -- Report lines of one message gathered while its deliveries to several destinations run, so
 -- the sender gets ONE report per kind (RFC 3464 allows many recipients per report).
@@ -199,13 +191,16 @@ def _keep_history(conn: sqlite3.Connection) -> None:
         " client_helo, protocol, auth_user) SELECT id, arrival, sender, size, client_addr,"
         " client_helo, protocol, auth_user FROM queue_messages"
     )
-    conn.execute(
-        "INSERT INTO history_events(message_id, time, recipient, event, reply)"
-        " SELECT r.message_id, a.time, r.address,"
-        " CASE substr(a.reply, 1, 1) WHEN '2' THEN 'delivered' WHEN '5' THEN 'failed'"
-        " ELSE 'deferred' END, a.reply"
-        " FROM queue_attempts a JOIN queue_recipients r ON r.id = a.recipient_id"
-    )
+    attempts = conn.execute(
+        "SELECT r.message_id, a.time, r.address, a.reply FROM queue_attempts a"
+        " JOIN queue_recipients r ON r.id = a.recipient_id ORDER BY a.time, a.rowid"
+    ).fetchall()
+    for message_id, moment, address, reply in attempts:
+        kind = {"2": "delivered", "5": "failed"}.get(str(reply)[:1], "deferred")
+        line = json.dumps([moment, address, kind, reply, None]) + "\n"
+        conn.execute(
+            "UPDATE message_history SET events = events || ? WHERE id = ?", (line, message_id)
+        )
     conn.execute("DROP TABLE queue_attempts")
 
 
