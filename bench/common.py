@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import threading
 import time
@@ -228,3 +229,20 @@ class RssSampler:
 def mib(kib: float) -> float:
     """KiB to MiB, rounded to 0.1."""
     return round(kib / 1024.0, 1)
+
+
+def medians(
+    times: dict[str, dict[str, list[float]]], checks: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Each system's and operation's median and runs in ms, with its checks."""
+    return {
+        name: {
+            op: {
+                "median_ms": round(statistics.median(samples), 2),
+                "runs_ms": [round(t, 2) for t in samples],
+                **checks[name][op],
+            }
+            for op, samples in per_op.items()
+        }
+        for name, per_op in times.items()
+    }

@@ -42,7 +42,6 @@ import json
 import random
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,17 @@ from typing import Any
 
 import imap_corpus as corpus
 import imap_stock
-from common import HOST, BenchError, Load, RssSampler, free_port, mib, tree_rss_kib, wait_port
+from common import (
+    HOST,
+    BenchError,
+    Load,
+    RssSampler,
+    free_port,
+    medians,
+    mib,
+    tree_rss_kib,
+    wait_port,
+)
 from imap_client import ImapClient, client_tls_context
 from sys_dovecot import Dovecot, make_certificate
 from sys_postroom import Postroom
@@ -199,7 +208,7 @@ def run_ops(servers: list[Server], appends: list[list[corpus.Message]]) -> dict[
                 info = run_op(op, server, rep, appends)
                 times[server.name][op].append((time.perf_counter() - started) * 1000.0)
                 checks[server.name].setdefault(op, info)
-    return _medians(times, checks)
+    return medians(times, checks)
 
 
 def run_stock_ops(servers: list[Server], first_append: int) -> dict[str, Any]:
@@ -223,23 +232,7 @@ def run_stock_ops(servers: list[Server], first_append: int) -> dict[str, Any]:
     finally:
         for client in clients.values():
             client.close()
-    return _medians(times, checks)
-
-
-def _medians(
-    times: dict[str, dict[str, list[float]]], checks: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
-    return {
-        name: {
-            op: {
-                "median_ms": round(statistics.median(samples), 2),
-                "runs_ms": [round(t, 2) for t in samples],
-                **checks[name][op],
-            }
-            for op, samples in per_op.items()
-        }
-        for name, per_op in times.items()
-    }
+    return medians(times, checks)
 
 
 def raise_fd_limit(want: int) -> dict[str, int]:

@@ -38,7 +38,6 @@ import poplib
 import random
 import shutil
 import smtplib
-import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -47,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import imap_corpus as corpus
-from common import HOST, BenchError, Load, free_port, wait_port
+from common import HOST, BenchError, Load, free_port, medians, wait_port
 from imap_client import ImapClient, client_tls_context
 from sys_dovecot import Dovecot, make_certificate
 from sys_postfix import PrivatePostfix
@@ -186,17 +185,7 @@ def run_ops(systems: dict[str, System]) -> dict[str, dict[str, Any]]:
                 elapsed = info.pop("seconds", time.perf_counter() - started)
                 times[system.name].setdefault(op, []).append(elapsed * 1000.0)
                 checks[system.name].setdefault(op, info)
-    return {
-        name: {
-            op: {
-                "median_ms": round(statistics.median(samples), 2),
-                "runs_ms": [round(t, 2) for t in samples],
-                **checks[name][op],
-            }
-            for op, samples in per_op.items()
-        }
-        for name, per_op in times.items()
-    }
+    return medians(times, checks)
 
 
 def load_pop3_mailbox(name: str, imaps: int) -> float:
