@@ -1,5 +1,6 @@
 """Layers only point down: `cli → app → net → services → delivery → queue → storage → model →
-proto`, with config, dns and logging beside them. Every package's imports of other postroom
+proto`, with mail authentication (over dns) below the services, delivery and queue that use it,
+and config, dns and logging beside them. Every package's imports of other postroom
 packages are checked against a table, so a wrong arrow fails the build; the protocol engines
 do no I/O (DESIGN.md rule 1); SQL stays inside the storage backend that owns it."""
 
@@ -19,12 +20,19 @@ CONFIG = {"config", "config_checks", "config_template", "durations"}
 # For each package (or top-level module), the postroom packages it may import. Anything not
 # listed is forbidden; a package may always import its own modules.
 ALLOWED: dict[str, set[str]] = {
-    "cli": {"app", "net", "services", "storage", "model", "proto", "logsetup", *CONFIG},
-    "app": {"net", "services", "delivery", "queue", "storage", "model", "proto", "dns", *CONFIG},
+    "cli": {
+        "app", "net", "services", "storage", "model", "mailauth", "proto", "dns", "logsetup",
+        *CONFIG,
+    },
+    "app": {
+        "net", "services", "delivery", "queue", "storage", "model", "mailauth", "proto", "dns",
+        *CONFIG,
+    },
     "net": {"services", "storage", "proto", "config"},
-    "services": {"delivery", "queue", "storage", "model", "proto", "config"},
-    "delivery": {"queue", "storage", "model", "proto", "dns"},
-    "queue": {"storage", "model", "proto"},
+    "services": {"delivery", "queue", "storage", "model", "mailauth", "proto", "dns", "config"},
+    "delivery": {"queue", "storage", "model", "mailauth", "proto", "dns"},
+    "queue": {"storage", "model", "mailauth", "proto"},
+    "mailauth": {"dns", "proto"},
     "storage": {"model", "proto"},
     "model": {"proto"},
     "proto": set(),
