@@ -47,6 +47,7 @@ from postroom.storage.records import ClaimedMessage
 log = logging.getLogger("postroom")
 
 SHUTDOWN_GRACE = 30.0
+TASK_STOP_WAIT = 2.0  # seconds for a cancelled background task to end before it is named
 # Listeners whose connections start with the TLS handshake (RFC 8314).
 IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
 
@@ -237,12 +238,25 @@ class MailServer:
         await drain_sessions(self.listeners, grace)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.local.wait_idle(), grace)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         self.store.close()
+
+
+async def stop_tasks(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel the background tasks and wait until they have ended. A task that goes on after
+    its cancellation (one swallowed by a library) is named in the log with where it runs, and
+    cancelled again, so shutdown never hangs on it."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=TASK_STOP_WAIT)
+        for task in pending:
+            frames = task.get_stack(limit=1)
+            where = f"{frames[0].f_code.co_filename}:{frames[0].f_lineno}" if frames else "?"
+            log.warning(
+                "task %s still running after cancel at %s; cancelling again", task.get_name(), where
+            )
 
 
 async def serve(config: Config) -> None:

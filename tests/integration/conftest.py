@@ -342,7 +342,9 @@ class Postroom:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
-            raise AssertionError(f"postroom did not stop within {timeout:g}s of SIGTERM") from None
+            raise AssertionError(
+                f"postroom did not stop within {timeout:g}s of SIGTERM\n{self.log_tail()}"
+            ) from None
 
     def kill(self) -> None:
         """kill -9, and reap."""

@@ -170,7 +170,8 @@ class ByteStream(asyncio.Protocol):
         if self._write_paused and self.transport is not None and not self.transport.is_closing():
             self._drain_waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(self._drain_waiter, timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see queue/scheduler.py
+                    await self._drain_waiter
             finally:
                 self._drain_waiter = None
 

@@ -138,8 +138,12 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while (remaining := deadline - loop.time()) > 0:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for returns normally when it is
+            # cancelled in the same loop turn as the event is set, and the cancellation that
+            # stops the server is lost (the task runs on, and shutdown waits forever).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), min(STAMP_CHECK, remaining))
+                async with asyncio.timeout(min(STAMP_CHECK, remaining)):
+                    await self._wakeup.wait()
                 return
             stamp = self.store.signals.version("queue")
             if stamp != self._stamp:
