@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from postroom import config_checks as checks
-from postroom.config_checks import Endpoint
+from postroom.config_checks import Endpoint, IPNetwork
 
 __all__ = [
     "DEFAULT_DOMAINS",
@@ -163,6 +163,32 @@ class RelayConfig:
     routes: tuple[tuple[str, Endpoint], ...] = ()
 
 
+VERIFY_ACTIONS = ("reject", "junk", "mark")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Checks of mail arriving on `smtp` from clients that did not log in (SPF, DKIM, DMARC,
+    ARC) and what their failures cost: refused (550 5.7.26), filed in Junk, or only marked in
+    the Authentication-Results header. A temporary DNS failure always answers 451."""
+
+    enabled: bool = True
+    dmarc_reject: str = "reject"  # DMARC fail where the domain publishes p=reject
+    dmarc_quarantine: str = "junk"  # DMARC fail where it publishes p=quarantine
+    own_domains: str = "reject"  # From: one of our domains, and DMARC does not pass
+    spf_fail: str = "junk"  # SPF fail where the From domain publishes no DMARC record
+    trusted_networks: tuple[IPNetwork, ...] = ()  # clients not checked (loopback is not)
+    arc_trusted: tuple[str, ...] = ()  # ARC sealers whose passing chain overrides DMARC fail
+    max_signatures: int = 8  # DKIM signatures checked per message; more are ignored
+
+
+@dataclass(frozen=True)
+class DkimConfig:
+    """Outbound DKIM signing of mail whose From: is in one of our domains."""
+
+    sign: bool = True
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole server configuration."""
@@ -179,6 +205,8 @@ class Config:
     delivery: DeliveryConfig = DeliveryConfig()
     relay: RelayConfig = RelayConfig()
     auth: AuthConfig = AuthConfig()
+    verify: VerifyConfig = VerifyConfig()
+    dkim: DkimConfig = DkimConfig()
 
 
 DEFAULT_LISTEN: dict[str, str] = {
@@ -208,6 +236,8 @@ _TOP_KEYS = (
     "relay",
     "routes",
     "auth",
+    "verify",
+    "dkim",
 )
 _RELAY_KEYS = ("host", "tls", "username", "password", "ca_file")
 _RELAY_TLS = ("starttls", "implicit", "opportunistic")
@@ -219,6 +249,8 @@ _LIMITS_DURATIONS = frozenset({"command_timeout", "data_timeout", "pop3_timeout"
 _DNS_KEYS = tuple(f.name for f in fields(DnsConfig))
 _AUTH_KEYS = tuple(f.name for f in fields(AuthConfig))
 _DELIVERY_KEYS = tuple(f.name for f in fields(DeliveryConfig))
+_VERIFY_KEYS = tuple(f.name for f in fields(VerifyConfig))
+_DKIM_KEYS = tuple(f.name for f in fields(DkimConfig))
 
 
 # --------------------------------------------------------------------------- loading
@@ -306,6 +338,8 @@ class _Reader:
             delivery=self.delivery(doc),
             relay=self.relay(doc),
             auth=self.auth(doc),
+            verify=self.verify(doc),
+            dkim=self.dkim(doc),
         )
 
     def listen(self, doc: Mapping[str, Any]) -> ListenConfig:
@@ -412,6 +446,40 @@ class _Reader:
                 "auth.cache_ttl", checks.duration_or_off, raw["cache_ttl"], defaults.cache_ttl
             )
         return AuthConfig(**values)
+
+    def verify(self, doc: Mapping[str, Any]) -> VerifyConfig:
+        raw = self.table(doc, "verify", _VERIFY_KEYS)
+        defaults = VerifyConfig()
+        values: dict[str, Any] = {}
+        if "enabled" in raw:
+            values["enabled"] = self.check("verify.enabled", checks.boolean, raw["enabled"], True)
+        for name in ("dmarc_reject", "dmarc_quarantine", "own_domains", "spf_fail"):
+            if name in raw:
+                values[name] = self.check(
+                    f"verify.{name}", checks.choice, raw[name], VERIFY_ACTIONS
+                )
+        if "trusted_networks" in raw:
+            values["trusted_networks"] = self.check(
+                "verify.trusted_networks", checks.networks, raw["trusted_networks"]
+            )
+        if "arc_trusted" in raw:
+            values["arc_trusted"] = self.check(
+                "verify.arc_trusted", checks.domains, raw["arc_trusted"], True
+            )
+        if "max_signatures" in raw:
+            values["max_signatures"] = self.check(
+                "verify.max_signatures",
+                checks.positive_int,
+                raw["max_signatures"],
+                defaults.max_signatures,
+            )
+        return VerifyConfig(**values)
+
+    def dkim(self, doc: Mapping[str, Any]) -> DkimConfig:
+        raw = self.table(doc, "dkim", _DKIM_KEYS)
+        if "sign" not in raw:
+            return DkimConfig()
+        return DkimConfig(self.check("dkim.sign", checks.boolean, raw["sign"], True))
 
     def dns(self, doc: Mapping[str, Any]) -> DnsConfig:
         raw = self.table(doc, "dns", _DNS_KEYS)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from postroom.durations import DURATION_FORMS, format_duration, parse_duration
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 class Invalid(ValueError):
     """A value problem not yet tied to a file and key (becomes a ConfigError)."""
@@ -122,11 +124,11 @@ def hostname(value: object) -> str:
     return domain(value, '"mx.example.com"')
 
 
-def domains(value: object) -> tuple[str, ...]:
+def domains(value: object, may_be_empty: bool = False) -> tuple[str, ...]:
     fix = 'write an array of domain names such as ["example.com", "example.org"]'
     if not isinstance(value, list):
         raise Invalid(f"must be an array of strings, got {show(value)}", fix)
-    if not value:
+    if not value and not may_be_empty:
         raise Invalid("must list at least one domain", fix)
     result: list[str] = []
     for index, item in enumerate(value):
@@ -136,6 +138,22 @@ def domains(value: object) -> tuple[str, ...]:
             raise Invalid(f"entry {index + 1}: {exc.problem}", exc.fix) from None
         if name not in result:
             result.append(name)
+    return tuple(result)
+
+
+def networks(value: object) -> tuple[IPNetwork, ...]:
+    """An array of IP networks ("192.0.2.0/24", "2001:db8::/32", or a single address)."""
+    fix = 'write an array such as ["192.0.2.0/24", "2001:db8::1"]'
+    if not isinstance(value, list):
+        raise Invalid(f"must be an array of strings, got {show(value)}", fix)
+    result: list[IPNetwork] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or len(item) > 64:
+            raise Invalid(f"entry {index + 1}: must be a network, got {show(item)}", fix)
+        try:
+            result.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise Invalid(f"entry {index + 1}: {show(item)} is not an IP network", fix) from None
     return tuple(result)
 
 

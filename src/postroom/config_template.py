@@ -150,6 +150,20 @@ def render_default_config(
 [auth]
 # plaintext = true   # password logins without TLS too (only behind a TLS proxy, or for tests)
 
+[verify]
+# SPF, DKIM, DMARC and ARC of mail arriving on smtp from clients that did not log in.
+# Each failure's action: "reject" (550 5.7.26), "junk" (the Junk mailbox) or "mark" (header only).
+# enabled = true
+# dmarc_reject = "reject"       # DMARC fails, the domain publishes p=reject
+# dmarc_quarantine = "junk"     # DMARC fails, the domain publishes p=quarantine
+# own_domains = "reject"        # From: one of our domains, and DMARC does not pass
+# spf_fail = "junk"             # SPF fails, the From domain publishes no DMARC record
+# trusted_networks = []         # e.g. ["192.0.2.0/24"]: not checked (loopback is not trusted)
+# arc_trusted = []              # e.g. ["forwarder.example"]: ARC sealers trusted over DMARC
+
+[dkim]
+# sign = true   # DKIM-sign mail whose From: is in one of our domains (ed25519 and rsa)
+
 [delivery]
 {
         section(
