@@ -76,7 +76,7 @@ def test_version_2_store_keeps_its_subjects_in_their_own_table(tmp_path: Path) -
     db = SqliteTx(path.parent)
     try:
         version = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version.fetchone()[0] == str(SCHEMA_VERSION) == "4"
+        assert version.fetchone()[0] == str(SCHEMA_VERSION) == "5"
         assert db.conn.execute("SELECT blob_id, subject FROM blob_subjects").fetchall() == [
             (7, "quarterly")
         ]
@@ -95,6 +95,9 @@ def test_version_3_store_keeps_its_attempts_as_history(tmp_path: Path) -> None:
     conn.executescript(
         """
         DELETE FROM message_history;
+        ALTER TABLE queue_messages DROP COLUMN auth;
+        ALTER TABLE queue_messages DROP COLUMN junk;
+        ALTER TABLE message_history DROP COLUMN auth;
         ALTER TABLE queue_recipients DROP COLUMN scheduled_attempt;
         ALTER TABLE queue_recipients DROP COLUMN early_attempts;
         CREATE TABLE queue_attempts (
@@ -125,5 +128,37 @@ def test_version_3_store_keeps_its_attempts_as_history(tmp_path: Path) -> None:
         ]
         message = db.queue.load("Q1")
         assert message is not None and message.recipients[0].attempts == 2
+    finally:
+        db.close()
+
+
+def test_version_4_store_gains_the_inbound_checks_columns(tmp_path: Path) -> None:
+    path = tmp_path / "postroom.db"
+    SqliteTx(tmp_path).close()
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        ALTER TABLE queue_messages DROP COLUMN auth;
+        ALTER TABLE queue_messages DROP COLUMN junk;
+        ALTER TABLE message_history DROP COLUMN auth;
+        UPDATE meta SET value = '4' WHERE key = 'schema_version';
+        INSERT INTO blobs VALUES (1, 4, 1, X'41424344', NULL);
+        INSERT INTO queue_messages(id, blob_id, prefix, sender, size, params, arrival,
+            client_addr, client_helo, protocol, tls, auth_user)
+            VALUES ('Q1', 1, X'', 'a@example.test', 4, '{}', 100.0, '127.0.0.1', 'h', 'ESMTP',
+            '', '');
+        INSERT INTO message_history(id, arrival, sender, size, client_addr, client_helo,
+            protocol, auth_user) VALUES ('Q1', 100.0, 'a@example.test', 4, '127.0.0.1', 'h',
+            'ESMTP', '');
+        """
+    )
+    conn.close()
+    db = SqliteTx(tmp_path)
+    try:
+        message = db.queue.load("Q1")
+        assert message is not None
+        assert message.envelope.auth == "" and message.envelope.junk is False
+        trace = db.history.trace("Q1")
+        assert trace is not None and trace.auth == ""
     finally:
         db.close()

@@ -1,4 +1,5 @@
-"""Local delivery: queued messages for local users go into their INBOX.
+"""Local delivery: queued messages for local users go into their INBOX (their Junk mailbox when
+the inbound checks said so, INBOX if they have none).
 
 Each copy references the message's shared blob and carries its own small prefix: the
 Return-Path (RFC 5321 §4.4: added at final delivery, the envelope sender; the envelope is then
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from postroom.model.queue import QueuedMessage, Recipient, RecipientState
 from postroom.queue.reports import Reporter
 from postroom.storage.api import Store, Tx
-from postroom.storage.records import INBOX, HistoryEvent, StorageFailure
+from postroom.storage.records import INBOX, JUNK, HistoryEvent, StorageFailure
 
 log = logging.getLogger("postroom.delivery")
 
@@ -33,8 +34,21 @@ def return_path(sender: str) -> bytes:
     return f"Return-Path: <{sender}>\r\n".encode()
 
 
+def target_mailbox(tx: Tx, user_id: int, junk: bool) -> tuple[int, str] | None:
+    """The mailbox a local copy goes to, with its name; None when the user is gone."""
+    if junk:
+        found = tx.mailboxes.id_of(user_id, JUNK)
+        if found is not None:
+            return found, JUNK
+    inbox = tx.mailboxes.id_of(user_id, INBOX)
+    return None if inbox is None else (inbox, INBOX)
+
+
 def deliver_loaded(
-    tx: Tx, message: QueuedMessage, inboxes: dict[int, int | None], reporter: Reporter
+    tx: Tx,
+    message: QueuedMessage,
+    inboxes: dict[tuple[int, bool], tuple[int, str] | None],
+    reporter: Reporter,
 ) -> list[Delivered]:
     """Deliver one message's queued local recipients; returns the deliveries.
 
@@ -47,15 +61,16 @@ def deliver_loaded(
     for rcpt in message.recipients:
         if rcpt.user_id is None or rcpt.state is not RecipientState.QUEUED:
             continue
-        if rcpt.user_id not in inboxes:
-            inboxes[rcpt.user_id] = tx.mailboxes.id_of(rcpt.user_id, INBOX)
-        mailbox_id = inboxes[rcpt.user_id]
-        if mailbox_id is None:
+        key = (rcpt.user_id, message.envelope.junk)
+        if key not in inboxes:
+            inboxes[key] = target_mailbox(tx, *key)
+        target = inboxes[key]
+        if target is None:
             # The user was deleted after the message was accepted: a failure to report.
             rcpt.state = RecipientState.FAILED
             rcpt.last_reply = "550 5.1.1 mailbox no longer exists"
         else:
-            delivered.append(copy_into(tx, message, rcpt, mailbox_id, prefix))
+            delivered.append(copy_into(tx, message, rcpt, target, prefix))
         tx.queue.update_recipient(rcpt)
         settled.append(rcpt)
     now = time.time()
@@ -66,9 +81,11 @@ def deliver_loaded(
 
 
 def copy_into(
-    tx: Tx, message: QueuedMessage, rcpt: Recipient, mailbox_id: int, prefix: bytes
+    tx: Tx, message: QueuedMessage, rcpt: Recipient, target: tuple[int, str], prefix: bytes
 ) -> Delivered:
-    """The recipient's copy: the shared blob behind this copy's own `prefix`."""
+    """The recipient's copy in `target` (mailbox ID, name): the shared blob behind this copy's
+    own `prefix`."""
+    mailbox_id, name = target
     uid = tx.messages.append(
         mailbox_id,
         message.blob_id,
@@ -77,7 +94,7 @@ def copy_into(
         prefix=prefix,
     )
     rcpt.state = RecipientState.DELIVERED
-    rcpt.last_reply = f"250 2.0.0 delivered to {INBOX} uid {uid}"
+    rcpt.last_reply = f"250 2.0.0 delivered to {name} uid {uid}"
     return Delivered(message.id, rcpt.address, uid)
 
 
@@ -92,7 +109,7 @@ def record_outcomes(tx: Tx, message_id: str, settled: list[Recipient], now: floa
 def deliver_messages(tx: Tx, message_ids: list[str], reporter: Reporter) -> list[Delivered]:
     """Deliver the local recipients of `message_ids`; returns the deliveries."""
     delivered: list[Delivered] = []
-    inboxes: dict[int, int | None] = {}
+    inboxes: dict[tuple[int, bool], tuple[int, str] | None] = {}
     for message_id in message_ids:
         message = tx.queue.load(message_id)
         if message is not None:
@@ -120,10 +137,10 @@ def deliver_before_queuing(
         with tx.savepoint():
             for rcpt in local:
                 assert rcpt.user_id is not None
-                inbox = tx.mailboxes.id_of(rcpt.user_id, INBOX)
-                if inbox is None:
+                target = target_mailbox(tx, rcpt.user_id, message.envelope.junk)
+                if target is None:
                     continue  # user deleted since RCPT: the worker records the failure
-                delivered.append(copy_into(tx, message, rcpt, inbox, prefix))
+                delivered.append(copy_into(tx, message, rcpt, target, prefix))
     except StorageFailure:
         raise  # the whole transaction fails with it: nothing is accepted
     except Exception:

@@ -75,6 +75,9 @@ class Envelope:
     tls: str = ""
     auth_user: str = ""
     arrival: float = field(default_factory=time.time)
+    # The checks of inbound mail ("spf=pass dkim=pass dmarc=pass arc=none"), "" when none ran.
+    auth: str = ""
+    junk: bool = False  # local copies go to the recipient's Junk mailbox, not INBOX
 
     def params_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self.params).items() if v not in (None, False)})

@@ -17,6 +17,7 @@ from postroom.proto.imap.selected import MessageState
 SEEN = "\\Seen"
 DELETED = "\\Deleted"
 INBOX = "INBOX"
+JUNK = "Junk"  # where mail the inbound checks judged junk is delivered
 
 # RFC 6154 special-use mailboxes every user gets, besides INBOX.
 DEFAULT_MAILBOXES: tuple[tuple[str, str], ...] = (
@@ -24,7 +25,7 @@ DEFAULT_MAILBOXES: tuple[tuple[str, str], ...] = (
     ("Sent", "\\Sent"),
     ("Drafts", "\\Drafts"),
     ("Trash", "\\Trash"),
-    ("Junk", "\\Junk"),
+    (JUNK, "\\Junk"),
     ("Archive", "\\Archive"),
 )
 
@@ -267,3 +268,4 @@ class MessageTrace:
     protocol: str
     auth_user: str
     events: tuple[HistoryEvent, ...]
+    auth: str = ""  # the checks of inbound mail, as on its `queued` log line

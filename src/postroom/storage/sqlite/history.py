@@ -28,7 +28,7 @@ class SqliteHistory:
         env = message.envelope
         self.conn.execute(
             "INSERT OR IGNORE INTO message_history(id, arrival, sender, size, client_addr,"
-            " client_helo, protocol, auth_user, events) VALUES (?,?,?,?,?,?,?,?,?)",
+            " client_helo, protocol, auth_user, auth, events) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 message.id,
                 env.arrival,
@@ -38,6 +38,7 @@ class SqliteHistory:
                 env.client_helo,
                 env.protocol,
                 env.auth_user,
+                env.auth,
                 "".join(map(_line, events)),
             ),
         )
@@ -54,7 +55,7 @@ class SqliteHistory:
         message_id = message_id.upper()
         row = self.conn.execute(
             "SELECT id, arrival, sender, size, client_addr, client_helo, protocol, auth_user,"
-            " events FROM message_history WHERE id = ?",
+            " events, auth FROM message_history WHERE id = ?",
             (message_id,),
         ).fetchone()
         if row is None:
@@ -78,6 +79,7 @@ class SqliteHistory:
             str(row[6]),
             str(row[7]),
             tuple(events),
+            str(row[9]),
         )
 
     def prune(self, before: float, limit: int = 5000) -> int:

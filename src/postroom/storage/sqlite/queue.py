@@ -49,7 +49,8 @@ class SqliteQueue:
         self.tx.blobs.add_reference(message.blob_id)
         self.conn.execute(
             "INSERT INTO queue_messages(id, blob_id, prefix, sender, size, params, arrival,"
-            " client_addr, client_helo, protocol, tls, auth_user) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " client_addr, client_helo, protocol, tls, auth_user, auth, junk)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 message.id,
                 message.blob_id,
@@ -63,6 +64,8 @@ class SqliteQueue:
                 env.protocol,
                 env.tls,
                 env.auth_user,
+                env.auth,
+                int(env.junk),
             ),
         )
         for rcpt in message.recipients:
@@ -86,7 +89,7 @@ class SqliteQueue:
     def load(self, message_id: str) -> QueuedMessage | None:
         row = self.conn.execute(
             "SELECT q.id, q.blob_id, q.prefix, q.sender, q.params, q.arrival, q.client_addr,"
-            " q.client_helo, q.protocol, q.tls, q.auth_user, b.size"
+            " q.client_helo, q.protocol, q.tls, q.auth_user, b.size, q.auth, q.junk"
             " FROM queue_messages q JOIN blobs b ON b.id = q.blob_id WHERE q.id = ?",
             (message_id,),
         ).fetchone()
@@ -101,6 +104,8 @@ class SqliteQueue:
             tls=row[9],
             auth_user=row[10],
             arrival=row[5],
+            auth=row[12],
+            junk=bool(row[13]),
         )
         recipients = [
             Recipient(

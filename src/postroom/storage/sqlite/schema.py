@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -68,7 +68,10 @@ CREATE TABLE IF NOT EXISTS queue_messages (
     protocol    TEXT NOT NULL,       -- SMTP/ESMTP/ESMTPS/ESMTPA/ESMTPSA (RFC 3848)
     tls         TEXT NOT NULL,       -- cipher description or ""
     auth_user   TEXT NOT NULL,       -- "" when not authenticated
-    held        INTEGER NOT NULL DEFAULT 0
+    held        INTEGER NOT NULL DEFAULT 0,
+    -- auth: the inbound checks ("spf=pass dkim=pass ..."); junk: local copies go to Junk
+    auth        TEXT NOT NULL DEFAULT '',
+    junk        INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS queue_recipients (
@@ -104,7 +107,9 @@ CREATE TABLE IF NOT EXISTS message_history (
     client_helo TEXT NOT NULL,
     protocol    TEXT NOT NULL,
     auth_user   TEXT NOT NULL,
-    events      TEXT NOT NULL DEFAULT ''  -- [time, recipient, event, reply, relay] per line
+    -- events: [time, recipient, event, reply, relay] per line; auth: the inbound checks
+    events      TEXT NOT NULL DEFAULT '',
+    auth        TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 
 -- Report lines of one message gathered while its deliveries to several destinations run, so
@@ -204,6 +209,19 @@ def _keep_history(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE queue_attempts")
 
 
+def _add_inbound_checks(conn: sqlite3.Connection) -> None:
+    """Schema 5: the inbound checks kept with each message, and its Junk mark (the tables may
+    be new, created by this version's SCHEMA when an older store lacked them)."""
+    for table, column, kind in (
+        ("queue_messages", "auth", "TEXT NOT NULL DEFAULT ''"),
+        ("queue_messages", "junk", "INTEGER NOT NULL DEFAULT 0"),
+        ("message_history", "auth", "TEXT NOT NULL DEFAULT ''"),
+    ):
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 # Steps from one schema version to the next, for stores created by an older postroom: SQL
 # statements, or functions of the connection.
 MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
@@ -215,4 +233,5 @@ MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = 
     ),
     3: (_move_subjects,),
     4: (_keep_history,),
+    5: (_add_inbound_checks,),
 }
