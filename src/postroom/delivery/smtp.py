@@ -24,7 +24,7 @@ import ipaddress
 import logging
 import quopri
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from email import generator as email_generator
 from email.message import Message
@@ -73,6 +73,9 @@ class OutboundSettings:
     connect_timeout: float = 30.0
     command_timeout: float = 300.0  # RFC 5321 §4.5.3.2.1-6: greeting, MAIL, RCPT, DATA: 5 min
     data_timeout: float = 600.0  # RFC 5321 §4.5.3.2.6: DATA termination: 10 min
+    # The last step before the content goes out, on the form that is sent (after a 7-bit
+    # downgrade): DKIM signatures, an ARC set for forwarded mail. None: sent as stored.
+    finish: Finish | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,10 @@ class OutboundMessage:
     params: MailParams
     recipients: tuple[OutboundRecipient, ...]
     content: bytes
+    auth: str = ""  # the inbound checks of mail that arrived from outside (forwarded on)
+
+
+Finish = Callable[[OutboundMessage, bytes], Awaitable[bytes]]
 
 
 class _Failover(Exception):
@@ -532,6 +539,13 @@ class _Session:
                     reply = f"554 5.6.3 conversion to 7 bit for {self.peer} failed: {error}"
                     return self._all(message, "failed", reply, "5.6.3")
             params = replace(params, body=None)  # 7BIT, the default without 8BITMIME
+        if self.settings.finish is not None:
+            try:
+                content = await self.settings.finish(message, content)
+            except Exception:
+                log.exception("preparing a message for %s failed", self.peer)
+                reason = "451 4.3.0 local error preparing the message (signing)"
+                return self._all(message, "deferred", reason, "4.3.0")
         # RFC 1870 §4: declare the (possibly converted) size so the peer can refuse early.
         params = replace(params, size=len(content))
         recipients = [Recipient(r.address, r.notify, r.orcpt) for r in message.recipients]

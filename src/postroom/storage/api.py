@@ -330,6 +330,13 @@ class History(Protocol):
         IDs, which begin with their arrival time); how many went."""
 
 
+class Secrets(Protocol):
+    """Server-wide secret keys by name (e.g. the SRS hash key), made once, never logged."""
+
+    def get_or_create(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """The secret called `name`; the first caller's `make()` stores it."""
+
+
 class Tx(Protocol):
     """The repositories inside one transaction (or read snapshot)."""
 
@@ -353,6 +360,9 @@ class Tx(Protocol):
 
     @property
     def history(self) -> History: ...
+
+    @property
+    def secrets(self) -> Secrets: ...
 
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested unit: an exception inside undoes only what was done inside, then goes on."""

@@ -71,6 +71,18 @@ class ContentBuffer:
             raise self.failure
         return None if self._file is not None else b"".join(self._chunks)
 
+    def contents(self) -> bytes:
+        """The whole content; reads the spill file (blocking: call from a worker thread)."""
+        if self.failure is not None:
+            raise self.failure
+        if self._file is None:
+            return b"".join(self._chunks)
+        try:
+            self._file.flush()
+            return self._tmp_path.read_bytes()
+        except OSError as error:
+            raise self._fail(error) from None
+
     def seal(self) -> None:
         """Flush and fsync the temp file (blocking: call from a worker thread)."""
         if self.failure is not None:

@@ -25,6 +25,7 @@ from postroom.storage.sqlite.mailboxes import SqliteMailboxes
 from postroom.storage.sqlite.messages import SqliteMessages
 from postroom.storage.sqlite.queue import SqliteQueue
 from postroom.storage.sqlite.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from postroom.storage.sqlite.secrets import SqliteSecrets
 
 DB_NAME = "postroom.db"
 BLOB_DIR = "blobs"
@@ -56,6 +57,7 @@ class SqliteTx:
         self.messages = SqliteMessages(self)
         self.queue = SqliteQueue(self)
         self.history = SqliteHistory(self)
+        self.secrets = SqliteSecrets(self)
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:

@@ -98,6 +98,10 @@ CREATE INDEX IF NOT EXISTS queue_recipients_due ON queue_recipients(state, next_
 -- deferred, failed, ...) appended as lines of JSON. One b-tree, no other index: queue IDs begin
 -- with their time, so the oldest are pruned by a range of IDs (every accepted message writes
 -- here: each index would cost every commit a page).
+CREATE TABLE IF NOT EXISTS secrets (
+    name        TEXT PRIMARY KEY,
+    value       BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS message_history (
     id          TEXT PRIMARY KEY,
     arrival     REAL NOT NULL,
