@@ -7,7 +7,7 @@ mechanisms left to right (all, include, a, mx, ptr, ip4, ip6, exists, with CIDR 
 lengths), falls back to `redirect=`, and on a `fail` fetches the `exp=` explanation. Macros
 (§7) are parsed once with the record and expanded on use. The processing limits of §4.6.4 hold
 across includes and redirects: 10 DNS-querying terms, 2 void lookups, 10 MX names per `mx`, the
-first 10 PTR names for `ptr` and `%{p}`, and the §11 time limit of 20 seconds; DNS failures
+first 10 PTR names for `ptr` and `%{p}`, and a 20-second time limit; DNS failures
 (`DnsTemporaryError`) give temperror. `verify_sender(...)` checks the MAIL FROM identity, or
 `postmaster@HELO` for the empty reverse path (§2.4).
 
@@ -50,7 +50,7 @@ _ALNUM = _ALPHA | _DIGITS
 # RFC 7208 §12: name = ALPHA *( ALPHA / DIGIT / "-" / "_" / "." )
 _NAME_CHARS = _ALNUM | frozenset("-_.")
 _DELIMITERS = frozenset(".-+,/_=")  # RFC 7208 §7.1 delimiter
-_DOMAIN_LETTERS = frozenset("slodiphv")  # RFC 7208 §7.3: c, r and t only in explanation text
+_DOMAIN_LETTERS = frozenset("slodiphv")  # RFC 7208 §7.2: c, r and t only in exp text
 _EXP_LETTERS = frozenset("slodiphvcrt")
 _HEX = _DIGITS | frozenset("abcdefABCDEF")
 
@@ -410,7 +410,7 @@ def _client_address(ip: str) -> Address:
     address = ipaddress.ip_address(ip.strip())
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
-            # RFC 7208 §5 ¶9: an IPv4-mapped IPv6 address is an IPv4 connection.
+            # RFC 7208 §5: an IPv4-mapped IPv6 address is an IPv4 connection.
             return address.ipv4_mapped
         if address.scope_id is not None:
             return ipaddress.IPv6Address(int(address))
