@@ -25,6 +25,23 @@ DNS:
 calls the given milters in order (`smtpd_milters`, `milter_default_action = tempfail`), relaying
 everything not local to `relay_to` (`relayhost = [127.0.0.1]:PORT`) or delivering its
 `mailboxes` to Maildirs. `Capture` is an aiosmtpd server keeping every message byte for byte.
+
+Use from a test (the `milters` fixture stops everything at teardown)::
+
+    milters = milters_module.milters            # share the fixture, like dns_server
+    def test_x(dns_server, milters):
+        dns = dns_server({"sender.example": ZONE})
+        signer = milters.signer("sender.example", "sel", pair.private, pair.algorithm)
+        capture = milters.capture()
+        postfix = milters.postfix([signer], relay_to=capture.address)  # or a postroom
+        send_to(postfix.ports["smtp"], ...)
+        data = capture.wait(1).data
+        resolver = milters.resolver(dns)
+        assert dkimverify_cli(data, resolver).returncode == 0
+        assert opendkim_testmsg(data, resolver).returncode == 0
+        # inbound checks in front of a Postfix that delivers to Maildirs:
+        postfix = milters.postfix([milters.verifier(dns), milters.dmarc(resolver)],
+                                  mailboxes=["user@local.test"])
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ All DNS answers come from a real nsd holding the zones below."""
 
 from __future__ import annotations
 
+import pwd
 import smtplib
 from email.utils import formatdate
+from pathlib import Path
 
 import dkim
 import pytest
@@ -227,3 +229,38 @@ def test_opendkim_verifier_can_reject_bad_signatures(
     send(port, f"alice@{SENDER}", LOCAL, good)
     [delivered] = postfix.wait_for_messages(LOCAL, 1)
     assert b"dkim=pass" in delivered and b"Subject: good" in delivered
+
+
+def test_two_chained_signers_and_unprivileged_milters(
+    dns: DnsServer, milters: Peers, key_pairs: dict[str, keys.KeyPair]
+) -> None:
+    """Two opendkim signers in a row give two signatures (ed25519 and rsa, as postroom signs)
+    that both verify; every milter runs as its package's user, not root."""
+    signers = [
+        milters.signer(SENDER, selector, key_pairs[selector].private, key_pairs[selector].algorithm)
+        for selector in ("ed", "rsa2048")
+    ]
+    capture = milters.capture()
+    postfix = milters.postfix(signers, relay_to=capture.address)
+    send(postfix.ports["smtp"], f"alice@{SENDER}", REMOTE, message("two signatures"))
+    data = capture.wait(1, log=postfix.log_tail)[0].data
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert head.count(b"DKIM-Signature:") == 2, head.decode(errors="replace")
+    resolver = milters.resolver(dns)
+    for index in (0, 1):
+        result = dkimverify_cli(data, resolver, index=index)
+        assert result.returncode == 0 and "signature ok" in result.stdout, (index, result)
+    assert opendkim_testmsg(data, resolver).returncode == 0
+    dmarc = milters.dmarc(resolver)
+    for milter in [*signers, dmarc]:
+        uid = int(
+            next(
+                line.split()[1]
+                for line in (Path("/proc") / str(milter.proc.pid) / "status")
+                .read_text()
+                .split("\n")
+                if line.startswith("Uid:")
+            )
+        )
+        expected = milters_module.milter_user("opendmarc" if milter is dmarc else "opendkim")
+        assert expected is not None and uid == pwd.getpwnam(expected).pw_uid != 0, milter.name
