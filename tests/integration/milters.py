@@ -35,7 +35,7 @@ Use from a test (the `milters` fixture stops everything at teardown)::
         capture = milters.capture()
         postfix = milters.postfix([signer], relay_to=capture.address)  # or a postroom
         send_to(postfix.ports["smtp"], ...)
-        data = capture.wait(1).data
+        data = capture.wait(1)[0].data
         resolver = milters.resolver(dns)
         assert dkimverify_cli(data, resolver).returncode == 0
         assert opendkim_testmsg(data, resolver).returncode == 0
