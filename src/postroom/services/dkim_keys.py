@@ -250,19 +250,27 @@ async def in_dns(lookup: DnsLookup, key: DkimKey) -> bool:
     return any(shows_key(text, key) for text in answer.records)
 
 
-async def seen_in_dns(lookup: DnsLookup, keys: Sequence[DkimKey]) -> list[DkimKey]:
-    """The keys among `keys` whose record is seen in DNS. A question that got no answer (a
-    server failure, a timeout) counts as not seen: the next round asks again."""
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """What DNS showed of some keys: those whose record is there, those it gave no answer for
+    (a server failure, a timeout: not seen, the next round asks again)."""
+
+    seen: list[DkimKey]
+    unanswered: list[DkimKey]
+
+
+async def seen_in_dns(lookup: DnsLookup, keys: Sequence[DkimKey]) -> Sighting:
+    """Ask DNS for the records of `keys`, all at once."""
     results = await asyncio.gather(*(in_dns(lookup, k) for k in keys), return_exceptions=True)
-    seen = []
+    sighting = Sighting([], [])
     for key, result in zip(keys, results, strict=True):
         if isinstance(result, DnsTemporaryError):
-            continue
-        if isinstance(result, BaseException):
+            sighting.unanswered.append(key)
+        elif isinstance(result, BaseException):
             raise result
-        if result:
-            seen.append(key)
-    return seen
+        elif result:
+            sighting.seen.append(key)
+    return sighting
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +314,7 @@ async def promote(store: Store, lookup: DnsLookup, now: float) -> list[KeyChange
     active (the key of the same algorithm they replace retired), retired keys past their week
     are deleted. Nothing is written when there is nothing to do; what was done."""
     work = await store.read(lambda tx: promotion_work(tx, now))
-    seen = await seen_in_dns(lookup, work.announced) if work.announced else []
+    seen = (await seen_in_dns(lookup, work.announced)).seen if work.announced else []
     if not seen and not work.expired:
         return []
     return await store.write(lambda tx: apply_promotions(tx, seen, now))
