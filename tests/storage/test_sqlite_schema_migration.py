@@ -1,6 +1,6 @@
-"""A store written by an older postroom (schema 1, 2, 3 or 4) opens with the current code: the columns
-and tables IMAP needs are added, subscriptions and subjects carried over, and nothing stored is
-lost."""
+"""A store written by an older postroom (schema 1 to 4) opens with the current code: the columns
+and tables IMAP needs are added (and the DKIM keys table), subscriptions and subjects carried
+over, and nothing stored is lost."""
 
 from __future__ import annotations
 
