@@ -217,6 +217,10 @@ def test_a_dns_failure_is_not_a_record_seen(store: Store) -> None:
     dns = published(store, NOW)
     failing = frozenset(name for name, _ in dns.records if "pr20261207e2" in name)
     lookup = StaticLookup(dns.records, failing=failing)
+    announced = read(store, lambda tx: service.promotion_work(tx, NOW).announced)
+    sighting = asyncio.run(service.seen_in_dns(lookup, announced))
+    assert [k.selector for k in sighting.unanswered] == ["pr20261207e2"]
+    assert [k.selector for k in sighting.seen] == ["pr20261207r2"]
     changes = asyncio.run(service.promote(store, lookup, NOW + 60))
     assert actions(changes) == [("retired", "pr20261207r"), ("activated", "pr20261207r2")]
     assert keys(store)["pr20261207e2"] == "announced"
