@@ -82,6 +82,7 @@ def test_a_new_domain_gets_two_active_keys_that_sign_what_their_records_verify(
         ("pr20261207e", "ed25519"),
         ("pr20261207r", "rsa"),
     ]
+    assert read(store, lambda tx: service.signing_keys(tx, DOMAIN.upper())) == signing
     by_selector = {k.selector: k for k in created}
     for key in signing:
         assert verifies(key, service.key_record(by_selector[key.selector]))

@@ -150,7 +150,9 @@ def _newest_first(keys: Iterable[DkimKey]) -> list[DkimKey]:
 
 
 def signing_keys(tx: Tx, domain: str) -> list[SigningKey]:
-    """The keys that sign `domain`'s mail now: its active ed25519 key, then its RSA key."""
+    """The keys that sign `domain`'s mail now: its active ed25519 key, then its RSA key.
+    `domain` as the config spells its domains (an A-label); case does not matter."""
+    domain = domain.lower()
     active = _newest_first(k for k in tx.dkim_keys.keys(domain) if k.state == "active")
     result = []
     for algorithm in ALGORITHMS:
