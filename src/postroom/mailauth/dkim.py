@@ -319,39 +319,57 @@ def _decide(sig: _Signature, result: DkimResult, reason: str) -> DkimOutcome:
     return replace(sig.outcome, result=result, reason=reason)
 
 
-def _check_key(sig: _Signature) -> DkimOutcome | None:
-    """The key record's tags (RFC 6376 §3.6.1) and size (RFC 8301 §3.2); None if usable."""
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A usable key record: what dkimpy is given of it ("k=...; p=..."), and its t= flags."""
+
+    dkimpy_text: str
+    testing: bool  # t=y
+    same_domain: bool  # t=s: i= must be in exactly d=
+
+
+def read_key_record(text: str, algorithm: str) -> KeyRecord | str:
+    """The key record's tags (RFC 6376 §3.6.1) checked for a signature of `algorithm` (a=);
+    the problem as a short reason when it cannot be used."""
     try:
-        tags = parse_tag_list(sig.key_text)
+        tags = parse_tag_list(text)
     except TagListError as error:
-        return _decide(sig, "permerror", f"key record syntax error: {error}")
+        return f"key record syntax error: {error}"
     if tags.get("v", "DKIM1") != "DKIM1":
-        return _decide(sig, "permerror", "key record is not v=DKIM1")
+        return "key record is not v=DKIM1"
     if "p" not in tags:
-        return _decide(sig, "permerror", "key record has no p=")
+        return "key record has no p="
     if not strip_fws(tags["p"]):
-        return _decide(sig, "permerror", "key revoked")  # RFC 6376 §3.6.1 p=: empty = revoked
-    wanted = "ed25519" if sig.tags["a"] == "ed25519-sha256" else "rsa"
+        return "key revoked"  # RFC 6376 §3.6.1 p=: an empty value means revoked
+    wanted = "ed25519" if algorithm == "ed25519-sha256" else "rsa"
     if tags.get("k", "rsa") != wanted:
-        return _decide(sig, "permerror", f"key type k={tags.get('k', '')[:20]} does not suit a=")
+        return f"key type k={tags.get('k', '')[:20]} does not suit a="
     if "h" in tags and "sha256" not in [part.strip() for part in tags["h"].split(":")]:
-        return _decide(sig, "permerror", "key does not allow sha256 (h=)")
+        return "key does not allow sha256 (h=)"
     if "s" in tags and not {"*", "email"} & {part.strip() for part in tags["s"].split(":")}:
-        return _decide(sig, "permerror", "key is not for email (s=)")
+        return "key is not for email (s=)"
     flags = {part.strip() for part in tags.get("t", "").split(":")}
-    if "s" in flags and sig.identity_domain != sig.outcome.domain:
-        return _decide(sig, "permerror", "key requires i= in exactly d= (t=s)")
-    sig.testing = "y" in flags
     # dkimpy gets only what it needs of the record: its own reading of s= and t= differs (a
-    # service list such as "email:*" makes it drop the key), and those were checked above.
-    sig.key_text = f"k={wanted}; p={strip_fws(tags['p'])}"
+    # service list such as "email:*" makes it drop the key), and those were checked here.
+    return KeyRecord(f"k={wanted}; p={strip_fws(tags['p'])}", "y" in flags, "s" in flags)
+
+
+def _check_key(sig: _Signature) -> DkimOutcome | None:
+    """The key record's tags and size (RFC 8301 §3.2); None if the key is usable."""
+    record = read_key_record(sig.key_text, sig.tags["a"])
+    if isinstance(record, str):
+        return _decide(sig, "permerror", record)
+    if record.same_domain and sig.identity_domain != sig.outcome.domain:
+        return _decide(sig, "permerror", "key requires i= in exactly d= (t=s)")
+    sig.testing = record.testing
+    sig.key_text = record.dkimpy_text
     try:
-        _key, bits, _kind, _tlsrpt = dkim.evaluate_pk(
+        _key, bits, kind, _tlsrpt = dkim.evaluate_pk(
             sig.key_name.encode(), sig.key_text.encode("latin-1")
         )
     except Exception as error:  # dkimpy: KeyFormatError; base64/ASN.1 errors from bad p=
         return _decide(sig, "permerror", f"key record unusable: {str(error)[:80]}")
-    if wanted == "rsa" and (bits or 0) < MIN_RSA_BITS:
+    if kind == b"rsa" and (bits or 0) < MIN_RSA_BITS:
         return _decide(sig, "permerror", f"RSA key of {bits} bits is too small (RFC 8301)")
     return None
 
