@@ -146,6 +146,17 @@ def test_a_sealer_that_found_a_failing_chain_seals_only_its_own_set(
     ) == b""
 
 
+def test_a_header_section_dkimpy_refuses_fails_without_dns(
+    sealers: tuple[SigningKey, SigningKey, dict[tuple[str, str], list[str]]],
+) -> None:
+    forwarder, _, records = sealers
+    zone = StaticLookup(records)
+    damaged = first_hop(forwarder).replace(b"To: list", b"no field here\r\nTo: list")
+    outcome = check(damaged, zone)
+    assert (outcome.result, outcome.reason) == ("fail", "the header section is malformed")
+    assert outcome.sealers == ("forwarder.example",) and zone.asked == []
+
+
 def test_no_chain_is_none() -> None:
     assert check(MESSAGE, StaticLookup({})) == ArcOutcome("none", 0, (), "no ARC sets", None)
 

@@ -346,6 +346,28 @@ def test_body_length_limits(our_keys: tuple[list[SigningKey], StaticLookup]) -> 
     assert [(o.result, o.reason) for o in shorter] == [("permerror", "l= is longer than the body")]
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        (b"From: Joe", b"a line that is no field\r\nFrom: Joe"),
+        (b"DKIM-Signature: v=1; a=ed25519",
+         b" a fold before any field\r\nDKIM-Signature: v=1; a=ed25519"),
+    ],
+)
+def test_a_header_section_dkimpy_refuses_is_permerror_without_dns(
+    damage: tuple[bytes, bytes],
+) -> None:
+    zone = StaticLookup(rfc8463.RECORDS)
+    outcomes = check(RFC_SIGNED.replace(*damage), zone, now=NOW)
+    assert [(o.result, o.reason, o.selector) for o in outcomes] == [
+        ("permerror", "the header section is malformed", "brisbane"),
+        ("permerror", "the header section is malformed", "test"),
+    ]
+    assert zone.asked == []
+    # LF line ends are fine.
+    assert results(check(RFC_SIGNED.replace(b"\r\n", b"\n"), now=NOW)) == ["pass", "pass"]
+
+
 def test_no_signature_gives_no_outcome_and_max_signatures_is_kept() -> None:
     assert check(rfc8463.MESSAGE) == []
     many = rfc8463.RSA_SIGNATURE * 10 + rfc8463.MESSAGE

@@ -33,8 +33,8 @@ from postroom.mailauth.dkim import (
     MIN_RSA_BITS,
     PrefetchedTxt,
     fetch_keys,
-    header_fields,
     private_key,
+    read_header_fields,
     read_key_record,
     relaxed_safe_body,
     signed_field_names,
@@ -95,7 +95,8 @@ class _Field:
 
 async def validate(message: bytes, lookup: DnsLookup) -> ArcOutcome:
     """The ARC chain validation of RFC 8617 §5.2 for `message`."""
-    fields = [(name, value) for name, value in header_fields(message) if name in ARC_FIELDS]
+    headers, parsable = read_header_fields(message)
+    fields = [(name, value) for name, value in headers if name in ARC_FIELDS]
     if not fields:
         return ArcOutcome("none", 0, (), "no ARC sets", None)  # RFC 8617 §5.2 step 1
     chain = _read_chain(fields)
@@ -103,6 +104,8 @@ async def validate(message: bytes, lookup: DnsLookup) -> ArcOutcome:
         return chain
     top = len(chain)
     sealers = tuple(chain[i][SEAL].tags["d"].lower() for i in range(1, top + 1))
+    if not parsable:  # dkimpy would refuse to hash it
+        return ArcOutcome("fail", top, sealers, "the header section is malformed", None)
     names = {
         f"{arc_field.tags['s']}._domainkey.{arc_field.tags['d']}".lower()
         for arc_set in chain.values()

@@ -135,13 +135,16 @@ async def verify(
 ) -> list[DkimOutcome]:
     """One outcome per DKIM-Signature (the first `max_signatures`, top first; RFC 6376 §6)."""
     clock = time.time() if now is None else now
-    fields = signature_fields(message)[: max(max_signatures, 0)]
+    headers, parsable = read_header_fields(message)
+    fields = [value for name, value in headers if name == _DKIM_SIGNATURE]
     outcomes: list[DkimOutcome | None] = []
     pending: list[_Signature] = []
-    for index, value in enumerate(fields):
+    for index, value in enumerate(fields[: max(max_signatures, 0)]):
         parsed = _parse_signature(index, value, clock)
         if isinstance(parsed, DkimOutcome):
             outcomes.append(parsed)
+        elif not parsable:
+            outcomes.append(_decide(parsed, "permerror", "the header section is malformed"))
         else:
             outcomes.append(None)
             pending.append(parsed)
@@ -172,21 +175,35 @@ def signature_fields(message: bytes) -> list[str]:
 
 def header_fields(message: bytes) -> list[tuple[bytes, str]]:
     """(lowercased name, value) of each field of the header section, as dkimpy splits them.
+    Only the header section is read; see `read_header_fields` for a section dkimpy refuses."""
+    return read_header_fields(message)[0]
 
-    Only the header section is read. If dkimpy cannot parse it (a line that is neither a field
-    nor a continuation), the fields whose first line still looks like one are returned, so
-    their signatures get an outcome (dkimpy will then refuse the message: permerror)."""
+
+def read_header_fields(message: bytes) -> tuple[list[tuple[bytes, str]], bool]:
+    """The header fields and whether dkimpy can parse the header section.
+
+    When it cannot (a line that is neither a field nor a fold, or a fold before any field),
+    the fields are still split leniently, skipping such lines, so every signature gets an
+    outcome: permerror, as dkimpy refuses to hash the message."""
     section = header_section(message)
     try:
         parsed = dkim.rfc822_parse(section)[0]
     except Exception:  # dkimpy raises MessageFormatError, and IndexError on a leading fold
         found: list[tuple[bytes, str]] = []
-        for line in section.splitlines():
-            name, colon, value = line.partition(b":")
-            if colon and line[:1] not in (b" ", b"\t"):
-                found.append((name.strip().lower(), value.decode("latin-1")))
-        return found
-    return [(bytes(name).lower(), bytes(value).decode("latin-1")) for name, value in parsed]
+        continuing = False
+        for line in section.splitlines(keepends=True):
+            if line[:1] in (b" ", b"\t"):
+                if continuing:
+                    last_name, last_value = found[-1]
+                    found[-1] = (last_name, last_value + line.decode("latin-1"))
+                continue
+            field_name, colon, rest = line.partition(b":")
+            field_name = field_name.strip()
+            continuing = bool(colon) and bool(field_name) and b" " not in field_name
+            if continuing:
+                found.append((field_name.lower(), rest.decode("latin-1")))
+        return found, False
+    return [(bytes(name).lower(), bytes(value).decode("latin-1")) for name, value in parsed], True
 
 
 def header_section(message: bytes) -> bytes:
