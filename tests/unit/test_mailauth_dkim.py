@@ -310,6 +310,7 @@ def test_rsa_keys_under_1024_bits_are_permerror() -> None:
         (b"t=1528637909;", b"t=1528637909; l=12a;", "neutral", "l= is not a number"),
         (b"d=football.example.com;", b"d=foot ball.example.com;", "neutral",
          "d= or s= is not a domain name"),
+        (b"h=from :", b"h=" + b"x:" * 300 + b"from :", "permerror", "h= names too many fields"),
     ],
 )
 def test_bad_signature_tags_are_decided_without_dns(

@@ -30,6 +30,7 @@ from dkim.canonicalization import CanonicalizationPolicy  # type: ignore[import-
 from postroom.dns.lookup import DnsLookup
 from postroom.dns.resolver import DnsTemporaryError
 from postroom.mailauth.dkim import (
+    MAX_SIGNED_FIELDS,
     MIN_RSA_BITS,
     PrefetchedTxt,
     fetch_keys,
@@ -190,6 +191,8 @@ def _read_field(name: bytes, value: str) -> _Field | str:
             return f"{label} syntax error: {error}"
         if not is_decimal(tags.get("i", ""), 2):
             return f"{label} has no usable i= instance"
+        if len(tags.get("h", "").split(":")) > MAX_SIGNED_FIELDS:
+            return f"{label} names too many fields"
         instance = int(tags["i"])
     if not 1 <= instance <= MAX_INSTANCE:
         return f"{label} has instance {instance}, outside 1..50"

@@ -58,6 +58,9 @@ MIN_RSA_BITS = 1024  # RFC 8301 §3.2: verifiers MUST NOT consider smaller RSA k
 CLOCK_SLOP = 36000  # seconds a t= may lie in the future (a sender's clock may be off)
 MAX_SIGNATURE_FIELD = 16384  # octets; a real DKIM-Signature is well under 2 KiB
 MAX_KEY_NAME = 253
+# h= names at most: dkimpy looks each one up by scanning the header section, so a signature
+# naming thousands of fields would cost seconds per signature; real ones name under 50.
+MAX_SIGNED_FIELDS = 256
 B_PREFIX = 8  # RFC 6008 §4: header.b carries at least the first 8 characters of b=
 ACCEPTED_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
 REQUIRED_TAGS = ("v", "a", "b", "bh", "d", "h", "s")  # RFC 6376 §6.1.1
@@ -261,6 +264,8 @@ def _parse_signature(index: int, value: str, now: float) -> _Signature | DkimOut
         return outcome("neutral", "h= is not a list of field names", tags)
     if "from" not in signed:
         return outcome("permerror", "From is not signed", tags)  # RFC 6376 §5.4, §6.1.1
+    if len(signed) > MAX_SIGNED_FIELDS:
+        return outcome("permerror", "h= names too many fields", tags)
     identity_domain = domain
     if "i" in tags:
         _local, at, identity_domain = tags["i"].rpartition("@")
