@@ -403,10 +403,13 @@ def _verify_signatures(message: bytes, ready: list[_Signature]) -> list[DkimOutc
         fields = [(n, v) for n, v in verifier.headers if n.lower() == _DKIM_SIGNATURE]
     except Exception as error:
         return [_decide(sig, "permerror", f"message cannot be parsed: {error}") for sig in ready]
-    bodies = {"simple": verifier.body, "relaxed": relaxed_safe_body(verifier.body)}
+    bodies = {"simple": verifier.body}
+    if any(sig.body_canon == "relaxed" for sig in ready):
+        bodies["relaxed"] = relaxed_safe_body(verifier.body)
     lengths: dict[str, int] = {}
     problems = [_check_key(sig) for sig in ready]
-    dnsfunc = PrefetchedTxt({sig.key_name: sig.key_text for sig in ready})
+    usable = zip(ready, problems, strict=True)
+    dnsfunc = PrefetchedTxt({sig.key_name: sig.key_text for sig, problem in usable if not problem})
     return [
         problem or _verify_one(verifier, fields, sig, bodies, lengths, dnsfunc)
         for sig, problem in zip(ready, problems, strict=True)
