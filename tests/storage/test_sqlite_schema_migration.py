@@ -164,7 +164,6 @@ def test_version_4_store_gains_the_inbound_checks_columns(tmp_path: Path) -> Non
         db.close()
 
 
-
 def test_version_5_store_gets_the_dkim_keys_table(tmp_path: Path) -> None:
     path = tmp_path / "postroom.db"
     SqliteTx(tmp_path).close()

@@ -388,6 +388,8 @@ class Tx(Protocol):
 
     @property
     def secrets(self) -> Secrets: ...
+
+    @property
     def dkim_keys(self) -> DkimKeys: ...
 
     def savepoint(self) -> AbstractContextManager[None]:
