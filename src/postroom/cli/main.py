@@ -133,13 +133,14 @@ def listen_problem(error: ListenError, config: Config) -> str:
 
 
 def register(group: click.Group) -> None:
-    from postroom.cli import accounts, mailbox, queue, send
+    from postroom.cli import accounts, dmarc, mailbox, queue, send
 
     group.add_command(accounts.user)
     group.add_command(accounts.alias)
     group.add_command(mailbox.mailbox)
     group.add_command(queue.queue)
     group.add_command(send.send)
+    group.add_command(dmarc.dmarc)
 
 
 register(cli)
