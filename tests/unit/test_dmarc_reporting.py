@@ -205,6 +205,21 @@ def test_take_report_reads_on_a_thread_and_keeps_it(store: Store) -> None:
     assert [r.received for r in kept(store)] == [1.0]
 
 
+def test_hostile_text_stays_on_one_log_line(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    forged = REPORT.replace(b"<domain>example.test</domain>", b"<domain>a\nFAKE b</domain>")
+    broken = report_mail(b"\x1f\x8bjunk")
+    broken = broken.replace(b"<report-1@google.com>", b"<x\x1b[31m@evil>")
+    with caplog.at_level(logging.INFO, logger="postroom.dmarc"):
+        assert run_collect(store, report_mail(gzip.compress(forged))) is True
+        assert run_collect(store, broken) is False
+    messages = [r.getMessage() for r in caplog.records if r.name == "postroom.dmarc"]
+    assert len(messages) == 2
+    assert all("\n" not in m and "\x1b" not in m for m in messages), messages
+    assert "domain=a\\nfake b " in messages[0]
+
+
 def test_the_report_address() -> None:
     domains = frozenset({"example.test"})
     assert is_report_address("dmarc-reports@example.test", domains)

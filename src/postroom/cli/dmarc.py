@@ -77,7 +77,7 @@ def _print(reports: Sequence[ReceivedReport]) -> None:
             _one_word(report.reporter),
             _one_word(report.report_id),
             _period(report),
-            report.domain,
+            _one_word(report.domain),
             str(report.messages),
         ]
         for report in reports

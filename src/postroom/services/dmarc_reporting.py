@@ -250,17 +250,21 @@ def _stored(tx: Tx, report: ReceivedReport) -> bool:
         "stored" if added else "duplicate",
         report.reporter,
         report.report_id,
-        report.domain,
+        one_line(report.domain),
         period,
         report.messages,
-        report.message_id or "-",
+        one_line(report.message_id or "-"),
     )
     return True
 
 
 def _refused(error: ReportError, message_id: str | None) -> bool:
     # One line, no traceback: the message is then delivered like any other.
-    log.warning("dmarc report unreadable message-id=%s: %s", message_id or "-", error.reason)
+    log.warning(
+        "dmarc report unreadable message-id=%s: %s",
+        one_line(message_id or "-"),
+        one_line(error.reason),
+    )
     return False
 
 
@@ -308,6 +312,11 @@ def _message_id_of(message: bytes) -> str | None:
         if line[:11].lower() == b"message-id:":
             return line[11:].strip().decode("ascii", "replace")[:MAX_TEXT]
     return None
+
+
+def one_line(text: str) -> str:
+    """Text from a hostile message made fit for one log line: controls shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:500])
 
 
 def _date(moment: float) -> str:
