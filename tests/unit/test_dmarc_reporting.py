@@ -205,9 +205,7 @@ def test_take_report_reads_on_a_thread_and_keeps_it(store: Store) -> None:
     assert [r.received for r in kept(store)] == [1.0]
 
 
-def test_hostile_text_stays_on_one_log_line(
-    store: Store, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_hostile_text_stays_on_one_log_line(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     forged = REPORT.replace(b"<domain>example.test</domain>", b"<domain>a\nFAKE b</domain>")
     broken = report_mail(b"\x1f\x8bjunk")
     broken = broken.replace(b"<report-1@google.com>", b"<x\x1b[31m@evil>")
