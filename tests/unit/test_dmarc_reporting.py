@@ -500,3 +500,27 @@ def test_the_timer_sends_at_once_then_sleeps_until_after_midnight(
         )
     assert sleeps == [DAY - 3 * 3600]
     assert len(asyncio.run(store.read(lambda tx: tx.queue.entries()))) == 1
+
+
+def test_a_destination_that_is_no_mailbox_is_left_out(store: Store, tmp_path: Path) -> None:
+    """rua URIs are percent-decoded: a CR/LF or a blank there must not reach RCPT TO."""
+    record = (
+        "v=DMARC1; p=reject; rua=mailto:a%0D%0ARSET@sender.example,"
+        "mailto:with%20blank@sender.example,mailto:agg@sender.example"
+    )
+    dns = dict(DNS)
+    dns[("_dmarc.sender.example", "TXT")] = [record]
+    found = evaluation_record(
+        outcome("pass", record),
+        time=MONDAY + 5,
+        source_ip="192.0.2.1",
+        header_from="sender.example",
+        spf=("sender.example", "pass"),
+    )
+    assert found is not None
+    record_all(store, [found])
+    config = make_config(tmp_path)
+    [queue_id] = asyncio.run(send_daily_reports(store, StaticLookup(dns), config, TUESDAY))
+    message, content = queued_report(store, queue_id)
+    assert [r.address for r in message.recipients] == ["agg@sender.example"]
+    assert b"RSET" not in content

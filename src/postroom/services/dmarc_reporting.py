@@ -56,7 +56,8 @@ from postroom.mailauth.dmarc_reports import (
     report_subject,
 )
 from postroom.model.queue import Envelope, QueuedMessage, Recipient, new_queue_id
-from postroom.proto.smtp.params import MailParams
+from postroom.proto.smtp.params import MailParams, validate_mailbox
+from postroom.proto.smtp.replies import ClientError
 from postroom.queue.spool import settled_events
 from postroom.storage.api import Store, Tx
 from postroom.storage.buffer import ContentBuffer
@@ -422,6 +423,9 @@ async def send_daily_reports(
         except StorageFailure as failure:
             log.warning("dmarc report domain=%s not sent: %s", domain, failure)
             continue
+        except Exception:  # one domain's trouble does not keep the others' reports back
+            log.exception("dmarc report domain=%s failed", domain)
+            continue
         if message_id is not None:
             queued.append(message_id)
     if queued and wake is not None:
@@ -452,7 +456,9 @@ async def _report_domain(
         await drop("its DMARC record asks for no aggregate reports now")
         return None
     # Aggregate reporting §3: addresses outside the domain must confirm they take its reports.
-    destinations = await report_destinations(lookup, domain, current.record.rua)
+    verified = await report_destinations(lookup, domain, current.record.rua)
+    # What DNS gave is percent-decoded: only RFC 5321 mailboxes (no CR/LF, no blanks) go on.
+    destinations = tuple(address for address in verified if _mailbox(address))
     if not destinations:
         await drop("no report destination verified (" + ", ".join(current.record.rua) + ")")
         return None
@@ -460,7 +466,9 @@ async def _report_domain(
     submitter = config.domains[0].lower()
     sender = report_address(config)
     report_id = f"{new_queue_id(now)}.{domain}"
-    filename, _, data = report_message_attachment(
+    # Many rows make gzip and XML work: off the event loop.
+    filename, _, data = await asyncio.to_thread(
+        report_message_attachment,
         receiver=submitter,
         org_name=config.hostname,
         email=sender,
@@ -508,6 +516,15 @@ async def _report_domain(
         message.id if message is not None else "-",
     )
     return message.id if message is not None else None
+
+
+def _mailbox(address: str) -> bool:
+    try:
+        validate_mailbox(address, utf8=False)  # RFC 5321 §4.1.2
+    except ClientError:
+        log.info("dmarc report destination refused: not a mailbox: %s", one_line(address))
+        return False
+    return True
 
 
 def _row(evaluation: EvaluationRecord) -> EvaluationRow:
