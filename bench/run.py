@@ -3,18 +3,21 @@
 Usage (from the repo root, as root, with postfix installed)::
 
     .venv/bin/python bench/run.py [--messages 5000] [--only postfix,aiosmtpd,dovecot,postroom]
-                                  [--scenario receive,relay,imap,stock]
+                                  [--scenario receive,relay,imap,stock,auth]
+                                  [--auth-messages 600]
                                   [--imap-messages 10000] [--imap-sessions 10000]
 
 Each system gets ``smtp-source -s 20 -m N -l 5120`` on its own free 127.0.0.1
-port; see the sys_*.py modules for what each rate means.  Four scenarios:
+port; see the sys_*.py modules for what each rate means.  Five scenarios:
 ``receive`` (accept and deliver locally; postroom is also measured for RSS
 growth while 10 sessions send a 20 MiB message each), ``relay`` (Postfix and
 postroom forward the load into smtp-sink, sys_relay.py), ``imap`` (Dovecot
 and postroom over the same generated mailbox, with its own client and with
 imaplib, then postroom's RSS with many idle sessions, sys_imap.py) and
 ``stock`` (smtplib against Postfix and postroom, poplib against Dovecot and
-postroom, sys_stock.py).  Prints a table per scenario and writes
+postroom, sys_stock.py) and ``auth`` (DKIM-signed mail from a remote domain verified by
+Postfix with opendkim and opendmarc and by postroom, and postroom's submission rate with
+and without DKIM signing, sys_auth.py).  Prints a table per scenario and writes
 ``bench/results/latest.json``.  A system that fails prints
 its error and the others still run; the exit status is 1 if any selected system
 failed, else 0 (missing a target does not fail the run).
@@ -39,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import imap_stock
 import sys_aiosmtpd
+import sys_auth
 import sys_dovecot
 import sys_imap
 import sys_postfix
@@ -58,7 +62,7 @@ RELAY_SYSTEMS: dict[str, Runner] = {
     "postroom": sys_relay.run_postroom,
 }
 IMAP_SYSTEMS = ("dovecot", "postroom")
-SCENARIOS = ("receive", "relay", "imap", "stock")
+SCENARIOS = ("receive", "relay", "imap", "stock", "auth")
 STOCK_SYSTEMS = ("postfix", "dovecot", "postroom")
 RATIO_TARGET_VS_POSTFIX = 2.0
 RELAY_TARGET_VS_POSTFIX = 1.0
@@ -98,6 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2000,
         help="TLS-only connections used to estimate TLS's share of that memory",
     )
+    parser.add_argument(
+        "--auth-messages",
+        type=int,
+        default=sys_auth.MESSAGES,
+        help="signed messages per system and algorithm in the auth scenario (plus a warm-up)",
+    )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     known = [*SYSTEMS, "dovecot"]
@@ -110,6 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}"
         )
+    if args.auth_messages < 1:
+        parser.error("--auth-messages must be at least 1")
     if args.messages < 1:
         parser.error("--messages must be at least 1")
     if args.imap_messages < 1 or args.imap_sessions < 0 or args.imap_tls_sessions < 1:
@@ -318,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     if "stock" in args.scenario:
         stock = sys_stock.run([name for name in STOCK_SYSTEMS if name in args.only])
         print_stock_table(stock)
+    auth: dict[str, Any] = {}
+    if "auth" in args.scenario:
+        names = [name for name in ("postfix", "postroom") if name in args.only]
+        auth = sys_auth.run(names, args.auth_messages, args.timeout)
+        sys_auth.print_table(auth)
     report = {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": host_info(),
@@ -340,15 +357,17 @@ def main(argv: list[str] | None = None) -> int:
             "relay postroom/postfix": RELAY_TARGET_VS_POSTFIX,
             "imap dovecot/postroom": IMAP_TARGET_VS_DOVECOT,
             "imap idle sessions rss_mib": sys_imap.RSS_TARGET_MIB,
+            "auth postroom/postfix": sys_auth.TARGET_VS_POSTFIX,
         },
         "imap": imap,
         "stock": stock,
+        "auth": auth,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nresults written to {args.json}")
     every = [*results.values(), *relay.values()]
-    failed = imap.get("errors") or stock.get("errors")
+    failed = imap.get("errors") or stock.get("errors") or auth.get("errors")
     return 1 if any("error" in res for res in every) or failed else 0
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -24,6 +26,7 @@ from postroom.delivery.smtp import (
     deliver_to_domain,
 )
 from postroom.dns import DnsResolver
+from postroom.dns.lookup import CachingLookup, ResolverLookup
 from postroom.model.queue import RecipientOutcome
 from postroom.net import tls
 from postroom.net.imap_session import ImapService
@@ -37,16 +40,20 @@ from postroom.queue.backoff import RetryPolicy
 from postroom.queue.reports import Reporter
 from postroom.queue.scheduler import Scheduler
 from postroom.queue.spool import Spool
+from postroom.services.dkim_keys import promote
 from postroom.services.imap.session import ImapContext
 from postroom.services.ingress import IngressContext
+from postroom.services.mail_check import MailChecker
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.services.maildrop import MailboxLocks, MaildropContext
+from postroom.services.outbound_auth import OutboundAuth, srs_for
 from postroom.storage.backend import server_store
-from postroom.storage.records import ClaimedMessage
+from postroom.storage.records import ClaimedMessage, StorageFailure
 
 log = logging.getLogger("postroom")
 
 SHUTDOWN_GRACE = 30.0
+KEY_PROMOTION_EVERY = 600.0  # seconds between looks at DNS for rotated DKIM keys
 TASK_STOP_WAIT = 2.0  # seconds for a cancelled background task to end before it is named
 # Listeners whose connections start with the TLS handshake (RFC 8314).
 IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
@@ -85,6 +92,8 @@ class MailServer:
         self.local = LocalDelivery(self.store, reporter)
         queue = config.queue
         self.resolver = DnsResolver(nameservers=config.dns.nameservers)
+        # SPF, DKIM, DMARC and ARC ask through one cache, with the same nameservers.
+        self.lookup = CachingLookup(ResolverLookup(config.dns.nameservers))
         self.outbound = OutboundSettings(hostname=config.hostname, port=config.delivery.port)
         self.scheduler = Scheduler(
             self.store,
@@ -99,21 +108,25 @@ class MailServer:
         self.store.on_mailbox_change = self.mailbox_events.publish
         self.mailbox_locks = MailboxLocks()  # RFC 1939 §8: one POP3 session per maildrop
         self.listeners: list[Listener] = []
+        self.outbound_auth: OutboundAuth | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _deliver(
         self, domain: str, claimed: Sequence[ClaimedMessage], contents: Sequence[bytes]
     ) -> list[list[RecipientOutcome]]:
+        auth = self.outbound_auth
         messages = [
             OutboundMessage(
-                sender=item.message.envelope.sender,
-                params=item.message.envelope.params,
+                sender=auth.envelope_sender(envelope.sender) if auth else envelope.sender,
+                params=envelope.params,
                 recipients=tuple(
                     OutboundRecipient(r.address, r.notify, r.orcpt) for r in item.recipients
                 ),
                 content=content,
+                auth=envelope.auth,
             )
             for item, content in zip(claimed, contents, strict=True)
+            for envelope in (item.message.envelope,)
         ]
         return await deliver_to_domain(
             domain,
@@ -122,6 +135,16 @@ class MailServer:
             settings=self.outbound,
             route=self._route(domain),
         )
+
+    async def _promote_keys(self) -> None:
+        """Rotated DKIM keys start signing once DNS shows their records; retired ones go."""
+        while True:
+            try:
+                for change in await promote(self.store, self.lookup, time.time()):
+                    log.info("dkim %s", change)
+            except StorageFailure as failure:
+                log.warning("dkim key promotion failed: %s", failure)
+            await asyncio.sleep(KEY_PROMOTION_EVERY)
 
     def _route(self, domain: str) -> Route | None:
         """A [routes] entry for the domain wins; then the [relay] smarthost; else MX (None)."""
@@ -151,13 +174,25 @@ class MailServer:
     async def start(self) -> None:
         self.store.open()
         context = tls_context(self.config)
+        srs = await srs_for(self.config, self.store)
+        outbound_auth = OutboundAuth(self.config, self.store, srs)
+        self.outbound_auth = outbound_auth
+        self.outbound = dataclasses.replace(self.outbound, finish=outbound_auth.finish)
+
         ingress = IngressContext(
-            self.config, self.store, Spool(self.store), self.local, self.scheduler.wake
+            self.config,
+            self.store,
+            Spool(self.store),
+            self.local,
+            self.scheduler.wake,
+            checker=MailChecker(self.config, self.lookup) if self.config.verify.enabled else None,
+            srs_reverse=outbound_auth.reverse,
         )
         await self.local.recover()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.local.run()))
         self._tasks.append(loop.create_task(self.scheduler.run()))
+        self._tasks.append(loop.create_task(self._promote_keys()))
         kinds = self._service_kinds(context, ingress)
         for name, endpoint in self.config.listen.enabled().items():
             if name not in kinds:

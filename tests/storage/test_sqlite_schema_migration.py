@@ -1,6 +1,6 @@
-"""A store written by an older postroom (schema 1, 2 or 3) opens with the current code: the columns
-and tables IMAP needs are added, subscriptions and subjects carried over, and nothing stored is
-lost."""
+"""A store written by an older postroom (schema 1 to 4) opens with the current code: the columns
+and tables IMAP needs are added (and the DKIM keys table), subscriptions and subjects carried
+over, and nothing stored is lost."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_version_2_store_keeps_its_subjects_in_their_own_table(tmp_path: Path) -
     db = SqliteTx(path.parent)
     try:
         version = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version.fetchone()[0] == str(SCHEMA_VERSION) == "5"
+        assert version.fetchone()[0] == str(SCHEMA_VERSION)
         assert db.conn.execute("SELECT blob_id, subject FROM blob_subjects").fetchall() == [
             (7, "quarterly")
         ]
@@ -162,3 +162,28 @@ def test_version_4_store_gains_the_inbound_checks_columns(tmp_path: Path) -> Non
         assert trace is not None and trace.auth == ""
     finally:
         db.close()
+
+
+def test_version_5_store_gets_the_dkim_keys_table(tmp_path: Path) -> None:
+    path = tmp_path / "postroom.db"
+    SqliteTx(tmp_path).close()
+    conn = sqlite3.connect(path)
+    # Back to schema 5: no DKIM keys yet.
+    conn.executescript(
+        """
+        DROP TABLE dkim_keys;
+        UPDATE meta SET value = '5' WHERE key = 'schema_version';
+        INSERT INTO users VALUES (1, 'alice@example.test', 'h', 's', 0);
+        """
+    )
+    conn.close()
+    db = SqliteTx(tmp_path)
+    try:
+        version = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone()[0] == str(SCHEMA_VERSION)
+        assert db.dkim_keys.keys() == []
+        assert db.accounts.get_user("alice@example.test") is not None
+    finally:
+        db.close()
+
+

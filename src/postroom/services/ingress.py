@@ -8,6 +8,7 @@ sessions (554 5.7.1, never an open relay).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 from postroom.config import Config
 from postroom.delivery.local import LocalDelivery, deliver_before_queuing
+from postroom.mailauth.srs import is_srs
 from postroom.model.queue import (
     Envelope,
     QueuedMessage,
@@ -30,6 +32,7 @@ from postroom.queue.spool import Spool
 from postroom.services import cleanup
 from postroom.services.authn import Authenticator
 from postroom.services.etrn import EtrnGate, Verdict
+from postroom.services.mail_check import CheckResult, MailChecker
 from postroom.storage.api import Store
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.records import Resolution, StorageFailure, normalize_address
@@ -50,6 +53,10 @@ class IngressContext:
     local: LocalDelivery
     # Called when mail for other domains was queued (or ETRN asked): starts outbound delivery.
     outbound_wakeup: Callable[[], None] = lambda: None
+    # SPF, DKIM, DMARC and ARC of port-25 mail ([verify]); None: nothing is checked.
+    checker: MailChecker | None = None
+    # Reverses SRS addresses of ours (bounces to forwarded mail); None: no SRS.
+    srs_reverse: Callable[[str], str | None] | None = None
     authenticator: Authenticator = field(init=False)
     local_domains: frozenset[str] = field(default_factory=frozenset)
     etrn_gate: EtrnGate = field(default_factory=EtrnGate)
@@ -152,7 +159,13 @@ class IngressSession:
             # RFC 5321 §4.5.1: the bare <Postmaster> goes to postmaster of our first domain.
             address = f"postmaster@{self.ctx.config.domains[0]}"
         domain = address.rpartition("@")[2].lower()
-        if domain in self.ctx.local_domains:
+        original = self._srs_original(address) if domain in self.ctx.local_domains else None
+        if original is not None:
+            # A reply or bounce to mail we forwarded with SRS: back to its original sender.
+            if not original:
+                return replies.NO_SUCH_USER  # forged, damaged or too old (more than 21 days)
+            resolution = Resolution((), (original,))
+        elif domain in self.ctx.local_domains:
             resolution = await self.ctx.resolve(address)
             if resolution.empty:
                 return replies.NO_SUCH_USER
@@ -167,6 +180,13 @@ class IngressSession:
             self._add_recipient(Recipient(target, event.address, None), event)
         self._rcpt_addresses.append(event.address)
         return None
+
+    def _srs_original(self, address: str) -> str | None:
+        """For an SRS address: the original sender ("" when the address is not a valid SRS
+        address of ours); None for any other address."""
+        if self.ctx.srs_reverse is None or not is_srs(address.rpartition("@")[0]):
+            return None
+        return self.ctx.srs_reverse(address) or ""
 
     def _add_recipient(self, rcpt: Recipient, event: ev.RcptTo) -> None:
         if any(r.address == rcpt.address for r in self._recipients):
@@ -189,10 +209,20 @@ class IngressSession:
         mail = self._mail
         arrival = time.time()
         queue_id = new_queue_id(arrival)
+        checked: CheckResult | None = None
         try:
             if cleanup.received_count(content.head) > self.ctx.config.limits.received_headers:
                 self._log_reject(mail, replies.MAIL_LOOP)
                 return replies.MAIL_LOOP
+            checker = self.ctx.checker
+            if checker is not None and checker.applies(
+                self.service, self.client_addr, info.identity is not None
+            ):
+                checked, content = await self._check(checker, mail, info, content)
+                refusal = checked.decision.reply
+                if refusal is not None:
+                    self._log_checked_reject(mail, checked, refusal)
+                    return refusal
             protocol = cleanup.protocol_name(
                 info.extended, bool(info.tls), info.identity is not None
             )
@@ -212,6 +242,8 @@ class IngressSession:
                 prefix += cleanup.submission_headers(
                     content.head, queue_id, self.ctx.config.hostname, arrival
                 )
+            if checked is not None:
+                prefix = checked.header + prefix  # RFC 8601 §5: above the trace we add
             envelope = Envelope(
                 sender=mail.address,
                 params=mail.params,
@@ -221,6 +253,8 @@ class IngressSession:
                 tls=info.tls,
                 auth_user=info.identity or "",
                 arrival=arrival,
+                auth=checked.summary if checked is not None else "",
+                junk=checked is not None and checked.decision.action == "junk",
             )
             message = QueuedMessage(queue_id, envelope, prefix, 0, content.size, self._recipients)
             deliver = functools.partial(deliver_before_queuing, reporter=self.ctx.local.reporter)
@@ -251,15 +285,46 @@ class IngressSession:
         if any(r.user_id is None for r in message.recipients):
             self.ctx.outbound_wakeup()
         log.info(
-            "queued id=%s client=%s from=<%s> to=%s size=%d result=250 delivered=%d",
+            "queued id=%s client=%s from=<%s> to=%s size=%d result=250 delivered=%d%s",
             queue_id,
             self.client_addr,
             mail.address,
             ",".join(f"<{r.address}>" for r in message.recipients),
             message.size,
             len(delivered),
+            "" if checked is None else f" {checked.summary} action={checked.decision.action}",
         )
         return replies.queued(queue_id)
+
+    async def _check(
+        self, checker: MailChecker, mail: ev.MailFrom, info: SessionInfo, content: ContentBuffer
+    ) -> tuple[CheckResult, ContentBuffer]:
+        """The inbound checks; the content to keep (without forged verdicts of ours)."""
+        message = await asyncio.to_thread(content.contents)
+        checked = await checker.check(
+            client_ip=self.client_addr, helo=info.helo, sender=mail.address, message=message
+        )
+        if checked.cleaned is None:
+            return checked, content
+        cleaned = self.ctx.spool.new_buffer(f"{time.monotonic_ns()}-{id(self)}-clean")
+        try:
+            await asyncio.to_thread(cleaned.write, checked.cleaned)
+        except BaseException:
+            cleaned.discard()
+            raise
+        content.discard()
+        return checked, cleaned
+
+    def _log_checked_reject(self, mail: ev.MailFrom, checked: CheckResult, refusal: Reply) -> None:
+        log.info(
+            "rejected client=%s from=<%s> result=%d %s %s (%s)",
+            self.client_addr,
+            mail.address,
+            refusal.code,
+            refusal.enhanced or "",
+            checked.summary,
+            checked.decision.reason,
+        )
 
     def abort(self) -> None:
         self._reset()

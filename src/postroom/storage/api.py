@@ -28,6 +28,8 @@ from postroom.storage.buffer import ContentBuffer
 from postroom.storage.records import (
     ClaimedMessage,
     ClaimedRecipient,
+    DkimKey,
+    DkimKeyState,
     EvaluationRecord,
     FetchRow,
     FlagWrite,
@@ -372,6 +374,29 @@ class Secrets(Protocol):
         """The secret called `name`; the first caller's `make()` stores it."""
 
 
+class DkimKeys(Protocol):
+    """The DKIM key pairs of domains, one per (domain, selector), with their state.
+
+    Private keys are secrets: they live in the store (which only its owner can read) and are
+    handed out in `DkimKey` records, whose repr leaves them out."""
+
+    def add(self, key: DkimKey) -> None:
+        """A new key; StoreError when the domain has one at that selector already."""
+
+    def keys(self, domain: str | None = None) -> list[DkimKey]:
+        """The keys of `domain` (of every domain when None), by domain, then age (oldest
+        first), then selector."""
+
+    def set_state(self, domain: str, selector: str, state: DkimKeyState, when: float) -> None:
+        """Move a key to `state` as of `when`; StoreError when there is no such key."""
+
+    def delete(self, domain: str, selector: str) -> None:
+        """Remove a key; StoreError when there is no such key."""
+
+    def delete_retired(self, before: float) -> list[DkimKey]:
+        """Remove the keys retired at or before `before`; the keys removed."""
+
+
 class Tx(Protocol):
     """The repositories inside one transaction (or read snapshot)."""
 
@@ -401,6 +426,9 @@ class Tx(Protocol):
 
     @property
     def secrets(self) -> Secrets: ...
+
+    @property
+    def dkim_keys(self) -> DkimKeys: ...
 
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested unit: an exception inside undoes only what was done inside, then goes on."""

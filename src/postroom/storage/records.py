@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from postroom.model.queue import QueuedMessage
 from postroom.proto.imap.selected import MessageState
@@ -350,3 +350,27 @@ class MessageTrace:
     auth_user: str
     events: tuple[HistoryEvent, ...]
     auth: str = ""  # the checks of inbound mail, as on its `queued` log line
+
+
+# --- DKIM keys ---------------------------------------------------------------------------------
+
+DkimKeyState = Literal["announced", "active", "retired"]
+DKIM_KEY_STATES: tuple[DkimKeyState, ...] = ("announced", "active", "retired")
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKey:
+    """One DKIM key pair of a domain at one selector (RFC 6376 §3.1). `private` is the key as
+    dkimpy takes it (rsa: PEM, ed25519: base64 of the seed) and never shows in a repr (nor,
+    so, in a log line); `public` is the p= value of its record. `state`: announced (its record
+    is to be published, it does not sign yet), active (it signs), retired (it signs no more,
+    its record stays published a while); `state_changed` is when it got that state."""
+
+    domain: str
+    selector: str
+    algorithm: str  # ed25519 | rsa (mailauth.keys.Algorithm)
+    private: bytes = field(repr=False)
+    public: str
+    created: float
+    state: DkimKeyState
+    state_changed: float

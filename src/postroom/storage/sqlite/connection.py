@@ -19,6 +19,7 @@ from pathlib import Path
 from postroom.storage import private
 from postroom.storage.sqlite.accounts import SqliteAccounts
 from postroom.storage.sqlite.blobs import SqliteBlobs, SqliteSummaries
+from postroom.storage.sqlite.dkim_keys import SqliteDkimKeys
 from postroom.storage.sqlite.dmarc import SqliteDmarc
 from postroom.storage.sqlite.errors import open_failure
 from postroom.storage.sqlite.history import SqliteHistory
@@ -60,6 +61,7 @@ class SqliteTx:
         self.dmarc = SqliteDmarc(self)
         self.history = SqliteHistory(self)
         self.secrets = SqliteSecrets(self)
+        self.dkim_keys = SqliteDkimKeys(self)
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:

@@ -1,4 +1,5 @@
-"""The SQLite schema of the embedded store: accounts, the queue, history, mailboxes and blobs.
+"""The SQLite schema of the embedded store: accounts, the queue, history, mailboxes, blobs and
+DKIM keys.
 
 One message body is one blob, referenced (and counted) by the queue entry and by every mailbox
 copy; the per-copy trace headers (Received, Return-Path) live in a small `prefix` beside the
@@ -11,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -206,6 +207,25 @@ CREATE TABLE IF NOT EXISTS mailbox_vanished (
 CREATE INDEX IF NOT EXISTS mailbox_vanished_modseq ON mailbox_vanished(mailbox_id, modseq);
 """
 
+# Schema 6. One statement (a migration step runs it as it is, and it must stay idempotent).
+DKIM_KEYS = """
+-- DKIM key pairs (RFC 6376; ed25519 per RFC 8463), one per selector of a domain. The private
+-- key is a secret: the database file is 0600 in a 0700 data_dir (storage/private.py).
+CREATE TABLE IF NOT EXISTS dkim_keys (
+    domain        TEXT NOT NULL,
+    selector      TEXT NOT NULL,
+    algorithm     TEXT NOT NULL,     -- ed25519|rsa
+    private_key   BLOB NOT NULL,     -- as dkimpy takes it: PEM (rsa), base64 of the seed (ed25519)
+    public_key    TEXT NOT NULL,     -- the p= value of its record
+    created       REAL NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('announced', 'active', 'retired')),
+    state_changed REAL NOT NULL,     -- when it got its state (a retired key goes a week later)
+    PRIMARY KEY (domain, selector)
+) WITHOUT ROWID
+"""
+
+SCHEMA += DKIM_KEYS + ";\n"
+
 
 
 def _move_subjects(conn: sqlite3.Connection) -> None:
@@ -275,4 +295,5 @@ MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = 
     3: (_move_subjects,),
     4: (_keep_history,),
     5: (_add_inbound_checks,),
+    6: (DKIM_KEYS,),
 }

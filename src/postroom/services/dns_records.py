@@ -1,0 +1,163 @@
+"""The DNS records a local domain needs, as RFC 1035 master-file lines (what `postroom dns
+records DOMAIN` prints).
+
+Every name is absolute (a final dot, RFC 1035 §5.1), so the lines mean the same in any zone
+file whatever its $ORIGIN, and each group of records follows a `;` comment saying what it is
+for: the MX, SPF, the DKIM keys (active, announced and, for their week, retired), DMARC,
+TLS reporting, the RFC 6186 SRV records of the mail services, and, as comments, what this
+machine cannot know (its public addresses and their PTR records).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
+
+from postroom.mailauth.keys import txt_parts
+from postroom.services.dkim_keys import RETIRED_KEPT, key_record, record_name
+from postroom.storage.records import DkimKey
+
+TTL = 3600
+DMARC_REPORTS = "dmarc-reports"  # local part of the DMARC rua= address (issue 13 §5)
+TLS_REPORTS = "tls-reports"  # local part of the TLS-RPT rua= address
+
+# RFC 6186 §3 (and RFC 8314 §5.1 for submissions): SRV service label, the [listen] service
+# that offers it, and its priority. RFC 8314 §5.1: implicit TLS is preferred, so the STARTTLS
+# services get the larger (less preferred) priority.
+SRV_SERVICES: tuple[tuple[str, str, int], ...] = (
+    ("_submissions._tcp", "submissions", 0),
+    ("_imaps._tcp", "imaps", 0),
+    ("_pop3s._tcp", "pop3s", 0),
+    ("_submission._tcp", "submission", 10),
+    ("_imap._tcp", "imap", 10),
+    ("_pop3._tcp", "pop3", 10),
+)
+
+_STATE_NOTES = {
+    "active": "active: signs the domain's mail",
+    "announced": "announced: publish it now; signing moves to it once it is seen in DNS",
+}
+
+
+def absolute(name: str) -> str:
+    return name.rstrip(".") + "."
+
+
+def quote(text: str) -> str:
+    """One <character-string> (RFC 1035 §5.1): `"` and `\\` escaped, other octets outside
+    printable ASCII as \\DDD."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif " " <= char <= "~":
+            out.append(char)
+        else:
+            out.extend(f"\\{octet:03d}" for octet in char.encode("utf-8"))
+    return '"' + "".join(out) + '"'
+
+
+def txt_line(name: str, text: str) -> str:
+    """A TXT record, its text cut into character-strings of at most 255 octets (RFC 1035
+    §3.3.14; RFC 6376 §3.6.2.2: a verifier joins them again)."""
+    parts = " ".join(quote(part) for part in txt_parts(text))
+    return f"{absolute(name)} {TTL} IN TXT {parts}"
+
+
+def dkim_line(key: DkimKey) -> str:
+    return txt_line(record_name(key), key_record(key))
+
+
+def _day(moment: float) -> str:
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%d")
+
+
+def _key_note(key: DkimKey) -> str:
+    note = _STATE_NOTES.get(key.state)
+    if note is None:
+        until = _day(key.state_changed + RETIRED_KEPT)
+        note = f"retired: signs no more; keep it published until {until} (mail in transit)"
+    return f"; {key.selector} ({key.algorithm}), {note}"
+
+
+def _inside(name: str, domain: str) -> bool:
+    return name == domain or name.endswith("." + domain)
+
+
+def zone_lines(
+    domain: str,
+    hostname: str,
+    ports: Mapping[str, int],
+    keys: Sequence[DkimKey],
+    *,
+    relay: str | None = None,
+) -> list[str]:
+    """The records of `domain`, whose mail host is `hostname`. `ports`: the [listen] services
+    that are started, by name, with their port; `keys`: the DKIM keys to publish
+    (`dkim_keys.published_keys`); `relay`: the smarthost mail leaves through, if any."""
+    zone = absolute(domain)
+    host = absolute(hostname)
+    lines = [
+        f"; DNS records for {domain}, in RFC 1035 master-file syntax (absolute names).",
+        "",
+        f"; Mail for {domain} goes to {hostname} (RFC 5321 §5.1). The MX must name a host with",
+        "; A/AAAA records, not a CNAME (RFC 2181 §10.3): see the end.",
+        f"{zone} {TTL} IN MX 10 {host}",
+        "",
+        f"; SPF (RFC 7208): mail from {domain} comes from its MX host and nowhere else.",
+        txt_line(domain, "v=spf1 mx -all"),
+    ]
+    if hostname != domain:
+        # RFC 7208 §2.3: bounces have an empty MAIL FROM; receivers check the HELO name.
+        helo = txt_line(hostname, "v=spf1 a -all")
+        lines.append(f"; and for {hostname}, the HELO name of bounces (RFC 7208 §2.3):")
+        lines.append(helo if _inside(hostname, domain) else f"; (in its own zone) {helo}")
+    if relay:
+        lines.append(
+            f"; Mail leaves through the relay {relay}: authorise its senders too, adding what its"
+        )
+        lines.append('; provider gives (such as "include:...") before "-all".')
+    lines += [
+        "",
+        "; DKIM (RFC 6376; ed25519 per RFC 8463): the public keys that verify its signatures.",
+    ]
+    for key in keys:
+        lines += [_key_note(key), dkim_line(key)]
+    if not keys:
+        lines.append("; (no keys)")
+    lines += [
+        "",
+        "; DMARC (RFC 7489, DMARCbis): refuse mail that fails SPF and DKIM alignment; aggregate",
+        f"; reports go to {DMARC_REPORTS}@{domain}.",
+        txt_line(f"_dmarc.{domain}", f"v=DMARC1; p=reject; rua=mailto:{DMARC_REPORTS}@{domain}"),
+        "",
+        f"; SMTP TLS reporting (RFC 8460): reports on TLS with {domain}'s MX go to",
+        f"; {TLS_REPORTS}@{domain}.",
+        txt_line(f"_smtp._tls.{domain}", f"v=TLSRPTv1; rua=mailto:{TLS_REPORTS}@{domain}"),
+        "",
+        "; Where mail clients find the services (RFC 6186, RFC 8314 §5.1): implicit TLS first;",
+        '; "0 0 0 ." says a service is not offered (RFC 6186 §3.4).',
+        *_srv_lines(zone, host, ports),
+        "",
+        *_address_notes(host),
+    ]
+    return lines
+
+
+def _srv_lines(zone: str, host: str, ports: Mapping[str, int]) -> Iterable[str]:
+    for label, service, priority in SRV_SERVICES:
+        port = ports.get(service, 0)
+        # A port of 0 is picked when the server starts: no client could be told it.
+        target = f"{priority} 1 {port} {host}" if port else "0 0 0 ."
+        yield f"{label}.{zone} {TTL} IN SRV {target}"
+
+
+def _address_notes(host: str) -> list[str]:
+    return [
+        "; What this machine cannot know: its public addresses. Publish them for the host name",
+        f"; {host} {TTL} IN A <this server's public IPv4 address>",
+        f"; {host} {TTL} IN AAAA <this server's public IPv6 address, if it has one>",
+        "; and have the owner of each address (the hosting provider) point its PTR back to it:",
+        "; many receivers refuse mail from an address whose name does not lead back to it.",
+        f"; <reverse name of the address>.in-addr.arpa. (or .ip6.arpa.) IN PTR {host}",
+    ]
