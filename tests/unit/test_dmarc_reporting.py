@@ -23,6 +23,7 @@ from postroom.mailauth.dmarc_reports import parse_report
 from postroom.model.queue import QueuedMessage, RecipientState
 from postroom.services import dmarc_reporting
 from postroom.services.dmarc_reporting import (
+    applied,
     collect,
     evaluation_record,
     is_report_address,
@@ -524,3 +525,25 @@ def test_a_destination_that_is_no_mailbox_is_left_out(store: Store, tmp_path: Pa
     message, content = queued_report(store, queue_id)
     assert [r.address for r in message.recipients] == ["agg@sender.example"]
     assert b"RSET" not in content
+
+
+def test_what_was_done_is_reported_with_its_reason() -> None:
+    quarantine = "v=DMARC1; p=quarantine; rua=mailto:agg@sender.example"
+    failing, passing = outcome("fail", quarantine), outcome("pass", quarantine)
+    assert applied(passing, "deliver") == ("pass", None)
+    assert applied(failing, "junk") == ("quarantine", None)
+    assert applied(failing, "deliver") == ("none", "local_policy")  # [verify] said mark
+    assert applied(failing, "reject") == ("reject", "local_policy")
+    assert applied(failing, "deliver", trusted_forwarder=True) == ("none", "trusted_forwarder")
+    testing = DmarcOutcome(
+        "fail",
+        "none",
+        "sender.example",
+        parse_record(quarantine + "; t=y"),
+        False,
+        False,
+        "t=y",
+        requested="quarantine",
+        override="policy_test_mode",
+    )
+    assert applied(testing, "deliver") == ("none", "policy_test_mode")

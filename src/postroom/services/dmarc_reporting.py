@@ -10,11 +10,12 @@ and keep its summary in the store (once per reporter and report ID). A message t
 readable report answers False and is logged in one line: the caller then delivers it as a
 normal message (to the postmaster).
 
-Sent: ingress counts what it evaluated with `evaluation_record` and `Dmarc.record_evaluation`;
-once a day `send_daily_reports` turns the evaluations of each finished UTC day into one report
-per Policy Domain whose record asks for them (rua=, checked again in DNS at sending time, each
-external destination verified), queued like postroom's own bounces, in the transaction that
-forgets the evaluations it covers. `run_daily` is the timer the server runs.
+Sent: ingress counts what it evaluated with `evaluation_record` (the disposition from what it
+did, `applied`) and `Dmarc.record_evaluation`; once a day `send_daily_reports` turns the
+evaluations of the finished UTC days into one report per Policy Domain whose record asks for
+them (rua=, checked again in DNS at sending time, each external destination verified), queued
+like postroom's own bounces, in the transaction that forgets the evaluations it covers.
+`run_daily` is the timer the server runs.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from postroom.model.queue import Envelope, QueuedMessage, Recipient, new_queue_i
 from postroom.proto.smtp.params import MailParams, validate_mailbox
 from postroom.proto.smtp.replies import ClientError
 from postroom.queue.spool import settled_events
+from postroom.services.dns_records import DMARC_REPORTS
 from postroom.storage.api import Store, Tx
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.records import (
@@ -70,7 +72,7 @@ from postroom.storage.records import (
 
 log = logging.getLogger("postroom.dmarc")
 
-REPORT_LOCAL_PART = "dmarc-reports"  # the rua mailbox `dns records` publishes, and our From
+REPORT_LOCAL_PART = DMARC_REPORTS  # the rua mailbox `dns records` publishes, and our From
 DAY = 86400
 MAX_MESSAGE = 32 * 1024 * 1024  # a report message read at all (20 MiB of report, base64'd)
 MAX_PARTS = 64  # MIME parts looked at for the report
@@ -386,6 +388,24 @@ def evaluation_record(
         rua=record.rua,
         wants_reports=bool(record.rua),
     )
+
+
+_DONE: dict[str, Disposition] = {"reject": "reject", "junk": "quarantine"}
+
+
+def applied(
+    outcome: DmarcOutcome, action: str, *, trusted_forwarder: bool = False
+) -> tuple[Disposition, str | None]:
+    """The disposition to report for what ingress did (`auth_policy.Decision.action`: deliver,
+    junk, reject) and, when it is not what DMARC asked, the reason type (aggregate reporting
+    §2.1): "trusted_forwarder" when a trusted ARC sealer let the message through, else
+    "local_policy" (our [verify] settings); the outcome's own reason (t=y) when they agree."""
+    if outcome.result == "pass":
+        return "pass", None
+    done = _DONE.get(action, "none")
+    if done == outcome.policy:
+        return done, outcome.override
+    return done, "trusted_forwarder" if trusted_forwarder else "local_policy"
 
 
 # -- sending -------------------------------------------------------------------------------
