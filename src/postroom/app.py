@@ -142,7 +142,14 @@ class MailServer:
         while True:
             try:
                 for change in await promote(self.store, self.lookup, time.time()):
-                    log.info("dkim %s", change)
+                    key = change.key
+                    log.info(
+                        "dkim key %s domain=%s selector=%s algorithm=%s",
+                        change.action,
+                        key.domain,
+                        key.selector,
+                        key.algorithm,
+                    )
             except StorageFailure as failure:
                 log.warning("dkim key promotion failed: %s", failure)
             await asyncio.sleep(KEY_PROMOTION_EVERY)

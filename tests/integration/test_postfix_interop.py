@@ -75,7 +75,11 @@ def receiver() -> Iterator[Postfix]:
 
 
 def sender(factory: Callable[..., Postroom], receiver: Postfix) -> Postroom:
-    """A postroom whose mail for ONE and TWO goes to Postfix's plain port, SEVEN to the other."""
+    """A postroom whose mail for ONE and TWO goes to Postfix's plain port, SEVEN to the other.
+
+    It signs nothing: these tests compare what arrives with what was submitted byte for byte
+    below the trace; the DKIM signatures added on the way, and that they verify after Postfix,
+    are tested in test_mail_auth_e2e.py."""
     plain, seven = receiver.ports["plain"], receiver.ports["seven_bit"]
     return factory(
         extra=(
@@ -83,6 +87,7 @@ def sender(factory: Callable[..., Postroom], receiver: Postfix) -> Postroom:
             f'"{ONE}" = "{HOST}:{plain}"\n'
             f'"{TWO}" = "{HOST}:{plain}"\n'
             f'"{SEVEN}" = "{HOST}:{seven}"\n'
+            "[dkim]\nsign = false\n"
         )
     )
 

@@ -158,6 +158,8 @@ def queue_show(ctx: click.Context, message_id: str) -> None:
     click.echo(f"client: {env.client_addr} helo={env.client_helo} protocol={env.protocol}")
     if env.auth_user:
         click.echo(f"authenticated: {env.auth_user}")
+    if env.auth:
+        click.echo(f"checks: {env.auth}" + (" (to Junk)" if env.junk else ""))
     if env.params_json() != "{}":
         click.echo(f"parameters: {env.params_json()}")
     click.echo("recipients:")
@@ -241,6 +243,8 @@ def _show_trace(trace: MessageTrace) -> None:
     )
     if trace.auth_user:
         click.echo(f"authenticated: {trace.auth_user}")
+    if trace.auth:
+        click.echo(f"checks: {trace.auth}")
     click.echo("history:")
     for event in trace.events:
         relay = f" relay={event.relay}" if event.relay else ""

@@ -1,6 +1,7 @@
 """What mail leaving for other hosts carries so that receivers can authenticate it.
 
-- DKIM (RFC 6376, ed25519 per RFC 8463): a message whose From: is in one of our domains gets an
+- DKIM (RFC 6376, ed25519 per RFC 8463): a message whose From: is in one of our domains (or
+  below one: bounces from the host name) gets an
   ed25519-sha256 and an rsa-sha256 signature by that domain's active keys, made on the form that
   is sent (after any 7-bit downgrade: delivery/smtp.py calls `finish` last), on a worker thread.
   A domain's first keys are made when first needed. Mail from other From domains (a forwarded
@@ -58,6 +59,17 @@ class OutboundAuth:
     def is_local(self, domain: str) -> bool:
         return domain.lower() in self.local_domains
 
+    def signing_domain(self, from_domain: str) -> str | None:
+        """The local domain whose keys sign mail from `from_domain`: itself, or the local domain
+        it is below (bounces come from MAILER-DAEMON@ the host name, mx.example.com: d=
+        example.com aligns with it under DMARC's relaxed alignment); None for other domains."""
+        name = from_domain.lower()
+        while name:
+            if name in self.local_domains:
+                return name
+            name = name.partition(".")[2]
+        return None
+
     def envelope_sender(self, sender: str) -> str:
         """SRS for a sender outside our domains; ours and the null sender stay as they are."""
         if not sender or self.is_local(sender.rpartition("@")[2]):
@@ -93,9 +105,10 @@ class OutboundAuth:
         domains = dmarc.from_domains(content if header_end < 0 else content[: header_end + 2])
         if isinstance(domains, dmarc.FromError) or len(domains) != 1:
             return content
-        if not self.is_local(domains[0]):
+        signer = self.signing_domain(domains[0])
+        if signer is None:
             return content
-        keys = await self.keys(domains[0])
+        keys = await self.keys(signer)
         if not keys:
             return content
         return await asyncio.to_thread(_signed, content, keys)
