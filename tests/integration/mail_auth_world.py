@@ -26,7 +26,7 @@ from postroom.mailauth import keys
 
 from .conftest import DOMAIN, HOSTNAME, Postroom, wait_until
 from .dns_server import DnsServer, DnsServerFactory
-from .milters import ResolvConfDns, dkimpy_dnsfunc, opendkim_testmsg
+from .milters import Peers, ResolvConfDns, dkimpy_dnsfunc, opendkim_testmsg
 
 SENDER_DOMAIN = "sender.test"
 SENDER_SELECTORS = {"s1": keys.generate("rsa"), "s2": keys.generate("ed25519")}
@@ -96,6 +96,13 @@ class World:
             tables += "[verify]\nenabled = true\n\n"
         self.server.extra = tables + extra
         self.server.write_config()
+
+    def resolver(self, peers: Peers) -> ResolvConfDns:
+        """The nsd's zones on port 53 too, for the programs that read resolv.conf; reloaded
+        with the first by `republish`."""
+        resolver = peers.resolver(self.nsd)
+        self.resolvers.append(resolver)
+        return resolver
 
     def dnsfunc(self) -> Callable[..., bytes]:
         return dkimpy_dnsfunc(self.nsd.nameserver)

@@ -165,7 +165,7 @@ def test_our_signatures_verify_after_every_path(
     else:
         to, fetch = through_smarthost(world, milters, smtp_sink, postroom_factory)
     world.server.start()
-    resolver = milters.resolver(world.nsd)
+    resolver = world.resolver(milters)
     token = new_token("path")
     submit(world.server, ALICE, to, eight_bit_message(token, ALICE, to))
     data = fetch(token)
@@ -287,7 +287,7 @@ def test_a_bounce_to_a_remote_sender_is_signed(
     world.configure(routes(refuse=(refusing.host, refusing.port), sender=capture.address))
     world.server.run_cli("alias", "add", f"fwd@{DOMAIN}", "carol@refuse.test")
     world.server.start()
-    resolver = milters.resolver(world.nsd)
+    resolver = world.resolver(milters)
     token = new_token("bounce")
     with open_session(world.server.smtp_port, helo=f"mail.{SENDER_DOMAIN}") as wire:
         reply = send_message(
@@ -295,7 +295,7 @@ def test_a_bounce_to_a_remote_sender_is_signed(
         )
     assert reply.code == 250, reply
     bounce = capture.wait(1, log=world.server.log_tail)[0]
-    assert (bounce.mail_from, bounce.rcpt_tos) == ("", [f"bob@{SENDER_DOMAIN}"])
+    assert (bounce.mail_from, bounce.rcpt_tos) == ("<>", [f"bob@{SENDER_DOMAIN}"])
     assert token.encode() in bounce.data
     [author] = [v for n, v in header_fields(bounce.data) if n == "from"]
     assert f"MAILER-DAEMON@{hostname}" in author, author
@@ -325,7 +325,7 @@ def test_a_rotated_key_signs_only_once_dns_shows_it_and_old_signatures_still_ver
     capture = milters.capture()
     world.configure(routes(cap=capture.address))
     server.start()
-    resolver = milters.resolver(world.nsd)
+    resolver = world.resolver(milters)
     sent: dict[str, bytes] = {}
 
     def send(label: str) -> bytes:
