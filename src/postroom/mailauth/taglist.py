@@ -19,6 +19,9 @@ _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _FWS = " \t\r\n"
+_WSP_RUNS = re.compile(r"[ \t\r\n]+")
+# Control characters a tag-value must not hold once its folds are undone (HTAB is white space).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MAX_DOMAIN = 253
 MAX_WSP_RUN = 256  # longer runs of white space in a signature field are refused (see below)
 
@@ -56,17 +59,8 @@ def parse_tag_list(text: str) -> dict[str, str]:
 def _is_tval_text(value: str) -> bool:
     """RFC 6376 §3.2 tag-value: visible characters (and octets above 127, for EAI i= values)
     separated by FWS; a CR or LF only as part of a fold (CRLF followed by WSP)."""
-    for index, char in enumerate(value):
-        code = ord(char)
-        if char == "\r":
-            if value[index + 1 : index + 2] != "\n":
-                return False
-        elif char == "\n":
-            if value[index + 1 : index + 2] not in (" ", "\t"):
-                return False
-        elif (code < 0x20 and char != "\t") or code == 0x7F:
-            return False
-    return True
+    unfolded = value.replace("\r\n", "\n").replace("\n ", " ").replace("\n\t", "\t")
+    return _CONTROL.search(unfolded) is None
 
 
 def strip_fws(value: str) -> str:
@@ -81,14 +75,7 @@ def longest_wsp_run(value: str) -> int:
     part backtracks quadratically on long white-space runs; signature fields with runs longer
     than MAX_WSP_RUN never reach it (no real signer folds like that).
     """
-    longest = run = 0
-    for char in value:
-        if char in _FWS:
-            run += 1
-            longest = max(longest, run)
-        else:
-            run = 0
-    return longest
+    return max((len(run) for run in _WSP_RUNS.findall(value)), default=0)
 
 
 def is_base64(value: str) -> bool:

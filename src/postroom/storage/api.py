@@ -30,6 +30,7 @@ from postroom.storage.records import (
     ClaimedRecipient,
     DkimKey,
     DkimKeyState,
+    EvaluationRecord,
     FetchRow,
     FlagWrite,
     HistoryEvent,
@@ -39,6 +40,7 @@ from postroom.storage.records import (
     MailboxStatus,
     MessageTrace,
     QueueEntry,
+    ReceivedReport,
     Resolution,
     StatusCounts,
     StorageFailure,
@@ -315,6 +317,39 @@ class Queue(Protocol):
         """Remove an entry (StoreError when there is none); its blob goes if unreferenced."""
 
 
+class Dmarc(Protocol):
+    """DMARC aggregate reports: those other receivers send us about our domains, and what our
+    inbound checks evaluated, for the reports we send."""
+
+    def add_report(self, report: ReceivedReport) -> bool:
+        """Keep a received report; False (nothing changed) when one with the same reporter
+        and report ID is kept already."""
+
+    def reports(self, domain: str | None = None) -> list[ReceivedReport]:
+        """The reports kept (about `domain` only, when given), by period then reporter."""
+
+    def forget_reports(self, before: float) -> int:
+        """Drop the reports whose period ended before `before`; how many went."""
+
+    def record_evaluation(self, evaluation: EvaluationRecord) -> None:
+        """Count one evaluation (or `evaluation.count`): added to the row of its UTC day,
+        source IP, Author Domain and results; the row takes its record, rua and
+        wants_reports (the latest seen win)."""
+
+    def pending_report_domains(self, before: float) -> list[str]:
+        """The Policy Domains that asked for reports and have evaluations of a UTC day that
+        began before `before` (pass the start of the current day: finished days)."""
+
+    def evaluations(
+        self, policy_domain: str, begin: float, end: float
+    ) -> list[EvaluationRecord]:
+        """The counted evaluations of the UTC days starting in [begin, end), by day."""
+
+    def forget_evaluations(self, policy_domain: str | None, end: float) -> int:
+        """Drop the evaluations of the UTC days starting before `end`, of one Policy Domain
+        (None: of every one); how many rows went."""
+
+
 class History(Protocol):
     """What happened to messages, kept after they leave the queue, for a retention time."""
 
@@ -382,6 +417,9 @@ class Tx(Protocol):
 
     @property
     def queue(self) -> Queue: ...
+
+    @property
+    def dmarc(self) -> Dmarc: ...
 
     @property
     def history(self) -> History: ...

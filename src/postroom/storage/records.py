@@ -199,6 +199,87 @@ class FlagWrite:
     elsewhere: list[MessageState]
 
 
+# --- DMARC reports ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRow:
+    """One record of an aggregate report another receiver sent us: messages from one source
+    IP with one set of results. `dkim` and `spf` are the policy_evaluated (aligned) results;
+    `dkim_results` (domain, selector, result) and `spf_results` (domain, result) the raw ones."""
+
+    source_ip: str
+    count: int
+    disposition: str
+    dkim: str
+    spf: str
+    header_from: str
+    envelope_from: str | None = None
+    dkim_results: tuple[tuple[str, str, str], ...] = ()
+    spf_results: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def dmarc(self) -> str:
+        """DMARC passes when one of the aligned results does (DMARCbis §4.9.5)."""
+        return "pass" if "pass" in (self.dkim, self.spf) else "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedReport:
+    """An aggregate report received for one of our domains, as parsed: who sent it (org name
+    and address), its ID (unique per reporter), the period (Unix seconds, UTC), the policy
+    domain and the policy the reporter saw ("p=reject; adkim=r; ..."), and its rows.
+    `received` and `message_id` (the Message-ID of the mail it came in) say where it is from."""
+
+    reporter: str
+    email: str
+    report_id: str
+    begin: int
+    end: int
+    domain: str
+    policy: str
+    rows: tuple[ReceivedRow, ...]
+    received: float
+    message_id: str = ""
+    schema: str = "rfc7489"
+    errors: tuple[str, ...] = ()
+
+    @property
+    def messages(self) -> int:
+        return sum(row.count for row in self.rows)
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationRecord:
+    """What the inbound checks concluded for messages of one Policy Domain, kept for the
+    aggregate reports we send (DMARCbis aggregate reporting): stored counted per UTC day,
+    source IP, Author Domain and results, so `count` grows instead of the table.
+
+    `disposition` is what was done (none, pass, quarantine, reject) and `override` the
+    aggregate-report reason type when that is less than the domain asked for (e.g.
+    "policy_test_mode", "local_policy", "trusted_forwarder"; "sampled_out" becomes "other").
+    `spf` is (domain, result) of the identity SPF checked, `dkim` (domain, selector, result)
+    per signature. `record` is the DMARC record applied, as a record text; `rua` its report
+    URIs and `wants_reports` whether it asked for aggregate reports. `time`, on the records
+    the store returns, is the latest evaluation counted in the row."""
+
+    time: float
+    policy_domain: str
+    header_from: str
+    source_ip: str
+    result: str
+    disposition: str
+    spf_aligned: bool
+    dkim_aligned: bool
+    spf: tuple[str, str] | None = None
+    dkim: tuple[tuple[str, str, str], ...] = ()
+    override: str | None = None
+    record: str = ""
+    rua: tuple[str, ...] = ()
+    wants_reports: bool = False
+    count: int = 1
+
+
 # --- queue and history -------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from postroom.storage import private
 from postroom.storage.sqlite.accounts import SqliteAccounts
 from postroom.storage.sqlite.blobs import SqliteBlobs, SqliteSummaries
 from postroom.storage.sqlite.dkim_keys import SqliteDkimKeys
+from postroom.storage.sqlite.dmarc import SqliteDmarc
 from postroom.storage.sqlite.errors import open_failure
 from postroom.storage.sqlite.history import SqliteHistory
 from postroom.storage.sqlite.mailboxes import SqliteMailboxes
@@ -57,6 +58,7 @@ class SqliteTx:
         self.mailboxes = SqliteMailboxes(self)
         self.messages = SqliteMessages(self)
         self.queue = SqliteQueue(self)
+        self.dmarc = SqliteDmarc(self)
         self.history = SqliteHistory(self)
         self.secrets = SqliteSecrets(self)
         self.dkim_keys = SqliteDkimKeys(self)

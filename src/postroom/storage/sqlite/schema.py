@@ -126,6 +126,43 @@ CREATE TABLE IF NOT EXISTS queue_reports_pending (
 );
 CREATE INDEX IF NOT EXISTS queue_reports_pending_message ON queue_reports_pending(message_id);
 
+-- DMARC aggregate reports other receivers sent about our domains: the parsed summary, its
+-- rows as JSON (a report is read whole), one per reporter and report ID.
+CREATE TABLE IF NOT EXISTS dmarc_reports (
+    id          INTEGER PRIMARY KEY,
+    reporter    TEXT NOT NULL,       -- org_name
+    email       TEXT NOT NULL,
+    report_id   TEXT NOT NULL,
+    begin_time  INTEGER NOT NULL,    -- the period, Unix seconds
+    end_time    INTEGER NOT NULL,
+    domain      TEXT NOT NULL,       -- the policy domain
+    policy      TEXT NOT NULL,       -- the policy published, as "p=reject; adkim=r; ..."
+    schema      TEXT NOT NULL,       -- rfc7489|dmarcbis
+    errors      TEXT NOT NULL,       -- JSON array of the report's error elements
+    received    REAL NOT NULL,
+    message_id  TEXT NOT NULL,       -- Message-ID of the mail that carried it
+    messages    INTEGER NOT NULL,    -- the sum of the rows' counts
+    rows        TEXT NOT NULL,       -- JSON: one array per row (storage/sqlite/dmarc.py)
+    UNIQUE (reporter, report_id)
+);
+CREATE INDEX IF NOT EXISTS dmarc_reports_domain ON dmarc_reports(domain, begin_time);
+
+-- What our inbound checks evaluated, for the aggregate reports we send: counted per UTC day,
+-- source IP, Author Domain and results (a JSON array), so a flood of one kind is one row.
+CREATE TABLE IF NOT EXISTS dmarc_evaluations (
+    policy_domain TEXT NOT NULL,
+    day           INTEGER NOT NULL,  -- start of the UTC day, Unix seconds
+    source_ip     TEXT NOT NULL,
+    header_from   TEXT NOT NULL,
+    results       TEXT NOT NULL,     -- JSON: result, disposition, override, alignment, spf, dkim
+    count         INTEGER NOT NULL,
+    last_seen     REAL NOT NULL,
+    record        TEXT NOT NULL,     -- the DMARC record applied (the latest seen)
+    rua           TEXT NOT NULL,     -- JSON array of its rua URIs
+    wants_reports INTEGER NOT NULL,
+    PRIMARY KEY (policy_domain, day, source_ip, header_from, results)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS mailboxes (
     id            INTEGER PRIMARY KEY,
     user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,

@@ -1,0 +1,212 @@
+"""DMARC aggregate reports in SQLite: the reports other receivers send us (a row each, its
+records as JSON), and the evaluations of our inbound checks, counted by UTC day, source IP,
+Author Domain and results (an upsert: a thousand alike messages make one row).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from postroom.storage.records import EvaluationRecord, ReceivedReport, ReceivedRow
+
+if TYPE_CHECKING:
+    from postroom.storage.sqlite.connection import SqliteTx
+
+DAY = 86400
+
+_REPORT_COLUMNS = (
+    "reporter, email, report_id, begin_time, end_time, domain, policy, schema, errors,"
+    " received, message_id, rows"
+)
+_EVALUATION_COLUMNS = (
+    "policy_domain, day, source_ip, header_from, results, count, last_seen, record, rua,"
+    " wants_reports"
+)
+
+
+def utc_day(moment: float) -> int:
+    """The start of the UTC day `moment` falls in (Unix time has no leap seconds)."""
+    return int(moment // DAY) * DAY
+
+
+class SqliteDmarc:
+    def __init__(self, tx: SqliteTx) -> None:
+        self.conn = tx.conn
+
+    # -- received reports ---------------------------------------------------------------------
+
+    def add_report(self, report: ReceivedReport) -> bool:
+        cursor = self.conn.execute(
+            f"INSERT OR IGNORE INTO dmarc_reports({_REPORT_COLUMNS}, messages)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                report.reporter,
+                report.email,
+                report.report_id,
+                report.begin,
+                report.end,
+                report.domain.lower(),
+                report.policy,
+                report.schema,
+                json.dumps(list(report.errors)),
+                report.received,
+                report.message_id,
+                json.dumps([_row_fields(row) for row in report.rows], separators=(",", ":")),
+                report.messages,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def reports(self, domain: str | None = None) -> list[ReceivedReport]:
+        query = f"SELECT {_REPORT_COLUMNS} FROM dmarc_reports"
+        args: tuple[object, ...] = ()
+        if domain is not None:
+            query += " WHERE domain = ?"
+            args = (domain.lower().rstrip("."),)
+        query += " ORDER BY begin_time, reporter, report_id"
+        return [_report(row) for row in self.conn.execute(query, args)]
+
+    def forget_reports(self, before: float) -> int:
+        cursor = self.conn.execute("DELETE FROM dmarc_reports WHERE end_time < ?", (before,))
+        return cursor.rowcount
+
+    # -- our evaluations ----------------------------------------------------------------------
+
+    def record_evaluation(self, evaluation: EvaluationRecord) -> None:
+        results = json.dumps(
+            [
+                evaluation.result,
+                evaluation.disposition,
+                evaluation.override,
+                evaluation.spf_aligned,
+                evaluation.dkim_aligned,
+                list(evaluation.spf) if evaluation.spf is not None else None,
+                [list(item) for item in evaluation.dkim],
+            ],
+            separators=(",", ":"),
+        )
+        self.conn.execute(
+            f"INSERT INTO dmarc_evaluations({_EVALUATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT (policy_domain, day, source_ip, header_from, results) DO UPDATE SET"
+            " count = count + excluded.count,"
+            " last_seen = max(last_seen, excluded.last_seen),"
+            " record = excluded.record, rua = excluded.rua,"
+            " wants_reports = excluded.wants_reports",
+            (
+                evaluation.policy_domain.lower(),
+                utc_day(evaluation.time),
+                evaluation.source_ip,
+                evaluation.header_from.lower(),
+                results,
+                evaluation.count,
+                evaluation.time,
+                evaluation.record,
+                json.dumps(list(evaluation.rua)),
+                int(evaluation.wants_reports),
+            ),
+        )
+
+    def pending_report_domains(self, before: float) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT DISTINCT policy_domain FROM dmarc_evaluations"
+            " WHERE wants_reports = 1 AND day < ? ORDER BY policy_domain",
+            (before,),
+        )
+        return [str(row[0]) for row in rows]
+
+    def evaluations(self, policy_domain: str, begin: float, end: float) -> list[EvaluationRecord]:
+        rows = self.conn.execute(
+            "SELECT policy_domain, day, source_ip, header_from, results, count, last_seen,"
+            " record, rua, wants_reports FROM dmarc_evaluations"
+            " WHERE policy_domain = ? AND day >= ? AND day < ?"
+            " ORDER BY day, source_ip, header_from, results",
+            (policy_domain.lower(), begin, end),
+        )
+        return [_evaluation(row) for row in rows]
+
+    def forget_evaluations(self, policy_domain: str | None, end: float) -> int:
+        if policy_domain is None:
+            cursor = self.conn.execute("DELETE FROM dmarc_evaluations WHERE day < ?", (end,))
+        else:
+            cursor = self.conn.execute(
+                "DELETE FROM dmarc_evaluations WHERE policy_domain = ? AND day < ?",
+                (policy_domain.lower(), end),
+            )
+        return cursor.rowcount
+
+
+def _row_fields(row: ReceivedRow) -> list[object]:
+    return [
+        row.source_ip,
+        row.count,
+        row.disposition,
+        row.dkim,
+        row.spf,
+        row.header_from,
+        row.envelope_from,
+        [list(item) for item in row.dkim_results],
+        [list(item) for item in row.spf_results],
+    ]
+
+
+def _report(row: Any) -> ReceivedReport:
+    rows = tuple(
+        ReceivedRow(
+            source_ip=str(ip),
+            count=int(count),
+            disposition=str(disposition),
+            dkim=str(dkim),
+            spf=str(spf),
+            header_from=str(header_from),
+            envelope_from=envelope_from,
+            dkim_results=tuple((str(d), str(s), str(r)) for d, s, r in dkim_results),
+            spf_results=tuple((str(d), str(r)) for d, r in spf_results),
+        )
+        for (
+            ip,
+            count,
+            disposition,
+            dkim,
+            spf,
+            header_from,
+            envelope_from,
+            dkim_results,
+            spf_results,
+        ) in json.loads(row[11])
+    )
+    return ReceivedReport(
+        reporter=str(row[0]),
+        email=str(row[1]),
+        report_id=str(row[2]),
+        begin=int(row[3]),
+        end=int(row[4]),
+        domain=str(row[5]),
+        policy=str(row[6]),
+        schema=str(row[7]),
+        errors=tuple(str(e) for e in json.loads(row[8])),
+        received=float(row[9]),
+        message_id=str(row[10]),
+        rows=rows,
+    )
+
+
+def _evaluation(row: Any) -> EvaluationRecord:
+    result, disposition, override, spf_aligned, dkim_aligned, spf, dkim = json.loads(row[4])
+    return EvaluationRecord(
+        time=float(row[6]),
+        policy_domain=str(row[0]),
+        header_from=str(row[3]),
+        source_ip=str(row[2]),
+        result=str(result),
+        disposition=str(disposition),
+        spf_aligned=bool(spf_aligned),
+        dkim_aligned=bool(dkim_aligned),
+        spf=None if spf is None else (str(spf[0]), str(spf[1])),
+        dkim=tuple((str(d), str(s), str(r)) for d, s, r in dkim),
+        override=override,
+        record=str(row[7]),
+        rua=tuple(str(uri) for uri in json.loads(row[8])),
+        wants_reports=bool(row[9]),
+        count=int(row[5]),
+    )
