@@ -197,6 +197,30 @@ def submit(server: Postroom, sender: str, to: str, content: bytes) -> None:
         assert refused == {}, refused
 
 
+def routes(**entries: tuple[str, int]) -> str:
+    """A [routes] table: routes(cap=(host, port)) sends mail for cap.test there."""
+    lines = [f'"{domain.replace("_", "-")}.test" = "{h}:{p}"' for domain, (h, p) in entries.items()]
+    return "[routes]\n" + "\n".join(lines) + "\n\n"
+
+
+def sender_signed(token: str, to: str) -> bytes:
+    """A message from bob@sender.test, DKIM-signed by sender.test (rsa, s1) as its MTA would."""
+    content = (
+        f"From: Bob <bob@{SENDER_DOMAIN}>\r\nTo: <{to}>\r\nSubject: {token}\r\n"
+        f"Date: Mon, 07 Dec 2026 09:00:00 +0000\r\nMessage-ID: <{token}@{SENDER_DOMAIN}>\r\n"
+        f"\r\nHello from the sender, {token}.\r\n"
+    ).encode()
+    signature = dkim.sign(
+        content,
+        b"s1",
+        SENDER_DOMAIN.encode(),
+        SENDER_SELECTORS["s1"].private,
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
+    )
+    return signature + content
+
+
 # --- reading what arrived ----------------------------------------------------------------------
 
 

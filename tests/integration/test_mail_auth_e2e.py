@@ -27,7 +27,6 @@ from .conftest import ALICE, DOMAIN, HOSTNAME, Postroom, wait_until
 from .dns_server import DnsServerFactory
 from .mail_auth_world import (
     SENDER_DOMAIN,
-    SENDER_SELECTORS,
     World,
     assert_signed_by_us,
     authentication_results,
@@ -38,6 +37,8 @@ from .mail_auth_world import (
     make_world,
     our_zone,
     remote_zone,
+    routes,
+    sender_signed,
     submit,
 )
 from .milters import Capture, Peers
@@ -49,11 +50,6 @@ smtp_sink = test_delivery_smtp.smtp_sink
 Sink = test_delivery_smtp.Sink
 
 CAPTURED = "carol@cap.test"
-
-
-def routes(**entries: tuple[str, int]) -> str:
-    lines = [f'"{domain.replace("_", "-")}.test" = "{h}:{p}"' for domain, (h, p) in entries.items()]
-    return "[routes]\n" + "\n".join(lines) + "\n\n"
 
 
 def arrived(capture: Capture, server: Postroom, token: str) -> milters_module.Captured:
@@ -235,26 +231,6 @@ def test_mail_with_a_foreign_from_is_relayed_unsigned(
 
 
 # --- 3. what postroom itself sends: a bounce to a remote sender -----------------------------
-
-
-def sender_signed(token: str, to: str) -> bytes:
-    """A message from bob@sender.test, DKIM-signed by sender.test (rsa, s1) as its MTA would."""
-    content = (
-        f"From: Bob <bob@{SENDER_DOMAIN}>\r\nTo: <{to}>\r\nSubject: {token}\r\n"
-        f"Date: Mon, 07 Dec 2026 09:00:00 +0000\r\nMessage-ID: <{token}@{SENDER_DOMAIN}>\r\n"
-        f"\r\nHello from the sender, {token}.\r\n"
-    ).encode()
-    import dkim
-
-    signature = dkim.sign(
-        content,
-        b"s1",
-        SENDER_DOMAIN.encode(),
-        SENDER_SELECTORS["s1"].private,
-        canonicalize=(b"relaxed", b"relaxed"),
-        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
-    )
-    return signature + content
 
 
 @pytest.mark.parametrize(
