@@ -210,7 +210,7 @@ def sender_signed(token: str, to: str) -> bytes:
         f"Date: Mon, 07 Dec 2026 09:00:00 +0000\r\nMessage-ID: <{token}@{SENDER_DOMAIN}>\r\n"
         f"\r\nHello from the sender, {token}.\r\n"
     ).encode()
-    signature = dkim.sign(
+    signature: bytes = dkim.sign(
         content,
         b"s1",
         SENDER_DOMAIN.encode(),
