@@ -233,20 +233,45 @@ def test_mail_with_a_foreign_from_is_relayed_unsigned(
 # --- 3. what postroom itself sends: a bounce to a remote sender -----------------------------
 
 
-@pytest.mark.parametrize(
-    "hostname",
-    [
-        DOMAIN,
-        pytest.param(
-            HOSTNAME,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bounces come From MAILER-DAEMON@<hostname>; mx.example.test is not one "
-                "of the local domains, so outbound_auth does not sign them (reported)",
-            ),
+HOSTNAMES = [
+    DOMAIN,
+    pytest.param(
+        HOSTNAME,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="bounces come From MAILER-DAEMON@<hostname>; mx.example.test is not one of "
+            "the local domains, so outbound_auth does not sign them (reported)",
         ),
-    ],
-)
+    ),
+]
+
+
+def bounce_world(
+    hostname: str,
+    postroom_factory: Callable[..., Postroom],
+    dns_server: DnsServerFactory,
+    smtp_sink: Callable[..., Sink],
+    senders_mx: tuple[str, int],
+) -> World:
+    """bob@sender.test writes to an alias of ours that forwards to a host refusing the
+    recipient (550 at RCPT): postroom returns the mail to bob, through `senders_mx`."""
+    world = make_world(postroom_factory, dns_server, hostname=hostname)
+    refusing = smtp_sink("-f", "RCPT")
+    world.configure(routes(refuse=(refusing.host, refusing.port), sender=senders_mx))
+    world.server.run_cli("alias", "add", f"fwd@{DOMAIN}", "carol@refuse.test")
+    world.server.start()
+    return world
+
+
+def send_to_refused_alias(world: World, token: str) -> None:
+    with open_session(world.server.smtp_port, helo=f"mail.{SENDER_DOMAIN}") as wire:
+        reply = send_message(
+            wire, f"bob@{SENDER_DOMAIN}", [f"fwd@{DOMAIN}"], sender_signed(token, f"fwd@{DOMAIN}")
+        )
+    assert reply.code == 250, reply
+
+
+@pytest.mark.parametrize("hostname", HOSTNAMES)
 def test_a_bounce_to_a_remote_sender_is_signed(
     hostname: str,
     postroom_factory: Callable[..., Postroom],
@@ -254,28 +279,58 @@ def test_a_bounce_to_a_remote_sender_is_signed(
     milters: Peers,
     smtp_sink: Callable[..., Sink],
 ) -> None:
-    """bob@sender.test writes to an alias of ours that forwards to a host refusing the
-    recipient (550 at RCPT): postroom returns the mail to bob, From MAILER-DAEMON@hostname,
-    signed when that is a local domain."""
-    world = make_world(postroom_factory, dns_server, hostname=hostname)
-    refusing = smtp_sink("-f", "RCPT")
+    """The bounce, From MAILER-DAEMON@hostname, is signed when that is a local domain."""
     capture = milters.capture()
-    world.configure(routes(refuse=(refusing.host, refusing.port), sender=capture.address))
-    world.server.run_cli("alias", "add", f"fwd@{DOMAIN}", "carol@refuse.test")
-    world.server.start()
+    world = bounce_world(hostname, postroom_factory, dns_server, smtp_sink, capture.address)
     resolver = world.resolver(milters)
     token = new_token("bounce")
-    with open_session(world.server.smtp_port, helo=f"mail.{SENDER_DOMAIN}") as wire:
-        reply = send_message(
-            wire, f"bob@{SENDER_DOMAIN}", [f"fwd@{DOMAIN}"], sender_signed(token, f"fwd@{DOMAIN}")
-        )
-    assert reply.code == 250, reply
+    send_to_refused_alias(world, token)
     bounce = capture.wait(1, log=world.server.log_tail)[0]
     assert (bounce.mail_from, bounce.rcpt_tos) == ("<>", [f"bob@{SENDER_DOMAIN}"])
     assert token.encode() in bounce.data
     [author] = [v for n, v in header_fields(bounce.data) if n == "from"]
     assert f"MAILER-DAEMON@{hostname}" in author, author
     assert_signed_by_us(bounce.data, world, resolver, domain=hostname)
+
+
+@pytest.mark.parametrize("hostname", HOSTNAMES)
+def test_a_bounce_passes_dmarc_at_a_checking_postroom(
+    hostname: str,
+    postroom_factory: Callable[..., Postroom],
+    dns_server: DnsServerFactory,
+    smtp_sink: Callable[..., Sink],
+) -> None:
+    """The same bounce into a postroom with [verify] on, sender.test's MX: example.test
+    publishes p=reject (as `dns records` prints it), which covers MAILER-DAEMON@mx.example.test
+    too; only an aligned signature lets the bounce in (DMARC ignores SPF of the null sender)."""
+    receiver = postroom_factory(start=False, name="receiver", services=("smtp",))
+    receiver.domain, receiver.hostname = SENDER_DOMAIN, f"mx.{SENDER_DOMAIN}"
+    world = bounce_world(
+        hostname, postroom_factory, dns_server, smtp_sink, ("127.0.0.1", receiver.smtp_port)
+    )
+    receiver.extra = (
+        f'[dns]\nnameservers = ["{world.nsd.nameserver}"]\n\n[verify]\nenabled = true\n'
+    )
+    receiver.write_config()
+    receiver.add_user(f"bob@{SENDER_DOMAIN}", "bob-secret")
+    receiver.start()
+    token = new_token("dsn")
+    send_to_refused_alias(world, token)
+    bob = f"bob@{SENDER_DOMAIN}"
+    refused = re.compile(rf"failed id=\S+ to=<{re.escape(bob)}> .*")
+
+    def settled() -> bool:
+        return (
+            bool(refused.search(world.server.log())) or receiver.mailbox_status(bob)["messages"] > 0
+        )
+
+    wait_until(settled, 30.0, "the bounce to be delivered or refused")
+    found = refused.search(world.server.log())
+    assert found is None, found.group(0)
+    [stored] = receiver.export(bob)
+    results = authentication_results(crlf(stored), receiver.hostname)
+    assert re.search(rf"dkim=pass [^;]*header\.d={re.escape(hostname)}", results), results
+    assert f"dmarc=pass header.from={hostname}" in results, results
 
 
 # --- 6. key rotation ------------------------------------------------------------------------
