@@ -40,6 +40,7 @@ from postroom.queue.backoff import RetryPolicy
 from postroom.queue.reports import Reporter
 from postroom.queue.scheduler import Scheduler
 from postroom.queue.spool import Spool
+from postroom.services import dmarc_reporting
 from postroom.services.dkim_keys import promote
 from postroom.services.imap.session import ImapContext
 from postroom.services.ingress import IngressContext
@@ -193,6 +194,15 @@ class MailServer:
         self._tasks.append(loop.create_task(self.local.run()))
         self._tasks.append(loop.create_task(self.scheduler.run()))
         self._tasks.append(loop.create_task(self._promote_keys()))
+        if self.config.verify.enabled:
+            # DMARC aggregate reports of what the checks saw, once a day (missed days at once).
+            self._tasks.append(
+                loop.create_task(
+                    dmarc_reporting.run_daily(
+                        self.store, self.lookup, self.config, wake=self.scheduler.wake
+                    )
+                )
+            )
         kinds = self._service_kinds(context, ingress)
         for name, endpoint in self.config.listen.enabled().items():
             if name not in kinds:

@@ -6,12 +6,18 @@ failure answers 451, and an Authentication-Results header claiming our host name
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from email.policy import SMTP
 
 import dkim
 import pytest
 
+from postroom.mailauth.dmarc import DmarcRecord
+from postroom.mailauth.dmarc_reports import EvaluationRow, build_report
 from postroom.mailauth.keys import generate, record_text, txt_parts
+from postroom.storage.backend import direct_store
 
 from . import dns_server as dns_server_module
 from .conftest import ALICE, DOMAIN, HOSTNAME, Postroom
@@ -170,3 +176,68 @@ def test_a_forged_verdict_of_ours_is_removed(checked: Postroom) -> None:
     [stored] = checked.export(ALICE)
     assert b"bank.test" not in stored
     assert header_block(stored).count(b"Authentication-Results:") == 1
+
+
+# --- DMARC aggregate reports: received at the rua address, and what we count for ours ---------
+
+
+def report_mail(token: str) -> bytes:
+    """An aggregate report about our domain from pass.test, as a gzip attachment."""
+    attachment = build_report(
+        org_name="pass.test",
+        email="reports@pass.test",
+        report_id=token,
+        begin=1_796_083_200,
+        end=1_796_169_599,
+        domain=DOMAIN,
+        record=DmarcRecord(p="reject"),
+        rows=[EvaluationRow("192.0.2.7", DOMAIN, "reject", False, False, count=3)],
+    )
+    report = EmailMessage()
+    report["From"] = "reports@pass.test"
+    report["To"] = f"dmarc-reports@{DOMAIN}"
+    report["Subject"] = f"Report Domain: {DOMAIN} Submitter: pass.test Report-ID: {token}"
+    report["Message-ID"] = f"<{token}@pass.test>"
+    report["Date"] = "Mon, 07 Dec 2026 00:00:00 +0000"
+    report.set_content("A DMARC aggregate report.")
+    report.add_attachment(
+        attachment, maintype="application", subtype="gzip", filename=f"{token}.xml.gz"
+    )
+    return report.as_bytes(policy=SMTP)
+
+
+def test_a_report_sent_to_the_rua_address_is_kept_not_delivered(checked: Postroom) -> None:
+    token = new_token("report")
+    content = signed(report_mail(token))
+    with open_session(checked.smtp_port) as wire:
+        reply = send_message(wire, "reports@pass.test", [f"dmarc-reports@{DOMAIN}"], content)
+    assert reply.code == 250, reply
+    listed = json.loads(checked.run_cli("dmarc", "reports", "--json").stdout)
+    assert [(r["reporter"], r["report_id"]) for r in listed] == [("pass.test", token)]
+    assert checked.mailbox_status(ALICE)["messages"] == 0
+
+
+def test_an_unreadable_report_with_no_postmaster_is_refused(checked: Postroom) -> None:
+    content = signed(message("reports@pass.test", new_token()))  # no report in it
+    with open_session(checked.smtp_port) as wire:
+        reply = send_message(wire, "reports@pass.test", [f"dmarc-reports@{DOMAIN}"], content)
+    assert (reply.code, reply.enhanced) == (550, "5.6.0"), reply
+
+
+def test_checked_mail_is_counted_for_the_senders_aggregate_report(checked: Postroom) -> None:
+    assert send(checked, "bob@pass.test", signed(message("bob@pass.test", new_token())))[0] == 250
+    assert send(checked, "eve@reject.test", message("eve@reject.test", new_token()))[0] == 550
+    checked.stop()
+    store = direct_store(checked.data_dir)
+    try:
+        with store.transaction() as tx:
+            counted = {
+                domain: tx.dmarc.evaluations(domain, 0, 4e9)
+                for domain in ("pass.test", "reject.test")
+            }
+    finally:
+        store.close()
+    [passed] = counted["pass.test"]
+    assert (passed.result, passed.disposition, passed.source_ip) == ("pass", "pass", "127.0.0.1")
+    [refused] = counted["reject.test"]
+    assert (refused.result, refused.disposition) == ("fail", "reject")

@@ -591,3 +591,8 @@ def test_report_destinations_verify_external_addresses() -> None:
         "new@override.example.org",
         "d@sub.example.com",
     )
+
+
+def test_report_addresses_with_control_characters_are_dropped() -> None:
+    uris = ("mailto:a%0D%0ARSET@example.com", "mailto:b%20c@example.com", "mailto:ok@example.com")
+    assert mailto_addresses(uris) == ("ok@example.com",)

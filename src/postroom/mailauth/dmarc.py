@@ -221,6 +221,10 @@ def mailto_addresses(uris: Sequence[str]) -> tuple[str, ...]:
         target = unquote(rest.partition("?")[0])
         for address in target.split(","):
             local, at, domain = address.strip().rpartition("@")
+            # Percent-decoding may yield any octet: a control character or space in the local
+            # part (a CR LF smuggling a command) makes the address unusable.
+            if any(ord(c) <= 32 or ord(c) == 127 for c in local):
+                continue
             if at and local and _valid_domain(domain.lower().rstrip(".")):
                 addresses.append(f"{local}@{domain.lower().rstrip('.')}")
     return tuple(addresses)

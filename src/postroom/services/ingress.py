@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from postroom.config import Config
-from postroom.delivery.local import LocalDelivery, deliver_before_queuing
+from postroom.delivery.local import Delivered, LocalDelivery, deliver_before_queuing
 from postroom.mailauth.srs import is_srs
 from postroom.model.queue import (
     Envelope,
@@ -28,17 +28,27 @@ from postroom.model.queue import (
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.replies import Reply
+from postroom.queue.reports import Reporter
 from postroom.queue.spool import Spool
-from postroom.services import cleanup
+from postroom.services import cleanup, dmarc_reporting
 from postroom.services.authn import Authenticator
+from postroom.services.dmarc_reporting import is_report_address
 from postroom.services.etrn import EtrnGate, Verdict
 from postroom.services.mail_check import CheckResult, MailChecker
-from postroom.storage.api import Store
+from postroom.storage.api import Store, Tx
 from postroom.storage.buffer import ContentBuffer
-from postroom.storage.records import Resolution, StorageFailure, normalize_address
+from postroom.storage.records import (
+    EvaluationRecord,
+    Resolution,
+    StorageFailure,
+    normalize_address,
+)
 
 log = logging.getLogger("postroom.smtp")
 
+UNREADABLE_REPORT = replies.reply(
+    550, "5.6.0", "This address takes DMARC aggregate reports only, and this one cannot be read"
+)
 RESOLVE_CACHE_SECONDS = 2.0
 RESOLVE_CACHE_SIZE = 10_000
 
@@ -145,6 +155,7 @@ class IngressSession:
         self._recipients: list[Recipient] = []
         self._rcpt_addresses: list[str] = []
         self._content: ContentBuffer | None = None
+        self._report = False  # the transaction includes our DMARC report address
 
     # --- envelope ------------------------------------------------------------------------------
 
@@ -167,6 +178,11 @@ class IngressSession:
             resolution = Resolution((), (original,))
         elif domain in self.ctx.local_domains:
             resolution = await self.ctx.resolve(address)
+            if resolution.empty and is_report_address(address, self.ctx.local_domains):
+                # The rua address `dns records` publishes: the report is kept, not delivered.
+                self._report = True
+                self._rcpt_addresses.append(event.address)
+                return None
             if resolution.empty:
                 return replies.NO_SUCH_USER
             # An alias may point outside: its owner configured that forwarding, so it is no relay.
@@ -188,11 +204,12 @@ class IngressSession:
             return None
         return self.ctx.srs_reverse(address) or ""
 
-    def _add_recipient(self, rcpt: Recipient, event: ev.RcptTo) -> None:
+    def _add_recipient(self, rcpt: Recipient, event: ev.RcptTo | None) -> None:
         if any(r.address == rcpt.address for r in self._recipients):
             return
-        rcpt.orcpt = event.params.orcpt
-        rcpt.notify = event.params.notify
+        if event is not None:
+            rcpt.orcpt = event.params.orcpt
+            rcpt.notify = event.params.notify
         self._recipients.append(rcpt)
 
     # --- content -------------------------------------------------------------------------------
@@ -222,7 +239,17 @@ class IngressSession:
                 refusal = checked.decision.reply
                 if refusal is not None:
                     self._log_checked_reject(mail, checked, refusal)
+                    if checked.decision.action == "reject" and checked.evaluation is not None:
+                        evaluation = checked.evaluation
+                        await self.ctx.store.write(
+                            lambda tx: tx.dmarc.record_evaluation(evaluation), durable=False
+                        )
                     return refusal
+            if self._report:
+                kept = await self._take_report(content, arrival)
+                if not self._recipients:
+                    # Only the report: kept, or unreadable with nobody to show it to.
+                    return replies.queued(queue_id) if kept else UNREADABLE_REPORT
             protocol = cleanup.protocol_name(
                 info.extended, bool(info.tls), info.identity is not None
             )
@@ -257,7 +284,11 @@ class IngressSession:
                 junk=checked is not None and checked.decision.action == "junk",
             )
             message = QueuedMessage(queue_id, envelope, prefix, 0, content.size, self._recipients)
-            deliver = functools.partial(deliver_before_queuing, reporter=self.ctx.local.reporter)
+            deliver = functools.partial(
+                _deliver_and_count,
+                reporter=self.ctx.local.reporter,
+                evaluation=checked.evaluation if checked is not None else None,
+            )
             delivered = await self.ctx.spool.accept(message, content, deliver)
         except StorageFailure as failure:
             # The disk or the database failed: a temporary failure, one line, no traceback.
@@ -295,6 +326,18 @@ class IngressSession:
             "" if checked is None else f" {checked.summary} action={checked.decision.action}",
         )
         return replies.queued(queue_id)
+
+    async def _take_report(self, content: ContentBuffer, arrival: float) -> bool:
+        """Keep a DMARC aggregate report sent to our rua address (True). One that cannot be
+        read (False, logged) goes to the postmaster as a normal message, when there is one."""
+        if await dmarc_reporting.take_report(
+            self.ctx.store, content, arrival, domains=self.ctx.local_domains
+        ):
+            return True
+        postmaster = await self.ctx.resolve(f"postmaster@{self.ctx.config.domains[0]}")
+        for target, user_id in postmaster.local_users:
+            self._add_recipient(Recipient(target, target, user_id), None)
+        return False
 
     async def _check(
         self, checker: MailChecker, mail: ev.MailFrom, info: SessionInfo, content: ContentBuffer
@@ -336,6 +379,7 @@ class IngressSession:
         self._mail = None
         self._recipients = []
         self._rcpt_addresses = []
+        self._report = False
 
     def rejected(self, what: str, address: str, response: Reply) -> None:
         log.info(
@@ -349,3 +393,16 @@ class IngressSession:
 
     def _log_reject(self, mail: ev.MailFrom, response: Reply) -> None:
         self.rejected("from", mail.address, response)
+
+
+def _deliver_and_count(
+    tx: Tx,
+    message: QueuedMessage,
+    reporter: Reporter,
+    evaluation: EvaluationRecord | None,
+) -> list[Delivered]:
+    """Local delivery in the accepting transaction, and the DMARC evaluation counted for the
+    aggregate report in the same commit (no write of its own)."""
+    if evaluation is not None:
+        tx.dmarc.record_evaluation(evaluation)
+    return deliver_before_queuing(tx, message, reporter)

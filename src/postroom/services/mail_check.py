@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -22,7 +23,9 @@ from postroom.config import Config
 from postroom.dns.lookup import DnsLookup
 from postroom.dns.resolver import DnsTemporaryError
 from postroom.mailauth import arc, authres, dkim, dmarc, spf
+from postroom.services import dmarc_reporting
 from postroom.services.auth_policy import Decision, Findings, decide
+from postroom.storage.records import EvaluationRecord
 
 log = logging.getLogger("postroom.smtp")
 
@@ -33,12 +36,17 @@ MAX_FROM_DOMAINS = 5  # From domains evaluated; a From naming more is judged by 
 _WORSE = {"pass": 0, "none": 1, "permerror": 2, "fail": 3, "temperror": 4}
 
 
+def _badness(outcome: dmarc.DmarcOutcome | None) -> int:
+    return _WORSE["temperror"] if outcome is None else _WORSE.get(outcome.result, 0)
+
+
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     decision: Decision
     header: bytes  # the Authentication-Results header to prepend
     summary: str  # "spf=pass dkim=pass dmarc=pass arc=none": the log line and the trace
     cleaned: bytes | None  # the message without headers forging our verdict, when it had some
+    evaluation: EvaluationRecord | None = None  # for DMARC aggregate reports, when one is owed
 
 
 def aligned(one: str, other: str) -> bool:
@@ -91,6 +99,7 @@ class MailChecker:
         from_problem: str | None = None
         from_domain = ""
         dmarc_result, dmarc_policy = "none", "none"
+        dmarc_outcome: dmarc.DmarcOutcome | None = None
         if isinstance(domains, dmarc.FromError):
             from_problem = domains.detail
         else:
@@ -101,9 +110,11 @@ class MailChecker:
                 (await self._dmarc(domain, spf_identity, passing), domain)
                 for domain in domains[:MAX_FROM_DOMAINS]
             ]
-            (dmarc_result, dmarc_policy), from_domain = max(
-                verdicts, key=lambda verdict: _WORSE.get(verdict[0][0], 0)
-            )
+            dmarc_outcome, from_domain = max(verdicts, key=lambda verdict: _badness(verdict[0]))
+            if dmarc_outcome is None:
+                dmarc_result = "temperror"
+            else:
+                dmarc_result, dmarc_policy = dmarc_outcome.result, dmarc_outcome.policy
         own = any(from_domain == d or from_domain.endswith("." + d) for d in self.local_domains)
         own_aligned = own and (
             any(r == "pass" and aligned(d, from_domain) for r, d in passing)
@@ -134,11 +145,30 @@ class MailChecker:
         dkim_summary = ",".join(r for r, _ in passing) or "none"
         summary = f"spf={spf_result} dkim={dkim_summary} dmarc={dmarc_result} arc={arc_result}"
         cleaned = authres.remove_ours(message, self.hostname)
+        evaluation = None
+        if dmarc_outcome is not None and decision.action != "defer":
+            # What the aggregate report to the From domain will count (DMARCbis reporting).
+            disposition, override = dmarc_reporting.applied(
+                dmarc_outcome,
+                decision.action,
+                trusted_forwarder=decision.reason.startswith("dmarc fail overridden by arc"),
+            )
+            evaluation = dmarc_reporting.evaluation_record(
+                dmarc_outcome,
+                time=time.time(),
+                source_ip=client_ip,
+                header_from=from_domain,
+                spf=(spf_domain, spf_result) if sender else None,
+                dkim=[(o.domain, o.selector, o.result) for o in dkim_outcomes],
+                disposition=disposition,
+                override=override,
+            )
         return CheckResult(
             decision,
             authres.format_header(self.hostname, results),
             summary,
             cleaned if cleaned != message else None,
+            evaluation,
         )
 
     async def _dmarc(
@@ -146,12 +176,12 @@ class MailChecker:
         from_domain: str,
         spf_found: tuple[str, str] | None,
         dkim_found: list[tuple[str, str]],
-    ) -> tuple[str, str]:
+    ) -> dmarc.DmarcOutcome | None:
+        """The DMARC outcome for one From domain; None for a temporary DNS failure."""
         try:
-            outcome = await dmarc.evaluate(self.lookup, from_domain, spf=spf_found, dkim=dkim_found)
+            return await dmarc.evaluate(self.lookup, from_domain, spf=spf_found, dkim=dkim_found)
         except DnsTemporaryError:
-            return "temperror", "none"
-        return outcome.result, outcome.policy
+            return None
 
     @staticmethod
     def _spf_result(result: str, sender: str, helo: str) -> authres.MethodResult:
