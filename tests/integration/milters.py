@@ -578,7 +578,9 @@ def opendkim_testmsg(message: bytes, resolver: ResolvConfDns) -> subprocess.Comp
         [*resolver.prefix(), program],
         input=message.replace(b"\r\n", b"\n").decode("latin-1"),
         capture_output=True,
-        text=True,
+        # latin-1 both ways: the program gets the message's octets as they are (the locale's
+        # UTF-8 would encode an 8-bit body twice and break every signature over it).
+        encoding="latin-1",
         timeout=60,
         check=False,
     )
@@ -597,7 +599,7 @@ def dkimverify_cli(
         [*resolver.prefix(), str(program), "--index", str(index)],
         input=message.decode("latin-1"),
         capture_output=True,
-        text=True,
+        encoding="latin-1",  # the message's octets as they are (see opendkim_testmsg)
         timeout=60,
         check=False,
     )
