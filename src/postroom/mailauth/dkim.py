@@ -31,12 +31,10 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal
 
 import dkim  # type: ignore[import-untyped]
 import dkim.crypto  # type: ignore[import-untyped]
-import nacl.encoding
-import nacl.signing
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -661,12 +659,12 @@ def _signature(key: SigningKey, digest: bytes, data: bytes) -> bytes:
         # RFC 8463 §3: PureEdDSA over the SHA-256 hash of the canonicalized data.
         seed = base64.b64decode(key.private)
         return Ed25519PrivateKey.from_private_bytes(seed).sign(digest)
-    private = _rsa_key(key.private)
+    private = rsa_private_key(key.private)
     return private.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
 
 @functools.lru_cache(maxsize=64)
-def _rsa_key(pem: bytes) -> RSAPrivateKey:
+def rsa_private_key(pem: bytes) -> RSAPrivateKey:
     loaded = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(loaded, RSAPrivateKey):
         raise ValueError("not an RSA private key")
@@ -696,13 +694,3 @@ async def sign_async(
 ) -> bytes:
     """`sign` on a worker thread (RSA signing and body hashing are CPU work)."""
     return await asyncio.to_thread(sign, message, keys, now=now)
-
-
-def private_key(key: SigningKey) -> Any:
-    """The key in the form dkimpy's signing code takes: parsed RSA numbers or a PyNaCl key."""
-    if key.algorithm == "ed25519":
-        return nacl.signing.SigningKey(key.private, encoder=nacl.encoding.Base64Encoder)
-    try:
-        return dkim.crypto.parse_pem_private_key(key.private)
-    except dkim.crypto.UnparsableKeyError as error:
-        raise ValueError(f"unusable RSA key for {key.selector}._domainkey.{key.domain}") from error
