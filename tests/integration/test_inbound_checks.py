@@ -241,3 +241,17 @@ def test_checked_mail_is_counted_for_the_senders_aggregate_report(checked: Postr
     assert (passed.result, passed.disposition, passed.source_ip) == ("pass", "pass", "127.0.0.1")
     [refused] = counted["reject.test"]
     assert (refused.result, refused.disposition) == ("fail", "reject")
+
+
+def test_tls_reports_go_to_the_postmaster_when_there_is_one(checked: Postroom) -> None:
+    report = message("reports@pass.test", new_token("tlsrpt"))
+    with open_session(checked.smtp_port) as wire:
+        wire.cmd("MAIL FROM:<reports@pass.test>", 250)
+        refused = wire.cmd(f"RCPT TO:<tls-reports@{DOMAIN}>")
+    assert (refused.code, refused.enhanced) == (550, "5.1.1"), refused  # no postmaster yet
+    checked.run_cli("alias", "add", f"postmaster@{DOMAIN}", ALICE)
+    with open_session(checked.smtp_port) as wire:
+        reply = send_message(wire, "reports@pass.test", [f"tls-reports@{DOMAIN}"], signed(report))
+    assert reply.code == 250, reply
+    [stored] = checked.export(ALICE)
+    assert b"tlsrpt-" in stored

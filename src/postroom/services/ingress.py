@@ -33,6 +33,7 @@ from postroom.queue.spool import Spool
 from postroom.services import cleanup, dmarc_reporting
 from postroom.services.authn import Authenticator
 from postroom.services.dmarc_reporting import is_report_address
+from postroom.services.dns_records import TLS_REPORTS
 from postroom.services.etrn import EtrnGate, Verdict
 from postroom.services.mail_check import CheckResult, MailChecker
 from postroom.storage.api import Store, Tx
@@ -183,6 +184,9 @@ class IngressSession:
                 self._report = True
                 self._rcpt_addresses.append(event.address)
                 return None
+            if resolution.empty and address.rpartition("@")[0].lower() == TLS_REPORTS:
+                # The TLS-RPT address `dns records` publishes (RFC 8460 §3): to the postmaster.
+                resolution = await self.ctx.resolve(f"postmaster@{domain}")
             if resolution.empty:
                 return replies.NO_SUCH_USER
             # An alias may point outside: its owner configured that forwarding, so it is no relay.
