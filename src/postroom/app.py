@@ -47,7 +47,7 @@ from postroom.services.ingress import IngressContext
 from postroom.services.mail_check import MailChecker
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.services.maildrop import MailboxLocks, MaildropContext
-from postroom.services.outbound_auth import OutboundAuth, srs_for
+from postroom.services.outbound_auth import OutboundAuth
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
 
@@ -116,19 +116,16 @@ class MailServer:
         self, domain: str, claimed: Sequence[ClaimedMessage], contents: Sequence[bytes]
     ) -> list[list[RecipientOutcome]]:
         auth = self.outbound_auth
-        messages = [
-            OutboundMessage(
-                sender=auth.envelope_sender(envelope.sender) if auth else envelope.sender,
-                params=envelope.params,
-                recipients=tuple(
-                    OutboundRecipient(r.address, r.notify, r.orcpt) for r in item.recipients
-                ),
-                content=content,
-                auth=envelope.auth,
+        messages = []
+        for item, content in zip(claimed, contents, strict=True):
+            envelope = item.message.envelope
+            sender = await auth.envelope_sender(envelope.sender) if auth else envelope.sender
+            recipients = tuple(
+                OutboundRecipient(r.address, r.notify, r.orcpt) for r in item.recipients
             )
-            for item, content in zip(claimed, contents, strict=True)
-            for envelope in (item.message.envelope,)
-        ]
+            messages.append(
+                OutboundMessage(sender, envelope.params, recipients, content, auth=envelope.auth)
+            )
         return await deliver_to_domain(
             domain,
             messages,
@@ -182,8 +179,7 @@ class MailServer:
     async def start(self) -> None:
         self.store.open()
         context = tls_context(self.config)
-        srs = await srs_for(self.config, self.store)
-        outbound_auth = OutboundAuth(self.config, self.store, srs)
+        outbound_auth = OutboundAuth(self.config, self.store)
         self.outbound_auth = outbound_auth
         self.outbound = dataclasses.replace(self.outbound, finish=outbound_auth.finish)
 

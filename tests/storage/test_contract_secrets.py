@@ -16,7 +16,9 @@ def test_a_secret_is_made_once_and_kept(backend: Backend, store: Store) -> None:
     def make() -> bytes:
         return b"secret-%d" % next(made)
 
+    assert read(store, lambda tx: tx.secrets.get("srs")) is None
     first = write(store, lambda tx: tx.secrets.get_or_create("srs", make))
+    assert read(store, lambda tx: tx.secrets.get("srs")) == b"secret-1"
     again = write(store, lambda tx: tx.secrets.get_or_create("srs", make))
     other = write(store, lambda tx: tx.secrets.get_or_create("other", make))
     assert (first, again, other) == (b"secret-1", b"secret-1", b"secret-2")

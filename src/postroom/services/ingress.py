@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from postroom.config import Config
@@ -67,7 +67,7 @@ class IngressContext:
     # SPF, DKIM, DMARC and ARC of port-25 mail ([verify]); None: nothing is checked.
     checker: MailChecker | None = None
     # Reverses SRS addresses of ours (bounces to forwarded mail); None: no SRS.
-    srs_reverse: Callable[[str], str | None] | None = None
+    srs_reverse: Callable[[str], Awaitable[str | None]] | None = None
     authenticator: Authenticator = field(init=False)
     local_domains: frozenset[str] = field(default_factory=frozenset)
     etrn_gate: EtrnGate = field(default_factory=EtrnGate)
@@ -171,7 +171,9 @@ class IngressSession:
             # RFC 5321 §4.5.1: the bare <Postmaster> goes to postmaster of our first domain.
             address = f"postmaster@{self.ctx.config.domains[0]}"
         domain = address.rpartition("@")[2].lower()
-        original = self._srs_original(address) if domain in self.ctx.local_domains else None
+        original = None
+        if domain in self.ctx.local_domains:
+            original = await self._srs_original(address)
         if original is not None:
             # A reply or bounce to mail we forwarded with SRS: back to its original sender.
             if not original:
@@ -201,12 +203,12 @@ class IngressSession:
         self._rcpt_addresses.append(event.address)
         return None
 
-    def _srs_original(self, address: str) -> str | None:
+    async def _srs_original(self, address: str) -> str | None:
         """For an SRS address: the original sender ("" when the address is not a valid SRS
         address of ours); None for any other address."""
         if self.ctx.srs_reverse is None or not is_srs(address.rpartition("@")[0]):
             return None
-        return self.ctx.srs_reverse(address) or ""
+        return await self.ctx.srs_reverse(address) or ""
 
     def _add_recipient(self, rcpt: Recipient, event: ev.RcptTo | None) -> None:
         if any(r.address == rcpt.address for r in self._recipients):

@@ -39,8 +39,11 @@ _ARC_RESULT = re.compile(r"\barc=(pass|fail|none)\b")
 
 
 async def srs_for(config: Config, store: Store) -> Srs:
-    """The SRS rewriter of our first domain, with the key made into the store once."""
-    secret = await store.write(lambda tx: tx.secrets.get_or_create(SRS_SECRET, _new_secret))
+    """The SRS rewriter of our first domain, with the key made into the store once (read
+    first: a server that starts writes nothing for it)."""
+    secret = await store.read(lambda tx: tx.secrets.get(SRS_SECRET))
+    if secret is None:
+        secret = await store.write(lambda tx: tx.secrets.get_or_create(SRS_SECRET, _new_secret))
     return Srs(secret, config.domains[0])
 
 
@@ -49,10 +52,10 @@ def _new_secret() -> bytes:
 
 
 class OutboundAuth:
-    def __init__(self, config: Config, store: Store, srs: Srs) -> None:
+    def __init__(self, config: Config, store: Store) -> None:
         self.config = config
         self.store = store
-        self.srs = srs
+        self._srs: Srs | None = None  # made when first needed (no store write at start)
         self.local_domains = frozenset(d.lower() for d in config.domains)
         self._keys: dict[str, tuple[float, list[SigningKey]]] = {}
 
@@ -70,16 +73,21 @@ class OutboundAuth:
             name = name.partition(".")[2]
         return None
 
-    def envelope_sender(self, sender: str) -> str:
+    async def srs(self) -> Srs:
+        if self._srs is None:
+            self._srs = await srs_for(self.config, self.store)
+        return self._srs
+
+    async def envelope_sender(self, sender: str) -> str:
         """SRS for a sender outside our domains; ours and the null sender stay as they are."""
         if not sender or self.is_local(sender.rpartition("@")[2]):
             return sender
-        return self.srs.forward(sender)
+        return (await self.srs()).forward(sender)
 
-    def reverse(self, address: str) -> str | None:
+    async def reverse(self, address: str) -> str | None:
         """The original address of an SRS address of ours; None when it is not a valid one."""
         try:
-            return self.srs.reverse(address)
+            return (await self.srs()).reverse(address)
         except SrsError:
             return None
 

@@ -370,6 +370,9 @@ class History(Protocol):
 class Secrets(Protocol):
     """Server-wide secret keys by name (e.g. the SRS hash key), made once, never logged."""
 
+    def get(self, name: str) -> bytes | None:
+        """The secret called `name`, None before it is made (a read: no write at each start)."""
+
     def get_or_create(self, name: str, make: Callable[[], bytes]) -> bytes:
         """The secret called `name`; the first caller's `make()` stores it."""
 

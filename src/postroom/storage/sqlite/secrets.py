@@ -13,10 +13,14 @@ class SqliteSecrets:
     def __init__(self, tx: SqliteTx) -> None:
         self.conn = tx.conn
 
-    def get_or_create(self, name: str, make: Callable[[], bytes]) -> bytes:
+    def get(self, name: str) -> bytes | None:
         row = self.conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
-        if row is not None:
-            return bytes(row[0])
+        return None if row is None else bytes(row[0])
+
+    def get_or_create(self, name: str, make: Callable[[], bytes]) -> bytes:
+        found = self.get(name)
+        if found is not None:
+            return found
         value = make()
         self.conn.execute("INSERT INTO secrets(name, value) VALUES (?, ?)", (name, value))
         return value
