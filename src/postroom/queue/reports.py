@@ -158,11 +158,33 @@ def queue_generated(
     resolution = tx.accounts.resolve(recipient, local_domains)
     if resolution.empty:
         return None
-    now = time.time()
     recipients = [Recipient(a, recipient, uid) for a, uid in resolution.local_users]
     recipients += [Recipient(a, recipient, None) for a in resolution.remote]
-    envelope = Envelope(
+    return queue_message(
+        tx,
+        content,
+        recipients,
         sender="",
+        hostname=hostname,
+        now=time.time(),
+        deliver_local=deliver_local,
+    )
+
+
+def queue_message(
+    tx: Tx,
+    content: bytes,
+    recipients: list[Recipient],
+    *,
+    sender: str,
+    hostname: str,
+    now: float,
+    deliver_local: Callable[[Tx, QueuedMessage], object],
+) -> QueuedMessage:
+    """A message postroom wrote itself, accepted in `tx` like one from a client: its blob,
+    the local copies, its history, and a queue entry when remote recipients are left."""
+    envelope = Envelope(
+        sender=sender,
         params=MailParams(),
         client_addr="127.0.0.1",
         client_helo=hostname,

@@ -56,10 +56,10 @@ from postroom.mailauth.dmarc_reports import (
     report_message_attachment,
     report_subject,
 )
-from postroom.model.queue import Envelope, QueuedMessage, Recipient, new_queue_id
-from postroom.proto.smtp.params import MailParams, validate_mailbox
+from postroom.model.queue import QueuedMessage, Recipient, new_queue_id
+from postroom.proto.smtp.params import validate_mailbox
 from postroom.proto.smtp.replies import ClientError
-from postroom.queue.spool import settled_events
+from postroom.queue.reports import queue_message
 from postroom.services.dns_records import DMARC_REPORTS
 from postroom.storage.api import Store, Tx
 from postroom.storage.buffer import ContentBuffer
@@ -634,21 +634,15 @@ def queue_report(
             add(Recipient(target, address, None))
     if not recipients:
         return None
-    envelope = Envelope(
+    return queue_message(
+        tx,
+        content,
+        recipients,
         sender=sender,
-        params=MailParams(),
-        client_addr="127.0.0.1",
-        client_helo=hostname,
-        protocol="local",
-        arrival=now,
+        hostname=hostname,
+        now=now,
+        deliver_local=deliver_before_queuing,
     )
-    message = QueuedMessage(new_queue_id(now), envelope, b"", 0, len(content), recipients)
-    message.blob_id = tx.blobs.add(content)
-    deliver_before_queuing(tx, message)
-    tx.history.arrived(message, settled_events(message))
-    if message.needs_queue_entry():
-        tx.queue.enqueue(message)
-    return message
 
 
 async def run_daily(
