@@ -2,13 +2,17 @@
 
 Usage (from the repo root, as root, with postfix installed)::
 
-    .venv/bin/python bench/run.py [--messages 5000] [--only postfix,aiosmtpd,dovecot,postroom]
+    .venv/bin/python bench/run.py [--messages 5000] [--rounds 3]
+                                  [--only postfix,aiosmtpd,dovecot,postroom]
                                   [--scenario receive,relay,imap,stock,auth]
                                   [--auth-messages 600]
                                   [--imap-messages 10000] [--imap-sessions 10000]
 
 Each system gets ``smtp-source -s 20 -m N -l 5120`` on its own free 127.0.0.1
-port; see the sys_*.py modules for what each rate means.  Five scenarios:
+port; see the sys_*.py modules for what each rate means.  In ``receive`` every
+system runs ``--rounds`` times, in turn and in alternating order, and its median
+round is reported (one run of a system swings by a quarter between identical
+runs on a shared machine).  Five scenarios:
 ``receive`` (accept and deliver locally; postroom is also measured for RSS
 growth while 10 sessions send a 20 MiB message each), ``relay`` (Postfix and
 postroom forward the load into smtp-sink, sys_relay.py), ``imap`` (Dovecot
@@ -84,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated scenarios to run (default: %(default)s)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of each system in the receive scenario; the median is reported",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds allowed per system run"
     )
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write results")
@@ -124,6 +134,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--auth-messages must be at least 1")
     if args.messages < 1:
         parser.error("--messages must be at least 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.imap_messages < 1 or args.imap_sessions < 0 or args.imap_tls_sessions < 1:
         parser.error("--imap-messages and --imap-tls-sessions must be at least 1")
     return args
@@ -147,9 +159,11 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             print(f"{name:<10} {'FAILED':>10}")
             continue
         r = None if name == "postroom" else ratio(results, name)
+        rounds = res.get("rounds_msg_per_s", [])
+        each = f"   rounds: {' '.join(f'{rate:.1f}' for rate in rounds)}" if len(rounds) > 1 else ""
         print(
             f"{name:<10} {res['msg_per_s']:>10.1f} {res['seconds']:>9.2f} "
-            f"{'-' if r is None else f'{r:.2f}':>16}"
+            f"{'-' if r is None else f'{r:.2f}':>16}{each}"
         )
     r = ratio(results, "postfix")
     verdict = "n/a" if r is None else ("OK" if r >= RATIO_TARGET_VS_POSTFIX else "MISSED")
@@ -287,6 +301,9 @@ def run_systems(
             f"{load.size} bytes ...",
             flush=True,
         )
+        # What the last run left for the disk (its mail, its deleted temp dir) is written out
+        # now, not charged to this one.
+        os.sync()
         started = time.monotonic()
         try:
             results[name] = runners[name](load, timeout)
@@ -302,6 +319,36 @@ def run_systems(
     return results
 
 
+def run_rounds(
+    scenario: str,
+    runners: dict[str, Runner],
+    names: list[str],
+    load: Load,
+    timeout: float,
+    rounds: int,
+) -> dict[str, dict[str, Any]]:
+    """`run_systems` `rounds` times, the order reversed every other round; each system's
+    result is its median round (by msg/s) with every round's rate beside it. A system that
+    failed in any round is reported by its first failure."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for number in range(rounds):
+        order = names if number % 2 == 0 else names[::-1]
+        if rounds > 1:
+            print(f"== {scenario} round {number + 1} of {rounds}", flush=True)
+        for name, result in run_systems(scenario, runners, order, load, timeout).items():
+            runs[name].append(result)
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        failed = [result for result in runs[name] if "error" in result]
+        if failed:
+            results[name] = failed[0]
+            continue
+        ranked = sorted(runs[name], key=lambda result: float(result["msg_per_s"]))
+        median = ranked[(len(ranked) - 1) // 2]
+        results[name] = {**median, "rounds_msg_per_s": [r["msg_per_s"] for r in runs[name]]}
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so every server and temp dir is cleaned up.
@@ -311,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     relay: dict[str, dict[str, Any]] = {}
     if "receive" in args.scenario:
         names = [name for name in args.only if name in SYSTEMS]
-        results = run_systems("receive", SYSTEMS, names, load, args.timeout)
+        results = run_rounds("receive", SYSTEMS, names, load, args.timeout, args.rounds)
     if "relay" in args.scenario:
         names = [name for name in args.only if name in RELAY_SYSTEMS]
         if not names:
@@ -339,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": host_info(),
         "load": {
+            "rounds": args.rounds,
             "messages": load.messages,
             "sessions": load.sessions,
             "size": load.size,

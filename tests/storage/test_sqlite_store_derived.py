@@ -230,13 +230,35 @@ def test_a_summary_for_a_blob_gone_meanwhile_is_skipped(tmp_path: Path) -> None:
     db = SqliteTx(tmp_path)
     try:
         with db.transaction():
-            blob = db.blobs.add(MESSAGE)
             gone = db.blobs.add(MESSAGE)
+            blob = db.blobs.add(MESSAGE)
             db.conn.execute("DELETE FROM blobs WHERE id = ?", (gone,))
             db.summaries.make(gone)
-            db.summaries.make(blob)
+            db.summaries.make(blob)  # from the bytes `add` had (the last blob added)
             db.summaries.make(blob)  # once only
         rows = db.conn.execute("SELECT blob_id, summary FROM blob_summaries").fetchall()
     finally:
         db.close()
     assert [(r[0], bytes(r[1])) for r in rows] == [(blob, summarise_packed(MESSAGE))]
+
+
+def test_the_last_blob_added_and_released_gets_no_summary(tmp_path: Path) -> None:
+    db = SqliteTx(tmp_path)
+    try:
+        with db.transaction():
+            gone = db.blobs.add(MESSAGE)
+            db.blobs.add_reference(gone)
+            db.blobs.release(gone)
+            db.summaries.make(gone)
+        with db.transaction():
+            rolled_back = db.blobs.add(b"Subject: undone\r\n\r\nundone\r\n")
+            db.conn.execute("DELETE FROM blobs WHERE id = ?", (rolled_back,))
+        with db.transaction():  # a new transaction forgets the bytes of the last one
+            again = db.blobs.add_file(10, "ab/elsewhere")
+            assert again == rolled_back  # SQLite hands the free row ID out again
+            db.conn.execute("UPDATE blobs SET data = ?, path = NULL WHERE id = ?", (MESSAGE, again))
+            db.summaries.make(again)
+        rows = db.conn.execute("SELECT blob_id, summary FROM blob_summaries").fetchall()
+    finally:
+        db.close()
+    assert [(r[0], bytes(r[1])) for r in rows] == [(again, summarise_packed(MESSAGE))]

@@ -81,7 +81,9 @@ class _Connection:
     async def write(self, data: bytes) -> None:
         # A client that stops reading for the autologout time is dropped (memory stays
         # bounded); the read loop then sees the end of the connection.
-        await self.stream.send(data, self.service.timeout)
+        self.stream.write(data)
+        if self.stream.backed_up:
+            await self.stream.keep_up(self.service.timeout)
 
     async def _more(self) -> bool:
         """Read more input; TimeoutError after the autologout time between commands, or when

@@ -70,7 +70,8 @@ class Pop3Service:
         while True:
             event = engine.next_event()
             if isinstance(event, ev.NeedData):
-                if not await stream.send(engine.data_to_send(), self.timeout):
+                stream.write(engine.data_to_send())
+                if stream.backed_up and not await stream.keep_up(self.timeout):
                     return
                 if engine.closed:
                     return

@@ -56,7 +56,8 @@ class SmtpService:
         while True:
             event = engine.next_event()
             if isinstance(event, ev.NeedData):
-                if not await stream.send(engine.data_to_send(), limits.command_timeout):
+                stream.write(engine.data_to_send())
+                if stream.backed_up and not await stream.keep_up(limits.command_timeout):
                     return
                 if engine.closed:
                     return

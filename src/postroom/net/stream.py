@@ -175,10 +175,15 @@ class ByteStream(asyncio.Protocol):
             finally:
                 self._drain_waiter = None
 
-    async def send(self, data: bytes, timeout: float) -> bool:
-        """Write and wait for the peer to take it; a client that stopped reading is dropped
-        (memory stays bounded) and False comes back."""
-        self.write(data)
+    @property
+    def backed_up(self) -> bool:
+        """More of our output waits in the transport than its high-water mark: `keep_up`."""
+        return self._write_paused
+
+    async def keep_up(self, timeout: float) -> bool:
+        """After a write that left the stream `backed_up`: wait for the peer to take our output;
+        a client that stopped reading is dropped (memory stays bounded) and False comes back.
+        (Not awaited after every write: a coroutine per reply is measurable on the SMTP path.)"""
         try:
             await self.drain(timeout)
         except TimeoutError:

@@ -27,13 +27,16 @@ class SqliteBlobs:
         cursor = self.conn.execute(
             "INSERT INTO blobs(size, refs, data, path) VALUES (?, 0, ?, NULL)", (len(data), data)
         )
-        return int(cursor.lastrowid or 0)
+        blob_id = int(cursor.lastrowid or 0)
+        self.tx.summaries.fresh = (blob_id, data)
+        return blob_id
 
     def add_file(self, size: int, relative: str) -> int:
         """A blob whose content is the (already durable) file blob_dir/relative."""
         cursor = self.conn.execute(
             "INSERT INTO blobs(size, refs, data, path) VALUES (?, 0, NULL, ?)", (size, relative)
         )
+        self.tx.summaries.fresh = None  # its ID may be that of a fresh blob rolled back
         return int(cursor.lastrowid or 0)
 
     def add_reference(self, blob_id: int) -> None:
@@ -45,6 +48,8 @@ class SqliteBlobs:
         row = self.conn.execute("SELECT refs, path FROM blobs WHERE id = ?", (blob_id,)).fetchone()
         if row and row[0] <= 0:
             self.conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
+            if self.tx.summaries.fresh is not None and self.tx.summaries.fresh[0] == blob_id:
+                self.tx.summaries.fresh = None
             if row[1]:
                 self.tx.unlink.append(str(row[1]))
 
@@ -72,8 +77,18 @@ class SqliteSummaries:
     def __init__(self, tx: SqliteTx) -> None:
         self.tx = tx
         self.conn = tx.conn
+        # The blob `blobs.add` made last, with its bytes, until its summary is made: a message
+        # delivered as it is accepted is summarised from memory, not read back. (A rolled-back
+        # blob's ID can come again, but only from the next `add` or `add_file`, which replace
+        # this; `release` forgets it when the blob goes.)
+        self.fresh: tuple[int, bytes] | None = None
 
     def make(self, blob_id: int) -> None:
+        fresh = self.fresh
+        if fresh is not None and fresh[0] == blob_id:
+            self.fresh = None
+            self.put(blob_id, summarise_packed(fresh[1]))
+            return
         row = self.conn.execute(
             "SELECT b.data, b.path, s.blob_id FROM blobs b"
             " LEFT JOIN blob_summaries s ON s.blob_id = b.id WHERE b.id = ?",

@@ -441,6 +441,7 @@ class SqliteStore:
             for index, job in enumerate(batch):
                 if not alone:
                     conn.execute(f"SAVEPOINT job{index}")
+                db.summaries.fresh = None  # what another job added may have been undone
                 released = len(db.unlink)
                 try:
                     value = job.fn(db)
