@@ -44,6 +44,7 @@ from postroom.services import dmarc_reporting
 from postroom.services.dkim_keys import promote
 from postroom.services.imap.session import ImapContext
 from postroom.services.ingress import IngressContext
+from postroom.services.junk_filter import JunkFilter
 from postroom.services.mail_check import MailChecker
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.services.maildrop import MailboxLocks, MaildropContext
@@ -91,6 +92,10 @@ class MailServer:
             deliver_local=deliver_before_queuing,
         )
         self.local = LocalDelivery(self.store, reporter)
+        junk = config.junk
+        self.junk_filter = (
+            JunkFilter(self.store, junk.junk_above, junk.refuse_above) if junk.enabled else None
+        )
         queue = config.queue
         self.resolver = DnsResolver(nameservers=config.dns.nameservers)
         # SPF, DKIM, DMARC and ARC ask through one cache, with the same nameservers.
@@ -191,6 +196,7 @@ class MailServer:
             self.scheduler.wake,
             checker=MailChecker(self.config, self.lookup) if self.config.verify.enabled else None,
             srs_reverse=outbound_auth.reverse,
+            junk=self.junk_filter,
         )
         await self.local.recover()
         loop = asyncio.get_running_loop()
@@ -258,6 +264,7 @@ class MailServer:
             tls_available=True,
             max_sessions_per_user=self.config.limits.imap_sessions_per_user,
             plaintext_auth=self.config.auth.plaintext,
+            junk=self.junk_filter,
         )
 
         def imap(name: str) -> ServiceKind:

@@ -190,6 +190,17 @@ class DkimConfig:
 
 
 @dataclass(frozen=True)
+class JunkConfig:
+    """The built-in junk filter: each user's Bayesian classifier, trained by moving mail into
+    and out of Junk, scores mail from `smtp` clients that did not log in on the RFC 5235 scale
+    (1 certainly ham ... 10 certainly spam; only once the user trained 10 of each)."""
+
+    enabled: bool = True
+    junk_above: int = 5  # a higher score files the copy into the user's Junk (0: never)
+    refuse_above: int = 0  # a higher score for every recipient refuses at DATA (0: never)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole server configuration."""
 
@@ -207,6 +218,7 @@ class Config:
     auth: AuthConfig = AuthConfig()
     verify: VerifyConfig = VerifyConfig()
     dkim: DkimConfig = DkimConfig()
+    junk: JunkConfig = JunkConfig()
 
 
 DEFAULT_LISTEN: dict[str, str] = {
@@ -238,6 +250,7 @@ _TOP_KEYS = (
     "auth",
     "verify",
     "dkim",
+    "junk",
 )
 _RELAY_KEYS = ("host", "tls", "username", "password", "ca_file")
 _RELAY_TLS = ("starttls", "implicit", "opportunistic")
@@ -251,6 +264,7 @@ _AUTH_KEYS = tuple(f.name for f in fields(AuthConfig))
 _DELIVERY_KEYS = tuple(f.name for f in fields(DeliveryConfig))
 _VERIFY_KEYS = tuple(f.name for f in fields(VerifyConfig))
 _DKIM_KEYS = tuple(f.name for f in fields(DkimConfig))
+_JUNK_KEYS = tuple(f.name for f in fields(JunkConfig))
 
 
 # --------------------------------------------------------------------------- loading
@@ -340,6 +354,7 @@ class _Reader:
             auth=self.auth(doc),
             verify=self.verify(doc),
             dkim=self.dkim(doc),
+            junk=self.junk(doc),
         )
 
     def listen(self, doc: Mapping[str, Any]) -> ListenConfig:
@@ -474,6 +489,25 @@ class _Reader:
                 defaults.max_signatures,
             )
         return VerifyConfig(**values)
+
+    def junk(self, doc: Mapping[str, Any]) -> JunkConfig:
+        raw = self.table(doc, "junk", _JUNK_KEYS)
+        values: dict[str, Any] = {}
+        if "enabled" in raw:
+            values["enabled"] = self.check("junk.enabled", checks.boolean, raw["enabled"], True)
+        for key in ("junk_above", "refuse_above"):
+            if key not in raw:
+                continue
+            default = getattr(JunkConfig(), key)
+            score = self.check(f"junk.{key}", checks.positive_int, raw[key], default, 0)
+            if score > 10:
+                raise self.error(
+                    f"junk.{key}",
+                    f"must be a spam score (RFC 5235: 1 to 10), got {score}",
+                    f"write a number from 0 (never) to 10, such as {default or 9}",
+                )
+            values[key] = score
+        return JunkConfig(**values)
 
     def dkim(self, doc: Mapping[str, Any]) -> DkimConfig:
         raw = self.table(doc, "dkim", _DKIM_KEYS)

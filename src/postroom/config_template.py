@@ -164,6 +164,13 @@ def render_default_config(
 [dkim]
 # sign = true   # DKIM-sign mail whose From: is in one of our domains (ed25519 and rsa)
 
+[junk]
+# Each user's own junk filter, trained by moving mail into and out of Junk (or `postroom spam
+# train`); it scores port-25 mail 1 (ham) to 10 (spam) once the user trained 10 of each.
+# enabled = true
+# junk_above = 5     # a higher score files the user's copy into Junk (0: never)
+# refuse_above = 0   # a higher score for every recipient refuses at DATA, 550 5.7.1 (0: never)
+
 [delivery]
 {
         section(

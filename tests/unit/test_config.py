@@ -518,3 +518,17 @@ def test_auth_cache_ttl_is_a_duration_or_off(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "[auth]\ncache_ttl = 0\n")).auth.cache_ttl == 0.0
     with pytest.raises(ConfigError, match=r"auth\.cache_ttl: must be a duration.*or 0 for off"):
         load_config(write(tmp_path, '[auth]\ncache_ttl = "soon"\n'))
+
+
+def test_junk_scores_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "postroom.toml"
+    path.write_text('hostname = "mx.example.test"\n[junk]\njunk_above = 7\nrefuse_above = 9\n')
+    config = load_config(path)
+    assert (config.junk.enabled, config.junk.junk_above, config.junk.refuse_above) == (True, 7, 9)
+    path.write_text('hostname = "mx.example.test"\n[junk]\nrefuse_above = 11\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert "junk.refuse_above" in str(error.value) and "1 to 10" in str(error.value)
+    path.write_text('hostname = "mx.example.test"\n[junk]\njunk_above = "high"\n')
+    with pytest.raises(ConfigError, match=r"junk\.junk_above"):
+        load_config(path)

@@ -238,9 +238,7 @@ def _show_trace(trace: MessageTrace) -> None:
     click.echo(f"arrival: {_clock(trace.arrival)}")
     click.echo(f"sender: <{trace.sender}>")
     click.echo(f"size: {trace.size}")
-    click.echo(
-        f"client: {trace.client_addr} helo={trace.client_helo} protocol={trace.protocol}"
-    )
+    click.echo(f"client: {trace.client_addr} helo={trace.client_helo} protocol={trace.protocol}")
     if trace.auth_user:
         click.echo(f"authenticated: {trace.auth_user}")
     if trace.auth:
@@ -248,6 +246,4 @@ def _show_trace(trace: MessageTrace) -> None:
     click.echo("history:")
     for event in trace.events:
         relay = f" relay={event.relay}" if event.relay else ""
-        click.echo(
-            f"  {_clock(event.time)} <{event.recipient}> {event.event}{relay} {event.reply}"
-        )
+        click.echo(f"  {_clock(event.time)} <{event.recipient}> {event.event}{relay} {event.reply}")

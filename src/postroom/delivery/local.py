@@ -23,6 +23,7 @@ from postroom.storage.records import INBOX, JUNK, HistoryEvent, StorageFailure
 
 log = logging.getLogger("postroom.delivery")
 
+
 @dataclass(frozen=True, slots=True)
 class Delivered:
     message_id: str
@@ -32,6 +33,18 @@ class Delivered:
 
 def return_path(sender: str) -> bytes:
     return f"Return-Path: <{sender}>\r\n".encode()
+
+
+def spam_headers(rcpt: Recipient) -> bytes:
+    """The junk filter's verdict for this copy (services/junk_filter.py), none when the
+    recipient's filter did not judge it."""
+    if not rcpt.spam_score:
+        return b""
+    verdict = "Yes" if rcpt.junk else "No"
+    return (
+        f"X-Spam-Score: {rcpt.spam_score}\r\n"
+        f"X-Spam-Status: {verdict}, score={rcpt.spam_score} tests=BAYES\r\n"
+    ).encode()
 
 
 def target_mailbox(tx: Tx, user_id: int, junk: bool) -> tuple[int, str] | None:
@@ -61,7 +74,7 @@ def deliver_loaded(
     for rcpt in message.recipients:
         if rcpt.user_id is None or rcpt.state is not RecipientState.QUEUED:
             continue
-        key = (rcpt.user_id, message.envelope.junk)
+        key = (rcpt.user_id, message.envelope.junk or rcpt.junk)
         if key not in inboxes:
             inboxes[key] = target_mailbox(tx, *key)
         target = inboxes[key]
@@ -86,6 +99,9 @@ def copy_into(
     """The recipient's copy in `target` (mailbox ID, name): the shared blob behind this copy's
     own `prefix`."""
     mailbox_id, name = target
+    if rcpt.spam_score:  # the filter's fields, below Return-Path, on this copy only
+        return_field, _, rest = prefix.partition(b"\n")
+        prefix = return_field + b"\n" + spam_headers(rcpt) + rest
     uid = tx.messages.append(
         mailbox_id,
         message.blob_id,
@@ -137,7 +153,7 @@ def deliver_before_queuing(
         with tx.savepoint():
             for rcpt in local:
                 assert rcpt.user_id is not None
-                target = target_mailbox(tx, rcpt.user_id, message.envelope.junk)
+                target = target_mailbox(tx, rcpt.user_id, message.envelope.junk or rcpt.junk)
                 if target is None:
                     continue  # user deleted since RCPT: the worker records the failure
                 delivered.append(copy_into(tx, message, rcpt, target, prefix))

@@ -337,9 +337,7 @@ def seal(
     # RFC 8617 §4.1.3 and §5.1.1: the ARC-Seal over every set in instance order, each as
     # AAR, AMS, AS, ending with the new AAR and AMS; over the new set alone when cv=fail.
     earlier = range(1, instance) if chain != "fail" else range(0)
-    ordered = [
-        [name, existing[i][name].raw] for i in reversed(earlier) for name in ARC_FIELDS
-    ]
+    ordered = [[name, existing[i][name].raw] for i in reversed(earlier) for name in ARC_FIELDS]
     signer.headers = [
         [b"ARC-Message-Signature", b" " + signature_value],
         [b"ARC-Authentication-Results", results_value],
@@ -359,9 +357,12 @@ def seal(
         signer.headers, seal_fields, seal_include, policy, b"ARC-Seal", key, standard_layout
     )
     return (
-        b"ARC-Seal: " + seal_value
-        + b"ARC-Message-Signature: " + signature_value
-        + b"ARC-Authentication-Results:" + results_value
+        b"ARC-Seal: "
+        + seal_value
+        + b"ARC-Message-Signature: "
+        + signature_value
+        + b"ARC-Authentication-Results:"
+        + results_value
     )
 
 
@@ -389,7 +390,11 @@ def _signed_value(
     value = dkim.RE_BTAG.sub(b"\\1", value)  # b= empty while hashing (RFC 6376 §3.7)
     hasher = hashlib.sha256()
     dkim.hash_headers(
-        hasher, policy, policy.canonicalize_headers(headers), include, (name, b" " + value),
+        hasher,
+        policy,
+        policy.canonicalize_headers(headers),
+        include,
+        (name, b" " + value),
         dict(fields),
     )
     signature = rsa_private_key(key.private).sign(

@@ -76,8 +76,18 @@ CANONICALIZATIONS = ("simple", "relaxed")
 # occurrence once; List-* fields too (RFC 8058 wants List-Unsubscribe-Post signed).
 SIGNED_FIELDS = frozenset(
     {
-        "from", "to", "cc", "subject", "date", "message-id", "mime-version", "content-type",
-        "content-transfer-encoding", "in-reply-to", "references", "reply-to",
+        "from",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "in-reply-to",
+        "references",
+        "reply-to",
     }
 )
 # Signed once more than they occur (RFC 6376 §8.15): a copy added later breaks the signature.
@@ -399,9 +409,7 @@ def _check_key(sig: _Signature) -> DkimOutcome | PublicKey:
     except ValueError as error:
         return _decide(sig, "permerror", f"key record unusable: {str(error)[:80]}")
     if isinstance(key, RSAPublicKey) and key.key_size < MIN_RSA_BITS:
-        return _decide(
-            sig, "permerror", f"RSA key of {key.key_size} bits is too small (RFC 8301)"
-        )
+        return _decide(sig, "permerror", f"RSA key of {key.key_size} bits is too small (RFC 8301)")
     return key
 
 

@@ -251,9 +251,7 @@ def _digits_only(text: str) -> bool:
     return bool(text) and all(c in _DIGITS for c in text)
 
 
-def _parse_network(
-    name: str, arg: str, term: str
-) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def _parse_network(name: str, arg: str, term: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     """RFC 7208 §5.6: "ip4:" ip4-network [ ip4-cidr-length ], "ip6:" likewise."""
     if not arg.startswith(":"):
         raise SpfSyntaxError(f"{name} needs an address: {term!r}")
@@ -774,11 +772,23 @@ async def verify_sender(
     bare address, without angle brackets."""
     if not mail_from:
         return await check_host(
-            lookup, ip, helo, f"postmaster@{helo}", helo=helo, receiver=receiver, now=now,
+            lookup,
+            ip,
+            helo,
+            f"postmaster@{helo}",
+            helo=helo,
+            receiver=receiver,
+            now=now,
             identity="helo",
         )
     _, at, domain = mail_from.rpartition("@")
     return await check_host(
-        lookup, ip, domain if at else mail_from, mail_from, helo=helo, receiver=receiver,
-        now=now, identity="mailfrom",
+        lookup,
+        ip,
+        domain if at else mail_from,
+        mail_from,
+        helo=helo,
+        receiver=receiver,
+        now=now,
+        identity="mailfrom",
     )

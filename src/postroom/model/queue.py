@@ -61,6 +61,8 @@ class Recipient:
     next_attempt: float = 0.0
     last_reply: str = ""
     id: int | None = None
+    spam_score: int = 0  # the junk filter's RFC 5235 score for this user, 0: not tested
+    junk: bool = False  # this local copy goes to the user's Junk mailbox
 
 
 @dataclass(slots=True)

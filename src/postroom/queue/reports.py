@@ -25,7 +25,6 @@ from postroom.storage.api import Tx
 log = logging.getLogger("postroom.queue")
 
 
-
 def wants(notify: tuple[str, ...] | None, what: str, *, default: bool) -> bool:
     """RFC 3461 §4.1: NOTIFY lists what the sender wants; absent means failures (and delays)."""
     if notify is None:

@@ -35,6 +35,7 @@ from postroom.services.authn import Authenticator
 from postroom.services.dmarc_reporting import is_report_address
 from postroom.services.dns_records import TLS_REPORTS
 from postroom.services.etrn import EtrnGate, Verdict
+from postroom.services.junk_filter import JunkFilter
 from postroom.services.mail_check import CheckResult, MailChecker
 from postroom.storage.api import Store, Tx
 from postroom.storage.buffer import ContentBuffer
@@ -66,6 +67,8 @@ class IngressContext:
     outbound_wakeup: Callable[[], None] = lambda: None
     # SPF, DKIM, DMARC and ARC of port-25 mail ([verify]); None: nothing is checked.
     checker: MailChecker | None = None
+    # Each local user's Bayesian junk filter on port-25 mail ([junk]); None: not judged.
+    junk: JunkFilter | None = None
     # Reverses SRS addresses of ours (bounces to forwarded mail); None: no SRS.
     srs_reverse: Callable[[str], Awaitable[str | None]] | None = None
     authenticator: Authenticator = field(init=False)
@@ -256,6 +259,13 @@ class IngressSession:
                 if not self._recipients:
                     # Only the report: kept, or unreadable with nobody to show it to.
                     return replies.queued(queue_id) if kept else UNREADABLE_REPORT
+            junk = self.ctx.junk
+            if junk is not None and self.service == "smtp" and info.identity is None:
+                auth = checked.summary if checked is not None else ""
+                await junk.judge(self._recipients, content.contents, content.size, auth)
+                if junk.refuses(self._recipients):
+                    self._log_junk_reject(mail)
+                    return replies.SPAM_REFUSED
             protocol = cleanup.protocol_name(
                 info.extended, bool(info.tls), info.identity is not None
             )
@@ -321,8 +331,11 @@ class IngressSession:
             self.ctx.local.notify(queue_id)  # immediate delivery failed: the worker retries
         if any(r.user_id is None for r in message.recipients):
             self.ctx.outbound_wakeup()
+        scored = ",".join(
+            f"<{r.address}>={r.spam_score}" for r in message.recipients if r.spam_score
+        )
         log.info(
-            "queued id=%s client=%s from=<%s> to=%s size=%d result=250 delivered=%d%s",
+            "queued id=%s client=%s from=<%s> to=%s size=%d result=250 delivered=%d%s%s",
             queue_id,
             self.client_addr,
             mail.address,
@@ -330,6 +343,7 @@ class IngressSession:
             message.size,
             len(delivered),
             "" if checked is None else f" {checked.summary} action={checked.decision.action}",
+            f" spam={scored}" if scored else "",
         )
         return replies.queued(queue_id)
 
@@ -363,6 +377,15 @@ class IngressSession:
             raise
         content.discard()
         return checked, cleaned
+
+    def _log_junk_reject(self, mail: ev.MailFrom) -> None:
+        scores = ",".join(f"<{r.address}>={r.spam_score}" for r in self._recipients)
+        log.info(
+            "rejected client=%s from=<%s> result=550 5.7.1 junk filter scores %s",
+            self.client_addr,
+            mail.address,
+            scores,
+        )
 
     def _log_checked_reject(self, mail: ev.MailFrom, checked: CheckResult, refusal: Reply) -> None:
         log.info(

@@ -18,7 +18,7 @@ transactions it opens itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Literal, Protocol, TypeVar
 
@@ -340,9 +340,7 @@ class Dmarc(Protocol):
         """The Policy Domains that asked for reports and have evaluations of a UTC day that
         began before `before` (pass the start of the current day: finished days)."""
 
-    def evaluations(
-        self, policy_domain: str, begin: float, end: float
-    ) -> list[EvaluationRecord]:
+    def evaluations(self, policy_domain: str, begin: float, end: float) -> list[EvaluationRecord]:
         """The counted evaluations of the UTC days starting in [begin, end), by day."""
 
     def forget_evaluations(self, policy_domain: str | None, end: float) -> int:
@@ -365,6 +363,21 @@ class History(Protocol):
     def prune(self, before: float, limit: int = 5000) -> int:
         """Forget up to `limit` messages that arrived before `before` (message IDs are queue
         IDs, which begin with their arrival time); how many went."""
+
+
+class Junk(Protocol):
+    """The junk filter's training per user: token counts over the ham and spam messages the
+    user trained, and which messages (by digest) were trained as what."""
+
+    def totals(self, user_id: int) -> tuple[int, int]:
+        """How many (ham, spam) messages the user trained."""
+
+    def counts(self, user_id: int, tokens: Collection[str]) -> dict[str, tuple[int, int]]:
+        """(ham, spam) of each of `tokens` the user's training has seen (others are left out)."""
+
+    def train(self, user_id: int, digest: bytes, tokens: Collection[str], spam: bool) -> bool:
+        """Count a message with these tokens as spam (or ham); False when it was trained so
+        already. A message trained the other way before is moved (its counts undone first)."""
 
 
 class Secrets(Protocol):
@@ -431,6 +444,9 @@ class Tx(Protocol):
     def secrets(self) -> Secrets: ...
 
     @property
+    def junk(self) -> Junk: ...
+
+    @property
     def dkim_keys(self) -> DkimKeys: ...
 
     def savepoint(self) -> AbstractContextManager[None]:
@@ -492,9 +508,7 @@ class Store(Protocol):
         """A `durable=False` write whose result comes back before the commit, with a future
         done once the commit is (the caller awaits it before reading again)."""
 
-    def submit_early(
-        self, fn: Callable[[Tx], T]
-    ) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
+    def submit_early(self, fn: Callable[[Tx], T]) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
         """`write_early` without waiting: (future of fn's result, future of the commit)."""
 
     async def read(self, fn: Callable[[Tx], T]) -> T:

@@ -18,13 +18,14 @@ SEEN = "\\Seen"
 DELETED = "\\Deleted"
 INBOX = "INBOX"
 JUNK = "Junk"  # where mail the inbound checks judged junk is delivered
+TRASH = "Trash"  # mail moved here out of Junk teaches the junk filter nothing
 
 # RFC 6154 special-use mailboxes every user gets, besides INBOX.
 DEFAULT_MAILBOXES: tuple[tuple[str, str], ...] = (
     (INBOX, ""),
     ("Sent", "\\Sent"),
     ("Drafts", "\\Drafts"),
-    ("Trash", "\\Trash"),
+    (TRASH, "\\Trash"),
     (JUNK, "\\Junk"),
     ("Archive", "\\Archive"),
 )

@@ -85,11 +85,5 @@ class CloseConnection:
 
 
 Event = (
-    Verify
-    | AuthFailed
-    | OpenMaildrop
-    | FetchMessage
-    | CommitDeletions
-    | StartTls
-    | CloseConnection
+    Verify | AuthFailed | OpenMaildrop | FetchMessage | CommitDeletions | StartTls | CloseConnection
 )

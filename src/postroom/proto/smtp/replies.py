@@ -165,6 +165,7 @@ TOO_MANY_RECIPIENTS = reply(452, "4.5.3", "Too many recipients")
 BARE_LINE_ENDING = reply(
     550, "5.6.0", "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 §2.3.8)"
 )
+SPAM_REFUSED = reply(550, "5.7.1", "Message refused: it looks like spam")
 MAIL_LOOP = reply(554, "5.4.6", "Too many Received headers: mail loop detected")
 BODY_8BIT_REQUIRED = reply(554, "5.6.0", "BINARYMIME is not supported")
 SMTPUTF8_REQUIRED = reply(553, "5.6.7", "Non-ASCII address requires the SMTPUTF8 parameter")

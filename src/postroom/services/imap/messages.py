@@ -33,9 +33,12 @@ from postroom.proto.imap.selected import MessageState, OwnChange, SelectedMailbo
 from postroom.proto.imap.structure import section_bytes
 from postroom.services.imap import limits
 from postroom.services.imap.session import FlagBatch, ImapSession, Refusal
+from postroom.services.junk_filter import train_message
 from postroom.storage.api import Content, FlagMode, Tx
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.records import (
+    JUNK,
+    TRASH,
     FetchRow,
     FlagWrite,
     MailboxError,
@@ -52,6 +55,7 @@ log = logging.getLogger("postroom.imap")
 SEEN_WITH_READ = 8  # FETCHes of up to this many messages set \Seen and read in one job
 FETCH_BATCH = 256  # messages read from the store per round trip
 CONTENT_BUDGET = 8 * 1024 * 1024  # octets of message contents read per round trip (or one)
+MAX_TRAINED_AT_ONCE = 200  # messages one COPY/MOVE trains the junk filter with (writer time)
 ANSWER_CHUNK = 1024  # messages per piece of a long answer made from the session's view
 
 
@@ -540,6 +544,20 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
 # --- COPY / MOVE / EXPUNGE ---------------------------------------------------------------------
 
 
+def junk_training(
+    source: int, target: int, junk: int | None, is_move: bool, to_trash: bool
+) -> bool | None:
+    """What a COPY or MOVE teaches the user's junk filter: spam (True) for mail put into Junk,
+    ham (False) for mail moved out of it to anywhere but Trash, else nothing (None)."""
+    if junk is None or source == target:
+        return None
+    if target == junk:
+        return True
+    if source == junk and is_move and not to_trash:
+        return False
+    return None
+
+
 async def copy(session: ImapSession, tag: str, command: cmd.Command) -> None:
     assert isinstance(command, cmd.Copy | cmd.Move)
     selected = selected_mailbox(session)
@@ -551,8 +569,10 @@ async def copy(session: ImapSession, tag: str, command: cmd.Command) -> None:
     target_name = session.decode_name(command.mailbox)
     user_id = session.uid
     source = selected.mailbox_id
+    junk = session.ctx.junk
+    hostname = session.ctx.hostname
 
-    def write(tx: Tx) -> tuple[int, list[tuple[int, int]]]:
+    def write(tx: Tx) -> tuple[int, list[tuple[int, int]], int, bool | None]:
         target = tx.mailboxes.find(user_id, target_name)
         if target is None:
             # RFC 3501 §6.4.7: TRYCREATE when the target does not exist.
@@ -560,9 +580,30 @@ async def copy(session: ImapSession, tag: str, command: cmd.Command) -> None:
         pairs = tx.messages.copy(source, uids, target.id)
         if is_move:
             tx.messages.expunge(source, [p[0] for p in pairs])
-        return target.uidvalidity, pairs
+        spam = None
+        if junk is not None and pairs:
+            junk_id = tx.mailboxes.id_of(user_id, JUNK)
+            spam = junk_training(source, target.id, junk_id, is_move, target.name == TRASH)
+        return target.uidvalidity, pairs, target.id, spam
 
-    uidvalidity, pairs = await session.ctx.store.write(write)
+    def train(tx: Tx, result: tuple[int, list[tuple[int, int]], int, bool | None]) -> None:
+        _, pairs, target, spam = result
+        if spam is None or junk is None:
+            return
+        for _, new_uid in pairs[:MAX_TRAINED_AT_ONCE]:
+            copy = tx.messages.read(target, new_uid)
+            if copy is not None:
+                train_message(tx, user_id, copy, spam=spam, hostname=hostname)
+        junk.forget(user_id)
+
+    uidvalidity, pairs, _, spam = await session.ctx.store.write(write, then=train)
+    if spam is not None:
+        log.info(
+            "junk filter trained user=%s as=%s messages=%d",
+            session.username,
+            "spam" if spam else "ham",
+            min(len(pairs), MAX_TRAINED_AT_ONCE),
+        )
     code = None
     if pairs:
         code = (
@@ -720,9 +761,7 @@ async def _append_one(
             limits.check_keywords(tx.messages.keywords(mailbox_id), flags)
         if summary is not None:
             tx.summaries.put(blob_id, summary)
-        return tx.messages.append(
-            mailbox_id, blob_id, size=size, internal_date=when, flags=flags
-        )
+        return tx.messages.append(mailbox_id, blob_id, size=size, internal_date=when, flags=flags)
 
     return await session.ctx.store.write_content(buffer, then)
 

@@ -276,16 +276,11 @@ class _Plan:
         uids = list(known)
         rows: dict[int, FetchRow] = {}
         if self.rows_first is not None:
-            for row in tx.messages.fetch_rows(
-                self.mailbox[0], uids, summary=False, content=False
-            ):
+            for row in tx.messages.fetch_rows(self.mailbox[0], uids, summary=False, content=False):
                 rows[row.uid] = row
             uids = self._decide(self.rows_first, known, list(rows), rows, {}, hits)
         if self.fields_first is not None and uids:
-            texts = {
-                name: self.texts.texts(tx, self.mailbox, name, uids)
-                for name in self.fields
-            }
+            texts = {name: self.texts.texts(tx, self.mailbox, name, uids) for name in self.fields}
             if isinstance(self.key, HeaderKey):
                 # The common search, one header test: settled in one pass over the texts.
                 matched = header_hits(self.key, texts[self.key.field.lower()], uids)

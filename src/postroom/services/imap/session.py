@@ -28,6 +28,7 @@ from postroom.services.authn import Authenticator, login_failed
 from postroom.services.imap import limits
 from postroom.services.imap.search_texts import SearchTexts
 from postroom.services.imap.snapshots import MailboxSnapshots, Snapshot, load_messages
+from postroom.services.junk_filter import JunkFilter
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.storage.api import FlagMode, Store, Tx
 from postroom.storage.buffer import ContentBuffer
@@ -96,6 +97,7 @@ class ImapContext:
     max_append: int = 64 * 1024 * 1024
     max_sessions_per_user: int = 100
     plaintext_auth: bool = False  # [auth] plaintext: logins without TLS too
+    junk: JunkFilter | None = None  # trained by COPY/MOVE into and MOVE out of Junk
     sessions: dict[int, int] = field(default_factory=dict)  # user id → open sessions
     snapshots: MailboxSnapshots = field(default_factory=MailboxSnapshots)
     search_texts: SearchTexts = field(default_factory=SearchTexts)  # for HEADER searches

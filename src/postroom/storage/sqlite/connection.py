@@ -23,6 +23,7 @@ from postroom.storage.sqlite.dkim_keys import SqliteDkimKeys
 from postroom.storage.sqlite.dmarc import SqliteDmarc
 from postroom.storage.sqlite.errors import open_failure
 from postroom.storage.sqlite.history import SqliteHistory
+from postroom.storage.sqlite.junk import SqliteJunk
 from postroom.storage.sqlite.mailboxes import SqliteMailboxes
 from postroom.storage.sqlite.messages import SqliteMessages
 from postroom.storage.sqlite.queue import SqliteQueue
@@ -31,7 +32,6 @@ from postroom.storage.sqlite.secrets import SqliteSecrets
 
 DB_NAME = "postroom.db"
 BLOB_DIR = "blobs"
-
 
 
 class SqliteTx:
@@ -62,6 +62,7 @@ class SqliteTx:
         self.history = SqliteHistory(self)
         self.secrets = SqliteSecrets(self)
         self.dkim_keys = SqliteDkimKeys(self)
+        self.junk = SqliteJunk(self)
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:

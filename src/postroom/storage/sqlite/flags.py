@@ -158,5 +158,3 @@ def _state_rows(tx: SqliteTx, mailbox_id: int, uids: Sequence[int]) -> list[tupl
         ).fetchall()
     rows.sort()
     return rows
-
-

@@ -128,8 +128,7 @@ class SqliteMessages:
                 "DELETE FROM mailbox_messages WHERE mailbox_id = ? AND uid = ?", (mailbox_id, uid)
             )
             self.conn.execute(
-                "INSERT OR REPLACE INTO mailbox_vanished(mailbox_id, uid, modseq)"
-                " VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO mailbox_vanished(mailbox_id, uid, modseq) VALUES (?, ?, ?)",
                 (mailbox_id, uid, modseq),
             )
             self.tx.blobs.release(blob_id)

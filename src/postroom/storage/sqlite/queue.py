@@ -71,7 +71,8 @@ class SqliteQueue:
         for rcpt in message.recipients:
             cursor = self.conn.execute(
                 "INSERT INTO queue_recipients(message_id, address, original, orcpt, notify,"
-                " user_id, state, next_attempt, last_reply) VALUES (?,?,?,?,?,?,?,?,?)",
+                " user_id, state, next_attempt, last_reply, spam_score, junk)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     message.id,
                     rcpt.address,
@@ -82,6 +83,8 @@ class SqliteQueue:
                     str(rcpt.state),
                     rcpt.next_attempt or env.arrival,
                     rcpt.last_reply,
+                    rcpt.spam_score,
+                    int(rcpt.junk),
                 ),
             )
             rcpt.id = int(cursor.lastrowid or 0)
@@ -119,10 +122,13 @@ class SqliteQueue:
                 next_attempt=r[8],
                 last_reply=r[9],
                 id=r[0],
+                spam_score=r[10],
+                junk=bool(r[11]),
             )
             for r in self.conn.execute(
                 "SELECT id, address, original, orcpt, notify, user_id, state, attempts,"
-                " next_attempt, last_reply FROM queue_recipients WHERE message_id = ? ORDER BY id",
+                " next_attempt, last_reply, spam_score, junk FROM queue_recipients"
+                " WHERE message_id = ? ORDER BY id",
                 (message_id,),
             )
         ]
@@ -306,9 +312,7 @@ class SqliteQueue:
             )
 
     def mark_delay_notified(self, rcpt: ClaimedRecipient) -> None:
-        self.conn.execute(
-            "UPDATE queue_recipients SET delay_notified = 1 WHERE id = ?", (rcpt.id,)
-        )
+        self.conn.execute("UPDATE queue_recipients SET delay_notified = 1 WHERE id = ?", (rcpt.id,))
 
     # --- report lines held for one delivery round ------------------------------------------------
 

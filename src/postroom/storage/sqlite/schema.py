@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -89,7 +89,9 @@ CREATE TABLE IF NOT EXISTS queue_recipients (
     last_reply    TEXT NOT NULL DEFAULT '',
     delay_notified INTEGER NOT NULL DEFAULT 0,
     scheduled_attempt REAL,            -- planned attempt a manual retry left in place
-    early_attempts INTEGER NOT NULL DEFAULT 0  -- manual ones, not counted by the schedule
+    early_attempts INTEGER NOT NULL DEFAULT 0, -- manual ones, not counted by the schedule
+    spam_score    INTEGER NOT NULL DEFAULT 0,  -- the junk filter's RFC 5235 score, 0: not tested
+    junk          INTEGER NOT NULL DEFAULT 0   -- this local copy goes to the user's Junk
 );
 CREATE INDEX IF NOT EXISTS queue_recipients_message ON queue_recipients(message_id);
 CREATE INDEX IF NOT EXISTS queue_recipients_due ON queue_recipients(state, next_attempt);
@@ -226,6 +228,30 @@ CREATE TABLE IF NOT EXISTS dkim_keys (
 
 SCHEMA += DKIM_KEYS + ";\n"
 
+JUNK = """
+-- The junk filter's training, per user: in how many of the ham and of the spam messages the
+-- user trained each token occurs; the totals; and which messages (by a digest of their bytes)
+-- were trained as what, so training again is idempotent and a change of mind moves the counts.
+CREATE TABLE IF NOT EXISTS junk_tokens (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    token   TEXT NOT NULL,
+    ham     INTEGER NOT NULL DEFAULT 0,
+    spam    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, token)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS junk_totals (
+    user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    ham     INTEGER NOT NULL DEFAULT 0,
+    spam    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS junk_trained (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    digest  BLOB NOT NULL,
+    spam    INTEGER NOT NULL,
+    PRIMARY KEY (user_id, digest)
+) WITHOUT ROWID
+"""
+SCHEMA += JUNK + ";\n"
 
 
 def _move_subjects(conn: sqlite3.Connection) -> None:
@@ -283,6 +309,17 @@ def _add_inbound_checks(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
+def _add_recipient_scores(conn: sqlite3.Connection) -> None:
+    """Schema 7: each queued recipient keeps its junk filter score and its Junk mark (the junk
+    tables themselves are made by SCHEMA)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(queue_recipients)")}
+    for column in ("spam_score", "junk"):
+        if column not in present:
+            conn.execute(
+                f"ALTER TABLE queue_recipients ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+            )
+
+
 # Steps from one schema version to the next, for stores created by an older postroom: SQL
 # statements, or functions of the connection.
 MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
@@ -296,4 +333,5 @@ MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = 
     4: (_keep_history,),
     5: (_add_inbound_checks,),
     6: (DKIM_KEYS,),
+    7: (_add_recipient_scores,),
 }

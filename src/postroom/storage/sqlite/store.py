@@ -257,9 +257,7 @@ class SqliteStore:
         result, committed = self.submit_early(fn)
         return await result, committed
 
-    def submit_early(
-        self, fn: Callable[[Tx], T]
-    ) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
+    def submit_early(self, fn: Callable[[Tx], T]) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
         """`write_early` without waiting: (future of fn's result, future of the commit)."""
         loop = asyncio.get_running_loop()
         result: asyncio.Future[T] = loop.create_future()
