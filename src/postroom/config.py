@@ -193,7 +193,7 @@ class DkimConfig:
 class JunkConfig:
     """The built-in junk filter: each user's Bayesian classifier, trained by moving mail into
     and out of Junk, scores mail from `smtp` clients that did not log in on the RFC 5235 scale
-    (1 certainly ham ... 10 certainly spam; only once the user trained 10 of each)."""
+    (1 certainly ham ... 10 certainly spam; only once the user trained 200 of each)."""
 
     enabled: bool = True
     junk_above: int = 5  # a higher score files the copy into the user's Junk (0: never)

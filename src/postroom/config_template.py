@@ -166,7 +166,7 @@ def render_default_config(
 
 [junk]
 # Each user's own junk filter, trained by moving mail into and out of Junk (or `postroom spam
-# train`); it scores port-25 mail 1 (ham) to 10 (spam) once the user trained 10 of each.
+# train`); it scores port-25 mail 1 (ham) to 10 (spam) once the user trained 200 of each.
 # enabled = true
 # junk_above = 5     # a higher score files the user's copy into Junk (0: never)
 # refuse_above = 0   # a higher score for every recipient refuses at DATA, 550 5.7.1 (0: never)

@@ -32,9 +32,7 @@ from postroom.dns.lookup import Answer, RecordType, StaticLookup, normal_name
 from postroom.dns.resolver import DnsTemporaryError
 from postroom.mailauth.spf import verify_sender
 
-SUITE = (
-    Path(__file__).resolve().parents[3] / "shared" / "conformance" / "spf" / "rfc7208-tests.yml"
-)
+SUITE = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "spf" / "rfc7208-tests.yml"
 MAX_CNAME_HOPS = 8
 # Scenario/test ids whose expected outcome we read differently, with the RFC section: none.
 XFAIL: dict[str, str] = {}

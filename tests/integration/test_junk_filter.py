@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from postroom.junk.bayes import MIN_TRAINED
+
 from .conftest import ALICE, BOB, PASSWORDS, Postroom
 
 SERVICES = ("smtp", "imaps")
@@ -81,15 +83,19 @@ def corpus(directory: Path, words: list[str], count: int, seed: int) -> Path:
 
 
 def train(server: Postroom, tmp_path: Path, user: str = ALICE) -> None:
-    spam = corpus(tmp_path / "spam", SPAM_WORDS, 12, seed=1)
-    ham = corpus(tmp_path / "ham", HAM_WORDS, 12, seed=2)
+    spam = corpus(tmp_path / "spam", SPAM_WORDS, MIN_TRAINED, seed=1)
+    ham = corpus(tmp_path / "ham", HAM_WORDS, MIN_TRAINED, seed=2)
     out = server.run_cli("spam", "train", user, "--spam", str(spam)).stdout
-    assert f"{user}: 12 of 12 messages learned as spam" in out
+    assert f"{user}: {MIN_TRAINED} of {MIN_TRAINED} messages learned as spam" in out
+    status = server.run_cli("spam", "status", user).stdout
+    assert status.strip().endswith(f"not judging yet (needs {MIN_TRAINED} of each)")
     again = server.run_cli("spam", "train", user, "--spam", str(spam)).stdout
-    assert "0 of 12 messages learned as spam (trained: 0 ham, 12 spam)" in again
+    assert (
+        f"0 of {MIN_TRAINED} messages learned as spam (trained: 0 ham, {MIN_TRAINED} spam)" in again
+    )
     server.run_cli("spam", "train", user, "--ham", str(ham))
     status = server.run_cli("spam", "status", user).stdout
-    assert status.strip() == f"{user}: trained 12 ham, 12 spam; judging"
+    assert status.strip() == f"{user}: trained {MIN_TRAINED} ham, {MIN_TRAINED} spam; judging"
 
 
 def send(server: Postroom, recipients: list[str], data: bytes) -> None:
@@ -188,13 +194,15 @@ def test_moving_mail_into_and_out_of_junk_trains_the_filter(server: Postroom) ->
         assert client.uid("MOVE", "1", "INBOX")[0] == "OK"  # a change of mind: ham after all
         server.wait_for_log(r"as=ham messages=1")
         assert _trained(server) == (1, 1)
-        assert client.uid("MOVE", "2", "Trash")[0] == "OK"  # deleting spam teaches nothing
+        assert client.uid("MOVE", "2", "Trash")[0] == "OK"  # deleting spam: nothing
         assert client.select("INBOX")[0] == "OK"
-        assert client.uid("COPY", "3", "Archive")[0] == "OK"  # nor does filing ham
+        assert client.uid("COPY", "3", "Archive")[0] == "OK"  # filing mail away: ham
+        server.wait_for_log(r"as=ham messages=1(?s:.*)as=ham messages=1")
+        assert client.uid("COPY", "3", "Sent")[0] == "OK"  # elsewhere: nothing
     finally:
         client.logout()
-    assert _trained(server) == (1, 1)
-    assert server.log().count("junk filter trained") == 2
+    assert _trained(server) == (2, 1)
+    assert server.log().count("junk filter trained") == 3
 
 
 def test_cli_mistakes_are_one_line(server: Postroom, tmp_path: Path) -> None:

@@ -10,9 +10,29 @@ import pytest
 from postroom.proto.imap.address import _PLAIN_ADDRESS, _AddressParser, parse_addresses
 
 PIECES = [
-    b"Ann", b"Lee", b" ", b"  ", b"\t", b"<", b">", b"@", b".", b",", b'"', b"(", b")",
-    b":", b";", b"\\", b"a.b", b"ex.test", b"=?utf-8?q?caf=C3=A9?=", b"\xc3\xa9", b"x",
-    b"[1.2.3.4]", b"@r.test:",
+    b"Ann",
+    b"Lee",
+    b" ",
+    b"  ",
+    b"\t",
+    b"<",
+    b">",
+    b"@",
+    b".",
+    b",",
+    b'"',
+    b"(",
+    b")",
+    b":",
+    b";",
+    b"\\",
+    b"a.b",
+    b"ex.test",
+    b"=?utf-8?q?caf=C3=A9?=",
+    b"\xc3\xa9",
+    b"x",
+    b"[1.2.3.4]",
+    b"@r.test:",
 ]
 
 

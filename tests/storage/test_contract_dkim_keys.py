@@ -86,7 +86,10 @@ def test_states_move_with_their_time_and_unknown_keys_are_refused(store: Store) 
         write(
             store,
             lambda tx: tx.dkim_keys.set_state(
-                "example.test", "pr20270115e", "lost", T0  # type: ignore[arg-type]
+                "example.test",
+                "pr20270115e",
+                "lost",
+                T0,  # type: ignore[arg-type]
             ),
         )
     with pytest.raises(StoreError):

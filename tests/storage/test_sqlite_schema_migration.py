@@ -185,5 +185,3 @@ def test_version_5_store_gets_the_dkim_keys_table(tmp_path: Path) -> None:
         assert db.accounts.get_user("alice@example.test") is not None
     finally:
         db.close()
-
-

@@ -95,9 +95,7 @@ def seen_by_session(
         if uid in uids
     }
     before = {uid: old for uid, old in seen.items() if wanted not in old}
-    after = {
-        old: split_flags(join_flags({*old, wanted})) for old in before.values()
-    }
+    after = {old: split_flags(join_flags({*old, wanted})) for old in before.values()}
     return before, after
 
 

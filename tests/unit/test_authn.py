@@ -51,9 +51,7 @@ def _checks(authenticator: Authenticator, *attempts: tuple[str, str]) -> list[bo
     return asyncio.run(run())
 
 
-def test_a_verified_password_is_not_verified_again(
-    store: Store, verifications: list[str]
-) -> None:
+def test_a_verified_password_is_not_verified_again(store: Store, verifications: list[str]) -> None:
     authenticator = Authenticator(store, cache_ttl=3600)
     results = _checks(
         authenticator,

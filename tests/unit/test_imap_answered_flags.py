@@ -120,7 +120,9 @@ def test_the_session_s_flag_changes_of_one_kind_are_one_write_in_order(
         write = SqliteMessages.write_flag_change
 
         def watch(
-            messages: SqliteMessages, mailbox_id: int, before: dict[int, tuple[str, ...]],
+            messages: SqliteMessages,
+            mailbox_id: int,
+            before: dict[int, tuple[str, ...]],
             *args: object,
         ) -> FlagWrite:
             writes.append(dict(before))

@@ -14,9 +14,7 @@ def columns(uids: list[int], flags: tuple[str, ...] = ()) -> MessageColumns:
 
 def test_updated_applies_flag_changes_arrivals_and_expunges_without_touching_the_original() -> None:
     base = columns([1, 2, 3, 5])
-    new = base.updated(
-        [MessageState(2, SEEN, 7), MessageState(9, ("$Work",), 8)], vanished=[3, 4]
-    )
+    new = base.updated([MessageState(2, SEEN, 7), MessageState(9, ("$Work",), 8)], vanished=[3, 4])
     assert new.uids == [1, 2, 5, 9]
     assert new.flags == [(), SEEN, (), ("$Work",)]
     assert new.modseqs == [1, 7, 1, 8]

@@ -75,6 +75,7 @@ def test_spam_probability_extremes_and_no_evidence() -> None:
 
 
 def test_the_rfc_5235_scale() -> None:
-    assert [spamtest(p) for p in (0.0, 0.05, 0.5, 0.51, 0.95, 1.0)] == [1, 1, 5, 6, 10, 10]
+    probabilities = (0.0, 0.1, 0.2, 0.5, 0.8999, 0.9, 0.95, 0.97, 0.99, 1.0)
+    assert [spamtest(p) for p in probabilities] == [1, 1, 2, 3, 5, 6, 8, 9, 10, 10]
     assert trained_enough(MIN_TRAINED, MIN_TRAINED)
     assert not trained_enough(MIN_TRAINED - 1, 1000)

@@ -47,9 +47,12 @@ def check(message: bytes, zone: StaticLookup) -> ArcOutcome:
 
 
 def first_hop(key: SigningKey, message: bytes = MESSAGE) -> bytes:
-    return arc.seal(
-        message, key, authserv_id="mx.forwarder.example", results=VERDICT, chain="none", now=NOW
-    ) + message
+    return (
+        arc.seal(
+            message, key, authserv_id="mx.forwarder.example", results=VERDICT, chain="none", now=NOW
+        )
+        + message
+    )
 
 
 def test_a_first_seal_validates_and_carries_our_verdict(
@@ -70,12 +73,20 @@ def test_the_authserv_id_at_the_head_of_results_is_not_repeated(
 ) -> None:
     forwarder, _, records = sealers
     with_id = arc.seal(
-        MESSAGE, forwarder, authserv_id="mx.forwarder.example",
-        results=b"MX.forwarder.example;\r\n " + VERDICT, chain="none", now=NOW,
+        MESSAGE,
+        forwarder,
+        authserv_id="mx.forwarder.example",
+        results=b"MX.forwarder.example;\r\n " + VERDICT,
+        chain="none",
+        now=NOW,
     )
     assert with_id == arc.seal(
-        MESSAGE, forwarder, authserv_id="mx.forwarder.example",
-        results=b" " + VERDICT + b"\r\n", chain="none", now=NOW,
+        MESSAGE,
+        forwarder,
+        authserv_id="mx.forwarder.example",
+        results=b" " + VERDICT + b"\r\n",
+        chain="none",
+        now=NOW,
     )
     assert check(with_id + MESSAGE, StaticLookup(records)).result == "pass"
 
@@ -87,24 +98,43 @@ def test_two_hops_pass_and_changes_after_sealing_fail(
     zone = StaticLookup(records)
     once = first_hop(forwarder)
     assert check(once, zone).result == "pass"
-    twice = arc.seal(
-        once, mailing_list, authserv_id="mx.list.example", results=b"arc=pass", chain="pass",
-        now=NOW + 60,
-    ) + once
+    twice = (
+        arc.seal(
+            once,
+            mailing_list,
+            authserv_id="mx.list.example",
+            results=b"arc=pass",
+            chain="pass",
+            now=NOW + 60,
+        )
+        + once
+    )
     outcome = check(twice, zone)
     assert (outcome.result, outcome.instance, outcome.sealers, outcome.oldest_pass) == (
-        "pass", 2, ("forwarder.example", "list.example"), 0,
+        "pass",
+        2,
+        ("forwarder.example", "list.example"),
+        0,
     )
     # The newest AMS covers the body and Subject: a change after the last seal fails.
     assert check(twice.replace(b"attached", b"missing"), zone).result == "fail"
     assert check(twice.replace(b"Subject: minutes", b"Subject: invoice"), zone).result == "fail"
     # An unsigned field may change.
-    unsigned = twice.replace(b"\r\nAuthentication-Results: mx.forwarder.example; spf=pass",
-                             b"\r\nAuthentication-Results: mx.forwarder.example; spf=fail")
+    unsigned = twice.replace(
+        b"\r\nAuthentication-Results: mx.forwarder.example; spf=pass",
+        b"\r\nAuthentication-Results: mx.forwarder.example; spf=fail",
+    )
     assert unsigned != twice and check(unsigned, zone).result == "pass"
     # A seal covers the sets under it: changing the first AAR breaks the chain.
-    assert check(twice.replace(b"i=1; mx.forwarder.example; spf=pass",
-                               b"i=1; mx.forwarder.example; spf=none"), zone).result == "fail"
+    assert (
+        check(
+            twice.replace(
+                b"i=1; mx.forwarder.example; spf=pass", b"i=1; mx.forwarder.example; spf=none"
+            ),
+            zone,
+        ).result
+        == "fail"
+    )
 
 
 def test_oldest_pass_is_the_oldest_instance_whose_ams_still_validates(
@@ -115,10 +145,17 @@ def test_oldest_pass_is_the_oldest_instance_whose_ams_still_validates(
     once = first_hop(forwarder)
     # A mailing list validates the chain, then tags the Subject (breaking AMS 1), then seals.
     tagged = once.replace(b"Subject: minutes", b"Subject: [list] minutes")
-    twice = arc.seal(
-        tagged, mailing_list, authserv_id="mx.list.example", results=b"arc=pass", chain="pass",
-        now=NOW,
-    ) + tagged
+    twice = (
+        arc.seal(
+            tagged,
+            mailing_list,
+            authserv_id="mx.list.example",
+            results=b"arc=pass",
+            chain="pass",
+            now=NOW,
+        )
+        + tagged
+    )
     outcome = check(twice, zone)
     assert (outcome.result, outcome.oldest_pass) == ("pass", 2)
 
@@ -131,7 +168,11 @@ def test_a_sealer_that_found_a_failing_chain_seals_only_its_own_set(
     broken = first_hop(forwarder).replace(b"attached", b"missing")
     assert check(broken, zone).result == "fail"
     sealed = arc.seal(
-        broken, mailing_list, authserv_id="mx.list.example", results=b"arc=fail", chain="fail",
+        broken,
+        mailing_list,
+        authserv_id="mx.list.example",
+        results=b"arc=fail",
+        chain="fail",
         now=NOW,
     )
     assert b"cv=fail" in sealed
@@ -140,10 +181,16 @@ def test_a_sealer_that_found_a_failing_chain_seals_only_its_own_set(
     outcome = check(sealed + broken, zone)
     assert (outcome.result, outcome.reason) == ("fail", "ARC-Seal i=2 says cv=fail")
     assert zone.asked == []
-    assert arc.seal(
-        sealed + broken, forwarder, authserv_id="mx.forwarder.example", results=b"arc=fail",
-        chain="fail",
-    ) == b""
+    assert (
+        arc.seal(
+            sealed + broken,
+            forwarder,
+            authserv_id="mx.forwarder.example",
+            results=b"arc=fail",
+            chain="fail",
+        )
+        == b""
+    )
 
 
 def test_a_header_section_dkimpy_refuses_fails_without_dns(
@@ -186,8 +233,10 @@ def arc_set(instance: int, cv: str = "pass") -> bytes:
 @pytest.mark.parametrize(
     ("sets", "reason"),
     [
-        (b"".join(arc_set(i, "pass" if i > 1 else "none") for i in range(51, 0, -1)),
-         "more than 50 ARC sets"),
+        (
+            b"".join(arc_set(i, "pass" if i > 1 else "none") for i in range(51, 0, -1)),
+            "more than 50 ARC sets",
+        ),
         (arc_set(2) + arc_set(1, "none") + arc_set(1, "none"), "ARC set 1 has two arc-seal"),
         (arc_set(3) + arc_set(1, "none"), "ARC set 2 is incomplete"),
         (arc_set(2, "none") + arc_set(1, "none"), "ARC-Seal i=2 has cv=none"),
@@ -195,8 +244,10 @@ def arc_set(instance: int, cv: str = "pass") -> bytes:
         (arc_set(2) + arc_set(1, "fail"), "ARC-Seal i=1 has cv=fail"),
         (arc_set(2, "fail") + arc_set(1, "none"), "ARC-Seal i=2 says cv=fail"),
         (b"ARC-Seal: a=rsa-sha256; cv=none\r\n", "arc-seal has no usable i= instance"),
-        (b"ARC-Authentication-Results: x.example; none\r\n",
-         "arc-authentication-results has no i= instance"),
+        (
+            b"ARC-Authentication-Results: x.example; none\r\n",
+            "arc-authentication-results has no i= instance",
+        ),
     ],
 )
 def test_broken_structures_fail_without_dns(sets: bytes, reason: str) -> None:
@@ -242,7 +293,9 @@ def test_seal_refuses_what_would_make_a_bad_set(
 ) -> None:
     forwarder, _, _ = sealers
     arguments: dict[str, object] = {
-        "authserv_id": "mx.forwarder.example", "results": VERDICT, "chain": "none",
+        "authserv_id": "mx.forwarder.example",
+        "results": VERDICT,
+        "chain": "none",
     }
     arguments.update(options)
     with pytest.raises(ValueError, match=message):
@@ -255,30 +308,65 @@ def test_seal_wants_rsa_and_the_right_cv_for_an_existing_chain(
     forwarder, mailing_list, _ = sealers
     ed = generate("ed25519")
     with pytest.raises(ValueError, match="rsa-sha256"):
-        arc.seal(MESSAGE, SigningKey("x.example", "e", "ed25519", ed.private),
-                 authserv_id="x.example", results=VERDICT, chain="none")
+        arc.seal(
+            MESSAGE,
+            SigningKey("x.example", "e", "ed25519", ed.private),
+            authserv_id="x.example",
+            results=VERDICT,
+            chain="none",
+        )
     with pytest.raises(ValueError, match="cv=none does not fit ARC instance 2"):
-        arc.seal(first_hop(forwarder), mailing_list, authserv_id="mx.list.example",
-                 results=VERDICT, chain="none")
+        arc.seal(
+            first_hop(forwarder),
+            mailing_list,
+            authserv_id="mx.list.example",
+            results=VERDICT,
+            chain="none",
+        )
 
 
 def test_seal_async_runs_seal_on_a_thread(
     sealers: tuple[SigningKey, SigningKey, dict[tuple[str, str], list[str]]],
 ) -> None:
     forwarder, _, _ = sealers
-    fields = asyncio.run(arc.seal_async(
-        MESSAGE, forwarder, authserv_id="mx.forwarder.example", results=VERDICT, chain="none",
-        now=NOW,
-    ))
+    fields = asyncio.run(
+        arc.seal_async(
+            MESSAGE,
+            forwarder,
+            authserv_id="mx.forwarder.example",
+            results=VERDICT,
+            chain="none",
+            now=NOW,
+        )
+    )
     assert fields + MESSAGE == first_hop(forwarder)
 
 
 ARC_NAMES = st.sampled_from(["ARC-Seal", "ARC-Message-Signature", "ARC-Authentication-Results"])
 VALUES = st.one_of(
     st.lists(
-        st.sampled_from(["i=1", "i=2", "i=51", "i=0", "cv=none", "cv=pass", "cv=fail",
-                         "a=rsa-sha256", "d=x.example", "s=s", "b=AAAA", "bh=AAAA", "h=from",
-                         "x.example", "none", "i=", "=", ""]),
+        st.sampled_from(
+            [
+                "i=1",
+                "i=2",
+                "i=51",
+                "i=0",
+                "cv=none",
+                "cv=pass",
+                "cv=fail",
+                "a=rsa-sha256",
+                "d=x.example",
+                "s=s",
+                "b=AAAA",
+                "bh=AAAA",
+                "h=from",
+                "x.example",
+                "none",
+                "i=",
+                "=",
+                "",
+            ]
+        ),
         max_size=8,
     ).map("; ".join),
     st.text(alphabet=st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=120),

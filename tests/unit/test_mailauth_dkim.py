@@ -51,11 +51,17 @@ def rsa_only(replace: bytes = b"", by: bytes = b"") -> bytes:
 def test_the_rfc_8463_example_passes_with_the_rfc_records() -> None:
     ed, rsa_outcome = check(RFC_SIGNED, now=NOW)
     assert ed == DkimOutcome(
-        "pass", "football.example.com", "brisbane", "ed25519-sha256", "/gCrinpc",
+        "pass",
+        "football.example.com",
+        "brisbane",
+        "ed25519-sha256",
+        "/gCrinpc",
         "signature verified",
     )
     assert (rsa_outcome.result, rsa_outcome.selector, rsa_outcome.algorithm) == (
-        "pass", "test", "rsa-sha256",
+        "pass",
+        "test",
+        "rsa-sha256",
     )
     assert rsa_outcome.b_prefix == "F45dVWDf"
 
@@ -128,8 +134,19 @@ def test_sign_gives_one_relaxed_signature_per_key_ed25519_first(
     assert first["c"] == "relaxed/relaxed" and first["d"] == "example.com"
     signed = [name.strip() for name in first["h"].split(":")]
     assert signed == [
-        "from", "to", "cc", "subject", "date", "message-id", "mime-version", "content-type",
-        "list-unsubscribe", "from", "subject", "to", "date",
+        "from",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "list-unsubscribe",
+        "from",
+        "subject",
+        "to",
+        "date",
     ]
     assert results(check(fields + ROUND_TRIP, zone)) == ["pass", "pass"]
     # dkimpy's own verify agrees (its default entry point, with our records as its DNS).
@@ -147,8 +164,10 @@ def test_sign_gives_one_relaxed_signature_per_key_ed25519_first(
         ((b"Subject: lunch\r\n", b"Subject: lunch\r\nSubject: added\r\n"), "fail"),  # over-signed
         ((b"To: bob", b"To: mallory@evil.example\r\nTo: bob"), "fail"),  # over-signed
         ((b"Date:", b"Date: Tue, 8 Dec 2026 00:00:00 +0000\r\nDate:"), "fail"),  # over-signed
-        ((b"Cc: carol@example.net\r\n", b"Cc: carol@example.net\r\nCc: eve@x.example\r\n"),
-         "fail"),  # Cc is not over-signed, but signed once: the added lower copy is not hashed
+        (
+            (b"Cc: carol@example.net\r\n", b"Cc: carol@example.net\r\nCc: eve@x.example\r\n"),
+            "fail",
+        ),  # Cc is not over-signed, but signed once: the added lower copy is not hashed
     ],
 )
 def test_changes_after_signing(
@@ -263,7 +282,8 @@ def small_rsa_key() -> tuple[bytes, str]:
     )
     key = numbers.private_key()
     pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     der = key.public_key().public_bytes(
@@ -280,8 +300,9 @@ def test_rsa_keys_under_1024_bits_are_permerror() -> None:
     assert outcome.result == "permerror"
     assert outcome.reason == "RSA key of 768 bits is too small (RFC 8301)"
     # dkimpy alone would have accepted it with a lower minimum: the signature itself is good.
-    assert dkimpy.verify(signed + rfc8463.MESSAGE, dnsfunc=lambda n, timeout=5: record.encode(),
-                         minkey=512)
+    assert dkimpy.verify(
+        signed + rfc8463.MESSAGE, dnsfunc=lambda n, timeout=5: record.encode(), minkey=512
+    )
 
 
 # --- the signature's tags ----------------------------------------------------------------------
@@ -293,23 +314,38 @@ def test_rsa_keys_under_1024_bits_are_permerror() -> None:
         (b"a=rsa-sha256", b"a=rsa-sha1", "permerror", "rsa-sha1 is not accepted (RFC 8301)"),
         (b"a=rsa-sha256", b"a=rsa-sha512", "permerror", "unknown algorithm a=rsa-sha512"),
         (b"v=1;", b"v=2;", "permerror", "unsupported version v=2"),
-        (b"h=from : to : subject :\r\n date : message-id : from : subject : date",
-         b"h=to : subject :\r\n date : message-id : subject : date",
-         "permerror", "From is not signed"),
-        (b"i=@football.example.com", b"i=@other.example.com", "permerror",
-         "i= domain is not d= or a subdomain of it"),
+        (
+            b"h=from : to : subject :\r\n date : message-id : from : subject : date",
+            b"h=to : subject :\r\n date : message-id : subject : date",
+            "permerror",
+            "From is not signed",
+        ),
+        (
+            b"i=@football.example.com",
+            b"i=@other.example.com",
+            "permerror",
+            "i= domain is not d= or a subdomain of it",
+        ),
         (b"q=dns/txt", b"q=http", "permerror", "unsupported query method q=http"),
         (b"t=1528637909;", b"t=1528637909; x=1528637910;", "permerror", "signature expired"),
         (b"t=1528637909;", b"t=1528637909; x=1528637909;", "permerror", "x= is not after t="),
         (b"t=1528637909;", b"t=9999999999;", "permerror", "signature timestamp is in the future"),
-        (b"c=relaxed/relaxed", b"c=relaxed/loose", "permerror",
-         "unknown canonicalization c=relaxed/loose"),
+        (
+            b"c=relaxed/relaxed",
+            b"c=relaxed/loose",
+            "permerror",
+            "unknown canonicalization c=relaxed/loose",
+        ),
         (b"s=test;", b"", "neutral", "signature lacks s="),
         (b"s=test;", b"s=test; s=test;", "neutral", "signature syntax error: duplicate tag s"),
         (b"t=1528637909;", b"t=15286x37909;", "neutral", "t= is not a number"),
         (b"t=1528637909;", b"t=1528637909; l=12a;", "neutral", "l= is not a number"),
-        (b"d=football.example.com;", b"d=foot ball.example.com;", "neutral",
-         "d= or s= is not a domain name"),
+        (
+            b"d=football.example.com;",
+            b"d=foot ball.example.com;",
+            "neutral",
+            "d= or s= is not a domain name",
+        ),
         (b"h=from :", b"h=" + b"x:" * 300 + b"from :", "permerror", "h= names too many fields"),
     ],
 )
@@ -335,8 +371,12 @@ def test_body_length_limits(our_keys: tuple[list[SigningKey], StaticLookup]) -> 
     # dkimpy can sign with l= (we never do); content appended after the signed length is
     # "policy": the signature passes but covers only part of what the reader sees.
     signed = dkimpy.sign(
-        ROUND_TRIP, rsa_key.selector.encode(), b"example.com", rsa_key.private,
-        canonicalize=(b"relaxed", b"relaxed"), length=True,
+        ROUND_TRIP,
+        rsa_key.selector.encode(),
+        b"example.com",
+        rsa_key.private,
+        canonicalize=(b"relaxed", b"relaxed"),
+        length=True,
     )
     assert results(check(signed + ROUND_TRIP, zone)) == ["pass"]
     appended = check(signed + ROUND_TRIP + b"Click http://evil.example/\r\n", zone)
@@ -351,8 +391,10 @@ def test_body_length_limits(our_keys: tuple[list[SigningKey], StaticLookup]) -> 
     "damage",
     [
         (b"From: Joe", b"a line that is no field\r\nFrom: Joe"),
-        (b"DKIM-Signature: v=1; a=ed25519",
-         b" a fold before any field\r\nDKIM-Signature: v=1; a=ed25519"),
+        (
+            b"DKIM-Signature: v=1; a=ed25519",
+            b" a fold before any field\r\nDKIM-Signature: v=1; a=ed25519",
+        ),
     ],
 )
 def test_a_header_section_dkimpy_refuses_is_permerror_without_dns(
@@ -432,13 +474,33 @@ def test_prefetched_txt_answers_only_what_was_fetched() -> None:
 
 # --- garbage never raises ----------------------------------------------------------------------
 
-TAG_NAMES = st.sampled_from(["v", "a", "b", "bh", "c", "d", "h", "i", "l", "q", "s", "t", "x",
-                             "z", "V", "1x", "", "a b"])
+TAG_NAMES = st.sampled_from(
+    ["v", "a", "b", "bh", "c", "d", "h", "i", "l", "q", "s", "t", "x", "z", "V", "1x", "", "a b"]
+)
 TAG_VALUES = st.one_of(
-    st.sampled_from(["1", "rsa-sha256", "ed25519-sha256", "rsa-sha1", "relaxed/relaxed",
-                     "simple", "football.example.com", "test", "from : to", "from", "dns/txt",
-                     "1528637909", "99999999999999", "AAAA", "=", "@football.example.com",
-                     "0", "\r\n from", ""]),
+    st.sampled_from(
+        [
+            "1",
+            "rsa-sha256",
+            "ed25519-sha256",
+            "rsa-sha1",
+            "relaxed/relaxed",
+            "simple",
+            "football.example.com",
+            "test",
+            "from : to",
+            "from",
+            "dns/txt",
+            "1528637909",
+            "99999999999999",
+            "AAAA",
+            "=",
+            "@football.example.com",
+            "0",
+            "\r\n from",
+            "",
+        ]
+    ),
     st.text(alphabet=st.characters(codec="latin-1"), max_size=40),
 )
 TAG_LISTS = st.lists(st.tuples(TAG_NAMES, TAG_VALUES), max_size=14).map(

@@ -57,9 +57,7 @@ def test_srs1_keeps_the_first_hop_through_a_chain_of_forwarders() -> None:
     assert re.fullmatch(r"SRS1=[A-Z2-7]{4}=a\.example=" + re.escape(tail) + "@b.example", srs1)
     assert srs1.count("==") == 1
     rewrapped = third.forward(srs1)
-    assert re.fullmatch(
-        r"SRS1=[A-Z2-7]{4}=a\.example=" + re.escape(tail) + "@c.example", rewrapped
-    )
+    assert re.fullmatch(r"SRS1=[A-Z2-7]{4}=a\.example=" + re.escape(tail) + "@c.example", rewrapped)
     # A bounce to the last forwarder goes straight back to the first hop, then home.
     assert third.reverse(rewrapped) == srs0
     assert second.reverse(srs1) == srs0
@@ -166,8 +164,11 @@ def canonical(local: str) -> bool:
         return True
     inner = local[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     return not (
-        inner and all(c in ATOM or c == "." for c in inner) and ".." not in inner
-        and not inner.startswith(".") and not inner.endswith(".")
+        inner
+        and all(c in ATOM or c == "." for c in inner)
+        and ".." not in inner
+        and not inner.startswith(".")
+        and not inner.endswith(".")
     )
 
 

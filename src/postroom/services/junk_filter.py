@@ -2,17 +2,17 @@
 arrives and trained when the user moves mail into or out of Junk.
 
 Judging (`JunkFilter.judge`) runs for mail on `smtp` from clients that did not log in, once per
-local recipient whose training has at least 10 ham and 10 spam messages; it sets each
+local recipient whose training has at least 200 ham and 200 spam messages; it sets each
 recipient's RFC 5235 score (X-Spam-Score/X-Spam-Status on that copy, Sieve spamtest) and its
 Junk mark. Users who trained too little cost nothing per message: that answer is remembered for
 UNTRAINED_TTL (training in this process forgets it at once; the CLI's within that time).
 Tokenising and the counts' read run on the store's reader thread, off the event loop. Messages
 larger than MAX_JUDGED are not judged (score 0, as SpamAssassin's spamc skips big mail).
 
-Training (`train_copies`, in a store transaction): a message copied or moved into Junk counts as
-spam, one moved out of Junk (to anywhere but Trash) as ham; the CLI's `spam train` does the
-same for files. A message is identified by a digest of its bytes, so training it again changes
-nothing and a change of mind moves its counts.
+Training (`train_message`, in a store transaction): a message copied or moved into Junk counts
+as spam, one moved out of Junk (to anywhere but Trash) or filed into Archive as ham; the CLI's
+`spam train` does the same for files. A message is identified by a digest of its bytes, so
+training it again changes nothing and a change of mind moves its counts.
 """
 
 from __future__ import annotations

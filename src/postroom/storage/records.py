@@ -19,6 +19,7 @@ DELETED = "\\Deleted"
 INBOX = "INBOX"
 JUNK = "Junk"  # where mail the inbound checks judged junk is delivered
 TRASH = "Trash"  # mail moved here out of Junk teaches the junk filter nothing
+ARCHIVE = "Archive"  # mail filed here is ham to the junk filter
 
 # RFC 6154 special-use mailboxes every user gets, besides INBOX.
 DEFAULT_MAILBOXES: tuple[tuple[str, str], ...] = (
@@ -27,7 +28,7 @@ DEFAULT_MAILBOXES: tuple[tuple[str, str], ...] = (
     ("Drafts", "\\Drafts"),
     (TRASH, "\\Trash"),
     (JUNK, "\\Junk"),
-    ("Archive", "\\Archive"),
+    (ARCHIVE, "\\Archive"),
 )
 
 

@@ -37,6 +37,7 @@ from postroom.services.junk_filter import train_message
 from postroom.storage.api import Content, FlagMode, Tx
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.records import (
+    ARCHIVE,
     JUNK,
     TRASH,
     FetchRow,
@@ -545,15 +546,16 @@ async def store(session: ImapSession, tag: str, command: cmd.Command) -> None:
 
 
 def junk_training(
-    source: int, target: int, junk: int | None, is_move: bool, to_trash: bool
+    source: int, target: int, junk: int | None, is_move: bool, target_name: str
 ) -> bool | None:
     """What a COPY or MOVE teaches the user's junk filter: spam (True) for mail put into Junk,
-    ham (False) for mail moved out of it to anywhere but Trash, else nothing (None)."""
+    ham (False) for mail moved out of it to anywhere but Trash, or filed into Archive (as Mox
+    trains its not-junk mailboxes), else nothing (None)."""
     if junk is None or source == target:
         return None
     if target == junk:
         return True
-    if source == junk and is_move and not to_trash:
+    if target_name == ARCHIVE or (source == junk and is_move and target_name != TRASH):
         return False
     return None
 
@@ -583,7 +585,7 @@ async def copy(session: ImapSession, tag: str, command: cmd.Command) -> None:
         spam = None
         if junk is not None and pairs:
             junk_id = tx.mailboxes.id_of(user_id, JUNK)
-            spam = junk_training(source, target.id, junk_id, is_move, target.name == TRASH)
+            spam = junk_training(source, target.id, junk_id, is_move, target.name)
         return target.uidvalidity, pairs, target.id, spam
 
     def train(tx: Tx, result: tuple[int, list[tuple[int, int]], int, bool | None]) -> None:
