@@ -287,7 +287,9 @@ CASES: list[Case] = [
        'if envelope :is "to" "alias@example.org" { fileinto "alias"; }',
        original_to="alias@example.org"),
     _c("envelope-null-sender", 'require ["envelope", "fileinto"];\n'
-       'if envelope :is "from" "" { fileinto "bounce"; }', message="null", mail_from=""),
+       'if envelope :is "from" "" { fileinto "bounce"; }', message="null", mail_from="",
+       xfail="harness: sieve-test cannot be given the null reverse-path (-f refuses both "
+             "'' and '<>'), so Pigeonhole sees a non-empty envelope sender"),
     _c("envelope-matches", 'require ["envelope", "fileinto", "variables"];\n'
        'if envelope :matches "from" "*@*" { fileinto "from-${2}"; }'),
     _c("envelope-unrequired", 'if envelope :is "from" "x" { keep; }'),
@@ -531,10 +533,7 @@ CASES: list[Case] = [
     _c("edit-delete-index", R + 'require ["editheader", "index", "relational",\n'
        '"comparator-i;ascii-numeric"]; deleteheader :index 1 "received";\n'
        'if header :count "eq" :comparator "i;ascii-numeric" "received" "1"'
-       ' { fileinto "one"; }',
-       xfail="RFC 5293 §9 forbids deleting Received; Pigeonhole refuses it, so does "
-             "postroom, but Pigeonhole's refusal is a compile-time warning whose header "
-             "count we match; kept to record the rule",),
+       ' { fileinto "one"; }'),
     _c("edit-delete-value", R + 'require "editheader"; addheader "X-Tag" "a";'
        ' addheader "X-Tag" "b";\n deleteheader :is "x-tag" "a";\n'
        'if header :is "x-tag" "b" { if not header :is "x-tag" "a" { fileinto "ok"; } }'),
@@ -548,8 +547,9 @@ CASES: list[Case] = [
     _c("edit-bad-name", 'require "editheader"; addheader "bad name" "x";'),
     _c("edit-unrequired", 'addheader "X-A" "b";'),
     _c("edit-then-address", R + 'require "editheader";\n'
-       'addheader "X-Owner" "Someone <owner@example.net>";\n'
-       'if address :domain "x-owner" "example.net" { fileinto "y"; }'),
+       'addheader "Reply-To" "Someone <owner@example.net>";\n'
+       'if address :domain "reply-to" "example.net" { fileinto "y"; }'),
+    _c("err-address-not-address-header", 'if address :domain "x-owner" "a" { keep; }'),
     # --- mailbox (RFC 5490) -----------------------------------------------------------
     _c("mbox-create", 'require ["fileinto", "mailbox"]; fileinto :create "New/Folder";'),
     _c("mbox-exists-inbox", R + 'require "mailbox";\n'
@@ -597,7 +597,10 @@ CASES: list[Case] = [
     _c("dup-handle", R + 'require "duplicate";\n'
        'if duplicate :handle "h" :last { fileinto "dup"; } else { fileinto "new"; }'),
     _c("dup-twice", R + 'require "duplicate";\n'
-       'if duplicate { fileinto "d1"; } if duplicate { fileinto "d2"; }'),
+       'if duplicate { fileinto "d1"; } if duplicate { fileinto "d2"; }',
+       xfail="Pigeonhole 0.5.19 fails the script when a second duplicate test tracks the "
+             "same id in one run; RFC 7352 does not make that an error (postroom answers "
+             "'not a duplicate' both times and records the id once)"),
     _c("dup-unrequired", 'if duplicate { keep; }'),
     # --- regex (draft-ietf-sieve-regex) -----------------------------------------------
     _c("re-basic", R + 'require "regex";\n'
@@ -616,7 +619,8 @@ CASES: list[Case] = [
     _c("re-body", R + 'require ["regex", "body"];\n'
        'if body :regex "up [0-9]+ percent" { fileinto "y"; }'),
     _c("re-quoteregex", R + 'require "regex"; set :quoteregex "v" "a.b*c";'
-       ' fileinto "${v}";'),
+       ' fileinto "${v}";',
+       xfail="Pigeonhole does not implement set :quoteregex (draft-ietf-sieve-regex §5)"),
     _c("re-unrequired", 'if header :regex "subject" "x" { keep; }'),
     _c("re-alternation", R + 'require "regex";\n'
        'if header :regex "subject" "(weekly|quarterly) report" { fileinto "y"; }'),

@@ -94,7 +94,7 @@ class CaseEnv:
         if match is None:
             return None
         score = float(match.group(1))
-        value = min(10, max(1, math.floor(score + 0.5) if score > 0 else 1))
+        value = min(10, max(1, math.floor(score)))
         percent = min(100, max(0, math.floor(score * 10 + 0.5)))
         return SpamVerdict(value, percent)
 
@@ -128,12 +128,14 @@ def normalise_outcome(outcome: Outcome) -> list[str]:
         elif isinstance(action, Discard):
             result.append("discard")
         elif isinstance(action, Reject):
-            result.append(f"reject {action.reason.strip()}")
+            # sieve-test shows control characters as "?"
+            reason = re.sub(r"[\x00-\x1f]", "?", action.reason)
+            result.append(f"reject {reason}")
         elif isinstance(action, Vacation):
             parts = [f"vacation seconds={action.seconds}", f"subject={action.subject}"]
             if action.from_ is not None:
                 parts.append(f"from={action.from_}")
-            parts.append(f"handle={action.handle}")
+            parts.append("handle=" + action.handle.split("\r")[0].split("\n")[0])
             parts.append("body=" + action.body.replace("\r\n", "\n").strip())
             result.append(" ".join(parts))
     return result
@@ -177,6 +179,17 @@ def pigeonhole(case: Case, root: Path) -> list[str]:
     output = _sieve_test(case, root, script, mail, execute=False)
     result = parse_sieve_test(output)
     if any(item.startswith("vacation ") for item in result):
+        # Executing really stores: the folders the script files into must exist (sieve-test
+        # does not honour lda_mailbox_autocreate), else the run fails before the reply.
+        for item in result:
+            if item.startswith("store ") and " flags=" in item:
+                folder = item[6 : item.rindex(" flags=")]
+                if folder.upper() != "INBOX":
+                    for sub in ("cur", "new", "tmp"):
+                        path = root / "mail" / ("." + folder.replace("/", ".")) / sub
+                        path.mkdir(parents=True, exist_ok=True)
+                        for made in (path, path.parent):
+                            os.chmod(made, 0o777)
         executed = _sieve_test(case, root, script, mail, execute=True)
         if "sent vacation response" not in executed:
             result = [item for item in result if not item.startswith("vacation ")]
@@ -227,7 +240,9 @@ def parse_sieve_test(output: str) -> list[str]:
             else:
                 body.append(line)
             continue
-        stripped = line.strip()
+        stripped = line.lstrip(" \t").rstrip("\r")
+        if stripped.startswith("* "):
+            stripped = stripped.rstrip("\r")
         if line.startswith("Performed actions:"):
             section = "performed"
             continue
@@ -255,7 +270,7 @@ def parse_sieve_test(output: str) -> list[str]:
                 current = {"kind": "other", "text": "reject " + text.split(": ", 1)[1].strip()}
             elif text.startswith("send vacation message"):
                 current = {"kind": "vacation"}
-            elif text == "track duplicate":
+            elif text.startswith("track "):  # duplicate tracking, not a delivery
                 current = None
             else:
                 current = {"kind": "other", "text": "unknown " + text}

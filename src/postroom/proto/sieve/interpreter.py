@@ -16,7 +16,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_tz
 from typing import Any, Literal
 
-from postroom.proto.sieve.compiler import Node, Script, compile_script, valid_mailbox
+from postroom.proto.sieve.compiler import (
+    DATE_PARTS,
+    Node,
+    Script,
+    compile_script,
+    valid_mailbox,
+    zone_ok,
+)
 from postroom.proto.sieve.errors import SieveError, SieveRuntimeError
 from postroom.proto.sieve.matching import (
     RegexRefused,
@@ -280,7 +287,8 @@ class Interpreter:
                     action.mailbox.upper() == "INBOX" if key == "INBOX" else
                     action.mailbox == key)
             ):
-                merged = tuple(_flags_of([*action.flags, *flags]))
+                # Pigeonhole: the later store's flags replace the earlier ones
+                merged = flags
                 if isinstance(action, FileInto):
                     run.actions[index] = FileInto(
                         action.mailbox, merged, action.copy and copy, action.create or create,
@@ -388,13 +396,13 @@ class Interpreter:
             seconds = int(tags["seconds"])
         else:
             seconds = int(tags.get("days", VACATION_DEFAULT_DAYS)) * 86400
-        if seconds != 0 or "seconds" not in tags:  # RFC 6131 §2: :seconds 0 is allowed
-            seconds = max(VACATION_MIN_SECONDS if "seconds" not in tags else 0, seconds)
-        seconds = min(seconds, VACATION_MAX_SECONDS)
+        # RFC 6131 §2 lets a site impose a minimum; like Pigeonhole's default it is one day
+        seconds = min(max(VACATION_MIN_SECONDS, seconds), VACATION_MAX_SECONDS)
         if "handle" in tags:
             handle = scope.expand(tags["handle"])
-        else:  # Pigeonhole's default handle: the arguments that shape the reply
-            handle = (reason + (subject_tag or "") + (from_tag or "<default-from>")
+        else:  # Pigeonhole's default handle: the arguments (as written) that shape the reply
+            handle = (node.args[0] + tags.get("subject", "<default-subject>")
+                      + tags.get("from", "<default-from>")
                       + ("<MIME>" if mime else "<NO-MIME>"))
         if not self.vacation_allowed(addresses):
             return
@@ -571,9 +579,14 @@ class Interpreter:
         if name == "date":
             header = scope.expand(node.args[0])
             part = scope.expand(node.args[1]).lower()
+            if part not in DATE_PARTS:
+                return False  # Pigeonhole warns and the test fails
             values = []
             for value in self.indexed(node, header):
-                when = _parse_date(header_text(value))
+                text = header_text(value)
+                if header.lower() == "received":  # RFC 5260 §4: the date after the last ";"
+                    text = text.rsplit(";", 1)[-1]
+                when = _parse_date(text)
                 if when is None:
                     continue
                 values.append(_date_part(self.zoned(node, when, original=True), part))
@@ -582,6 +595,8 @@ class Interpreter:
             return self.match(node, scope, values, scope.expand_all(node.args[2]))
         if name == "currentdate":
             part = scope.expand(node.args[0]).lower()
+            if part not in DATE_PARTS:
+                return False
             value = _date_part(self.zoned(node, run.now(), original=False), part)
             return self.match(node, scope, [value], scope.expand_all(node.args[1]))
         if name == "mailboxexists":
@@ -685,7 +700,7 @@ class Interpreter:
         return values
 
     def zoned(self, node: Node, when: datetime, original: bool) -> datetime:
-        if "zone" in node.tags:
+        if "zone" in node.tags and zone_ok(node.tags["zone"]):  # else ignored, as Pigeonhole
             zone = node.tags["zone"]
             minutes = int(zone[1:3]) * 60 + int(zone[3:5])
             offset = timedelta(minutes=minutes if zone[0] == "+" else -minutes)
