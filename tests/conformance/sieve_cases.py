@@ -489,6 +489,10 @@ CASES: list[Case] = [
        'if date :zone "-0700" :matches "date" "std11" "*" { fileinto "${0}"; }'),
     _c("date-iso8601-zone", R + 'require "date";\n'
        'if date :zone "+0530" :matches "date" "iso8601" "*" { fileinto "${0}"; }'),
+    _c("date-iso8601-utc", R + 'require "date";\n'
+       'if date :zone "+0000" :matches "date" "iso8601" "*" { fileinto "${0}"; }'),
+    _c("date-iso8601-original", R + 'require "date";\n'
+       'if date :originalzone :matches "date" "iso8601" "*" { fileinto "${0}"; }'),
     _c("date-value", R + 'require ["date", "relational"];\n'
        'if date :value "ge" "date" "date" "2023-07-01" { fileinto "recent"; }'),
     _c("date-day-crossing", R + 'require "date";\n'

@@ -830,9 +830,10 @@ def _date_part(when: datetime, part: str) -> str:
         return f"{when.second:02d}"
     if part == "time":
         return f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}"
-    if part == "iso8601":
+    if part == "iso8601":  # RFC 3339 form; UTC written "Z" as Pigeonhole does
+        suffix = "Z" if zone == "+0000" else f"{zone[:3]}:{zone[3:]}"
         return (f"{when.year:04d}-{when.month:02d}-{when.day:02d}T{when.hour:02d}:"
-                f"{when.minute:02d}:{when.second:02d}{zone[:3]}:{zone[3:]}")
+                f"{when.minute:02d}:{when.second:02d}{suffix}")
     if part == "std11":
         days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
         months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
