@@ -271,3 +271,13 @@ def test_capabilities_cover_the_issue() -> None:
               "subaddress", "date", "index", "editheader", "mailbox", "include", "duplicate",
               "regex", "spamtest", "spamtestplus", "comparator-i;ascii-numeric"}
     assert wanted <= set(CAPABILITIES)
+
+
+def test_hostile_strings_stay_linear() -> None:
+    started = time.monotonic()
+    with pytest.raises(SieveError, match="redirect address"):
+        compile_script('require "encoded-character"; redirect "a@b.c' + "${" * 200_000 + '}";')
+    assert time.monotonic() - started < 5
+    started = time.monotonic()
+    assert glob_match("*" + "?" * 300 + "b*", "a" * 200_000, "i;octet") is None
+    assert time.monotonic() - started < 5

@@ -270,16 +270,23 @@ def decode_encoded_characters(value: str, line: int, column: int) -> str:
         return value
     out: list[str] = []
     pos = 0
+    end = -1  # the "}" found last: reused while it lies ahead, so the scan stays linear
     while True:
         start = value.find("${", pos)
         if start < 0:
             out.append(value[pos:])
             return "".join(out)
-        end = value.find("}", start)
+        if end < start:
+            end = value.find("}", start)
         if end < 0:
             out.append(value[pos:])
             return "".join(out)
         inner = value[start + 2 : end]
+        nested = inner.rfind("${")
+        if nested >= 0:  # "${a ${hex:41}": only the innermost can be a sequence
+            out.append(value[pos : start + 2 + nested])
+            pos = start + 2 + nested
+            continue
         colon = inner.find(":")
         kind = inner[:colon].strip().lower() if colon >= 0 else ""
         decoded: str | None = None

@@ -115,6 +115,11 @@ class _Run:
         if self.steps > MAX_STEPS:
             raise SieveRuntimeError(f"script took more than {MAX_STEPS} steps")
 
+    def charge(self, steps: int) -> None:
+        if steps:
+            self.steps += steps
+            self.step()
+
     def now(self) -> datetime:
         if self._now is None:
             now = self.env.now()
@@ -761,6 +766,8 @@ class Interpreter:
                         if captures is not None and want_vars:
                             self.run.match_values = captures[:10]
                     else:
+                        # "?" runs cost a pass over the value each: charge them as steps
+                        self.run.charge(len(value) * key.count("?") // 1000)
                         captures = glob_match(key, value, comparator)
                         if captures is not None and want_vars:
                             self.run.match_values = [value, *captures][:10]

@@ -85,17 +85,16 @@ def _compile_glob(pattern: str) -> list[list[str | None]]:
     return segments
 
 
-def _segment_at(segment: list[str | None], text: str, pos: int) -> bool:
-    if pos + len(segment) > len(text):
-        return False
-    return all(not (c is not None and text[pos + offset] != c) for offset, c in enumerate(segment))
+def _segment_regex(segment: list[str | None]) -> re.Pattern[str]:
+    """A segment as a regular expression of literals and "." only: no quantifier, so each
+    position is tried in time linear in the segment, in C."""
+    return re.compile("".join("." if c is None else re.escape(c) for c in segment), re.DOTALL)
 
 
 def glob_match(pattern: str, text: str, comparator: str) -> list[str] | None:
     """The values of the wildcards ("*" and "?", in order) if `text` matches, else None."""
-    folded_pattern = fold(comparator, pattern)
     folded = fold(comparator, text)
-    segments = _compile_glob(folded_pattern)
+    segments = _compile_glob(fold(comparator, pattern))
     captures: list[str] = []
 
     def questions(segment: list[str | None], pos: int) -> None:
@@ -105,11 +104,11 @@ def glob_match(pattern: str, text: str, comparator: str) -> list[str] | None:
 
     first = segments[0]
     if len(segments) == 1:
-        if len(first) != len(folded) or not _segment_at(first, folded, 0):
+        if len(first) != len(folded) or not _segment_regex(first).match(folded):
             return None
         questions(first, 0)
         return captures
-    if not _segment_at(first, folded, 0):
+    if len(first) > len(folded) or not _segment_regex(first).match(folded):
         return None
     questions(first, 0)
     pos = len(first)
@@ -118,17 +117,14 @@ def glob_match(pattern: str, text: str, comparator: str) -> list[str] | None:
     if tail_start < pos:
         return None
     for segment in segments[1:-1]:
-        found = -1
-        for start in range(pos, tail_start - len(segment) + 1):
-            if _segment_at(segment, folded, start):
-                found = start
-                break
-        if found < 0:
+        # Leftmost placement: each "*" takes as little as it can (as Pigeonhole does)
+        found = _segment_regex(segment).search(folded, pos, tail_start)
+        if found is None:
             return None
-        captures.append(text[pos:found])
-        questions(segment, found)
-        pos = found + len(segment)
-    if not _segment_at(last, folded, tail_start):
+        captures.append(text[pos : found.start()])
+        questions(segment, found.start())
+        pos = found.start() + len(segment)
+    if not _segment_regex(last).match(folded, tail_start):
         return None
     captures.append(text[pos:tail_start])
     questions(last, tail_start)
