@@ -550,16 +550,35 @@ def zone_ok(zone: str) -> bool:
     return len(zone) == 5 and zone[0] in "+-" and zone[1:].isdigit() and int(zone[3:]) < 60
 
 
+_ATEXT = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+)  # RFC 5322 §3.2.3
+
+
 def valid_mailbox(address: str) -> bool:
-    """A plausible RFC 5321 mailbox: local@domain, no spaces or angle brackets. (Pigeonhole also
-    accepts a full RFC 5322 address with a display name; we keep the strict form.)"""
+    """An RFC 5321 mailbox (§4.1.2): a dot-atom or quoted local part, "@", and a domain of
+    letter-digit-hyphen labels (non-ASCII allowed, RFC 6531) or an address literal."""
     address = address.strip()
     if address.startswith("<") and address.endswith(">"):
         address = address[1:-1]
     at = address.rfind("@")
-    if at <= 0 or at == len(address) - 1:
+    if at <= 0 or len(address) > 512:
         return False
-    return not any(c in address for c in " \t\r\n<>,;") and "." not in (address[at + 1],)
+    local, domain = address[:at], address[at + 1 :]
+    if local.startswith('"') and local.endswith('"') and len(local) >= 2:
+        if any(c in local[1:-1] for c in "\r\n"):
+            return False
+    elif not all(
+        part and all(c in _ATEXT or ord(c) > 127 for c in part) for part in local.split(".")
+    ):
+        return False
+    if domain.startswith("[") and domain.endswith("]"):
+        return len(domain) > 2 and all(c.isalnum() or c in ".:-" for c in domain[1:-1])
+    return all(
+        label and not label.startswith("-") and not label.endswith("-")
+        and all(c.isalnum() or c == "-" for c in label)
+        for label in domain.split(".")
+    )
 
 
 def _address_ok(text: str) -> bool:
