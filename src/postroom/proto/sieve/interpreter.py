@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_tz
 from typing import Any, Literal
@@ -105,7 +105,6 @@ class _Run:
         self.include_count = 0
         self.stack: list[tuple[str, str]] = []
         self.duplicates: list[tuple[str, int, bool]] = []
-        self.warnings: list[str] = []
         self.mime: Any = None
         self._now: datetime | None = None
 
@@ -871,9 +870,4 @@ def run(script: Script, message: bytes, envelope: Envelope, env: Env) -> Outcome
             isinstance(a, FileInto) and a.mailbox.upper() == "INBOX")]
         if not existing:
             actions.append(Keep(flags, True, state.snapshot()))
-    return Outcome(tuple(actions), state.snapshot(), tuple(state.duplicates), None,
-                   tuple(state.warnings))
-
-
-def iter_actions(outcome: Outcome) -> Iterator[Action]:
-    yield from outcome.actions
+    return Outcome(tuple(actions), state.snapshot(), tuple(state.duplicates), None)

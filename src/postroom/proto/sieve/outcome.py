@@ -6,7 +6,7 @@ through which the interpreter asks the outside world (it does no I/O itself).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
@@ -150,7 +150,6 @@ class Outcome:
     headers: Headers | None = None  # the final header list when editheader changed it
     duplicates: tuple[tuple[str, int, bool], ...] = ()  # (key, seconds, last) to record
     error: str | None = None  # a runtime error: the actions are then just the implicit keep
-    warnings: tuple[str, ...] = field(default=())
 
     @property
     def implicit_keep(self) -> bool:
