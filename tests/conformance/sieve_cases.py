@@ -225,9 +225,7 @@ CASES: list[Case] = [
        ' redirect "c@example.net"; redirect "d@example.net"; redirect "e@example.net";'),
     _c("core-string-escape", R + 'if header :contains "subject" "\\"" { fileinto "q"; }'
        ' else { fileinto "nq"; }'),
-    _c("core-multiline", R + 'fileinto text:\nMulti\n.\n;',
-       xfail="a multi-line mailbox name keeps its CRLF; Pigeonhole and we agree on the "
-             "text but differ on a mailbox name with a line break, which no one uses"),
+    _c("core-multiline", R + 'fileinto text:\nMulti\n.\n;'),
     _c("core-multiline-dot", 'require "reject"; reject text:\n..leading dot\nsecond\n.\n;'),
     _c("core-hash-comment-after", 'keep; # trailing\n'),
     _c("core-bracket-comment", '/* a */ keep /* b */ ; /* c */'),

@@ -122,7 +122,8 @@ def normalise_outcome(outcome: Outcome) -> list[str]:
             result.append(f"{prefix}store INBOX flags={_flags(action.flags)}")
         elif isinstance(action, FileInto):
             create = " create" if action.create else ""
-            result.append(f"store {action.mailbox} flags={_flags(action.flags)}{create}")
+            mailbox = re.sub(r"[\x00-\x1f]", "?", action.mailbox)  # as sieve-test shows it
+            result.append(f"store {mailbox} flags={_flags(action.flags)}{create}")
         elif isinstance(action, Redirect):
             result.append(f"redirect {action.address}")
         elif isinstance(action, Discard):
