@@ -380,6 +380,45 @@ class Junk(Protocol):
         already. A message trained the other way before is moved (its counts undone first)."""
 
 
+class SieveScripts(Protocol):
+    """Each user's Sieve scripts (at most one active) and the memory of what they did: vacation
+    replies sent and duplicate IDs seen, each until its period ends."""
+
+    def put(self, user_id: int, name: str, source: str, now: float) -> None:
+        """Create or replace the script called `name` (its active mark stays)."""
+
+    def get(self, user_id: int, name: str) -> str | None: ...
+
+    def scripts(self, user_id: int) -> list[tuple[str, bool]]:
+        """(name, active) of each script, by name."""
+
+    def active(self, user_id: int) -> tuple[str, str] | None:
+        """(name, source) of the active script, None when none is."""
+
+    def activate(self, user_id: int, name: str | None) -> None:
+        """Make `name` the active script (None: none is); StoreError when there is no such
+        script."""
+
+    def rename(self, user_id: int, old: str, new: str) -> None:
+        """StoreError when `old` does not exist or `new` does."""
+
+    def delete(self, user_id: int, name: str) -> None:
+        """StoreError when there is no such script, or it is the active one (RFC 5804 §2.10)."""
+
+    def replied(self, user_id: int, sender: str, handle: str, now: float) -> bool:
+        """A vacation reply to `sender` under `handle` was sent and its period has not ended."""
+
+    def record_reply(self, user_id: int, sender: str, handle: str, until: float) -> None: ...
+
+    def seen(self, user_id: int, key: str, now: float) -> bool:
+        """Duplicate tracking: `key` was recorded and its period has not ended."""
+
+    def record_seen(self, user_id: int, key: str, until: float) -> None: ...
+
+    def forget_expired(self, now: float) -> int:
+        """Drop replies and duplicate IDs whose period ended; how many went."""
+
+
 class Secrets(Protocol):
     """Server-wide secret keys by name (e.g. the SRS hash key), made once, never logged."""
 
@@ -445,6 +484,9 @@ class Tx(Protocol):
 
     @property
     def junk(self) -> Junk: ...
+
+    @property
+    def sieve(self) -> SieveScripts: ...
 
     @property
     def dkim_keys(self) -> DkimKeys: ...

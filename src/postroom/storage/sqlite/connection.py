@@ -29,6 +29,7 @@ from postroom.storage.sqlite.messages import SqliteMessages
 from postroom.storage.sqlite.queue import SqliteQueue
 from postroom.storage.sqlite.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from postroom.storage.sqlite.secrets import SqliteSecrets
+from postroom.storage.sqlite.sieve import SqliteSieve
 
 DB_NAME = "postroom.db"
 BLOB_DIR = "blobs"
@@ -63,6 +64,7 @@ class SqliteTx:
         self.secrets = SqliteSecrets(self)
         self.dkim_keys = SqliteDkimKeys(self)
         self.junk = SqliteJunk(self)
+        self.sieve = SqliteSieve(self)
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:

@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -252,6 +252,34 @@ CREATE TABLE IF NOT EXISTS junk_trained (
 ) WITHOUT ROWID
 """
 SCHEMA += JUNK + ";\n"
+
+SIEVE = """
+-- Each user's Sieve scripts (RFC 5228), at most one active (RFC 5804 §1.1); vacation replies
+-- sent (RFC 5230 §4.2: one per sender and handle per period) and duplicate tracking (RFC 7352),
+-- each kept until its period ends.
+CREATE TABLE IF NOT EXISTS sieve_scripts (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name    TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    active  INTEGER NOT NULL DEFAULT 0,
+    changed REAL NOT NULL,
+    PRIMARY KEY (user_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sieve_replies (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    sender  TEXT NOT NULL,
+    handle  TEXT NOT NULL,
+    until   REAL NOT NULL,
+    PRIMARY KEY (user_id, sender, handle)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sieve_duplicates (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    key     TEXT NOT NULL,
+    until   REAL NOT NULL,
+    PRIMARY KEY (user_id, key)
+) WITHOUT ROWID
+"""
+SCHEMA += SIEVE + ";\n"
 
 
 def _move_subjects(conn: sqlite3.Connection) -> None:
