@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from postroom.storage import private
+from postroom.storage.sqlite.abuse import SqliteAbuseState
 from postroom.storage.sqlite.accounts import SqliteAccounts
 from postroom.storage.sqlite.blobs import SqliteBlobs, SqliteSummaries
 from postroom.storage.sqlite.dkim_keys import SqliteDkimKeys
@@ -62,6 +63,7 @@ class SqliteTx:
         self.history = SqliteHistory(self)
         self.secrets = SqliteSecrets(self)
         self.dkim_keys = SqliteDkimKeys(self)
+        self.abuse = SqliteAbuseState(self)
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:
