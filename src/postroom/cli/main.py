@@ -133,7 +133,7 @@ def listen_problem(error: ListenError, config: Config) -> str:
 
 
 def register(group: click.Group) -> None:
-    from postroom.cli import accounts, dkim, dmarc, dns_records, mailbox, queue, send
+    from postroom.cli import accounts, dkim, dmarc, dns_records, limits, mailbox, queue, send
 
     group.add_command(accounts.user)
     group.add_command(accounts.alias)
@@ -143,6 +143,7 @@ def register(group: click.Group) -> None:
     group.add_command(dkim.dkim)
     group.add_command(dns_records.dns)
     group.add_command(dmarc.dmarc)
+    group.add_command(limits.limits)
 
 
 register(cli)
