@@ -185,6 +185,10 @@ class Blocks:
         self._blocks = {(b.kind, b.client, b.account): b for b in blocks}
         self._new = []
 
+    @property
+    def any(self) -> bool:
+        return bool(self._blocks)
+
     def get(self, kind: str, client: str, account: str = "") -> Block | None:
         block = self._blocks.get((kind, client, account))
         if block is None:
@@ -233,6 +237,8 @@ class LoginThrottle:
 
     def blocked(self, client: str, account: str) -> Block | None:
         """The block that refuses this login now, if any (asked before checking a password)."""
+        if not self.blocks.any:
+            return None
         who = login_client(client)
         return self.blocks.get("login", who) or (
             self.blocks.get("login", who, account.lower()) if account else None
@@ -384,6 +390,8 @@ class GuessingTracker:
         self.sessions = Counter(GUESSING_WINDOW, GUESSING_SESSIONS)
 
     def blocked(self, client: str) -> Block | None:
+        if not self.blocks.any:
+            return None  # the usual case: no network parsed per connection
         return self.blocks.get("guessing", client_network(client))
 
     def unknown(self, client: str, unknown_so_far: int) -> float:
