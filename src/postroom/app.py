@@ -41,6 +41,7 @@ from postroom.queue.reports import Reporter
 from postroom.queue.scheduler import Scheduler
 from postroom.queue.spool import Spool
 from postroom.services import dmarc_reporting
+from postroom.services.antispam import Defences
 from postroom.services.dkim_keys import promote
 from postroom.services.imap.session import ImapContext
 from postroom.services.ingress import IngressContext
@@ -115,6 +116,7 @@ class MailServer:
         self.mailbox_locks = MailboxLocks()  # RFC 1939 §8: one POP3 session per maildrop
         self.listeners: list[Listener] = []
         self.outbound_auth: OutboundAuth | None = None
+        self.defences: Defences | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _deliver(
@@ -188,6 +190,9 @@ class MailServer:
         self.outbound_auth = outbound_auth
         self.outbound = dataclasses.replace(self.outbound, finish=outbound_auth.finish)
 
+        defences = Defences(self.config, self.store, self.lookup)
+        await defences.load()
+        self.defences = defences
         ingress = IngressContext(
             self.config,
             self.store,
@@ -197,6 +202,7 @@ class MailServer:
             checker=MailChecker(self.config, self.lookup) if self.config.verify.enabled else None,
             srs_reverse=outbound_auth.reverse,
             junk=self.junk_filter,
+            defences=defences,
         )
         await self.local.recover()
         loop = asyncio.get_running_loop()
@@ -294,6 +300,8 @@ class MailServer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.local.wait_idle(), grace)
         await stop_tasks(self._tasks)
+        if self.defences is not None:
+            await self.defences.close()  # what was written behind
         self.store.close()
 
 

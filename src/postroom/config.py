@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from postroom import config_checks as checks
 from postroom.config_checks import Endpoint, IPNetwork
+from postroom.durations import format_duration
 
 __all__ = [
     "DEFAULT_DOMAINS",
@@ -112,6 +113,12 @@ class LimitsConfig:
     pop3_timeout: float = 600.0  # seconds, RFC 1939 §3: autologout after at least 10 minutes
     imap_timeout: float = 1800.0  # seconds, RFC 3501 §5.4: autologout after at least 30 minutes
     imap_sessions_per_user: int = 100  # logged-in IMAP sessions of one user at once
+    # Failed logins from one address for one account (three times as many for any account)
+    # within auth_block before logins from there are refused for auth_block (services/limits.py).
+    auth_failures: int = 10
+    auth_block: float = 900.0  # seconds
+    messages_per_hour: int = 500  # per authenticated user (451 4.7.0 past it)
+    recipients_per_hour: int = 2000  # per authenticated user
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,21 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class AntispamConfig:
+    """Checks of SMTP clients before their mail (services/antispam.py): DNS block and allow
+    lists, greylisting, a wait before the greeting. All off by default."""
+
+    dnsbl: tuple[str, ...] = ()  # DNSBL zones (RFC 5782); a listed client: 554 5.7.1 at RCPT
+    dnswl: tuple[str, ...] = ()  # DNSWL zones; a listed client is not greylisted
+    greylist: float = 0.0  # seconds an unknown (network, sender, recipient) waits; 0: off
+    greet_delay: float = 0.0  # seconds before the 220; a client talking earlier is refused
+
+
+MAX_GREET_DELAY = 60.0
+MAX_GREYLIST = 86400.0
+
+
+@dataclass(frozen=True)
 class DkimConfig:
     """Outbound DKIM signing of mail whose From: is in one of our domains."""
 
@@ -219,6 +241,7 @@ class Config:
     verify: VerifyConfig = VerifyConfig()
     dkim: DkimConfig = DkimConfig()
     junk: JunkConfig = JunkConfig()
+    antispam: AntispamConfig = AntispamConfig()
 
 
 DEFAULT_LISTEN: dict[str, str] = {
@@ -251,6 +274,7 @@ _TOP_KEYS = (
     "verify",
     "dkim",
     "junk",
+    "antispam",
 )
 _RELAY_KEYS = ("host", "tls", "username", "password", "ca_file")
 _RELAY_TLS = ("starttls", "implicit", "opportunistic")
@@ -258,13 +282,16 @@ _LISTEN_KEYS = tuple(f.name for f in fields(ListenConfig))
 _TLS_KEYS = ("cert", "key")
 _LIMITS_KEYS = tuple(f.name for f in fields(LimitsConfig))
 _QUEUE_KEYS = tuple(f.name for f in fields(QueueConfig))
-_LIMITS_DURATIONS = frozenset({"command_timeout", "data_timeout", "pop3_timeout", "imap_timeout"})
+_LIMITS_DURATIONS = frozenset(
+    {"command_timeout", "data_timeout", "pop3_timeout", "imap_timeout", "auth_block"}
+)
 _DNS_KEYS = tuple(f.name for f in fields(DnsConfig))
 _AUTH_KEYS = tuple(f.name for f in fields(AuthConfig))
 _DELIVERY_KEYS = tuple(f.name for f in fields(DeliveryConfig))
 _VERIFY_KEYS = tuple(f.name for f in fields(VerifyConfig))
 _DKIM_KEYS = tuple(f.name for f in fields(DkimConfig))
 _JUNK_KEYS = tuple(f.name for f in fields(JunkConfig))
+_ANTISPAM_KEYS = tuple(f.name for f in fields(AntispamConfig))
 
 
 # --------------------------------------------------------------------------- loading
@@ -355,6 +382,7 @@ class _Reader:
             verify=self.verify(doc),
             dkim=self.dkim(doc),
             junk=self.junk(doc),
+            antispam=self.antispam(doc),
         )
 
     def listen(self, doc: Mapping[str, Any]) -> ListenConfig:
@@ -514,6 +542,24 @@ class _Reader:
         if "sign" not in raw:
             return DkimConfig()
         return DkimConfig(self.check("dkim.sign", checks.boolean, raw["sign"], True))
+
+    def antispam(self, doc: Mapping[str, Any]) -> AntispamConfig:
+        raw = self.table(doc, "antispam", _ANTISPAM_KEYS)
+        values: dict[str, Any] = {}
+        for name in ("dnsbl", "dnswl"):
+            if name in raw:
+                values[name] = self.check(f"antispam.{name}", checks.domains, raw[name], True)
+        for name, most in (("greylist", MAX_GREYLIST), ("greet_delay", MAX_GREET_DELAY)):
+            if name in raw:
+                seconds = self.check(f"antispam.{name}", checks.duration_or_off, raw[name], 0.0)
+                if seconds > most:
+                    raise self.error(
+                        f"antispam.{name}",
+                        f"is too long, got {checks.show(raw[name])}",
+                        f'write at most "{format_duration(most)}", or 0 for off',
+                    )
+                values[name] = seconds
+        return AntispamConfig(**values)
 
     def dns(self, doc: Mapping[str, Any]) -> DnsConfig:
         raw = self.table(doc, "dns", _DNS_KEYS)

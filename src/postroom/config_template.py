@@ -105,6 +105,18 @@ def render_default_config(
             str(limits.imap_sessions_per_user),
             "IMAP sessions one user may have open",
         ),
+        (
+            "auth_failures",
+            str(limits.auth_failures),
+            "failed logins (one account, one address) before a block",
+        ),
+        (
+            "auth_block",
+            toml_string(format_duration(limits.auth_block)),
+            "how long such a block lasts",
+        ),
+        ("messages_per_hour", str(limits.messages_per_hour), "per user who logged in"),
+        ("recipients_per_hour", str(limits.recipients_per_hour), "per user who logged in"),
     ]
     queue_rows = [
         ("group_commit_ms", f"{queue.group_commit_ms:g}", "extra ms to gather writes per fsync"),
@@ -160,6 +172,13 @@ def render_default_config(
 # spf_fail = "junk"             # SPF fails, the From domain publishes no DMARC record
 # trusted_networks = []         # e.g. ["192.0.2.0/24"]: not checked (loopback is not trusted)
 # arc_trusted = []              # e.g. ["forwarder.example"]: ARC sealers trusted over DMARC
+
+[antispam]
+# Checks of clients on smtp (not of users who log in). All off by default.
+# dnsbl = []          # e.g. ["zen.spamhaus.org"]: a listed client gets 554 5.7.1 at RCPT
+# dnswl = []          # e.g. ["list.dnswl.org"]: a listed client is not greylisted
+# greylist = "0"      # e.g. "5m": unknown (network, sender, recipient) get 451 4.7.1 that long
+# greet_delay = "0"   # e.g. "3s": wait before the 220; clients that talk first get 554 5.5.1
 
 [dkim]
 # sign = true   # DKIM-sign mail whose From: is in one of our domains (ed25519 and rsa)

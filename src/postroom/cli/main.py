@@ -1,4 +1,5 @@
-"""The `postroom` command: init, serve, user, alias, mailbox, queue, send, dkim, dns, dmarc, spam.
+"""The `postroom` command: init, serve, user, alias, mailbox, queue, send, dkim, dns, dmarc, spam,
+limits.
 
 Every failure the user can cause (bad config, unknown user, unusable password, a mistyped
 option) is one line on stderr and exit status 1, never a traceback.
@@ -133,7 +134,17 @@ def listen_problem(error: ListenError, config: Config) -> str:
 
 
 def register(group: click.Group) -> None:
-    from postroom.cli import accounts, dkim, dmarc, dns_records, mailbox, queue, send, spam
+    from postroom.cli import (
+        accounts,
+        dkim,
+        dmarc,
+        dns_records,
+        limits,
+        mailbox,
+        queue,
+        send,
+        spam,
+    )
 
     group.add_command(accounts.user)
     group.add_command(accounts.alias)
@@ -144,6 +155,7 @@ def register(group: click.Group) -> None:
     group.add_command(dns_records.dns)
     group.add_command(dmarc.dmarc)
     group.add_command(spam.spam)
+    group.add_command(limits.limits)
 
 
 register(cli)

@@ -20,7 +20,6 @@ from postroom.net.stream import ByteStream
 from postroom.proto.pop3 import events as ev
 from postroom.proto.pop3 import replies
 from postroom.proto.pop3.engine import Pop3Server, Pop3Settings
-from postroom.services.authn import login_failed
 from postroom.services.maildrop import Maildrop, MaildropContext, MaildropInUse
 from postroom.storage.records import StorageFailure
 
@@ -96,9 +95,12 @@ class Pop3Service:
                 received = len(data)
                 engine.receive_data(data)
             elif isinstance(event, ev.Verify):
-                engine.answered(await self.ctx.authenticator.answer(event.need))
+                authenticator = self.ctx.authenticator
+                engine.answered(await authenticator.answer(event.need, stream.peer[0]))
             elif isinstance(event, ev.AuthFailed):
-                login_failed(self.name, stream.peer[0], event.authcid, event.mechanism)
+                await self.ctx.authenticator.failed(
+                    self.name, stream.peer[0], event.authcid, event.mechanism
+                )
             elif isinstance(event, ev.OpenMaildrop):
                 await self._open(stream, engine, maildrop, event.identity)
             elif isinstance(event, ev.FetchMessage):

@@ -13,6 +13,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 
+from postroom.net import pregreet
 from postroom.net import tls as tlsinfo
 from postroom.net.deadline import RequestDeadline
 from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
@@ -20,7 +21,6 @@ from postroom.net.stream import ByteStream
 from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.server import Mode, ServerSettings, SmtpServer
-from postroom.services.authn import login_failed
 from postroom.services.ingress import IngressContext, IngressSession, SessionInfo
 
 log = logging.getLogger("postroom.smtp")
@@ -42,11 +42,18 @@ class SmtpService:
             return
         engine = SmtpServer(self.settings, tls_active=stream.tls_object is not None)
         session = IngressSession(self.ctx, service=self.name, client_addr=stream.peer[0])
-        engine.greet()
         try:
+            refusal = await session.connect_refusal()  # a network blocked (antispam.py)
+            if refusal is not None:
+                stream.write(refusal.to_bytes())
+                return
+            delay = self.ctx.config.antispam.greet_delay
+            if delay and not await pregreet.wait(stream, self.settings.hostname, delay):
+                return
+            engine.greet()
             await self._loop(stream, engine, session)
         finally:
-            session.abort()
+            session.close()
 
     async def _loop(self, stream: ByteStream, engine: SmtpServer, session: IngressSession) -> None:
         limits = self.ctx.config.limits
@@ -88,7 +95,7 @@ class SmtpService:
             elif isinstance(event, ev.MessageData):
                 session.data(event.data)
             elif isinstance(event, ev.MailFrom):
-                refusal = await session.mail(event)
+                refusal = await session.mail(event, engine.identity)
                 self._decide(engine, session, "from", event.address, refusal)
             elif isinstance(event, ev.RcptTo):
                 refusal = await session.rcpt(event, engine.identity)
@@ -108,9 +115,12 @@ class SmtpService:
             elif isinstance(event, ev.TransactionAborted):
                 session.abort()
             elif isinstance(event, ev.Verify):
-                engine.answered(await self.ctx.authenticator.answer(event.need))
+                authenticator = self.ctx.authenticator
+                engine.answered(await authenticator.answer(event.need, stream.peer[0]))
             elif isinstance(event, ev.AuthFailed):
-                login_failed(self.name, stream.peer[0], event.authcid, event.mechanism)
+                await self.ctx.authenticator.failed(
+                    self.name, stream.peer[0], event.authcid, event.mechanism
+                )
             elif isinstance(event, ev.Authenticated):
                 log.info("authenticated client=%s user=%s", stream.peer[0], event.identity)
             elif isinstance(event, ev.StartTls):

@@ -28,12 +28,16 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from postroom.proto.sasl import CheckPassword, ScramCredentials
 from postroom.proto.sasl.exchange import UNAVAILABLE, Need, StoreAnswer
 from postroom.services import accounts
 from postroom.storage.api import Store
 from postroom.storage.records import UserRecord, normalize_address
+
+if TYPE_CHECKING:
+    from postroom.services.antispam import Defences
 
 CACHE_ENTRIES = 10_000  # users remembered at most; the least recently used go first
 
@@ -43,10 +47,18 @@ log = logging.getLogger("postroom.auth")
 def login_failed(service: str, client: str, user: str, method: str) -> None:
     """Log a failed login (wrong user or password) in the one stable format. The user name is
     the client's: without spaces, line breaks or ">" it cannot fake a second line or field."""
-    shown = "".join(c if c.isprintable() and not c.isspace() and c != ">" else "?" for c in user)
-    shown = shown[:256]
     log.warning(
-        "login failed service=%s client=%s user=<%s> method=%s", service, client, shown, method
+        "login failed service=%s client=%s user=<%s> method=%s",
+        service,
+        client,
+        _shown(user),
+        method,
+    )
+
+
+def _shown(user: str) -> str:
+    return "".join(
+        c if c.isprintable() and not c.isspace() and c != ">" else "?" for c in user[:256]
     )
 
 
@@ -64,6 +76,9 @@ class Authenticator:
         self._dummy_hash = ""
         self._key = os.urandom(32)
         self._verified: collections.OrderedDict[int, _Verified] = collections.OrderedDict()
+        # Login throttling (services/limits.py): blocks checked before a password is, failures
+        # counted and answered more slowly. None: no throttling.
+        self.defences: Defences | None = None
 
     async def _dummy(self) -> str:
         """A real argon2 hash to verify against for unknown users (made once, off the loop)."""
@@ -72,15 +87,41 @@ class Authenticator:
             self._dummy_hash = hashed[0]
         return self._dummy_hash
 
-    async def answer(self, need: Need) -> StoreAnswer:
-        """A SASL exchange's question to the store; UNAVAILABLE when the store failed."""
+    async def answer(self, need: Need, client: str = "") -> StoreAnswer:
+        """A SASL exchange's question to the store; UNAVAILABLE when the store failed, or
+        when logins from `client` (for that user) are blocked for guessing: a temporary
+        failure (454 4.7.0, NO [UNAVAILABLE], -ERR [SYS/TEMP]) before any password check."""
+        defences = self.defences
+        if defences is not None and client:
+            block = await defences.login_blocked(client, need.authcid)
+            if block is not None:
+                log.warning(
+                    "login refused client=%s user=<%s> blocked until=%d (%s)",
+                    client,
+                    _shown(need.authcid),
+                    round(block.until),
+                    block.reason,
+                )
+                return UNAVAILABLE
         try:
             if isinstance(need, CheckPassword):
-                return await self.check_password(need.authcid, need.authzid, need.password)
+                verdict = await self.check_password(need.authcid, need.authzid, need.password)
+                if verdict and defences is not None and client:
+                    defences.logins.succeeded(client, need.authcid)
+                return verdict
             return await self.credentials(need.authcid, need.authzid)
         except Exception as error:  # the store's failure, not the client's: a 4xx, one line
             log.error("credential store failed: %s: %s", type(error).__name__, error)
             return UNAVAILABLE
+
+    async def failed(self, service: str, client: str, user: str, method: str) -> None:
+        """A failed login: logged (`login_failed`), counted, and answered after the delay
+        the count calls for (services/limits.py; none for the first few)."""
+        login_failed(service, client, user, method)
+        if self.defences is not None:
+            delay = self.defences.logins.failed(client, user)
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     async def check_password(self, authcid: str, authzid: str, password: str) -> bool:
         if authzid and normalize_address(authzid) != normalize_address(authcid):

@@ -31,6 +31,7 @@ from postroom.proto.smtp.replies import Reply
 from postroom.queue.reports import Reporter
 from postroom.queue.spool import Spool
 from postroom.services import cleanup, dmarc_reporting
+from postroom.services.antispam import Defences
 from postroom.services.authn import Authenticator
 from postroom.services.dmarc_reporting import is_report_address
 from postroom.services.dns_records import TLS_REPORTS
@@ -74,12 +75,15 @@ class IngressContext:
     authenticator: Authenticator = field(init=False)
     local_domains: frozenset[str] = field(default_factory=frozenset)
     etrn_gate: EtrnGate = field(default_factory=EtrnGate)
+    # DNS lists, greylisting, sending limits, login throttling (services/antispam.py).
+    defences: Defences | None = None
 
     _known: dict[str, tuple[float, Resolution]] = field(default_factory=dict)
     _stamp: int = 0
 
     def __post_init__(self) -> None:
         self.authenticator = Authenticator(self.store, self.config.auth.cache_ttl)
+        self.authenticator.defences = self.defences
         self.local_domains = frozenset(d.lower() for d in self.config.domains)
 
     async def etrn(self, node: str, client: str) -> Reply | None:
@@ -160,11 +164,21 @@ class IngressSession:
         self._rcpt_addresses: list[str] = []
         self._content: ContentBuffer | None = None
         self._report = False  # the transaction includes our DMARC report address
+        defences = ctx.defences
+        self.screen = None if defences is None else defences.screen(client_addr, service)
+
+    async def connect_refusal(self) -> Reply | None:
+        """At connect: the 421 for a client network blocked (services/antispam.py)."""
+        return None if self.screen is None else await self.screen.connect_refusal()
 
     # --- envelope ------------------------------------------------------------------------------
 
-    async def mail(self, event: ev.MailFrom) -> Reply | None:
+    async def mail(self, event: ev.MailFrom, identity: str | None = None) -> Reply | None:
         self._reset()
+        if identity is not None and self.ctx.defences is not None:
+            refusal = await self.ctx.defences.message(identity)  # [limits] messages_per_hour
+            if refusal is not None:
+                return refusal
         self._mail = event
         return None
 
@@ -173,6 +187,11 @@ class IngressSession:
         if address == "postmaster":
             # RFC 5321 §4.5.1: the bare <Postmaster> goes to postmaster of our first domain.
             address = f"postmaster@{self.ctx.config.domains[0]}"
+        screen = self.screen
+        if screen is not None and screen.rcpt_checks:
+            refusal = await screen.listed(address, identity)  # DNSBL (postmaster@ passes)
+            if refusal is not None:
+                return refusal
         domain = address.rpartition("@")[2].lower()
         original = None
         if domain in self.ctx.local_domains:
@@ -193,12 +212,22 @@ class IngressSession:
                 # The TLS-RPT address `dns records` publishes (RFC 8460 §3): to the postmaster.
                 resolution = await self.ctx.resolve(f"postmaster@{domain}")
             if resolution.empty:
+                if screen is not None:
+                    await screen.unknown_recipient(identity)  # slower after a few (guessing)
                 return replies.NO_SUCH_USER
+            if screen is not None and screen.rcpt_checks and self._mail is not None:
+                refusal = await screen.greylisted(self._mail.address, address, identity)
+                if refusal is not None:
+                    return refusal
             # An alias may point outside: its owner configured that forwarding, so it is no relay.
         else:
             if identity is None:
                 return replies.RELAY_DENIED
             resolution = Resolution((), (address,))
+        if identity is not None and self.ctx.defences is not None:
+            refusal = await self.ctx.defences.recipient(identity)  # [limits] recipients_per_hour
+            if refusal is not None:
+                return refusal
         for target, user_id in resolution.local_users:
             self._add_recipient(Recipient(target, event.address, user_id), event)
         for target in resolution.remote:
@@ -400,6 +429,12 @@ class IngressSession:
 
     def abort(self) -> None:
         self._reset()
+
+    def close(self) -> None:
+        """The connection ended."""
+        self._reset()
+        if self.screen is not None:
+            self.screen.close()
 
     def _reset(self) -> None:
         if self._content is not None:

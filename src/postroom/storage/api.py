@@ -26,6 +26,7 @@ from postroom.model.queue import QueuedMessage, Recipient, RecipientState
 from postroom.proto.imap.selected import MessageColumns, MessageState
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.records import (
+    Block,
     ClaimedMessage,
     ClaimedRecipient,
     DkimKey,
@@ -42,6 +43,7 @@ from postroom.storage.records import (
     QueueEntry,
     ReceivedReport,
     Resolution,
+    SendingCount,
     StatusCounts,
     StorageFailure,
     StoredMessage,
@@ -53,7 +55,7 @@ T = TypeVar("T")
 
 Content = bool | Literal["header"]  # what of a message a FETCH reads
 FlagMode = Literal["set", "add", "remove"]
-Signal = Literal["accounts", "queue"]
+Signal = Literal["accounts", "queue", "limits"]
 
 
 class Accounts(Protocol):
@@ -452,6 +454,52 @@ class DkimKeys(Protocol):
         """Remove the keys retired at or before `before`; the keys removed."""
 
 
+class AbuseState(Protocol):
+    """What the abuse defences keep across restarts (services/antispam.py and limits.py keep
+    it in memory and write behind): greylisting's triplets and passed client networks, login
+    and guessing blocks, and each authenticated user's sending counts."""
+
+    def greylist_triplets(self) -> list[tuple[str, float]]:
+        """(triplet key, first seen) of every triplet kept."""
+
+    def greylist_networks(self) -> list[tuple[str, float]]:
+        """(client network, last seen) of every network that passed greylisting."""
+
+    def save_greylist(
+        self,
+        triplets: Sequence[tuple[str, float]],
+        networks: Sequence[tuple[str, float]],
+        forget: Sequence[str] = (),
+    ) -> None:
+        """Insert or replace triplets and networks (the latest value wins); drop the
+        triplets named in `forget`."""
+
+    def prune_greylist(self, triplets_before: float, networks_before: float) -> int:
+        """Drop triplets first seen and networks last seen before these times; how many."""
+
+    def blocks(self, now: float) -> list[Block]:
+        """The blocks still in force at `now`, by kind, client, account."""
+
+    def add_block(self, block: Block) -> None:
+        """Insert or replace the block of the same (kind, client, account)."""
+
+    def clear_blocks(self, client: str | None = None, account: str | None = None) -> int:
+        """Remove the blocks of `client` and/or `account` (every block when both are None);
+        how many went. Expired ones go too."""
+
+    def prune_blocks(self, now: float) -> int:
+        """Remove the blocks that ended before `now`; how many."""
+
+    def sending_counts(self) -> list[SendingCount]:
+        """Every user's count, by account."""
+
+    def save_sending_counts(self, counts: Sequence[SendingCount]) -> None:
+        """Insert or replace each account's count."""
+
+    def clear_sending_counts(self, account: str | None = None) -> int:
+        """Forget one account's count (every one when None); how many went."""
+
+
 class Tx(Protocol):
     """The repositories inside one transaction (or read snapshot)."""
 
@@ -490,6 +538,9 @@ class Tx(Protocol):
 
     @property
     def dkim_keys(self) -> DkimKeys: ...
+
+    @property
+    def abuse(self) -> AbuseState: ...
 
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested unit: an exception inside undoes only what was done inside, then goes on."""

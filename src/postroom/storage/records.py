@@ -376,3 +376,26 @@ class DkimKey:
     created: float
     state: DkimKeyState
     state_changed: float
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A temporary refusal kept across restarts: `kind` "login" (SMTP AUTH, IMAP, POP3 answer
+    a temporary failure) or "guessing" (SMTP 421 at connect); `client` an address or network
+    ("" for any), `account` a login name ("" for any); until `until` (Unix time)."""
+
+    kind: str
+    client: str
+    account: str
+    until: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SendingCount:
+    """What one authenticated user sent in the hour that began at `window_start`."""
+
+    account: str
+    window_start: float
+    messages: int
+    recipients: int

@@ -14,7 +14,11 @@ from pathlib import Path
 from postroom.storage import private
 from postroom.storage.api import Signal
 
-_FILES: dict[Signal, str] = {"accounts": "accounts.changed", "queue": "queue.changed"}
+_FILES: dict[Signal, str] = {
+    "accounts": "accounts.changed",
+    "queue": "queue.changed",
+    "limits": "limits.changed",  # `postroom limits clear`: the server reloads blocks and counts
+}
 
 
 class FileSignals:

@@ -24,7 +24,7 @@ from postroom.proto.imap.listing import Listed, list_entries, lsub_entries
 from postroom.proto.imap.selected import MessageColumns, OwnChange, SelectedMailbox
 from postroom.proto.sasl.exchange import Finished, SaslExchange, Unavailable
 from postroom.proto.sasl.saslprep import prepare_login
-from postroom.services.authn import Authenticator, login_failed
+from postroom.services.authn import Authenticator
 from postroom.services.imap import limits
 from postroom.services.imap.search_texts import SearchTexts
 from postroom.services.imap.snapshots import MailboxSnapshots, Snapshot, load_messages
@@ -346,11 +346,12 @@ class ImapSession:
         if prepared is None:
             raise Refusal("Authentication failed.", "AUTHENTICATIONFAILED")
         username, password = prepared
-        verdict = await self.ctx.authenticator.answer(sasl.CheckPassword(username, "", password))
+        check = sasl.CheckPassword(username, "", password)
+        verdict = await self.ctx.authenticator.answer(check, self.io.peer)
         if isinstance(verdict, Unavailable):
             raise Refusal("Authentication temporarily unavailable", "UNAVAILABLE")  # RFC 5530
         if verdict is not True:
-            login_failed(self.io.listener, self.io.peer, username, "LOGIN")
+            await self.ctx.authenticator.failed(self.io.listener, self.io.peer, username, "LOGIN")
             raise Refusal("Authentication failed.", "AUTHENTICATIONFAILED")
         await self._logged_in(tag, username)
 
@@ -373,12 +374,14 @@ class ImapSession:
                     return
                 step = exchange.client_line(line.decode("ascii", "replace"))
             else:
-                step = exchange.answered(await self.ctx.authenticator.answer(step))
+                step = exchange.answered(await self.ctx.authenticator.answer(step, self.io.peer))
         if step.result == "success":
             await self._logged_in(tag, step.authcid)
             return
         if step.result == "failed":
-            login_failed(self.io.listener, self.io.peer, step.authcid, step.mechanism)
+            await self.ctx.authenticator.failed(
+                self.io.listener, self.io.peer, step.authcid, step.mechanism
+            )
         refusal, code, status = _AUTHENTICATE_ENDINGS[step.result]
         raise Refusal(refusal, code, status=status)
 

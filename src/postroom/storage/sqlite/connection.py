@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from postroom.storage import private
+from postroom.storage.sqlite.abuse import SqliteAbuseState
 from postroom.storage.sqlite.accounts import SqliteAccounts
 from postroom.storage.sqlite.blobs import SqliteBlobs, SqliteSummaries
 from postroom.storage.sqlite.dkim_keys import SqliteDkimKeys
@@ -65,6 +66,7 @@ class SqliteTx:
         self.dkim_keys = SqliteDkimKeys(self)
         self.junk = SqliteJunk(self)
         self.sieve = SqliteSieve(self)
+        self.abuse = SqliteAbuseState(self)
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:

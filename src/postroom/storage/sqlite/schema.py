@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -280,6 +280,38 @@ CREATE TABLE IF NOT EXISTS sieve_duplicates (
 ) WITHOUT ROWID
 """
 SCHEMA += SIEVE + ";\n"
+# Schema 9: the abuse defences' state (services/antispam.py, services/limits.py). Statements
+# separated by ";" (a migration step runs each), all idempotent.
+ABUSE = """
+-- Greylisting (client network, sender, recipient) triplets, and the networks that passed.
+CREATE TABLE IF NOT EXISTS greylist_triplets (
+    key        TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS greylist_networks (
+    network   TEXT PRIMARY KEY,
+    last_seen REAL NOT NULL
+) WITHOUT ROWID;
+-- Temporary blocks (login guessing, recipient guessing) that outlive a restart.
+CREATE TABLE IF NOT EXISTS abuse_blocks (
+    kind    TEXT NOT NULL,
+    client  TEXT NOT NULL,
+    account TEXT NOT NULL,
+    until   REAL NOT NULL,
+    reason  TEXT NOT NULL,
+    PRIMARY KEY (kind, client, account)
+) WITHOUT ROWID;
+-- What each authenticated user sent in the current hour ([limits] messages_per_hour, ...).
+CREATE TABLE IF NOT EXISTS sending_counts (
+    account      TEXT PRIMARY KEY,
+    window_start REAL NOT NULL,
+    messages     INTEGER NOT NULL,
+    recipients   INTEGER NOT NULL
+) WITHOUT ROWID
+"""
+
+SCHEMA += ABUSE + ";\n"
+
 
 
 def _move_subjects(conn: sqlite3.Connection) -> None:
@@ -362,4 +394,5 @@ MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = 
     5: (_add_inbound_checks,),
     6: (DKIM_KEYS,),
     7: (_add_recipient_scores,),
+    9: tuple(statement for statement in ABUSE.split(";") if statement.strip()),
 }

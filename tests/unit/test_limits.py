@@ -1,0 +1,169 @@
+"""Login throttling, sending limits, recipient guessing and greylisting as pure logic with a
+stepped clock (services/limits.py, services/greylist.py); their state goes to a real store."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from postroom.services.greylist import Greylist
+from postroom.services.limits import (
+    ADDRESS_FACTOR,
+    GUESSES_BEFORE_TARPIT,
+    GUESSING_SESSIONS,
+    Blocks,
+    GuessingTracker,
+    LoginThrottle,
+    SendingLimits,
+    WriteBehind,
+    client_network,
+    login_client,
+)
+from postroom.storage.backend import server_store
+from postroom.storage.records import Block
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def keeper(tmp_path: Path) -> Iterator[WriteBehind]:
+    store = server_store(tmp_path / "data")
+    store.open()
+    try:
+        yield WriteBehind(store)
+    finally:
+        store.close()
+
+
+def test_networks() -> None:
+    assert client_network("192.0.2.77") == "192.0.2.0/24"
+    assert client_network("::ffff:192.0.2.77") == "192.0.2.0/24"
+    assert client_network("2001:db8:1:2:3::4") == "2001:db8:1:2::/64"
+    assert login_client("192.0.2.77") == "192.0.2.77"
+    assert login_client("2001:db8:1:2:3::4") == "2001:db8:1:2::/64"
+
+
+def test_failures_slow_down_then_block_the_pair_not_other_addresses(keeper: WriteBehind) -> None:
+    clock = Clock()
+    throttle = LoginThrottle(10, 900.0, Blocks(keeper, clock), clock)
+    delays = [throttle.failed("192.0.2.7", "Alice@example.test") for _ in range(9)]
+    assert delays[:2] == [0.0, 0.0]
+    assert delays[2] > 0 and all(b >= a for a, b in itertools.pairwise(delays))
+    assert max(delays) <= 5.0
+    assert throttle.blocked("192.0.2.7", "alice@example.test") is None
+    throttle.failed("192.0.2.7", "alice@example.test")  # the 10th
+    block = throttle.blocked("192.0.2.7", "alice@example.test")
+    assert block is not None and block.until == clock.now + 900.0
+    # Another account from there, and that account from elsewhere, are not blocked.
+    assert throttle.blocked("192.0.2.7", "bob@example.test") is None
+    assert throttle.blocked("198.51.100.1", "alice@example.test") is None
+    clock.now += 901.0
+    assert throttle.blocked("192.0.2.7", "alice@example.test") is None
+
+
+def test_an_address_guessing_many_accounts_is_blocked(keeper: WriteBehind) -> None:
+    clock = Clock()
+    throttle = LoginThrottle(4, 60.0, Blocks(keeper, clock), clock)
+    for n in range(4 * ADDRESS_FACTOR):
+        assert throttle.blocked("192.0.2.9", f"u{n}@x") is None
+        throttle.failed("192.0.2.9", f"u{n}@x")
+    assert throttle.blocked("192.0.2.9", "anyone@x") is not None
+    assert throttle.blocked("192.0.2.10", "anyone@x") is None
+
+
+def test_success_forgives_the_pair_and_old_failures_expire(keeper: WriteBehind) -> None:
+    clock = Clock()
+    throttle = LoginThrottle(3, 60.0, Blocks(keeper, clock), clock)
+    throttle.failed("192.0.2.7", "a@x")
+    throttle.failed("192.0.2.7", "a@x")
+    throttle.succeeded("192.0.2.7", "a@x")
+    throttle.failed("192.0.2.7", "a@x")
+    assert throttle.blocked("192.0.2.7", "a@x") is None
+    clock.now += 61
+    throttle.failed("192.0.2.7", "a@x")
+    throttle.failed("192.0.2.7", "a@x")
+    assert throttle.blocked("192.0.2.7", "a@x") is None  # the one before expired
+
+
+def test_sending_limits_per_hour(keeper: WriteBehind) -> None:
+    clock = Clock()
+    limits = SendingLimits(2, 3, keeper, clock)
+    assert limits.message("alice@x") is None
+    assert limits.message("ALICE@x") is None
+    refusal = limits.message("alice@x")
+    assert refusal is not None and (refusal.code, refusal.enhanced) == (451, "4.7.0")
+    assert limits.message("bob@x") is None
+    assert [limits.recipient("bob@x") for _ in range(4)][3] is not None
+    clock.now += 3600
+    assert limits.message("alice@x") is None
+    assert [(c.account, c.messages) for c in limits.counts()] == [("alice@x", 1)]
+
+
+def test_recipient_guessing_tarpit_and_network_block(keeper: WriteBehind) -> None:
+    clock = Clock()
+    blocks = Blocks(keeper, clock)
+    guessing = GuessingTracker(blocks, clock)
+    delays = [guessing.unknown("192.0.2.7", n) for n in range(1, 8)]
+    assert delays[:GUESSES_BEFORE_TARPIT] == [0.0] * GUESSES_BEFORE_TARPIT
+    assert delays[GUESSES_BEFORE_TARPIT] == 1.0 and max(delays) == 8.0
+    for session in range(GUESSING_SESSIONS - 1):
+        assert guessing.blocked("192.0.2.8") is None
+        for n in range(1, GUESSES_BEFORE_TARPIT + 1):
+            guessing.unknown(f"192.0.2.{session + 8}", n)
+    assert guessing.blocked("192.0.2.200") is not None  # the /24
+    assert guessing.blocked("198.51.100.1") is None
+
+
+def test_greylisting_then_the_network_passes(keeper: WriteBehind) -> None:
+    clock = Clock()
+    greylist = Greylist(300.0, keeper, clock)
+    first = greylist.check("192.0.2.7", "s@remote", "alice@x")
+    assert first is not None and first.code == 451 and "300 seconds" in first.text
+    clock.now += 100
+    early = greylist.check("192.0.2.7", "s@remote", "alice@x")
+    assert early is not None and "200 seconds" in early.text
+    clock.now += 200
+    assert greylist.check("192.0.2.8", "s@remote", "alice@x") is None  # same /24
+    # The network is remembered: other senders and recipients pass at once.
+    assert greylist.check("192.0.2.9", "other@remote", "bob@x") is None
+    assert greylist.check("198.51.100.1", "s@remote", "alice@x") is not None
+    clock.now += 36 * 86400
+    assert greylist.check("192.0.2.7", "s@remote", "alice@x") is not None
+
+
+def test_state_written_behind_and_loaded(keeper: WriteBehind, tmp_path: Path) -> None:
+    clock = Clock()
+    blocks = Blocks(keeper, clock)
+    greylist = Greylist(300.0, keeper, clock)
+    limits = SendingLimits(5, 5, keeper, clock)
+    blocks.add(Block("login", "192.0.2.7", "", clock.now + 60, "test"))
+    greylist.check("192.0.2.7", "s@remote", "alice@x")
+    limits.message("alice@x")
+    asyncio.run(keeper.flush())
+    store = keeper.store
+    found = asyncio.run(
+        store.read(
+            lambda tx: (
+                tx.abuse.blocks(clock.now),
+                tx.abuse.greylist_triplets(),
+                tx.abuse.sending_counts(),
+            )
+        )
+    )
+    assert [b.client for b in found[0]] == ["192.0.2.7"]
+    assert [k for k, _ in found[1]] == ["192.0.2.0/24|s@remote|alice@x"]
+    assert [(c.account, c.messages) for c in found[2]] == [("alice@x", 1)]
+    again = Greylist(300.0, keeper, clock)
+    again.load(found[1], [])
+    clock.now += 301
+    assert again.check("192.0.2.7", "s@remote", "alice@x") is None
