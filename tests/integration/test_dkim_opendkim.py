@@ -43,7 +43,10 @@ def opendkim(tmp_path: Path, config: str, message: bytes, *options: str) -> str:
     path.write_bytes(message)
     done = subprocess.run(
         [program, "-x", str(conf), "-t", str(path), *options],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr
@@ -76,11 +79,13 @@ def test_opendkim_verifies_what_we_sign(
     keys, records = our_keys
     signed = dkim.sign(MESSAGE, keys) + MESSAGE
     assert verified_by_opendkim(tmp_path, signed, records) == [
-        ("pass", "ed25519-sha256"), ("pass", "rsa-sha256"),
+        ("pass", "ed25519-sha256"),
+        ("pass", "rsa-sha256"),
     ]
     changed = signed.replace(b"Hello", b"Goodbye")
     assert verified_by_opendkim(tmp_path, changed, records) == [
-        ("fail", "ed25519-sha256"), ("fail", "rsa-sha256"),
+        ("fail", "ed25519-sha256"),
+        ("fail", "rsa-sha256"),
     ]
 
 
@@ -88,7 +93,8 @@ def test_opendkim_and_we_agree_on_the_rfc_8463_example(tmp_path: Path) -> None:
     message = rfc8463.ED25519_SIGNATURE + rfc8463.RSA_SIGNATURE + rfc8463.MESSAGE
     records = {name: texts[0] for (name, _type), texts in rfc8463.RECORDS.items()}
     assert verified_by_opendkim(tmp_path, message, records) == [
-        ("pass", "ed25519-sha256"), ("pass", "rsa-sha256"),
+        ("pass", "ed25519-sha256"),
+        ("pass", "rsa-sha256"),
     ]
 
 

@@ -80,11 +80,14 @@ def checked(
 
 
 def message(sender: str, token: str, extra_headers: bytes = b"") -> bytes:
-    return extra_headers + (
-        f"From: <{sender}>\r\nTo: <{ALICE}>\r\nSubject: {token}\r\n"
-        f"Message-ID: <{token}@checks.test>\r\nDate: Mon, 07 Dec 2026 00:00:00 +0000\r\n"
-        f"\r\nBody of {token}.\r\n"
-    ).encode()
+    return (
+        extra_headers
+        + (
+            f"From: <{sender}>\r\nTo: <{ALICE}>\r\nSubject: {token}\r\n"
+            f"Message-ID: <{token}@checks.test>\r\nDate: Mon, 07 Dec 2026 00:00:00 +0000\r\n"
+            f"\r\nBody of {token}.\r\n"
+        ).encode()
+    )
 
 
 def signed(content: bytes) -> bytes:

@@ -67,6 +67,4 @@ def test_recipient_deleted_after_rcpt_gets_a_failure_report(postroom: Postroom) 
     assert f"Final-Recipient: rfc822; {BOB}" in status
     assert "Status: 5.1.1" in status
     assert token in report.as_string()  # the returned headers name the message
-    wait_until(
-        lambda: server.run_cli("queue", "list").stdout == "", 30, "the entry to go"
-    )
+    wait_until(lambda: server.run_cli("queue", "list").stdout == "", 30, "the entry to go")
