@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import smtplib
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -177,7 +176,7 @@ def test_refusals_at_end_of_message(
 ) -> None:
     got_code, text = send(server, f"milter-{action}")
     assert got_code == code and needle in text, (got_code, text)
-    server.wait_for_log(rf"milter inet:\S+ stage=eom action=(reject|tempfail)")
+    server.wait_for_log(r"milter inet:\S+ stage=eom action=(reject|tempfail)")
     assert stored(server, ALICE) == []
 
 
