@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from email import message_from_bytes
 from email.message import Message
@@ -297,5 +296,26 @@ def test_pipelined_sessions_in_parallel(server: Postroom) -> None:
     assert all(m["X-Milter-Test"] == "added by pymilter" for m in stored(server, ALICE))
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
+def test_two_milters_run_in_order_and_the_second_sees_the_first_ones_changes(
+    postroom_factory: Callable[..., Postroom], pymilter: PyMilter, tmp_path: Path
+) -> None:
+    second = PyMilter(tmp_path / "second")
+    second.directory.mkdir()
+    second.start()
+    try:
+        server = postroom_factory(
+            extra="".join(
+                f'[[milter]]\naddress = "inet:{HOST}:{m.port}"\n' for m in (pymilter, second)
+            )
+        )
+        send(server, "milter-addheader in order")
+        got = wait_stored(server, ALICE)
+        # The second filter added its own copy after the first one's.
+        assert got.get_all("X-Milter-Test") == ["added by pymilter", "added by pymilter"]
+        (eom,) = second.entries("eom")
+        assert ["X-Milter-Test", "added by pymilter"] in eom["headers"]
+        (first_eom,) = pymilter.entries("eom")
+        assert ["X-Milter-Test", "added by pymilter"] not in first_eom["headers"]
+    finally:
+        if second.proc is not None:
+            _stop(second.proc)
