@@ -30,6 +30,7 @@ __all__ = [
     "Endpoint",
     "LimitsConfig",
     "ListenConfig",
+    "MilterConfig",
     "QueueConfig",
     "TlsConfig",
     "default_config",
@@ -211,6 +212,26 @@ class DkimConfig:
     sign: bool = True
 
 
+MILTER_ON_ERROR = ("tempfail", "accept")
+MILTER_SERVICES = ("smtp", "submission", "submissions")
+
+
+@dataclass(frozen=True)
+class MilterConfig:
+    """One `[[milter]]`: a Sendmail-protocol filter called during SMTP receive, in the order
+    configured. Reached at `inet:HOST:PORT` (host and port set) or `unix:PATH` (path set)."""
+
+    address: str  # as written, for logs
+    host: str = ""
+    port: int = 0
+    path: Path | None = None
+    on_error: str = "tempfail"  # unreachable or broken milter: 451 4.7.1, or "accept" (skip it)
+    services: tuple[str, ...] = ("smtp",)
+    connect_timeout: float = 30.0  # Postfix milter_connect_timeout
+    command_timeout: float = 30.0  # Postfix milter_command_timeout
+    content_timeout: float = 300.0  # Postfix milter_content_timeout (message content, EOM)
+
+
 @dataclass(frozen=True)
 class JunkConfig:
     """The built-in junk filter: each user's Bayesian classifier, trained by moving mail into
@@ -242,6 +263,7 @@ class Config:
     dkim: DkimConfig = DkimConfig()
     junk: JunkConfig = JunkConfig()
     antispam: AntispamConfig = AntispamConfig()
+    milters: tuple[MilterConfig, ...] = ()
 
 
 DEFAULT_LISTEN: dict[str, str] = {
@@ -275,6 +297,7 @@ _TOP_KEYS = (
     "dkim",
     "junk",
     "antispam",
+    "milter",
 )
 _RELAY_KEYS = ("host", "tls", "username", "password", "ca_file")
 _RELAY_TLS = ("starttls", "implicit", "opportunistic")
@@ -292,6 +315,14 @@ _VERIFY_KEYS = tuple(f.name for f in fields(VerifyConfig))
 _DKIM_KEYS = tuple(f.name for f in fields(DkimConfig))
 _JUNK_KEYS = tuple(f.name for f in fields(JunkConfig))
 _ANTISPAM_KEYS = tuple(f.name for f in fields(AntispamConfig))
+_MILTER_KEYS = (
+    "address",
+    "on_error",
+    "services",
+    "connect_timeout",
+    "command_timeout",
+    "content_timeout",
+)
 
 
 # --------------------------------------------------------------------------- loading
@@ -383,6 +414,7 @@ class _Reader:
             dkim=self.dkim(doc),
             junk=self.junk(doc),
             antispam=self.antispam(doc),
+            milters=self.milters(doc),
         )
 
     def listen(self, doc: Mapping[str, Any]) -> ListenConfig:
@@ -561,6 +593,44 @@ class _Reader:
                 values[name] = seconds
         return AntispamConfig(**values)
 
+    def milters(self, doc: Mapping[str, Any]) -> tuple[MilterConfig, ...]:
+        raw = doc.get("milter", [])
+        if isinstance(raw, dict):
+            raw = [raw]
+        if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+            raise self.error(
+                "milter",
+                f"must be an array of tables, got {checks.show(raw)}",
+                'write each milter as its own [[milter]] section with address = "inet:..."',
+            )
+        return tuple(self.milter(table, f"milter[{n}]") for n, table in enumerate(raw))
+
+    def milter(self, raw: Mapping[str, Any], key: str) -> MilterConfig:
+        self.unknown_keys(raw, _MILTER_KEYS, prefix=f"{key}.", section="in [[milter]]")
+        if "address" not in raw:
+            raise self.error(
+                f"{key}.address",
+                "missing",
+                'set it, e.g. address = "inet:127.0.0.1:11332" or "unix:/run/milter.sock"',
+            )
+        values: dict[str, Any] = {"address": raw["address"]}
+        values.update(self.check(f"{key}.address", _milter_address, raw["address"]))
+        if values.get("path") is not None:
+            values["path"] = self.resolve(str(values["path"]))
+        if "on_error" in raw:
+            values["on_error"] = self.check(
+                f"{key}.on_error", checks.choice, raw["on_error"], MILTER_ON_ERROR
+            )
+        if "services" in raw:
+            values["services"] = self.check(f"{key}.services", _milter_services, raw["services"])
+        defaults = MilterConfig("")
+        for name in ("connect_timeout", "command_timeout", "content_timeout"):
+            if name in raw:
+                values[name] = self.check(
+                    f"{key}.{name}", checks.timeout, raw[name], getattr(defaults, name)
+                )
+        return MilterConfig(**values)
+
     def dns(self, doc: Mapping[str, Any]) -> DnsConfig:
         raw = self.table(doc, "dns", _DNS_KEYS)
         if "nameservers" not in raw:
@@ -625,6 +695,47 @@ _EXAMPLE_PORTS = {
     "pop3": 1110,
     "pop3s": 1995,
 }
+
+def _milter_address(value: object) -> dict[str, Any]:
+    """`inet:HOST:PORT`, `inet:[IPv6]:PORT`, `inet:PORT@HOST` (Sendmail's order) or
+    `unix:PATH` (also `local:PATH`), as Postfix's smtpd_milters takes them."""
+    fix = 'write "inet:127.0.0.1:11332", "inet:[::1]:11332" or "unix:/run/milter.sock"'
+    if not isinstance(value, str):
+        raise checks.Invalid(f"must be a string, got {checks.show(value)}", fix)
+    kind, sep, rest = value.partition(":")
+    if not sep or not rest:
+        raise checks.Invalid(f"{checks.show(value)} has no inet: or unix: prefix", fix)
+    kind = kind.lower()
+    if kind in ("unix", "local"):
+        return {"path": rest}
+    if kind not in ("inet", "inet6"):
+        raise checks.Invalid(f"unknown socket type {kind!r} in {checks.show(value)}", fix)
+    if "@" in rest:
+        port_text, _, host = rest.partition("@")
+    elif rest.startswith("["):
+        host, bracket, tail = rest[1:].partition("]")
+        if not bracket or not tail.startswith(":"):
+            raise checks.Invalid(f"{checks.show(value)}: unclosed [ or no :PORT", fix)
+        port_text = tail[1:]
+    else:
+        host, _, port_text = rest.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise checks.Invalid(f"{checks.show(value)} needs a host and a port 1-65535", fix)
+    return {"host": host, "port": int(port_text)}
+
+
+def _milter_services(value: object) -> tuple[str, ...]:
+    fix = 'write e.g. ["smtp"] or ["smtp", "submission", "submissions"]'
+    if not isinstance(value, list) or not value:
+        raise checks.Invalid(f"must be a non-empty list, got {checks.show(value)}", fix)
+    for item in value:
+        if item not in MILTER_SERVICES:
+            raise checks.Invalid(
+                f"unknown service {checks.show(item)}; one of {', '.join(MILTER_SERVICES)}", fix
+            )
+    return tuple(dict.fromkeys(value))
+
 
 _TOML_POSITION = re.compile(r"\s*\(at (line \d+, column \d+|end of document)\)\s*$")
 

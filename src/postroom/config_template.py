@@ -190,6 +190,16 @@ def render_default_config(
 # junk_above = 5     # a higher score files the user's copy into Junk (0: never)
 # refuse_above = 0   # a higher score for every recipient refuses at DATA, 550 5.7.1 (0: never)
 
+# Mail filters speaking the Sendmail milter protocol (rspamd, opendkim, ...), called in the order
+# written during SMTP receive; each sees the changes of the ones before it. One section each:
+# [[milter]]
+# address = "inet:127.0.0.1:11332"   # or "inet:[::1]:11332", "unix:/run/milter.sock"
+# on_error = "tempfail"              # milter down or broken: 451 4.7.1; "accept": skip it
+# services = ["smtp"]                # also "submission", "submissions" when listed
+# connect_timeout = "30s"
+# command_timeout = "30s"
+# content_timeout = "5m"             # the message content and the end-of-message step
+
 [delivery]
 {
         section(

@@ -41,7 +41,9 @@ class SmtpService:
             stream.write(replies.service_unavailable(self.settings.hostname).to_bytes())
             return
         engine = SmtpServer(self.settings, tls_active=stream.tls_object is not None)
-        session = IngressSession(self.ctx, service=self.name, client_addr=stream.peer[0])
+        session = IngressSession(
+            self.ctx, service=self.name, client_addr=stream.peer[0], client_port=stream.peer[1]
+        )
         try:
             refusal = await session.connect_refusal()  # a network blocked (antispam.py)
             if refusal is not None:
@@ -96,18 +98,17 @@ class SmtpService:
                 session.data(event.data)
             elif isinstance(event, ev.MailFrom):
                 refusal = await session.mail(event, engine.identity)
+                if refusal is None and session.milter is not None:
+                    info = self._info(stream, engine)
+                    refusal = await session.milter_mail(event, info)
                 self._decide(engine, session, "from", event.address, refusal)
             elif isinstance(event, ev.RcptTo):
                 refusal = await session.rcpt(event, engine.identity)
+                if refusal is None and session.milter is not None:
+                    refusal = await session.milter_rcpt(event)
                 self._decide(engine, session, "to", event.address, refusal)
             elif isinstance(event, ev.MessageComplete):
-                info = SessionInfo(
-                    helo=engine.helo_name or "",
-                    extended=engine.extended,
-                    tls=tlsinfo.describe(stream.tls_object),
-                    identity=engine.identity,
-                )
-                response = await session.complete(info)
+                response = await session.complete(self._info(stream, engine))
                 if response.code == 250:
                     engine.accept(response)
                 else:
@@ -133,6 +134,15 @@ class SmtpService:
             elif isinstance(event, ev.CloseConnection):
                 stream.write(engine.data_to_send())
                 return
+
+    @staticmethod
+    def _info(stream: ByteStream, engine: SmtpServer) -> SessionInfo:
+        return SessionInfo(
+            helo=engine.helo_name or "",
+            extended=engine.extended,
+            tls=tlsinfo.describe(stream.tls_object),
+            identity=engine.identity,
+        )
 
     def _decide(
         self,

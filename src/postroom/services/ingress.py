@@ -9,13 +9,14 @@ sessions (554 5.7.1, never an open relay).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from postroom.config import Config
+from postroom.config import Config, MilterConfig
 from postroom.delivery.local import Delivered, LocalDelivery, deliver_before_queuing
 from postroom.mailauth.srs import is_srs
 from postroom.model.queue import (
@@ -38,6 +39,7 @@ from postroom.services.dns_records import TLS_REPORTS
 from postroom.services.etrn import EtrnGate, Verdict
 from postroom.services.junk_filter import JunkFilter
 from postroom.services.mail_check import CheckResult, MailChecker
+from postroom.services.milter import ClientFacts, MailFacts, MilterSession, Outcome
 from postroom.storage.api import Store, Tx
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.records import (
@@ -77,6 +79,8 @@ class IngressContext:
     etrn_gate: EtrnGate = field(default_factory=EtrnGate)
     # DNS lists, greylisting, sending limits, login throttling (services/antispam.py).
     defences: Defences | None = None
+    # [[milter]] by SMTP service; a service without milters is absent (nothing to do per session).
+    milters: dict[str, tuple[MilterConfig, ...]] = field(default_factory=dict)
 
     _known: dict[str, tuple[float, Resolution]] = field(default_factory=dict)
     _stamp: int = 0
@@ -85,6 +89,21 @@ class IngressContext:
         self.authenticator = Authenticator(self.store, self.config.auth.cache_ttl)
         self.authenticator.defences = self.defences
         self.local_domains = frozenset(d.lower() for d in self.config.domains)
+        for milter in self.config.milters:
+            for service in milter.services:
+                self.milters[service] = (*self.milters.get(service, ()), milter)
+
+    def milter_session(self, service: str, client_addr: str, client_port: int) -> MilterSession:
+        listen = getattr(self.config.listen, service, None)
+        facts = ClientFacts(
+            service=service,
+            hostname=self.config.hostname,
+            client_addr=client_addr,
+            client_port=client_port,
+            daemon_addr=listen.host if listen is not None else "",
+            local_domains=self.local_domains,
+        )
+        return MilterSession(self.milters[service], facts, self.config.limits.message_size)
 
     async def etrn(self, node: str, client: str) -> Reply | None:
         """RFC 1985: start delivery of the mail waiting for `node` (a domain or "@domain";
@@ -154,10 +173,18 @@ class SessionInfo:
 class IngressSession:
     """Policy and queuing for one connection (the engine's decisions go through here)."""
 
-    def __init__(self, ctx: IngressContext, *, service: str, client_addr: str) -> None:
+    def __init__(
+        self, ctx: IngressContext, *, service: str, client_addr: str, client_port: int = 0
+    ) -> None:
         self.ctx = ctx
         self.service = service
         self.client_addr = client_addr
+        # The session's milters ([[milter]]), None when this service has none.
+        self.milter: MilterSession | None = None
+        if service in ctx.milters:
+            self.milter = ctx.milter_session(service, client_addr, client_port)
+        self._milter_id: str | None = None  # the queue ID milters were told ({i})
+        self._rcpt_mark = 0
         self._sender: str | None = None
         self._mail: ev.MailFrom | None = None
         self._recipients: list[Recipient] = []
@@ -183,6 +210,7 @@ class IngressSession:
         return None
 
     async def rcpt(self, event: ev.RcptTo, identity: str | None) -> Reply | None:
+        self._rcpt_mark = len(self._recipients)
         address = event.address
         if address == "postmaster":
             # RFC 5321 §4.5.1: the bare <Postmaster> goes to postmaster of our first domain.
@@ -235,6 +263,70 @@ class IngressSession:
         self._rcpt_addresses.append(event.address)
         return None
 
+    # --- milters (services/milter.py), called by the driver when `self.milter` is set ---------
+
+    async def milter_mail(self, event: ev.MailFrom, info: SessionInfo) -> Reply | None:
+        assert self.milter is not None
+        self._milter_id = new_queue_id()
+        facts = MailFacts(info.helo, info.tls, info.identity, self._milter_id)
+        refusal = await self.milter.mail(event.address, event.params, facts)
+        if refusal is not None:
+            self._reset()
+        return refusal
+
+    async def milter_rcpt(self, event: ev.RcptTo) -> Reply | None:
+        assert self.milter is not None
+        refusal = await self.milter.rcpt(event.address, event.params)
+        if refusal is not None:
+            # Refused by a milter: the recipients this RCPT added go again.
+            del self._recipients[self._rcpt_mark :]
+            if self._rcpt_addresses and self._rcpt_addresses[-1] == event.address:
+                self._rcpt_addresses.pop()
+        return refusal
+
+    async def _run_milters(
+        self, queue_id: str, prefix: bytes, content: ContentBuffer
+    ) -> tuple[Outcome, ContentBuffer]:
+        """The message (our trace headers on top) through the milters; with changes, a new
+        buffer holding the whole new message (the old one is discarded)."""
+        assert self.milter is not None
+        message = prefix + await asyncio.to_thread(content.contents)
+        outcome = await self.milter.end_of_message(queue_id, message)
+        if outcome.message is None:
+            return outcome, content
+        changed = self.ctx.spool.new_buffer(f"{time.monotonic_ns()}-{id(self)}-milter")
+        try:
+            await asyncio.to_thread(changed.write, outcome.message)
+        except BaseException:
+            changed.discard()
+            raise
+        content.discard()
+        return outcome, changed
+
+    async def _milter_recipients(self, outcome: Outcome) -> None:
+        """Recipients deleted and added by milters (added ones resolved like RCPT TO)."""
+        if outcome.deleted:
+            gone = {normalize_address(a) for a in outcome.deleted}
+            self._recipients = [
+                r
+                for r in self._recipients
+                if normalize_address(r.original) not in gone
+                and normalize_address(r.address) not in gone
+            ]
+        for address, _args in outcome.added:
+            domain = address.rpartition("@")[2].lower()
+            if domain in self.ctx.local_domains:
+                resolution = await self.ctx.resolve(address)
+                if resolution.empty:
+                    log.info("milter added unknown recipient <%s>: ignored", address)
+                    continue
+            else:
+                resolution = Resolution((), (address,))
+            for target, user_id in resolution.local_users:
+                self._add_recipient(Recipient(target, address, user_id), None)
+            for target in resolution.remote:
+                self._add_recipient(Recipient(target, address, None), None)
+
     async def _srs_original(self, address: str) -> str | None:
         """For an SRS address: the original sender ("" when the address is not a valid SRS
         address of ours); None for any other address."""
@@ -263,8 +355,10 @@ class IngressSession:
         self._content = None
         mail = self._mail
         arrival = time.time()
-        queue_id = new_queue_id(arrival)
+        queue_id = self._milter_id or new_queue_id(arrival)
+        self._milter_id = None
         checked: CheckResult | None = None
+        milter_junk = False
         try:
             if cleanup.received_count(content.head) > self.ctx.config.limits.received_headers:
                 self._log_reject(mail, replies.MAIL_LOOP)
@@ -288,13 +382,6 @@ class IngressSession:
                 if not self._recipients:
                     # Only the report: kept, or unreadable with nobody to show it to.
                     return replies.queued(queue_id) if kept else UNREADABLE_REPORT
-            junk = self.ctx.junk
-            if junk is not None and self.service == "smtp" and info.identity is None:
-                auth = checked.summary if checked is not None else ""
-                await junk.judge(self._recipients, content.contents, content.size, auth)
-                if junk.refuses(self._recipients):
-                    self._log_junk_reject(mail)
-                    return replies.SPAM_REFUSED
             protocol = cleanup.protocol_name(
                 info.extended, bool(info.tls), info.identity is not None
             )
@@ -316,6 +403,34 @@ class IngressSession:
                 )
             if checked is not None:
                 prefix = checked.header + prefix  # RFC 8601 §5: above the trace we add
+            if self.milter is not None and self.milter.wants_message:
+                outcome, content = await self._run_milters(queue_id, prefix, content)
+                if outcome.message is not None:
+                    prefix = b""  # the new message holds our headers too
+                if outcome.reply is not None:
+                    self._log_reject(mail, outcome.reply)
+                    return outcome.reply
+                if outcome.sender is not None:
+                    mail = dataclasses.replace(mail, address=outcome.sender)
+                await self._milter_recipients(outcome)
+                if outcome.discard or not self._recipients:
+                    log.info(
+                        "discarded id=%s client=%s from=<%s> by milter%s",
+                        queue_id,
+                        self.client_addr,
+                        mail.address,
+                        "" if outcome.discard else " (no recipient left)",
+                    )
+                    return replies.queued(queue_id)
+                milter_junk = outcome.junk
+            # After the milters: it judges the message and recipients they leave.
+            junk = self.ctx.junk
+            if junk is not None and self.service == "smtp" and info.identity is None:
+                auth = checked.summary if checked is not None else ""
+                await junk.judge(self._recipients, content.contents, content.size, auth)
+                if junk.refuses(self._recipients):
+                    self._log_junk_reject(mail)
+                    return replies.SPAM_REFUSED
             envelope = Envelope(
                 sender=mail.address,
                 params=mail.params,
@@ -326,7 +441,7 @@ class IngressSession:
                 auth_user=info.identity or "",
                 arrival=arrival,
                 auth=checked.summary if checked is not None else "",
-                junk=checked is not None and checked.decision.action == "junk",
+                junk=milter_junk or (checked is not None and checked.decision.action == "junk"),
             )
             message = QueuedMessage(queue_id, envelope, prefix, 0, content.size, self._recipients)
             deliver = functools.partial(
@@ -429,12 +544,16 @@ class IngressSession:
 
     def abort(self) -> None:
         self._reset()
+        if self.milter is not None:
+            self.milter.abort()
 
     def close(self) -> None:
         """The connection ended."""
         self._reset()
         if self.screen is not None:
             self.screen.close()
+        if self.milter is not None:
+            self.milter.close()
 
     def _reset(self) -> None:
         if self._content is not None:
