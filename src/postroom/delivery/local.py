@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from postroom.delivery import sieve
 from postroom.model.queue import QueuedMessage, Recipient, RecipientState
 from postroom.queue.reports import Reporter
 from postroom.storage.api import Store, Tx
@@ -29,6 +30,7 @@ class Delivered:
     message_id: str
     address: str
     uid: int
+    mailbox: str = INBOX
 
 
 def return_path(sender: str) -> bytes:
@@ -74,16 +76,13 @@ def deliver_loaded(
     for rcpt in message.recipients:
         if rcpt.user_id is None or rcpt.state is not RecipientState.QUEUED:
             continue
-        key = (rcpt.user_id, message.envelope.junk or rcpt.junk)
-        if key not in inboxes:
-            inboxes[key] = target_mailbox(tx, *key)
-        target = inboxes[key]
-        if target is None:
+        copies = deliver_one(tx, message, rcpt, prefix, reporter, inboxes)
+        if copies is None:
             # The user was deleted after the message was accepted: a failure to report.
             rcpt.state = RecipientState.FAILED
             rcpt.last_reply = "550 5.1.1 mailbox no longer exists"
         else:
-            delivered.append(copy_into(tx, message, rcpt, target, prefix))
+            delivered += copies
         tx.queue.update_recipient(rcpt)
         settled.append(rcpt)
     now = time.time()
@@ -93,25 +92,100 @@ def deliver_loaded(
     return delivered
 
 
+def deliver_one(
+    tx: Tx,
+    message: QueuedMessage,
+    rcpt: Recipient,
+    prefix: bytes,
+    reporter: Reporter | None,
+    inboxes: dict[tuple[int, bool], tuple[int, str] | None],
+) -> list[Delivered] | None:
+    """One local recipient's copies: what the user's Sieve script decides (delivery/sieve.py),
+    else one in INBOX (Junk when judged so). Sets the recipient's state: FAILED when the script
+    rejected the message. None when the user is gone."""
+    assert rcpt.user_id is not None
+    junk = message.envelope.junk or rcpt.junk
+    decision = None
+    if reporter is not None:  # (reports postroom writes itself are not filtered)
+        own = copy_prefix(rcpt, prefix)
+        try:
+            with tx.savepoint():
+                decision = sieve.decide(
+                    tx,
+                    message,
+                    rcpt,
+                    lambda: own + tx.blobs.read(message.blob_id),
+                    junk=junk,
+                    reporter=reporter,
+                )
+        except StorageFailure:
+            raise
+        except Exception:  # a defect of ours must not keep the mail from its mailbox
+            log.exception("sieve failed for %s of %s; delivered as usual", rcpt.address, message.id)
+            decision = None
+    if decision is None:
+        key = (rcpt.user_id, junk)
+        if key not in inboxes:
+            inboxes[key] = target_mailbox(tx, *key)
+        target = inboxes[key]
+        return None if target is None else [copy_into(tx, message, rcpt, target, prefix)]
+    if decision.rejected is not None:
+        reason = " ".join(decision.rejected.split())[:200]
+        rcpt.state = RecipientState.FAILED
+        rcpt.last_reply = f"550 5.7.1 rejected by the recipient's Sieve script: {reason}"
+        return []
+    if not decision.copies:
+        rcpt.state = RecipientState.DELIVERED
+        rcpt.last_reply = "250 2.0.0 discarded by the recipient's Sieve script"
+        return []
+    return [
+        copy_into(tx, message, rcpt, (c.mailbox_id, c.name), prefix, c.flags, c.content)
+        for c in decision.copies
+    ]
+
+
+def copy_prefix(rcpt: Recipient, prefix: bytes) -> bytes:
+    """The prefix of this recipient's copy: the junk filter's fields below Return-Path."""
+    if not rcpt.spam_score:
+        return prefix
+    return_field, _, rest = prefix.partition(b"\n")
+    return return_field + b"\n" + spam_headers(rcpt) + rest
+
+
 def copy_into(
-    tx: Tx, message: QueuedMessage, rcpt: Recipient, target: tuple[int, str], prefix: bytes
+    tx: Tx,
+    message: QueuedMessage,
+    rcpt: Recipient,
+    target: tuple[int, str],
+    prefix: bytes,
+    flags: tuple[str, ...] = (),
+    content: bytes | None = None,
 ) -> Delivered:
     """The recipient's copy in `target` (mailbox ID, name): the shared blob behind this copy's
-    own `prefix`."""
+    own `prefix`, or `content` of its own (a Sieve script edited its header)."""
     mailbox_id, name = target
-    if rcpt.spam_score:  # the filter's fields, below Return-Path, on this copy only
-        return_field, _, rest = prefix.partition(b"\n")
-        prefix = return_field + b"\n" + spam_headers(rcpt) + rest
-    uid = tx.messages.append(
-        mailbox_id,
-        message.blob_id,
-        size=len(prefix) + message.blob_size,
-        internal_date=message.envelope.arrival,
-        prefix=prefix,
-    )
+    if content is None:
+        prefix = copy_prefix(rcpt, prefix)
+        uid = tx.messages.append(
+            mailbox_id,
+            message.blob_id,
+            size=len(prefix) + message.blob_size,
+            internal_date=message.envelope.arrival,
+            prefix=prefix,
+            flags=flags,
+        )
+    else:
+        blob_id = tx.blobs.add(content)
+        uid = tx.messages.append(
+            mailbox_id,
+            blob_id,
+            size=len(content),
+            internal_date=message.envelope.arrival,
+            flags=flags,
+        )
     rcpt.state = RecipientState.DELIVERED
     rcpt.last_reply = f"250 2.0.0 delivered to {name} uid {uid}"
-    return Delivered(message.id, rcpt.address, uid)
+    return Delivered(message.id, rcpt.address, uid, name)
 
 
 def record_outcomes(tx: Tx, message_id: str, settled: list[Recipient], now: float) -> None:
@@ -151,12 +225,12 @@ def deliver_before_queuing(
     prefix = return_path(message.envelope.sender) + message.prefix
     try:
         with tx.savepoint():
+            inboxes: dict[tuple[int, bool], tuple[int, str] | None] = {}
             for rcpt in local:
-                assert rcpt.user_id is not None
-                target = target_mailbox(tx, rcpt.user_id, message.envelope.junk or rcpt.junk)
-                if target is None:
+                copies = deliver_one(tx, message, rcpt, prefix, reporter, inboxes)
+                if copies is None:
                     continue  # user deleted since RCPT: the worker records the failure
-                delivered.append(copy_into(tx, message, rcpt, target, prefix))
+                delivered += copies
     except StorageFailure:
         raise  # the whole transaction fails with it: nothing is accepted
     except Exception:
@@ -166,7 +240,7 @@ def deliver_before_queuing(
             rcpt.last_reply = ""
         return []
     if reporter is not None:
-        settled = [r for r in local if r.state is RecipientState.DELIVERED]
+        settled = [r for r in local if r.state is not RecipientState.QUEUED]
         reporter.local_outcomes(tx, message, settled, time.time())
     return delivered
 
@@ -174,7 +248,11 @@ def deliver_before_queuing(
 def log_deliveries(delivered: list[Delivered]) -> None:
     for item in delivered:
         log.info(
-            "delivered id=%s to=<%s> mailbox=INBOX uid=%d", item.message_id, item.address, item.uid
+            "delivered id=%s to=<%s> mailbox=%s uid=%d",
+            item.message_id,
+            item.address,
+            item.mailbox,
+            item.uid,
         )
 
 
