@@ -106,7 +106,10 @@ def deliver_one(
     assert rcpt.user_id is not None
     junk = message.envelope.junk or rcpt.junk
     decision = None
-    if reporter is not None:  # (reports postroom writes itself are not filtered)
+    # (Reports postroom writes itself are not filtered.)
+    active = None if reporter is None else tx.sieve.active(rcpt.user_id)
+    if active is not None:
+        assert reporter is not None
         own = copy_prefix(rcpt, prefix)
         try:
             with tx.savepoint():
@@ -115,6 +118,7 @@ def deliver_one(
                     message,
                     rcpt,
                     lambda: own + tx.blobs.read(message.blob_id),
+                    active,
                     junk=junk,
                     reporter=reporter,
                 )

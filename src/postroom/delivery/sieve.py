@@ -118,17 +118,15 @@ def decide(
     message: QueuedMessage,
     rcpt: Recipient,
     copy: Callable[[], bytes],
+    active: tuple[str, str],
     *,
     junk: bool,
     reporter: Reporter,
-) -> Decision | None:
-    """What the recipient's active script makes of this copy (`copy()`: its bytes as it
-    would be stored); None when the user has no active script (deliver as usual)."""
+) -> Decision:
+    """What the recipient's active script (`active`: its name and source, from
+    `tx.sieve.active`) makes of this copy (`copy()`: its bytes as it would be stored)."""
     assert rcpt.user_id is not None
     user_id = rcpt.user_id
-    active = tx.sieve.active(user_id)
-    if active is None:
-        return None
     name, source = active
     now = time.time()
     hostname = reporter.hostname
