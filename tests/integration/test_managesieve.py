@@ -10,17 +10,21 @@ import os
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sievelib.managesieve import Client
 
 from postroom.proto.managesieve import MAX_SCRIPT_SIZE
+
 from .conftest import ALICE, BOB, Postroom, require_program
 
 SERVICES = ("smtp", "managesieve")
-GOOD = 'require ["fileinto"];\r\nif header :contains "subject" "[list]" {\r\n  fileinto "Lists";\r\n}\r\n'
+GOOD = (
+    'require ["fileinto"];\r\nif header :contains "subject" "[list]" {\r\n'
+    '  fileinto "Lists";\r\n}\r\n'
+)
 BAD = 'require ["fileinto"];\r\nif header :contains "subject" "x" {\r\n  fileinto "Lists"\r\n}\r\n'
 TIMEOUT = 30
 
@@ -95,9 +99,9 @@ class Raw:
 
 
 @pytest.fixture
-def raw(server: Postroom) -> Raw:
+def raw(server: Postroom) -> Iterator[Raw]:
     connection = Raw(server)
-    yield connection  # type: ignore[misc]
+    yield connection
     connection.close()
 
 
