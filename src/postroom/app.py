@@ -31,8 +31,10 @@ from postroom.model.queue import RecipientOutcome
 from postroom.net import tls
 from postroom.net.imap_session import ImapService
 from postroom.net.listener import Handler, Listener, ShutdownFlag, drain_sessions
+from postroom.net.managesieve_session import ManageSieveService
 from postroom.net.pop3_session import Pop3Service
 from postroom.net.smtp_session import SmtpService
+from postroom.proto.managesieve import ManageSieveSettings
 from postroom.proto.pop3.engine import Pop3Settings
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.server import ServerSettings
@@ -50,6 +52,7 @@ from postroom.services.mail_check import MailChecker
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.services.maildrop import MailboxLocks, MaildropContext
 from postroom.services.outbound_auth import OutboundAuth
+from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
 
@@ -278,6 +281,21 @@ class MailServer:
             service = ImapService(name, mailboxes, context, self.shutdown_flag, timeout)
             return ServiceKind(service.handle, service.refuse)
 
+        sieve_scripts = ManageSieveContext(self.store, ingress.authenticator)
+
+        def managesieve(name: str) -> ServiceKind:
+            settings = ManageSieveSettings(
+                hostname,
+                tls_available=True,
+                allow_plaintext_auth=self.config.auth.plaintext,
+                max_errors=self.config.limits.errors_per_session,
+            )
+            timeout = self.config.limits.managesieve_timeout
+            service = ManageSieveService(
+                name, sieve_scripts, settings, context, self.shutdown_flag, timeout
+            )
+            return ServiceKind(service.handle, service.refuse)
+
         return {
             "smtp": smtp,
             "submission": smtp,
@@ -286,6 +304,7 @@ class MailServer:
             "imaps": imap,
             "pop3": pop3,
             "pop3s": pop3,
+            "managesieve": managesieve,
         }
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:

@@ -79,6 +79,7 @@ class ListenConfig:
     imaps: Endpoint | None = None
     pop3: Endpoint | None = None
     pop3s: Endpoint | None = None
+    managesieve: Endpoint | None = None  # RFC 5804 (4190 in production)
 
     def enabled(self) -> dict[str, Endpoint]:
         """The services to start, by name, in declaration order."""
@@ -113,6 +114,7 @@ class LimitsConfig:
     received_headers: int = 50  # more Received: headers than this → mail loop 554 5.4.6
     pop3_timeout: float = 600.0  # seconds, RFC 1939 §3: autologout after at least 10 minutes
     imap_timeout: float = 1800.0  # seconds, RFC 3501 §5.4: autologout after at least 30 minutes
+    managesieve_timeout: float = 600.0  # seconds of silence before a ManageSieve session ends
     imap_sessions_per_user: int = 100  # logged-in IMAP sessions of one user at once
     # Failed logins from one address for one account (three times as many for any account)
     # within auth_block before logins from there are refused for auth_block (services/limits.py).
@@ -274,6 +276,7 @@ DEFAULT_LISTEN: dict[str, str] = {
     "imaps": "127.0.0.1:1993",
     "pop3": "127.0.0.1:1110",
     "pop3s": "127.0.0.1:1995",
+    "managesieve": "127.0.0.1:14190",
 }
 
 _DEFAULT_DATA_DIR = "./postroom-data"
@@ -306,7 +309,14 @@ _TLS_KEYS = ("cert", "key")
 _LIMITS_KEYS = tuple(f.name for f in fields(LimitsConfig))
 _QUEUE_KEYS = tuple(f.name for f in fields(QueueConfig))
 _LIMITS_DURATIONS = frozenset(
-    {"command_timeout", "data_timeout", "pop3_timeout", "imap_timeout", "auth_block"}
+    {
+        "command_timeout",
+        "data_timeout",
+        "pop3_timeout",
+        "imap_timeout",
+        "managesieve_timeout",
+        "auth_block",
+    }
 )
 _DNS_KEYS = tuple(f.name for f in fields(DnsConfig))
 _AUTH_KEYS = tuple(f.name for f in fields(AuthConfig))
@@ -694,6 +704,7 @@ _EXAMPLE_PORTS = {
     "imaps": 1993,
     "pop3": 1110,
     "pop3s": 1995,
+    "managesieve": 14190,
 }
 
 def _milter_address(value: object) -> dict[str, Any]:

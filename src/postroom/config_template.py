@@ -57,6 +57,7 @@ def render_default_config(
         "imaps": "IMAP, implicit TLS (usually 993)",
         "pop3": "POP3, STLS (usually 110)",
         "pop3s": "POP3, implicit TLS (usually 995)",
+        "managesieve": "ManageSieve, STARTTLS (usually 4190)",
     }
     listen = section(
         [(name, toml_string(addr), listen_comments[name]) for name, addr in DEFAULT_LISTEN.items()]
@@ -99,6 +100,11 @@ def render_default_config(
             "imap_timeout",
             toml_string(format_duration(limits.imap_timeout)),
             "idle IMAP sessions are logged out after",
+        ),
+        (
+            "managesieve_timeout",
+            toml_string(format_duration(limits.managesieve_timeout)),
+            "idle ManageSieve sessions are closed after",
         ),
         (
             "imap_sessions_per_user",

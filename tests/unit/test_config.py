@@ -121,6 +121,7 @@ def test_empty_file_equals_default_config(tmp_path: Path) -> None:
         imaps=Endpoint("127.0.0.1", 1993),
         pop3=Endpoint("127.0.0.1", 1110),
         pop3s=Endpoint("127.0.0.1", 1995),
+        managesieve=Endpoint("127.0.0.1", 14190),
     )
     assert {k: str(v) for k, v in config.listen.enabled().items()} == DEFAULT_LISTEN
 

@@ -1,5 +1,5 @@
 """The `postroom` command: init, serve, user, alias, mailbox, queue, send, dkim, dns, dmarc, spam,
-limits.
+limits, sieve.
 
 Every failure the user can cause (bad config, unknown user, unusable password, a mistyped
 option) is one line on stderr and exit status 1, never a traceback.
@@ -143,6 +143,7 @@ def register(group: click.Group) -> None:
         mailbox,
         queue,
         send,
+        sieve,
         spam,
     )
 
@@ -156,6 +157,7 @@ def register(group: click.Group) -> None:
     group.add_command(dmarc.dmarc)
     group.add_command(spam.spam)
     group.add_command(limits.limits)
+    group.add_command(sieve.sieve)
 
 
 register(cli)
