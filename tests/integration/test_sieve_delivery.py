@@ -14,7 +14,9 @@ import pytest
 
 from postroom.storage.backend import direct_store
 
-from .conftest import ALICE, BOB, PASSWORDS, Postroom
+from .conftest import ALICE, BOB, DOMAIN, PASSWORDS, Postroom
+from .mail_auth_world import dkim_signatures, routes
+from .milters import Capture
 
 SERVICES = ("smtp", "imaps")
 
@@ -149,3 +151,34 @@ def test_a_broken_script_keeps_the_mail(server: Postroom) -> None:
     send(server, "kept")
     assert server.wait_for_messages(ALICE, 1)["messages"] == 1
     server.wait_for_log(r"script main of alice@example\.test does not compile: .*; kept")
+
+
+def test_redirect_leaves_with_srs_and_vacation_replies_are_signed(
+    postroom_factory: Callable[..., Postroom],
+) -> None:
+    with Capture() as onward, Capture() as back:
+        server = postroom_factory(
+            services=SERVICES,
+            extra=routes(dest=onward.address, sender=back.address),
+        )
+        activate(
+            server,
+            ALICE,
+            'require ["vacation", "copy"];\n'
+            'redirect :copy "carol@dest.test";\n'
+            f'vacation :addresses ["{ALICE}"] :subject "Away" "Back soon.";\n',
+        )
+        send(server, "hello", sender="ann@sender.test")
+        [forwarded] = onward.wait(1, log=server.log_tail)
+        assert forwarded.rcpt_tos == ["carol@dest.test"]
+        # The envelope sender is foreign: it leaves rewritten (SRS0, our domain), so SPF
+        # passes at the next hop; the bounce address leads back to ann.
+        assert re.fullmatch(r"SRS0=[^=@]+=\w\w=sender\.test=ann@example\.test", forwarded.mail_from)
+        assert b"Subject: hello" in forwarded.data
+        [reply] = back.wait(1, log=server.log_tail)
+        assert (reply.mail_from, reply.rcpt_tos) == ("<>", ["ann@sender.test"])
+        assert b"Auto-Submitted: auto-replied" in reply.data
+        signatures = dkim_signatures(reply.data)  # From: is ours, so it is signed
+        assert sorted(s["a"] for s in signatures) == ["ed25519-sha256", "rsa-sha256"]
+        assert {s["d"] for s in signatures} == {DOMAIN}
+    assert server.mailbox_status(ALICE)["messages"] == 1  # :copy kept it

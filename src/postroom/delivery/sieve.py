@@ -161,6 +161,7 @@ def decide(
         elif isinstance(action, Redirect):
             content = raw if action.headers is None else render_message(raw, action.headers)
             _queue(tx, reporter, content, action.address, message.envelope.sender, now)
+            message.queued_more = True
             log.info("redirected id=%s to=<%s> by script of %s", message.id, action.address,
                      rcpt.address)  # fmt: skip
         elif isinstance(action, Reject):
@@ -168,6 +169,7 @@ def decide(
         elif isinstance(action, Vacation):
             reply = vacation_reply(action, rcpt.address, hostname, now)
             _queue(tx, reporter, reply, action.to, "", now)
+            message.queued_more = True
             tx.sieve.record_reply(user_id, action.to, action.handle, now + action.seconds)
             log.info("vacation reply to=<%s> from script of %s", action.to, rcpt.address)
         elif isinstance(action, Discard):

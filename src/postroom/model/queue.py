@@ -97,6 +97,9 @@ class QueuedMessage:
     blob_id: int
     blob_size: int
     recipients: list[Recipient]
+    # Set (not kept) when delivering it queued other mail - a report, a Sieve redirect or
+    # reply - so whoever committed it wakes outbound delivery at once.
+    queued_more: bool = False
 
     @property
     def size(self) -> int:

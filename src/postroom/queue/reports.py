@@ -59,6 +59,7 @@ class Reporter:
         to = self.recipient_of(kind, message.envelope)
         if not recipients or to is None:
             return
+        message.queued_more = True
         if content is None:
             content = message.prefix + tx.blobs.read(message.blob_id)
         envelope = message.envelope

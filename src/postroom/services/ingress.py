@@ -473,7 +473,7 @@ class IngressSession:
             r.user_id is not None and r.state is RecipientState.QUEUED for r in message.recipients
         ):
             self.ctx.local.notify(queue_id)  # immediate delivery failed: the worker retries
-        if any(r.user_id is None for r in message.recipients):
+        if message.queued_more or any(r.user_id is None for r in message.recipients):
             self.ctx.outbound_wakeup()
         scored = ",".join(
             f"<{r.address}>={r.spam_score}" for r in message.recipients if r.spam_score
