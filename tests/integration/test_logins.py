@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from tests.integration.conftest import ALICE, Postroom, require_program
+
+from .conftest import ALICE, Postroom, require_program
 
 FILTER = Path(__file__).parents[2] / "contrib" / "fail2ban" / "filter.d" / "postroom.conf"
 TIMEOUT = 30

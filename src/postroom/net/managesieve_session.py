@@ -10,14 +10,13 @@ session is closed with BYE after `timeout`. Failed logins go through `Authentica
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
 
-from postroom.net.deadline import RequestDeadline
 from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
 from postroom.net.stream import ByteStream
+from postroom.net.turns import Turns
 from postroom.proto.managesieve import ManageSieveServer, ManageSieveSettings
 from postroom.proto.managesieve import engine as ms
 from postroom.proto.managesieve import events as ev
@@ -69,35 +68,12 @@ class ManageSieveService:
         )
 
     async def _loop(self, stream: ByteStream, engine: ManageSieveServer) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = RequestDeadline()
-        received = 0
+        turns = Turns(stream, self.shutdown, self.timeout, ms.SHUTTING_DOWN, ms.TIMEOUT)
         while True:
             event = engine.next_event()
             if isinstance(event, ev.NeedData):
-                stream.write(engine.data_to_send())
-                if stream.backed_up and not await stream.keep_up(self.timeout):
+                if not await turns.take(engine):
                     return
-                if engine.closed:
-                    return
-                if self.shutdown.active and not engine.buffered:
-                    engine.shutdown(ms.SHUTTING_DOWN)
-                    continue
-                wait = deadline.wait_for(
-                    mid_request=engine.mid_request,
-                    received=received,
-                    timeout=self.timeout,
-                    now=loop.time(),
-                )
-                try:
-                    data = await stream.read(wait)
-                except TimeoutError:
-                    engine.shutdown(ms.TIMEOUT)
-                    continue
-                if not data and stream.at_eof:
-                    return
-                received = len(data)
-                engine.receive_data(data)
             elif isinstance(event, ev.Verify):
                 authenticator = self.ctx.authenticator
                 engine.answered(await authenticator.answer(event.need, stream.peer[0]))

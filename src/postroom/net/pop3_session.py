@@ -9,14 +9,13 @@ whole within the timeout of its first byte (net/deadline.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
 
-from postroom.net.deadline import RequestDeadline
 from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
 from postroom.net.stream import ByteStream
+from postroom.net.turns import Turns
 from postroom.proto.pop3 import events as ev
 from postroom.proto.pop3 import replies
 from postroom.proto.pop3.engine import Pop3Server, Pop3Settings
@@ -63,37 +62,12 @@ class Pop3Service:
                 )
 
     async def _loop(self, stream: ByteStream, engine: Pop3Server, maildrop: Maildrop) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = RequestDeadline()
-        received = 0
+        turns = Turns(stream, self.shutdown, self.timeout, replies.SHUTTING_DOWN, replies.TIMEOUT)
         while True:
             event = engine.next_event()
             if isinstance(event, ev.NeedData):
-                stream.write(engine.data_to_send())
-                if stream.backed_up and not await stream.keep_up(self.timeout):
+                if not await turns.take(engine):
                     return
-                if engine.closed:
-                    return
-                if self.shutdown.active and not engine.buffered:
-                    engine.shutdown(replies.SHUTTING_DOWN)
-                    continue
-                wait = deadline.wait_for(
-                    mid_request=engine.mid_request,
-                    received=received,
-                    timeout=self.timeout,
-                    now=loop.time(),
-                )
-                try:
-                    data = await stream.read(wait)
-                except TimeoutError:
-                    # RFC 1939 §3: the autologout timer closes without entering UPDATE; so
-                    # does a command line that does not arrive whole in that time.
-                    engine.shutdown(replies.TIMEOUT)
-                    continue
-                if not data and stream.at_eof:
-                    return
-                received = len(data)
-                engine.receive_data(data)
             elif isinstance(event, ev.Verify):
                 authenticator = self.ctx.authenticator
                 engine.answered(await authenticator.answer(event.need, stream.peer[0]))
