@@ -9,7 +9,7 @@ import click
 
 from postroom.config import Config, ConfigError, load_config
 from postroom.services.accounts import PasswordError
-from postroom.storage.api import DirectStore
+from postroom.storage.api import DirectStore, Tx
 from postroom.storage.backend import direct_store
 from postroom.storage.records import StorageFailure, StoreError
 
@@ -54,3 +54,11 @@ def open_store(config: Config, *, accounts: bool = False) -> Iterator[DirectStor
         raise CliError(storage_problem(trouble, config)) from None
     finally:
         store.close()
+
+
+def user_id_of(tx: Tx, address: str) -> int:
+    """The ID of the user ADDRESS names; a one-line error when there is none."""
+    user = tx.accounts.get_user(address)
+    if user is None:
+        raise CliError(f"no user {address} (postroom user list shows them)")
+    return user.id

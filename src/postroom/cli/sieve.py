@@ -16,18 +16,10 @@ from pathlib import Path
 
 import click
 
-from postroom.cli.common import CliError, load, open_store
+from postroom.cli.common import CliError, load, open_store, user_id_of
 from postroom.proto.managesieve import MAX_SCRIPT_SIZE, space_refusal, valid_name
 from postroom.proto.sieve import SieveError, compile_script
 from postroom.services.sieve_scripts import sizes
-from postroom.storage.api import Tx
-
-
-def _user_id(tx: Tx, address: str) -> int:
-    user = tx.accounts.get_user(address)
-    if user is None:
-        raise CliError(f"no user {address} (postroom user list shows them)")
-    return user.id
 
 
 def _name(name: str) -> str:
@@ -82,7 +74,7 @@ def sieve_list(ctx: click.Context, address: str, as_json: bool) -> None:
     config = load(ctx)
     with open_store(config) as store:
         tx = store.reader()
-        uid = _user_id(tx, address)
+        uid = user_id_of(tx, address)
         scripts = tx.sieve.scripts(uid)
         size = sizes(tx, uid)
     if as_json:
@@ -104,7 +96,7 @@ def sieve_get(ctx: click.Context, address: str, name: str) -> None:
     config = load(ctx)
     with open_store(config) as store:
         tx = store.reader()
-        source = tx.sieve.get(_user_id(tx, address), name)
+        source = tx.sieve.get(user_id_of(tx, address), name)
     if source is None:
         raise CliError(f"{address} has no script {name!r} (postroom sieve list {address})")
     click.echo(source, nl=False)
@@ -123,7 +115,7 @@ def sieve_put(ctx: click.Context, address: str, name: str, file: Path, activate:
     _compile_or_exit(file, source, name)
     config = load(ctx)
     with open_store(config) as store, store.transaction() as tx:
-        uid = _user_id(tx, address)
+        uid = user_id_of(tx, address)
         refusal = space_refusal(sizes(tx, uid), name, len(source.encode("utf-8")))
         if refusal is not None:
             raise CliError(f"{address}: {refusal.text}")
@@ -142,7 +134,7 @@ def sieve_activate(ctx: click.Context, address: str, name: str) -> None:
     """Make NAME ADDRESS's active script (the one run at delivery)."""
     config = load(ctx)
     with open_store(config) as store, store.transaction() as tx:
-        uid = _user_id(tx, address)
+        uid = user_id_of(tx, address)
         if tx.sieve.get(uid, name) is None:
             raise CliError(f"{address} has no script {name!r} (postroom sieve list {address})")
         tx.sieve.activate(uid, name)
@@ -156,7 +148,7 @@ def sieve_deactivate(ctx: click.Context, address: str) -> None:
     """Leave ADDRESS with no active script (mail is kept in INBOX)."""
     config = load(ctx)
     with open_store(config) as store, store.transaction() as tx:
-        tx.sieve.activate(_user_id(tx, address), None)
+        tx.sieve.activate(user_id_of(tx, address), None)
     click.echo(f"{address}: no script is active")
 
 
@@ -168,7 +160,7 @@ def sieve_delete(ctx: click.Context, address: str, name: str) -> None:
     """Delete ADDRESS's script NAME (not the active one: deactivate it first)."""
     config = load(ctx)
     with open_store(config) as store, store.transaction() as tx:
-        uid = _user_id(tx, address)
+        uid = user_id_of(tx, address)
         listed = dict(tx.sieve.scripts(uid))
         if name not in listed:
             raise CliError(f"{address} has no script {name!r} (postroom sieve list {address})")

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import click
 
-from postroom.cli.common import CliError, load, open_store
+from postroom.cli.common import CliError, load, open_store, user_id_of
 from postroom.junk.bayes import MIN_TRAINED
 from postroom.junk.tokens import message_tokens
 from postroom.services.junk_filter import copy_auth, score_of, train_message
-from postroom.storage.api import Tx
 
 MAX_MESSAGE = 64 * 2**20  # bytes: a file larger than this is no message to learn from
 
@@ -50,13 +49,6 @@ def _read(path: Path) -> bytes:
         raise CliError(f"{path}: {error.strerror}") from None
 
 
-def _user_id(tx: Tx, address: str) -> int:
-    user = tx.accounts.get_user(address)
-    if user is None:
-        raise CliError(f"no user {address} (postroom user list shows them)")
-    return user.id
-
-
 @click.group()
 def spam() -> None:
     """The built-in junk filter of each user."""
@@ -78,7 +70,7 @@ def spam_train(
     files = [file for path in paths for file in message_files(path)]
     learned = 0
     with open_store(config) as store, store.transaction() as tx:
-        user_id = _user_id(tx, address)
+        user_id = user_id_of(tx, address)
         for file in files:
             learned += train_message(
                 tx, user_id, _read(file), spam=as_spam, hostname=config.hostname
@@ -100,7 +92,7 @@ def spam_status(ctx: click.Context, address: str, as_json: bool) -> None:
     config = load(ctx)
     with open_store(config) as store:
         tx = store.reader()
-        ham, spam_total = tx.junk.totals(_user_id(tx, address))
+        ham, spam_total = tx.junk.totals(user_id_of(tx, address))
     judging = ham >= MIN_TRAINED and spam_total >= MIN_TRAINED
     if as_json:
         click.echo(
@@ -122,4 +114,4 @@ def spam_score(ctx: click.Context, address: str, file: Path) -> None:
     with open_store(config) as store:
         tx = store.reader()
         tokens = message_tokens(message, copy_auth(message, config.hostname))
-        click.echo(str(score_of(tx, _user_id(tx, address), tokens)))
+        click.echo(str(score_of(tx, user_id_of(tx, address), lambda: tokens)))

@@ -17,6 +17,7 @@ training it again changes nothing and a change of mind moves its counts.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -38,13 +39,13 @@ def message_digest(message: bytes) -> bytes:
     return hashlib.sha256(message).digest()
 
 
-def score_of(tx: Tx, user_id: int, tokens: frozenset[str]) -> int:
-    """The user's RFC 5235 score for a message with `tokens`; 0 when the user trained too
-    little to judge."""
+def score_of(tx: Tx, user_id: int, tokens: Callable[[], frozenset[str]]) -> int:
+    """The user's RFC 5235 score for a message whose tokens `tokens()` gives (asked only when
+    the user trained enough to judge); 0 when the user trained too little."""
     ham_total, spam_total = tx.junk.totals(user_id)
     if not trained_enough(ham_total, spam_total):
         return 0
-    counts = tx.junk.counts(user_id, tokens)
+    counts = tx.junk.counts(user_id, tokens())
     return spamtest(spam_probability(counts, ham_total, spam_total))
 
 
@@ -93,19 +94,12 @@ class JunkFilter:
         if not users or size > MAX_JUDGED:
             return
 
+        @functools.cache
+        def tokens() -> frozenset[str]:  # once per message, whatever the recipients
+            return message_tokens(content(), auth)
+
         def read(tx: Tx) -> dict[int, int]:
-            tokens: frozenset[str] | None = None
-            scores: dict[int, int] = {}
-            for user_id in users:
-                ham_total, spam_total = tx.junk.totals(user_id)
-                if not trained_enough(ham_total, spam_total):
-                    scores[user_id] = 0
-                    continue
-                if tokens is None:
-                    tokens = message_tokens(content(), auth)
-                counts = tx.junk.counts(user_id, tokens)
-                scores[user_id] = spamtest(spam_probability(counts, ham_total, spam_total))
-            return scores
+            return {user_id: score_of(tx, user_id, tokens) for user_id in users}
 
         scores = await self.store.read(read)
         for user_id, score in scores.items():

@@ -13,9 +13,9 @@ import contextlib
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
-from email.utils import parsedate_tz
 from typing import Any, Literal
 
+from postroom.proto.sieve import values as derived
 from postroom.proto.sieve.compiler import (
     DATE_PARTS,
     Node,
@@ -181,26 +181,6 @@ class _Scope:
         return [self.expand(v) for v in values]
 
 
-def _quote_wildcards(value: str) -> str:
-    return "".join("\\" + c if c in "*?\\" else c for c in value)
-
-
-def _quote_regex(value: str) -> str:
-    return "".join("\\" + c if c in "\\^$.[]|()?*+{}" else c for c in value)
-
-
-def _flags_of(values: Iterable[str]) -> list[str]:
-    """RFC 5232 §3: flags are space-separated; duplicates (case-insensitively) dropped."""
-    result: list[str] = []
-    seen: set[str] = set()
-    for value in values:
-        for flag in value.split():
-            if flag.lower() not in seen:
-                seen.add(flag.lower())
-                result.append(flag)
-    return result
-
-
 class Interpreter:
     def __init__(self, run: _Run) -> None:
         self.run = run
@@ -271,7 +251,7 @@ class Interpreter:
 
     def action_flags(self, node: Node, scope: _Scope) -> tuple[str, ...]:
         if "flags" in node.tags:
-            return tuple(_flags_of(scope.expand_all(node.tags["flags"])))
+            return tuple(derived.flags_of(scope.expand_all(node.tags["flags"])))
         if scope.script.uses("imap4flags"):
             return tuple(self.run.flags)
         return ()
@@ -354,9 +334,9 @@ class Interpreter:
             elif modifier == "upperfirst":
                 value = value[:1].upper() + value[1:]
             elif modifier == "quotewildcard":
-                value = _quote_wildcards(value)
+                value = derived.quote_wildcards(value)
             elif modifier == "quoteregex":
-                value = _quote_regex(value)
+                value = derived.quote_regex(value)
             elif modifier == "length":
                 value = str(len(value))
         scope.set(node.args[0], value)
@@ -365,16 +345,16 @@ class Interpreter:
         run = self.run
         if len(node.args) == 2:
             variable = node.args[0][0]
-            current = _flags_of([scope.get(variable)])
-            flags = _flags_of(scope.expand_all(node.args[1]))
+            current = derived.flags_of([scope.get(variable)])
+            flags = derived.flags_of(scope.expand_all(node.args[1]))
         else:
             variable = None
             current = list(run.flags)
-            flags = _flags_of(scope.expand_all(node.args[0]))
+            flags = derived.flags_of(scope.expand_all(node.args[0]))
         if node.name == "setflag":
             result = flags
         elif node.name == "addflag":
-            result = _flags_of([*current, *flags])
+            result = derived.flags_of([*current, *flags])
         else:
             drop = {f.lower() for f in flags}
             result = [f for f in current if f.lower() not in drop]
@@ -463,11 +443,11 @@ class Interpreter:
         run = self.run
         name = scope.expand(node.args[0])
         value = scope.expand(node.args[1])
-        if name.lower() in _PROTECTED_HEADERS or not _field_ok(name):
+        if name.lower() in _PROTECTED_HEADERS or not derived.field_ok(name):
             return
         if any(c in value for c in "\r\n\x00"):
             value = " ".join(value.replace("\x00", "").split())
-        encoded = " " + _encode_2047(value)
+        encoded = " " + derived.encode_2047(value)
         if "last" in node.tags:
             run.headers.append((name, encoded))
         else:
@@ -569,13 +549,13 @@ class Interpreter:
             return self.match(node, scope, values, scope.expand_all(node.args[1]))
         if name == "hasflag":
             if len(node.args) == 2:
-                flags = _flags_of(scope.get(v) for v in node.args[0])
+                flags = derived.flags_of(scope.get(v) for v in node.args[0])
                 keys = scope.expand_all(node.args[1])
             else:
                 flags = list(run.flags)
                 keys = scope.expand_all(node.args[0])
             if "count" not in node.tags and "value" not in node.tags:
-                keys = _flags_of(keys)
+                keys = derived.flags_of(keys)
             return self.match(node, scope, flags, keys)
         if name == "body":
             return self.match(node, scope, self.body_values(node, scope),
@@ -590,10 +570,10 @@ class Interpreter:
                 text = header_text(value)
                 if header.lower() == "received":  # RFC 5260 §4: the date after the last ";"
                     text = text.rsplit(";", 1)[-1]
-                when = _parse_date(text)
+                when = derived.parse_date(text)
                 if when is None:
                     continue
-                values.append(_date_part(self.zoned(node, when, original=True), part))
+                values.append(derived.date_part(self.zoned(node, when, original=True), part))
             if "count" not in node.tags and not values:
                 return False
             return self.match(node, scope, values, scope.expand_all(node.args[2]))
@@ -601,7 +581,7 @@ class Interpreter:
             part = scope.expand(node.args[0]).lower()
             if part not in DATE_PARTS:
                 return False
-            value = _date_part(self.zoned(node, run.now(), original=False), part)
+            value = derived.date_part(self.zoned(node, run.now(), original=False), part)
             return self.match(node, scope, [value], scope.expand_all(node.args[1]))
         if name == "mailboxexists":
             return all(run.env.mailbox_exists(m) for m in scope.expand_all(node.args[0]))
@@ -786,71 +766,6 @@ class Interpreter:
 
 _SET_ORDER = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
               "quotewildcard": 20, "quoteregex": 20, "length": 10}
-
-
-def _field_ok(name: str) -> bool:
-    return bool(name) and all(33 <= ord(c) <= 126 and c != ":" for c in name)
-
-
-def _encode_2047(value: str) -> str:
-    """RFC 5293 §4: a value that is not ASCII is sent as an RFC 2047 encoded word."""
-    if value.isascii():
-        return value
-    import base64
-
-    return "=?UTF-8?B?" + base64.b64encode(value.encode("utf-8")).decode("ascii") + "?="
-
-
-def _parse_date(value: str) -> datetime | None:
-    parsed = parsedate_tz(value)
-    if parsed is None:
-        return None
-    try:
-        offset = parsed[9] or 0
-        return datetime(*parsed[:6], tzinfo=timezone(timedelta(seconds=offset)))
-    except (ValueError, OverflowError, TypeError):
-        return None
-
-
-def _date_part(when: datetime, part: str) -> str:
-    """RFC 5260 §4.2."""
-    offset = when.utcoffset() or timedelta(0)
-    total = int(offset.total_seconds()) // 60
-    sign = "+" if total >= 0 else "-"
-    zone = f"{sign}{abs(total) // 60:02d}{abs(total) % 60:02d}"
-    if part == "year":
-        return f"{when.year:04d}"
-    if part == "month":
-        return f"{when.month:02d}"
-    if part == "day":
-        return f"{when.day:02d}"
-    if part == "date":
-        return f"{when.year:04d}-{when.month:02d}-{when.day:02d}"
-    if part == "julian":  # Modified Julian Day: days since 1858-11-17
-        return str((when.date() - datetime(1858, 11, 17).date()).days)
-    if part == "hour":
-        return f"{when.hour:02d}"
-    if part == "minute":
-        return f"{when.minute:02d}"
-    if part == "second":
-        return f"{when.second:02d}"
-    if part == "time":
-        return f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}"
-    if part == "iso8601":  # RFC 3339 form; UTC written "Z" as Pigeonhole does
-        suffix = "Z" if zone == "+0000" else f"{zone[:3]}:{zone[3:]}"
-        return (f"{when.year:04d}-{when.month:02d}-{when.day:02d}T{when.hour:02d}:"
-                f"{when.minute:02d}:{when.second:02d}{suffix}")
-    if part == "std11":
-        days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-        months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
-                  "Nov", "Dec")
-        return (f"{days[when.weekday()]}, {when.day:02d} {months[when.month - 1]} "
-                f"{when.year:04d} {when.hour:02d}:{when.minute:02d}:{when.second:02d} {zone}")
-    if part == "zone":
-        return zone
-    if part == "weekday":
-        return str((when.weekday() + 1) % 7)  # Sunday is 0
-    raise SieveRuntimeError(f"unknown date part '{part}'")
 
 
 def run(script: Script, message: bytes, envelope: Envelope, env: Env) -> Outcome:
