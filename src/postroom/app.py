@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from starlette.routing import BaseRoute
+
 from postroom.config import Config
 from postroom.delivery.local import LocalDelivery, deliver_before_queuing
 from postroom.delivery.smtp import (
@@ -30,7 +32,7 @@ from postroom.dns.lookup import CachingLookup, ResolverLookup
 from postroom.model.queue import RecipientOutcome
 from postroom.net import tls
 from postroom.net.imap_session import ImapService
-from postroom.net.listener import Handler, Listener, ShutdownFlag, drain_sessions
+from postroom.net.listener import Handler, Listener, ListenError, ShutdownFlag, drain_sessions
 from postroom.net.managesieve_session import ManageSieveService
 from postroom.net.pop3_session import Pop3Service
 from postroom.net.smtp_session import SmtpService
@@ -55,6 +57,8 @@ from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
+from postroom.web.server import HttpListener
+from postroom.web.site import build_app
 
 log = logging.getLogger("postroom")
 
@@ -63,6 +67,7 @@ KEY_PROMOTION_EVERY = 600.0  # seconds between looks at DNS for rotated DKIM key
 TASK_STOP_WAIT = 2.0  # seconds for a cancelled background task to end before it is named
 # Listeners whose connections start with the TLS handshake (RFC 8314).
 IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
+WEB_SERVICES = frozenset({"http", "https"})
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class MailServer:
         self.store.on_mailbox_change = self.mailbox_events.publish
         self.mailbox_locks = MailboxLocks()  # RFC 1939 §8: one POP3 session per maildrop
         self.listeners: list[Listener] = []
+        self.web_listeners: list[HttpListener] = []
         self.outbound_auth: OutboundAuth | None = None
         self.defences: Defences | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -223,6 +229,8 @@ class MailServer:
             )
         kinds = self._service_kinds(context, ingress)
         for name, endpoint in self.config.listen.enabled().items():
+            if name in WEB_SERVICES:
+                continue
             if name not in kinds:
                 log.warning("service %s is not implemented yet; not started", name)
                 continue
@@ -239,6 +247,33 @@ class MailServer:
             )
             await listener.start()
             self.listeners.append(listener)
+        await self._start_web(context)
+
+    async def _start_web(self, context: ssl.SSLContext) -> None:
+        """The HTTP(S) listeners, sharing the mail listeners' TLS context (and certificate)."""
+        enabled = self.config.listen.enabled()
+        if not WEB_SERVICES & enabled.keys():
+            return
+        app = build_app(self.config, self._web_routes())
+        for name in sorted(WEB_SERVICES & enabled.keys()):
+            endpoint = enabled[name]
+            listener = HttpListener(
+                name,
+                endpoint.host,
+                endpoint.port,
+                app,
+                ssl_context=context if name == "https" else None,
+                max_connections=self.config.limits.connections,
+            )
+            try:
+                await listener.start()
+            except OSError as error:
+                raise ListenError(name, endpoint.host, endpoint.port, error) from None
+            self.web_listeners.append(listener)
+
+    def _web_routes(self) -> list[BaseRoute]:
+        """What each part of the HTTP surface serves; a new part adds its routes here."""
+        return []
 
     def _service_kinds(
         self, context: ssl.SSLContext, ingress: IngressContext
@@ -315,7 +350,10 @@ class MailServer:
     async def close(self, grace: float = 0.0) -> None:
         """Stop whatever runs (sessions get `grace` seconds) and close the store, silently."""
         self.shutdown_flag.active = True
-        await drain_sessions(self.listeners, grace)
+        await asyncio.gather(
+            drain_sessions(self.listeners, grace),
+            *(listener.stop(grace) for listener in self.web_listeners),
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.local.wait_idle(), grace)
         await stop_tasks(self._tasks)

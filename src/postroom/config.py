@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from postroom import config_checks as checks
 from postroom.config_checks import Endpoint, IPNetwork
+from postroom.config_web import AcmeConfig, WebConfig, read_acme, read_web
 from postroom.durations import format_duration
 
 __all__ = [
@@ -80,6 +81,8 @@ class ListenConfig:
     pop3: Endpoint | None = None
     pop3s: Endpoint | None = None
     managesieve: Endpoint | None = None  # RFC 5804 (4190 in production)
+    http: Endpoint | None = None  # web admin, ACME http-01, autoconfig, metrics (80)
+    https: Endpoint | None = None  # the same over TLS (443)
 
     def enabled(self) -> dict[str, Endpoint]:
         """The services to start, by name, in declaration order."""
@@ -266,6 +269,8 @@ class Config:
     junk: JunkConfig = JunkConfig()
     antispam: AntispamConfig = AntispamConfig()
     milters: tuple[MilterConfig, ...] = ()
+    web: WebConfig = WebConfig()
+    acme: AcmeConfig = AcmeConfig()
 
 
 DEFAULT_LISTEN: dict[str, str] = {
@@ -277,6 +282,8 @@ DEFAULT_LISTEN: dict[str, str] = {
     "pop3": "127.0.0.1:1110",
     "pop3s": "127.0.0.1:1995",
     "managesieve": "127.0.0.1:14190",
+    "http": "127.0.0.1:8080",
+    "https": "127.0.0.1:8443",
 }
 
 _DEFAULT_DATA_DIR = "./postroom-data"
@@ -301,6 +308,8 @@ _TOP_KEYS = (
     "junk",
     "antispam",
     "milter",
+    "web",
+    "acme",
 )
 _RELAY_KEYS = ("host", "tls", "username", "password", "ca_file")
 _RELAY_TLS = ("starttls", "implicit", "opportunistic")
@@ -425,6 +434,8 @@ class _Reader:
             junk=self.junk(doc),
             antispam=self.antispam(doc),
             milters=self.milters(doc),
+            web=read_web(self, doc),
+            acme=read_acme(self, doc),
         )
 
     def listen(self, doc: Mapping[str, Any]) -> ListenConfig:
@@ -705,7 +716,10 @@ _EXAMPLE_PORTS = {
     "pop3": 1110,
     "pop3s": 1995,
     "managesieve": 14190,
+    "http": 8080,
+    "https": 8443,
 }
+
 
 def _milter_address(value: object) -> dict[str, Any]:
     """`inet:HOST:PORT`, `inet:[IPv6]:PORT`, `inet:PORT@HOST` (Sendmail's order) or

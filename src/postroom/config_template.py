@@ -58,6 +58,8 @@ def render_default_config(
         "pop3": "POP3, STLS (usually 110)",
         "pop3s": "POP3, implicit TLS (usually 995)",
         "managesieve": "ManageSieve, STARTTLS (usually 4190)",
+        "http": "web admin, ACME, autoconfig, metrics (usually 80)",
+        "https": "the same over TLS (usually 443)",
     }
     listen = section(
         [(name, toml_string(addr), listen_comments[name]) for name, addr in DEFAULT_LISTEN.items()]

@@ -122,6 +122,8 @@ def test_empty_file_equals_default_config(tmp_path: Path) -> None:
         pop3=Endpoint("127.0.0.1", 1110),
         pop3s=Endpoint("127.0.0.1", 1995),
         managesieve=Endpoint("127.0.0.1", 14190),
+        http=Endpoint("127.0.0.1", 8080),
+        https=Endpoint("127.0.0.1", 8443),
     )
     assert {k: str(v) for k, v in config.listen.enabled().items()} == DEFAULT_LISTEN
 

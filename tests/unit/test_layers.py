@@ -15,7 +15,7 @@ ROOT = Path(postroom.__file__).parent
 IO_MODULES = {"asyncio", "socket", "ssl", "sqlite3", "selectors", "threading", "subprocess"}
 
 # The configuration: read by the layers that take settings, importing nothing else of postroom.
-CONFIG = {"config", "config_checks", "config_template", "durations"}
+CONFIG = {"config", "config_checks", "config_web", "config_template", "durations"}
 
 # For each package (or top-level module), the postroom packages it may import. Anything not
 # listed is forbidden; a package may always import its own modules.
@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
         *CONFIG,
     },
     "app": {
+        "web",
         "net",
         "services",
         "delivery",
@@ -46,6 +47,8 @@ ALLOWED: dict[str, set[str]] = {
         *CONFIG,
     },
     "net": {"services", "storage", "proto", "config"},
+    # The HTTP surface: a listener like net's, calling the same services the CLI calls.
+    "web": {"net", "services", "storage", "model", "proto", "dns", *CONFIG},
     "services": {
         "delivery",
         "queue",
@@ -66,7 +69,8 @@ ALLOWED: dict[str, set[str]] = {
     "proto": set(),
     "dns": set(),
     "logsetup": set(),
-    "config": {"config_checks", "durations"},
+    "config": {"config_checks", "config_web", "durations"},
+    "config_web": {"config_checks"},
     "config_checks": {"durations"},
     "config_template": {"config", "config_checks", "durations"},
     "durations": set(),

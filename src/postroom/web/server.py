@@ -1,0 +1,107 @@
+"""HTTP(S) listeners in the mail server's own event loop.
+
+uvicorn's h11 protocol parses requests (its bounded incomplete-event buffer caps a request
+head) and runs the ASGI app; the sockets, the TLS context (shared with the mail listeners, so
+a renewed certificate reaches every listener at once), the connection limit and the shutdown
+are ours. uvicorn's `Server` is not used: it would take over SIGINT/SIGTERM and logging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.server import ServerState
+
+log = logging.getLogger("postroom.web")
+
+MAX_REQUEST_HEAD = 16 * 1024  # bytes of request line + headers; more: 431/400 from h11
+KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
+TLS_HANDSHAKE_TIMEOUT = 30.0
+DRAIN_POLL = 0.05
+
+
+class HttpListener:
+    """One listening socket serving `app` over HTTP/1.1, with TLS when `ssl_context` is set."""
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        app: ASGIApp,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        max_connections: int,
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self._ssl = ssl_context
+        self._config = uvicorn.Config(
+            app,
+            http="h11",
+            ws="none",
+            lifespan="off",
+            interface="asgi3",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            proxy_headers=False,  # a client's X-Forwarded-For is never trusted
+            limit_concurrency=max_connections,  # past it: 503
+            timeout_keep_alive=KEEP_ALIVE,
+            h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
+        )
+        self._config.load()
+        self._state = ServerState()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def connections(self) -> int:
+        return len(self._state.connections)
+
+    async def start(self) -> None:
+        """Open the socket; OSError (port in use, not allowed) goes to the caller."""
+        config = self._config
+        state = self._state
+
+        def protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=state, app_state={}
+            )
+
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.create_server((self.host, self.port), family=family, backlog=512)
+        sock.setblocking(False)
+        self.port = int(sock.getsockname()[1])
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            protocol,
+            sock=sock,
+            ssl=self._ssl,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self._ssl else None,
+        )
+        log.info("listening service=%s address=%s:%d", self.name, self.host, self.port)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; let requests in flight finish for up to `grace` seconds."""
+        if self._server is None:
+            return
+        self._server.close()
+        for connection in list(self._state.connections):
+            connection.shutdown()  # idle ones close now, busy ones after their response
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._state.connections and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        for task in list(self._state.tasks):
+            task.cancel()
+        for connection in list(self._state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+        self._server = None
