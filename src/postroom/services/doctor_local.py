@@ -275,9 +275,12 @@ async def _command(
     return await _reply(reader)
 
 
-async def open_relay(config: Config, addresses: Sequence[str], timeout: float) -> list[Check]:
+async def open_relay(
+    config: Config, addresses: Sequence[str], timeout: float, limit: float = RELAY_LIMIT
+) -> list[Check]:
     """Connect to our own port-25 listener as a stranger would, ask it to relay from one
-    outside address to another, and expect a refusal; never send a message."""
+    outside address to another, and expect a refusal; never send a message. `timeout` bounds
+    the connection, `limit` the conversation."""
     endpoint = config.listen.smtp
     if endpoint is None:
         return [Check("open-relay", "", "skip", "no [listen] smtp: nothing receives mail here")]
@@ -302,7 +305,7 @@ async def open_relay(config: Config, addresses: Sequence[str], timeout: float) -
         ]
     reader, writer = connection
     try:
-        async with asyncio.timeout(RELAY_LIMIT):
+        async with asyncio.timeout(limit):
             return [await _relay_conversation(reader, writer, where, config.hostname)]
     except TimeoutError:
         return [
@@ -310,7 +313,7 @@ async def open_relay(config: Config, addresses: Sequence[str], timeout: float) -
                 "open-relay",
                 "",
                 "warn",
-                f"{where} did not answer within {RELAY_LIMIT:g} s",
+                f"{where} did not answer within {limit:g} s",
                 "run it again",
             )
         ]
