@@ -125,7 +125,7 @@ def test_a_good_zone_passes_and_exits_0(
     assert code == 0, text
     keys = [n for n in named if n.startswith("dkim ")]
     assert len(keys) == 2 and all("._domainkey." in n for n in keys)
-    assert named[f"ptr 127.0.0.1"]["detail"] == f"127.0.0.1 points back to {HOSTNAME}"
+    assert named["ptr 127.0.0.1"]["detail"] == f"127.0.0.1 points back to {HOSTNAME}"
     assert named[f"spf {DOMAIN}"]["detail"].startswith("'v=spf1 mx -all' passes for 127.0.0.1")
     assert named[f"spf {HOSTNAME}"]["status"] == "ok"  # the HELO name's, for bounces
     assert {f"dnsbl 127.0.0.1 {zone}" for zone in LISTS} <= set(named)
@@ -226,7 +226,7 @@ def test_a_broken_zone_reports_each_failure_with_its_fix_and_exits_1(
 class _AcceptAll:
     """An aiosmtpd handler that accepts any recipient: an open relay."""
 
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+    async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         envelope.rcpt_tos.append(address)
