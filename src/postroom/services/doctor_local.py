@@ -24,8 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-from postroom.config import Config
-from postroom.config_checks import Endpoint
+from postroom.config import Config, Endpoint
 from postroom.dns.lookup import DnsLookup
 from postroom.mailauth.mta_sts import MAX_POLICY, POLICY_PATH
 from postroom.services.doctor_report import Check, Status
