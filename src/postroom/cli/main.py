@@ -1,5 +1,5 @@
-"""The `postroom` command: init, serve, user, alias, mailbox, queue, send, dkim, dns, dmarc, spam,
-limits, sieve.
+"""The `postroom` command: init, serve, user, alias, mailbox, queue, send, dkim, dns, doctor,
+dmarc, spam, limits, sieve.
 
 Every failure the user can cause (bad config, unknown user, unusable password, a mistyped
 option) is one line on stderr and exit status 1, never a traceback.
@@ -139,6 +139,7 @@ def register(group: click.Group) -> None:
         dkim,
         dmarc,
         dns_records,
+        doctor,
         limits,
         mailbox,
         queue,
@@ -154,6 +155,7 @@ def register(group: click.Group) -> None:
     group.add_command(send.send)
     group.add_command(dkim.dkim)
     group.add_command(dns_records.dns)
+    group.add_command(doctor.doctor)
     group.add_command(dmarc.dmarc)
     group.add_command(spam.spam)
     group.add_command(limits.limits)

@@ -78,3 +78,22 @@ def record_text(algorithm: Algorithm, public: str) -> str:
 def txt_parts(text: str) -> list[str]:
     """A TXT text cut into character-strings of at most 255 octets (ASCII here)."""
     return [text[i : i + TXT_PART] for i in range(0, len(text), TXT_PART)] or [""]
+
+
+def public_of(algorithm: Algorithm, private: bytes) -> str:
+    """The p= value (RFC 6376 §3.6.1; RFC 8463 §3 for ed25519) of the public half of a private
+    key in the form `generate` makes; ValueError when it is not such a key."""
+    if algorithm == "ed25519":
+        seed = base64.b64decode(private, validate=True)
+        ed_key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+        raw = ed_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return base64.b64encode(raw).decode()
+    loaded = serialization.load_pem_private_key(private, password=None)
+    if not isinstance(loaded, rsa.RSAPrivateKey):
+        raise ValueError("not an RSA private key")
+    der = loaded.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()

@@ -20,6 +20,8 @@ from postroom.storage.records import DkimKey
 TTL = 3600
 DMARC_REPORTS = "dmarc-reports"  # local part of the DMARC rua= address (issue 13 §5)
 TLS_REPORTS = "tls-reports"  # local part of the TLS-RPT rua= address
+SPF_DOMAIN = "v=spf1 mx -all"  # a domain's SPF: its MX hosts send its mail
+SPF_HOST = "v=spf1 a -all"  # the host name's SPF (the HELO identity of bounces)
 
 # RFC 6186 §3 (and RFC 8314 §5.1 for submissions): SRV service label, the [listen] service
 # that offers it, and its priority. RFC 8314 §5.1: implicit TLS is preferred, so the STARTTLS
@@ -72,6 +74,32 @@ def _day(moment: float) -> str:
     return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%d")
 
 
+def mx_line(domain: str, hostname: str) -> str:
+    return f"{absolute(domain)} {TTL} IN MX 10 {absolute(hostname)}"
+
+
+def dmarc_name(domain: str) -> str:
+    return f"_dmarc.{domain}"
+
+
+def dmarc_text(domain: str) -> str:
+    return f"v=DMARC1; p=reject; rua=mailto:{DMARC_REPORTS}@{domain}"
+
+
+def tlsrpt_name(domain: str) -> str:
+    return f"_smtp._tls.{domain}"
+
+
+def tlsrpt_text(domain: str) -> str:
+    return f"v=TLSRPTv1; rua=mailto:{TLS_REPORTS}@{domain}"
+
+
+def address_line(hostname: str, address: str) -> str:
+    """The A or AAAA record of the host name for one of its addresses."""
+    rtype = "AAAA" if ":" in address else "A"
+    return f"{absolute(hostname)} {TTL} IN {rtype} {address}"
+
+
 def _key_note(key: DkimKey) -> str:
     note = _STATE_NOTES.get(key.state)
     if note is None:
@@ -102,14 +130,14 @@ def zone_lines(
         "",
         f"; Mail for {domain} goes to {hostname} (RFC 5321 §5.1). The MX must name a host with",
         "; A/AAAA records, not a CNAME (RFC 2181 §10.3): see the end.",
-        f"{zone} {TTL} IN MX 10 {host}",
+        mx_line(domain, hostname),
         "",
         f"; SPF (RFC 7208): mail from {domain} comes from its MX host and nowhere else.",
-        txt_line(domain, "v=spf1 mx -all"),
+        txt_line(domain, SPF_DOMAIN),
     ]
     if hostname != domain:
         # RFC 7208 §2.3: bounces have an empty MAIL FROM; receivers check the HELO name.
-        helo = txt_line(hostname, "v=spf1 a -all")
+        helo = txt_line(hostname, SPF_HOST)
         lines.append(f"; and for {hostname}, the HELO name of bounces (RFC 7208 §2.3):")
         lines.append(helo if _inside(hostname, domain) else f"; (in its own zone) {helo}")
     if relay:
@@ -129,11 +157,11 @@ def zone_lines(
         "",
         "; DMARC (RFC 7489, DMARCbis): refuse mail that fails SPF and DKIM alignment; aggregate",
         f"; reports go to {DMARC_REPORTS}@{domain}.",
-        txt_line(f"_dmarc.{domain}", f"v=DMARC1; p=reject; rua=mailto:{DMARC_REPORTS}@{domain}"),
+        txt_line(dmarc_name(domain), dmarc_text(domain)),
         "",
         f"; SMTP TLS reporting (RFC 8460): reports on TLS with {domain}'s MX go to",
         f"; {TLS_REPORTS}@{domain}.",
-        txt_line(f"_smtp._tls.{domain}", f"v=TLSRPTv1; rua=mailto:{TLS_REPORTS}@{domain}"),
+        txt_line(tlsrpt_name(domain), tlsrpt_text(domain)),
         "",
         "; Where mail clients find the services (RFC 6186, RFC 8314 §5.1): implicit TLS first;",
         '; "0 0 0 ." says a service is not offered (RFC 6186 §3.4).',
