@@ -2,10 +2,11 @@
 
 `SqliteStore` implements `storage.api.Store`. Writes are jobs (functions of a `Tx`). The writer
 takes every job that is waiting, runs them in ONE transaction (each inside its own SAVEPOINT, so
-one failing job fails alone), fsyncs the directories of any new blob files, commits and fsyncs
-the WAL (one sync per batch), and only then resolves each job's future. Sessions that finish
-DATA at the same moment therefore share one fsync (group commit, as Postfix and mox avoid one
-sync per message). A batch of only `durable=False` jobs (IMAP flags) is committed without the
+one failing job fails alone), fsyncs the directories of any new blob files and commits; the
+syncer thread (wal_sync.py) fsyncs the WAL and only then resolves each job's future, while the
+writer already runs the next batch. Sessions that finish DATA at the same moment therefore share
+one fsync (group commit, as Postfix and mox avoid one sync per message), and the sync of one
+batch overlaps the work of the next. A batch of only `durable=False` jobs (IMAP flags) needs no
 sync. A job's `then` (data derived from its result that readers can also make themselves, such
 as an appended message's IMAP summary) waits until the writer has nothing else to do
 (DERIVED_IDLE), or until DERIVED_BACKLOG of them wait; they are then made in slices, each slice
@@ -40,6 +41,7 @@ from postroom.storage.records import StorageFailure, os_failure
 from postroom.storage.signals import FileSignals
 from postroom.storage.sqlite.connection import BLOB_DIR, DB_NAME, SqliteTx
 from postroom.storage.sqlite.errors import as_failure, open_failure
+from postroom.storage.sqlite.wal_sync import Answers, Outcome, WalSyncer, settle
 
 log = logging.getLogger("postroom.store")
 
@@ -118,8 +120,7 @@ class SqliteStore:
         self._wal_checkpointed_at = 0  # WAL size when the last checkpoint was asked for
         self.wal_limit = WAL_LIMIT_BYTES
         self._catch_up = False  # set by the checkpoint thread after a checkpoint
-        self._wal_fd: int | None = None  # kept open: see _sync_wal
-        self._wal_inode = 0
+        self._syncer = WalSyncer(self._wal_path, self._sync_failure)
         # Committed jobs' `then` with their results, oldest first (writer thread only).
         self._later: collections.deque[tuple[Callable[[SqliteTx, Any], None], Any]] = (
             collections.deque()
@@ -158,6 +159,7 @@ class SqliteStore:
         self._writer_thread = threading.Thread(
             target=self._writer_loop, args=(writer_db,), name="store-write", daemon=True
         )
+        self._syncer.start()
         self._writer_thread.start()
 
     def _prepare(self) -> SqliteTx:
@@ -208,9 +210,6 @@ class SqliteStore:
             self._reads.put(_STOP)
             self._reader_thread.join()
             self._reader_thread = None
-        if self._wal_fd is not None:
-            os.close(self._wal_fd)
-            self._wal_fd = None
 
     async def write(
         self,
@@ -329,7 +328,7 @@ class SqliteStore:
                     outcome = (item.future, None, as_failure(error, self.db_path) or error)
                 settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [outcome]
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                    item.loop.call_soon_threadsafe(_settle, settled, None)
+                    item.loop.call_soon_threadsafe(settle, settled, None)
         finally:
             if db is not None:
                 db.close()
@@ -363,6 +362,7 @@ class SqliteStore:
         finally:
             while self._later:
                 self._run_later(db, DERIVED_SLICE)
+            self._syncer.stop()  # answers what was committed
             db.close()
 
     def _checkpoint_loop(self, db: SqliteTx) -> None:
@@ -434,6 +434,7 @@ class SqliteStore:
         conn = db.conn
         # A lone job needs no savepoint: if it fails, the whole transaction is undone.
         alone = len(batch) == 1
+        durable = False  # a failed batch changed nothing: nothing to sync
         try:
             conn.execute("BEGIN IMMEDIATE")
             for index, job in enumerate(batch):
@@ -466,12 +467,11 @@ class SqliteStore:
             for directory in {d for job in batch for d in job.sync_dirs}:
                 fsync_directory(directory)
             if conn.in_transaction:
+                # synchronous=NORMAL: no sync at COMMIT; the syncer makes the WAL durable
+                # before any job is answered (wal_sync.py). A batch of only flag changes
+                # needs no sync (a crash may undo those, never mail).
                 conn.execute("COMMIT")
-                if any(job.durable for job in batch):
-                    # The connection runs synchronous=NORMAL (no sync at COMMIT); syncing the
-                    # WAL here makes this commit durable before any job is answered. A batch
-                    # of only flag changes skips it (a crash may undo those, never mail).
-                    self._sync_wal()
+                durable = any(job.durable for job in batch)
                 self._later.extend(follow_ups)
         except BaseException as raised:
             if conn.in_transaction:
@@ -500,15 +500,14 @@ class SqliteStore:
             )
             changes = {mailbox: found.get(mailbox) for mailbox in touched}
         # One wake-up of each event loop per batch, not one per job.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
         for job, outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(job.loop, []).append(outcome)
-        for loop, items in by_loop.items():
-            news = (self.on_mailbox_change, changes) if loop is batch[0].loop else None
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
-                loop.call_soon_threadsafe(_settle, items, news)
-        # Answered first: a checkpoint the writer takes now delays the next batch, not this one.
-        db.unlink_released()
+        freed = [db.blob_dir / relative for relative in db.unlink]
+        db.unlink.clear()
+        news = (self.on_mailbox_change, changes)
+        self._syncer.hand(Answers(by_loop, batch[0].loop, news, durable, freed))
+        # While the syncer syncs: a checkpoint the writer takes now delays the next batch only.
         self._note_wal_size(db)
 
     @staticmethod
@@ -516,7 +515,7 @@ class SqliteStore:
         early, job.early = job.early, None
         assert early is not None
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
-            job.loop.call_soon_threadsafe(_settle, [(early, value, error)], None)
+            job.loop.call_soon_threadsafe(settle, [(early, value, error)], None)
 
     def _run_later(self, db: SqliteTx, count: int) -> None:
         """The oldest `count` jobs' `then`, each in its own savepoint, in one unsynced commit."""
@@ -534,6 +533,12 @@ class SqliteStore:
         except sqlite3.Error as error:
             self._derived_failed(error)
 
+    def _sync_failure(self, error: OSError) -> BaseException:
+        """The error the jobs of a batch whose WAL sync failed report (syncer thread)."""
+        failure = as_failure(error, self.db_path)
+        log.warning("syncing the WAL failed: %s", failure or error)
+        return failure or error
+
     def _derived_failed(self, error: Exception) -> None:
         """Log a failure of derived work (in an except block): one line when the storage
         failed, the traceback when it is a bug of ours."""
@@ -542,38 +547,6 @@ class SqliteStore:
             log.exception("work derived from a commit failed (readers make it)")
         else:
             log.warning("work derived from a commit failed (readers make it): %s", failure)
-
-    def _sync_wal(self) -> None:
-        # fdatasync, as SQLite itself syncs: the data and the file size, not the timestamps
-        # (a WAL written over in place then costs no inode update). The WAL stays open (one
-        # system call less per commit); SQLite keeps the file while the writer's connection
-        # is open, and should it ever have been replaced, the new one is opened and synced too.
-        fd = self._wal_fd
-        if fd is None:
-            fd = self._wal_fd = os.open(self._wal_path, os.O_RDONLY)
-            self._wal_inode = os.fstat(fd).st_ino
-        os.fdatasync(fd)
-        if os.stat(self._wal_path).st_ino != self._wal_inode:
-            os.close(fd)
-            self._wal_fd = None
-            self._sync_wal()
-
-
-def _settle(
-    items: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
-    news: tuple[Callable[[dict[int, int | None]], None] | None, dict[int, int | None] | None]
-    | None,
-) -> None:
-    """On the event loop: tell sessions which mailboxes changed, then answer the jobs."""
-    if news is not None and news[0] is not None and news[1] is not None:
-        news[0](news[1])
-    for future, value, error in items:
-        if future.cancelled():
-            continue
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
 
 
 def fsync_directory(directory: Path) -> None:
