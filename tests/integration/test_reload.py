@@ -143,6 +143,22 @@ def test_limits_apply_to_the_next_session(postroom_factory: Factory) -> None:
     open_before.quit()
 
 
+def test_sending_limit_applies_after_reload(postroom_factory: Factory) -> None:
+    """[limits] messages_per_hour reaches the running abuse defences (Defences.reconfigure)."""
+    server: Postroom = postroom_factory(services=SERVICES)
+    message = b"Subject: hi\r\n\r\nhello\r\n"
+    with server.submission() as client:
+        client.sendmail(ALICE, [BOB], message)
+        assert client.mail(ALICE)[0] == 250  # the default allows 500 an hour
+        client.rset()
+    server.limits["messages_per_hour"] = 1
+    server.write_config()
+    reload(server)
+    with server.submission() as client:
+        code, text = client.mail(ALICE)
+        assert (code, text[:5]) == (451, b"4.7.0")
+
+
 def test_listen_change_is_named_for_a_restart(postroom_factory: Factory) -> None:
     server: Postroom = postroom_factory(services=SERVICES)
     ports = dict(server.ports)

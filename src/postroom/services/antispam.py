@@ -103,6 +103,8 @@ class Defences:
         self.sending.recipients = limits.recipients_per_hour
         if self.greylist is not None and antispam.greylist:
             self.greylist.delay = antispam.greylist
+        elif (self.greylist is not None) != bool(antispam.greylist):
+            log.warning("reload: greylisting on or off takes effect after a restart")
 
     async def load(self) -> None:
         """Read what the store kept (blocks, sending counts, greylisting) at start."""
