@@ -402,10 +402,7 @@ class MailServer:
             cert, key = await asyncio.to_thread(certificate_files, new)
             if self.context is not None:
                 tls.reload_certificate(self.context, cert, key)
-        except (ConfigError, tls.TlsSetupError) as error:
-            log.error("reload failed, going on with the running config: %s", error)
-            return
-        except OSError as error:  # the self-signed pair could not be written
+        except (ConfigError, tls.TlsSetupError, OSError) as error:  # OSError: self-signed pair
             log.error("reload failed, going on with the running config: %s", error)
             return
         live = {name: getattr(new, name) for name in LIVE_TABLES}

@@ -287,3 +287,13 @@ def test_server_works_without_writable_executable_memory(postroom_factory: Facto
     with server.submissions(ALICE) as client:
         client.sendmail(ALICE, [BOB], b"Subject: mdwe\r\n\r\nunder W^X\r\n")
     server.wait_for_messages(BOB, 1)
+
+
+def test_quickstart_takes_postroom_config_too(tmp_path: Path) -> None:
+    """`postroom --config PATH quickstart ...` writes PATH, as every command reads it."""
+    path = tmp_path / "given.toml"
+    data = tmp_path / "data"
+    result = postroom_cli("--config", str(path), "quickstart", ADMIN, "--data-dir", str(data))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {path}\n")
+    assert load_config(path).data_dir == data
