@@ -78,7 +78,8 @@ def test_new_certificate_after_reload(postroom_factory: Factory, tmp_path: Path)
     ca = trustme.CA()
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     first = issue(ca, cert, key)
-    server: Postroom = postroom_factory(services=SERVICES, tls={"cert": str(cert), "key": str(key)})
+    pair = {"cert": str(cert), "key": str(key)}
+    server: Postroom = postroom_factory(services=(*SERVICES, "https"), tls=pair)
     context = ssl.create_default_context()
     ca.configure_trust(context)
     assert peer_serial(server.ports["imaps"], context) == first
@@ -90,6 +91,7 @@ def test_new_certificate_after_reload(postroom_factory: Factory, tmp_path: Path)
     reload(server)
     assert peer_serial(server.ports["imaps"], context) == second
     assert peer_serial(server.ports["submissions"], context) == second
+    assert peer_serial(server.ports["https"], context) == second
     with smtplib.SMTP(HOST, server.submission_port, local_hostname="client.example.net") as s:
         s.starttls(context=context)
         assert s.sock is not None
