@@ -14,11 +14,12 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, cast
 
 from starlette.routing import BaseRoute
 
-from postroom.config import Config
+from postroom.config import Config, ConfigError, load_config
 from postroom.delivery.local import LocalDelivery, deliver_before_queuing
 from postroom.delivery.smtp import (
     OutboundMessage,
@@ -68,6 +69,9 @@ TASK_STOP_WAIT = 2.0  # seconds for a cancelled background task to end before it
 # Listeners whose connections start with the TLS handshake (RFC 8314).
 IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
 WEB_SERVICES = frozenset({"http", "https"})
+# What a reloaded config (SIGHUP) changes in the running server; the other tables (listen
+# addresses, data_dir, hostname, domains, ...) take effect at the next start.
+LIVE_TABLES = ("limits", "antispam", "relay", "tls")
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,19 @@ class ServiceKind:
 
     handler: Handler
     refuse: Callable[[str], bytes]
+    # Applies the server's (reloaded) config to the service and its sessions to come.
+    reconfigure: Callable[[], None] = lambda: None
+
+
+def certificate_files(config: Config) -> tuple[Path, Path]:
+    """[tls] cert and key, else the self-signed pair in data_dir (made when missing)."""
+    if config.tls.cert is not None and config.tls.key is not None:
+        return config.tls.cert, config.tls.key
+    return tls.ensure_self_signed(config.data_dir / "tls", config.hostname)
 
 
 def tls_context(config: Config) -> ssl.SSLContext:
-    if config.tls.cert is not None and config.tls.key is not None:
-        return tls.server_context(config.tls.cert, config.tls.key)
-    cert, key = tls.ensure_self_signed(config.data_dir / "tls", config.hostname)
-    return tls.server_context(cert, key)
+    return tls.server_context(*certificate_files(config))
 
 
 class MailServer:
@@ -126,6 +136,10 @@ class MailServer:
         self.web_listeners: list[HttpListener] = []
         self.outbound_auth: OutboundAuth | None = None
         self.defences: Defences | None = None
+        self.context: ssl.SSLContext | None = None  # every TLS listener's, kept across reloads
+        self.ingress: IngressContext | None = None
+        self._kinds: list[ServiceKind] = []
+        self._reload_lock = asyncio.Lock()  # one SIGHUP at a time
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _deliver(
@@ -195,6 +209,7 @@ class MailServer:
     async def start(self) -> None:
         self.store.open()
         context = tls_context(self.config)
+        self.context = context
         outbound_auth = OutboundAuth(self.config, self.store)
         self.outbound_auth = outbound_auth
         self.outbound = dataclasses.replace(self.outbound, finish=outbound_auth.finish)
@@ -213,6 +228,7 @@ class MailServer:
             junk=self.junk_filter,
             defences=defences,
         )
+        self.ingress = ingress
         await self.local.recover()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.local.run()))
@@ -235,6 +251,7 @@ class MailServer:
                 log.warning("service %s is not implemented yet; not started", name)
                 continue
             kind = kinds[name](name)
+            self._kinds.append(kind)
             listener = Listener(
                 name,
                 endpoint.host,
@@ -283,22 +300,37 @@ class MailServer:
 
         def smtp(name: str) -> ServiceKind:
             service = SmtpService(name, ingress, self._settings(name), context, self.shutdown_flag)
+
+            def reconfigure() -> None:
+                service.settings = self._settings(name)
+
             return ServiceKind(
-                service.handle, lambda why: replies.service_unavailable(hostname, why).to_bytes()
+                service.handle,
+                lambda why: replies.service_unavailable(hostname, why).to_bytes(),
+                reconfigure,
             )
 
         maildrops = MaildropContext(self.store, ingress.authenticator, self.mailbox_locks)
 
-        def pop3(name: str) -> ServiceKind:
-            settings = Pop3Settings(
+        def pop3_settings(name: str) -> Pop3Settings:
+            return Pop3Settings(
                 hostname,
                 tls_available=name not in IMPLICIT_TLS,
                 max_errors=self.config.limits.errors_per_session,
                 allow_plaintext_auth=self.config.auth.plaintext,
             )
+
+        def pop3(name: str) -> ServiceKind:
             timeout = self.config.limits.pop3_timeout
-            service = Pop3Service(name, maildrops, settings, context, self.shutdown_flag, timeout)
-            return ServiceKind(service.handle, service.refuse)
+            service = Pop3Service(
+                name, maildrops, pop3_settings(name), context, self.shutdown_flag, timeout
+            )
+
+            def reconfigure() -> None:
+                service.settings = pop3_settings(name)
+                service.timeout = self.config.limits.pop3_timeout
+
+            return ServiceKind(service.handle, service.refuse, reconfigure)
 
         mailboxes = ImapContext(
             store=self.store,
@@ -314,22 +346,34 @@ class MailServer:
         def imap(name: str) -> ServiceKind:
             timeout = self.config.limits.imap_timeout
             service = ImapService(name, mailboxes, context, self.shutdown_flag, timeout)
-            return ServiceKind(service.handle, service.refuse)
+
+            def reconfigure() -> None:
+                service.timeout = self.config.limits.imap_timeout
+                mailboxes.max_sessions_per_user = self.config.limits.imap_sessions_per_user
+
+            return ServiceKind(service.handle, service.refuse, reconfigure)
 
         sieve_scripts = ManageSieveContext(self.store, ingress.authenticator)
 
-        def managesieve(name: str) -> ServiceKind:
-            settings = ManageSieveSettings(
+        def managesieve_settings() -> ManageSieveSettings:
+            return ManageSieveSettings(
                 hostname,
                 tls_available=True,
                 allow_plaintext_auth=self.config.auth.plaintext,
                 max_errors=self.config.limits.errors_per_session,
             )
+
+        def managesieve(name: str) -> ServiceKind:
             timeout = self.config.limits.managesieve_timeout
             service = ManageSieveService(
-                name, sieve_scripts, settings, context, self.shutdown_flag, timeout
+                name, sieve_scripts, managesieve_settings(), context, self.shutdown_flag, timeout
             )
-            return ServiceKind(service.handle, service.refuse)
+
+            def reconfigure() -> None:
+                service.settings = managesieve_settings()
+                service.timeout = self.config.limits.managesieve_timeout
+
+            return ServiceKind(service.handle, service.refuse, reconfigure)
 
         return {
             "smtp": smtp,
@@ -341,6 +385,50 @@ class MailServer:
             "pop3s": pop3,
             "managesieve": managesieve,
         }
+
+    async def reload(self) -> None:
+        """SIGHUP: read the config file again and apply the LIVE_TABLES to the running server,
+        without closing a session: limits (to sessions and connections from now on), the
+        antispam settings, the relay, the TLS certificate (new handshakes). Users and aliases
+        are asked of the store again. An invalid file is one logged line; the server goes on
+        with the config it has. Changes to the other tables are named: they need a restart."""
+        async with self._reload_lock:
+            await self._reload()
+
+    async def _reload(self) -> None:
+        old = self.config
+        try:
+            new = await asyncio.to_thread(load_config, old.path)
+            cert, key = await asyncio.to_thread(certificate_files, new)
+            if self.context is not None:
+                tls.reload_certificate(self.context, cert, key)
+        except (ConfigError, tls.TlsSetupError, OSError) as error:  # OSError: self-signed pair
+            log.error("reload failed, going on with the running config: %s", error)
+            return
+        live = {name: getattr(new, name) for name in LIVE_TABLES}
+        self.config = dataclasses.replace(old, **live)
+        if self.ingress is not None:
+            self.ingress.config = self.config
+            self.ingress.accounts_changed()
+        if self.defences is not None:
+            self.defences.reconfigure(self.config)
+        limits = self.config.limits
+        for listener in self.listeners:
+            listener.set_limits(limits.connections_per_ip, limits.connections)
+        for kind in self._kinds:
+            kind.reconfigure()
+        restart = [
+            f.name
+            for f in dataclasses.fields(new)
+            if f.name not in LIVE_TABLES and getattr(new, f.name) != getattr(old, f.name)
+        ]
+        if restart:
+            log.warning(
+                "reload: %s changed in %s; that takes effect after a restart",
+                ", ".join(restart),
+                old.path,
+            )
+        log.info("reloaded %s", old.path)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         log.info("shutting down")
@@ -379,18 +467,35 @@ async def stop_tasks(tasks: Sequence[asyncio.Task[None]]) -> None:
             )
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+async def serve(config: Config, after_bind: Callable[[], None] = lambda: None) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully; SIGHUP reloads the config.
+    `after_bind` runs once every listener is open (the CLI drops root there)."""
     server = MailServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+    ready = asyncio.Event()
+
+    async def reload_when_ready() -> None:
+        await ready.wait()  # a SIGHUP during start is applied once it is done
+        await server.reload()
+
+    def reload() -> None:
+        task = loop.create_task(reload_when_ready())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await server.start()
+        after_bind()
     except BaseException:
         await server.close()  # e.g. a port in use: close what was opened, then report
         raise
+    ready.set()
     log.info("postroom ready hostname=%s domains=%s", config.hostname, ",".join(config.domains))
     await stop.wait()
+    await stop_tasks(list(reloads))
     await server.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from postroom.config import (
     _DEFAULT_DATA_DIR,
@@ -20,11 +20,18 @@ from postroom.durations import format_duration
 
 
 def render_default_config(
-    hostname: str | None = None, domains: Sequence[str] = DEFAULT_DOMAINS
+    hostname: str | None = None,
+    domains: Sequence[str] = DEFAULT_DOMAINS,
+    *,
+    listen: Mapping[str, str] = DEFAULT_LISTEN,
+    data_dir: str = _DEFAULT_DATA_DIR,
+    acme_email: str | None = None,
 ) -> str:
     """The commented TOML file that ``postroom init`` writes; it loads with :func:`load_config`.
 
     By default it holds what an empty file means: the machine's FQDN, the domain localhost.
+    `postroom quickstart` passes the production values: public `listen` addresses on the
+    standard ports, a `data_dir` under /var/lib, and `acme_email` (ACME turned on).
 
     Raises ValueError if *hostname* or *domains* are not valid domain names.
     """
@@ -45,7 +52,7 @@ def render_default_config(
     top = section(
         [
             ("hostname", toml_string(host), "this server's public name, used in SMTP greetings"),
-            ("data_dir", toml_string(_DEFAULT_DATA_DIR), "queue, mailboxes and generated keys"),
+            ("data_dir", toml_string(data_dir), "queue, mailboxes and generated keys"),
             ("domains", f"[{domain_list}]", "domains whose mail is delivered to mailboxes here"),
         ]
     )
@@ -61,8 +68,8 @@ def render_default_config(
         "http": "web admin, ACME, autoconfig, metrics (usually 80)",
         "https": "the same over TLS (usually 443)",
     }
-    listen = section(
-        [(name, toml_string(addr), listen_comments[name]) for name, addr in DEFAULT_LISTEN.items()]
+    listen_rows = section(
+        [(name, toml_string(addr), listen_comments[name]) for name, addr in listen.items()]
     )
     tls = section(
         [
@@ -143,6 +150,16 @@ def render_default_config(
         ),
     ]
     delivery = DeliveryConfig()
+    if acme_email is None:
+        acme = "# enabled = true   # certificates for hostname from Let's Encrypt (needs port 80)\n"
+        acme += '# email = "postmaster@example.com"   # the ACME account\'s contact'
+    else:
+        acme = section(
+            [
+                ("enabled", "true", "certificates for hostname from the CA (needs port 80)"),
+                ("email", toml_string(acme_email), "the ACME account's contact"),
+            ]
+        )
     return f"""\
 # postroom configuration. Durations take seconds (300) or strings like "30s", "5m", "1h30m".
 # Relative paths are relative to the directory of this file.
@@ -152,11 +169,17 @@ def render_default_config(
 [listen]
 # "host:port" per service ("[::]:25" for IPv6; port 0 picks a free port).
 # Only the services listed here are started: comment a line out to disable it.
-{listen}
+{listen_rows}
 
 [tls]
 # Without cert and key, a self-signed certificate is generated into data_dir.
 {tls}
+
+[acme]
+{acme}
+
+[server]
+# user = "postroom"   # started as root: become this user once the ports are open
 
 [limits]
 {section(limit_rows)}

@@ -13,8 +13,10 @@ import click
 
 from postroom.cli.common import load, open_store
 from postroom.cli.dkim import ensure_local_keys, local_domain
+from postroom.config import Config
 from postroom.services import dkim_keys
 from postroom.services.dns_records import zone_lines
+from postroom.storage.api import DirectStore
 
 
 @click.group()
@@ -31,11 +33,16 @@ def dns_records(ctx: click.Context, domain: str) -> None:
     records of the host name that only its owner knows."""
     config = load(ctx)
     name = local_domain(config, domain)
-    now = time.time()
     with open_store(config) as store:
-        ensure_local_keys(store, [name], now)
-        keys = dkim_keys.published_keys(store.reader(), name, now)
+        lines = records(config, store, name, time.time())
+    for line in lines:
+        click.echo(line)
+
+
+def records(config: Config, store: DirectStore, domain: str, now: float) -> list[str]:
+    """The master-file lines of a local domain (its first DKIM keys made when missing)."""
+    ensure_local_keys(store, [domain], now)
+    keys = dkim_keys.published_keys(store.reader(), domain, now)
     ports = {service: endpoint.port for service, endpoint in config.listen.enabled().items()}
     relay = config.relay.host.host if config.relay.host is not None else None
-    for line in zone_lines(name, config.hostname, ports, keys, relay=relay):
-        click.echo(line)
+    return list(zone_lines(domain, config.hostname, ports, keys, relay=relay))

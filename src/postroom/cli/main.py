@@ -1,5 +1,5 @@
 """The `postroom` command: init, serve, user, alias, mailbox, queue, send, dkim, dns, doctor,
-dmarc, spam, limits, sieve.
+dmarc, spam, limits, sieve, quickstart, service.
 
 Every failure the user can cause (bad config, unknown user, unusable password, a mistyped
 option) is one line on stderr and exit status 1, never a traceback.
@@ -86,14 +86,20 @@ def init(ctx: click.Context, hostname: str, domains: tuple[str, ...], force: boo
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
 def serve(ctx: click.Context, verbose: bool) -> None:
-    """Run the mail server until SIGTERM."""
+    """Run the mail server until SIGTERM; SIGHUP reloads the config. Started as root with
+    [server] user set, it becomes that user once its ports are open."""
     import asyncio
 
     from postroom.app import serve as run_server
+    from postroom.cli.privileges import PrivilegeError, drop_privileges, planned
     from postroom.net.listener import ListenError
     from postroom.net.tls import TlsSetupError
 
     config = load(ctx)
+    try:
+        become = planned(config.server.user, config.path)
+    except PrivilegeError as error:
+        raise CliError(str(error)) from None
     logsetup.configure(verbose)
     # As Postfix's master: whatever the server creates is its own. What it creates in data_dir
     # has its mode set explicitly as well (storage/private.py), for the CLI's sake.
@@ -105,8 +111,11 @@ def serve(ctx: click.Context, verbose: bool) -> None:
         runner = uvloop.run
     try:
         with serve_lock(config):
-            runner(run_server(config))
-    except TlsSetupError as error:
+            if become is None:
+                runner(run_server(config))
+            else:
+                runner(run_server(config, lambda: drop_privileges(become, config.data_dir)))
+    except (TlsSetupError, PrivilegeError) as error:
         raise CliError(str(error)) from None
     except ListenError as error:
         raise CliError(listen_problem(error, config)) from None
@@ -144,6 +153,7 @@ def register(group: click.Group) -> None:
         mailbox,
         queue,
         send,
+        setup,
         sieve,
         spam,
     )
@@ -160,6 +170,8 @@ def register(group: click.Group) -> None:
     group.add_command(spam.spam)
     group.add_command(limits.limits)
     group.add_command(sieve.sieve)
+    group.add_command(setup.quickstart)
+    group.add_command(setup.service)
 
 
 register(cli)

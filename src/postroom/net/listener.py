@@ -104,6 +104,11 @@ class Listener:
             self._acceptor = loop.create_task(self._accept_tls(self._socket, self._ssl))
         self._sweeper = loop.create_task(self._sweep())
 
+    def set_limits(self, max_per_ip: int, max_total: int) -> None:
+        """New connection limits (a reloaded config); connections already open stay."""
+        self._max_per_ip = max_per_ip
+        self._max_total = max_total
+
     def _reserve(self, ip: str) -> bool:
         if self._per_ip[ip] >= self._max_per_ip or self._total >= self._max_total:
             return False

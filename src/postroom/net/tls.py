@@ -131,6 +131,22 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
+def reload_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """Put a new certificate and key into a context the listeners already use: handshakes
+    from now on present it, connections already open keep theirs. The pair is loaded into a
+    scratch context first, so a bad one (unreadable, not PEM, the key not the certificate's)
+    leaves the old pair in use and raises TlsSetupError naming the files. OpenSSL keeps one
+    pair per key type: the new pair replaces the old one of the same type (ours are P-256)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise TlsSetupError(
+            f"{cert} / {key}: cannot load certificate and key ({error}); the old certificate "
+            "stays in use; check that they are readable PEM files that belong together"
+        ) from None
+
+
 def describe(obj: ssl.SSLObject | None) -> str:
     """Postfix-style description for Received headers: "TLSv1.3 with cipher X (256/256 bits)"."""
     if obj is None:

@@ -85,6 +85,27 @@ class Defences:
         )
         self._limits_stamp = 0
 
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config (SIGHUP): the lists, the delays and the limits change at once;
+        blocks, counts and greylisting data stay. Greylisting on or off needs a restart."""
+        self.config = config
+        antispam = config.antispam
+        self.dnsbl = antispam.dnsbl if self.lookup is not None else ()
+        self.dnswl = antispam.dnswl if self.lookup is not None else ()
+        self.greet_delay = antispam.greet_delay
+        self.trusted = config.verify.trusted_networks
+        limits = config.limits
+        if (limits.auth_failures, limits.auth_block) != (self.logins.failures, self.logins.block):
+            self.logins = LoginThrottle(
+                limits.auth_failures, limits.auth_block, self.blocks, self.clock
+            )
+        self.sending.messages = limits.messages_per_hour
+        self.sending.recipients = limits.recipients_per_hour
+        if self.greylist is not None and antispam.greylist:
+            self.greylist.delay = antispam.greylist
+        elif (self.greylist is not None) != bool(antispam.greylist):
+            log.warning("reload: greylisting on or off takes effect after a restart")
+
     async def load(self) -> None:
         """Read what the store kept (blocks, sending counts, greylisting) at start."""
         now = self.clock()

@@ -135,6 +135,10 @@ class IngressContext:
         self.outbound_wakeup()
         return None
 
+    def accounts_changed(self) -> None:
+        """Users or aliases may have changed (SIGHUP): the next RCPT asks the store."""
+        self._known.clear()
+
     async def resolve(self, address: str) -> Resolution:
         """Alias expansion for a local address, with a short-lived cache of positive answers.
 
