@@ -46,6 +46,7 @@ from postroom.queue.scheduler import Scheduler
 from postroom.queue.spool import Spool
 from postroom.services import dmarc_reporting
 from postroom.services.antispam import Defences
+from postroom.services.authn import Authenticator
 from postroom.services.dkim_keys import promote
 from postroom.services.imap.session import ImapContext
 from postroom.services.ingress import IngressContext
@@ -57,6 +58,7 @@ from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
+from postroom.web import autoconfig
 from postroom.web.server import HttpListener
 from postroom.web.site import build_app
 
@@ -126,6 +128,8 @@ class MailServer:
         self.web_listeners: list[HttpListener] = []
         self.outbound_auth: OutboundAuth | None = None
         self.defences: Defences | None = None
+        self.server_tls: ssl.SSLContext | None = None  # what every TLS listener presents
+        self.authenticator: Authenticator | None = None  # logins on every service
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _deliver(
@@ -213,6 +217,8 @@ class MailServer:
             junk=self.junk_filter,
             defences=defences,
         )
+        self.server_tls = context
+        self.authenticator = ingress.authenticator
         await self.local.recover()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.local.run()))
@@ -273,7 +279,9 @@ class MailServer:
 
     def _web_routes(self) -> list[BaseRoute]:
         """What each part of the HTTP surface serves; a new part adds its routes here."""
-        return []
+        assert self.server_tls is not None and self.authenticator is not None
+        ports = {listener.name: listener.port for listener in self.listeners}
+        return [*autoconfig.routes(self.config, ports, self.server_tls, self.authenticator)]
 
     def _service_kinds(
         self, context: ssl.SSLContext, ingress: IngressContext
