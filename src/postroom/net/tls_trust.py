@@ -12,6 +12,7 @@ records` announces are made by this one function.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from pathlib import Path
 
@@ -24,10 +25,9 @@ def client_context(ca_file: Path | None) -> ssl.SSLContext:
     """A verifying client context: system CAs, plus `ca_file` when given."""
     context = ssl.create_default_context()
     if ca_file is not None:
-        try:
+        # An unreadable bundle trusts nothing more; the check then says why not.
+        with contextlib.suppress(OSError, ssl.SSLError):
             context.load_verify_locations(cafile=str(ca_file))
-        except (OSError, ssl.SSLError):
-            pass  # an unreadable bundle trusts nothing more; the check then says why not
     return context
 
 

@@ -83,7 +83,7 @@ def split_address(text: str) -> tuple[str, str]:
         or not domain
         or len(address) > MAX_ADDRESS
         or not address.isprintable()
-        or any(c.isspace() or c in "<>\"\\" for c in address)
+        or any(c.isspace() or c in '<>"\\' for c in address)
     ):
         raise AutoconfigError(f"{text[:80]!r} is not an email address")
     return address, domain.removesuffix(".")
