@@ -111,8 +111,8 @@ def thunderbird(hostname: str, domains: Sequence[str], ports: Mapping[str, int])
         ET.SubElement(server, "authentication").text = "password-cleartext"  # inside TLS
         ET.SubElement(server, "username").text = "%EMAILADDRESS%"
     ET.indent(root)
-    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-    return document + b"\n"
+    document = ET.tostring(root, encoding="unicode")
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n{document}\n'.encode()
 
 
 # --- Outlook POX Autodiscover ------------------------------------------------------------------

@@ -197,14 +197,16 @@ def _mta_sts_lines(
     url = f"https://mta-sts.{domain}/.well-known/mta-sts.txt"
     if policy.mode == "enforce":
         state = [
-            f"; MTA-STS (RFC 8461): the policy at {url} is in mode enforce:",
-            f"; senders deliver only over TLS to {hostname}, with a certificate valid for it.",
+            "; MTA-STS (RFC 8461): the policy served at",
+            f"; {url} is in mode enforce: senders",
+            f"; deliver only over TLS to {hostname}, with a certificate valid for it.",
         ]
     else:
         state = [
-            f"; MTA-STS (RFC 8461): the policy at {url} is in mode testing: the",
-            f"; certificate served is not yet valid for {hostname} and mta-sts.{domain}",
-            "; (senders report TLS failures but deliver).",
+            "; MTA-STS (RFC 8461): the policy served at",
+            f"; {url} is in mode testing: the certificate",
+            f"; is not yet valid for {hostname} and mta-sts.{domain} (senders report TLS",
+            "; failures but deliver).",
         ]
     lines = [
         *state,
