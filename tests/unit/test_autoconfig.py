@@ -6,6 +6,7 @@ against a real handshake."""
 
 from __future__ import annotations
 
+import asyncio
 import plistlib
 import ssl
 import xml.etree.ElementTree as ET
@@ -25,6 +26,7 @@ from postroom.services.mta_sts_policy import (
     TESTING_MAX_AGE,
     policy_for,
 )
+from postroom.web.autoconfig import POLICY_CHECKED_FOR, PolicyCache
 
 HOST = "mx.example.test"
 DOMAIN = "example.test"
@@ -224,3 +226,21 @@ def test_the_served_certificate_decides_the_mode(tmp_path: Path) -> None:
     assert certificate_problem(only_host, HOST, client_context(ca_file)) is None
     missing = client_context(tmp_path / "no-such.pem")  # trusts only the system store
     assert certificate_problem(only_host, HOST, missing) is not None
+
+
+def test_the_web_cache_sees_a_renewed_certificate_after_a_minute(tmp_path: Path) -> None:
+    """A certificate loaded into the listeners' context (as a renewal does) turns the served
+    policy to enforce within POLICY_CHECKED_FOR seconds, without a restart."""
+    cert, key = tls.ensure_self_signed(tmp_path / "tls", HOST)
+    context = tls.server_context(cert, key)
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    now = [1000.0]
+    cache = PolicyCache(HOST, context, ca_file, clock=lambda: now[0])
+    assert asyncio.run(cache.policy(DOMAIN)).mode == "testing"
+    ca.issue_cert(HOST, f"mta-sts.{DOMAIN}").configure_cert(context)  # the renewal
+    now[0] += POLICY_CHECKED_FOR - 1
+    assert asyncio.run(cache.policy(DOMAIN)).mode == "testing"  # still the kept verdict
+    now[0] += 2
+    assert asyncio.run(cache.policy(DOMAIN)).mode == "enforce"
