@@ -13,7 +13,7 @@ import time
 import click
 
 from postroom.app import tls_context
-from postroom.cli.common import load, open_store
+from postroom.cli.common import CliError, load, open_store
 from postroom.cli.dkim import ensure_local_keys, local_domain
 from postroom.net.tls import TlsSetupError
 from postroom.net.tls_trust import client_context, served_policy
@@ -46,7 +46,7 @@ def dns_records(ctx: click.Context, domain: str) -> None:
         try:
             served = tls_context(config)  # the certificate `serve` presents
         except TlsSetupError as error:
-            raise click.ClickException(str(error)) from None
+            raise CliError(str(error)) from None
         client = client_context(config.acme.ca_file)
         policy, _ = served_policy(served, config.hostname, name, client)
     lines = zone_lines(name, config.hostname, ports, keys, relay=relay, mta_sts=policy)
