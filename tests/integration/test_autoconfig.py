@@ -410,3 +410,16 @@ def test_mobileconfig_logins_are_throttled_with_the_mail_logins(
     # The same block holds on IMAP: one throttle for every service.
     with pytest.raises(imaplib.IMAP4.error):
         use_as_advertised(server, "imap", HOSTNAME, server.ports["imaps"], "SSL")
+
+
+def test_dns_records_with_an_unusable_certificate_is_one_line(
+    postroom_factory: Factory, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.pem"
+    server = postroom_factory(
+        start=False, services=("smtp", "https"), tls={"cert": str(missing), "key": str(missing)}
+    )
+    result = server.run_cli("dns", "records", DOMAIN, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("postroom: error: ") and str(missing) in result.stderr
+    assert result.stderr.count("\n") == 1
