@@ -99,13 +99,11 @@ def routes(
     ports: Mapping[str, int],
     server_tls: ssl.SSLContext,
     authenticator: Authenticator,
-    *,
-    clock: Callable[[], float] = time.monotonic,
 ) -> list[BaseRoute]:
     """The routes above, for the listeners on `ports` ([listen] service → bound port)."""
     hostname = config.hostname
     domains: Sequence[str] = tuple(d.lower() for d in config.domains)
-    policies = PolicyCache(hostname, server_tls, config.acme.ca_file, clock)
+    policies = PolicyCache(hostname, server_tls, config.acme.ca_file)
 
     async def mta_sts(request: Request) -> Response:
         if request.url.scheme != "https":
