@@ -1,5 +1,6 @@
 """What a real `postroom serve` tells senders and mail clients over HTTP(S): the MTA-STS policy
-(read back by the parser `postroom doctor` uses, its id the one `dns records` prints),
+(read back by the parser `postroom doctor` uses, its id the one `dns records` prints, and
+passing the doctor's own MTA-STS check fetched from the server),
 Thunderbird's autoconfig file, Outlook's Autodiscover answer and an Apple .mobileconfig — each
 parsed back, and every server it names used exactly as advertised (host name checked by TLS,
 port, implicit TLS or STARTTLS) by imaplib, poplib and smtplib, logging in and sending. Hostile
@@ -11,6 +12,7 @@ by the clients below, as a hosts file would; TLS still verifies the name itself.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import imaplib
@@ -27,8 +29,12 @@ from typing import Any
 import pytest
 import trustme
 
+from postroom.config import load_config
+from postroom.dns.lookup import StaticLookup
 from postroom.mailauth import mta_sts
 from postroom.services import autoconfig
+from postroom.services.doctor import Doctor, StoreFacts
+from postroom.services.doctor_local import HttpsPolicyFetch
 from postroom.services.mta_sts_policy import ServedPolicy
 
 from .conftest import ALICE, BOB, DOMAIN, HOSTNAME, Factory, Postroom
@@ -225,6 +231,18 @@ def test_policy_enforces_once_the_certificate_is_valid(
     assert announced == policy_id(body)
     assert announced != policy_id(body.replace(b"enforce", b"testing"))
     server.wait_for_log(r"mta-sts policy domain=example\.test mode=enforce id=" + announced)
+    # `postroom doctor`'s own check, its DNS what `dns records` printed, fetching from us.
+    lookup = StaticLookup(
+        {
+            (f"_mta-sts.{DOMAIN}", "TXT"): [f"v=STSv1; id={announced}"],
+            (f"mta-sts.{DOMAIN}", "A"): [server.host],
+            (DOMAIN, "MX"): [f"10 {HOSTNAME}"],
+        }
+    )
+    fetch = HttpsPolicyFetch(lookup, port=server.ports["https"], cafile=str(ca_file))
+    doctor = Doctor(load_config(server.config_path), lookup, StoreFacts({}, []), [DOMAIN], fetch)
+    (found,) = asyncio.run(doctor.mta_sts(DOMAIN))
+    assert (found.status, found.detail) == ("ok", f"mode enforce, max_age 604800, mx {HOSTNAME}")
 
 
 # --- Thunderbird -------------------------------------------------------------------------------
