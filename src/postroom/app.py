@@ -47,6 +47,7 @@ from postroom.queue.scheduler import Scheduler
 from postroom.queue.spool import Spool
 from postroom.services import dmarc_reporting
 from postroom.services.antispam import Defences
+from postroom.services.authn import Authenticator
 from postroom.services.dkim_keys import promote
 from postroom.services.imap.session import ImapContext
 from postroom.services.ingress import IngressContext
@@ -58,6 +59,7 @@ from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
+from postroom.web import autoconfig
 from postroom.web.server import HttpListener
 from postroom.web.site import build_app
 
@@ -138,6 +140,7 @@ class MailServer:
         self.defences: Defences | None = None
         self.context: ssl.SSLContext | None = None  # every TLS listener's, kept across reloads
         self.ingress: IngressContext | None = None
+        self.authenticator: Authenticator | None = None  # logins on every service
         self._kinds: list[ServiceKind] = []
         self._reload_lock = asyncio.Lock()  # one SIGHUP at a time
         self._tasks: list[asyncio.Task[None]] = []
@@ -229,6 +232,7 @@ class MailServer:
             defences=defences,
         )
         self.ingress = ingress
+        self.authenticator = ingress.authenticator
         await self.local.recover()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.local.run()))
@@ -290,7 +294,9 @@ class MailServer:
 
     def _web_routes(self) -> list[BaseRoute]:
         """What each part of the HTTP surface serves; a new part adds its routes here."""
-        return []
+        assert self.context is not None and self.authenticator is not None
+        ports = {listener.name: listener.port for listener in self.listeners}
+        return [*autoconfig.routes(self.config, ports, self.context, self.authenticator)]
 
     def _service_kinds(
         self, context: ssl.SSLContext, ingress: IngressContext

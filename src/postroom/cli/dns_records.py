@@ -1,7 +1,8 @@
 """`postroom dns records DOMAIN`: the DNS records a local domain needs, as master-file lines.
 
 The output is zone-file text for an operator to copy into their DNS (or `$INCLUDE`): the MX,
-SPF, DKIM (making the domain's first keys if it has none), DMARC, TLS-RPT and RFC 6186 SRV
+SPF, DKIM (making the domain's first keys if it has none), DMARC, TLS-RPT, MTA-STS (its id from
+the policy the server serves with the certificate it has: net/tls_trust.py) and RFC 6186 SRV
 records, with comments for what the machine cannot know. See services/dns_records.py.
 """
 
@@ -11,9 +12,12 @@ import time
 
 import click
 
-from postroom.cli.common import load, open_store
+from postroom.app import tls_context
+from postroom.cli.common import CliError, load, open_store
 from postroom.cli.dkim import ensure_local_keys, local_domain
 from postroom.config import Config
+from postroom.net.tls import TlsSetupError
+from postroom.net.tls_trust import client_context, served_policy
 from postroom.services import dkim_keys
 from postroom.services.dns_records import zone_lines
 from postroom.storage.api import DirectStore
@@ -29,8 +33,8 @@ def dns() -> None:
 @click.pass_context
 def dns_records(ctx: click.Context, domain: str) -> None:
     """Print the DNS records DOMAIN needs, in RFC 1035 master-file syntax (absolute names):
-    MX, SPF, DKIM, DMARC, TLS-RPT, SRV for mail clients, and as comments the A/AAAA/PTR
-    records of the host name that only its owner knows."""
+    MX, SPF, DKIM, DMARC, TLS-RPT, MTA-STS, SRV for mail clients, the web names, and as
+    comments the A/AAAA/PTR records of the host name that only its owner knows."""
     config = load(ctx)
     name = local_domain(config, domain)
     with open_store(config) as store:
@@ -45,4 +49,12 @@ def records(config: Config, store: DirectStore, domain: str, now: float) -> list
     keys = dkim_keys.published_keys(store.reader(), domain, now)
     ports = {service: endpoint.port for service, endpoint in config.listen.enabled().items()}
     relay = config.relay.host.host if config.relay.host is not None else None
-    return list(zone_lines(domain, config.hostname, ports, keys, relay=relay))
+    policy = None
+    if ports.get("https"):
+        try:
+            served = tls_context(config)  # the certificate `serve` presents
+        except TlsSetupError as error:
+            raise CliError(str(error)) from None
+        client = client_context(config.acme.ca_file)
+        policy, _ = served_policy(served, config.hostname, domain, client)
+    return list(zone_lines(domain, config.hostname, ports, keys, relay=relay, mta_sts=policy))

@@ -4,8 +4,9 @@ records DOMAIN` prints).
 Every name is absolute (a final dot, RFC 1035 §5.1), so the lines mean the same in any zone
 file whatever its $ORIGIN, and each group of records follows a `;` comment saying what it is
 for: the MX, SPF, the DKIM keys (active, announced and, for their week, retired), DMARC,
-TLS reporting, the RFC 6186 SRV records of the mail services, and, as comments, what this
-machine cannot know (its public addresses and their PTR records).
+TLS reporting, MTA-STS (when HTTPS is served), the RFC 6186 SRV records of the mail services,
+the web names clients and senders ask (mta-sts., autoconfig., autodiscover.), and, as
+comments, what this machine cannot know (its public addresses and their PTR records).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from postroom.mailauth.keys import txt_parts
 from postroom.services.dkim_keys import RETIRED_KEPT, key_record, record_name
+from postroom.services.mta_sts_policy import ServedPolicy
 from postroom.storage.records import DkimKey
 
 TTL = 3600
@@ -119,10 +121,12 @@ def zone_lines(
     keys: Sequence[DkimKey],
     *,
     relay: str | None = None,
+    mta_sts: ServedPolicy | None = None,
 ) -> list[str]:
     """The records of `domain`, whose mail host is `hostname`. `ports`: the [listen] services
     that are started, by name, with their port; `keys`: the DKIM keys to publish
-    (`dkim_keys.published_keys`); `relay`: the smarthost mail leaves through, if any."""
+    (`dkim_keys.published_keys`); `relay`: the smarthost mail leaves through, if any;
+    `mta_sts`: the policy the HTTPS listener serves for the domain, if it serves one."""
     zone = absolute(domain)
     host = absolute(hostname)
     lines = [
@@ -163,10 +167,12 @@ def zone_lines(
         f"; {TLS_REPORTS}@{domain}.",
         txt_line(tlsrpt_name(domain), tlsrpt_text(domain)),
         "",
+        *_mta_sts_lines(domain, hostname, ports, mta_sts),
         "; Where mail clients find the services (RFC 6186, RFC 8314 §5.1): implicit TLS first;",
         '; "0 0 0 ." says a service is not offered (RFC 6186 §3.4).',
         *_srv_lines(zone, host, ports),
         "",
+        *_web_lines(domain, hostname, ports),
         *_address_notes(host),
     ]
     return lines
@@ -178,6 +184,62 @@ def _srv_lines(zone: str, host: str, ports: Mapping[str, int]) -> Iterable[str]:
         # A port of 0 is picked when the server starts: no client could be told it.
         target = f"{priority} 1 {port} {host}" if port else "0 0 0 ."
         yield f"{label}.{zone} {TTL} IN SRV {target}"
+
+
+def _mta_sts_lines(
+    domain: str, hostname: str, ports: Mapping[str, int], policy: ServedPolicy | None
+) -> list[str]:
+    if policy is None or not ports.get("https"):
+        return [
+            "; MTA-STS (RFC 8461) needs the https listener ([listen] https): not offered.",
+            "",
+        ]
+    url = f"https://mta-sts.{domain}/.well-known/mta-sts.txt"
+    if policy.mode == "enforce":
+        state = [
+            "; MTA-STS (RFC 8461): the policy served at",
+            f"; {url} is in mode enforce: senders",
+            f"; deliver only over TLS to {hostname}, with a certificate valid for it.",
+        ]
+    else:
+        state = [
+            "; MTA-STS (RFC 8461): the policy served at",
+            f"; {url} is in mode testing: the certificate",
+            f"; is not yet valid for {hostname} and mta-sts.{domain} (senders report TLS",
+            "; failures but deliver).",
+        ]
+    lines = [
+        *state,
+        "; The id changes with the policy: print these records again when the certificate",
+        "; changes (the policy turns to enforce once it is valid).",
+    ]
+    if ports["https"] != 443:
+        lines.append(
+            f"; Senders fetch the policy on port 443; [listen] https is on port {ports['https']}."
+        )
+    return [*lines, txt_line(f"_mta-sts.{domain}", policy.record), ""]
+
+
+def _web_lines(domain: str, hostname: str, ports: Mapping[str, int]) -> list[str]:
+    """The names senders and clients ask over HTTP(S), pointed at the host name (a CNAME is
+    fine here: they are no MX targets)."""
+    if not (ports.get("http") or ports.get("https")):
+        return []
+    host = absolute(hostname)
+    lines = [
+        "; The web names of the domain (MTA-STS policy, Thunderbird autoconfig, Outlook",
+        "; autodiscover), answered by this server; its certificate must name them.",
+    ]
+    for prefix in ("mta-sts", "autoconfig", "autodiscover"):
+        name = f"{prefix}.{domain}"
+        if name != hostname:
+            lines.append(f"{absolute(name)} {TTL} IN CNAME {host}")
+    if ports.get("https"):
+        # Where Outlook looks for Autodiscover when autodiscover.DOMAIN fails (MS-OXDSCLI).
+        lines.append(
+            f"_autodiscover._tcp.{absolute(domain)} {TTL} IN SRV 0 1 {ports['https']} {host}"
+        )
+    return [*lines, ""]
 
 
 def _address_notes(host: str) -> list[str]:
