@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, cast
 
 from starlette.routing import BaseRoute
@@ -31,6 +32,7 @@ from postroom.dns import DnsResolver
 from postroom.dns.lookup import CachingLookup, ResolverLookup
 from postroom.model.queue import RecipientOutcome
 from postroom.net import tls
+from postroom.net.certificates import AcmeFiles, AcmeSettings, CertificateManager
 from postroom.net.imap_session import ImapService
 from postroom.net.listener import Handler, Listener, ListenError, ShutdownFlag, drain_sessions
 from postroom.net.managesieve_session import ManageSieveService
@@ -57,6 +59,7 @@ from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
+from postroom.web import acme
 from postroom.web.server import HttpListener
 from postroom.web.site import build_app
 
@@ -78,7 +81,10 @@ class ServiceKind:
     refuse: Callable[[str], bytes]
 
 
-def tls_context(config: Config) -> ssl.SSLContext:
+def tls_context(config: Config, acme_pair: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    """The ACME pair when there is one, else [tls] cert/key, else the self-signed pair."""
+    if acme_pair is not None:
+        return tls.server_context(*acme_pair)
     if config.tls.cert is not None and config.tls.key is not None:
         return tls.server_context(config.tls.cert, config.tls.key)
     cert, key = tls.ensure_self_signed(config.data_dir / "tls", config.hostname)
@@ -123,6 +129,7 @@ class MailServer:
         self.store.on_mailbox_change = self.mailbox_events.publish
         self.mailbox_locks = MailboxLocks()  # RFC 1939 §8: one POP3 session per maildrop
         self.listeners: list[Listener] = []
+        self.acme_files = AcmeFiles(config.data_dir)  # its challenges: answered even when off
         self.web_listeners: list[HttpListener] = []
         self.outbound_auth: OutboundAuth | None = None
         self.defences: Defences | None = None
@@ -194,7 +201,8 @@ class MailServer:
 
     async def start(self) -> None:
         self.store.open()
-        context = tls_context(self.config)
+        acme_pair = self.acme_files.usable_pair() if self.config.acme.enabled else None
+        context = tls_context(self.config, acme_pair)
         outbound_auth = OutboundAuth(self.config, self.store)
         self.outbound_auth = outbound_auth
         self.outbound = dataclasses.replace(self.outbound, finish=outbound_auth.finish)
@@ -248,6 +256,12 @@ class MailServer:
             await listener.start()
             self.listeners.append(listener)
         await self._start_web(context)
+        if self.config.acme.enabled:  # once the HTTP listener can answer http-01
+            certificates = CertificateManager(
+                AcmeSettings.of(self.config), self.acme_files, [context]
+            )
+            certificates.loaded_initially(acme_pair is not None)
+            self._tasks.append(loop.create_task(certificates.run()))
 
     async def _start_web(self, context: ssl.SSLContext) -> None:
         """The HTTP(S) listeners, sharing the mail listeners' TLS context (and certificate)."""
@@ -273,7 +287,7 @@ class MailServer:
 
     def _web_routes(self) -> list[BaseRoute]:
         """What each part of the HTTP surface serves; a new part adds its routes here."""
-        return []
+        return [*acme.routes(self.acme_files.challenges)]
 
     def _service_kinds(
         self, context: ssl.SSLContext, ingress: IngressContext

@@ -131,6 +131,15 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
+def reload_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """Load a new pair into `context`: every handshake after this uses it (connections already
+    open keep theirs). The pair is tried on a scratch context first, so a bad pair raises
+    TlsSetupError and leaves `context` serving the old one. OpenSSL keeps one certificate per
+    key type: the new key must have the old one's type (ours are all P-256)."""
+    server_context(cert, key)
+    context.load_cert_chain(cert, key)
+
+
 def describe(obj: ssl.SSLObject | None) -> str:
     """Postfix-style description for Received headers: "TLSv1.3 with cipher X (256/256 bits)"."""
     if obj is None:
