@@ -1,5 +1,5 @@
 """The `postroom` command: init, serve, user, alias, mailbox, queue, send, dkim, dns, doctor,
-dmarc, spam, limits, sieve.
+dmarc, spam, limits, sieve, acme.
 
 Every failure the user can cause (bad config, unknown user, unusable password, a mistyped
 option) is one line on stderr and exit status 1, never a traceback.
@@ -136,6 +136,7 @@ def listen_problem(error: ListenError, config: Config) -> str:
 def register(group: click.Group) -> None:
     from postroom.cli import (
         accounts,
+        acme,
         dkim,
         dmarc,
         dns_records,
@@ -160,6 +161,7 @@ def register(group: click.Group) -> None:
     group.add_command(spam.spam)
     group.add_command(limits.limits)
     group.add_command(sieve.sieve)
+    group.add_command(acme.acme)
 
 
 register(cli)

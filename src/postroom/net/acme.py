@@ -72,7 +72,9 @@ class Answer:
         try:
             value = json.loads(self.body)
         except ValueError:
-            raise AcmeError(f"the CA answered {self.status} with something that is not JSON") from None
+            raise AcmeError(
+                f"the CA answered {self.status} with something that is not JSON"
+            ) from None
         if not isinstance(value, dict):
             raise AcmeError("the CA answered with JSON that is not an object")
         return value

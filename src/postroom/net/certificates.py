@@ -213,6 +213,11 @@ class AcmeFiles:
                 stamps.append(0)
         return stamps[0], stamps[1]
 
+    def installed(self) -> CertificateInfo | None:
+        """The installed certificate when its pair loads (a crash between the key and the
+        chain leaves one that does not: it is ordered again)."""
+        return self.current() if self.usable_pair() else None
+
     def usable_pair(self) -> tuple[Path, Path] | None:
         """The installed pair when it loads into a TLS context (the key fits, it has not
         expired), else None."""
@@ -335,10 +340,11 @@ def renew(
     clock: Callable[[], float] = time.time,
 ) -> CertificateInfo | None:
     """Order and install a certificate when one is due (always with `force`); None when the
-    installed one is good. A failure is recorded (backoff) and raised as AcmeError."""
+    installed one is good. A failure is recorded (backoff) and raised as AcmeError, for the
+    caller to report (the server logs it, the CLI prints it)."""
     with files.order_lock():
         now = clock()
-        reason = renewal_reason(files.current(), settings.names, _utc(now))
+        reason = renewal_reason(files.installed(), settings.names, _utc(now))
         if reason is None and not force:
             return None
         log.info(
@@ -361,12 +367,6 @@ def renew(
             failures = files.state().failures + 1
             wait = backoff(failures)
             files.save_state(RenewalState(failures, str(error), now, now + wait.total_seconds()))
-            log.warning(
-                "acme: certificate order failed (%d in a row): %s; next attempt in %s",
-                failures,
-                error,
-                _duration(wait),
-            )
             raise
         files.save_state(RenewalState(last_attempt=now))
         info = files.current()
@@ -424,10 +424,26 @@ class CertificateManager:
 
     def _due(self) -> bool:
         now = datetime.datetime.now(datetime.UTC)
-        if renewal_reason(self.files.current(), self.settings.names, now) is None:
+        if renewal_reason(self.files.installed(), self.settings.names, now) is None:
             return False
         state = self.files.state()
         return state.next_attempt is None or now.timestamp() >= state.next_attempt
+
+    async def _renew(self) -> None:
+        try:
+            await asyncio.to_thread(renew, self.settings, self.files)
+        except AcmeBusy:
+            return  # `postroom acme renew` is ordering; its pair is loaded when it lands
+        except AcmeError as error:
+            failures = self.files.state().failures
+            log.warning(
+                "acme: certificate order failed (%d in a row): %s; next attempt in %s",
+                failures,
+                error,
+                _duration(backoff(failures)),
+            )
+            return
+        self.reload_if_changed()
 
     async def run(self) -> None:
         """Forever: swap in a changed pair; order one when due and the backoff allows."""
@@ -441,7 +457,5 @@ class CertificateManager:
         while True:
             self.reload_if_changed()
             if await asyncio.to_thread(self._due):
-                with contextlib.suppress(AcmeError, AcmeBusy):
-                    await asyncio.to_thread(renew, self.settings, self.files)
-                    self.reload_if_changed()
+                await self._renew()
             await asyncio.sleep(CHECK_EVERY)
