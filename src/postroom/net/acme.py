@@ -167,7 +167,13 @@ class AcmeClient:
         self.jwk = public_jwk(account_key)
         self.email = email
         self.order_timeout = order_timeout
-        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        try:
+            context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        except (OSError, ssl.SSLError) as error:
+            raise AcmeError(
+                f"{ca_file}: cannot load the CAs of [acme] ca_file ({error}); "
+                "point it at a readable PEM file"
+            ) from None
         self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
         self._nonce: str | None = None
         self._kid: str | None = None

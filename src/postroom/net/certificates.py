@@ -363,11 +363,14 @@ def renew(
             )
             issued = client.issue(settings.names, files.challenges)
             files.install(issued.chain, issued.key)
-        except AcmeError as error:
+        except (AcmeError, OSError) as error:
+            failure = error
+            if isinstance(error, OSError):  # data_dir/acme cannot be written
+                failure = AcmeError(f"{error.filename}: {error.strerror}")
             failures = files.state().failures + 1
             wait = backoff(failures)
-            files.save_state(RenewalState(failures, str(error), now, now + wait.total_seconds()))
-            raise
+            files.save_state(RenewalState(failures, str(failure), now, now + wait.total_seconds()))
+            raise failure from None
         files.save_state(RenewalState(last_attempt=now))
         info = files.current()
         assert info is not None
@@ -434,7 +437,7 @@ class CertificateManager:
             await asyncio.to_thread(renew, self.settings, self.files)
         except AcmeBusy:
             return  # `postroom acme renew` is ordering; its pair is loaded when it lands
-        except AcmeError as error:
+        except (AcmeError, OSError) as error:
             failures = self.files.state().failures
             log.warning(
                 "acme: certificate order failed (%d in a row): %s; next attempt in %s",
