@@ -6,6 +6,7 @@ certificate in use and says why."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import imaplib
 import socket
@@ -75,21 +76,27 @@ def serials(server: Postroom) -> set[int]:
     return {served_leaf(server, s).serial_number for s in ("imaps", "submissions", "https")}
 
 
-@pytest.fixture
-def world(
-    postroom_factory: Factory, dns_server: dns_server_module.DnsServerFactory, tmp_path: Path
+@contextlib.contextmanager
+def acme_world(
+    factory: Factory, dns_server: dns_server_module.DnsServerFactory, root: Path, zone: str
 ) -> Iterator[tuple[Postroom, Pebble]]:
-    """nsd resolving the names to 127.0.0.1, pebble validating on the server's HTTP port,
-    and the server (started) ordering from it."""
-    nsd = dns_server({DOMAIN: ZONE})
-    server = postroom_factory(services=SERVICES, start=False)
-    with run_pebble(
-        tmp_path / "pebble", http_port=server.ports["http"], dns=nsd.nameserver
-    ) as pebble:
+    """nsd serving `zone`, pebble validating on the server's HTTP port, and the server
+    (started) ordering from it."""
+    nsd = dns_server({DOMAIN: zone})
+    server = factory(services=SERVICES, start=False)
+    with run_pebble(root / "pebble", http_port=server.ports["http"], dns=nsd.nameserver) as pebble:
         server.extra = acme_table(pebble.directory_url, pebble.ca_file)
         server.write_config()
         server.start()
         yield server, pebble
+
+
+@pytest.fixture
+def world(
+    postroom_factory: Factory, dns_server: dns_server_module.DnsServerFactory, tmp_path: Path
+) -> Iterator[tuple[Postroom, Pebble]]:
+    with acme_world(postroom_factory, dns_server, tmp_path, ZONE) as both:
+        yield both
 
 
 @pytest.mark.timeout(300)
@@ -163,6 +170,27 @@ def test_certificate_issued_served_renewed_and_swapped(world: tuple[Postroom, Pe
     assert served_leaf(server, "imaps").serial_number == second.serial_number
 
 
+def test_failed_validation_names_the_name_and_keeps_the_self_signed_certificate(
+    postroom_factory: Factory, dns_server: dns_server_module.DnsServerFactory, tmp_path: Path
+) -> None:
+    """autoconfig.example.test does not resolve: pebble cannot validate it, the order fails
+    naming it, and the self-signed certificate goes on serving."""
+    zone = "\n".join(line for line in ZONE.splitlines() if not line.startswith("autoconfig"))
+    with acme_world(postroom_factory, dns_server, tmp_path, zone + "\n") as (server, _):
+        line = server.wait_for_log(r"acme: certificate order failed \(1 in a row\): (.*)", 60)
+        assert f"the authorization for autoconfig.{DOMAIN} became invalid" in line[1]
+        verify_self_signed(server)
+        assert server.run_cli("acme", "status").stdout.count("certificate: none") == 1
+
+
+def verify_self_signed(server: Postroom) -> None:
+    with (
+        socket.create_connection((server.host, server.ports["imaps"]), timeout=10) as sock,
+        server.tls_context().wrap_socket(sock, server_hostname=HOSTNAME),
+    ):
+        pass
+
+
 def test_unreachable_ca_keeps_the_self_signed_certificate(postroom_factory: Factory) -> None:
     (closed,) = free_ports(1)
     server = postroom_factory(services=SERVICES, start=False)
@@ -174,12 +202,7 @@ def test_unreachable_ca_keeps_the_self_signed_certificate(postroom_factory: Fact
     line = server.wait_for_log(r"acme: certificate order failed \(1 in a row\): (.*)")
     assert "cannot reach the ACME server" in line[1]
     assert line[1].endswith("next attempt in 1h")
-    # Still the self-signed certificate, verified as the tests always do.
-    with (
-        socket.create_connection((server.host, server.ports["imaps"]), timeout=10) as sock,
-        server.tls_context().wrap_socket(sock, server_hostname=HOSTNAME),
-    ):
-        pass
+    verify_self_signed(server)  # still the self-signed certificate
     status = server.run_cli("acme", "status").stdout
     assert "certificate: none" in status
     assert "after the last failure" in status

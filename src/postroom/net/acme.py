@@ -292,13 +292,13 @@ class AcmeClient:
             raise AcmeError("the CA created the order without giving its URL (Location)")
         published: list[str] = []
         try:
-            pending = [
-                url
-                for url in order.get("authorizations", [])
-                if self._answer_challenge(directory, str(url), board, published)
-            ]
-            for url in pending:
-                self._poll(directory, url, {"valid"}, f"the authorization {url}")
+            pending = {
+                url: name
+                for url in map(str, order.get("authorizations", []))
+                if (name := self._answer_challenge(directory, url, board, published))
+            }
+            for url, name in pending.items():
+                self._poll(directory, url, {"valid"}, f"the authorization for {name}")
             order = self._poll(directory, order_url, {"ready", "valid"}, "the order")
             key = ec.generate_private_key(ec.SECP256R1())
             if order["status"] == "ready":
@@ -313,14 +313,14 @@ class AcmeClient:
 
     def _answer_challenge(
         self, directory: Mapping[str, Any], url: str, board: ChallengeBoard, published: list[str]
-    ) -> bool:
-        """Publish and announce the http-01 answer of one authorization (§7.5, §8.3); False
-        when it is valid already (a CA may reuse authorizations, §7.1.3)."""
+    ) -> str | None:
+        """Publish and announce the http-01 answer of one authorization (§7.5, §8.3); its
+        name, or None when it is valid already (a CA may reuse authorizations, §7.1.3)."""
         authorization = self._post(directory, url, None).json()
         name = str((authorization.get("identifier") or {}).get("value", "?"))
         status = authorization.get("status")
         if status == "valid":
-            return False
+            return None
         if status != "pending":
             raise AcmeError(f"the authorization for {name} is {status}: {_error_of(authorization)}")
         challenge = next(
@@ -334,7 +334,7 @@ class AcmeClient:
         board.publish(token, key_authorization(token, self.jwk))
         published.append(token)
         self._post(directory, str(challenge["url"]), {})  # §7.5.1: "ready to be validated"
-        return True
+        return name
 
 
 def _error_of(resource: Mapping[str, Any]) -> str:
