@@ -198,6 +198,12 @@ def test_unreachable_ca_keeps_the_self_signed_certificate(postroom_factory: Fact
     trustme.CA().cert_pem.write_to_path(str(ca_file))
     server.extra = acme_table(f"https://127.0.0.1:{closed}/dir", ca_file)
     server.write_config()
+    # No server answering http-01 yet: said at once, and no failed order counted.
+    early = server.run_cli("acme", "renew", check=False)
+    assert early.returncode == 1
+    assert "does not answer http-01 challenges" in early.stderr
+    assert "is postroom serve running" in early.stderr
+    assert "last error: none" in server.run_cli("acme", "status").stdout
     server.start()
     line = server.wait_for_log(r"acme: certificate order failed \(1 in a row\): (.*)")
     assert "cannot reach the ACME server" in line[1]
@@ -228,6 +234,12 @@ def test_challenge_route_answers_only_published_tokens(postroom_factory: Factory
     )
     for path in ("missing", "..%2f..%2fpostroom.pid", "a.b", "%2e%2e"):
         assert get(f"/.well-known/acme-challenge/{path}")[0] == 404, path
+    off = server.run_cli("acme", "renew", "--force", check=False)
+    assert off.returncode == 1
+    assert (
+        off.stderr
+        == f"postroom: error: ACME is off; set [acme] enabled = true in {server.config_path}\n"
+    )
 
 
 def _unverified() -> ssl.SSLContext:

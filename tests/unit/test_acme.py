@@ -117,14 +117,13 @@ def test_renewal_is_due_without_a_certificate_a_name_or_30_days_before_expiry() 
 
 
 def test_challenge_board_in_memory_and_on_disk(tmp_path: Path) -> None:
-    board = ChallengeFiles(tmp_path / "acme" / "challenges")
-    (tmp_path / "acme").mkdir()
+    board = ChallengeFiles(tmp_path / "data")
     board.publish("tok-1", "tok-1.print")
-    path = tmp_path / "acme" / "challenges" / "tok-1"
+    path = tmp_path / "data" / "acme" / "challenges" / "tok-1"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert board.cached("tok-1") == board.answer("tok-1") == "tok-1.print"
-    other = ChallengeFiles(path.parent)  # another process: the CLI published it
+    other = ChallengeFiles(tmp_path / "data")  # another process: the CLI published it
     assert other.cached("tok-1") is None
     assert other.answer("tok-1") == "tok-1.print"
     for token in ("../state.json", "a/b", "", "x" * 300, "tok-1\n"):

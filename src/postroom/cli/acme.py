@@ -19,6 +19,7 @@ from postroom.net.certificates import (
     AcmeBusy,
     AcmeFiles,
     AcmeSettings,
+    check_http_answers,
     renew,
     renewal_reason,
 )
@@ -83,8 +84,11 @@ def renew_command(ctx: click.Context, force: bool) -> None:
     if not config.acme.enabled:
         raise CliError(f"ACME is off; set [acme] enabled = true in {config.path}")
     files = AcmeFiles(config.data_dir)
+    settings = AcmeSettings.of(config)
     try:
-        info = renew(AcmeSettings.of(config), files, force=force)
+        # First, outside the backoff's count: a server that is not running is no failed order.
+        check_http_answers(settings, files.challenges)
+        info = renew(settings, files, force=force)
     except (AcmeError, AcmeBusy) as error:
         raise CliError(f"{error} (the certificate in use is kept)") from None
     except OSError as error:

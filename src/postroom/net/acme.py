@@ -290,11 +290,14 @@ class AcmeClient:
         order_url = answer.headers.get("Location")
         if not order_url:
             raise AcmeError("the CA created the order without giving its URL (Location)")
+        authorizations = order.get("authorizations")
+        if not isinstance(authorizations, list) or not authorizations:
+            raise AcmeError("the CA's order lists no authorizations")
         published: list[str] = []
         try:
             pending = {
                 url: name
-                for url in map(str, order.get("authorizations", []))
+                for url in map(str, authorizations)
                 if (name := self._answer_challenge(directory, url, board, published))
             }
             for url, name in pending.items():

@@ -113,13 +113,15 @@ class ChallengeFiles:
     process and in `directory` for the HTTP listener of another (the server answers what
     `postroom acme renew` publishes)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.directory = data_dir / "acme" / "challenges"
         self._memory: dict[str, str] = {}
 
     def publish(self, token: str, key_authorization: str) -> None:
         self._memory[token] = key_authorization
-        private.make_dirs(self.directory.parent, self.directory.name)
+        private.make_data_dir(self.data_dir)
+        private.make_dirs(self.data_dir, "acme", "challenges")
         _write_atomically(self.directory / token, key_authorization.encode("ascii"))
 
     def withdraw(self, token: str) -> None:
@@ -152,10 +154,12 @@ class AcmeFiles:
         self.cert_path = self.directory / "cert.pem"
         self.key_path = self.directory / "key.pem"
         self.state_path = self.directory / "state.json"
-        self.challenges = ChallengeFiles(self.directory / "challenges")
+        self.challenges = ChallengeFiles(data_dir)
+        self._data_dir = data_dir
 
     def make_directory(self) -> None:
-        private.make_dirs(self.directory.parent, self.directory.name)
+        private.make_data_dir(self._data_dir)
+        private.make_dirs(self._data_dir, "acme")
 
     def account_key(self) -> ec.EllipticCurvePrivateKey:
         """The account's key, made on first use (RFC 8555 §7.3: the key is the account)."""
@@ -317,8 +321,9 @@ def check_http_answers(settings: AcmeSettings, board: ChallengeFiles) -> None:
     board.publish(PROBE_TOKEN, secret)
     url = f"http://{where}/.well-known/acme-challenge/{PROBE_TOKEN}"
     request = urllib.request.Request(url, headers={"Host": settings.names[0]})
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
     try:
-        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as response:
+        with direct.open(request, timeout=PROBE_TIMEOUT) as response:
             body = response.read(1000)
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
