@@ -4,8 +4,9 @@
 (its own HTTPS certificate from a trustme CA, which the client trusts through `[acme]
 ca_file`), starts pebble on free loopback ports with real validation (PEBBLE_VA_ALWAYS_VALID=0,
 no artificial sleeps) and its DNS questions sent to the test's nsd, polls the directory until
-it answers (against a deadline) and stops pebble on exit. Pebble rejects 5 % of nonces as it
-does by default, so the client's badNonce retry runs too.
+it answers (against a deadline) and stops pebble on exit. Pebble rejects 20 % of good nonces
+(its default is 5 %): an order of some 30 signed requests passes only when the client retries
+a badNonce (RFC 8555 §6.5).
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def run_pebble(root: Path, *, http_port: int, dns: str) -> Iterator[Pebble]:
     }
     (root / "pebble.json").write_text(json.dumps(config), encoding="utf-8")
     env = {**os.environ, "PEBBLE_VA_ALWAYS_VALID": "0", "PEBBLE_VA_NOSLEEP": "1"}
+    env["PEBBLE_WFE_NONCEREJECT"] = "20"
     with (root / "pebble.log").open("ab") as log:
         proc = subprocess.Popen(
             [pebble, "-config", str(root / "pebble.json"), "-dnsserver", dns],
