@@ -24,7 +24,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -342,13 +342,12 @@ def renew(
     files: AcmeFiles,
     *,
     force: bool = False,
-    clock: Callable[[], float] = time.time,
 ) -> CertificateInfo | None:
     """Order and install a certificate when one is due (always with `force`); None when the
     installed one is good. A failure is recorded (backoff) and raised as AcmeError, for the
     caller to report (the server logs it, the CLI prints it)."""
     with files.order_lock():
-        now = clock()
+        now = time.time()
         reason = renewal_reason(files.installed(), settings.names, _utc(now))
         if reason is None and not force:
             return None
@@ -408,6 +407,7 @@ class CertificateManager:
         self.files = files
         self.contexts = tuple(contexts)
         self._loaded = (0, 0)
+        self._refused = (0, 0)  # a pair that did not load: said once, not every look
 
     def loaded_initially(self, pair_loaded: bool) -> None:
         """Tell the manager whether the contexts were built from the ACME pair."""
@@ -416,13 +416,16 @@ class CertificateManager:
     def reload_if_changed(self) -> bool:
         """Load the pair into every context when its files changed since the last load."""
         stamp = self.files.stamp()
-        if stamp == self._loaded or 0 in stamp:
+        if stamp in (self._loaded, self._refused) or 0 in stamp:
             return False
         try:
             for context in self.contexts:
                 tls.reload_certificate(context, self.files.cert_path, self.files.key_path)
         except tls.TlsSetupError as error:
-            log.warning("acme: new certificate not loaded yet: %s", error)
+            self._refused = stamp
+            log.warning(
+                "acme: the certificate files do not load, keeping the one in use: %s", error
+            )
             return False
         self._loaded = stamp
         info = self.files.current()
