@@ -82,8 +82,11 @@ def _answers(url: str, ca_file: Path) -> bool:
 
 
 @contextlib.contextmanager
-def run_pebble(root: Path, *, http_port: int, dns: str) -> Iterator[Pebble]:
-    """Pebble validating http-01 on `http_port`, resolving names at `dns` (host:port)."""
+def run_pebble(
+    root: Path, *, http_port: int, dns: str, validity: int | None = None
+) -> Iterator[Pebble]:
+    """Pebble validating http-01 on `http_port`, resolving names at `dns` (host:port), issuing
+    certificates valid for `validity` seconds (pebble's default: five years)."""
     pebble = require_program("pebble")
     root.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA(organization_name="pebble-listener-test-ca")
@@ -105,6 +108,8 @@ def run_pebble(root: Path, *, http_port: int, dns: str) -> Iterator[Pebble]:
             "externalAccountBindingRequired": False,
         }
     }
+    if validity is not None:
+        config["pebble"]["certificateValidityPeriod"] = validity
     (root / "pebble.json").write_text(json.dumps(config), encoding="utf-8")
     env = {**os.environ, "PEBBLE_VA_ALWAYS_VALID": "0", "PEBBLE_VA_NOSLEEP": "1"}
     env["PEBBLE_WFE_NONCEREJECT"] = "20"

@@ -78,13 +78,19 @@ def serials(server: Postroom) -> set[int]:
 
 @contextlib.contextmanager
 def acme_world(
-    factory: Factory, dns_server: dns_server_module.DnsServerFactory, root: Path, zone: str
+    factory: Factory,
+    dns_server: dns_server_module.DnsServerFactory,
+    root: Path,
+    zone: str,
+    validity: int | None = None,
 ) -> Iterator[tuple[Postroom, Pebble]]:
     """nsd serving `zone`, pebble validating on the server's HTTP port, and the server
     (started) ordering from it."""
     nsd = dns_server({DOMAIN: zone})
     server = factory(services=SERVICES, start=False)
-    with run_pebble(root / "pebble", http_port=server.ports["http"], dns=nsd.nameserver) as pebble:
+    with run_pebble(
+        root / "pebble", http_port=server.ports["http"], dns=nsd.nameserver, validity=validity
+    ) as pebble:
         server.extra = acme_table(pebble.directory_url, pebble.ca_file)
         server.write_config()
         server.start()
@@ -168,6 +174,38 @@ def test_certificate_issued_served_renewed_and_swapped(world: tuple[Postroom, Pe
     server.stop()
     server.start()
     assert served_leaf(server, "imaps").serial_number == second.serial_number
+
+
+def test_server_renews_by_itself_30_days_before_expiry(
+    postroom_factory: Factory, dns_server: dns_server_module.DnsServerFactory, tmp_path: Path
+) -> None:
+    """Pebble issues certificates valid for 30 days and 10 seconds: the server serves the
+    first, then, 10 seconds on, orders and swaps in the next by itself."""
+    validity = 30 * 86400 + 10
+    with acme_world(postroom_factory, dns_server, tmp_path, ZONE, validity) as (server, pebble):
+        intermediate = x509.load_pem_x509_certificate(pebble.intermediate_pem())
+        first = wait_until(
+            lambda: _pebble_leaf(server, intermediate), ISSUE_TIMEOUT, "the first certificate"
+        )
+        second = wait_until(
+            lambda: (
+                (leaf := _pebble_leaf(server, intermediate))
+                and leaf.serial_number != first.serial_number
+                and leaf
+            ),
+            ISSUE_TIMEOUT,
+            "the certificate renewed by the server",
+            interval=0.2,
+        )
+        assert second.not_valid_before_utc >= first.not_valid_before_utc
+        server.wait_for_log(r"acme: ordering a certificate for .* \(it expires on ")
+        server.wait_for_log(f"acme: serving the new certificate serial={second.serial_number:x}")
+
+
+def _pebble_leaf(server: Postroom, intermediate: x509.Certificate) -> x509.Certificate | None:
+    server.check_alive()
+    leaf = served_leaf(server, "imaps")
+    return leaf if leaf.issuer == intermediate.subject else None
 
 
 def test_failed_validation_names_the_name_and_keeps_the_self_signed_certificate(
