@@ -174,6 +174,8 @@ def test_certificate_issued_served_renewed_and_swapped(world: tuple[Postroom, Pe
     server.stop()
     server.start()
     assert served_leaf(server, "imaps").serial_number == second.serial_number
+    # …and remembers the failed order's backoff.
+    server.wait_for_log(r"acme: last order failed \(cannot reach the ACME server.*next attempt at")
 
 
 def test_server_renews_by_itself_30_days_before_expiry(
