@@ -32,6 +32,7 @@ from postroom.dns import DnsResolver
 from postroom.dns.lookup import CachingLookup, ResolverLookup
 from postroom.model.queue import RecipientOutcome
 from postroom.net import tls
+from postroom.net.certificates import AcmeFiles, AcmeSettings, CertificateManager
 from postroom.net.imap_session import ImapService
 from postroom.net.listener import Handler, Listener, ListenError, ShutdownFlag, drain_sessions
 from postroom.net.managesieve_session import ManageSieveService
@@ -59,7 +60,7 @@ from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
-from postroom.web import autoconfig
+from postroom.web import acme, autoconfig
 from postroom.web.server import HttpListener
 from postroom.web.site import build_app
 
@@ -93,8 +94,18 @@ def certificate_files(config: Config) -> tuple[Path, Path]:
     return tls.ensure_self_signed(config.data_dir / "tls", config.hostname)
 
 
+def served_pair(config: Config, acme_files: AcmeFiles | None = None) -> tuple[Path, Path]:
+    """The pair `serve` presents: the ACME one when [acme] is on and it is usable, else [tls]
+    cert and key, else the self-signed pair."""
+    if config.acme.enabled:
+        pair = (acme_files or AcmeFiles(config.data_dir)).usable_pair()
+        if pair is not None:
+            return pair
+    return certificate_files(config)
+
+
 def tls_context(config: Config) -> ssl.SSLContext:
-    return tls.server_context(*certificate_files(config))
+    return tls.server_context(*served_pair(config))
 
 
 class MailServer:
@@ -135,6 +146,7 @@ class MailServer:
         self.store.on_mailbox_change = self.mailbox_events.publish
         self.mailbox_locks = MailboxLocks()  # RFC 1939 §8: one POP3 session per maildrop
         self.listeners: list[Listener] = []
+        self.acme_files = AcmeFiles(config.data_dir)  # its challenges: answered even when off
         self.web_listeners: list[HttpListener] = []
         self.outbound_auth: OutboundAuth | None = None
         self.defences: Defences | None = None
@@ -211,7 +223,8 @@ class MailServer:
 
     async def start(self) -> None:
         self.store.open()
-        context = tls_context(self.config)
+        acme_pair = self.acme_files.usable_pair() if self.config.acme.enabled else None
+        context = tls.server_context(*(acme_pair or certificate_files(self.config)))
         self.context = context
         outbound_auth = OutboundAuth(self.config, self.store)
         self.outbound_auth = outbound_auth
@@ -269,6 +282,12 @@ class MailServer:
             await listener.start()
             self.listeners.append(listener)
         await self._start_web(context)
+        if self.config.acme.enabled:  # once the HTTP listener can answer http-01
+            certificates = CertificateManager(
+                AcmeSettings.of(self.config), self.acme_files, [context]
+            )
+            certificates.loaded_initially(acme_pair is not None)
+            self._tasks.append(loop.create_task(certificates.run()))
 
     async def _start_web(self, context: ssl.SSLContext) -> None:
         """The HTTP(S) listeners, sharing the mail listeners' TLS context (and certificate)."""
@@ -296,7 +315,10 @@ class MailServer:
         """What each part of the HTTP surface serves; a new part adds its routes here."""
         assert self.context is not None and self.authenticator is not None
         ports = {listener.name: listener.port for listener in self.listeners}
-        return [*autoconfig.routes(self.config, ports, self.context, self.authenticator)]
+        return [
+            *acme.routes(self.acme_files.challenges),
+            *autoconfig.routes(self.config, ports, self.context, self.authenticator),
+        ]
 
     def _service_kinds(
         self, context: ssl.SSLContext, ingress: IngressContext
@@ -405,7 +427,7 @@ class MailServer:
         old = self.config
         try:
             new = await asyncio.to_thread(load_config, old.path)
-            cert, key = await asyncio.to_thread(certificate_files, new)
+            cert, key = await asyncio.to_thread(served_pair, new, self.acme_files)
             if self.context is not None:
                 tls.reload_certificate(self.context, cert, key)
         except (ConfigError, tls.TlsSetupError, OSError) as error:  # OSError: self-signed pair

@@ -1,5 +1,5 @@
 """The `postroom` command: init, serve, user, alias, mailbox, queue, send, dkim, dns, doctor,
-dmarc, spam, limits, sieve, quickstart, service.
+dmarc, spam, limits, sieve, quickstart, service, acme.
 
 Every failure the user can cause (bad config, unknown user, unusable password, a mistyped
 option) is one line on stderr and exit status 1, never a traceback.
@@ -145,6 +145,7 @@ def listen_problem(error: ListenError, config: Config) -> str:
 def register(group: click.Group) -> None:
     from postroom.cli import (
         accounts,
+        acme,
         dkim,
         dmarc,
         dns_records,
@@ -172,6 +173,7 @@ def register(group: click.Group) -> None:
     group.add_command(sieve.sieve)
     group.add_command(setup.quickstart)
     group.add_command(setup.service)
+    group.add_command(acme.acme)
 
 
 register(cli)
