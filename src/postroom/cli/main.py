@@ -146,6 +146,7 @@ def register(group: click.Group) -> None:
         send,
         sieve,
         spam,
+        trace,
     )
 
     group.add_command(accounts.user)
@@ -160,6 +161,7 @@ def register(group: click.Group) -> None:
     group.add_command(spam.spam)
     group.add_command(limits.limits)
     group.add_command(sieve.sieve)
+    group.add_command(trace.trace)
 
 
 register(cli)
