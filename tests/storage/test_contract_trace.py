@@ -19,7 +19,9 @@ ARRIVAL = 1_800_000_000.0
 TLS = "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
 
 
-def accept(tx: Tx, arrival: float, sender: str, *recipients: Recipient, msgid: str = "") -> str:
+def accept(
+    tx: Tx, arrival: float, sender: str, *recipients: Recipient, msgid: str = "", qid: str = ""
+) -> str:
     envelope = Envelope(
         sender,
         MailParams(),
@@ -32,7 +34,9 @@ def accept(tx: Tx, arrival: float, sender: str, *recipients: Recipient, msgid: s
         message_id=msgid,
         verdict="deliver (authenticated)",
     )
-    message = QueuedMessage(new_queue_id(arrival), envelope, b"", 0, len(CONTENT), [*recipients])
+    message = QueuedMessage(
+        qid or new_queue_id(arrival), envelope, b"", 0, len(CONTENT), [*recipients]
+    )
     message.blob_id = tx.blobs.add(CONTENT)
     tx.history.arrived(message)
     tx.queue.enqueue(message)
@@ -150,3 +154,25 @@ def test_pruning_forgets_a_message_by_every_key(store: Store) -> None:
     assert read(store, lambda tx: tx.history.with_address("carol@remote.test", 50)) == [new]
     assert read(store, lambda tx: tx.history.with_address("alice@example.test", 50)) == [new]
     assert read(store, lambda tx: tx.history.with_message_id("o@x", 50)) == []
+
+
+def test_an_event_recorded_just_before_the_arrival_is_kept_with_it(store: Store) -> None:
+    """A report queued while a message is delivered locally, before the spool writes its
+    history in the same transaction, is in its trace; one of a message that never arrived is
+    not kept, nor given to another."""
+    queue_id, lost = new_queue_id(ARRIVAL), new_queue_id(ARRIVAL)
+
+    def job(tx: Tx) -> None:
+        for about in (lost, queue_id):
+            tx.history.record(
+                HistoryEvent(about, ARRIVAL, "alice@example.test", "report", "success report")
+            )
+        accept(tx, ARRIVAL, "alice@example.test", remote("carol@remote.test"), qid=queue_id)
+
+    write(store, job)
+    trace = read(store, lambda tx: tx.history.trace(queue_id))
+    assert trace is not None
+    assert [(e.event, e.reply) for e in trace.events] == [("report", "success report")]
+    write(store, lambda tx: accept(tx, ARRIVAL, "dave@example.test", qid=lost))
+    later = read(store, lambda tx: tx.history.trace(lost))
+    assert later is not None and later.events == ()

@@ -199,9 +199,8 @@ def queue_message(
     )
     message = QueuedMessage(new_queue_id(now), envelope, b"", 0, len(content), recipients)
     message.blob_id = tx.blobs.add(content)
-    tx.history.arrived(message)
     deliver_local(tx, message)
-    tx.history.record(*settled_events(message))
+    tx.history.arrived(message, settled_events(message))
     if message.needs_queue_entry():
         tx.queue.enqueue(message)
     return message

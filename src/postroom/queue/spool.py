@@ -47,20 +47,17 @@ class Spool:
     ) -> T:
         """Make the message durable; returns what `deliver_first` returned. Sets blob_id.
 
-        In ONE transaction: the blob, its history, then `deliver_first` (local delivery into
-        mailboxes) and its events, then a queue entry (envelope + per-recipient state) only if
-        work is left — a recipient not yet delivered, or a success report owed. A message whose
-        every recipient got its copy needs no queue entry: the mailbox copies are already as
-        durable as the queue would be.
+        In ONE transaction: the blob, then `deliver_first` (local delivery into mailboxes), then
+        a queue entry (envelope + per-recipient state) only if work is left — a recipient not
+        yet delivered, or a success report owed. A message whose every recipient got its copy
+        needs no queue entry: the mailbox copies are already as durable as the queue would be.
         """
         message.blob_size = content.size
 
         def write(tx: Tx, blob_id: int) -> T:
             message.blob_id = blob_id
-            # Its history first: a report queued while delivering is noted on it.
-            tx.history.arrived(message)
             result = deliver_first(tx, message)
-            tx.history.record(*settled_events(message))
+            tx.history.arrived(message, settled_events(message))
             if message.needs_queue_entry():
                 tx.queue.enqueue(message)
             return result

@@ -374,9 +374,10 @@ class History(Protocol):
         """Queue IDs of the messages kept with this Message-ID (with or without <>, any case),
         newest first, at most `limit`."""
 
-    def record(self, *events: HistoryEvent) -> None:
-        """Events of ONE message whose arrival is remembered (otherwise they are not kept).
-        A reply is kept up to 512 characters."""
+    def record(self, event: HistoryEvent) -> None:
+        """An event of a message whose arrival is remembered, or is about to be in the same
+        transaction (a report queued while the message is accepted); otherwise it is not
+        kept. A reply is kept up to 512 characters."""
 
     def prune(self, before: float, limit: int = 5000) -> int:
         """Forget up to `limit` messages that arrived before `before` (message IDs are queue

@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-from postroom.storage.sqlite.history import history_keys
+from postroom.storage.sqlite.history import history_keys, keys_text
 
 SCHEMA_VERSION = 10
 
@@ -318,14 +318,13 @@ SCHEMA += ABUSE + ";\n"
 
 # Schema 10: the delivery trace (services/trace.py, `postroom trace`).
 TRACE = """
--- What each message kept in message_history is found by: "a:" + an address (its sender, each
--- recipient as given and as delivered), "m:" + its Message-ID (lower case, without <>).
--- Written with the history row, removed with it (storage/sqlite/history.py); newest first by
--- queue ID within a key.
+-- What each message kept in message_history is found by, one per line: "a:" + an address
+-- (its sender, each recipient as given and as delivered), "m:" + its Message-ID (lower case,
+-- without <>). Written with the history row, pruned with it (storage/sqlite/history.py). By
+-- queue ID, so new rows are appended; a lookup scans from the newest.
 CREATE TABLE IF NOT EXISTS trace_keys (
-    key        TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    PRIMARY KEY (key, message_id)
+    message_id TEXT PRIMARY KEY,
+    keys       TEXT NOT NULL
 ) WITHOUT ROWID
 """
 SCHEMA += TRACE + ";\n"
@@ -403,10 +402,10 @@ def _add_trace(conn: sqlite3.Connection) -> None:
     present = {row[1] for row in conn.execute("PRAGMA table_info(message_history)")}
     if "reception" not in present:
         conn.execute("ALTER TABLE message_history ADD COLUMN reception TEXT NOT NULL DEFAULT ''")
-    rows = conn.execute("SELECT id, sender, reception, events FROM message_history")
+    rows = conn.execute("SELECT id, sender, events FROM message_history")
     conn.executemany(
-        "INSERT OR IGNORE INTO trace_keys(key, message_id) VALUES (?, ?)",
-        [(key, row[0]) for row in rows for key in history_keys(row[1], row[2], row[3])],
+        "INSERT OR IGNORE INTO trace_keys(message_id, keys) VALUES (?, ?)",
+        [(row[0], keys_text(history_keys(row[1], row[2]))) for row in rows],
     )
 
 
