@@ -4,7 +4,8 @@ with STARTTLS) that first answers 451, then accepts; the trace read back through
 What must show: how each message was received (TLS, login), a local delivery's mailbox, every
 remote attempt with its MX host, address, TLS and reply, the next attempt after the 451, the
 failure report sent for a 550 (its queue ID, itself traceable), and lookups by queue ID,
-Message-ID and address; a query naming nothing is one line and exit status 1.
+Message-ID and address; the inbound checks and their verdict on mail from outside; a query
+naming nothing is one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from typing import Any
 
 import pytest
 
-from . import test_outbound
+from . import dns_server as dns_server_module
+from . import test_inbound_checks, test_outbound
 from .conftest import ALICE, BOB, Postroom, wait_until
 from .dns_server import DnsServer
 from .postfix_instance import Postfix
 from .wire import new_token, simple_message
 
 dns = test_outbound.dns  # nsd serving remote.test: MX mx.remote.test → 127.0.0.1
+dns_server = dns_server_module.dns_server
+checked = test_inbound_checks.checked  # port 25 with [verify] on, DNS with SPF and DMARC
 
 CAROL = "carol@remote.test"  # 451 at first, then accepted
 NOBODY = "nobody@remote.test"  # always 550
@@ -129,3 +133,22 @@ def test_trace_of_nothing_is_one_line_and_exit_1(postroom: Postroom) -> None:
         assert result.returncode == 1, result
         assert result.stdout == ""
         assert result.stderr.count("\n") == 1 and "no message found" in result.stderr
+
+
+def test_trace_shows_the_inbound_checks_and_their_verdict(checked: Postroom) -> None:
+    token = new_token()
+    sender = "eve@quarantine.test"  # SPF fails, DMARC fails with p=quarantine: Junk
+    code, text = test_inbound_checks.send(
+        checked, sender, test_inbound_checks.message(sender, token)
+    )
+    assert code == 250, text
+    [found] = traces(checked, f"<{token}@checks.test>")
+    received = found["received"]
+    assert "spf=fail" in received["checks"] and "dmarc=fail" in received["checks"]
+    assert received["verdict"].startswith("junk (") and received["junk"] is True
+    assert (received["auth_user"], received["tls"], received["protocol"]) == ("", "", "ESMTP")
+    [rcpt] = found["recipients"]
+    [step] = rcpt["steps"]
+    assert rcpt["address"] == ALICE and "delivered to Junk" in step["reply"]
+    text = checked.run_cli("trace", found["queue_id"]).stdout
+    assert "login: none" in text and "tls: none" in text and "verdict: junk (" in text
