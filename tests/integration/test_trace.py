@@ -4,8 +4,8 @@ with STARTTLS) that first answers 451, then accepts; the trace read back through
 What must show: how each message was received (TLS, login), a local delivery's mailbox, every
 remote attempt with its MX host, address, TLS and reply, the next attempt after the 451, the
 failure report sent for a 550 (its queue ID, itself traceable), and lookups by queue ID,
-Message-ID and address; the inbound checks and their verdict on mail from outside; a query
-naming nothing is one line and exit status 1.
+Message-ID and address; the inbound checks and their verdict on mail from outside; what a Sieve
+script did; a query naming nothing is one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from . import dns_server as dns_server_module
-from . import test_inbound_checks, test_outbound
+from . import test_inbound_checks, test_outbound, test_sieve_delivery
 from .conftest import ALICE, BOB, Postroom, wait_until
 from .dns_server import DnsServer
 from .postfix_instance import Postfix
@@ -152,3 +152,25 @@ def test_trace_shows_the_inbound_checks_and_their_verdict(checked: Postroom) -> 
     assert rcpt["address"] == ALICE and "delivered to Junk" in step["reply"]
     text = checked.run_cli("trace", found["queue_id"]).stdout
     assert "login: none" in text and "tls: none" in text and "verdict: junk (" in text
+
+
+def test_trace_shows_what_a_sieve_script_did(postroom: Postroom) -> None:
+    """The script runs while the message is accepted, before its history is written: what it
+    sent is in the trace all the same."""
+    test_sieve_delivery.activate(
+        postroom,
+        ALICE,
+        f'require ["copy", "fileinto"];\nredirect :copy "{BOB}";\nfileinto "Archive";\n',
+    )
+    token = new_token()
+    with postroom.smtp() as client:
+        client.sendmail("ann@remote.test", [ALICE], simple_message(token, "ann@remote.test", ALICE))
+    [found] = traces(postroom, f"<{token}@y.test>")
+    [alice] = found["recipients"]
+    redirect, filed = alice["steps"]
+    assert redirect["event"] == "sieve"
+    assert redirect["reply"].startswith(f"redirected to <{BOB}> sent as ")
+    assert filed["event"] == "delivered" and "delivered to Archive" in filed["reply"]
+    [forwarded] = traces(postroom, redirect["reply"].rsplit(" ", 1)[1])
+    [bob] = forwarded["recipients"]
+    assert (bob["address"], bob["state"]) == (BOB, "delivered")
