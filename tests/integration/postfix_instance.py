@@ -224,6 +224,13 @@ class Postfix:
 
     # --- mail ----------------------------------------------------------------------------------
 
+    def set_table(self, name: str, entries: Mapping[str, str]) -> None:
+        """Replace a table's entries and `postfix reload`: new sessions read the new ones."""
+        self._tables[name] = dict(entries)
+        path = self.conf / name
+        path.write_text("".join(f"{key} {value}\n" for key, value in entries.items()))
+        self._postfix("reload")
+
     def maildir(self, address: str) -> Path:
         user, domain = address.rsplit("@", 1)
         return self.mail / domain / user

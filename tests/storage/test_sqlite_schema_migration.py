@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from postroom.model.queue import new_queue_id
 from postroom.storage.sqlite.connection import SqliteTx
 from postroom.storage.sqlite.schema import SCHEMA_VERSION
 
@@ -183,5 +184,46 @@ def test_version_5_store_gets_the_dkim_keys_table(tmp_path: Path) -> None:
         assert version.fetchone()[0] == str(SCHEMA_VERSION)
         assert db.dkim_keys.keys() == []
         assert db.accounts.get_user("alice@example.test") is not None
+    finally:
+        db.close()
+
+
+def test_version_9_store_keeps_its_history_findable_by_trace(tmp_path: Path) -> None:
+    path = tmp_path / "postroom.db"
+    SqliteTx(tmp_path).close()
+    conn = sqlite3.connect(path)
+    queue_id = new_queue_id(100.0)
+    # Back to schema 9: no reception column, no trace keys; events of five fields.
+    conn.executescript(
+        f"""
+        DROP TABLE trace_keys;
+        ALTER TABLE message_history DROP COLUMN reception;
+        UPDATE meta SET value = '9' WHERE key = 'schema_version';
+        INSERT INTO message_history(id, arrival, sender, size, client_addr, client_helo,
+            protocol, auth_user, events, auth) VALUES ('{queue_id}', 100.0, 'A@example.test', 4,
+            '192.0.2.1', 'h', 'ESMTP', '',
+            '[200.0, "b@remote.test", "deferred", "451 4.3.0 later", "mx.remote.test"]'
+            || char(10), 'spf=pass');
+        """
+    )
+    conn.close()
+    db = SqliteTx(tmp_path)
+    try:
+        version = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone()[0] == str(SCHEMA_VERSION)
+        assert db.history.with_address("a@example.test", 50) == [queue_id]
+        assert db.history.with_address("B@remote.test", 50) == [queue_id]
+        trace = db.history.trace(queue_id)
+        assert trace is not None and trace.reception is None and trace.auth == "spf=pass"
+        (event,) = trace.events
+        assert (event.event, event.reply, event.relay) == (
+            "deferred",
+            "451 4.3.0 later",
+            "mx.remote.test",
+        )
+        assert (event.ip, event.tls, event.next_attempt) == ("", "", None)
+        # Pruning removes what the migration added.
+        assert db.history.prune(10**10) == 1
+        assert db.history.with_address("b@remote.test", 50) == []
     finally:
         db.close()

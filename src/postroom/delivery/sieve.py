@@ -47,7 +47,7 @@ from postroom.proto.sieve import (
 )
 from postroom.queue.reports import Reporter, queue_message
 from postroom.storage.api import Tx
-from postroom.storage.records import INBOX, JUNK
+from postroom.storage.records import INBOX, JUNK, HistoryEvent
 
 log = logging.getLogger("postroom.sieve")
 
@@ -160,7 +160,8 @@ def decide(
             )
         elif isinstance(action, Redirect):
             content = raw if action.headers is None else render_message(raw, action.headers)
-            _queue(tx, reporter, content, action.address, message.envelope.sender, now)
+            sent = _queue(tx, reporter, content, action.address, message.envelope.sender, now)
+            _note(tx, message, rcpt, now, f"redirected to <{action.address}>", sent)
             message.queued_more = True
             log.info("redirected id=%s to=<%s> by script of %s", message.id, action.address,
                      rcpt.address)  # fmt: skip
@@ -168,7 +169,8 @@ def decide(
             decision.rejected = action.reason
         elif isinstance(action, Vacation):
             reply = vacation_reply(action, rcpt.address, hostname, now)
-            _queue(tx, reporter, reply, action.to, "", now)
+            sent = _queue(tx, reporter, reply, action.to, "", now)
+            _note(tx, message, rcpt, now, f"vacation reply to <{action.to}>", sent)
             message.queued_more = True
             tx.sieve.record_reply(user_id, action.to, action.handle, now + action.seconds)
             log.info("vacation reply to=<%s> from script of %s", action.to, rcpt.address)
@@ -206,25 +208,36 @@ def _copy_or_inbox(tx: Tx, user_id: int, name: str, address: str) -> Copy:
     return Copy(inbox, INBOX)
 
 
-def _queue(tx: Tx, reporter: Reporter, content: bytes, to: str, sender: str, now: float) -> None:
+def _note(
+    tx: Tx, message: QueuedMessage, rcpt: Recipient, now: float, what: str, sent: str | None
+) -> None:
+    """What the script sent, in the message's delivery trace (services/trace.py)."""
+    done = f"{what} sent as {sent}" if sent else f"{what}: address unknown, not sent"
+    tx.history.record(HistoryEvent(message.id, now, rcpt.address, "sieve", done))
+
+
+def _queue(
+    tx: Tx, reporter: Reporter, content: bytes, to: str, sender: str, now: float
+) -> str | None:
     """A message the script sends, accepted like one from a client: copies for local users
     at once, the rest through the queue (outbound delivery signs it and, for a foreign
-    envelope sender, rewrites that with SRS)."""
+    envelope sender, rewrites that with SRS). Its queue ID; None when `to` leads nowhere."""
     recipients = [Recipient(to, to, None)]
     if to.rpartition("@")[2].lower() in reporter.local_domains:
         resolution = tx.accounts.resolve(to, frozenset(reporter.local_domains))
         recipients = [Recipient(target, to, user_id) for target, user_id in resolution.local_users]
         recipients += [Recipient(target, to, None) for target in resolution.remote]
-    if recipients:
-        queue_message(
-            tx,
-            content,
-            recipients,
-            sender=sender,
-            hostname=reporter.hostname,
-            now=now,
-            deliver_local=reporter.deliver_local,
-        )
+    if not recipients:
+        return None
+    return queue_message(
+        tx,
+        content,
+        recipients,
+        sender=sender,
+        hostname=reporter.hostname,
+        now=now,
+        deliver_local=reporter.deliver_local,
+    ).id
 
 
 def _header_text(text: str) -> str:

@@ -522,7 +522,9 @@ class _Session:
         self, message: OutboundMessage, result: DeliveryResult, reply: str, status: str
     ) -> list[RecipientOutcome]:
         return [
-            RecipientOutcome(r.address, result, reply, status, self.host)
+            RecipientOutcome(
+                r.address, result, reply, status, self.host, remote_ip=self.address, tls=self.tls
+            )
             for r in message.recipients
         ]
 
@@ -588,13 +590,39 @@ class _Session:
     def _outcome(self, address: str, reply: Reply | None) -> RecipientOutcome:
         if reply is None or (reply.code == 421 and self.lost):
             reason = self.lost or f"4.4.2 connection with {self.peer} closed"
-            return RecipientOutcome(address, "deferred", reason, "4.4.2", self.host)
+            return RecipientOutcome(
+                address,
+                "deferred",
+                reason,
+                "4.4.2",
+                self.host,
+                remote_ip=self.address,
+                tls=self.tls,
+            )
         # RFC 5321 §4.2.1: 2yz delivered, 4yz transient, 5yz permanent.
         result: DeliveryResult = (
             "delivered" if reply.code < 400 else "deferred" if reply.code < 500 else "failed"
         )
         status = reply.enhanced or f"{str(reply.code)[0]}.0.0"
-        return RecipientOutcome(address, result, _reply_text(reply), status, self.host)
+        return RecipientOutcome(
+            address,
+            result,
+            _reply_text(reply),
+            status,
+            self.host,
+            remote_ip=self.address,
+            tls=self.tls,
+        )
+
+    @property
+    def tls(self) -> str:
+        """The session's TLS version and cipher ("TLSv1.3 TLS_AES_256_GCM_SHA384"), "" without."""
+        transport = self.link.transport
+        tls = None if transport is None else transport.get_extra_info("ssl_object")
+        if tls is None:
+            return ""
+        cipher = tls.cipher()
+        return " ".join(part for part in (tls.version(), cipher and cipher[0]) if part)
 
     async def close(self, *, quit_first: bool) -> None:
         """QUIT (RFC 5321 §4.1.1.10) when the session is still usable, then close."""

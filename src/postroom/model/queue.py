@@ -80,6 +80,10 @@ class Envelope:
     # The checks of inbound mail ("spf=pass dkim=pass dmarc=pass arc=none"), "" when none ran.
     auth: str = ""
     junk: bool = False  # local copies go to the recipient's Junk mailbox, not INBOX
+    # Kept in the delivery history only (not in the queue entry): the Message-ID header field
+    # (for traces) and what the inbound checks decided ("deliver: ...", "junk: ...").
+    message_id: str = ""
+    verdict: str = ""
 
     def params_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self.params).items() if v not in (None, False)})
@@ -126,3 +130,5 @@ class RecipientOutcome:
     # RFC 3461 §5.2.2: the peer offered DSN, so NOTIFY went on with the message and the peer
     # reports success itself; without DSN a NOTIFY=SUCCESS earns a "relayed" report from us.
     dsn_passed: bool = False
+    remote_ip: str = ""  # the address of the peer that answered (for traces)
+    tls: str = ""  # the TLS version and cipher of the session with it, "" for none

@@ -21,6 +21,7 @@ from postroom.proto.smtp.params import MailParams
 from postroom.queue.bounce import Kind, ReportRecipient, build_report
 from postroom.queue.spool import settled_events
 from postroom.storage.api import Tx
+from postroom.storage.records import HistoryEvent
 
 log = logging.getLogger("postroom.queue")
 
@@ -84,6 +85,11 @@ class Reporter:
             local_domains=frozenset(self.local_domains),
             deliver_local=self.deliver_local,
         )
+        if queued is not None:
+            # The trace of the message shows the report sent about it.
+            tx.history.record(
+                HistoryEvent(message.id, now, to, "report", f"{kind} report", report_id=queued.id)
+            )
         log.info(
             "report kind=%s about id=%s to=<%s> id=%s",
             kind,

@@ -217,7 +217,9 @@ class Scheduler:
         reports: dict[Kind, list[ReportRecipient]] = {"failure": [], "delay": [], "success": []}
         for rcpt, outcome in zip(claimed.recipients, outcomes, strict=True):
             state, reply, status = self._state_for(outcome, arrival, now)
-            tx.queue.record_attempt(rcpt, state, reply, now, outcome.remote_mta)
+            tx.queue.record_attempt(
+                rcpt, state, reply, now, outcome.remote_mta, ip=outcome.remote_ip, tls=outcome.tls
+            )
             log.info(
                 "%s id=%s to=<%s> relay=%s reply=%s",
                 state,

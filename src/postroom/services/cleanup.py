@@ -22,6 +22,18 @@ def header_block(head: bytes) -> bytes:
     return head if end < 0 else head[: end + 2]
 
 
+_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:((?:[^\r\n]|\r\n[ \t])*)", re.M | re.I)
+MAX_MESSAGE_ID = 250  # characters of a Message-ID kept for traces
+
+
+def message_id_of(head: bytes) -> str:
+    """The Message-ID field's value (RFC 5322 §3.6.4) unfolded, "" when there is none."""
+    match = _MESSAGE_ID.search(header_block(head))
+    if match is None:
+        return ""
+    return b" ".join(match.group(1).split()).decode("utf-8", "replace")[:MAX_MESSAGE_ID]
+
+
 def field_names(head: bytes) -> list[bytes]:
     """Lower-cased names of the header fields at the start of `head`."""
     return [m.group(1).lower() for m in _FIELD_NAME.finditer(header_block(head))]

@@ -446,6 +446,8 @@ class IngressSession:
                 arrival=arrival,
                 auth=checked.summary if checked is not None else "",
                 junk=milter_junk or (checked is not None and checked.decision.action == "junk"),
+                message_id=cleanup.message_id_of(prefix + content.head),
+                verdict=_verdict(checked, milter_junk),
             )
             message = QueuedMessage(queue_id, envelope, prefix, 0, content.size, self._recipients)
             deliver = functools.partial(
@@ -593,3 +595,11 @@ def _deliver_and_count(
     if evaluation is not None:
         tx.dmarc.record_evaluation(evaluation)
     return deliver_before_queuing(tx, message, reporter)
+
+
+def _verdict(checked: CheckResult | None, milter_junk: bool) -> str:
+    """What the inbound checks (and milters) decided, for the delivery trace."""
+    parts = [] if checked is None else [f"{checked.decision.action} ({checked.decision.reason})"]
+    if milter_junk:
+        parts.append("junk (milter)")
+    return "; ".join(parts)

@@ -290,9 +290,13 @@ class Queue(Protocol):
         reply: str,
         now: float,
         relay: str | None = None,
+        *,
+        ip: str = "",
+        tls: str = "",
     ) -> None:
         """An attempt's outcome: the recipient's state (a held one stays held when deferred)
-        and a history event."""
+        and a history event with the peer (`relay` host name, `ip`), the session's `tls` and,
+        for a deferred recipient, its next attempt."""
 
     def mark_delay_notified(self, rcpt: ClaimedRecipient) -> None: ...
 
@@ -354,13 +358,26 @@ class History(Protocol):
     """What happened to messages, kept after they leave the queue, for a retention time."""
 
     def arrived(self, message: QueuedMessage, events: Sequence[HistoryEvent] = ()) -> None:
-        """A message was accepted: its envelope is remembered, with what already happened
-        (the local copies made in the accepting transaction) in one write."""
+        """A message was accepted: its envelope and how it was received (`Reception`: the
+        envelope's TLS, Message-ID, verdict; its recipients) are remembered, with `events`
+        (what already happened) in the same write, and it can be found by its sender, its
+        recipients and its Message-ID."""
 
-    def trace(self, message_id: str) -> MessageTrace | None: ...
+    def trace(self, message_id: str) -> MessageTrace | None:
+        """The message's history (by queue ID, any case); None when none is kept."""
+
+    def with_address(self, address: str, limit: int) -> list[str]:
+        """Queue IDs of the messages kept whose sender or a recipient (as given or as
+        delivered) is `address` (any case), newest first, at most `limit`."""
+
+    def with_message_id(self, message_id: str, limit: int) -> list[str]:
+        """Queue IDs of the messages kept with this Message-ID (with or without <>, any case),
+        newest first, at most `limit`."""
 
     def record(self, event: HistoryEvent) -> None:
-        """An event of a message whose arrival is remembered (otherwise it is not kept)."""
+        """An event of a message whose arrival is remembered, or is about to be in the same
+        transaction (a report queued while the message is accepted); otherwise it is not
+        kept. A reply is kept up to 512 characters."""
 
     def prune(self, before: float, limit: int = 5000) -> int:
         """Forget up to `limit` messages that arrived before `before` (message IDs are queue

@@ -333,9 +333,35 @@ class HistoryEvent:
     message_id: str
     time: float
     recipient: str
-    event: str  # delivered | deferred | failed | expired | deleted ...
+    event: str  # delivered | deferred | failed | expired | deleted | report ...
     reply: str
-    relay: str | None = None
+    relay: str | None = None  # the host name of the peer (MX or relay) that answered
+    ip: str = ""  # the peer's address
+    tls: str = ""  # the TLS version and cipher of that session, "" for none
+    next_attempt: float | None = None  # a deferred recipient's next try
+    report_id: str = ""  # a report (DSN) this event queued: its queue ID
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRecipient:
+    """One recipient as accepted: the final address, the RCPT address, local or remote."""
+
+    address: str
+    original: str
+    local: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reception:
+    """How a message was received, beyond its envelope: the TLS of the session, the
+    Message-ID header, what the inbound checks decided (`verdict`, "" when none ran; `junk`:
+    local copies go to Junk) and the recipients accepted. Kept with its history (schema 10)."""
+
+    tls: str
+    message_id: str
+    verdict: str
+    junk: bool
+    recipients: tuple[ReceivedRecipient, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +378,7 @@ class MessageTrace:
     auth_user: str
     events: tuple[HistoryEvent, ...]
     auth: str = ""  # the checks of inbound mail, as on its `queued` log line
+    reception: Reception | None = None  # None for messages kept before schema 10
 
 
 # --- DKIM keys ---------------------------------------------------------------------------------

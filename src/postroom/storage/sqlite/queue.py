@@ -294,6 +294,9 @@ class SqliteQueue:
         reply: str,
         now: float,
         relay: str | None = None,
+        *,
+        ip: str = "",
+        tls: str = "",
     ) -> None:
         self.conn.execute(
             "UPDATE queue_recipients SET last_reply = ? WHERE id = ?", (reply, rcpt.id)
@@ -304,11 +307,24 @@ class SqliteQueue:
             (str(state), rcpt.id, HELD, str(state), str(RecipientState.DEFERRED)),
         )
         row = self.conn.execute(
-            "SELECT message_id FROM queue_recipients WHERE id = ?", (rcpt.id,)
+            "SELECT message_id, state, next_attempt FROM queue_recipients WHERE id = ?",
+            (rcpt.id,),
         ).fetchone()
         if row is not None:
+            # The next attempt was set when this one was claimed (claim_due).
+            upcoming = float(row[2]) if row[1] == str(RecipientState.DEFERRED) else None
             self.tx.history.record(
-                HistoryEvent(str(row[0]), now, rcpt.address, str(state), reply, relay)
+                HistoryEvent(
+                    str(row[0]),
+                    now,
+                    rcpt.address,
+                    str(state),
+                    reply,
+                    relay,
+                    ip=ip,
+                    tls=tls,
+                    next_attempt=upcoming,
+                )
             )
 
     def mark_delay_notified(self, rcpt: ClaimedRecipient) -> None:

@@ -12,7 +12,9 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 9
+from postroom.storage.sqlite.history import history_keys, keys_text
+
+SCHEMA_VERSION = 10
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -114,9 +116,11 @@ CREATE TABLE IF NOT EXISTS message_history (
     client_helo TEXT NOT NULL,
     protocol    TEXT NOT NULL,
     auth_user   TEXT NOT NULL,
-    -- events: [time, recipient, event, reply, relay] per line; auth: the inbound checks
+    -- events: [time, recipient, event, reply, relay(, details)] per line; auth: the inbound
+    -- checks; reception: JSON of how it was received (TLS, Message-ID, verdict, recipients)
     events      TEXT NOT NULL DEFAULT '',
-    auth        TEXT NOT NULL DEFAULT ''
+    auth        TEXT NOT NULL DEFAULT '',
+    reception   TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 
 -- Report lines of one message gathered while its deliveries to several destinations run, so
@@ -312,6 +316,18 @@ CREATE TABLE IF NOT EXISTS sending_counts (
 
 SCHEMA += ABUSE + ";\n"
 
+# Schema 10: the delivery trace (services/trace.py, `postroom trace`).
+TRACE = """
+-- What each message kept in message_history is found by, one per line: "a:" + an address
+-- (its sender, each recipient as given and as delivered), "m:" + its Message-ID (lower case,
+-- without <>). Written with the history row, pruned with it (storage/sqlite/history.py). By
+-- queue ID, so new rows are appended; a lookup scans from the newest.
+CREATE TABLE IF NOT EXISTS trace_keys (
+    message_id TEXT PRIMARY KEY,
+    keys       TEXT NOT NULL
+) WITHOUT ROWID
+"""
+SCHEMA += TRACE + ";\n"
 
 
 def _move_subjects(conn: sqlite3.Connection) -> None:
@@ -380,6 +396,19 @@ def _add_recipient_scores(conn: sqlite3.Connection) -> None:
             )
 
 
+def _add_trace(conn: sqlite3.Connection) -> None:
+    """Schema 10: the history keeps how each message was received (none for the messages it
+    kept already), and what it is found by (their senders and recipients, from the events)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(message_history)")}
+    if "reception" not in present:
+        conn.execute("ALTER TABLE message_history ADD COLUMN reception TEXT NOT NULL DEFAULT ''")
+    rows = conn.execute("SELECT id, sender, events FROM message_history")
+    conn.executemany(
+        "INSERT OR IGNORE INTO trace_keys(message_id, keys) VALUES (?, ?)",
+        [(row[0], keys_text(history_keys(row[1], row[2]))) for row in rows],
+    )
+
+
 # Steps from one schema version to the next, for stores created by an older postroom: SQL
 # statements, or functions of the connection.
 MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
@@ -395,4 +424,5 @@ MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = 
     6: (DKIM_KEYS,),
     7: (_add_recipient_scores,),
     9: tuple(statement for statement in ABUSE.split(";") if statement.strip()),
+    10: (_add_trace,),
 }

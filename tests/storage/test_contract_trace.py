@@ -1,0 +1,178 @@
+"""Storage contract, the delivery trace: how a message was received and each attempt's details
+are kept with its history, it is found by queue ID, Message-ID and address (newest first,
+bounded), long replies are cut, and pruning forgets the message by every key.
+
+Written against `storage.api` only and run for every backend in conftest.BACKENDS.
+"""
+
+from __future__ import annotations
+
+from postroom.model.queue import Envelope, QueuedMessage, Recipient, RecipientState, new_queue_id
+from postroom.proto.smtp.params import MailParams
+from postroom.storage.api import Store, Tx
+from postroom.storage.records import HistoryEvent, ReceivedRecipient, Reception
+
+from .conftest import read, write
+
+CONTENT = b"Subject: hello\r\nMessage-ID: <m1@client.test>\r\n\r\nHi.\r\n"
+ARRIVAL = 1_800_000_000.0
+TLS = "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
+
+
+def accept(
+    tx: Tx, arrival: float, sender: str, *recipients: Recipient, msgid: str = "", qid: str = ""
+) -> str:
+    envelope = Envelope(
+        sender,
+        MailParams(),
+        "192.0.2.1",
+        "client.test",
+        "ESMTPS",
+        tls=TLS,
+        arrival=arrival,
+        auth="spf=pass dkim=pass dmarc=pass arc=none",
+        message_id=msgid,
+        verdict="deliver (authenticated)",
+    )
+    message = QueuedMessage(
+        qid or new_queue_id(arrival), envelope, b"", 0, len(CONTENT), [*recipients]
+    )
+    message.blob_id = tx.blobs.add(CONTENT)
+    tx.history.arrived(message)
+    tx.queue.enqueue(message)
+    return message.id
+
+
+def remote(address: str, original: str | None = None) -> Recipient:
+    return Recipient(address, original or address, None)
+
+
+def test_reception_and_attempts_are_kept_with_the_history(store: Store) -> None:
+    queue_id = write(
+        store,
+        lambda tx: accept(
+            tx,
+            ARRIVAL,
+            "Alice@Example.test",
+            remote("carol@remote.test", "list@example.test"),
+            Recipient("bob@example.test", "bob@example.test", 1),
+            msgid="<m1@client.test>",
+        ),
+    )
+
+    def attempt(tx: Tx) -> None:
+        claims = tx.queue.claim_due(ARRIVAL, lambda arrival, n: ARRIVAL + 600.0 * n)
+        (claimed,) = claims["remote.test"]
+        (rcpt,) = claimed.recipients
+        reply = "451 4.3.0 " + "x" * 2000
+        tx.queue.record_attempt(
+            rcpt,
+            RecipientState.DEFERRED,
+            reply,
+            ARRIVAL + 1,
+            "mx.remote.test",
+            ip="127.0.0.9",
+            tls="TLSv1.3 TLS_AES_128_GCM_SHA256",
+        )
+        tx.history.record(
+            HistoryEvent(
+                queue_id,
+                ARRIVAL + 2,
+                "alice@example.test",
+                "report",
+                "delay report",
+                report_id="ZZZZZZZZZZZZZZZZZ",
+            ),
+        )
+
+    write(store, attempt)
+    trace = read(store, lambda tx: tx.history.trace(queue_id.lower()))
+    assert trace is not None and trace.message_id == queue_id
+    assert trace.auth == "spf=pass dkim=pass dmarc=pass arc=none"
+    assert trace.reception == Reception(
+        tls=TLS,
+        message_id="<m1@client.test>",
+        verdict="deliver (authenticated)",
+        junk=False,
+        recipients=(
+            ReceivedRecipient("carol@remote.test", "list@example.test", False),
+            ReceivedRecipient("bob@example.test", "bob@example.test", True),
+        ),
+    )
+    deferred, report = trace.events
+    assert (deferred.event, deferred.relay, deferred.ip) == (
+        "deferred",
+        "mx.remote.test",
+        "127.0.0.9",
+    )
+    assert deferred.tls == "TLSv1.3 TLS_AES_128_GCM_SHA256"
+    assert deferred.next_attempt == ARRIVAL + 600.0  # set when the attempt was claimed
+    assert deferred.reply.startswith("451 4.3.0 xxx") and len(deferred.reply) == 512
+    assert (report.event, report.recipient, report.report_id) == (
+        "report",
+        "alice@example.test",
+        "ZZZZZZZZZZZZZZZZZ",
+    )
+
+
+def test_messages_are_found_by_address_and_message_id_newest_first(store: Store) -> None:
+    def three(tx: Tx) -> list[str]:
+        return [
+            accept(tx, ARRIVAL, "alice@example.test", remote("carol@remote.test"), msgid="<A@x>"),
+            accept(tx, ARRIVAL + 10, "dave@example.test", remote("carol@remote.test")),
+            accept(tx, ARRIVAL + 20, "alice@example.test", remote("erin@remote.test"), msgid="b@x"),
+        ]
+
+    first, second, third = write(store, three)
+    assert read(store, lambda tx: tx.history.with_address("Carol@Remote.test", 50)) == [
+        second,
+        first,
+    ]
+    assert read(store, lambda tx: tx.history.with_address("alice@example.test", 50)) == [
+        third,
+        first,
+    ]
+    assert read(store, lambda tx: tx.history.with_address("alice@example.test", 1)) == [third]
+    assert read(store, lambda tx: tx.history.with_message_id("a@X", 50)) == [first]
+    assert read(store, lambda tx: tx.history.with_message_id("<B@x>", 50)) == [third]
+    assert read(store, lambda tx: tx.history.with_address("nobody@example.test", 50)) == []
+
+
+def test_pruning_forgets_a_message_by_every_key(store: Store) -> None:
+    old = write(
+        store,
+        lambda tx: accept(
+            tx, ARRIVAL, "alice@example.test", remote("carol@remote.test"), msgid="<o@x>"
+        ),
+    )
+    new = write(
+        store,
+        lambda tx: accept(tx, ARRIVAL + 100, "alice@example.test", remote("carol@remote.test")),
+    )
+    assert write(store, lambda tx: tx.history.prune(ARRIVAL + 50)) == 1
+    assert read(store, lambda tx: tx.history.trace(old)) is None
+    assert read(store, lambda tx: tx.history.with_address("carol@remote.test", 50)) == [new]
+    assert read(store, lambda tx: tx.history.with_address("alice@example.test", 50)) == [new]
+    assert read(store, lambda tx: tx.history.with_message_id("o@x", 50)) == []
+
+
+def test_an_event_recorded_just_before_the_arrival_is_kept_with_it(store: Store) -> None:
+    """A report queued while a message is delivered locally, before the spool writes its
+    history in the same transaction, is in its trace; one of a message that never arrived is
+    not kept, nor given to another."""
+    queue_id, lost = new_queue_id(ARRIVAL), new_queue_id(ARRIVAL)
+
+    def job(tx: Tx) -> None:
+        for about in (lost, queue_id):
+            tx.history.record(
+                HistoryEvent(about, ARRIVAL, "alice@example.test", "report", "success report")
+            )
+        accept(tx, ARRIVAL, "alice@example.test", remote("carol@remote.test"), qid=queue_id)
+
+    write(store, job)
+    trace = read(store, lambda tx: tx.history.trace(queue_id))
+    assert trace is not None
+    assert [(e.event, e.reply) for e in trace.events] == [("report", "success report")]
+    write(store, lambda tx: accept(tx, ARRIVAL, "dave@example.test", qid=lost))
+    later = read(store, lambda tx: tx.history.trace(lost))
+    assert later is not None and later.events == ()
