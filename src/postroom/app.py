@@ -57,6 +57,7 @@ from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
+from postroom.web import account, admin, api, auth
 from postroom.web.server import HttpListener
 from postroom.web.site import build_app
 
@@ -126,6 +127,7 @@ class MailServer:
         self.web_listeners: list[HttpListener] = []
         self.outbound_auth: OutboundAuth | None = None
         self.defences: Defences | None = None
+        self.web: auth.WebContext | None = None  # the web admin's, once logins can be checked
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _deliver(
@@ -247,6 +249,9 @@ class MailServer:
             )
             await listener.start()
             self.listeners.append(listener)
+        self.web = auth.WebContext.build(
+            self.config, self.store, ingress.authenticator, self.scheduler.wake
+        )
         await self._start_web(context)
 
     async def _start_web(self, context: ssl.SSLContext) -> None:
@@ -273,7 +278,9 @@ class MailServer:
 
     def _web_routes(self) -> list[BaseRoute]:
         """What each part of the HTTP surface serves; a new part adds its routes here."""
-        return []
+        web = self.web
+        admin_site = (auth, account, admin, api) if web is not None else ()
+        return [route for part in admin_site for route in part.routes(web)]
 
     def _service_kinds(
         self, context: ssl.SSLContext, ingress: IngressContext

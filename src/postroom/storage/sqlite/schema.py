@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10  # web admin (WEB_ADMIN below); the lead renumbers it to 11 at merge
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS users (
     address       TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
     scram         TEXT NOT NULL,
-    created       REAL NOT NULL
+    created       REAL NOT NULL,
+    admin         INTEGER NOT NULL DEFAULT 0  -- may use /admin/ and the admin API (schema 10)
 );
 
 CREATE TABLE IF NOT EXISTS aliases (
@@ -312,6 +313,35 @@ CREATE TABLE IF NOT EXISTS sending_counts (
 
 SCHEMA += ABUSE + ";\n"
 
+# Schema 10: the web admin (web/auth.py). Statements separated by ";", all idempotent.
+WEB_ADMIN = """
+-- Logged-in browser sessions: the SHA-256 of the cookie's random 256-bit ID (the ID itself is
+-- never stored), the session's CSRF token, and when it began and was last used.
+CREATE TABLE IF NOT EXISTS web_sessions (
+    id_hash   BLOB PRIMARY KEY,
+    user_id   INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf      TEXT NOT NULL,
+    created   REAL NOT NULL,
+    last_seen REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS web_sessions_user ON web_sessions(user_id);
+-- API bearer tokens (`postroom user token`): the SHA-256 of the token, whose it is, its name.
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id_hash   BLOB PRIMARY KEY,
+    user_id   INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name      TEXT NOT NULL,
+    created   REAL NOT NULL
+) WITHOUT ROWID
+"""
+SCHEMA += WEB_ADMIN + ";\n"
+
+
+def _add_admin_flag(conn: sqlite3.Connection) -> None:
+    """Schema 10: accounts get the admin flag (a new store has it from SCHEMA)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
+    if "admin" not in present:
+        conn.execute("ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0")
+
 
 
 def _move_subjects(conn: sqlite3.Connection) -> None:
@@ -395,4 +425,5 @@ MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = 
     6: (DKIM_KEYS,),
     7: (_add_recipient_scores,),
     9: tuple(statement for statement in ABUSE.split(";") if statement.strip()),
+    10: (_add_admin_flag, *(s for s in WEB_ADMIN.split(";") if s.strip())),
 }
