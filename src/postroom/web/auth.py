@@ -23,6 +23,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -215,6 +216,11 @@ def _next_page(value: str, user: UserRecord) -> str:
 
 
 def routes(ctx: WebContext) -> list[BaseRoute]:
+    style_sheet = (files("postroom.web") / "static" / "admin.css").read_bytes()
+
+    async def style(request: Request) -> Response:
+        return Response(style_sheet, media_type="text/css", headers={"Cache-Control": "no-cache"})
+
     async def login_form(request: Request) -> Response:
         refusal = https_only(ctx, request)
         if refusal is not None:
@@ -281,6 +287,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         return response
 
     return [
+        Route("/static/admin.css", style, methods=["GET", "HEAD"]),
         Route("/login", login_form, methods=["GET", "HEAD", "POST"]),
         Route("/logout", logout, methods=["POST"]),
     ]
