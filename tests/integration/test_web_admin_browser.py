@@ -31,6 +31,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 SERVICES = ("smtp", "submission", "http", "https")
@@ -114,17 +115,22 @@ class Steps:
         errors = self.console_errors()
         assert not errors, errors
 
+    def focused(self, element_id: str) -> WebElement:
+        """The element with the keyboard focus, once it is `element_id` (autofocus applies
+        when the page is next rendered, possibly after the load event)."""
+        WebDriverWait(self.driver, WAIT).until(
+            lambda d: d.switch_to.active_element.get_attribute("id") == element_id,
+            f"the focus never reached #{element_id}",
+        )
+        return self.driver.switch_to.active_element
+
     def log_in(self, address: str, password: str) -> None:
         """By keyboard only: the address field has focus, Tab to the password, Enter."""
         self.open("/login")
-        focused = self.driver.switch_to.active_element
-        assert focused.get_attribute("id") == "address"
-        focused.send_keys(address, Keys.TAB)
-        focused = self.driver.switch_to.active_element
-        assert focused.get_attribute("id") == "password"
-        focused.send_keys(password, Keys.ENTER)
+        self.focused("address").send_keys(address, Keys.TAB)
+        self.focused("password").send_keys(password, Keys.ENTER)
 
-    def labelled(self, label: str) -> object:
+    def labelled(self, label: str) -> WebElement:
         """The form field a <label> names: a field without its label is not found."""
         element = self.driver.find_element(By.XPATH, f"//label[normalize-space()='{label}']")
         return self.driver.find_element(By.ID, str(element.get_attribute("for")))
@@ -168,9 +174,9 @@ def test_admin_and_account_pages_in_chromium(
     steps.assert_clean_console()
 
     steps.open("/account/")
-    steps.labelled("Current password").send_keys(server.passwords[ALICE])  # type: ignore[attr-defined]
-    steps.labelled("New password").send_keys("alice-new")  # type: ignore[attr-defined]
-    steps.labelled("New password again").send_keys("alice-new")  # type: ignore[attr-defined]
+    steps.labelled("Current password").send_keys(server.passwords[ALICE])
+    steps.labelled("New password").send_keys("alice-new")
+    steps.labelled("New password again").send_keys("alice-new")
     steps.press("Change password")
     steps.wait_for("Your password was changed.")
     steps.shot("password-changed")
