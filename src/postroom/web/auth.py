@@ -208,7 +208,7 @@ async def password_ok(
     return True
 
 
-def _next_page(value: str, user: UserRecord) -> str:
+def landing_page(value: str, user: UserRecord) -> str:
     """Where to go after the login: a local path only (never //host or a scheme)."""
     if value.startswith("/") and not value.startswith("//") and "\\" not in value:
         return value
@@ -229,7 +229,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             return await login_post(request)
         current = await session_of(ctx, request)
         if current is not None:
-            return RedirectResponse(_next_page("", current.user), status_code=303)
+            return RedirectResponse(landing_page("", current.user), status_code=303)
         return _login_page(request, 200, "")
 
     def _login_page(request: Request, status: int, error: str) -> Response:
@@ -267,7 +267,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             tx.web.add_session(id_hash, user.id, csrf, now)
 
         await ctx.store.write(begin)
-        response = RedirectResponse(_next_page(str(form.get("next", "")), user), 303)
+        response = RedirectResponse(landing_page(str(form.get("next", "")), user), 303)
         _secure_cookie(response, COOKIE, session_id, None)
         response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True)
         return response
