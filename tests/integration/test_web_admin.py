@@ -63,10 +63,19 @@ def test_login_sets_a_secure_session_cookie_and_shows_the_dashboard(server: Post
     dashboard = client.get("/admin/")
     assert dashboard.status == 200 and "Dashboard" in dashboard.body
     assert '<th scope="row">Users</th><td>2</td>' in dashboard.body
-    # The store keeps the ID's hash, never the ID.
+    assert dashboard.headers["cache-control"] == "no-store"
+    # The store keeps the ID's hash, never the ID; a new login replaces the old session.
+    again = WebClient(server)
+    token = again.get("/login").csrf()
+    again.cookies["__Host-postroom"] = old = client.cookies["__Host-postroom"]
+    form = {"csrf": token, "address": ALICE, "password": server.passwords[ALICE]}
+    assert again.post("/login", form).status == 303
+    assert again.cookies["__Host-postroom"] != old
+    assert client.get("/admin/").status == 303  # the old session is gone
     with sqlite3.connect(server.data_dir / "postroom.db") as db:
         stored = [bytes(row[0]) for row in db.execute("SELECT id_hash FROM web_sessions")]
-    assert len(stored) == 1 and client.cookies["__Host-postroom"].encode() not in stored[0]
+    assert len(stored) == 1 and again.cookies["__Host-postroom"].encode() not in stored[0]
+    server.wait_for_log(r"web login user=<alice@example\.test> client=127\.0\.0\.1")
 
 
 def test_wrong_password_is_refused_and_logged_for_fail2ban(server: Postroom) -> None:
@@ -292,3 +301,15 @@ def test_cli_admin_flag_and_errors(server: Postroom) -> None:
     client = WebClient(server)
     client.login("erin@example.test", "e")
     assert client.get("/admin/").status == 403
+
+
+def test_web_logins_share_the_login_throttle_with_imap(postroom_factory: Factory) -> None:
+    server = postroom_factory(services=SERVICES, limits={"auth_failures": 3})
+    client = WebClient(server)
+    for _ in range(3):
+        client.login(BOB, "guess", expect=403)
+    blocked = client.login(BOB, server.passwords[BOB], expect=503)
+    assert "not possible now" in blocked.body
+    assert "__Host-postroom" not in client.cookies
+    assert not imap_login(server, BOB, server.passwords[BOB])  # the same block, for IMAP too
+    assert imap_login(server, ALICE, server.passwords[ALICE])  # another account is not blocked

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -41,6 +42,8 @@ from postroom.services.accounts import PasswordError, normalize_password, secret
 from postroom.services.authn import Authenticator
 from postroom.storage.api import Store, Tx
 from postroom.storage.records import UserRecord
+
+log = logging.getLogger("postroom.web")
 
 COOKIE = "__Host-postroom"
 LOGIN_COOKIE = "__Host-postroom-login"
@@ -79,7 +82,9 @@ class WebContext:
     def render(self, request: Request, name: str, status: int = 200, **values: Any) -> Response:
         values.setdefault("login", None)
         values["hostname"] = self.config.hostname
-        return self.templates.TemplateResponse(request, name, values, status_code=status)
+        response = self.templates.TemplateResponse(request, name, values, status_code=status)
+        response.headers["Cache-Control"] = "no-store"  # tokens and personal data: never cached
+        return response
 
     def accounts_changed(self) -> None:
         """Users or passwords changed: SMTP's recipient cache is dropped at the next RCPT."""
@@ -261,12 +266,16 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             return _login_page(request, 403, "Wrong address or password.")
         session_id = secrets.token_urlsafe(32)  # 256 random bits
         id_hash, csrf, now = secret_hash(session_id), secrets.token_urlsafe(32), time.time()
+        previous = request.cookies.get(COOKIE, "")[:MAX_SECRET]
 
         def begin(tx: Tx) -> None:
             tx.web.prune_sessions(now - IDLE, now - ABSOLUTE)
+            if previous:  # a new login replaces the browser's old session, never reuses it
+                tx.web.delete_session(secret_hash(previous))
             tx.web.add_session(id_hash, user.id, csrf, now)
 
         await ctx.store.write(begin)
+        log.info("web login user=<%s> client=%s", user.address, client_of(request))
         response = RedirectResponse(landing_page(str(form.get("next", "")), user), 303)
         _secure_cookie(response, COOKIE, session_id, None)
         response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True)
