@@ -268,6 +268,9 @@ def test_api_with_tokens_and_sessions(server: Postroom) -> None:
         "POST", "/api/v1/users", {"address": "dave@elsewhere.test", "password": "d"}, **auth
     )
     assert bad.status == 400 and "not a local domain" in bad.json()["error"]  # type: ignore[index]
+    for body in (b"{not json", b"[1, 2]", b"\xff"):
+        broken = api.request("POST", "/api/v1/users", body, auth)
+        assert broken.status == 400, (body, broken.body)
     people = api.api("GET", "/api/v1/users", **auth).json()
     assert {"address": ALICE, "admin": True} in [
         {"address": p["address"], "admin": p["admin"]}

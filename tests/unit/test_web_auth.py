@@ -36,7 +36,7 @@ def test_same_origin() -> None:
     assert same_origin(request(host=host))  # a script: no Origin, no Referer
     assert same_origin(request(host=host, origin=f"https://{host}"))
     assert same_origin(request(host=host, referer=f"https://{host}/admin/users"))
-    for origin in ("https://evil.example", "null", f"http://{host}", f"https://{host}.evil"):
+    for origin in ("https://evil.example", "null", f"http://{host}", f"https://{host}.evil", "é"):
         assert not same_origin(request(host=host, origin=origin)), origin
     assert not same_origin(request(host=host, referer=f"https://{host}.evil/"))
 
