@@ -343,7 +343,6 @@ def _add_admin_flag(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0")
 
 
-
 def _move_subjects(conn: sqlite3.Connection) -> None:
     """Schema 3: subjects leave blob_summaries for blob_subjects (a schema 1 store, whose
     blob_summaries was just made in the new shape, has none to move)."""
