@@ -167,6 +167,11 @@ def test_admin_and_account_pages_in_chromium(
 
     steps.open("/admin/users")
     steps.wait_for(BOB)
+    steps.labelled("Address").send_keys("carol@example.test")
+    steps.labelled("Password").send_keys("carol-secret")
+    steps.press("Create user")
+    steps.wait_for("The user was created.")
+    assert "carol@example.test" in server.run_cli("user", "list").stdout
     steps.shot("users")
     steps.open("/admin/domains")
     steps.wait_for("DKIM keys of example.test")
