@@ -316,3 +316,11 @@ def test_web_logins_share_the_login_throttle_with_imap(postroom_factory: Factory
     assert "__Host-postroom" not in client.cookies
     assert not imap_login(server, BOB, server.passwords[BOB])  # the same block, for IMAP too
     assert imap_login(server, ALICE, server.passwords[ALICE])  # another account is not blocked
+
+
+def test_sessions_outlive_a_restart(server: Postroom) -> None:
+    client = WebClient(server)
+    client.login(BOB, server.passwords[BOB])
+    assert server.stop() == 0
+    server.restart()
+    assert client.get("/account/").status == 200
