@@ -60,7 +60,7 @@ from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
-from postroom.web import acme, autoconfig
+from postroom.web import account, acme, admin, api, auth, autoconfig
 from postroom.web.server import HttpListener
 from postroom.web.site import build_app
 
@@ -153,6 +153,7 @@ class MailServer:
         self.context: ssl.SSLContext | None = None  # every TLS listener's, kept across reloads
         self.ingress: IngressContext | None = None
         self.authenticator: Authenticator | None = None  # logins on every service
+        self.web: auth.WebContext | None = None  # the web admin's, once logins can be checked
         self._kinds: list[ServiceKind] = []
         self._reload_lock = asyncio.Lock()  # one SIGHUP at a time
         self._tasks: list[asyncio.Task[None]] = []
@@ -281,6 +282,9 @@ class MailServer:
             )
             await listener.start()
             self.listeners.append(listener)
+        self.web = auth.WebContext.build(
+            self.config, self.store, ingress.authenticator, self.scheduler.wake
+        )
         await self._start_web(context)
         if self.config.acme.enabled:  # once the HTTP listener can answer http-01
             certificates = CertificateManager(
@@ -315,9 +319,13 @@ class MailServer:
         """What each part of the HTTP surface serves; a new part adds its routes here."""
         assert self.context is not None and self.authenticator is not None
         ports = {listener.name: listener.port for listener in self.listeners}
+        web = self.web
+        admin_site = (auth, account, admin, api) if web is not None else ()
         return [
             *acme.routes(self.acme_files.challenges),
+            # Before the account pages: /account/mobileconfig is autoconfig's.
             *autoconfig.routes(self.config, ports, self.context, self.authenticator),
+            *(route for part in admin_site for route in part.routes(web)),
         ]
 
     def _service_kinds(

@@ -158,7 +158,10 @@ USAGE_ERRORS = {
     "bad-value": (("mailbox", "export", ALICE, "--format", "xml"), "'xml' is not one of"),
     "option-without-value": (("send", "--from"), "'--from' requires an argument"),
     "unknown-command": (("frobnicate",), "no such command 'frobnicate'"),
-    "missing-command": (("user",), "missing command, one of: add, delete, list, passwd"),
+    "missing-command": (
+        ("user",),
+        "missing command, one of: add, admin, delete, list, passwd, token",
+    ),
     "top-level-option": (("--bogus", "user", "list"), "no such option '--bogus'"),
 }
 

@@ -107,6 +107,10 @@ def test_quickstart_writes_a_production_setup(tmp_path: Path) -> None:
     assert "_domainkey.example.org. 3600 IN TXT" in records.stdout
     assert "service install" in result.stdout and "doctor example.org" in result.stdout
     assert password not in path.read_text() and password not in records.stdout
+    # The admin may use the web admin.
+    users = postroom_cli("--config", str(path), "user", "list")
+    assert users.returncode == 0, users.stderr
+    assert users.stdout.split()[-1:] == ["admin"] and ADMIN in users.stdout, users.stdout
 
     # The printed password logs in, on the server that config makes (moved to free ports).
     ports = dict(zip(STANDARD_PORTS, free_ports(len(STANDARD_PORTS)), strict=True))

@@ -222,7 +222,9 @@ def test_passwords_change_and_users_list(store: Store) -> None:
         "h2",
         "s2",
     )
-    assert [a for a, _ in read(store, lambda tx: tx.accounts.list_users())] == ["bob@example.test"]
+    assert [u.address for u in read(store, lambda tx: tx.accounts.list_users())] == [
+        "bob@example.test"
+    ]
     with pytest.raises(StoreError):
         write(store, lambda tx: tx.accounts.set_password("nobody@example.test", "h", "s"))
 

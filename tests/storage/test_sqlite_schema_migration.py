@@ -227,3 +227,32 @@ def test_version_9_store_keeps_its_history_findable_by_trace(tmp_path: Path) -> 
         assert db.history.with_address("b@remote.test", 50) == []
     finally:
         db.close()
+
+
+def test_version_10_store_gets_the_admin_flag_and_web_sessions(tmp_path: Path) -> None:
+    path = tmp_path / "postroom.db"
+    SqliteTx(tmp_path).close()
+    conn = sqlite3.connect(path)
+    # Back to schema 10: no admin flag, no web sessions or API tokens.
+    conn.executescript(
+        """
+        DROP TABLE web_sessions;
+        DROP TABLE api_tokens;
+        ALTER TABLE users DROP COLUMN admin;
+        UPDATE meta SET value = '10' WHERE key = 'schema_version';
+        INSERT INTO users VALUES (1, 'alice@example.test', 'h', 's', 0);
+        """
+    )
+    conn.close()
+    db = SqliteTx(tmp_path)
+    try:
+        version = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone()[0] == str(SCHEMA_VERSION)
+        user = db.accounts.get_user("alice@example.test")
+        assert user is not None and user.admin is False
+        db.accounts.set_admin("alice@example.test", True)
+        db.web.add_session(b"h" * 32, user.id, "csrf", 10.0)
+        session = db.web.session(b"h" * 32)
+        assert session is not None and session.user.admin and session.csrf == "csrf"
+    finally:
+        db.close()

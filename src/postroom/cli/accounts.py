@@ -10,6 +10,7 @@ import click
 from postroom.cli.common import CliError, load, open_store
 from postroom.proto.smtp.params import validate_mailbox
 from postroom.proto.smtp.replies import SmtpError
+from postroom.services import accounts
 from postroom.services.accounts import hash_password
 
 
@@ -52,18 +53,47 @@ def user() -> None:
 @click.argument("address")
 @click.option("--password", default=None, help="Password (visible in shell history).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--admin", is_flag=True, help="May use the web admin (/admin/) and its API.")
 @click.pass_context
-def user_add(ctx: click.Context, address: str, password: str | None, password_stdin: bool) -> None:
+def user_add(
+    ctx: click.Context, address: str, password: str | None, password_stdin: bool, admin: bool
+) -> None:
     """Create a user with its mailboxes (INBOX, Sent, Drafts, Trash, Junk, Archive)."""
     config = load(ctx)
-    check_address(address)
-    local_domain_check(config.domains, address)
+    try:
+        address = accounts.new_address(address, config.domains)
+    except accounts.AccountError as error:
+        raise CliError(str(error)) from None
     secret = read_password(password, password_stdin)
     with open_store(config, accounts=True) as store:
-        password_hash, scram = hash_password(secret)
+        hashed = hash_password(secret)
         with store.transaction() as tx:
-            tx.accounts.add_user(address, password_hash, scram)
-    click.echo(f"added {address.lower()}")
+            accounts.add_user(tx, address, hashed, admin=admin)
+    click.echo(f"added {address}" + (" (admin)" if admin else ""))
+
+
+@user.command("admin")
+@click.argument("address")
+@click.option("--off", is_flag=True, help="Take the admin flag away instead.")
+@click.pass_context
+def user_admin(ctx: click.Context, address: str, off: bool) -> None:
+    """Let a user use the web admin (/admin/) and its API, or with --off no longer."""
+    config = load(ctx)
+    with open_store(config, accounts=True) as store, store.transaction() as tx:
+        accounts.set_admin(tx, address, not off)
+    click.echo(f"{address.lower()} is {'no longer ' if off else ''}an admin")
+
+
+@user.command("token")
+@click.argument("address")
+@click.option("--name", default="api", show_default=True, help="What the token is for.")
+@click.pass_context
+def user_token(ctx: click.Context, address: str, name: str) -> None:
+    """Make a bearer token for the JSON API (/api/v1/) acting as ADDRESS; printed once."""
+    config = load(ctx)
+    with open_store(config) as store, store.transaction() as tx:
+        token = accounts.new_token(tx, address, name)
+    click.echo(token)
 
 
 @user.command("passwd")
@@ -78,9 +108,9 @@ def user_passwd(
     config = load(ctx)
     secret = read_password(password, password_stdin)
     with open_store(config, accounts=True) as store:
-        password_hash, scram = hash_password(secret)
+        hashed = hash_password(secret)
         with store.transaction() as tx:
-            tx.accounts.set_password(address, password_hash, scram)
+            accounts.set_password(tx, address, hashed)
     click.echo(f"password changed for {address.lower()}")
 
 
@@ -105,18 +135,19 @@ def user_delete(ctx: click.Context, address: str, yes: bool) -> None:
             if not click.confirm(question, default=False):
                 raise CliError(f"{address} not deleted")
         with store.transaction() as tx:
-            tx.accounts.delete_user(address)
+            accounts.delete_user(tx, address)
     click.echo(f"deleted {address.lower()}")
 
 
 @user.command("list")
 @click.pass_context
 def user_list(ctx: click.Context) -> None:
-    """List users."""
+    """List users: address, created, and "admin" for those who may use the web admin."""
     config = load(ctx)
     with open_store(config) as store:
-        for address, created in store.reader().accounts.list_users():
-            click.echo(f"{address}\t{time.strftime('%Y-%m-%d %H:%M', time.localtime(created))}")
+        for summary in accounts.users(store.reader()):
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(summary.created))
+            click.echo(f"{summary.address}\t{created}" + ("\tadmin" if summary.admin else ""))
 
 
 @click.group()

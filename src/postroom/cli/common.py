@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import click
 
 from postroom.config import Config, ConfigError, load_config
-from postroom.services.accounts import PasswordError
+from postroom.services.accounts import AccountError
 from postroom.storage.api import DirectStore, Tx
 from postroom.storage.backend import direct_store
 from postroom.storage.records import StorageFailure, StoreError
@@ -45,7 +45,7 @@ def open_store(config: Config, *, accounts: bool = False) -> Iterator[DirectStor
         yield store
         if accounts:
             store.signals.mark("accounts")
-    except (StoreError, PasswordError) as error:
+    except (StoreError, AccountError) as error:
         raise CliError(str(error)) from None
     except Exception as error:
         trouble = store.failure(error)

@@ -142,7 +142,7 @@ def quickstart(
                         f"{admin} already exists in {config.data_dir}; give another --data-dir "
                         "or use the existing install"
                     )
-                tx.accounts.add_user(admin, password_hash, scram)
+                tx.accounts.add_user(admin, password_hash, scram, admin=True)  # web admin
             now = time.time()
             ensure_local_keys(store, [domain], now)
             lines = records(config, store, domain, now)
@@ -151,7 +151,7 @@ def quickstart(
         raise
     shown = admin.lower()
     click.echo(f"wrote {path}")
-    click.echo(f"created {domain} with the user {shown}")
+    click.echo(f"created {domain} with the admin {shown} (also of the web admin, /admin/)")
     click.echo("")
     click.echo(f"  login:    {shown}")
     click.echo(f"  password: {password}")

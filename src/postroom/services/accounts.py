@@ -1,14 +1,20 @@
-"""Password handling for user accounts: argon2 hashes for PLAIN/LOGIN, SCRAM keys for SCRAM.
+"""User accounts: argon2 hashes for PLAIN/LOGIN and SCRAM keys for SCRAM, and the account
+operations the CLI (`postroom user ...`) and the web admin share.
 
 Passwords are SASLprep-normalised before hashing (RFC 4013), the same normalisation the SASL
-mechanisms apply to what clients send, so both paths compare like with like.
+mechanisms apply to what clients send, so both paths compare like with like. Hashing is the
+caller's, before the transaction (argon2 takes a fifth of a second: never on the writer).
+A changed password, and a deleted user, end the user's web sessions.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import os
+import secrets
+import time
 
 from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -16,11 +22,19 @@ from argon2.low_level import core, ffi
 
 from postroom.proto.sasl import ScramCredentials, derive_scram_credentials
 from postroom.proto.sasl.saslprep import SASLprepError, saslprep
+from postroom.proto.smtp.params import validate_mailbox
+from postroom.proto.smtp.replies import SmtpError
+from postroom.storage.api import Tx
+from postroom.storage.records import StoreError, UserRecord, UserSummary, normalize_address
 
 _hasher = PasswordHasher()
 
 
-class PasswordError(ValueError):
+class AccountError(ValueError):
+    """A request about accounts that cannot be done as given; the message is for humans."""
+
+
+class PasswordError(AccountError):
     """The password cannot be used (empty, or characters SASLprep forbids)."""
 
 
@@ -101,3 +115,73 @@ def scram_credentials(text: str) -> ScramCredentials | None:
         return ScramCredentials.from_text(text)
     except ValueError:
         return None
+
+
+Hashed = tuple[str, str]  # what hash_password returns: (argon2 hash, SCRAM credentials)
+
+
+def new_address(address: str, domains: tuple[str, ...]) -> str:
+    """`address` normalised, when it can be a new user's: a mailbox (RFC 5321 §4.1.2) at one
+    of the local `domains`."""
+    try:
+        validate_mailbox(address, utf8=True)
+    except SmtpError:
+        raise AccountError(f"{address!r} is not a valid mail address (user@domain)") from None
+    domain = address.rpartition("@")[2].lower()
+    if domain not in (d.lower() for d in domains):
+        raise AccountError(
+            f"{address}: {domain} is not a local domain; add it to 'domains' in the config file"
+        )
+    return normalize_address(address)
+
+
+def add_user(tx: Tx, address: str, hashed: Hashed, *, admin: bool = False) -> int:
+    """A new user (StoreError when it exists) with the default mailboxes."""
+    return tx.accounts.add_user(address, hashed[0], hashed[1], admin)
+
+
+def _user(tx: Tx, address: str) -> UserRecord:
+    user = tx.accounts.get_user(address)
+    if user is None:
+        raise StoreError(f"no user {address}")
+    return user
+
+
+def set_password(tx: Tx, address: str, hashed: Hashed, keep_session: bytes | None = None) -> None:
+    """A new password; every web session of the user but `keep_session` ends."""
+    user = _user(tx, address)
+    tx.accounts.set_password(address, *hashed)
+    tx.web.delete_sessions(user.id, keep_session)
+
+
+def set_admin(tx: Tx, address: str, admin: bool) -> None:
+    tx.accounts.set_admin(address, admin)
+
+
+def delete_user(tx: Tx, address: str) -> int:
+    """Remove the user with all of their mail, sessions and tokens; messages removed."""
+    return tx.accounts.delete_user(address)
+
+
+def users(tx: Tx) -> list[UserSummary]:
+    return tx.accounts.list_users()
+
+
+def aliases_of(tx: Tx, address: str) -> list[str]:
+    """The aliases that deliver to `address` (directly: one of their targets is it)."""
+    address = normalize_address(address)
+    return [alias for alias, targets in tx.accounts.list_aliases().items() if address in targets]
+
+
+def secret_hash(secret: str) -> bytes:
+    """What the store keeps of a session ID or token: its SHA-256 (the secret has 256 random
+    bits, so a slow hash would add nothing)."""
+    return hashlib.sha256(secret.encode("ascii", "replace")).digest()
+
+
+def new_token(tx: Tx, address: str, name: str) -> str:
+    """A new API bearer token for the user, shown once: only its hash is kept."""
+    user = _user(tx, address)
+    token = "pr_" + secrets.token_urlsafe(32)
+    tx.web.add_token(secret_hash(token), user.id, name, time.time())
+    return token

@@ -49,6 +49,8 @@ from postroom.storage.records import (
     StoredMessage,
     StoreResult,
     UserRecord,
+    UserSummary,
+    WebSession,
 )
 
 T = TypeVar("T")
@@ -61,15 +63,18 @@ Signal = Literal["accounts", "queue", "limits"]
 class Accounts(Protocol):
     """Users (with their password hash and SCRAM keys) and address aliases."""
 
-    def add_user(self, address: str, password_hash: str, scram: str) -> int:
+    def add_user(self, address: str, password_hash: str, scram: str, admin: bool = False) -> int:
         """A new user with the default mailboxes (INBOX, Sent, ...), all subscribed."""
 
     def get_user(self, address: str) -> UserRecord | None: ...
 
-    def list_users(self) -> list[tuple[str, float]]:
-        """(address, created) of every user, by address."""
+    def list_users(self) -> list[UserSummary]:
+        """Every user, by address."""
 
     def set_password(self, address: str, password_hash: str, scram: str) -> None: ...
+
+    def set_admin(self, address: str, admin: bool) -> None:
+        """Give or take the admin flag; StoreError when there is no such user."""
 
     def delete_user(self, address: str) -> int:
         """Remove a user with their mailboxes and mail; returns how many messages went."""
@@ -87,6 +92,29 @@ class Accounts(Protocol):
         """Expand aliases (recursively, loop-safe) into local users and remote addresses; an
         alias "@domain" catches every address of that local domain that is neither a user nor
         an alias of its own."""
+
+
+class WebLogins(Protocol):
+    """Browser sessions and API tokens of the web admin, each kept by the SHA-256 of its
+    secret (the secret itself is never stored); they go with their user."""
+
+    def add_session(self, id_hash: bytes, user_id: int, csrf: str, now: float) -> None: ...
+
+    def session(self, id_hash: bytes) -> WebSession | None: ...
+
+    def touch_session(self, id_hash: bytes, now: float) -> None: ...
+
+    def delete_session(self, id_hash: bytes) -> None: ...
+
+    def delete_sessions(self, user_id: int, keep: bytes | None = None) -> int:
+        """End every session of the user but `keep`; how many ended."""
+
+    def prune_sessions(self, idle_before: float, created_before: float) -> int:
+        """End the sessions last used before `idle_before` or begun before `created_before`."""
+
+    def add_token(self, id_hash: bytes, user_id: int, name: str, now: float) -> None: ...
+
+    def token_user(self, id_hash: bytes) -> UserRecord | None: ...
 
 
 class Mailboxes(Protocol):
@@ -558,6 +586,9 @@ class Tx(Protocol):
 
     @property
     def abuse(self) -> AbuseState: ...
+
+    @property
+    def web(self) -> WebLogins: ...
 
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested unit: an exception inside undoes only what was done inside, then goes on."""

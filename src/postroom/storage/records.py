@@ -87,6 +87,26 @@ class UserRecord:
     address: str
     password_hash: str
     scram: str
+    admin: bool = False  # may use /admin/ and the admin API
+
+
+@dataclass(frozen=True, slots=True)
+class UserSummary:
+    """One account as `user list` and the admin's user page show it."""
+
+    address: str
+    created: float
+    admin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WebSession:
+    """A logged-in browser session (web/auth.py), with the user it belongs to."""
+
+    user: UserRecord
+    csrf: str
+    created: float
+    last_seen: float
 
 
 @dataclass(frozen=True, slots=True)

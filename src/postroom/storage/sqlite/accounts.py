@@ -12,6 +12,7 @@ from postroom.storage.records import (
     Resolution,
     StoreError,
     UserRecord,
+    UserSummary,
     normalize_address,
 )
 
@@ -21,17 +22,23 @@ if TYPE_CHECKING:
 MAX_ALIAS_DEPTH = 10
 
 
+def user_of(row: Sequence[object]) -> UserRecord:
+    """A UserRecord of the columns id, address, password_hash, scram, admin."""
+    return UserRecord(int(str(row[0])), str(row[1]), str(row[2]), str(row[3]), bool(row[4]))
+
+
 class SqliteAccounts:
     def __init__(self, tx: SqliteTx) -> None:
         self.tx = tx
         self.conn = tx.conn
 
-    def add_user(self, address: str, password_hash: str, scram: str) -> int:
+    def add_user(self, address: str, password_hash: str, scram: str, admin: bool = False) -> int:
         address = normalize_address(address)
         try:
             cursor = self.conn.execute(
-                "INSERT INTO users(address, password_hash, scram, created) VALUES (?, ?, ?, ?)",
-                (address, password_hash, scram, time.time()),
+                "INSERT INTO users(address, password_hash, scram, created, admin)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (address, password_hash, scram, time.time(), int(admin)),
             )
         except sqlite3.IntegrityError:
             raise StoreError(f"user {address} already exists") from None
@@ -43,10 +50,10 @@ class SqliteAccounts:
 
     def get_user(self, address: str) -> UserRecord | None:
         row = self.conn.execute(
-            "SELECT id, address, password_hash, scram FROM users WHERE address = ?",
+            "SELECT id, address, password_hash, scram, admin FROM users WHERE address = ?",
             (normalize_address(address),),
         ).fetchone()
-        return UserRecord(*row) if row else None
+        return user_of(row) if row else None
 
     def require_user(self, address: str) -> UserRecord:
         user = self.get_user(address)
@@ -54,9 +61,16 @@ class SqliteAccounts:
             raise StoreError(f"no user {address}")
         return user
 
-    def list_users(self) -> list[tuple[str, float]]:
-        rows = self.conn.execute("SELECT address, created FROM users ORDER BY address")
-        return [(str(a), float(c)) for a, c in rows]
+    def list_users(self) -> list[UserSummary]:
+        rows = self.conn.execute("SELECT address, created, admin FROM users ORDER BY address")
+        return [UserSummary(str(a), float(c), bool(admin)) for a, c, admin in rows]
+
+    def set_admin(self, address: str, admin: bool) -> None:
+        cursor = self.conn.execute(
+            "UPDATE users SET admin = ? WHERE address = ?", (int(admin), normalize_address(address))
+        )
+        if cursor.rowcount == 0:
+            raise StoreError(f"no user {address}")
 
     def set_password(self, address: str, password_hash: str, scram: str) -> None:
         cursor = self.conn.execute(

@@ -31,6 +31,7 @@ from postroom.storage.sqlite.queue import SqliteQueue
 from postroom.storage.sqlite.schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from postroom.storage.sqlite.secrets import SqliteSecrets
 from postroom.storage.sqlite.sieve import SqliteSieve
+from postroom.storage.sqlite.web import SqliteWebLogins
 
 DB_NAME = "postroom.db"
 BLOB_DIR = "blobs"
@@ -67,6 +68,7 @@ class SqliteTx:
         self.junk = SqliteJunk(self)
         self.sieve = SqliteSieve(self)
         self.abuse = SqliteAbuseState(self)
+        self.web = SqliteWebLogins(self)
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:

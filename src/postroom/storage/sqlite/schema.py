@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from postroom.storage.sqlite.history import history_keys, keys_text
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS users (
     address       TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
     scram         TEXT NOT NULL,
-    created       REAL NOT NULL
+    created       REAL NOT NULL,
+    admin         INTEGER NOT NULL DEFAULT 0  -- may use /admin/ and the admin API (schema 10)
 );
 
 CREATE TABLE IF NOT EXISTS aliases (
@@ -329,6 +330,35 @@ CREATE TABLE IF NOT EXISTS trace_keys (
 """
 SCHEMA += TRACE + ";\n"
 
+# Schema 11: the web admin (web/auth.py). Statements separated by ";", all idempotent.
+WEB_ADMIN = """
+-- Logged-in browser sessions: the SHA-256 of the cookie's random 256-bit ID (the ID itself is
+-- never stored), the session's CSRF token, and when it began and was last used.
+CREATE TABLE IF NOT EXISTS web_sessions (
+    id_hash   BLOB PRIMARY KEY,
+    user_id   INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf      TEXT NOT NULL,
+    created   REAL NOT NULL,
+    last_seen REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS web_sessions_user ON web_sessions(user_id);
+-- API bearer tokens (`postroom user token`): the SHA-256 of the token, whose it is, its name.
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id_hash   BLOB PRIMARY KEY,
+    user_id   INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name      TEXT NOT NULL,
+    created   REAL NOT NULL
+) WITHOUT ROWID
+"""
+SCHEMA += WEB_ADMIN + ";\n"
+
+
+def _add_admin_flag(conn: sqlite3.Connection) -> None:
+    """Schema 11: accounts get the admin flag (a new store has it from SCHEMA)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
+    if "admin" not in present:
+        conn.execute("ALTER TABLE users ADD COLUMN admin INTEGER NOT NULL DEFAULT 0")
+
 
 def _move_subjects(conn: sqlite3.Connection) -> None:
     """Schema 3: subjects leave blob_summaries for blob_subjects (a schema 1 store, whose
@@ -425,4 +455,5 @@ MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = 
     7: (_add_recipient_scores,),
     9: tuple(statement for statement in ABUSE.split(";") if statement.strip()),
     10: (_add_trace,),
+    11: (_add_admin_flag, *(s for s in WEB_ADMIN.split(";") if s.strip())),
 }

@@ -1,0 +1,295 @@
+"""`/admin/`: the admins' pages — dashboard, users, domains with their DKIM keys, the queue.
+
+Pages read through the store's repositories and change accounts through `services.accounts`,
+the functions `postroom user ...` uses; the queue actions are those of `postroom queue ...`.
+Every change is a POST with the session's CSRF token (web/auth.py) answered by a redirect to
+the page (303, RFC 9110 §15.4.4), so a reload never repeats it. A plain user gets 403 on every
+page here. An admin cannot delete themself or drop their own admin flag (no lock-out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from postroom.model.queue import RecipientState
+from postroom.services import accounts, dkim_keys
+from postroom.storage.api import Tx
+from postroom.storage.records import QueueEntry, StoreError
+from postroom.web.auth import Login, WebContext, checked_form, page_login
+
+QueueAction = Literal["retry", "hold", "release", "delete"]
+QUEUE_ACTIONS: tuple[QueueAction, ...] = ("retry", "hold", "release", "delete")
+WAITING = (str(RecipientState.QUEUED), str(RecipientState.DEFERRED))
+NOTICES = {
+    "created": "The user was created.",
+    "password": "The password was set; the user's web sessions ended.",
+    "admin": "The admin flag was changed.",
+    "deleted": "The user and their mail were deleted.",
+    "retry": "The message is due now.",
+    "hold": "The message is held.",
+    "release": "The message was released.",
+    "delete": "The message was deleted from the queue.",
+}
+
+
+USER_PATHS = {
+    "created": "/admin/users",
+    "password": "/admin/users/password",
+    "admin": "/admin/users/admin",
+    "deleted": "/admin/users/delete",
+}
+
+
+class Refused(Exception):
+    """An operation refused for the request's data; the message is for the admin."""
+
+
+def clock(moment: float) -> str:
+    """Local time in RFC 3339, as `postroom queue list` prints it."""
+    return datetime.datetime.fromtimestamp(moment).astimezone().isoformat(timespec="seconds")
+
+
+async def create_user(ctx: WebContext, address: str, password: str, admin: bool) -> str:
+    try:
+        address = accounts.new_address(address, ctx.config.domains)
+        hashed = await asyncio.to_thread(accounts.hash_password, password)
+        await ctx.store.write(lambda tx: accounts.add_user(tx, address, hashed, admin=admin))
+    except (accounts.AccountError, StoreError) as error:
+        raise Refused(str(error)) from None
+    ctx.accounts_changed()
+    return address
+
+
+async def set_password(ctx: WebContext, address: str, password: str) -> None:
+    try:
+        hashed = await asyncio.to_thread(accounts.hash_password, password)
+        await ctx.store.write(lambda tx: accounts.set_password(tx, address, hashed))
+    except (accounts.AccountError, StoreError) as error:
+        raise Refused(str(error)) from None
+    ctx.accounts_changed()
+
+
+async def set_admin(ctx: WebContext, login: Login, address: str, admin: bool) -> None:
+    if not admin and address.strip().lower() == login.user.address:
+        raise Refused("You cannot take your own admin flag; another admin can.")
+    try:
+        await ctx.store.write(lambda tx: accounts.set_admin(tx, address, admin))
+    except StoreError as error:
+        raise Refused(str(error)) from None
+
+
+async def delete_user(ctx: WebContext, login: Login, address: str) -> None:
+    if address.strip().lower() == login.user.address:
+        raise Refused("You cannot delete yourself; another admin can.")
+    try:
+        await ctx.store.write(lambda tx: accounts.delete_user(tx, address))
+    except StoreError as error:
+        raise Refused(str(error)) from None
+    ctx.accounts_changed()
+
+
+async def queue_action(ctx: WebContext, action: str, message_id: str) -> int:
+    """What `postroom queue retry|hold|release|delete ID` does; recipients affected."""
+    message_id = message_id.strip().upper()
+    now = time.time()
+
+    def run(tx: Tx) -> int:
+        if action == "retry":
+            return tx.queue.retry(message_id, now)
+        if action == "hold":
+            return tx.queue.hold(message_id)
+        if action == "release":
+            return tx.queue.release(message_id, now)
+        tx.queue.delete(message_id)
+        return 0
+
+    if action not in QUEUE_ACTIONS or not message_id:
+        raise Refused(f"no queue action {action!r} for {message_id!r}")
+    try:
+        count = await ctx.store.write(run)
+    except StoreError as error:
+        raise Refused(str(error)) from None
+    if action in ("retry", "release"):
+        ctx.wake_queue()
+    return count
+
+
+@dataclass(frozen=True)
+class Counts:
+    users: int
+    messages: int
+    held: int
+    states: list[tuple[str, int]]  # recipients in the queue by state
+
+
+def queue_counts(entries: list[QueueEntry], users: int) -> Counts:
+    states = collections.Counter(rcpt.state for entry in entries for rcpt in entry.recipients)
+    held = sum(1 for entry in entries if entry.held)
+    return Counts(users, len(entries), held, sorted(states.items()))
+
+
+def routes(ctx: WebContext) -> list[BaseRoute]:
+    async def dashboard(request: Request) -> Response:
+        login = await page_login(ctx, request, admin=True)
+        if isinstance(login, Response):
+            return login
+
+        def read(tx: Tx) -> Counts:
+            return queue_counts(tx.queue.entries(), len(accounts.users(tx)))
+
+        counts = await ctx.store.read(read)
+        return ctx.render(
+            request,
+            "admin_dashboard.html",
+            login=login,
+            users=counts.users,
+            domains=len(ctx.config.domains),
+            messages=counts.messages,
+            held=counts.held,
+            states=counts.states,
+        )
+
+    async def users(request: Request) -> Response:
+        login = await page_login(ctx, request, admin=True)
+        if isinstance(login, Response):
+            return login
+        return await _users_page(request, login, 200, "")
+
+    async def _users_page(request: Request, login: Login, status: int, error: str) -> Response:
+        summaries = await ctx.store.read(accounts.users)
+        rows = [
+            {"address": u.address, "admin": u.admin, "created_text": clock(u.created)}
+            for u in summaries
+        ]
+        notice = NOTICES.get(request.query_params.get("done", ""))
+        return ctx.render(
+            request, "admin_users.html", status, login=login, users=rows, error=error, notice=notice
+        )
+
+    def user_change(action: str) -> Route:
+        async def handle(request: Request) -> Response:
+            login = await page_login(ctx, request, admin=True)
+            if isinstance(login, Response):
+                return login
+            form = await checked_form(ctx, request, login)
+            if isinstance(form, Response):
+                return form
+            try:
+                await _change_user(action, login, form)
+            except Refused as error:
+                return await _users_page(request, login, 400, str(error))
+            return RedirectResponse(f"/admin/users?done={action}", status_code=303)
+
+        return Route(USER_PATHS[action], handle, methods=["POST"])
+
+    async def _change_user(action: str, login: Login, form: FormData) -> None:
+        address = str(form.get("address", ""))
+        if action == "created":
+            await create_user(ctx, address, str(form.get("password", "")), "admin" in form)
+        elif action == "password":
+            await set_password(ctx, address, str(form.get("password", "")))
+        elif action == "admin":
+            await set_admin(ctx, login, address, form.get("admin") == "on")
+        elif form.get("confirm") != "yes":
+            raise Refused("Tick the box to confirm the deletion.")
+        else:
+            await delete_user(ctx, login, address)
+
+    async def domains(request: Request) -> Response:
+        login = await page_login(ctx, request, admin=True)
+        if isinstance(login, Response):
+            return login
+        now = time.time()
+
+        def read(tx: Tx) -> list[tuple[str, list[dict[str, str]]]]:
+            return [
+                (
+                    domain,
+                    [
+                        {
+                            "selector": key.selector,
+                            "algorithm": key.algorithm,
+                            "state": key.state,
+                            "since": clock(key.state_changed),
+                            "name": dkim_keys.record_name(key),
+                        }
+                        for key in dkim_keys.published_keys(tx, domain, now)
+                    ],
+                )
+                for domain in ctx.config.domains
+            ]
+
+        listing = await ctx.store.read(read)
+        return ctx.render(request, "admin_domains.html", login=login, domains=listing)
+
+    async def queue(request: Request) -> Response:
+        login = await page_login(ctx, request, admin=True)
+        if isinstance(login, Response):
+            return login
+        return await _queue_page(request, login, 200, "")
+
+    async def _queue_page(request: Request, login: Login, status: int, error: str) -> Response:
+        entries = await ctx.store.read(lambda tx: tx.queue.entries())
+        shown = [
+            {
+                "id": e.id,
+                "held": e.held,
+                "sender": e.sender,
+                "size": e.size,
+                "arrival": clock(e.arrival),
+                "recipients": [
+                    {
+                        "address": r.address,
+                        "state": r.state,
+                        "attempts": r.attempts,
+                        "next": clock(r.next_attempt) if r.state in WAITING else "-",
+                        "last_reply": r.last_reply,
+                    }
+                    for r in e.recipients
+                ],
+            }
+            for e in entries
+        ]
+        notice = NOTICES.get(request.query_params.get("done", ""))
+        return ctx.render(
+            request,
+            "admin_queue.html",
+            status,
+            login=login,
+            entries=shown,
+            error=error,
+            notice=notice,
+        )
+
+    async def queue_change(request: Request) -> Response:
+        login = await page_login(ctx, request, admin=True)
+        if isinstance(login, Response):
+            return login
+        form = await checked_form(ctx, request, login)
+        if isinstance(form, Response):
+            return form
+        action = request.path_params["action"]
+        try:
+            await queue_action(ctx, action, str(form.get("id", "")))
+        except Refused as error:
+            return await _queue_page(request, login, 400, str(error))
+        return RedirectResponse(f"/admin/queue?done={action}", status_code=303)
+
+    return [
+        Route("/admin/", dashboard, methods=["GET", "HEAD"]),
+        Route("/admin/users", users, methods=["GET", "HEAD"]),
+        *(user_change(action) for action in USER_PATHS),
+        Route("/admin/domains", domains, methods=["GET", "HEAD"]),
+        Route("/admin/queue", queue, methods=["GET", "HEAD"]),
+        Route("/admin/queue/{action}", queue_change, methods=["POST"]),
+    ]

@@ -1,0 +1,209 @@
+"""The web admin in a real headless Chromium (Debian's chromium + chromium-driver, driven by
+Selenium) against a real `postroom serve`: log in with the keyboard, see a message just sent
+in the queue and retry it, change a password, and as a plain user fail to open the admin
+pages. A screenshot of each step is saved under the test's tmp dir (paths printed); the
+browser's console must stay free of errors.
+
+Chromium trusts exactly the server's certificate, by the SHA-256 of its public key
+(--ignore-certificate-errors-spki-list), and reaches the server by its host name through
+--host-resolver-rules: no blanket --ignore-certificate-errors, no name mismatch.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .conftest import ALICE, BOB, HOSTNAME, Factory, Postroom, require_program
+
+pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
+
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+SERVICES = ("smtp", "submission", "http", "https")
+WAIT = 30.0
+
+
+def spki_hash(cert_path: Path) -> str:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    der = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@pytest.fixture
+def server(postroom_factory: Factory) -> Postroom:
+    server = postroom_factory(services=SERVICES, start=False)
+    server.run_cli("user", "admin", ALICE)
+    server.start()
+    return server
+
+
+@pytest.fixture
+def browser(server: Postroom, tmp_path: Path) -> Iterator[WebDriver]:
+    chromium = require_program("chromium")
+    driver_path = require_program("chromedriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # the tests may run as root, where Chromium's sandbox refuses to start
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--host-resolver-rules=MAP {HOSTNAME} {server.host}",
+        f"--ignore-certificate-errors-spki-list={spki_hash(server.data_dir / 'tls' / 'cert.pem')}",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Steps:
+    """Visits pages, saves a screenshot of each step, and checks the console after each."""
+
+    def __init__(self, driver: WebDriver, server: Postroom, directory: Path) -> None:
+        self.driver = driver
+        self.base = f"https://{HOSTNAME}:{server.ports['https']}"
+        self.directory = directory
+        directory.mkdir()
+        self.count = 0
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.base + path)
+
+    def wait_for(self, text: str) -> None:
+        # A page being replaced makes the old body stale: ask again.
+        WebDriverWait(
+            self.driver, WAIT, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(
+            lambda d: text in d.find_element(By.TAG_NAME, "body").text,
+            f"{text!r} never showed on {self.driver.current_url}",
+        )
+
+    def shot(self, name: str) -> Path:
+        self.count += 1
+        path = self.directory / f"{self.count:02d}-{name}.png"
+        assert self.driver.save_screenshot(str(path)), path
+        print(f"screenshot: {path}")
+        return path
+
+    def console_errors(self) -> list[str]:
+        entries = self.driver.get_log("browser")  # type: ignore[no-untyped-call]
+        return [e["message"] for e in entries if e["level"] in ("SEVERE", "ERROR")]
+
+    def assert_clean_console(self) -> None:
+        errors = self.console_errors()
+        assert not errors, errors
+
+    def focused(self, element_id: str) -> WebElement:
+        """The element with the keyboard focus, once it is `element_id` (autofocus applies
+        when the page is next rendered, possibly after the load event)."""
+        WebDriverWait(self.driver, WAIT).until(
+            lambda d: d.switch_to.active_element.get_attribute("id") == element_id,
+            f"the focus never reached #{element_id}",
+        )
+        return self.driver.switch_to.active_element
+
+    def log_in(self, address: str, password: str) -> None:
+        """By keyboard only: the address field has focus, Tab to the password, Enter."""
+        self.open("/login")
+        self.focused("address").send_keys(address, Keys.TAB)
+        self.focused("password").send_keys(password, Keys.ENTER)
+
+    def labelled(self, label: str) -> WebElement:
+        """The form field a <label> names: a field without its label is not found."""
+        element = self.driver.find_element(By.XPATH, f"//label[normalize-space()='{label}']")
+        return self.driver.find_element(By.ID, str(element.get_attribute("for")))
+
+    def press(self, name: str) -> None:
+        self.driver.find_element(By.XPATH, f"//button[@aria-label='{name}' or .='{name}']").click()
+
+
+def test_admin_and_account_pages_in_chromium(
+    server: Postroom, browser: WebDriver, tmp_path: Path
+) -> None:
+    with server.submission(ALICE) as client:
+        client.sendmail(ALICE, ["someone@remote.example"], b"Subject: hi\r\n\r\nhello\r\n")
+    match = re.search(r"^(\S+)\t", server.queue_list(), re.MULTILINE)
+    assert match
+    message_id = match[1]
+    steps = Steps(browser, server, tmp_path / "screenshots")
+
+    steps.log_in(ALICE, server.passwords[ALICE])
+    steps.wait_for("Messages in the queue")
+    assert browser.current_url == steps.base + "/admin/"
+    steps.shot("dashboard")
+    steps.assert_clean_console()
+
+    steps.open("/admin/queue")
+    steps.wait_for(message_id)
+    assert "someone@remote.example" in browser.page_source
+    steps.shot("queue")
+    steps.press(f"Retry {message_id}")
+    steps.wait_for("The message is due now.")
+    steps.shot("queue-retried")
+    steps.assert_clean_console()
+    assert message_id in server.queue_list()
+
+    steps.open("/admin/users")
+    steps.wait_for(BOB)
+    steps.labelled("Address").send_keys("carol@example.test")
+    steps.labelled("Password").send_keys("carol-secret")
+    steps.press("Create user")
+    steps.wait_for("The user was created.")
+    assert "carol@example.test" in server.run_cli("user", "list").stdout
+    steps.shot("users")
+    steps.open("/admin/domains")
+    steps.wait_for("DKIM keys of example.test")
+    steps.shot("domains")
+    steps.assert_clean_console()
+
+    steps.open("/account/")
+    steps.labelled("Current password").send_keys(server.passwords[ALICE])
+    steps.labelled("New password").send_keys("alice-new")
+    steps.labelled("New password again").send_keys("alice-new")
+    steps.press("Change password")
+    steps.wait_for("Your password was changed.")
+    steps.shot("password-changed")
+    steps.press(f"Log out {ALICE}")
+    steps.wait_for("Log in")
+    steps.log_in(ALICE, "alice-new")
+    steps.wait_for("Messages in the queue")
+    steps.assert_clean_console()
+    steps.press(f"Log out {ALICE}")
+    steps.wait_for("Log in")
+
+    steps.log_in(BOB, server.passwords[BOB])
+    steps.wait_for("You are logged in as bob@example.test")
+    assert browser.current_url == steps.base + "/account/"
+    assert ALICE not in browser.page_source
+    steps.shot("plain-user-account")
+    steps.assert_clean_console()
+    for path in ("/admin/", "/admin/queue"):
+        steps.open(path)
+        steps.wait_for("Admins only.")
+        assert message_id not in browser.page_source
+    steps.shot("plain-user-refused")
+    # The only console errors allowed now: the two refused pages' own 403 status.
+    errors = steps.console_errors()
+    assert len(errors) == 2 and all("403" in error for error in errors), errors
