@@ -174,7 +174,8 @@ def test_version_5_store_gets_the_dkim_keys_table(tmp_path: Path) -> None:
         """
         DROP TABLE dkim_keys;
         UPDATE meta SET value = '5' WHERE key = 'schema_version';
-        INSERT INTO users VALUES (1, 'alice@example.test', 'h', 's', 0);
+        INSERT INTO users(id, address, password_hash, scram, created)
+            VALUES (1, 'alice@example.test', 'h', 's', 0);
         """
     )
     conn.close()
