@@ -53,10 +53,12 @@ from postroom.services.junk_filter import JunkFilter
 from postroom.services.mail_check import MailChecker
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.services.maildrop import MailboxLocks, MaildropContext
+from postroom.services.metrics import Metrics
 from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
+from postroom.web import metrics as web_metrics
 from postroom.web.server import HttpListener
 from postroom.web.site import build_app
 
@@ -95,6 +97,8 @@ class MailServer:
             batch_max=config.queue.group_commit_max,
             batch_wait=config.queue.group_commit_ms / 1000.0,
         )
+        self.metrics = Metrics(self.store)  # this server's registry, served at /metrics
+        self.store.on_commit = self.metrics.commit_batch.observe
         reporter = Reporter(
             hostname=config.hostname,
             local_domains=tuple(d.lower() for d in config.domains),
@@ -142,13 +146,18 @@ class MailServer:
             messages.append(
                 OutboundMessage(sender, envelope.params, recipients, content, auth=envelope.auth)
             )
-        return await deliver_to_domain(
+        results = await deliver_to_domain(
             domain,
             messages,
             resolver=self.resolver,
             settings=self.outbound,
             route=self._route(domain),
         )
+        attempts = self.metrics.delivery_attempts
+        for outcomes in results:
+            for outcome in outcomes:
+                attempts[outcome.result].inc()
+        return results
 
     async def _promote_keys(self) -> None:
         """Rotated DKIM keys start signing once DNS shows their records; retired ones go."""
@@ -208,7 +217,11 @@ class MailServer:
             Spool(self.store),
             self.local,
             self.scheduler.wake,
-            checker=MailChecker(self.config, self.lookup) if self.config.verify.enabled else None,
+            checker=(
+                MailChecker(self.config, self.lookup, self.metrics)
+                if self.config.verify.enabled
+                else None
+            ),
             srs_reverse=outbound_auth.reverse,
             junk=self.junk_filter,
             defences=defences,
@@ -273,7 +286,7 @@ class MailServer:
 
     def _web_routes(self) -> list[BaseRoute]:
         """What each part of the HTTP surface serves; a new part adds its routes here."""
-        return []
+        return [*web_metrics.routes(self.metrics, self.config.web.metrics_allow)]
 
     def _service_kinds(
         self, context: ssl.SSLContext, ingress: IngressContext
@@ -282,7 +295,14 @@ class MailServer:
         hostname = self.config.hostname
 
         def smtp(name: str) -> ServiceKind:
-            service = SmtpService(name, ingress, self._settings(name), context, self.shutdown_flag)
+            service = SmtpService(
+                name,
+                ingress,
+                self._settings(name),
+                context,
+                self.shutdown_flag,
+                self.metrics.smtp(name),
+            )
             return ServiceKind(
                 service.handle, lambda why: replies.service_unavailable(hostname, why).to_bytes()
             )
@@ -297,7 +317,15 @@ class MailServer:
                 allow_plaintext_auth=self.config.auth.plaintext,
             )
             timeout = self.config.limits.pop3_timeout
-            service = Pop3Service(name, maildrops, settings, context, self.shutdown_flag, timeout)
+            service = Pop3Service(
+                name,
+                maildrops,
+                settings,
+                context,
+                self.shutdown_flag,
+                timeout,
+                self.metrics.sessions("pop3"),
+            )
             return ServiceKind(service.handle, service.refuse)
 
         mailboxes = ImapContext(
@@ -313,7 +341,14 @@ class MailServer:
 
         def imap(name: str) -> ServiceKind:
             timeout = self.config.limits.imap_timeout
-            service = ImapService(name, mailboxes, context, self.shutdown_flag, timeout)
+            service = ImapService(
+                name,
+                mailboxes,
+                context,
+                self.shutdown_flag,
+                timeout,
+                self.metrics.sessions("imap"),
+            )
             return ServiceKind(service.handle, service.refuse)
 
         sieve_scripts = ManageSieveContext(self.store, ingress.authenticator)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from postroom import config_checks as checks
 from postroom.config_checks import Endpoint, IPNetwork
+from postroom.config_log import LogConfig, read_log
 from postroom.config_web import AcmeConfig, WebConfig, read_acme, read_web
 from postroom.durations import format_duration
 
@@ -271,6 +272,7 @@ class Config:
     milters: tuple[MilterConfig, ...] = ()
     web: WebConfig = WebConfig()
     acme: AcmeConfig = AcmeConfig()
+    log: LogConfig = LogConfig()
 
 
 DEFAULT_LISTEN: dict[str, str] = {
@@ -310,6 +312,7 @@ _TOP_KEYS = (
     "milter",
     "web",
     "acme",
+    "log",
 )
 _RELAY_KEYS = ("host", "tls", "username", "password", "ca_file")
 _RELAY_TLS = ("starttls", "implicit", "opportunistic")
@@ -436,6 +439,7 @@ class _Reader:
             milters=self.milters(doc),
             web=read_web(self, doc),
             acme=read_acme(self, doc),
+            log=read_log(self, doc),
         )
 
     def listen(self, doc: Mapping[str, Any]) -> ListenConfig:

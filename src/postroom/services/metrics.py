@@ -1,0 +1,194 @@
+"""The server's metrics, for Prometheus: counters, gauges and histograms in one registry per
+`MailServer` (never the library's global one, so several servers in one process keep theirs
+apart), and their text exposition for `/metrics` (web/metrics.py).
+
+Every label takes values from a fixed list, so the number of series is bounded whatever
+clients send: command names outside the lists below count as "other", authentication results
+outside RFC 8601's as "other". The sessions hold children bound to their labels once
+(`labels(...)` is a dictionary look-up under a lock; `inc` on a bound child is not), so the
+cost on the hot path is a counter increment or a histogram observation.
+
+The queue gauge is read at scrape time: the exposition asks the store (on its reader thread,
+never in the event loop) for the entries by state and the collector reports what it read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from postroom.storage.api import Store, Tx
+from postroom.storage.records import StorageFailure
+
+log = logging.getLogger("postroom.metrics")
+
+OTHER = "other"
+SMTP_RESULTS = ("accepted", "rejected", "tempfailed")  # 250, 5xx, 4xx to the end of data
+DELIVERY_RESULTS = ("delivered", "deferred", "failed")
+AUTH_METHODS = ("spf", "dkim", "dmarc", "arc")
+# RFC 8601 §2.7: the results of SPF (RFC 7208 §2.6), DKIM, DMARC and ARC (RFC 8617 §4.4).
+AUTH_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy")
+QUEUE_STATES = ("queued", "deferred", "held")
+# fmt: off
+IMAP_COMMANDS = (
+    "CAPABILITY", "NOOP", "LOGOUT", "ID", "STARTTLS", "LOGIN", "AUTHENTICATE", "ENABLE",
+    "NAMESPACE", "SELECT", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST",
+    "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "FETCH", "STORE",
+    "COPY", "MOVE", "SEARCH", "SORT", "THREAD",
+)
+# fmt: on
+# The commands whose answer takes work of the server (the others are answered by the protocol
+# engines at once): SMTP's and POP3's decisions, and every IMAP command but IDLE, whose
+# duration is the client's.
+COMMANDS: Mapping[str, tuple[str, ...]] = {
+    "smtp": ("MAIL", "RCPT", "DATA", "AUTH", "STARTTLS", "ETRN"),
+    "imap": IMAP_COMMANDS,
+    "pop3": ("PASS", "AUTH", "RETR", "QUIT", "STLS"),
+}
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpMetrics:
+    """One SMTP listener's children, bound once."""
+
+    connections: Counter
+    messages: Mapping[str, Counter]  # by SMTP_RESULTS
+    commands: Mapping[str, Histogram]  # by COMMANDS["smtp"]
+
+    def message(self, code: int) -> None:
+        """A message's content arrived whole and got this reply code."""
+        result = "accepted" if code < 300 else "tempfailed" if code < 500 else "rejected"
+        self.messages[result].inc()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMetrics:
+    """What an IMAP or POP3 listener counts: its open sessions and its commands' latency."""
+
+    sessions: Gauge
+    commands: Mapping[str, Histogram]  # by COMMANDS[protocol], and OTHER
+
+
+class _QueueCollector(Collector):
+    """`postroom_queue_messages{state}` from the last read of the store."""
+
+    def __init__(self) -> None:
+        self.counts: Mapping[str, int] | None = None  # None: not read, or the read failed
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self.counts
+        if counts is None:
+            return
+        family = GaugeMetricFamily(
+            "postroom_queue_messages",
+            "Queue entries by state (held, else deferred, else queued)",
+            labels=["state"],
+        )
+        for state in QUEUE_STATES:
+            family.add_metric([state], counts.get(state, 0))
+        yield family
+
+
+def _queue_counts(tx: Tx) -> dict[str, int]:
+    return tx.queue.state_counts()
+
+
+class Metrics:
+    """Every metric of one server, in its own registry."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.registry = registry = CollectorRegistry()
+        self.smtp_connections = Counter(
+            "postroom_smtp_connections",
+            "SMTP connections accepted, by listener",
+            ["service"],
+            registry=registry,
+        )
+        self.smtp_messages = Counter(
+            "postroom_smtp_messages",
+            "Messages whose content arrived, by listener and answer",
+            ["service", "result"],
+            registry=registry,
+        )
+        delivery = Counter(
+            "postroom_delivery_attempts",
+            "Remote delivery attempts, by outcome per recipient",
+            ["result"],
+            registry=registry,
+        )
+        self.delivery_attempts = {result: delivery.labels(result) for result in DELIVERY_RESULTS}
+        auth = Counter(
+            "postroom_auth_results",
+            "Results of the inbound checks (SPF, each DKIM signature, DMARC, ARC)",
+            ["method", "result"],
+            registry=registry,
+        )
+        self._auth = {
+            (method, result): auth.labels(method, result)
+            for method in AUTH_METHODS
+            for result in (*AUTH_RESULTS, OTHER)
+        }
+        self.imap_sessions = Gauge(
+            "postroom_imap_sessions", "IMAP sessions open", registry=registry
+        )
+        self.pop3_sessions = Gauge(
+            "postroom_pop3_sessions", "POP3 sessions open", registry=registry
+        )
+        self.commit_batch = Histogram(
+            "postroom_commit_batch_size",
+            "Jobs per group commit of the store",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self._commands = Histogram(
+            "postroom_command_seconds",
+            "Time the server took to answer a command (its own work, not the client's)",
+            ["protocol", "command"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._queue = _QueueCollector()
+        registry.register(self._queue)
+
+    def smtp(self, service: str) -> SmtpMetrics:
+        """The children one SMTP listener uses."""
+        return SmtpMetrics(
+            self.smtp_connections.labels(service),
+            {result: self.smtp_messages.labels(service, result) for result in SMTP_RESULTS},
+            self.commands("smtp"),
+        )
+
+    def sessions(self, protocol: str) -> SessionMetrics:
+        """The children an IMAP or POP3 listener uses."""
+        gauge = self.imap_sessions if protocol == "imap" else self.pop3_sessions
+        return SessionMetrics(gauge, self.commands(protocol))
+
+    def commands(self, protocol: str) -> dict[str, Histogram]:
+        """Latency children by command name for one protocol, "other" included."""
+        return {
+            name: self._commands.labels(protocol, name) for name in (*COMMANDS[protocol], OTHER)
+        }
+
+    def auth_results(self, results: Iterable[tuple[str, str]]) -> None:
+        """Count one message's check results: (method, result) pairs."""
+        for method, result in results:
+            child = self._auth.get((method, result)) or self._auth.get((method, OTHER))
+            if child is not None:
+                child.inc()
+
+    async def exposition(self) -> bytes:
+        """Every metric in the Prometheus text format, the queue read from the store now."""
+        try:
+            self._queue.counts = await self.store.read(_queue_counts)
+        except StorageFailure as failure:
+            log.warning("metrics: reading the queue failed: %s", failure)
+            self._queue.counts = None
+        return generate_latest(self.registry)
