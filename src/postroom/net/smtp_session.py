@@ -81,7 +81,7 @@ class SmtpService:
         while True:
             event = engine.next_event()
             timed = TIMED.get(type(event))
-            started = time.perf_counter()
+            started = time.perf_counter() if timed is not None else 0.0
             if isinstance(event, ev.NeedData):
                 stream.write(engine.data_to_send())
                 if stream.backed_up and not await stream.keep_up(limits.command_timeout):

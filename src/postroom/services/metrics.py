@@ -8,18 +8,24 @@ outside RFC 8601's as "other". The sessions hold children bound to their labels 
 (`labels(...)` is a dictionary look-up under a lock; `inc` on a bound child is not), so the
 cost on the hot path is a counter increment or a histogram observation.
 
+The histograms are ours (`Histogram` below, rendered by a collector at scrape time): a series is
+a list of bucket counts and a sum, observed without the library's locks, each series from one
+thread only (the event loop; the commit sizes from the store's writer). prometheus-client's own
+takes about five times as long per observation, measurable at three per received message.
+
 The queue gauge is read at scrape time: the exposition asks the store (on its reader thread,
 never in the event loop) for the entries by state and the collector reports what it read.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from postroom.storage.api import Store, Tx
@@ -54,13 +60,62 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
+class Series:
+    """One histogram series: how many observations fell in each bucket, and their sum."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        # A bucket counts the values up to and including its bound.
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
+class Histogram(Collector):
+    """A histogram with fixed label names, its series made by `labels` and kept."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], bounds: Sequence[float]
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(bound) for bound in bounds)
+        self._les = [repr(bound) for bound in self.bounds]  # "0.0005", "1.0", as Go writes them
+        self._series: dict[tuple[str, ...], Series] = {}
+
+    def labels(self, *values: str) -> Series:
+        """The series of these label values (made once; bind it and keep it)."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+        return self._series.setdefault(values, Series(self.bounds))
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, series in list(self._series.items()):
+            counts = series.counts[:]  # one copy, so the buckets agree with each other
+            running = 0
+            buckets: list[tuple[str, float]] = []
+            for le, count in zip(self._les, counts, strict=False):
+                running += count
+                buckets.append((le, running))
+            buckets.append(("+Inf", running + counts[-1]))
+            family.add_metric(list(values), buckets, series.total)
+        yield family
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpMetrics:
     """One SMTP listener's children, bound once."""
 
     connections: Counter
     messages: Mapping[str, Counter]  # by SMTP_RESULTS
-    commands: Mapping[str, Histogram]  # by COMMANDS["smtp"]
+    commands: Mapping[str, Series]  # by COMMANDS["smtp"]
 
     def message(self, code: int) -> None:
         """A message's content arrived whole and got this reply code."""
@@ -73,7 +128,7 @@ class SessionMetrics:
     """What an IMAP or POP3 listener counts: its open sessions and its commands' latency."""
 
     sessions: Gauge
-    commands: Mapping[str, Histogram]  # by COMMANDS[protocol], and OTHER
+    commands: Mapping[str, Series]  # by COMMANDS[protocol], and OTHER
 
 
 class _QueueCollector(Collector):
@@ -142,21 +197,19 @@ class Metrics:
         self.pop3_sessions = Gauge(
             "postroom_pop3_sessions", "POP3 sessions open", registry=registry
         )
-        self.commit_batch = Histogram(
-            "postroom_commit_batch_size",
-            "Jobs per group commit of the store",
-            buckets=BATCH_BUCKETS,
-            registry=registry,
+        batches = Histogram(
+            "postroom_commit_batch_size", "Jobs per group commit of the store", (), BATCH_BUCKETS
         )
+        self.commit_batch = batches.labels()  # observed on the store's writer thread only
         self._commands = Histogram(
             "postroom_command_seconds",
             "Time the server took to answer a command (its own work, not the client's)",
-            ["protocol", "command"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            ("protocol", "command"),
+            LATENCY_BUCKETS,
         )
         self._queue = _QueueCollector()
-        registry.register(self._queue)
+        for collector in (batches, self._commands, self._queue):
+            registry.register(collector)
 
     def smtp(self, service: str) -> SmtpMetrics:
         """The children one SMTP listener uses."""
@@ -171,7 +224,7 @@ class Metrics:
         gauge = self.imap_sessions if protocol == "imap" else self.pop3_sessions
         return SessionMetrics(gauge, self.commands(protocol))
 
-    def commands(self, protocol: str) -> dict[str, Histogram]:
+    def commands(self, protocol: str) -> dict[str, Series]:
         """Latency children by command name for one protocol, "other" included."""
         return {
             name: self._commands.labels(protocol, name) for name in (*COMMANDS[protocol], OTHER)
