@@ -63,6 +63,9 @@ def test_label_values_are_bounded_and_registries_apart(store: Store) -> None:
     imap = one.sessions("imap")
     assert {"FETCH", "SELECT", "other"} <= set(imap.commands)
     assert "IDLE" not in imap.commands
+    imap.sessions.inc()
+    imap.sessions.inc()
+    imap.sessions.dec()
     one.smtp("smtp").message(250)
     one.smtp("smtp").message(451)
     one.smtp("smtp").message(554)
@@ -79,6 +82,8 @@ def test_label_values_are_bounded_and_registries_apart(store: Store) -> None:
         if name == "postroom_smtp_messages_total"
     }
     assert messages == {"accepted": 1, "tempfailed": 1, "rejected": 1}
+    assert got[("postroom_imap_sessions", frozenset())] == 1
+    assert got[("postroom_pop3_sessions", frozenset())] == 0
     # The other server's registry saw none of it.
     other = samples(asyncio.run(two.exposition()).decode())
     assert not any(

@@ -4,14 +4,15 @@ apart), and their text exposition for `/metrics` (web/metrics.py).
 
 Every label takes values from a fixed list, so the number of series is bounded whatever
 clients send: command names outside the lists below count as "other", authentication results
-outside RFC 8601's as "other". The sessions hold children bound to their labels once
-(`labels(...)` is a dictionary look-up under a lock; `inc` on a bound child is not), so the
+outside RFC 8601's as "other". The sessions hold children bound to their labels once, so the
 cost on the hot path is a counter increment or a histogram observation.
 
-The histograms are ours (`Histogram` below, rendered by a collector at scrape time): a series is
-a list of bucket counts and a sum, observed without the library's locks, each series from one
-thread only (the event loop; the commit sizes from the store's writer). prometheus-client's own
-takes about five times as long per observation, measurable at three per received message.
+The counters, gauges and histograms are this module's (`Counter`, `Gauge`, `Histogram`:
+prometheus-client collectors rendered at scrape time by the library's exposition): a series is
+a number, or a list of bucket counts and a sum, changed without locks because each is changed
+from one thread only (the event loop; the commit sizes from the store's writer alone). The
+library's own metrics take a lock per change, five times the cost: 3% more instructions per
+received message, against 1% with these.
 
 The queue gauge is read at scrape time: the exposition asks the store (on its reader thread,
 never in the event loop) for the entries by state and the collector reports what it read.
@@ -21,17 +22,26 @@ from __future__ import annotations
 
 import bisect
 import logging
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from postroom.storage.api import Store, Tx
 from postroom.storage.records import StorageFailure
 
 log = logging.getLogger("postroom.metrics")
+
+S = TypeVar("S")
 
 OTHER = "other"
 SMTP_RESULTS = ("accepted", "rejected", "tempfailed")  # 250, 5xx, 4xx to the end of data
@@ -60,6 +70,21 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
+class Count:
+    """One counter or gauge series: a number."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+
 class Series:
     """One histogram series: how many observations fell in each bucket, and their sum."""
 
@@ -76,28 +101,74 @@ class Series:
         self.total += value
 
 
-class Histogram(Collector):
-    """A histogram with fixed label names, its series made by `labels` and kept."""
+class _Family(Collector, Generic[S]):
+    """A metric with fixed label names; `labels` makes a series once and keeps it."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], S] = {}
+
+    @abstractmethod
+    def _new(self) -> S:
+        """A new series of this kind."""
+
+    def labels(self, *values: str) -> S:
+        """The series of these label values (bind it once and keep it)."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = self._new()
+        return series
+
+    def _items(self) -> list[tuple[list[str], S]]:
+        return [(list(values), series) for values, series in list(self._series.items())]
+
+
+class Counter(_Family[Count]):
+    """A counter (exposed as NAME_total)."""
+
+    def _new(self) -> Count:
+        return Count()
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, count in self._items():
+            family.add_metric(values, count.value)
+        yield family
+
+
+class Gauge(_Family[Count]):
+    """A gauge: a number that goes up and down."""
+
+    def _new(self) -> Count:
+        return Count()
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, count in self._items():
+            family.add_metric(values, count.value)
+        yield family
+
+
+class Histogram(_Family[Series]):
+    """A histogram with fixed bucket bounds."""
 
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], bounds: Sequence[float]
     ) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labelnames = tuple(labelnames)
+        super().__init__(name, documentation, labelnames)
         self.bounds = tuple(float(bound) for bound in bounds)
         self._les = [repr(bound) for bound in self.bounds]  # "0.0005", "1.0", as Go writes them
-        self._series: dict[tuple[str, ...], Series] = {}
 
-    def labels(self, *values: str) -> Series:
-        """The series of these label values (made once; bind it and keep it)."""
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
-        return self._series.setdefault(values, Series(self.bounds))
+    def _new(self) -> Series:
+        return Series(self.bounds)
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, series in list(self._series.items()):
+        for values, series in self._items():
             counts = series.counts[:]  # one copy, so the buckets agree with each other
             running = 0
             buckets: list[tuple[str, float]] = []
@@ -105,7 +176,7 @@ class Histogram(Collector):
                 running += count
                 buckets.append((le, running))
             buckets.append(("+Inf", running + counts[-1]))
-            family.add_metric(list(values), buckets, series.total)
+            family.add_metric(values, buckets, series.total)
         yield family
 
 
@@ -113,8 +184,8 @@ class Histogram(Collector):
 class SmtpMetrics:
     """One SMTP listener's children, bound once."""
 
-    connections: Counter
-    messages: Mapping[str, Counter]  # by SMTP_RESULTS
+    connections: Count
+    messages: Mapping[str, Count]  # by SMTP_RESULTS
     commands: Mapping[str, Series]  # by COMMANDS["smtp"]
 
     def message(self, code: int) -> None:
@@ -127,7 +198,7 @@ class SmtpMetrics:
 class SessionMetrics:
     """What an IMAP or POP3 listener counts: its open sessions and its commands' latency."""
 
-    sessions: Gauge
+    sessions: Count
     commands: Mapping[str, Series]  # by COMMANDS[protocol], and OTHER
 
 
@@ -160,43 +231,34 @@ class Metrics:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.registry = registry = CollectorRegistry()
-        self.smtp_connections = Counter(
-            "postroom_smtp_connections",
-            "SMTP connections accepted, by listener",
-            ["service"],
-            registry=registry,
+        self.registry = CollectorRegistry()
+        self._smtp_connections = Counter(
+            "postroom_smtp_connections", "SMTP connections accepted, by listener", ["service"]
         )
-        self.smtp_messages = Counter(
+        self._smtp_messages = Counter(
             "postroom_smtp_messages",
             "Messages whose content arrived, by listener and answer",
             ["service", "result"],
-            registry=registry,
         )
         delivery = Counter(
             "postroom_delivery_attempts",
             "Remote delivery attempts, by outcome per recipient",
             ["result"],
-            registry=registry,
         )
         self.delivery_attempts = {result: delivery.labels(result) for result in DELIVERY_RESULTS}
         auth = Counter(
             "postroom_auth_results",
             "Results of the inbound checks (SPF, each DKIM signature, DMARC, ARC)",
             ["method", "result"],
-            registry=registry,
         )
         self._auth = {
             (method, result): auth.labels(method, result)
             for method in AUTH_METHODS
             for result in (*AUTH_RESULTS, OTHER)
         }
-        self.imap_sessions = Gauge(
-            "postroom_imap_sessions", "IMAP sessions open", registry=registry
-        )
-        self.pop3_sessions = Gauge(
-            "postroom_pop3_sessions", "POP3 sessions open", registry=registry
-        )
+        imap = Gauge("postroom_imap_sessions", "IMAP sessions open", ())
+        pop3 = Gauge("postroom_pop3_sessions", "POP3 sessions open", ())
+        self._sessions = {"imap": imap.labels(), "pop3": pop3.labels()}
         batches = Histogram(
             "postroom_commit_batch_size", "Jobs per group commit of the store", (), BATCH_BUCKETS
         )
@@ -208,21 +270,30 @@ class Metrics:
             LATENCY_BUCKETS,
         )
         self._queue = _QueueCollector()
-        for collector in (batches, self._commands, self._queue):
-            registry.register(collector)
+        for collector in (
+            self._smtp_connections,
+            self._smtp_messages,
+            delivery,
+            auth,
+            imap,
+            pop3,
+            batches,
+            self._commands,
+            self._queue,
+        ):
+            self.registry.register(collector)
 
     def smtp(self, service: str) -> SmtpMetrics:
         """The children one SMTP listener uses."""
         return SmtpMetrics(
-            self.smtp_connections.labels(service),
-            {result: self.smtp_messages.labels(service, result) for result in SMTP_RESULTS},
+            self._smtp_connections.labels(service),
+            {result: self._smtp_messages.labels(service, result) for result in SMTP_RESULTS},
             self.commands("smtp"),
         )
 
     def sessions(self, protocol: str) -> SessionMetrics:
         """The children an IMAP or POP3 listener uses."""
-        gauge = self.imap_sessions if protocol == "imap" else self.pop3_sessions
-        return SessionMetrics(gauge, self.commands(protocol))
+        return SessionMetrics(self._sessions[protocol], self.commands(protocol))
 
     def commands(self, protocol: str) -> dict[str, Series]:
         """Latency children by command name for one protocol, "other" included."""
