@@ -11,8 +11,8 @@ The counters, gauges and histograms are this module's (`Counter`, `Gauge`, `Hist
 prometheus-client collectors rendered at scrape time by the library's exposition): a series is
 a number, or a list of bucket counts and a sum, changed without locks because each is changed
 from one thread only (the event loop; the commit sizes from the store's writer alone). The
-library's own metrics take a lock per change, five times the cost: 3% more instructions per
-received message, against 1% with these.
+library's own metrics take a lock per change, five times the cost: with them the server spent
+4.4% more instructions per received message (bench/callgrind_receive.py), with these 1.2%.
 
 The queue gauge is read at scrape time: the exposition asks the store (on its reader thread,
 never in the event loop) for the entries by state and the collector reports what it read.
