@@ -56,11 +56,13 @@ from postroom.services.junk_filter import JunkFilter
 from postroom.services.mail_check import MailChecker
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.services.maildrop import MailboxLocks, MaildropContext
+from postroom.services.metrics import Metrics
 from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
 from postroom.web import account, acme, admin, api, auth, autoconfig
+from postroom.web import metrics as web_metrics
 from postroom.web.server import HttpListener
 from postroom.web.site import build_app
 
@@ -118,6 +120,8 @@ class MailServer:
             batch_max=config.queue.group_commit_max,
             batch_wait=config.queue.group_commit_ms / 1000.0,
         )
+        self.metrics = Metrics(self.store)  # this server's registry, served at /metrics
+        self.store.on_commit = self.metrics.commit_batch.observe
         reporter = Reporter(
             hostname=config.hostname,
             local_domains=tuple(d.lower() for d in config.domains),
@@ -172,13 +176,18 @@ class MailServer:
             messages.append(
                 OutboundMessage(sender, envelope.params, recipients, content, auth=envelope.auth)
             )
-        return await deliver_to_domain(
+        results = await deliver_to_domain(
             domain,
             messages,
             resolver=self.resolver,
             settings=self.outbound,
             route=self._route(domain),
         )
+        attempts = self.metrics.delivery_attempts
+        for outcomes in results:
+            for outcome in outcomes:
+                attempts[outcome.result].inc()
+        return results
 
     async def _promote_keys(self) -> None:
         """Rotated DKIM keys start signing once DNS shows their records; retired ones go."""
@@ -240,7 +249,11 @@ class MailServer:
             Spool(self.store),
             self.local,
             self.scheduler.wake,
-            checker=MailChecker(self.config, self.lookup) if self.config.verify.enabled else None,
+            checker=(
+                MailChecker(self.config, self.lookup, self.metrics)
+                if self.config.verify.enabled
+                else None
+            ),
             srs_reverse=outbound_auth.reverse,
             junk=self.junk_filter,
             defences=defences,
@@ -326,6 +339,7 @@ class MailServer:
             # Before the account pages: /account/mobileconfig is autoconfig's.
             *autoconfig.routes(self.config, ports, self.context, self.authenticator),
             *(route for part in admin_site for route in part.routes(web)),
+            *web_metrics.routes(self.metrics, self.config.web.metrics_allow),
         ]
 
     def _service_kinds(
@@ -335,7 +349,14 @@ class MailServer:
         hostname = self.config.hostname
 
         def smtp(name: str) -> ServiceKind:
-            service = SmtpService(name, ingress, self._settings(name), context, self.shutdown_flag)
+            service = SmtpService(
+                name,
+                ingress,
+                self._settings(name),
+                context,
+                self.shutdown_flag,
+                self.metrics.smtp(name),
+            )
 
             def reconfigure() -> None:
                 service.settings = self._settings(name)
@@ -359,7 +380,13 @@ class MailServer:
         def pop3(name: str) -> ServiceKind:
             timeout = self.config.limits.pop3_timeout
             service = Pop3Service(
-                name, maildrops, pop3_settings(name), context, self.shutdown_flag, timeout
+                name,
+                maildrops,
+                pop3_settings(name),
+                context,
+                self.shutdown_flag,
+                timeout,
+                self.metrics.sessions("pop3"),
             )
 
             def reconfigure() -> None:
@@ -381,7 +408,14 @@ class MailServer:
 
         def imap(name: str) -> ServiceKind:
             timeout = self.config.limits.imap_timeout
-            service = ImapService(name, mailboxes, context, self.shutdown_flag, timeout)
+            service = ImapService(
+                name,
+                mailboxes,
+                context,
+                self.shutdown_flag,
+                timeout,
+                self.metrics.sessions("imap"),
+            )
 
             def reconfigure() -> None:
                 service.timeout = self.config.limits.imap_timeout

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from postroom import config_checks as checks
 from postroom.config_checks import Endpoint, IPNetwork
+from postroom.config_log import LogConfig, read_log
 from postroom.config_server import ServerConfig, read_server
 from postroom.config_web import AcmeConfig, WebConfig, read_acme, read_web
 from postroom.durations import format_duration
@@ -273,6 +274,7 @@ class Config:
     web: WebConfig = WebConfig()
     acme: AcmeConfig = AcmeConfig()
     server: ServerConfig = ServerConfig()
+    log: LogConfig = LogConfig()
 
 
 DEFAULT_LISTEN: dict[str, str] = {
@@ -313,6 +315,7 @@ _TOP_KEYS = (
     "web",
     "acme",
     "server",
+    "log",
 )
 _RELAY_KEYS = ("host", "tls", "username", "password", "ca_file")
 _RELAY_TLS = ("starttls", "implicit", "opportunistic")
@@ -440,6 +443,7 @@ class _Reader:
             web=read_web(self, doc),
             acme=read_acme(self, doc),
             server=read_server(self, doc),
+            log=read_log(self, doc),
         )
 
     def listen(self, doc: Mapping[str, Any]) -> ListenConfig:

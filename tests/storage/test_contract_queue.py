@@ -311,3 +311,28 @@ def test_an_answered_write_survives_kill_9(backend: Backend) -> None:
         store.close()
     assert set(acknowledged) <= present  # nothing acknowledged is lost
     assert len(acknowledged) == len(set(acknowledged))
+
+
+def test_entries_are_counted_once_by_their_weightiest_state(store: Store) -> None:
+    assert read(store, lambda tx: tx.queue.state_counts()) == {}
+    write(store, lambda tx: queued(tx, "Q6", "a@one.test", "b@two.test"))
+    write(store, lambda tx: queued(tx, "Q7", "c@one.test"))
+    write(store, lambda tx: queued(tx, "Q8", "d@three.test"))
+    assert read(store, lambda tx: tx.queue.state_counts()) == {"queued": 3}
+    claims = write(store, lambda tx: tx.queue.claim_due(ARRIVAL, every_hour))
+
+    def outcomes(tx: Tx) -> None:
+        (q6,) = claims["two.test"]
+        tx.queue.record_attempt(q6.recipients[0], RecipientState.DEFERRED, "451", ARRIVAL)
+        q6_one, q7 = claims["one.test"]
+        tx.queue.record_attempt(q6_one.recipients[0], RecipientState.DELIVERED, "250", ARRIVAL)
+        tx.queue.record_attempt(q7.recipients[0], RecipientState.DEFERRED, "451", ARRIVAL)
+
+    write(store, outcomes)
+    write(store, lambda tx: tx.queue.hold("Q7"))
+    # Q6: one delivered, one deferred; Q7: held (deferred before); Q8: not tried yet.
+    assert read(store, lambda tx: tx.queue.state_counts()) == {
+        "queued": 1,
+        "deferred": 1,
+        "held": 1,
+    }

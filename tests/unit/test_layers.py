@@ -15,7 +15,15 @@ ROOT = Path(postroom.__file__).parent
 IO_MODULES = {"asyncio", "socket", "ssl", "sqlite3", "selectors", "threading", "subprocess"}
 
 # The configuration: read by the layers that take settings, importing nothing else of postroom.
-CONFIG = {"config", "config_checks", "config_web", "config_server", "config_template", "durations"}
+CONFIG = {
+    "config",
+    "config_checks",
+    "config_web",
+    "config_server",
+    "config_log",
+    "config_template",
+    "durations",
+}
 
 # For each package (or top-level module), the postroom packages it may import. Anything not
 # listed is forbidden; a package may always import its own modules.
@@ -69,9 +77,10 @@ ALLOWED: dict[str, set[str]] = {
     "proto": set(),
     "dns": set(),
     "logsetup": set(),
-    "config": {"config_checks", "config_web", "config_server", "durations"},
+    "config": {"config_checks", "config_web", "config_server", "config_log", "durations"},
     "config_web": {"config_checks"},
     "config_server": {"config_checks", "config_web"},
+    "config_log": {"config_checks", "config_web"},
     "config_checks": {"durations"},
     "config_template": {"config", "config_checks", "durations"},
     "durations": set(),

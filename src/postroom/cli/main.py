@@ -100,7 +100,7 @@ def serve(ctx: click.Context, verbose: bool) -> None:
         become = planned(config.server.user, config.path)
     except PrivilegeError as error:
         raise CliError(str(error)) from None
-    logsetup.configure(verbose)
+    logsetup.configure(verbose, config.log.format)
     # As Postfix's master: whatever the server creates is its own. What it creates in data_dir
     # has its mode set explicitly as well (storage/private.py), for the CLI's sake.
     os.umask(0o077)

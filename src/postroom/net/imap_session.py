@@ -13,17 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 
 from postroom.net.deadline import RequestDeadline
 from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
 from postroom.net.stream import ByteStream
+from postroom.proto.imap import grammar_commands as cmd
 from postroom.proto.imap import literals
 from postroom.proto.imap import reader as rd
 from postroom.proto.imap.grammar import parse_command
 from postroom.proto.imap.grammar_base import CommandParseError
 from postroom.services.imap import commands
 from postroom.services.imap.session import ImapContext, ImapSession
+from postroom.services.metrics import OTHER, SessionMetrics
 from postroom.storage.buffer import ContentBuffer
 
 log = logging.getLogger("postroom.imap")
@@ -40,6 +43,7 @@ class ImapService:
     tls_context: ssl.SSLContext | None
     shutdown: ShutdownFlag
     timeout: float  # [limits] imap_timeout: RFC 3501 §5.4 autologout, at least 30 minutes
+    metrics: SessionMetrics
 
     @staticmethod
     def refuse(why: str) -> bytes:
@@ -51,10 +55,12 @@ class ImapService:
             return
         connection = _Connection(stream, self)
         session = ImapSession(self.ctx, connection, tls_active=stream.tls_object is not None)
+        self.metrics.sessions.inc()
         try:
             stream.write(session.greeting())
             await connection.serve(session)
         finally:
+            self.metrics.sessions.dec()
             session.close()
             connection.discard_streams()
 
@@ -211,9 +217,15 @@ class _Connection:
             return True
         session.streamed = self.streams
         self.streams = []
+        command = request.command
+        started = time.perf_counter()
         try:
-            return await commands.run(session, request.tag, request.command)
+            return await commands.run(session, request.tag, command)
         finally:
+            if not isinstance(command, cmd.Idle):  # IDLE lasts as long as the client wants
+                latency = self.service.metrics.commands
+                name = type(command).__name__.upper()
+                latency.get(name, latency[OTHER]).observe(time.perf_counter() - started)
             for buffer in session.streamed:
                 buffer.discard()
             session.streamed = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 
 from postroom.net.listener import TLS_HANDSHAKE_TIMEOUT, ShutdownFlag
@@ -20,9 +21,14 @@ from postroom.proto.pop3 import events as ev
 from postroom.proto.pop3 import replies
 from postroom.proto.pop3.engine import Pop3Server, Pop3Settings
 from postroom.services.maildrop import Maildrop, MaildropContext, MaildropInUse
+from postroom.services.metrics import SessionMetrics
 from postroom.storage.records import StorageFailure
 
 log = logging.getLogger("postroom.pop3")
+
+# The decisions timed one by one, by the command they answer (FetchMessage: RETR and TOP).
+# A login's (PASS, AUTH) is timed with the maildrop opening after it.
+_TIMED: dict[type, str] = {ev.FetchMessage: "RETR", ev.CommitDeletions: "QUIT", ev.StartTls: "STLS"}
 
 
 @dataclass
@@ -35,6 +41,7 @@ class Pop3Service:
     tls_context: ssl.SSLContext | None
     shutdown: ShutdownFlag
     timeout: float  # RFC 1939 §3: the inactivity autologout timer, at least 10 minutes
+    metrics: SessionMetrics
 
     @staticmethod
     def refuse(why: str) -> bytes:
@@ -47,9 +54,11 @@ class Pop3Service:
         engine = Pop3Server(self.settings, tls_active=stream.tls_object is not None)
         maildrop = Maildrop(self.ctx)
         engine.greet()
+        self.metrics.sessions.inc()
         try:
             await self._loop(stream, engine, maildrop)
         finally:
+            self.metrics.sessions.dec()
             maildrop.close()
             if engine.identity is not None:
                 log.info(
@@ -63,20 +72,34 @@ class Pop3Service:
 
     async def _loop(self, stream: ByteStream, engine: Pop3Server, maildrop: Maildrop) -> None:
         turns = Turns(stream, self.shutdown, self.timeout, replies.SHUTTING_DOWN, replies.TIMEOUT)
+        # A login's credential check, observed together with the maildrop opening that follows
+        # it at once: (its command, the seconds it took).
+        login: tuple[str, float] | None = None
+        commands = self.metrics.commands
         while True:
             event = engine.next_event()
+            started = time.perf_counter()
+            if login is not None and not isinstance(event, ev.OpenMaildrop):
+                commands[login[0]].observe(login[1])
+                login = None
+            timed = _TIMED.get(type(event))
             if isinstance(event, ev.NeedData):
                 if not await turns.take(engine):
                     return
             elif isinstance(event, ev.Verify):
                 authenticator = self.ctx.authenticator
                 engine.answered(await authenticator.answer(event.need, stream.peer[0]))
+                command = "PASS" if event.mechanism == "USER" else "AUTH"
+                login = (command, time.perf_counter() - started)
             elif isinstance(event, ev.AuthFailed):
                 await self.ctx.authenticator.failed(
                     self.name, stream.peer[0], event.authcid, event.mechanism
                 )
             elif isinstance(event, ev.OpenMaildrop):
                 await self._open(stream, engine, maildrop, event.identity)
+                command, spent = login or ("AUTH", 0.0)
+                commands[command].observe(spent + time.perf_counter() - started)
+                login = None
             elif isinstance(event, ev.FetchMessage):
                 try:
                     content = await maildrop.fetch(event.key)
@@ -107,6 +130,8 @@ class Pop3Service:
             elif isinstance(event, ev.CloseConnection):
                 stream.write(engine.data_to_send())
                 return
+            if timed is not None:
+                commands[timed].observe(time.perf_counter() - started)
 
     async def _open(
         self, stream: ByteStream, engine: Pop3Server, maildrop: Maildrop, identity: str

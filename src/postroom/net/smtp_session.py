@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 
 from postroom.net import pregreet
@@ -22,8 +23,20 @@ from postroom.proto.smtp import events as ev
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.server import Mode, ServerSettings, SmtpServer
 from postroom.services.ingress import IngressContext, IngressSession, SessionInfo
+from postroom.services.metrics import SmtpMetrics
 
 log = logging.getLogger("postroom.smtp")
+
+# The decisions whose time `postroom_command_seconds` measures, by the command they answer
+# (MessageComplete: the end of DATA, or of the last BDAT chunk).
+TIMED: dict[type, str] = {
+    ev.MailFrom: "MAIL",
+    ev.RcptTo: "RCPT",
+    ev.MessageComplete: "DATA",
+    ev.Verify: "AUTH",
+    ev.StartTls: "STARTTLS",
+    ev.Etrn: "ETRN",
+}
 
 
 @dataclass
@@ -35,8 +48,10 @@ class SmtpService:
     settings: ServerSettings
     tls_context: ssl.SSLContext | None
     shutdown: ShutdownFlag
+    metrics: SmtpMetrics
 
     async def handle(self, stream: ByteStream) -> None:
+        self.metrics.connections.inc()
         if self.shutdown.active:
             stream.write(replies.service_unavailable(self.settings.hostname).to_bytes())
             return
@@ -62,8 +77,11 @@ class SmtpService:
         loop = asyncio.get_running_loop()
         deadline = RequestDeadline()
         received = 0
+        commands = self.metrics.commands
         while True:
             event = engine.next_event()
+            timed = TIMED.get(type(event))
+            started = time.perf_counter() if timed is not None else 0.0
             if isinstance(event, ev.NeedData):
                 stream.write(engine.data_to_send())
                 if stream.backed_up and not await stream.keep_up(limits.command_timeout):
@@ -109,6 +127,7 @@ class SmtpService:
                 self._decide(engine, session, "to", event.address, refusal)
             elif isinstance(event, ev.MessageComplete):
                 response = await session.complete(self._info(stream, engine))
+                self.metrics.message(response.code)
                 if response.code == 250:
                     engine.accept(response)
                 else:
@@ -134,6 +153,8 @@ class SmtpService:
             elif isinstance(event, ev.CloseConnection):
                 stream.write(engine.data_to_send())
                 return
+            if timed is not None:
+                commands[timed].observe(time.perf_counter() - started)
 
     @staticmethod
     def _info(stream: ByteStream, engine: SmtpServer) -> SessionInfo:

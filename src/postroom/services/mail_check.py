@@ -25,6 +25,7 @@ from postroom.dns.resolver import DnsTemporaryError
 from postroom.mailauth import arc, authres, dkim, dmarc, spf
 from postroom.services import dmarc_reporting
 from postroom.services.auth_policy import Decision, Findings, decide
+from postroom.services.metrics import Metrics
 from postroom.storage.records import EvaluationRecord
 
 log = logging.getLogger("postroom.smtp")
@@ -58,7 +59,8 @@ def aligned(one: str, other: str) -> bool:
 class MailChecker:
     """The inbound checks with the server's settings and DNS."""
 
-    def __init__(self, config: Config, lookup: DnsLookup) -> None:
+    def __init__(self, config: Config, lookup: DnsLookup, metrics: Metrics) -> None:
+        self.metrics = metrics  # postroom_auth_results_total: each method's result per message
         self.settings = config.verify
         self.hostname = config.hostname
         self.lookup = lookup
@@ -142,6 +144,7 @@ class MailChecker:
             ),
             authres.MethodResult("arc", arc_result, None, ()),
         ]
+        self.metrics.auth_results((result.method, result.result) for result in results)
         dkim_summary = ",".join(r for r, _ in passing) or "none"
         summary = f"spf={spf_result} dkim={dkim_summary} dmarc={dmarc_result} arc={arc_result}"
         cleaned = authres.remove_ours(message, self.hostname)

@@ -286,6 +286,10 @@ class Queue(Protocol):
     def with_local_work(self) -> list[str]:
         """Entries with local recipients still to deliver."""
 
+    def state_counts(self) -> dict[str, int]:
+        """Entries by state, each counted once: "held" when a recipient is held, else
+        "deferred" when one was deferred, else "queued" (states with no entry are left out)."""
+
     def update_recipient(self, rcpt: Recipient) -> None: ...
 
     def finish_if_done(
@@ -626,6 +630,10 @@ class Store(Protocol):
     on_mailbox_change: MailboxChanges | None
     """Called on the event loop after a commit changed mailboxes: id → HIGHESTMODSEQ after it
     (None when the mailbox is gone)."""
+
+    on_commit: Callable[[int], None] | None
+    """Called on the writer thread after each group commit with its number of jobs (quick and
+    thread-safe, such as a metric's observe)."""
 
     def open(self) -> None: ...
 

@@ -168,6 +168,17 @@ class SqliteQueue:
         )
         return [str(row[0]) for row in rows]
 
+    def state_counts(self) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT state, count(*) FROM (SELECT CASE"
+            " WHEN max(r.state = 'held') THEN 'held'"
+            " WHEN max(r.state = 'deferred') THEN 'deferred'"
+            " ELSE 'queued' END AS state"
+            " FROM queue_messages q JOIN queue_recipients r ON r.message_id = q.id"
+            " GROUP BY q.id) GROUP BY state"
+        )
+        return {str(state): int(count) for state, count in rows}
+
     def update_recipient(self, rcpt: Recipient) -> None:
         self.conn.execute(
             "UPDATE queue_recipients SET state = ?, attempts = ?, next_attempt = ?,"

@@ -132,6 +132,8 @@ class SqliteStore:
         # Called on the event loop after a batch changed mailboxes: id → HIGHESTMODSEQ after the
         # commit (None when the mailbox is gone).
         self.on_mailbox_change: Callable[[dict[int, int | None]], None] | None = None
+        # Called on the writer thread after each group commit with its number of jobs.
+        self.on_commit: Callable[[int], None] | None = None
 
     @property
     def db_path(self) -> Path:
@@ -489,6 +491,8 @@ class SqliteStore:
                     self._answer_early(job, None, cause)
         else:
             self.stats.record(len(batch))
+            if self.on_commit is not None:
+                self.on_commit(len(batch))
         touched, db.touched = sorted(db.touched), set()
         changes: dict[int, int | None] | None = None
         if touched and self.on_mailbox_change is not None and outcomes:
