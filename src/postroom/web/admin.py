@@ -14,7 +14,7 @@ import collections
 import datetime
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -22,13 +22,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from postroom.model.queue import RecipientState
-from postroom.services import accounts, dkim_keys
+from postroom.services import accounts, dkim_keys, trace
 from postroom.storage.api import Tx
 from postroom.storage.records import QueueEntry, StoreError
 from postroom.web.auth import Login, WebContext, checked_form, page_login
 
 QueueAction = Literal["retry", "hold", "release", "delete"]
 QUEUE_ACTIONS: tuple[QueueAction, ...] = ("retry", "hold", "release", "delete")
+MAX_QUERY = 500  # characters of a trace query worth looking up
 WAITING = (str(RecipientState.QUEUED), str(RecipientState.DEFERRED))
 NOTICES = {
     "created": "The user was created.",
@@ -122,6 +123,21 @@ async def queue_action(ctx: WebContext, action: str, message_id: str) -> int:
     if action in ("retry", "release"):
         ctx.wake_queue()
     return count
+
+
+def trace_view(found: trace.MessageTrace) -> dict[str, Any]:
+    """A trace as the page shows it: `to_json()` plus each time as local clock text."""
+    view = cast(dict[str, Any], found.to_json())
+    view["arrival_text"] = clock(found.arrival)
+    for rcpt in view["recipients"]:
+        rcpt["kind"] = {True: "local", False: "remote"}.get(rcpt["local"], "local or remote")
+        rcpt["next_text"] = clock(rcpt["next_attempt"]) if rcpt["next_attempt"] else ""
+        for step in rcpt["steps"]:
+            step["time_text"] = clock(step["time"])
+            step["next_text"] = clock(step["next_attempt"]) if step["next_attempt"] else ""
+    for report in view["reports"]:
+        report["time_text"] = clock(report["time"])
+    return view
 
 
 @dataclass(frozen=True)
@@ -285,8 +301,29 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             return await _queue_page(request, login, 400, str(error))
         return RedirectResponse(f"/admin/queue?done={action}", status_code=303)
 
+    async def trace_page(request: Request) -> Response:
+        login = await page_login(ctx, request, admin=True)
+        if isinstance(login, Response):
+            return login
+        query = request.query_params.get("q", "").strip()
+        if len(query) > MAX_QUERY:
+            error = f"A query has at most {MAX_QUERY} characters."
+            return ctx.render(
+                request, "admin_trace.html", 400, login=login, query="", traces=[], error=error
+            )
+        found = await trace.trace(ctx.store, query) if query else []
+        return ctx.render(
+            request,
+            "admin_trace.html",
+            200 if found or not query else 404,
+            login=login,
+            query=query,
+            traces=[trace_view(t) for t in found],
+        )
+
     return [
         Route("/admin/", dashboard, methods=["GET", "HEAD"]),
+        Route("/admin/trace", trace_page, methods=["GET", "HEAD"]),
         Route("/admin/users", users, methods=["GET", "HEAD"]),
         *(user_change(action) for action in USER_PATHS),
         Route("/admin/domains", domains, methods=["GET", "HEAD"]),

@@ -14,6 +14,7 @@ Origin. HTTPS only. Users and the queue need an admin; `/api/v1/me` is every use
     DELETE /api/v1/users/{address}                                            → 204
     GET    /api/v1/queue                   as `postroom queue list --json`
     POST   /api/v1/queue/{id}/{retry|hold|release|delete}  {"recipients": N}
+    GET    /api/v1/trace?q=QUERY           as `postroom trace QUERY --json` ([] for none)
 
 Errors are `{"error": "..."}` with 400 (bad request), 401 (no or unknown credentials, with
 `WWW-Authenticate: Bearer`), 403 (not an admin, CSRF), 404 (unknown path).
@@ -31,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from postroom.services import accounts
+from postroom.services import accounts, trace
 from postroom.storage.records import QueueEntry
 from postroom.web import admin
 from postroom.web.auth import (
@@ -183,6 +184,13 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         count = await admin.queue_action(ctx, params["action"], params["message_id"])
         return JSONResponse({"recipients": count})
 
+    async def trace_of(request: Request, login: Login) -> Response:
+        query = request.query_params.get("q", "").strip()
+        if not query or len(query) > admin.MAX_QUERY:
+            raise ValueError(f"q must be 1 to {admin.MAX_QUERY} characters")
+        found = await trace.trace(ctx.store, query)
+        return JSONResponse([t.to_json() for t in found])
+
     return [
         endpoint("/api/v1/me", "GET", me, admin_only=False),
         endpoint("/api/v1/me/password", "POST", my_password, admin_only=False),
@@ -193,4 +201,5 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         endpoint("/api/v1/users/{address}", "DELETE", delete_user, admin_only=True),
         endpoint("/api/v1/queue", "GET", queue, admin_only=True),
         endpoint("/api/v1/queue/{message_id}/{action}", "POST", queue_change, admin_only=True),
+        endpoint("/api/v1/trace", "GET", trace_of, admin_only=True),
     ]
