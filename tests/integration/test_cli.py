@@ -118,6 +118,19 @@ def test_user_add_outside_local_domains_is_refused(postroom_factory: Factory) ->
     assert_one_line_error(result, "elsewhere.test")
 
 
+def test_alias_add_errors_are_one_line(postroom_factory: Factory) -> None:
+    server: Postroom = postroom_factory(start=False)
+    for args, says in (
+        (("sales@elsewhere.test", "a@example.test"), "elsewhere.test is not a local domain"),
+        (("@elsewhere.test", "a@example.test"), "elsewhere.test is not a local domain"),
+        (("sales@example.test", "not-an-address"), "'not-an-address' is not a valid"),
+    ):
+        assert_one_line_error(server.run_cli("alias", "add", *args, check=False), says)
+    assert server.run_cli("alias", "list").stdout == ""
+    added = server.run_cli("alias", "add", "Sales@Example.test", "A@example.test")
+    assert added.stdout == "sales@example.test -> a@example.test\n"
+
+
 def test_mailbox_status_of_unknown_user_is_one_line(postroom_factory: Factory) -> None:
     server: Postroom = postroom_factory(start=False)
     result = server.run_cli("mailbox", "status", "nobody@example.test", check=False)

@@ -324,3 +324,72 @@ def test_sessions_outlive_a_restart(server: Postroom) -> None:
     assert server.stop() == 0
     server.restart()
     assert client.get("/account/").status == 200
+
+
+def test_aliases_made_on_the_page_deliver_over_smtp(server: Postroom) -> None:
+    client = WebClient(server)
+    client.login(ALICE, server.passwords[ALICE])
+    token = client.csrf_of("/admin/aliases")
+    sales = {"csrf": token, "address": "Sales@example.test", "targets": f"{ALICE},\r\n{BOB}"}
+    before = server.run_cli("alias", "list").stdout
+    # Without the token, or from another site: refused, nothing saved.
+    for form, headers in (({**sales, "csrf": "wrong"}, {}), (sales, FOREIGN)):
+        assert client.post("/admin/aliases", form, headers).status == 403
+    assert server.run_cli("alias", "list").stdout == before
+    # Bad input: a clear 400 on the page, nothing saved.
+    for bad, says in (
+        ({**sales, "address": "sales@elsewhere.test"}, "not a local domain"),
+        ({**sales, "targets": "not an address"}, "is not a valid mail address"),
+        ({**sales, "targets": ""}, "at least one target"),
+    ):
+        refused = client.post("/admin/aliases", bad)
+        assert refused.status == 400 and says in refused.body, refused.body
+    assert server.run_cli("alias", "list").stdout == before
+    saved = client.post("/admin/aliases", sales)
+    assert (saved.status, saved.location) == (303, "/admin/aliases?done=alias")
+    assert f"sales@example.test -> {ALICE}, {BOB}" in server.run_cli("alias", "list").stdout
+    assert f"{ALICE}, {BOB}" in client.get("/admin/aliases").body
+    # Real mail to the alias reaches both (the server's recipient cache learns of it).
+    with server.smtp() as smtp:
+        smtp.sendmail("ann@remote.test", ["sales@example.test"], b"Subject: q\r\n\r\nhello\r\n")
+    server.wait_for_messages(ALICE, 1)
+    server.wait_for_messages(BOB, 1)
+    # The API lists it too; deleting it on the page makes SMTP refuse the address.
+    listing = client.api("GET", "/api/v1/aliases").json()
+    assert {"address": "sales@example.test", "targets": [ALICE, BOB]} in listing  # type: ignore[operator]
+    gone = client.post("/admin/aliases/delete", {"csrf": token, "address": "sales@example.test"})
+    assert gone.location == "/admin/aliases?done=unalias"
+    assert "sales@" not in server.run_cli("alias", "list").stdout
+    with server.smtp() as smtp:
+        smtp.ehlo()
+        code, _ = smtp.docmd("MAIL", "FROM:<ann@remote.test>")
+        assert code == 250
+        code, text = smtp.docmd("RCPT", "TO:<sales@example.test>")
+        assert code == 550, text
+    assert client.post("/admin/aliases/delete", {"csrf": token, "address": "sales@x"}).status == 400
+
+
+def test_alias_api_and_plain_users(server: Postroom) -> None:
+    admin_token = server.run_cli("user", "token", ALICE).stdout.strip()
+    bob_token = server.run_cli("user", "token", BOB).stdout.strip()
+    api = WebClient(server)
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    body = {"address": "@example.test", "targets": [ALICE]}
+    assert (
+        api.api("POST", "/api/v1/aliases", body, Authorization=f"Bearer {bob_token}").status == 403
+    )
+    assert api.api("POST", "/api/v1/aliases", {"address": "x@example.test"}, **auth).status == 400
+    created = api.api("POST", "/api/v1/aliases", body, **auth)
+    assert created.status == 201 and created.json() == {"address": "@example.test"}
+    assert "@example.test -> alice@example.test" in server.run_cli("alias", "list").stdout
+    with server.smtp() as smtp:  # the catch-all: an unknown local address reaches alice
+        smtp.sendmail("ann@remote.test", ["whoever@example.test"], b"Subject: c\r\n\r\nhi\r\n")
+    server.wait_for_messages(ALICE, 1)
+    assert api.api("DELETE", "/api/v1/aliases/%40example.test", **auth).status == 204
+    assert api.api("DELETE", "/api/v1/aliases/%40example.test", **auth).status == 400
+    bob = WebClient(server)
+    bob.login(BOB, server.passwords[BOB])
+    assert bob.get("/admin/aliases").status == 403
+    form = {"csrf": bob.csrf_of("/account/"), "address": "x@example.test", "targets": BOB}
+    assert bob.post("/admin/aliases", form).status == 403
+    assert server.run_cli("alias", "list").stdout == ""

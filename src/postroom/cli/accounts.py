@@ -14,9 +14,7 @@ from postroom.services import accounts
 from postroom.services.accounts import hash_password
 
 
-def check_address(address: str, *, allow_catch_all: bool = False) -> str:
-    if allow_catch_all and address.startswith("@"):
-        return address
+def check_address(address: str) -> str:
     try:
         validate_mailbox(address, utf8=True)
     except SmtpError:
@@ -34,14 +32,6 @@ def read_password(password: str | None, from_stdin: bool) -> str:
     if not sys.stdin.isatty():
         raise CliError("no password: use --password P or --password-stdin")
     return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
-
-
-def local_domain_check(domains: tuple[str, ...], address: str) -> None:
-    domain = address.rpartition("@")[2].lower()
-    if domain not in domains:
-        raise CliError(
-            f"{address}: {domain} is not a local domain; add it to 'domains' in the config file"
-        )
 
 
 @click.group()
@@ -162,13 +152,13 @@ def alias() -> None:
 def alias_add(ctx: click.Context, address: str, targets: tuple[str, ...]) -> None:
     """Add TARGETS to alias ADDRESS ("@domain" catches every unknown address there)."""
     config = load(ctx)
-    check_address(address, allow_catch_all=True)
-    local_domain_check(config.domains, address)
-    for target in targets:
-        check_address(target)
+    try:
+        address, wanted = accounts.alias_request(address, targets, config.domains)
+    except accounts.AccountError as error:
+        raise CliError(str(error)) from None
     with open_store(config, accounts=True) as store, store.transaction() as tx:
-        tx.accounts.add_alias(address, list(targets))
-    click.echo(f"{address.lower()} -> {', '.join(t.lower() for t in targets)}")
+        accounts.add_alias(tx, address, wanted)
+    click.echo(f"{address} -> {', '.join(wanted)}")
 
 
 @alias.command("delete")
@@ -178,7 +168,7 @@ def alias_delete(ctx: click.Context, address: str) -> None:
     """Delete an alias."""
     config = load(ctx)
     with open_store(config, accounts=True) as store, store.transaction() as tx:
-        tx.accounts.delete_alias(address)
+        accounts.delete_alias(tx, address)
     click.echo(f"deleted alias {address.lower()}")
 
 
@@ -188,5 +178,5 @@ def alias_list(ctx: click.Context) -> None:
     """List aliases."""
     config = load(ctx)
     with open_store(config) as store:
-        for address, targets in store.reader().accounts.list_aliases().items():
+        for address, targets in accounts.aliases(store.reader()).items():
             click.echo(f"{address} -> {', '.join(targets)}")

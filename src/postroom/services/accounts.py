@@ -4,7 +4,8 @@ operations the CLI (`postroom user ...`) and the web admin share.
 Passwords are SASLprep-normalised before hashing (RFC 4013), the same normalisation the SASL
 mechanisms apply to what clients send, so both paths compare like with like. Hashing is the
 caller's, before the transaction (argon2 takes a fifth of a second: never on the writer).
-A changed password, and a deleted user, end the user's web sessions.
+A changed password, and a deleted user, end the user's web sessions. Aliases (`postroom
+alias ...`, `/admin/aliases`) are checked by `alias_request` before their transaction.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hmac
 import os
 import secrets
 import time
+from collections.abc import Sequence
 
 from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -123,10 +125,7 @@ Hashed = tuple[str, str]  # what hash_password returns: (argon2 hash, SCRAM cred
 def new_address(address: str, domains: tuple[str, ...]) -> str:
     """`address` normalised, when it can be a new user's: a mailbox (RFC 5321 §4.1.2) at one
     of the local `domains`."""
-    try:
-        validate_mailbox(address, utf8=True)
-    except SmtpError:
-        raise AccountError(f"{address!r} is not a valid mail address (user@domain)") from None
+    _mailbox(address)
     domain = address.rpartition("@")[2].lower()
     if domain not in (d.lower() for d in domains):
         raise AccountError(
@@ -171,6 +170,50 @@ def aliases_of(tx: Tx, address: str) -> list[str]:
     """The aliases that deliver to `address` (directly: one of their targets is it)."""
     address = normalize_address(address)
     return [alias for alias, targets in tx.accounts.list_aliases().items() if address in targets]
+
+
+def alias_request(
+    address: str, targets: Sequence[str], domains: tuple[str, ...]
+) -> tuple[str, list[str]]:
+    """An alias and its targets, normalised, when they can be added: the alias a mailbox at a
+    local domain, or "@domain" (a catch-all for it); each target a mailbox (RFC 5321 §4.1.2),
+    local or remote; at least one."""
+    address = address.strip()
+    if not address.startswith("@"):
+        _mailbox(address)
+    domain = address.rpartition("@")[2].lower()
+    if not domain or domain not in (d.lower() for d in domains):
+        raise AccountError(
+            f"{address}: {domain} is not a local domain; add it to 'domains' in the config file"
+        )
+    wanted = [_mailbox(target.strip()) for target in targets if target.strip()]
+    if not wanted:
+        raise AccountError(f"{address}: give at least one target address")
+    return normalize_address(address), [normalize_address(t) for t in wanted]
+
+
+def _mailbox(address: str) -> str:
+    try:
+        validate_mailbox(address, utf8=True)
+    except SmtpError:
+        raise AccountError(f"{address!r} is not a valid mail address (user@domain)") from None
+    return address
+
+
+def add_alias(tx: Tx, address: str, targets: Sequence[str]) -> None:
+    """Deliver `address` to `targets` too (as `alias_request` returned them); a target it
+    already has is kept once."""
+    tx.accounts.add_alias(address, targets)
+
+
+def delete_alias(tx: Tx, address: str) -> None:
+    """Remove the alias with all of its targets; StoreError when there is none."""
+    tx.accounts.delete_alias(address)
+
+
+def aliases(tx: Tx) -> dict[str, list[str]]:
+    """Every alias and its targets, sorted."""
+    return tx.accounts.list_aliases()
 
 
 def secret_hash(secret: str) -> bytes:

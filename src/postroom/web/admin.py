@@ -1,7 +1,9 @@
-"""`/admin/`: the admins' pages — dashboard, users, domains with their DKIM keys, the queue.
+"""`/admin/`: the admins' pages — dashboard, users, aliases, domains with their DKIM keys,
+the queue, the delivery trace.
 
-Pages read through the store's repositories and change accounts through `services.accounts`,
-the functions `postroom user ...` uses; the queue actions are those of `postroom queue ...`.
+Pages read through the store's repositories and change accounts and aliases through
+`services.accounts`, the functions `postroom user ...` and `postroom alias ...` use; the
+queue actions are those of `postroom queue ...`, the trace is `services.trace`'s.
 Every change is a POST with the session's CSRF token (web/auth.py) answered by a redirect to
 the page (303, RFC 9110 §15.4.4), so a reload never repeats it. A plain user gets 403 on every
 page here. An admin cannot delete themself or drop their own admin flag (no lock-out).
@@ -40,6 +42,8 @@ NOTICES = {
     "hold": "The message is held.",
     "release": "The message was released.",
     "delete": "The message was deleted from the queue.",
+    "alias": "The alias was saved.",
+    "unalias": "The alias was deleted.",
 }
 
 
@@ -94,6 +98,26 @@ async def delete_user(ctx: WebContext, login: Login, address: str) -> None:
         raise Refused("You cannot delete yourself; another admin can.")
     try:
         await ctx.store.write(lambda tx: accounts.delete_user(tx, address))
+    except StoreError as error:
+        raise Refused(str(error)) from None
+    ctx.accounts_changed()
+
+
+async def add_alias(ctx: WebContext, address: str, targets: list[str]) -> str:
+    """What `postroom alias add ADDRESS TARGET...` does; the alias, normalised."""
+    try:
+        address, wanted = accounts.alias_request(address, targets, ctx.config.domains)
+        await ctx.store.write(lambda tx: accounts.add_alias(tx, address, wanted))
+    except (accounts.AccountError, StoreError) as error:
+        raise Refused(str(error)) from None
+    ctx.accounts_changed()
+    return address
+
+
+async def delete_alias(ctx: WebContext, address: str) -> None:
+    """What `postroom alias delete ADDRESS` does."""
+    try:
+        await ctx.store.write(lambda tx: accounts.delete_alias(tx, address))
     except StoreError as error:
         raise Refused(str(error)) from None
     ctx.accounts_changed()
@@ -248,6 +272,46 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         listing = await ctx.store.read(read)
         return ctx.render(request, "admin_domains.html", login=login, domains=listing)
 
+    async def aliases(request: Request) -> Response:
+        login = await page_login(ctx, request, admin=True)
+        if isinstance(login, Response):
+            return login
+        return await _aliases_page(request, login, 200, "")
+
+    async def _aliases_page(request: Request, login: Login, status: int, error: str) -> Response:
+        listing = await ctx.store.read(accounts.aliases)
+        notice = NOTICES.get(request.query_params.get("done", ""))
+        return ctx.render(
+            request,
+            "admin_aliases.html",
+            status,
+            login=login,
+            aliases=sorted(listing.items()),
+            error=error,
+            notice=notice,
+        )
+
+    async def alias_change(request: Request) -> Response:
+        login = await page_login(ctx, request, admin=True)
+        if isinstance(login, Response):
+            return login
+        form = await checked_form(ctx, request, login)
+        if isinstance(form, Response):
+            return form
+        address = str(form.get("address", ""))
+        deleting = request.url.path.endswith("/delete")
+        try:
+            if deleting:
+                await delete_alias(ctx, address)
+            else:
+                # Targets one per line, or separated by commas or spaces.
+                targets = str(form.get("targets", "")).replace(",", " ").split()
+                await add_alias(ctx, address, targets)
+        except Refused as error:
+            return await _aliases_page(request, login, 400, str(error))
+        done = "unalias" if deleting else "alias"
+        return RedirectResponse(f"/admin/aliases?done={done}", status_code=303)
+
     async def queue(request: Request) -> Response:
         login = await page_login(ctx, request, admin=True)
         if isinstance(login, Response):
@@ -327,6 +391,9 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         Route("/admin/users", users, methods=["GET", "HEAD"]),
         *(user_change(action) for action in USER_PATHS),
         Route("/admin/domains", domains, methods=["GET", "HEAD"]),
+        Route("/admin/aliases", aliases, methods=["GET", "HEAD"]),
+        Route("/admin/aliases", alias_change, methods=["POST"]),
+        Route("/admin/aliases/delete", alias_change, methods=["POST"]),
         Route("/admin/queue", queue, methods=["GET", "HEAD"]),
         Route("/admin/queue/{action}", queue_change, methods=["POST"]),
     ]

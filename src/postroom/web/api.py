@@ -3,7 +3,8 @@
 Authentication: `Authorization: Bearer TOKEN` (RFC 6750 §2.1) with a token from `postroom user
 token ADDR`, or the browser session's cookie — then every request that changes something
 carries the session's CSRF token in `X-CSRF-Token` (`GET /api/v1/me` tells it) and no foreign
-Origin. HTTPS only. Users and the queue need an admin; `/api/v1/me` is every user's.
+Origin. HTTPS only. Users, aliases, the queue and traces need an admin; `/api/v1/me` is
+every user's.
 
     GET    /api/v1/me                      {"address", "admin", "aliases", "csrf"}
     POST   /api/v1/me/password             {"current", "new"}                 → 204
@@ -12,6 +13,9 @@ Origin. HTTPS only. Users and the queue need an admin; `/api/v1/me` is every use
     PUT    /api/v1/users/{address}/password {"password"}                      → 204
     PUT    /api/v1/users/{address}/admin   {"admin": true|false}              → 204
     DELETE /api/v1/users/{address}                                            → 204
+    GET    /api/v1/aliases                 [{"address", "targets": [...]}]
+    POST   /api/v1/aliases                 {"address", "targets": [...]}      → 201
+    DELETE /api/v1/aliases/{address}                                          → 204
     GET    /api/v1/queue                   as `postroom queue list --json`
     POST   /api/v1/queue/{id}/{retry|hold|release|delete}  {"recipients": N}
     GET    /api/v1/trace?q=QUERY           as `postroom trace QUERY --json` ([] for none)
@@ -175,6 +179,22 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         await admin.delete_user(ctx, login, request.path_params["address"])
         return Response(status_code=204)
 
+    async def aliases(request: Request, login: Login) -> Response:
+        listing = await ctx.store.read(accounts.aliases)
+        return JSONResponse([{"address": a, "targets": t} for a, t in sorted(listing.items())])
+
+    async def add_alias(request: Request, login: Login) -> Response:
+        body = await body_of(request)
+        targets = body.get("targets")
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise ValueError('"targets" must be a list of addresses')
+        address = await admin.add_alias(ctx, str(body.get("address", "")), targets)
+        return JSONResponse({"address": address}, status_code=201)
+
+    async def delete_alias(request: Request, login: Login) -> Response:
+        await admin.delete_alias(ctx, request.path_params["address"])
+        return Response(status_code=204)
+
     async def queue(request: Request, login: Login) -> Response:
         entries = await ctx.store.read(lambda tx: tx.queue.entries())
         return JSONResponse([entry_json(entry) for entry in entries])
@@ -199,6 +219,9 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         endpoint("/api/v1/users/{address}/password", "PUT", user_password, admin_only=True),
         endpoint("/api/v1/users/{address}/admin", "PUT", user_admin, admin_only=True),
         endpoint("/api/v1/users/{address}", "DELETE", delete_user, admin_only=True),
+        endpoint("/api/v1/aliases", "GET", aliases, admin_only=True),
+        endpoint("/api/v1/aliases", "POST", add_alias, admin_only=True),
+        endpoint("/api/v1/aliases/{address}", "DELETE", delete_alias, admin_only=True),
         endpoint("/api/v1/queue", "GET", queue, admin_only=True),
         endpoint("/api/v1/queue/{message_id}/{action}", "POST", queue_change, admin_only=True),
         endpoint("/api/v1/trace", "GET", trace_of, admin_only=True),
