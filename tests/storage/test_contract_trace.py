@@ -10,7 +10,7 @@ from __future__ import annotations
 from postroom.model.queue import Envelope, QueuedMessage, Recipient, RecipientState, new_queue_id
 from postroom.proto.smtp.params import MailParams
 from postroom.storage.api import Store, Tx
-from postroom.storage.records import HistoryEvent, ReceivedRecipient, Reception
+from postroom.storage.records import HistoryEvent, HourActivity, ReceivedRecipient, Reception
 
 from .conftest import read, write
 
@@ -176,3 +176,44 @@ def test_an_event_recorded_just_before_the_arrival_is_kept_with_it(store: Store)
     write(store, lambda tx: accept(tx, ARRIVAL, "dave@example.test", qid=lost))
     later = read(store, lambda tx: tx.history.trace(lost))
     assert later is not None and later.events == ()
+
+
+def test_activity_counts_by_hour_and_lists_the_newest_failures(store: Store) -> None:
+    """Arrivals, local and remote deliveries and failures since a moment, by hour; messages
+    that arrived before `arrived_since` are not read; the newest failures first, bounded."""
+    day = 86400.0
+
+    def event(queue_id: str, moment: float, kind: str, relay: str | None = None) -> HistoryEvent:
+        return HistoryEvent(queue_id, moment, "carol@remote.test", kind, f"{kind} reply", relay)
+
+    def history(tx: Tx) -> tuple[str, str]:
+        older = accept(tx, ARRIVAL - 3 * day, "a@example.test", remote("carol@remote.test"))
+        ancient = accept(tx, ARRIVAL - 10 * day, "a@example.test", remote("carol@remote.test"))
+        before = accept(tx, ARRIVAL - 7200, "a@example.test", remote("carol@remote.test"))
+        first = accept(tx, ARRIVAL + 60, "a@example.test", remote("carol@remote.test"))
+        second = accept(tx, ARRIVAL + 3700, "a@example.test", remote("carol@remote.test"))
+        for happened in (
+            event(older, ARRIVAL + 10, "failed"),
+            event(ancient, ARRIVAL + 20, "failed"),  # not read: arrived too long ago
+            event(before, ARRIVAL - 7100, "delivered"),  # before `since`
+            event(first, ARRIVAL + 61, "delivered"),  # local: no relay
+            event(first, ARRIVAL + 3605, "delivered", "mx.remote.test"),
+            event(second, ARRIVAL + 3750, "deferred", "mx.remote.test"),
+            event(second, ARRIVAL + 3800, "failed", "mx.remote.test"),
+        ):
+            tx.history.record(happened)
+        return older, second
+
+    older, second = write(store, history)
+    found = read(store, lambda tx: tx.history.activity(ARRIVAL, ARRIVAL - 5 * day, 10))
+    assert found.hours == (
+        HourActivity(int(ARRIVAL), 1, 1, 0, 1),
+        HourActivity(int(ARRIVAL) + 3600, 1, 0, 1, 1),
+    )
+    assert [(f.message_id, f.time, f.reply) for f in found.failures] == [
+        (second, ARRIVAL + 3800, "failed reply"),
+        (older, ARRIVAL + 10, "failed reply"),
+    ]
+    newest = read(store, lambda tx: tx.history.activity(ARRIVAL, ARRIVAL - 5 * day, 1))
+    assert [f.message_id for f in newest.failures] == [second]
+    assert read(store, lambda tx: tx.history.activity(ARRIVAL + 7200, ARRIVAL, 5)).hours == ()

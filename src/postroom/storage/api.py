@@ -26,6 +26,7 @@ from postroom.model.queue import QueuedMessage, Recipient, RecipientState
 from postroom.proto.imap.selected import MessageColumns, MessageState
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.records import (
+    Activity,
     Block,
     ClaimedMessage,
     ClaimedRecipient,
@@ -405,6 +406,12 @@ class History(Protocol):
     def with_message_id(self, message_id: str, limit: int) -> list[str]:
         """Queue IDs of the messages kept with this Message-ID (with or without <>, any case),
         newest first, at most `limit`."""
+
+    def activity(self, since: float, arrived_since: float, failures: int) -> Activity:
+        """Per hour, what happened at or after `since` (arrivals, local and remote deliveries,
+        failures) to the messages kept that arrived at or after `arrived_since` (older ones
+        are not read: pass how long mail may stay queued), and the newest `failures` failed
+        recipients among them since `since`."""
 
     def record(self, event: HistoryEvent) -> None:
         """An event of a message whose arrival is remembered, or is about to be in the same

@@ -363,6 +363,28 @@ class HistoryEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class HourActivity:
+    """Mail through the server in one hour (`hour`: its start, Unix seconds): messages
+    accepted, recipients delivered here, recipients delivered to other servers, recipients
+    that failed."""
+
+    hour: int
+    received: int
+    delivered_local: int
+    delivered_remote: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What the history tells of recent mail: the hours with something in them, oldest first,
+    and the newest failed recipients (their "failed" events), newest first."""
+
+    hours: tuple[HourActivity, ...]
+    failures: tuple[HistoryEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ReceivedRecipient:
     """One recipient as accepted: the final address, the RCPT address, local or remote."""
 
