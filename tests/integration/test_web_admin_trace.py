@@ -4,13 +4,14 @@ reply full of HTML, then accepts it; pages read over real HTTPS (http.client).
 
 What must show: each attempt's MX host, address, TLS and reply (escaped: remote replies are
 hostile text), the next attempt, the local delivery, the failure report with a link to its
-own trace, the queue page's link to the trace; the API's JSON is the CLI's; a plain user gets
-403 on both.
+own trace, the queue page's link to the trace; the dashboard's counts of the last 24 hours
+and its recent failures; the API's JSON is the CLI's; a plain user gets 403 on both.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -124,8 +125,18 @@ def test_trace_page_shows_attempts_escapes_replies_and_links_reports(
     assert missing.status == 404 and "No message found for nobody@nowhere.test" in missing.body
     assert admin.get("/admin/trace?q=" + "x" * 501).status == 400
 
-    # The dashboard's search box sends its query to the trace page.
-    assert 'action="/admin/trace"' in admin.get("/admin/").body
+    # The dashboard: its search box sends its query to the trace page; the last 24 hours
+    # count 3 messages received (bob's, carol's and the failure report), 2 delivered here
+    # (to bob, the report to alice), 1 sent out (carol), 1 failed (nobody), listed with its
+    # reply and a link to its trace.
+    dashboard = admin.get("/admin/").body
+    assert 'action="/admin/trace"' in dashboard
+    totals = '<th scope="row">Total</th><td>3</td><td>2</td><td>1</td><td>1</td>'
+    assert totals in dashboard, dashboard
+    assert f'<a href="/admin/trace?q={queue_id}">{queue_id}</a>' in dashboard
+    assert f"<td>{NOBODY}</td>" in dashboard and "550 5.1.1" in dashboard
+    hours = re.findall(r"<tr><td>(\d{4}-\d\d-\d\d \d\d:\d\d)</td>", dashboard)
+    assert len(hours) == 24 and hours == sorted(hours), hours  # one row per hour
 
     # A plain user sees neither the page nor the API's answer.
     bob = WebClient(server)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime
 import time
 from dataclasses import dataclass
@@ -26,11 +27,20 @@ from starlette.routing import BaseRoute, Route
 from postroom.model.queue import RecipientState
 from postroom.services import accounts, dkim_keys, trace
 from postroom.storage.api import Tx
-from postroom.storage.records import QueueEntry, StoreError
+from postroom.storage.records import (
+    Activity,
+    HistoryEvent,
+    HourActivity,
+    QueueEntry,
+    StoreError,
+)
 from postroom.web.auth import Login, WebContext, checked_form, page_login
 
 QueueAction = Literal["retry", "hold", "release", "delete"]
 QUEUE_ACTIONS: tuple[QueueAction, ...] = ("retry", "hold", "release", "delete")
+DASHBOARD_HOURS = 24  # hours of mail the dashboard counts
+RECENT_FAILURES = 20  # failed recipients the dashboard lists
+ACTIVITY_FIELDS = ("received", "delivered_local", "delivered_remote", "failed")
 MAX_QUERY = 500  # characters of a trace query worth looking up
 WAITING = (str(RecipientState.QUEUED), str(RecipientState.DEFERRED))
 NOTICES = {
@@ -57,6 +67,11 @@ USER_PATHS = {
 
 class Refused(Exception):
     """An operation refused for the request's data; the message is for the admin."""
+
+
+def hour_text(moment: float) -> str:
+    """The local time an hour of activity starts at, as "2026-12-07 13:00"."""
+    return datetime.datetime.fromtimestamp(moment).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def clock(moment: float) -> str:
@@ -170,12 +185,30 @@ class Counts:
     messages: int
     held: int
     states: list[tuple[str, int]]  # recipients in the queue by state
+    hours: list[HourActivity]  # the last DASHBOARD_HOURS, oldest first, each one there
+    failures: tuple[HistoryEvent, ...]  # the newest failed recipients
 
 
-def queue_counts(entries: list[QueueEntry], users: int) -> Counts:
+def last_hours(tx: Tx, now: float, give_up_after: float) -> tuple[list[HourActivity], Activity]:
+    """The history's activity in the last `DASHBOARD_HOURS` hours (this one included), an
+    entry for every hour; messages that may still have failed in them (arrived up to
+    `give_up_after` earlier) are read."""
+    first = (int(now) // 3600 - DASHBOARD_HOURS + 1) * 3600
+    found = tx.history.activity(first, first - give_up_after, RECENT_FAILURES)
+    known = {hour.hour: hour for hour in found.hours}
+    hours = [
+        known.get(hour, HourActivity(hour, 0, 0, 0, 0))
+        for hour in range(first, first + DASHBOARD_HOURS * 3600, 3600)
+    ]
+    return hours, found
+
+
+def queue_counts(
+    entries: list[QueueEntry], users: int, hours: list[HourActivity], activity: Activity
+) -> Counts:
     states = collections.Counter(rcpt.state for entry in entries for rcpt in entry.recipients)
     held = sum(1 for entry in entries if entry.held)
-    return Counts(users, len(entries), held, sorted(states.items()))
+    return Counts(users, len(entries), held, sorted(states.items()), hours, activity.failures)
 
 
 def routes(ctx: WebContext) -> list[BaseRoute]:
@@ -184,8 +217,11 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         if isinstance(login, Response):
             return login
 
+        now, give_up_after = time.time(), ctx.config.queue.give_up_after
+
         def read(tx: Tx) -> Counts:
-            return queue_counts(tx.queue.entries(), len(accounts.users(tx)))
+            hours, activity = last_hours(tx, now, give_up_after)
+            return queue_counts(tx.queue.entries(), len(accounts.users(tx)), hours, activity)
 
         counts = await ctx.store.read(read)
         return ctx.render(
@@ -197,6 +233,17 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             messages=counts.messages,
             held=counts.held,
             states=counts.states,
+            hours=[{**dataclasses.asdict(h), "hour": hour_text(h.hour)} for h in counts.hours],
+            totals=[sum(getattr(h, f) for h in counts.hours) for f in ACTIVITY_FIELDS],
+            failures=[
+                {
+                    "time": clock(f.time),
+                    "message_id": f.message_id,
+                    "recipient": f.recipient,
+                    "reply": f.reply,
+                }
+                for f in counts.failures
+            ],
         )
 
     async def users(request: Request) -> Response:
