@@ -1,8 +1,8 @@
 """The web admin in a real headless Chromium (Debian's chromium + chromium-driver, driven by
 Selenium) against a real `postroom serve`: log in with the keyboard, see a message just sent
-in the queue and retry it, change a password, and as a plain user fail to open the admin
-pages. A screenshot of each step is saved under the test's tmp dir (paths printed); the
-browser's console must stay free of errors.
+in the queue, retry it and open its delivery trace, change a password, and as a plain user
+fail to open the admin pages. A screenshot of each step is saved under the test's tmp dir
+(paths printed); the browser's console must stay free of errors.
 
 Chromium trusts exactly the server's certificate, by the SHA-256 of its public key
 (--ignore-certificate-errors-spki-list), and reaches the server by its host name through
@@ -164,6 +164,13 @@ def test_admin_and_account_pages_in_chromium(
     steps.shot("queue-retried")
     steps.assert_clean_console()
     assert message_id in server.queue_list()
+    # The message's delivery trace, from its link on the queue page.
+    browser.find_element(By.XPATH, f"//a[@aria-label='Trace {message_id}']").click()
+    steps.wait_for(f"Message {message_id} (in the queue)")
+    assert browser.current_url == f"{steps.base}/admin/trace?q={message_id}"
+    assert "To <someone@remote.example>: remote" in browser.find_element(By.TAG_NAME, "body").text
+    steps.shot("trace")
+    steps.assert_clean_console()
 
     steps.open("/admin/users")
     steps.wait_for(BOB)
