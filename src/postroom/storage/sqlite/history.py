@@ -184,9 +184,9 @@ class SqliteHistory:
             if arrival >= since:
                 count(arrival, 0)
             for line in str(events).splitlines():
-                event = _event(str(message_id), line)
-                if event.time < since:
+                if float(line[1 : line.index(",")]) < since:  # the time leads: [time, ...
                     continue
+                event = _event(str(message_id), line)
                 if event.event == "delivered":
                     count(event.time, 1 if event.relay is None else 2)
                 elif event.event == "failed":
