@@ -5,7 +5,8 @@ reply full of HTML, then accepts it; pages read over real HTTPS (http.client).
 What must show: each attempt's MX host, address, TLS and reply (escaped: remote replies are
 hostile text), the next attempt, the local delivery, the failure report with a link to its
 own trace, the queue page's link to the trace; the dashboard's counts of the last 24 hours
-and its recent failures; the API's JSON is the CLI's; a plain user gets 403 on both.
+and its recent failures; the API's JSON is the CLI's; a plain user gets 403 on both. For mail
+from outside with [verify] on: the SPF/DKIM/DMARC results and the verdict.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from . import test_outbound, test_trace
+from . import test_inbound_checks, test_outbound, test_trace
 from .conftest import ALICE, BOB, Factory, Postroom, wait_until
-from .dns_server import DnsServer
+from .dns_server import DnsServer, DnsServerFactory
 from .postfix_instance import Postfix
 from .web_client import WebClient
 from .wire import new_token, simple_message
@@ -63,7 +65,7 @@ def server(postroom_factory: Factory, dns: DnsServer, peer: Postfix) -> Postroom
     return server
 
 
-def cli_trace(server: Postroom, query: str) -> list[dict[str, object]]:
+def cli_trace(server: Postroom, query: str) -> list[dict[str, Any]]:
     found = json.loads(server.run_cli("trace", query, "--json").stdout)
     assert isinstance(found, list)
     return found
@@ -98,7 +100,7 @@ def test_trace_page_shows_attempts_escapes_replies_and_links_reports(
     assert "deferred" in body and ", next attempt " in body
     # The 550 for nobody: failed, and a failure report to alice, linked to its own trace.
     assert "550 5.1.1" in body and "failure report to &lt;alice@example.test&gt;" in body
-    [report] = remote["reports"]  # type: ignore[misc]
+    [report] = remote["reports"]
     report_id = report["queue_id"]
     assert f'<a href="/admin/trace?q={report_id}">{report_id}</a>' in body
     bounce = admin.get(f"/admin/trace?q={report_id}").body
@@ -149,3 +151,30 @@ def test_trace_page_shows_attempts_escapes_replies_and_links_reports(
         "GET", f"/api/v1/trace?q={queue_id}", Authorization=f"Bearer {bob_token}"
     )
     assert by_token.status == 403 and CAROL not in by_token.body
+
+
+def test_trace_page_shows_the_inbound_checks_and_their_verdict(
+    dns_server: DnsServerFactory, postroom_factory: Factory
+) -> None:
+    nsd = dns_server(test_inbound_checks.ZONES)
+    checked = postroom_factory(
+        services=("smtp", "http", "https"),
+        start=False,
+        extra=f'[dns]\nnameservers = ["{nsd.nameserver}"]\n\n[verify]\nenabled = true\n',
+    )
+    checked.run_cli("user", "admin", ALICE)
+    checked.start()
+    token, sender = new_token(), "eve@quarantine.test"  # SPF and DMARC fail, p=quarantine
+    code, text = test_inbound_checks.send(
+        checked, sender, test_inbound_checks.message(sender, token)
+    )
+    assert code == 250, text
+    admin = WebClient(checked)
+    admin.login(ALICE, checked.passwords[ALICE])
+    page = admin.get(f"/admin/trace?q={quote(f'<{token}@checks.test>')}").body
+    checks = re.search(r'<th scope="row">Checks</th><td>([^<]*)</td>', page)
+    assert checks and "spf=fail" in checks[1] and "dmarc=fail" in checks[1], page
+    assert re.search(r'<th scope="row">Verdict</th><td>junk \([^<]*\) \(filed as junk\)</td>', page)
+    assert '<th scope="row">Login</th><td>none</td>' in page
+    assert '<th scope="row">TLS</th><td>none</td>' in page
+    assert "delivered to Junk" in page
