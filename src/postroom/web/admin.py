@@ -28,7 +28,6 @@ from postroom.model.queue import RecipientState
 from postroom.services import accounts, dkim_keys, trace
 from postroom.storage.api import Tx
 from postroom.storage.records import (
-    Activity,
     HistoryEvent,
     HourActivity,
     QueueEntry,
@@ -189,10 +188,12 @@ class Counts:
     failures: tuple[HistoryEvent, ...]  # the newest failed recipients
 
 
-def last_hours(tx: Tx, now: float, give_up_after: float) -> tuple[list[HourActivity], Activity]:
+def last_hours(
+    tx: Tx, now: float, give_up_after: float
+) -> tuple[list[HourActivity], tuple[HistoryEvent, ...]]:
     """The history's activity in the last `DASHBOARD_HOURS` hours (this one included), an
-    entry for every hour; messages that may still have failed in them (arrived up to
-    `give_up_after` earlier) are read."""
+    entry for every hour, and the newest failures in them; messages that may still have
+    failed in them (arrived up to `give_up_after` earlier) are read."""
     first = (int(now) // 3600 - DASHBOARD_HOURS + 1) * 3600
     found = tx.history.activity(first, first - give_up_after, RECENT_FAILURES)
     known = {hour.hour: hour for hour in found.hours}
@@ -200,15 +201,18 @@ def last_hours(tx: Tx, now: float, give_up_after: float) -> tuple[list[HourActiv
         known.get(hour, HourActivity(hour, 0, 0, 0, 0))
         for hour in range(first, first + DASHBOARD_HOURS * 3600, 3600)
     ]
-    return hours, found
+    return hours, found.failures
 
 
 def queue_counts(
-    entries: list[QueueEntry], users: int, hours: list[HourActivity], activity: Activity
+    entries: list[QueueEntry],
+    users: int,
+    hours: list[HourActivity],
+    failures: tuple[HistoryEvent, ...],
 ) -> Counts:
     states = collections.Counter(rcpt.state for entry in entries for rcpt in entry.recipients)
     held = sum(1 for entry in entries if entry.held)
-    return Counts(users, len(entries), held, sorted(states.items()), hours, activity.failures)
+    return Counts(users, len(entries), held, sorted(states.items()), hours, failures)
 
 
 def routes(ctx: WebContext) -> list[BaseRoute]:
@@ -220,8 +224,8 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         now, give_up_after = time.time(), ctx.config.queue.give_up_after
 
         def read(tx: Tx) -> Counts:
-            hours, activity = last_hours(tx, now, give_up_after)
-            return queue_counts(tx.queue.entries(), len(accounts.users(tx)), hours, activity)
+            hours, failures = last_hours(tx, now, give_up_after)
+            return queue_counts(tx.queue.entries(), len(accounts.users(tx)), hours, failures)
 
         counts = await ctx.store.read(read)
         return ctx.render(
