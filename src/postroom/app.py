@@ -14,7 +14,6 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, cast
 
 from starlette.routing import BaseRoute
@@ -32,7 +31,13 @@ from postroom.dns import DnsResolver
 from postroom.dns.lookup import CachingLookup, ResolverLookup
 from postroom.model.queue import RecipientOutcome
 from postroom.net import tls
-from postroom.net.certificates import AcmeFiles, AcmeSettings, CertificateManager
+from postroom.net.certificates import (
+    AcmeFiles,
+    AcmeSettings,
+    CertificateManager,
+    certificate_files,
+    served_pair,
+)
 from postroom.net.imap_session import ImapService
 from postroom.net.listener import Handler, Listener, ListenError, ShutdownFlag, drain_sessions
 from postroom.net.managesieve_session import ManageSieveService
@@ -87,27 +92,6 @@ class ServiceKind:
     refuse: Callable[[str], bytes]
     # Applies the server's (reloaded) config to the service and its sessions to come.
     reconfigure: Callable[[], None] = lambda: None
-
-
-def certificate_files(config: Config) -> tuple[Path, Path]:
-    """[tls] cert and key, else the self-signed pair in data_dir (made when missing)."""
-    if config.tls.cert is not None and config.tls.key is not None:
-        return config.tls.cert, config.tls.key
-    return tls.ensure_self_signed(config.data_dir / "tls", config.hostname)
-
-
-def served_pair(config: Config, acme_files: AcmeFiles | None = None) -> tuple[Path, Path]:
-    """The pair `serve` presents: the ACME one when [acme] is on and it is usable, else [tls]
-    cert and key, else the self-signed pair."""
-    if config.acme.enabled:
-        pair = (acme_files or AcmeFiles(config.data_dir)).usable_pair()
-        if pair is not None:
-            return pair
-    return certificate_files(config)
-
-
-def tls_context(config: Config) -> ssl.SSLContext:
-    return tls.server_context(*served_pair(config))
 
 
 class MailServer:

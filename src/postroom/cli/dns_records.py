@@ -12,10 +12,10 @@ import time
 
 import click
 
-from postroom.app import tls_context
 from postroom.cli.common import CliError, load, open_store
 from postroom.cli.dkim import ensure_local_keys, local_domain
 from postroom.config import Config
+from postroom.net.certificates import tls_context
 from postroom.net.tls import TlsSetupError
 from postroom.net.tls_trust import client_context, served_policy
 from postroom.services import dkim_keys

@@ -9,6 +9,8 @@ a failure, the http-01 answers, and the swap into the running server's TLS conte
 - `renew` runs one order (blocking: the CLI calls it, the server runs it on a worker thread)
   and records its outcome; `CertificateManager.run` is the server's loop: it renews what is
   due and swaps in a certificate the CLI installed, found by the files' modification time.
+- `served_pair`/`tls_context`: the pair `serve` presents (the ACME one when usable, else
+  `[tls]`, else the self-signed one), for the server and for `dns records`.
 """
 
 from __future__ import annotations
@@ -472,3 +474,24 @@ class CertificateManager:
             if await asyncio.to_thread(self._due):
                 await self._renew()
             await asyncio.sleep(CHECK_EVERY)
+
+
+def certificate_files(config: Config) -> tuple[Path, Path]:
+    """[tls] cert and key, else the self-signed pair in data_dir (made when missing)."""
+    if config.tls.cert is not None and config.tls.key is not None:
+        return config.tls.cert, config.tls.key
+    return tls.ensure_self_signed(config.data_dir / "tls", config.hostname)
+
+
+def served_pair(config: Config, acme_files: AcmeFiles | None = None) -> tuple[Path, Path]:
+    """The pair `serve` presents: the ACME one when [acme] is on and it is usable, else [tls]
+    cert and key, else the self-signed pair."""
+    if config.acme.enabled:
+        pair = (acme_files or AcmeFiles(config.data_dir)).usable_pair()
+        if pair is not None:
+            return pair
+    return certificate_files(config)
+
+
+def tls_context(config: Config) -> ssl.SSLContext:
+    return tls.server_context(*served_pair(config))
