@@ -192,7 +192,8 @@ def test_kill_9_during_delivery_loses_nothing(
 ) -> None:
     """The attempt is recorded before the peer is contacted; a crash mid-delivery means a
     retry after restart (at worst a duplicate, RFC 5321 §6.1), never a lost message."""
-    sink = smtp_sink("-w", "3")  # holds every DATA for 3 s: time to crash in the middle
+    # Holds every DATA for 10 s: time to see the attempt (two CLI runs) and crash in the middle.
+    sink = smtp_sink("-w", "10")
     server = relay_server(postroom_factory, dns, sink.port, 'retry = ["1s"]')
     token = submit(server, CAROL)
     wait_until(lambda: "attempts=1" in show_all(server), 30, "the first attempt to be recorded")
