@@ -85,7 +85,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             "account_filter.html",
             status,
             login=login,
-            name=name,
+            script_name=name,
             source=source,
             notice=notice,
             **more,
@@ -101,7 +101,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         found = await sieve_scripts.perform(ctx.store, login.user.address, ev.GetScript(name))
         if not isinstance(found, ev.Source):
             return await listing(request, login, 404, f"There is no script called {name}.")
-        return editor(request, login, name, found.source)
+        return editor(request, login, name, found.text)
 
     async def save(request: Request) -> Response:
         got = await _form(ctx, request)
@@ -129,7 +129,9 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             return editor(request, login, name, source, status, new=new, error=done.text)
         return RedirectResponse(f"/account/filters/edit?name={quote(name)}&done=saved", 303)
 
-    async def change(request: Request, make: type[ev.SetActive] | type[ev.DeleteScript]) -> Response:
+    async def change(
+        request: Request, make: type[ev.SetActive] | type[ev.DeleteScript]
+    ) -> Response:
         got = await _form(ctx, request)
         if isinstance(got, Response):
             return got
