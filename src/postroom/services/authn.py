@@ -87,10 +87,13 @@ class Authenticator:
             self._dummy_hash = hashed[0]
         return self._dummy_hash
 
-    async def answer(self, need: Need, client: str = "") -> StoreAnswer:
+    async def answer(
+        self, need: Need, client: str = "", *, app_passwords: bool = True
+    ) -> StoreAnswer:
         """A SASL exchange's question to the store; UNAVAILABLE when the store failed, or
         when logins from `client` (for that user) are blocked for guessing: a temporary
-        failure (454 4.7.0, NO [UNAVAILABLE], -ERR [SYS/TEMP]) before any password check."""
+        failure (454 4.7.0, NO [UNAVAILABLE], -ERR [SYS/TEMP]) before any password check.
+        `app_passwords=False` (the web pages): only the main password is taken."""
         defences = self.defences
         if defences is not None and client:
             block = await defences.login_blocked(client, need.authcid)
@@ -105,7 +108,9 @@ class Authenticator:
                 return UNAVAILABLE
         try:
             if isinstance(need, CheckPassword):
-                verdict = await self.check_password(need.authcid, need.authzid, need.password)
+                verdict = await self.check_password(
+                    need.authcid, need.authzid, need.password, app_passwords=app_passwords
+                )
                 if verdict and defences is not None and client:
                     defences.logins.succeeded(client, need.authcid)
                 return verdict
@@ -123,7 +128,9 @@ class Authenticator:
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    async def check_password(self, authcid: str, authzid: str, password: str) -> bool:
+    async def check_password(
+        self, authcid: str, authzid: str, password: str, *, app_passwords: bool = True
+    ) -> bool:
         if authzid and normalize_address(authzid) != normalize_address(authcid):
             return False
         user = await self.store.read(lambda tx: tx.accounts.get_user(authcid))
@@ -135,6 +142,8 @@ class Authenticator:
         if self._remembered(user, digest):
             return True
         verified = await asyncio.to_thread(accounts.verify_password, user.password_hash, password)
+        if not verified and app_passwords:
+            return await self._app_password(user, password)
         if verified and self.cache_ttl > 0:
             until = time.monotonic() + self.cache_ttl
             self._verified[user.id] = _Verified(user.password_hash, digest, until)
@@ -142,6 +151,15 @@ class Authenticator:
             while len(self._verified) > CACHE_ENTRIES:
                 self._verified.popitem(last=False)
         return verified
+
+    async def _app_password(self, user: UserRecord, password: str) -> bool:
+        """One of the user's app passwords (services/app_passwords.py)? Never cached, so a
+        revoked one fails at the next login."""
+        hashes = await self.store.read(lambda tx: tx.web.app_password_hashes(user.id))
+        for hashed in hashes:
+            if await asyncio.to_thread(accounts.verify_password, hashed, password):
+                return True
+        return False
 
     def _remembered(self, user: UserRecord, digest: bytes) -> bool:
         entry = self._verified.get(user.id)
