@@ -172,6 +172,7 @@ def test_vacation_replaces_the_active_script_and_answers_a_real_message(
     form = {**bad, "days": "2", "subject": 'Out "of" office', "addresses": ""}
     done = client.post("/account/vacation", form)
     assert (done.status, done.location) == (303, "/account/vacation?done=on")
+    server.wait_for_log(r"sieve vacation on user=bob@example\.test replaced=<mine>")
     page = client.get("/account/vacation?done=on")
     assert "Vacation replies are on" in page.body and "<strong>mine</strong>" in page.body
     listed = scripts(server, BOB)
@@ -205,6 +206,7 @@ def test_vacation_replaces_the_active_script_and_answers_a_real_message(
     assert (off.status, off.location) == (303, "/account/vacation?done=off")
     listed = scripts(server, BOB)
     assert next(line for line in listed.splitlines() if "\tactive" in line).startswith("mine")
+    server.wait_for_log(r"sieve vacation off user=bob@example\.test active=<mine>")
     page = client.get("/account/vacation")
     assert "Vacation replies are <strong>off</strong>" in page.body
     assert "Out &#34;of&#34; office" in page.body or "Out &quot;of&quot; office" in page.body

@@ -14,13 +14,16 @@ While it is on, the user's own script does not run: one script is active at a ti
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 
 from postroom.proto.managesieve import space_refusal
 from postroom.proto.sieve import SieveError, compile_script
-from postroom.services.sieve_scripts import sizes
+from postroom.services.sieve_scripts import shown, sizes
 from postroom.storage.api import Store, Tx
+
+log = logging.getLogger("postroom.sieve")
 
 SCRIPT = "postroom-vacation"
 MARK = "# postroom vacation settings: "
@@ -128,8 +131,8 @@ def _put(tx: Tx, user_id: int, settings: Vacation) -> None:
     tx.sieve.put(user_id, SCRIPT, source, time.time())
 
 
-async def turn_on(store: Store, address: str, settings: Vacation) -> str | None:
-    """Store and activate the vacation script; the name of the script it replaced."""
+async def turn_on(store: Store, address: str, settings: Vacation) -> None:
+    """Store and activate the vacation script, remembering the script it replaced."""
 
     def change(tx: Tx) -> str | None:
         uid = _user_id(tx, address)
@@ -140,26 +143,26 @@ async def turn_on(store: Store, address: str, settings: Vacation) -> str | None:
         tx.sieve.activate(uid, SCRIPT)
         return replaced
 
-    return await store.write(change)
+    replaced = await store.write(change)
+    log.info("sieve vacation on user=%s replaced=<%s>", address, shown(replaced or ""))
 
 
-async def turn_off(store: Store, address: str, settings: Vacation) -> str | None:
-    """Keep the settings, make the replaced script active again (if vacation was on and it
-    still exists; else none); the name of the script now active."""
+async def turn_off(store: Store, address: str, settings: Vacation) -> None:
+    """Keep the settings; if vacation was on, make the script it replaced active again (none
+    if that script is gone)."""
 
     def change(tx: Tx) -> str | None:
         uid = _user_id(tx, address)
         current = state(tx, uid)
-        replaced = current.settings.replaced
         _put(tx, uid, Vacation(**{**asdict(settings), "replaced": None}))
         listed = dict(tx.sieve.scripts(uid))
-        if not current.enabled:
-            return next((name for name, on in listed.items() if on), None)
-        back = replaced if replaced in listed else None
-        tx.sieve.activate(uid, back)
-        return back
+        if current.enabled:
+            replaced = current.settings.replaced
+            tx.sieve.activate(uid, replaced if replaced in listed else None)
+        return next((name for name, on in tx.sieve.scripts(uid) if on), None)
 
-    return await store.write(change)
+    active = await store.write(change)
+    log.info("sieve vacation off user=%s active=<%s>", address, shown(active or ""))
 
 
 def _user_id(tx: Tx, address: str) -> int:
