@@ -1,20 +1,23 @@
 """App passwords made on `/account/` of a real `postroom serve` (real HTTPS): shown once, kept
-as argon2 hashes, logging in over IMAP and SMTP AUTH with the real imaplib and smtplib, never
-on the web login form; revoked, they log in nowhere; changes need the CSRF token."""
+as argon2 hashes, logging in over IMAP, SMTP AUTH, POP3 and ManageSieve with the real imaplib,
+smtplib, poplib and sievelib, never on the web login form; revoked, they log in nowhere;
+changes need the CSRF token."""
 
 from __future__ import annotations
 
+import poplib
 import re
 import smtplib
 import sqlite3
 
 import pytest
+from sievelib.managesieve import Client
 
 from .conftest import BOB, Factory, Postroom
 from .test_web_admin import imap_login
 from .web_client import WebClient
 
-SERVICES = ("smtp", "submission", "imap", "http", "https")
+SERVICES = ("smtp", "submission", "imap", "pop3", "managesieve", "http", "https")
 SHOWN = re.compile(r'<code id="new-app-password">([a-z2-9-]+)</code>')
 
 
@@ -33,7 +36,32 @@ def smtp_login(server: Postroom, address: str, password: str) -> bool:
         return True
 
 
-def test_an_app_password_logs_in_to_imap_and_smtp_until_revoked(server: Postroom) -> None:
+def pop3_login(server: Postroom, address: str, password: str) -> bool:
+    client = poplib.POP3(server.host, server.ports["pop3"], timeout=30)
+    try:
+        client.stls(context=server.tls_context())
+        client.user(address)
+        client.pass_(password)
+    except poplib.error_proto:
+        return False
+    finally:
+        client.close()
+    return True
+
+
+def managesieve_login(server: Postroom, address: str, password: str) -> bool:
+    client = Client(server.host, server.ports["managesieve"])
+    ok = bool(client.connect(address, password, starttls=True, authmech="PLAIN"))
+    if ok:
+        client.logout()
+    return ok
+
+
+def test_an_app_password_logs_in_to_mail_services_until_revoked(
+    server: Postroom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sievelib verifies with the default trust store: let it trust the server's certificate.
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.data_dir / "tls" / "cert.pem"))
     client = WebClient(server)
     client.login(BOB, server.passwords[BOB])
     token = client.csrf_of("/account/")
@@ -54,6 +82,8 @@ def test_an_app_password_logs_in_to_imap_and_smtp_until_revoked(server: Postroom
     # It logs in to IMAP and SMTP; the main password still does too.
     assert imap_login(server, BOB, password)
     assert smtp_login(server, BOB, password)
+    assert pop3_login(server, BOB, password)
+    assert managesieve_login(server, BOB, password)
     assert imap_login(server, BOB, server.passwords[BOB])
     # Not to the web login form.
     WebClient(server).login(BOB, password, expect=403)
@@ -64,6 +94,8 @@ def test_an_app_password_logs_in_to_imap_and_smtp_until_revoked(server: Postroom
     assert (revoked.status, revoked.location) == (303, "/account/?done=revoked")
     assert not imap_login(server, BOB, password)
     assert not smtp_login(server, BOB, password)
+    assert not pop3_login(server, BOB, password)
+    assert not managesieve_login(server, BOB, password)
     assert "You have no app passwords" in client.get("/account/").body
     missing = client.post("/account/app-passwords/revoke", {"csrf": token, "name": "phone"})
     assert missing.status == 404
