@@ -5,7 +5,8 @@ without look-alikes, and kept only as an argon2 hash, like a password. An app pa
 logs in wherever a plain password does over SASL PLAIN or LOGIN — IMAP, POP3, SMTP AUTH,
 ManageSieve (`Authenticator.check_password`) — but never to the web pages, and not with
 SCRAM, whose stored keys are derived from the main password only. Revoking one ends its
-use at the next login; a session already open stays open. At most `MAX_PER_USER` per user,
+use at the next login (the login cache checks its hash is still kept); a session already
+open stays open. At most `MAX_PER_USER` per user,
 so a failed login costs at most that many more argon2 checks.
 """
 
