@@ -168,6 +168,7 @@ def test_vacation_replaces_the_active_script_and_answers_a_real_message(
     bad = {"csrf": token, "enabled": "on", "message": message, "days": "0"}
     refused = client.post("/account/vacation", bad)
     assert refused.status == 400 and "Days must be between 1" in refused.body
+    assert "Away until &#34;Monday&#34;" in refused.body  # the form comes back as typed
     assert VACATION not in scripts(server, BOB)
     form = {**bad, "days": "2", "subject": 'Out "of" office', "addresses": ""}
     done = client.post("/account/vacation", form)

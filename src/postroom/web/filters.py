@@ -13,6 +13,7 @@ that one. Every change is a POST carrying the session's CSRF token.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from urllib.parse import quote
 
 from starlette.datastructures import FormData
@@ -166,7 +167,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         login: Login,
         status: int = 200,
         error: str | None = None,
-        shown: vacation.Vacation | None = None,
+        typed: dict[str, object] | None = None,
     ) -> Response:
         address = login.user.address
         user = await ctx.store.read(lambda tx: tx.accounts.get_user(address))
@@ -182,7 +183,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             "account_vacation.html",
             status,
             login=login,
-            vacation=shown or now.settings,
+            vacation={**asdict(now.settings), **(typed or {})},  # a refused form as typed
             enabled=now.enabled,
             active=active,
             notice=VACATION_NOTICES.get(done or ""),
@@ -195,7 +196,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         if isinstance(got, Response):
             return got
         login, form = got
-        values = (str(form.get(k, "")) for k in ("subject", "message", "days", "addresses"))
+        values = [str(form.get(k, "")) for k in ("subject", "message", "days", "addresses")]
         try:
             settings = vacation.checked(*values)
             if form.get("enabled") == "on":
@@ -205,7 +206,10 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
                 await vacation.turn_off(ctx.store, login.user.address, settings)
                 done = "off"
         except vacation.VacationError as error:
-            return await vacation_form(request, login, 400, str(error))
+            subject, message, days, addresses = values
+            typed: dict[str, object] = {"subject": subject, "message": message, "days": days}
+            typed["addresses"] = addresses.replace(",", " ").split()
+            return await vacation_form(request, login, 400, str(error), typed)
         return RedirectResponse(f"/account/vacation?done={done}", 303)
 
     return [
