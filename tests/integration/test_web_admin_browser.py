@@ -214,3 +214,41 @@ def test_admin_and_account_pages_in_chromium(
     # The only console errors allowed now: the two refused pages' own 403 status.
     errors = steps.console_errors()
     assert len(errors) == 2 and all("403" in error for error in errors), errors
+
+
+def test_filters_and_vacation_in_chromium(
+    server: Postroom, browser: WebDriver, tmp_path: Path
+) -> None:
+    steps = Steps(browser, server, tmp_path / "screenshots")
+    steps.log_in(BOB, server.passwords[BOB])
+    steps.wait_for("You are logged in as bob@example.test")
+    steps.open("/account/filters")
+    steps.wait_for("You have no scripts.")
+    steps.open("/account/filters/edit")
+    steps.labelled("Name").send_keys("lists")
+    steps.labelled("Sieve script").send_keys('require ["fileinto"];\nfileinto "Lists"\n')
+    steps.press("Check and save")
+    steps.wait_for("Not saved: line 3:1:")
+    steps.shot("filter-error")
+    # The only console error: the refused script's own 400 status.
+    errors = steps.console_errors()
+    assert len(errors) == 1 and "400" in errors[0], errors
+    assert "has no scripts" in server.run_cli("sieve", "list", BOB).stdout
+    source = steps.labelled("Sieve script")
+    source.clear()
+    source.send_keys('require ["fileinto"];\nfileinto "Lists";\n')
+    steps.press("Check and save")
+    steps.wait_for("The script was saved.")
+    steps.open("/account/filters")
+    steps.press("Activate")
+    steps.wait_for("The script is now active.")
+    steps.shot("filter-active")
+    assert "lists\t" in server.run_cli("sieve", "list", BOB).stdout
+    steps.open("/account/vacation")
+    steps.labelled("Reply to messages while I am away").click()
+    steps.labelled("Message").send_keys('Away "till" Monday.\n.\nBob')
+    steps.press("Save")
+    steps.wait_for("Vacation replies are on.")
+    steps.wait_for("They replaced your active script lists")
+    steps.shot("vacation-on")
+    steps.assert_clean_console()

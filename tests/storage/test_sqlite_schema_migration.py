@@ -257,3 +257,31 @@ def test_version_10_store_gets_the_admin_flag_and_web_sessions(tmp_path: Path) -
         assert session is not None and session.user.admin and session.csrf == "csrf"
     finally:
         db.close()
+
+
+def test_version_11_store_gets_app_passwords(tmp_path: Path) -> None:
+    path = tmp_path / "postroom.db"
+    SqliteTx(tmp_path).close()
+    conn = sqlite3.connect(path)
+    # Back to schema 11: no app passwords.
+    conn.executescript(
+        """
+        DROP TABLE app_passwords;
+        UPDATE meta SET value = '11' WHERE key = 'schema_version';
+        INSERT INTO users VALUES (1, 'alice@example.test', 'h', 's', 0, 0);
+        """
+    )
+    conn.close()
+    db = SqliteTx(tmp_path)
+    try:
+        version = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone()[0] == str(SCHEMA_VERSION)
+        assert db.web.app_passwords(1) == []
+        assert db.web.add_app_password(1, "phone", "hash", 5.0)
+        assert not db.web.add_app_password(1, "phone", "other", 6.0)
+        assert db.web.app_passwords(1) == [("phone", 5.0)]
+        assert db.web.app_password_hashes(1) == ["hash"]
+        assert db.web.delete_app_password(1, "phone")
+        assert not db.web.delete_app_password(1, "phone")
+    finally:
+        db.close()

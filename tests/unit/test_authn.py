@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from postroom.services import accounts, authn
+from postroom.services import accounts, app_passwords, authn
 from postroom.services.authn import Authenticator
 from postroom.storage.api import Store
 from postroom.storage.backend import server_store
@@ -112,3 +112,26 @@ def test_the_least_recently_used_are_forgotten_first(
     attempts = ((ALICE, "right horse"), (bob, "bob's pony"), (ALICE, "right horse"))
     assert _checks(authenticator, *attempts) == [True, True, True]
     assert verifications == ["right horse", "bob's pony", "right horse"]
+
+
+def test_app_passwords_are_tried_after_the_password_and_remembered_until_revoked(
+    store: Store, verifications: list[str]
+) -> None:
+    made = asyncio.run(app_passwords.create(store, ALICE, "phone"))
+    authenticator = Authenticator(store, cache_ttl=3600)
+    assert _checks(authenticator, (ALICE, made), (ALICE, made)) == [True, True]
+    assert verifications == [made, made]  # the password's hash, then the app's; then none
+    verifications.clear()
+
+    async def web_check() -> bool:
+        return await authenticator.check_password(ALICE, "", made, app_passwords=False)
+
+    assert asyncio.run(web_check()) is False  # not from the cache, not from the app's hash
+    assert verifications == [made]
+    verifications.clear()
+    assert _checks(authenticator, (ALICE, made)) == [True]
+    assert verifications == []  # still remembered: the web check left the entry alone
+    asyncio.run(app_passwords.revoke(store, ALICE, "phone"))
+    verifications.clear()
+    assert _checks(authenticator, (ALICE, made)) == [False]
+    assert verifications == [made]  # revoked: the cache forgot it; only the password is left

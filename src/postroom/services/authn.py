@@ -7,7 +7,9 @@ Passwords that verified are remembered for `cache_ttl` seconds, so a client that
 connections, or reconnects, pays for argon2 once (Dovecot's auth_cache keeps the lookup but
 verifies the hash again; PingDirectory's password cache skips it, as here). What is kept is an
 HMAC of the password under a key made at start-up and never stored, beside the hash it was
-checked against, so a changed password (or a deleted user) is never let in from the cache.
+checked against, so a changed password (or a deleted user) is never let in from the cache;
+an app password (services/app_passwords.py, tried after the password) is remembered the same
+way, by its hash, which must still be one of the user's: a revoked one is never let in.
 Failures are never remembered: every wrong password costs a full argon2 verification.
 
 SMTP, IMAP and POP3 ask the store through `answer` (a credential store that fails is a
@@ -67,6 +69,7 @@ class _Verified:
     password_hash: str  # what the password was checked against
     digest: bytes  # HMAC-SHA256 of the password under the process's key
     until: float  # time.monotonic() after which argon2 decides again
+    app: bool = False  # password_hash is an app password's (never taken by the web pages)
 
 
 class Authenticator:
@@ -87,10 +90,13 @@ class Authenticator:
             self._dummy_hash = hashed[0]
         return self._dummy_hash
 
-    async def answer(self, need: Need, client: str = "") -> StoreAnswer:
+    async def answer(
+        self, need: Need, client: str = "", *, app_passwords: bool = True
+    ) -> StoreAnswer:
         """A SASL exchange's question to the store; UNAVAILABLE when the store failed, or
         when logins from `client` (for that user) are blocked for guessing: a temporary
-        failure (454 4.7.0, NO [UNAVAILABLE], -ERR [SYS/TEMP]) before any password check."""
+        failure (454 4.7.0, NO [UNAVAILABLE], -ERR [SYS/TEMP]) before any password check.
+        `app_passwords=False` (the web pages): only the main password is taken."""
         defences = self.defences
         if defences is not None and client:
             block = await defences.login_blocked(client, need.authcid)
@@ -105,7 +111,9 @@ class Authenticator:
                 return UNAVAILABLE
         try:
             if isinstance(need, CheckPassword):
-                verdict = await self.check_password(need.authcid, need.authzid, need.password)
+                verdict = await self.check_password(
+                    need.authcid, need.authzid, need.password, app_passwords=app_passwords
+                )
                 if verdict and defences is not None and client:
                     defences.logins.succeeded(client, need.authcid)
                 return verdict
@@ -123,7 +131,9 @@ class Authenticator:
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    async def check_password(self, authcid: str, authzid: str, password: str) -> bool:
+    async def check_password(
+        self, authcid: str, authzid: str, password: str, *, app_passwords: bool = True
+    ) -> bool:
         if authzid and normalize_address(authzid) != normalize_address(authcid):
             return False
         user = await self.store.read(lambda tx: tx.accounts.get_user(authcid))
@@ -132,22 +142,42 @@ class Authenticator:
             return False
         secret = password.encode("utf-8", "surrogatepass")
         digest = hmac.new(self._key, secret, hashlib.sha256).digest()
-        if self._remembered(user, digest):
+        if await self._remembered(user, digest, app_passwords):
             return True
         verified = await asyncio.to_thread(accounts.verify_password, user.password_hash, password)
+        checked, app = user.password_hash, False
+        if not verified and app_passwords:
+            found = await self._app_password(user, password)
+            if found is None:
+                return False
+            checked, app, verified = found, True, True
         if verified and self.cache_ttl > 0:
             until = time.monotonic() + self.cache_ttl
-            self._verified[user.id] = _Verified(user.password_hash, digest, until)
+            self._verified[user.id] = _Verified(checked, digest, until, app)
             self._verified.move_to_end(user.id)
             while len(self._verified) > CACHE_ENTRIES:
                 self._verified.popitem(last=False)
         return verified
 
-    def _remembered(self, user: UserRecord, digest: bytes) -> bool:
+    async def _app_password(self, user: UserRecord, password: str) -> str | None:
+        """The hash of the user's app password (services/app_passwords.py) that `password`
+        is, or None."""
+        hashes = await self.store.read(lambda tx: tx.web.app_password_hashes(user.id))
+        for hashed in hashes:
+            if await asyncio.to_thread(accounts.verify_password, hashed, password):
+                return hashed
+        return None
+
+    async def _remembered(self, user: UserRecord, digest: bytes, app_passwords: bool) -> bool:
         entry = self._verified.get(user.id)
-        if entry is None:
+        if entry is None or (entry.app and not app_passwords):
             return False
-        if entry.until < time.monotonic() or entry.password_hash != user.password_hash:
+        if entry.app:  # still one of the user's app passwords (not revoked)?
+            hashes = await self.store.read(lambda tx: tx.web.app_password_hashes(user.id))
+            current = entry.password_hash in hashes
+        else:
+            current = entry.password_hash == user.password_hash
+        if entry.until < time.monotonic() or not current:
             del self._verified[user.id]
             return False
         if not hmac.compare_digest(entry.digest, digest):

@@ -117,6 +117,18 @@ class WebLogins(Protocol):
 
     def token_user(self, id_hash: bytes) -> UserRecord | None: ...
 
+    def add_app_password(self, user_id: int, name: str, password_hash: str, now: float) -> bool:
+        """Keep a named app password's hash; False when the user has one of that name."""
+
+    def app_passwords(self, user_id: int) -> list[tuple[str, float]]:
+        """The user's app passwords: (name, created), by name."""
+
+    def app_password_hashes(self, user_id: int) -> list[str]:
+        """The hashes of the user's app passwords, to check a login against."""
+
+    def delete_app_password(self, user_id: int, name: str) -> bool:
+        """Revoke one; False when there was none of that name."""
+
 
 class Mailboxes(Protocol):
     """A user's mailboxes (RFC 3501 §5.1: names, UIDVALIDITY, UIDNEXT) and subscriptions."""

@@ -203,7 +203,9 @@ async def password_ok(
     client = client_of(request)
     verdict: object = False
     if prepared is not None:
-        verdict = await ctx.authenticator.answer(CheckPassword(address, "", prepared), client)
+        need = CheckPassword(address, "", prepared)
+        # App passwords are for mail clients; the web pages take the main password only.
+        verdict = await ctx.authenticator.answer(need, client, app_passwords=False)
     if isinstance(verdict, Unavailable):
         return None
     if verdict is not True:

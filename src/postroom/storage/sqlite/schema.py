@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from postroom.storage.sqlite.history import history_keys, keys_text
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -352,6 +352,19 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 """
 SCHEMA += WEB_ADMIN + ";\n"
 
+# Schema 12: app passwords (services/app_passwords.py): named, random, kept as argon2 hashes;
+# they log in to IMAP, POP3, SMTP AUTH and ManageSieve, never to the web pages.
+APP_PASSWORDS = """
+CREATE TABLE IF NOT EXISTS app_passwords (
+    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created       REAL NOT NULL,
+    PRIMARY KEY (user_id, name)
+) WITHOUT ROWID
+"""
+SCHEMA += APP_PASSWORDS + ";\n"
+
 
 def _add_admin_flag(conn: sqlite3.Connection) -> None:
     """Schema 11: accounts get the admin flag (a new store has it from SCHEMA)."""
@@ -456,4 +469,5 @@ MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = 
     9: tuple(statement for statement in ABUSE.split(";") if statement.strip()),
     10: (_add_trace,),
     11: (_add_admin_flag, *(s for s in WEB_ADMIN.split(";") if s.strip())),
+    12: (APP_PASSWORDS,),
 }

@@ -1,8 +1,10 @@
-"""The web admin's browser sessions and API tokens in SQLite (schema 10: web_sessions,
-api_tokens), each row found by the SHA-256 of its secret."""
+"""The web admin's browser sessions and API tokens in SQLite (schema 11: web_sessions,
+api_tokens), each row found by the SHA-256 of its secret; users' app passwords (schema 12:
+app_passwords, argon2 hashes)."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING
 
 from postroom.storage.records import UserRecord, WebSession
@@ -67,3 +69,32 @@ class SqliteWebLogins:
             (id_hash,),
         ).fetchone()
         return user_of(row) if row else None
+
+    def add_app_password(self, user_id: int, name: str, password_hash: str, now: float) -> bool:
+        try:
+            self.conn.execute(
+                "INSERT INTO app_passwords(user_id, name, password_hash, created)"
+                " VALUES (?, ?, ?, ?)",
+                (user_id, name, password_hash, now),
+            )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def app_passwords(self, user_id: int) -> list[tuple[str, float]]:
+        rows = self.conn.execute(
+            "SELECT name, created FROM app_passwords WHERE user_id = ? ORDER BY name", (user_id,)
+        )
+        return [(str(name), float(created)) for name, created in rows]
+
+    def app_password_hashes(self, user_id: int) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT password_hash FROM app_passwords WHERE user_id = ?", (user_id,)
+        )
+        return [str(row[0]) for row in rows]
+
+    def delete_app_password(self, user_id: int, name: str) -> bool:
+        cursor = self.conn.execute(
+            "DELETE FROM app_passwords WHERE user_id = ? AND name = ?", (user_id, name)
+        )
+        return cursor.rowcount > 0
