@@ -19,11 +19,10 @@ from rich.table import Table
 from rich.text import Text
 
 from postroom.cli.common import CliError, load, open_store
-from postroom.model.queue import Recipient, RecipientState
+from postroom.model.queue import Recipient
 from postroom.services.cleanup import header_block
+from postroom.services.queue_view import entry_json, next_attempt
 from postroom.storage.records import MessageTrace, QueuedRecipientView, QueueEntry
-
-WAITING = (str(RecipientState.QUEUED), str(RecipientState.DEFERRED))
 
 
 def _age(arrival: float) -> str:
@@ -40,39 +39,13 @@ def _clock(moment: float) -> str:
     return when.isoformat(timespec="seconds")
 
 
-def _next_attempt(rcpt: Recipient | QueuedRecipientView) -> float | None:
-    """When delivery to `rcpt` is tried next; None when nothing is scheduled."""
-    return rcpt.next_attempt if str(rcpt.state) in WAITING else None
-
-
 def _next_text(rcpt: Recipient | QueuedRecipientView) -> str:
-    moment = _next_attempt(rcpt)
+    moment = next_attempt(rcpt)
     return "-" if moment is None else _clock(moment)
 
 
 def _sender(address: str) -> str:
     return address or "<>"
-
-
-def _as_json(entry: QueueEntry) -> dict[str, object]:
-    """Stable keys; times are Unix seconds (as `postqueue -j`), null when there is none."""
-    return {
-        "id": entry.id,
-        "arrival": int(entry.arrival),
-        "size": entry.size,
-        "sender": entry.sender,
-        "held": entry.held,
-        "recipients": [
-            {
-                "address": rcpt.address,
-                "state": rcpt.state,
-                "next_attempt": None if (t := _next_attempt(rcpt)) is None else int(t),
-                "last_reply": rcpt.last_reply or None,
-                "attempts": rcpt.attempts,
-            }
-            for rcpt in entry.recipients
-        ],
-    }
 
 
 def _print_lines(entries: list[QueueEntry]) -> None:
@@ -123,7 +96,7 @@ def queue_list(ctx: click.Context, as_json: bool) -> None:
     with open_store(config) as store:
         entries = store.reader().queue.entries()
     if as_json:
-        click.echo(json.dumps([_as_json(entry) for entry in entries], indent=2))
+        click.echo(json.dumps([entry_json(entry) for entry in entries], indent=2))
     elif not sys.stdout.isatty():
         _print_lines(entries)
     elif entries:

@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from postroom.services import accounts, app_passwords
-from postroom.web.auth import Login, WebContext, checked_form, page_login, password_ok
+from postroom.web.auth import Login, WebContext, page_login, password_ok, posted_form
 
 NOTICES = {
     "password": "Your password was changed.",
@@ -36,12 +36,10 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         return await show(request, login)
 
     async def new_app_password(request: Request) -> Response:
-        login = await page_login(ctx, request)
-        if isinstance(login, Response):
-            return login
-        form = await checked_form(ctx, request, login)
-        if isinstance(form, Response):
-            return form
+        posted = await posted_form(ctx, request)
+        if isinstance(posted, Response):
+            return posted
+        login, form = posted
         name = str(form.get("name", ""))
         try:
             made = await app_passwords.create(ctx.store, login.user.address, name)
@@ -51,12 +49,10 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         return await show(request, login, 201, new_app=(name.strip(), made))
 
     async def revoke_app_password(request: Request) -> Response:
-        login = await page_login(ctx, request)
-        if isinstance(login, Response):
-            return login
-        form = await checked_form(ctx, request, login)
-        if isinstance(form, Response):
-            return form
+        posted = await posted_form(ctx, request)
+        if isinstance(posted, Response):
+            return posted
+        login, form = posted
         try:
             await app_passwords.revoke(ctx.store, login.user.address, str(form.get("name", "")))
         except app_passwords.AppPasswordError as error:
@@ -64,12 +60,10 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         return RedirectResponse("/account/?done=revoked", status_code=303)
 
     async def change_password(request: Request) -> Response:
-        login = await page_login(ctx, request)
-        if isinstance(login, Response):
-            return login
-        form = await checked_form(ctx, request, login)
-        if isinstance(form, Response):
-            return form
+        posted = await posted_form(ctx, request)
+        if isinstance(posted, Response):
+            return posted
+        login, form = posted
         address = login.user.address
         current, new, again = (str(form.get(key, "")) for key in ("current", "new", "again"))
 

@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from postroom.model.queue import RecipientState
 from postroom.services import accounts, dkim_keys, trace
+from postroom.services.queue_view import next_attempt
 from postroom.storage.api import Tx
 from postroom.storage.records import (
     HistoryEvent,
@@ -33,7 +33,7 @@ from postroom.storage.records import (
     QueueEntry,
     StoreError,
 )
-from postroom.web.auth import Login, WebContext, checked_form, page_login
+from postroom.web.auth import Login, WebContext, page_login, posted_form
 
 QueueAction = Literal["retry", "hold", "release", "delete"]
 QUEUE_ACTIONS: tuple[QueueAction, ...] = ("retry", "hold", "release", "delete")
@@ -41,7 +41,6 @@ DASHBOARD_HOURS = 24  # hours of mail the dashboard counts
 RECENT_FAILURES = 20  # failed recipients the dashboard lists
 ACTIVITY_FIELDS = ("received", "delivered_local", "delivered_remote", "failed")
 MAX_QUERY = 500  # characters of a trace query worth looking up
-WAITING = (str(RecipientState.QUEUED), str(RecipientState.DEFERRED))
 NOTICES = {
     "created": "The user was created.",
     "password": "The password was set; the user's web sessions ended.",
@@ -269,12 +268,10 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
 
     def user_change(action: str) -> Route:
         async def handle(request: Request) -> Response:
-            login = await page_login(ctx, request, admin=True)
-            if isinstance(login, Response):
-                return login
-            form = await checked_form(ctx, request, login)
-            if isinstance(form, Response):
-                return form
+            posted = await posted_form(ctx, request, admin=True)
+            if isinstance(posted, Response):
+                return posted
+            login, form = posted
             try:
                 await _change_user(action, login, form)
             except Refused as error:
@@ -343,12 +340,10 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         )
 
     async def alias_change(request: Request) -> Response:
-        login = await page_login(ctx, request, admin=True)
-        if isinstance(login, Response):
-            return login
-        form = await checked_form(ctx, request, login)
-        if isinstance(form, Response):
-            return form
+        posted = await posted_form(ctx, request, admin=True)
+        if isinstance(posted, Response):
+            return posted
+        login, form = posted
         address = str(form.get("address", ""))
         deleting = request.url.path.endswith("/delete")
         try:
@@ -383,7 +378,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
                         "address": r.address,
                         "state": r.state,
                         "attempts": r.attempts,
-                        "next": clock(r.next_attempt) if r.state in WAITING else "-",
+                        "next": "-" if (t := next_attempt(r)) is None else clock(t),
                         "last_reply": r.last_reply,
                     }
                     for r in e.recipients
@@ -403,12 +398,10 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         )
 
     async def queue_change(request: Request) -> Response:
-        login = await page_login(ctx, request, admin=True)
-        if isinstance(login, Response):
-            return login
-        form = await checked_form(ctx, request, login)
-        if isinstance(form, Response):
-            return form
+        posted = await posted_form(ctx, request, admin=True)
+        if isinstance(posted, Response):
+            return posted
+        login, form = posted
         action = request.path_params["action"]
         try:
             await queue_action(ctx, action, str(form.get("id", "")))

@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from postroom.services import accounts, trace
-from postroom.storage.records import QueueEntry
+from postroom.services.queue_view import entry_json
 from postroom.web import admin
 from postroom.web.auth import (
     MAX_SECRET,
@@ -56,27 +56,6 @@ def error(status: int, text: str, challenge: str = "") -> JSONResponse:
     """An error answer; `challenge`: its WWW-Authenticate (RFC 6750 §3)."""
     headers = {"WWW-Authenticate": challenge} if challenge else None
     return JSONResponse({"error": text}, status_code=status, headers=headers)
-
-
-def entry_json(entry: QueueEntry) -> dict[str, object]:
-    """The keys of `postroom queue list --json`: times in Unix seconds, null for none."""
-    return {
-        "id": entry.id,
-        "arrival": int(entry.arrival),
-        "size": entry.size,
-        "sender": entry.sender,
-        "held": entry.held,
-        "recipients": [
-            {
-                "address": r.address,
-                "state": r.state,
-                "next_attempt": int(r.next_attempt) if r.state in admin.WAITING else None,
-                "last_reply": r.last_reply or None,
-                "attempts": r.attempts,
-            }
-            for r in entry.recipients
-        ],
-    }
 
 
 async def body_of(request: Request) -> dict[str, Any]:

@@ -191,6 +191,20 @@ async def checked_form(ctx: WebContext, request: Request, login: Login) -> FormD
     return form
 
 
+async def posted_form(
+    ctx: WebContext, request: Request, *, admin: bool = False
+) -> tuple[Login, FormData] | Response:
+    """A page's POST: the logged-in user (`page_login`) and the form once its CSRF token and
+    origin are right (`checked_form`); else the response to give instead."""
+    login = await page_login(ctx, request, admin=admin)
+    if isinstance(login, Response):
+        return login
+    form = await checked_form(ctx, request, login)
+    if isinstance(form, Response):
+        return form
+    return login, form
+
+
 async def password_ok(
     ctx: WebContext, request: Request, address: str, password: str
 ) -> bool | None:
@@ -283,12 +297,10 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         return response
 
     async def logout(request: Request) -> Response:
-        login = await page_login(ctx, request)
-        if isinstance(login, Response):
-            return login
-        form = await checked_form(ctx, request, login)
-        if isinstance(form, Response):
-            return form
+        posted = await posted_form(ctx, request)
+        if isinstance(posted, Response):
+            return posted
+        login, _ = posted
         session = login.session
         if session is not None:
             await ctx.store.write(lambda tx: tx.web.delete_session(session))

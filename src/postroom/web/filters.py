@@ -25,7 +25,7 @@ from postroom.proto.managesieve import events as ev
 from postroom.proto.managesieve import valid_name
 from postroom.proto.managesieve.engine import compile_problem
 from postroom.services import sieve_scripts, vacation
-from postroom.web.auth import Login, WebContext, checked_form, page_login
+from postroom.web.auth import Login, WebContext, page_login, posted_form
 
 NOTICES = {
     "saved": "The script was saved.",
@@ -43,12 +43,10 @@ def _refusal_status(refused: ev.Refused) -> int:
 
 
 async def _form(ctx: WebContext, request: Request) -> tuple[Login, FormData] | Response:
-    login = await page_login(ctx, request)
-    if isinstance(login, Response):
-        return login
-    form = await checked_form(ctx, request, login)
-    if isinstance(form, Response):
-        return form
+    posted = await posted_form(ctx, request)
+    if isinstance(posted, Response):
+        return posted
+    login, form = posted
     return login, form
 
 
