@@ -66,7 +66,7 @@ from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
-from postroom.web import account, acme, admin, api, auth, autoconfig, filters
+from postroom.web import account, acme, admin, api, auth, autoconfig, domain_check, filters
 from postroom.web import metrics as web_metrics
 from postroom.web.server import HttpListener
 from postroom.web.site import build_app
@@ -323,6 +323,7 @@ class MailServer:
             # Before the account pages: /account/mobileconfig is autoconfig's.
             *autoconfig.routes(self.config, ports, self.context, self.authenticator),
             *(route for part in admin_site for route in part.routes(web)),
+            *(domain_check.routes(web, self.context) if web is not None else ()),
             *web_metrics.routes(self.metrics, self.config.web.metrics_allow),
         ]
 
