@@ -3,8 +3,8 @@
 Authentication: `Authorization: Bearer TOKEN` (RFC 6750 §2.1) with a token from `postroom user
 token ADDR`, or the browser session's cookie — then every request that changes something
 carries the session's CSRF token in `X-CSRF-Token` (`GET /api/v1/me` tells it) and no foreign
-Origin. HTTPS only. Users, aliases, the queue and traces need an admin; `/api/v1/me` is
-every user's.
+Origin. HTTPS only. Users, aliases, the queue, traces and DNS checks need an admin;
+`/api/v1/me` is every user's.
 
     GET    /api/v1/me                      {"address", "admin", "aliases", "csrf"}
     POST   /api/v1/me/password             {"current", "new"}                 → 204
@@ -19,6 +19,7 @@ every user's.
     GET    /api/v1/queue                   as `postroom queue list --json`
     POST   /api/v1/queue/{id}/{retry|hold|release|delete}  {"recipients": N}
     GET    /api/v1/trace?q=QUERY           as `postroom trace QUERY --json` ([] for none)
+    GET    /api/v1/domains/{domain}/dns    the DNS check (web/domain_check.py)
 
 Errors are `{"error": "..."}` with 400 (bad request), 401 (no or unknown credentials, with
 `WWW-Authenticate: Bearer`), 403 (not an admin, CSRF), 404 (unknown path).
