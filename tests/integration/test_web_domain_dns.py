@@ -5,26 +5,33 @@ The zone holds the records `postroom dns records` prints, some changed: the MX w
 preference and the SPF in other case and spacing (both still ok: compared by meaning), the
 DMARC policy weakened, one DKIM key replaced by another key, the TLS-RPT record and one SRV
 record left out, the autoconfig name pointed elsewhere, the host name on a loopback address.
-The page and the JSON API give each record's status; a plain user is refused both.
+The page and the JSON API give each record's status; a record fixed in the zone shows after
+"Check again" (a CSRF-checked POST), not on a mere reload; a plain user is refused both.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import signal
+import time
+from dataclasses import dataclass
 
+import dns.message
+import dns.query
 import pytest
 
 from postroom.mailauth.keys import generate
 
 from . import dns_server as dns_server_module
 from .conftest import ALICE, BOB, DOMAIN, HOSTNAME, Factory, Postroom
-from .dns_server import DnsServerFactory
+from .dns_server import DnsServer, DnsServerFactory
 from .web_client import WebClient
 
 dns_server = dns_server_module.dns_server
 
 SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "http", "https")
+FOREIGN = {"Origin": "https://evil.example.net"}
 
 
 def soa() -> str:
@@ -66,8 +73,17 @@ def edited_zone(printed: str) -> tuple[str, str, str]:
     return soa() + "\n".join(out) + "\n", kept, replaced
 
 
+@dataclass
+class Checked:
+    server: Postroom
+    nsd: DnsServer
+    zone: str
+    kept: str  # the DKIM record name left as printed
+    replaced: str  # the one holding another key
+
+
 @pytest.fixture
-def checked(postroom_factory: Factory, dns_server: DnsServerFactory) -> tuple[Postroom, str, str]:
+def checked(postroom_factory: Factory, dns_server: DnsServerFactory) -> Checked:
     server = postroom_factory(services=SERVICES, start=False)
     server.run_cli("user", "admin", ALICE)
     printed = server.run_cli("dns", "records", DOMAIN).stdout
@@ -76,7 +92,24 @@ def checked(postroom_factory: Factory, dns_server: DnsServerFactory) -> tuple[Po
     server.extra = f'[dns]\nnameservers = ["{nsd.nameserver}"]\n'
     server.write_config()
     server.start()
-    return server, kept, replaced
+    return Checked(server, nsd, zone, kept, replaced)
+
+
+def republish(nsd: DnsServer, zone: str, name: str, text: str) -> None:
+    """Serve `zone` (its serial raised) and have nsd read it again (SIGHUP: it reloads zone
+    files whose mtime changed); back once nsd gives `text` for the TXT at `name`."""
+    path = nsd.directory / "zones" / f"{DOMAIN}.zone"
+    path.write_text(zone.replace(" 1 3600 600 86400 120", " 2 3600 600 86400 120"))
+    nsd.proc.send_signal(signal.SIGHUP)
+    query = dns.message.make_query(name, "TXT")
+    deadline = time.monotonic() + 15
+    while True:
+        answer = dns.query.udp(query, nsd.host, port=nsd.port, timeout=1)
+        texts = [b"".join(r.strings).decode() for rrset in answer.answer for r in rrset]
+        if texts == [text]:
+            return
+        assert time.monotonic() < deadline, f"nsd still answers {texts}\n{nsd.log()}"
+        time.sleep(0.05)
 
 
 ROW = re.compile(
@@ -92,10 +125,8 @@ def page_rows(body: str) -> dict[tuple[str, str], str]:
     return rows
 
 
-def test_the_page_and_the_api_give_each_records_status(
-    checked: tuple[Postroom, str, str],
-) -> None:
-    server, kept, replaced = checked
+def test_the_page_and_the_api_give_each_records_status(checked: Checked) -> None:
+    server, kept, replaced = checked.server, checked.kept, checked.replaced
     client = WebClient(server)
     client.login(ALICE, server.passwords[ALICE])
     listing = client.get("/admin/domains")
@@ -150,21 +181,35 @@ def test_the_page_and_the_api_give_each_records_status(
     assert client.get("/admin/domains/other.example").status == 404
 
 
-def test_check_again_needs_the_csrf_token(checked: tuple[Postroom, str, str]) -> None:
-    server, _, _ = checked
+def test_a_fixed_record_shows_when_checked_again(checked: Checked) -> None:
+    server = checked.server
     client = WebClient(server)
     client.login(ALICE, server.passwords[ALICE])
-    token = client.csrf_of(f"/admin/domains/{DOMAIN}")
+    dmarc = (f"_dmarc.{DOMAIN}", "TXT")
+    page = client.get(f"/admin/domains/{DOMAIN}")
+    assert page_rows(page.body)[dmarc] == "mismatch"
+    fixed = f"v=DMARC1; p=reject; rua=mailto:dmarc-reports@{DOMAIN}"
+    republish(checked.nsd, checked.zone.replace("p=none", "p=reject"), dmarc[0], fixed)
+    # Reloading shows the kept check; DNS is not asked again within the minute.
+    assert page_rows(client.get(f"/admin/domains/{DOMAIN}").body)[dmarc] == "mismatch"
     path = f"/admin/domains/{DOMAIN}/check"
+    token = page.csrf()
     assert client.post(path, {}).status == 403
     assert client.post(path, {"csrf": "forged"}).status == 403
+    assert client.post(path, {"csrf": token}, FOREIGN).status == 403
+    assert page_rows(client.get(f"/admin/domains/{DOMAIN}").body)[dmarc] == "mismatch"
     again = client.post(path, {"csrf": token}, {"Origin": client.origin})
     assert (again.status, again.location) == (303, f"/admin/domains/{DOMAIN}")
-    assert client.get(again.location).status == 200
+    rows = page_rows(client.get(again.location).body)
+    assert rows[dmarc] == "ok"
+    assert rows[(f"_smtp._tls.{DOMAIN}", "TXT")] == "missing"  # still
+    api = client.api("GET", f"/api/v1/domains/{DOMAIN}/dns").json()
+    assert isinstance(api, dict)
+    assert [r["status"] for r in api["records"] if r["name"] == dmarc[0]] == ["ok"]
 
 
-def test_a_plain_user_is_refused(checked: tuple[Postroom, str, str]) -> None:
-    server, _, _ = checked
+def test_a_plain_user_is_refused(checked: Checked) -> None:
+    server = checked.server
     client = WebClient(server)
     client.login(BOB, server.passwords[BOB])
     page = client.get(f"/admin/domains/{DOMAIN}")

@@ -19,8 +19,8 @@ addresses. What is shown of an answer is bounded (`MAX_SHOWN` records, `MAX_TEXT
 each).
 
 `DnsChecks` keeps each domain's last check for `KEEP` seconds, so reloading a page asks DNS
-again only after that; a check asked again by hand (`fresh`) waits at least `MIN_FRESH`
-seconds after the last one, and concurrent asks for one domain share one check.
+again only after that; a check asked for by hand (`fresh`, an admin's CSRF-checked POST) asks
+again at once, and concurrent asks for one domain share one check.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ Kind = Literal["mx", "spf", "dkim", "dmarc", "tls-rpt", "mta-sts", "srv", "web",
 
 CHECK_LIMIT = 10.0  # seconds all the questions of one check may take together
 KEEP = 60.0  # seconds a domain's check is shown again before DNS is asked again
-MIN_FRESH = 5.0  # seconds between two checks of one domain asked for by hand
 MAX_SHOWN = 16  # published records shown per row
 MAX_TEXT = 1024  # characters shown of one published record
 
@@ -521,7 +520,7 @@ class DnsChecks:
         gives what to compare against). The caller names only local domains."""
         now = self.clock()
         kept = self._kept.get(domain)
-        if kept is not None and now - kept[0] < (MIN_FRESH if fresh else self.keep):
+        if kept is not None and not fresh and now - kept[0] < self.keep:
             return kept[1]
         running = self._running.get(domain)
         if running is None:
