@@ -156,6 +156,7 @@ def test_the_page_and_the_api_give_each_records_status(checked: Checked) -> None
     assert 'class="status-ok">ok<br>' in page.body
     assert html.escape(f"publish _smtp._tls.{DOMAIN}. 3600 IN TXT") in page.body
     assert "p=none; expected p=reject" in page.body
+    assert "active ed25519 key: the published key is the stored one" in page.body
 
     api = client.api("GET", f"/api/v1/domains/{DOMAIN}/dns")
     assert api.status == 200, api.body

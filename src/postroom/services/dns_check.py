@@ -128,14 +128,16 @@ class DomainCheck:
 @dataclass(frozen=True, slots=True)
 class DomainRecords:
     """What a check compares against: the expected records, the public key each DKIM record
-    name must carry (None when the stored private key cannot be read), the host name, and
-    whether mail leaves through a relay (its SPF terms may then be added)."""
+    name must carry (None when the stored private key cannot be read), the host name,
+    whether mail leaves through a relay (its SPF terms may then be added), and each DKIM
+    record's key as the page names it (state and algorithm)."""
 
     domain: str
     hostname: str
     expected: tuple[Expected, ...]
     dkim_public: Mapping[str, str | None]
     relay: bool
+    dkim_keys: Mapping[str, str] = field(default_factory=dict)  # record name → "active rsa key"
 
 
 # --- the expected records ------------------------------------------------------------------
@@ -194,13 +196,14 @@ def domain_records(
         line = f"run `postroom dns records {domain}` (it makes keys) and publish its DKIM lines"
         expected.append(Expected("dkim", f"*._domainkey.{domain}", "TXT", _NO_KEYS, line))
     publics: dict[str, str | None] = {}
+    states = {dkim_keys.record_name(k): f"{k.state} {k.algorithm} key" for k in keys}
     for key in keys:
         algorithm: Algorithm = "rsa" if key.algorithm == "rsa" else "ed25519"
         try:
             publics[dkim_keys.record_name(key)] = public_of(algorithm, key.private)
         except ValueError:
             publics[dkim_keys.record_name(key)] = None
-    return DomainRecords(domain, host, tuple(expected), publics, relay is not None)
+    return DomainRecords(domain, host, tuple(expected), publics, relay is not None, states)
 
 
 # --- comparing (pure) ----------------------------------------------------------------------
@@ -442,8 +445,10 @@ async def _row(
     if expected.kind == "spf":
         return compare_spf(expected.value, published, relay=facts.relay), published
     if expected.kind == "dkim":
-        public = facts.dkim_public.get(expected.name)
-        return compare_dkim(expected.value, public, published), published
+        status, detail = compare_dkim(
+            expected.value, facts.dkim_public.get(expected.name), published
+        )
+        return (status, f"{facts.dkim_keys.get(expected.name, 'key')}: {detail}"), published
     return compare_tags(expected.value, published), published
 
 
