@@ -71,7 +71,8 @@ class SqliteDmarc:
     def report_page(
         self, domain: str | None, begin: int | None, end: int | None, limit: int, offset: int = 0
     ) -> list[ReceivedReport]:
-        where, args = ["1"], []
+        where: list[str] = ["1"]
+        args: list[object] = []
         if domain is not None:
             where.append("domain = ?")  # the index (domain, begin_time) gives the order too
             args.append(domain.lower().rstrip("."))
