@@ -169,6 +169,7 @@ def test_reports_page_summary_rows_filters_and_api(server: Postroom) -> None:
     for missing in (
         f"/admin/reports/{hostile + 1000}",
         "/admin/reports/x1",
+        "/admin/reports/%C2%B2",  # a digit to str.isdigit, not to int()
         "/admin/reports/" + "9" * 30,
     ):
         gone = admin.get(missing)
@@ -186,7 +187,9 @@ def test_reports_page_summary_rows_filters_and_api(server: Postroom) -> None:
     assert [r["reporter"] for r in only] == ["mail.ru"]  # type: ignore[index, union-attr]
     one = admin.api("GET", f"/api/v1/dmarc/reports/{google}")
     assert one.status == 200 and one.json() == stored["google.com"]
-    assert admin.api("GET", f"/api/v1/dmarc/reports/{hostile + 1000}").status == 404
+    for missing in (str(hostile + 1000), "%C2%B2", "0x1"):
+        gone = admin.api("GET", f"/api/v1/dmarc/reports/{missing}")
+        assert (gone.status, gone.json()) == (404, {"error": "no such report"}), missing
     assert admin.api("GET", "/api/v1/dmarc/reports?to=2026-13-01").status == 400
 
     # A plain user sees none of it; no credentials: 401.

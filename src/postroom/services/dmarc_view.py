@@ -118,7 +118,7 @@ class ReportFilter:
         if first and last and first > last:
             raise FilterError("from: the first date comes before the last one (to)")
         number = page.strip() or "1"
-        if not number.isdigit() or not 1 <= int(number) <= 100_000:
+        if not (number.isascii() and number.isdigit()) or not 1 <= int(number) <= 100_000:
             raise FilterError("page: a number from 1 to 100000")
         return cls(name or None, first or None, last or None, int(number))
 

@@ -45,7 +45,7 @@ def report_filter(request: Request) -> ReportFilter:
 def report_id(request: Request) -> int | None:
     """The path's report id; None when it cannot name one."""
     text = str(request.path_params["id"])
-    return int(text) if text.isdigit() and len(text) <= MAX_ID else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= MAX_ID else None
 
 
 def listing_row(report: ReceivedReport) -> dict[str, Any]:
