@@ -45,6 +45,7 @@ def test_a_filter_from_a_query_string() -> None:
         "page": "4",
     }
     assert wanted.query(1) == {"domain": "example.org", "from": "2024-05-06", "to": "2024-05-07"}
+    assert ReportFilter.parse("", "2024-5-6", "", "") == ReportFilter(first="2024-05-06")
     assert ReportFilter.parse("", "", "", "") == ReportFilter()
     assert ReportFilter().bounds() == (None, None)
 
@@ -56,6 +57,7 @@ def test_a_filter_from_a_query_string() -> None:
         ("", "2024-5-6x", "", "", "from:"),
         ("", "", "2024-13-01", "", "to:"),
         ("", "2024-05-07", "2024-05-06", "", "from:"),
+        ("", "2024-5-10", "2024-05-09", "", "from:"),  # compared as dates, not as texts
         ("", "", "", "0", "page:"),
         ("", "", "", "-1", "page:"),
         ("", "", "", "100001", "page:"),

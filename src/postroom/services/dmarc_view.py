@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from postroom.storage.api import Tx
-from postroom.storage.records import EvaluationDay, ReceivedReport
+from postroom.storage.records import EvaluationDay, ReceivedReport, ReceivedRow
 
 DAY = 86400
 PAGE_SIZE = 50  # reports per page
@@ -65,25 +65,26 @@ def report_json(report: ReceivedReport, *, rows: bool = True) -> dict[str, objec
         "failed": failed,
     }
     if rows:
-        shaped["rows"] = [
-            {
-                "source_ip": row.source_ip,
-                "count": row.count,
-                "disposition": row.disposition,
-                "dmarc": row.dmarc,
-                "dkim": row.dkim,
-                "spf": row.spf,
-                "header_from": row.header_from,
-                "envelope_from": row.envelope_from,
-                "dkim_results": [
-                    {"domain": d, "selector": s or None, "result": r}
-                    for d, s, r in row.dkim_results
-                ],
-                "spf_results": [{"domain": d, "result": r} for d, r in row.spf_results],
-            }
-            for row in report.rows
-        ]
+        shaped["rows"] = [row_json(row) for row in report.rows]
     return shaped
+
+
+def row_json(row: ReceivedRow) -> dict[str, object]:
+    """One row of a report: aligned results (`dkim`, `spf`, `dmarc`) and the raw ones."""
+    return {
+        "source_ip": row.source_ip,
+        "count": row.count,
+        "disposition": row.disposition,
+        "dmarc": row.dmarc,
+        "dkim": row.dkim,
+        "spf": row.spf,
+        "header_from": row.header_from,
+        "envelope_from": row.envelope_from,
+        "dkim_results": [
+            {"domain": d, "selector": s or None, "result": r} for d, s, r in row.dkim_results
+        ],
+        "spf_results": [{"domain": d, "result": r} for d, r in row.spf_results],
+    }
 
 
 class FilterError(ValueError):
@@ -107,14 +108,7 @@ class ReportFilter:
         name = domain.strip().rstrip(".").lower()
         if len(name) > 253:
             raise FilterError("domain: at most 253 characters")
-        for label, value in (("from", first), ("to", last)):
-            if value:
-                try:
-                    datetime.strptime(value, "%Y-%m-%d")
-                except ValueError:
-                    raise FilterError(
-                        f"{label}: a date as YYYY-MM-DD, not {value[:40]!r}"
-                    ) from None
+        first, last = _iso_date("from", first), _iso_date("to", last)
         if first and last and first > last:
             raise FilterError("from: the first date comes before the last one (to)")
         number = page.strip() or "1"
@@ -133,6 +127,16 @@ class ReportFilter:
         fields = {"domain": self.domain, "from": self.first, "to": self.last}
         shown = {key: value for key, value in fields.items() if value}
         return {**shown, "page": str(page)} if page > 1 else shown
+
+
+def _iso_date(label: str, value: str) -> str:
+    """A date given as YYYY-MM-DD, written the one way ISO 8601 does ("" stays "")."""
+    if not value:
+        return ""
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date().isoformat()
+    except ValueError:
+        raise FilterError(f"{label}: a date as YYYY-MM-DD, not {value[:40]!r}") from None
 
 
 def _day_start(date: str) -> int:

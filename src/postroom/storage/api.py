@@ -378,7 +378,8 @@ class Dmarc(Protocol):
         and report ID is kept already."""
 
     def reports(self, domain: str | None = None) -> list[ReceivedReport]:
-        """The reports kept (about `domain` only, when given), by period then reporter."""
+        """The reports kept (about `domain` only, when given), by period then reporter; each
+        with its `id`."""
 
     def report_page(
         self, domain: str | None, begin: int | None, end: int | None, limit: int, offset: int = 0

@@ -22,9 +22,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from postroom.services import dmarc_view
-from postroom.services.dmarc_view import FilterError, ReportFilter
+from postroom.services.dmarc_view import DomainSummary, FilterError, ReportFilter, ReportPage
 from postroom.storage.api import Tx
-from postroom.storage.records import ReceivedReport
+from postroom.storage.records import EvaluationDay, ReceivedReport
 from postroom.web.auth import WebContext, page_login
 
 SHOWN_ROWS = 1000  # rows of one report its page lists
@@ -106,7 +106,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             )
         now = time.time()
 
-        def read(tx: Tx) -> tuple[Any, ...]:
+        def read(tx: Tx) -> tuple[ReportPage, list[DomainSummary], list[EvaluationDay]]:
             return (
                 dmarc_view.report_page(tx, wanted),
                 dmarc_view.summaries(tx, domains, now),
@@ -154,18 +154,15 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             return ctx.render(
                 request, "admin_report.html", 404, login=login, report=None, error="No such report."
             )
-        shaped = dmarc_view.report_json(found)
-        rows = shaped.pop("rows")
-        assert isinstance(rows, list)
         return ctx.render(
             request,
             "admin_report.html",
             login=login,
-            report=shaped,
+            report=dmarc_view.report_json(found, rows=False),
             period=dmarc_view.period(found),
             received=dmarc_view.utc_time(found.received),
-            rows=rows[:SHOWN_ROWS],
-            hidden=max(0, len(rows) - SHOWN_ROWS),
+            rows=[dmarc_view.row_json(row) for row in found.rows[:SHOWN_ROWS]],
+            hidden=max(0, len(found.rows) - SHOWN_ROWS),
         )
 
     return [
