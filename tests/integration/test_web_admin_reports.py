@@ -5,7 +5,7 @@ on against a real DNS server (nsd); pages read over real HTTPS (http.client).
 
 What must show: the reports newest first with their pass/fail counts, filtered by domain and
 by UTC dates, paged; the last 30 days per domain with the sources failing most; one report's
-rows with aligned and raw results; our own evaluations waiting to be reported; a reporter's
+rows with aligned and raw results (the first 1000 of a big one); our own evaluations waiting to be reported; a reporter's
 name full of markup escaped; the API's JSON is the CLI's; 404 for a bad id, 400 for a bad
 filter, 403 for a plain user.
 """
@@ -239,3 +239,25 @@ def test_reports_come_in_pages_of_fifty(
     assert api.headers["link"] == following
     last = admin.api("GET", f"/api/v1/dmarc/reports?domain={DOMAIN}&page=2")
     assert len(last.json()) == 1 and "link" not in last.headers  # type: ignore[arg-type]
+
+
+def test_a_big_report_lists_its_first_thousand_rows(
+    postroom_factory: Callable[..., Postroom],
+) -> None:
+    server = postroom_factory(services=("smtp", "http", "https"), start=False)
+    server.run_cli("user", "admin", ALICE)
+    server.start()
+    rows = "".join(row(f"10.0.{n // 250}.{n % 250}", 1, "fail", "fail") for n in range(1200))
+    mail = report_mail("big.example", DOMAIN, TODAY - DAY, rows)
+    with smtplib.SMTP(server.host, server.smtp_port, timeout=30) as client:
+        client.sendmail("reports@pass.test", [f"dmarc-reports@{DOMAIN}"], mail)
+    [kept] = cli_reports(server)
+    admin = WebClient(server)
+    admin.login(ALICE, server.passwords[ALICE])
+    page = admin.get(f"/admin/reports/{kept['id']}").body
+    assert page.count("<tr><td>10.0.") == 1000
+    assert "<tr><td>10.0.3.249</td>" in page and "<tr><td>10.0.4.0</td>" not in page
+    assert "(the first 1000; 200 more in" in page
+    assert f'<a href="/api/v1/dmarc/reports/{kept["id"]}">' in page
+    whole = admin.api("GET", f"/api/v1/dmarc/reports/{kept['id']}").json()
+    assert len(whole["rows"]) == 1200  # type: ignore[index]
