@@ -5,9 +5,9 @@ on against a real DNS server (nsd); pages read over real HTTPS (http.client).
 
 What must show: the reports newest first with their pass/fail counts, filtered by domain and
 by UTC dates, paged; the last 30 days per domain with the sources failing most; one report's
-rows with aligned and raw results (the first 1000 of a big one); our own evaluations waiting to be reported; a reporter's
-name full of markup escaped; the API's JSON is the CLI's; 404 for a bad id, 400 for a bad
-filter, 403 for a plain user.
+rows with aligned and raw results (the first 1000 of a big one); our own evaluations waiting
+to be reported; a reporter's name full of markup escaped; the API's JSON is the CLI's; 404 for
+a bad id, 400 for a bad filter, 403 for a plain user.
 """
 
 from __future__ import annotations
