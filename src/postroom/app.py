@@ -66,7 +66,17 @@ from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
-from postroom.web import account, acme, admin, api, auth, autoconfig, domain_check, filters
+from postroom.web import (
+    account,
+    acme,
+    admin,
+    api,
+    auth,
+    autoconfig,
+    domain_check,
+    filters,
+    reports,
+)
 from postroom.web import metrics as web_metrics
 from postroom.web.server import HttpListener
 from postroom.web.site import build_app
@@ -317,7 +327,7 @@ class MailServer:
         assert self.context is not None and self.authenticator is not None
         ports = {listener.name: listener.port for listener in self.listeners}
         web = self.web
-        admin_site = (auth, account, filters, admin, api) if web is not None else ()
+        admin_site = (auth, account, filters, admin, reports, api) if web is not None else ()
         return [
             *acme.routes(self.acme_files.challenges),
             # Before the account pages: /account/mobileconfig is autoconfig's.
