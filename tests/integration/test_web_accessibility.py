@@ -372,9 +372,7 @@ return (hi + 0.05) / (lo + 0.05);
 """
 
 
-def test_every_page_passes_the_audit(
-    server: Postroom, browser: WebDriver, tmp_path: Path
-) -> None:
+def test_every_page_passes_the_audit(server: Postroom, browser: WebDriver, tmp_path: Path) -> None:
     populate(server)
     auditor = Auditor(browser, server, tmp_path / "screenshots")
     report = {}
