@@ -2,7 +2,8 @@
 // checked on the rendered page, run through Selenium's execute_script. Written for this
 // project (axe-core is not available offline); each problem is one line of text.
 // arguments[0]: {nav: bool} — whether the page must have a navigation landmark.
-// Returns {problems: [string], title: string, focusable: [Element], skip: Element|null}.
+// Returns {problems: [string], title: string, focusable: [Element] in DOM order,
+// skip: the skip link, or null when the page has none}.
 const options = arguments[0];
 const problems = [];
 const fail = (text) => problems.push(text);
@@ -138,9 +139,10 @@ const focusable = [...document.querySelectorAll(focusableSelector)]
 for (const el of document.querySelectorAll("[tabindex]")) {
   if (el.tabIndex > 0) fail(`${describe(el)}: a positive tabindex changes the order`);
 }
-const skip = focusable[0] || null;
+let skip = focusable[0] || null;
 if (!skip || skip.tagName !== "A" || !main || skip.getAttribute("href") !== "#" + main.id) {
   fail("the first focusable element is not a skip link to main (href=#ID of <main>)");
+  skip = null;
 } else if (main.getAttribute("tabindex") !== "-1") {
   fail("main has no tabindex=-1 (the skip link would not move the focus)");
 }

@@ -254,7 +254,10 @@ class Auditor:
 
     def audit(self, page: Page) -> list[str]:
         self.driver.get_log("browser")  # type: ignore[no-untyped-call]  # forget earlier pages
-        url = self.open(page)
+        return self.inspect(page, self.open(page))
+
+    def inspect(self, page: Page, url: str) -> list[str]:
+        """Every problem of the page loaded from `url`."""
         WebDriverWait(self.driver, WAIT).until(
             lambda d: d.execute_script("return document.readyState") == "complete"
         )
@@ -265,11 +268,11 @@ class Auditor:
         if self.titles.setdefault(title, path) != path:
             problems.append(f"the title {title!r} is also the title of {self.titles[title]}")
         problems += self.errors_tied(page)
-        problems += self.reflow()
+        name = re.sub(r"\W+", "-", page.name)
+        problems += self.reflow(name)
         problems += self.keyboard(found["focusable"])
         problems += self.skip_link(found["skip"])
         problems += self.console(page, url)
-        name = re.sub(r"\W+", "-", page.name)
         self.driver.save_screenshot(str(self.directory / f"{name}.png"))
         return problems
 
@@ -285,8 +288,9 @@ class Auditor:
             problems.append(f"answered {page.status} with no role=alert/status message")
         return problems
 
-    def reflow(self) -> list[str]:
-        """At 320 CSS px wide, nothing scrolls sideways (the page's own scrolling box)."""
+    def reflow(self, name: str) -> list[str]:
+        """At 320 CSS px wide, nothing scrolls sideways (the page's own scrolling box); a
+        screenshot of the narrow page is saved."""
         self.driver.execute_cdp_cmd(  # type: ignore[attr-defined]
             "Emulation.setDeviceMetricsOverride",
             {"width": NARROW, "height": 640, "deviceScaleFactor": 1, "mobile": False},
@@ -295,6 +299,7 @@ class Auditor:
             widths = self.driver.execute_script(
                 "const e = document.scrollingElement; return [e.scrollWidth, e.clientWidth];"
             )
+            self.driver.save_screenshot(str(self.directory / f"{name}-{NARROW}px.png"))
         finally:
             self.driver.execute_cdp_cmd(  # type: ignore[attr-defined]
                 "Emulation.clearDeviceMetricsOverride", {}
@@ -384,3 +389,58 @@ def test_every_page_passes_the_audit(server: Postroom, browser: WebDriver, tmp_p
     assert not report, "\n".join(
         f"{name}:\n  " + "\n  ".join(problems) for name, problems in report.items()
     )
+
+
+# A page with one of each problem the audit looks for: the audit must name every one.
+BAD_PAGE = """<!doctype html><html><head><title> </title>
+<style>:focus { outline: none } .faint { color: #aaa } .dot { background: #c62828; width: 1em;
+height: 1em } .wide { width: 1000px }</style></head><body>
+<h1>One</h1><h1>Two</h1><h3>Three</h3>
+<p id="twice">a</p><p id="twice">b</p>
+<input id="nameless"><label for="req">Name</label><input id="req" required>
+<label for="bad">Bad</label><input id="bad" aria-invalid="true">
+<button></button><a href="/x" aria-label="Elsewhere">Queue</a>
+<table><tr><th>Head</th></tr><tr><td>cell</td></tr></table>
+<p class="error">Wrong.</p><div class="dot"></div><p class="faint">Faint text.</p>
+<div class="wide">wide</div><button tabindex="2">Jumps</button>
+<script>console.error("broken script")</script></body></html>
+"""
+BAD_PAGE_PROBLEMS = (
+    "html has no lang",
+    "the title is empty",
+    'no <meta name="viewport"',
+    "the id twice is used twice",
+    "2 h1 elements",
+    "heading level 3 after level 1",
+    "0 main elements",
+    "0 page headers",
+    "no nav landmark",
+    "not a skip link",
+    "input#nameless: a form field without a label",
+    "input#req: required, not marked so",
+    "input#bad: aria-invalid without aria-describedby",
+    "a button without an accessible name",
+    'its name "Elsewhere" does not contain its visible text',
+    "a table without a caption",
+    "a th without a scope",
+    "an error not in a role=alert element",
+    "div: shown by colour only",
+    "no :focus rule",
+    'p "Faint text.": contrast 2.32:1',
+    "a positive tabindex",
+    "it scrolls sideways",
+    ": focus on body",
+    "no visible focus outline",
+    "console:",
+)
+
+
+def test_the_audit_finds_each_problem(server: Postroom, browser: WebDriver, tmp_path: Path) -> None:
+    """The audit can fail: a page made of problems gets each one named."""
+    bad = tmp_path / "bad.html"
+    bad.write_text(BAD_PAGE)
+    auditor = Auditor(browser, server, tmp_path / "screenshots")
+    browser.get(bad.as_uri())
+    problems = "\n".join(auditor.inspect(Page("bad", "/bad"), bad.as_uri()))
+    missed = [wanted for wanted in BAD_PAGE_PROBLEMS if wanted not in problems]
+    assert not missed, f"the audit missed {missed}; it said:\n{problems}"
