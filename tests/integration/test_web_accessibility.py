@@ -32,6 +32,7 @@ from .conftest import ALICE, BOB, HOSTNAME, Factory, Postroom, require_program
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
 
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -340,8 +341,11 @@ class Auditor:
             return []
         self.driver.execute_script("arguments[0].focus()", skip)
         ActionChains(self.driver).send_keys(Keys.ENTER).perform()
-        focused = self.driver.execute_script("return document.activeElement.tagName")
-        if focused != "MAIN":
+        script = "return document.activeElement.tagName"
+        try:
+            WebDriverWait(self.driver, WAIT).until(lambda d: d.execute_script(script) == "MAIN")
+        except TimeoutException:
+            focused = self.driver.execute_script(script)
             return [f"the skip link left the focus on {focused}, not main"]
         return []
 
