@@ -131,6 +131,12 @@ const navs = document.querySelectorAll("nav");
 if (options.nav && navs.length === 0) fail("no nav landmark");
 for (const nav of navs) {
   if (navs.length > 1 && !accessibleName(nav)) fail(`${describe(nav)}: several navs, this one unnamed`);
+  for (const link of nav.querySelectorAll("a[href]")) {
+    const here = new URL(link.href).pathname === location.pathname;
+    if (here !== (link.getAttribute("aria-current") === "page")) {
+      fail(`${describe(link)}: aria-current="page" ${here ? "missing on" : "on"} a link ${here ? "to" : "not to"} this page`);
+    }
+  }
 }
 const focusableSelector = 'a[href], button, input:not([type="hidden"]), select, textarea, [tabindex]';
 const focusable = [...document.querySelectorAll(focusableSelector)]
@@ -157,6 +163,9 @@ for (const el of document.querySelectorAll('input:not([type="hidden"]), select, 
     }
   }
   if (el.required && !/\brequired\b/i.test(name)) fail(`${describe(el)}: required, not marked so in its label`);
+  if (el.type === "password" && !["current-password", "new-password"].includes(el.autocomplete)) {
+    fail(`${describe(el)}: a password field without autocomplete current-password or new-password (WCAG 1.3.5)`);
+  }
   if (el.getAttribute("aria-invalid") === "true") {
     const by = el.getAttribute("aria-describedby") || "";
     const errors = by.split(/\s+/).map((id) => document.getElementById(id)).filter((e) => e);

@@ -402,6 +402,7 @@ height: 1em } .wide { width: 1000px }</style></head><body>
 <h1>One</h1><h1>Two</h1><h3>Three</h3>
 <p id="twice">a</p><p id="twice">b</p>
 <input id="nameless"><label for="req">Name</label><input id="req" required>
+<nav><a href="bad.html">Here</a></nav><label for="pw">Password</label><input id="pw" type="password">
 <label for="bad">Bad</label><input id="bad" aria-invalid="true">
 <button></button><a href="/x" aria-label="Elsewhere">Queue</a>
 <table><tr><th>Head</th></tr><tr><td>cell</td></tr></table>
@@ -418,7 +419,8 @@ BAD_PAGE_PROBLEMS = (
     "heading level 3 after level 1",
     "0 main elements",
     "0 page headers",
-    "no nav landmark",
+    'aria-current="page" missing on a link to this page',
+    "input#pw: a password field without autocomplete",
     "not a skip link",
     "input#nameless: a form field without a label",
     "input#req: required, not marked so",
