@@ -402,7 +402,8 @@ height: 1em } .wide { width: 1000px }</style></head><body>
 <h1>One</h1><h1>Two</h1><h3>Three</h3>
 <p id="twice">a</p><p id="twice">b</p>
 <input id="nameless"><label for="req">Name</label><input id="req" required>
-<nav><a href="bad.html">Here</a></nav><label for="pw">Password</label><input id="pw" type="password">
+<nav><a href="bad.html">Here</a></nav>
+<label for="pw">Password</label><input id="pw" type="password">
 <label for="bad">Bad</label><input id="bad" aria-invalid="true">
 <button></button><a href="/x" aria-label="Elsewhere">Queue</a>
 <table><tr><th>Head</th></tr><tr><td>cell</td></tr></table>
