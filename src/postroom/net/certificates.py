@@ -596,14 +596,19 @@ def certificate_files(config: Config) -> tuple[Path, Path]:
     return tls.ensure_self_signed(config.data_dir / "tls", config.hostname)
 
 
+def acme_pair_in_use(
+    config: Config, acme_files: AcmeFiles | None = None
+) -> tuple[Path, Path] | None:
+    """The ACME pair when [acme] is on and it is usable: then `serve` presents it."""
+    if not config.acme.enabled:
+        return None
+    return (acme_files or AcmeFiles(config.data_dir)).usable_pair()
+
+
 def served_pair(config: Config, acme_files: AcmeFiles | None = None) -> tuple[Path, Path]:
     """The pair `serve` presents: the ACME one when [acme] is on and it is usable, else [tls]
     cert and key, else the self-signed pair."""
-    if config.acme.enabled:
-        pair = (acme_files or AcmeFiles(config.data_dir)).usable_pair()
-        if pair is not None:
-            return pair
-    return certificate_files(config)
+    return acme_pair_in_use(config, acme_files) or certificate_files(config)
 
 
 def tls_context(config: Config) -> ssl.SSLContext:
