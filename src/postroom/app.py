@@ -145,6 +145,7 @@ class MailServer:
         self.mailbox_locks = MailboxLocks()  # RFC 1939 §8: one POP3 session per maildrop
         self.listeners: list[Listener] = []
         self.acme_files = AcmeFiles(config.data_dir)  # its challenges: answered even when off
+        self.certificates: CertificateManager | None = None  # when [acme] is on
         self.web_listeners: list[HttpListener] = []
         self.outbound_auth: OutboundAuth | None = None
         self.defences: Defences | None = None
@@ -294,11 +295,11 @@ class MailServer:
         )
         await self._start_web(context)
         if self.config.acme.enabled:  # once the HTTP listener can answer http-01
-            certificates = CertificateManager(
+            self.certificates = CertificateManager(
                 AcmeSettings.of(self.config), self.acme_files, [context]
             )
-            certificates.loaded_initially(acme_pair is not None)
-            self._tasks.append(loop.create_task(certificates.run()))
+            self.certificates.loaded_initially(acme_pair is not None)
+            self._tasks.append(loop.create_task(self.certificates.run()))
 
     async def _start_web(self, context: ssl.SSLContext) -> None:
         """The HTTP(S) listeners, sharing the mail listeners' TLS context (and certificate)."""
@@ -482,10 +483,14 @@ class MailServer:
             listener.set_limits(limits.connections_per_ip, limits.connections)
         for kind in self._kinds:
             kind.reconfigure()
+        if self.certificates is not None and new.acme.enabled and new.acme != old.acme:
+            # [acme] directory, email, ca_file: the next order's, the account's contact now
+            self.config = dataclasses.replace(self.config, acme=new.acme)
+            self.certificates.reconfigure(AcmeSettings.of(self.config))
         restart = [
             f.name
             for f in dataclasses.fields(new)
-            if f.name not in LIVE_TABLES and getattr(new, f.name) != getattr(old, f.name)
+            if f.name not in LIVE_TABLES and getattr(new, f.name) != getattr(self.config, f.name)
         ]
         if restart:
             log.warning(

@@ -217,3 +217,31 @@ def test_activity_counts_by_hour_and_lists_the_newest_failures(store: Store) -> 
     newest = read(store, lambda tx: tx.history.activity(ARRIVAL, ARRIVAL - 5 * day, 1))
     assert [f.message_id for f in newest.failures] == [second]
     assert read(store, lambda tx: tx.history.activity(ARRIVAL + 7200, ARRIVAL, 5)).hours == ()
+
+
+def test_activity_stops_at_until_names_later_messages_and_reads_those_asked(store: Store) -> None:
+    """Counts end before `until`; `later` names the messages read that arrived or have an event
+    at or after it; `also` adds messages that arrived before `arrived_since`, read by key."""
+    day = 86400.0
+
+    def history(tx: Tx) -> tuple[str, str]:
+        old = accept(tx, ARRIVAL - 3 * day, "a@example.test", remote("carol@remote.test"))
+        done = accept(tx, ARRIVAL + 60, "a@example.test", remote("carol@remote.test"))
+        new = accept(tx, ARRIVAL + 3700, "a@example.test", remote("carol@remote.test"))
+        for happened in (
+            HistoryEvent(old, ARRIVAL + 10, "carol@remote.test", "failed", "550", None),
+            HistoryEvent(old, ARRIVAL + 4000, "dan@remote.test", "delivered", "250", "mx"),
+            HistoryEvent(done, ARRIVAL + 70, "carol@remote.test", "delivered", "250", "mx"),
+        ):
+            tx.history.record(happened)
+        return old, new
+
+    old, new = write(store, history)
+    until = ARRIVAL + 3600
+    found = read(store, lambda tx: tx.history.activity(ARRIVAL, ARRIVAL - 5 * day, 5, until))
+    assert found.hours == (HourActivity(int(ARRIVAL), 1, 0, 1, 1),)
+    assert found.later == {old, new}
+    plain = read(store, lambda tx: tx.history.activity(until, until - 600, 5))
+    assert plain.hours == (HourActivity(int(until), 1, 0, 0, 0),) and plain.later == set()
+    asked = read(store, lambda tx: tx.history.activity(until, until - 600, 5, also=[old, new]))
+    assert asked.hours == (HourActivity(int(until), 1, 0, 1, 0),)

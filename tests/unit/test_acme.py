@@ -24,6 +24,7 @@ from postroom.net import tls
 from postroom.net.acme import (
     AcmeClient,
     AcmeError,
+    contact_of,
     csr_for,
     key_authorization,
     public_jwk,
@@ -31,10 +32,13 @@ from postroom.net.acme import (
     thumbprint,
 )
 from postroom.net.certificates import (
+    AccountRecord,
     AcmeFiles,
+    AcmeSettings,
     CertificateInfo,
     ChallengeFiles,
     backoff,
+    contact_due,
     renewal_reason,
     wanted_names,
 )
@@ -150,6 +154,31 @@ def test_account_key_is_made_once_and_private(tmp_path: Path) -> None:
     files.account_key_path.write_text("not a key")
     with pytest.raises(AcmeError, match="remove it to register a new account"):
         files.account_key()
+
+
+def test_contact_is_due_when_account_json_names_another_or_nothing(tmp_path: Path) -> None:
+    """No account key: the first order makes the account with the contact, nothing is due.
+    Then account.json (0600) decides: another contact, another directory, none, unreadable."""
+    files = AcmeFiles(tmp_path)
+    directory = "https://ca.test/dir"
+
+    def settings(email: str, at: str = directory) -> AcmeSettings:
+        return AcmeSettings(at, email, None, ("mx.example.test",), None)
+
+    assert contact_of("a@example.test") == ("mailto:a@example.test",) and contact_of("") == ()
+    assert not contact_due(settings("a@example.test"), files)
+    files.account_key()
+    assert contact_due(settings("a@example.test"), files)  # nothing says which contact
+    record = AccountRecord(directory, "https://ca.test/acct/1", ("mailto:a@example.test",))
+    files.save_account(record)
+    assert files.account() == record
+    assert stat.S_IMODE(files.account_path.stat().st_mode) == 0o600
+    assert not contact_due(settings("a@example.test"), files)
+    assert contact_due(settings("b@example.test"), files)
+    assert contact_due(settings(""), files)
+    assert contact_due(settings("a@example.test", "https://other.test/dir"), files)
+    files.account_path.write_text("{")
+    assert files.account() is None and contact_due(settings("a@example.test"), files)
 
 
 def _pair(ca: trustme.CA, directory: Path, name: str) -> tuple[Path, Path]:

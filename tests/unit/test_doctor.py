@@ -6,6 +6,7 @@ failure with the record or command that fixes it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -292,6 +293,25 @@ def test_certificate(tmp_path: Path) -> None:
     assert mixed.status == "fail" and "does not belong" in mixed.detail
     (missing,) = asyncio.run(doctor_local.certificate(config(tmp_path), NOW))
     assert missing.status == "fail" and "postroom serve makes it" in missing.detail
+
+
+def test_an_acme_pair_must_name_every_wanted_host(tmp_path: Path) -> None:
+    """With the ACME pair in use the fixes point at `postroom acme`, and a certificate that
+    lacks a wanted name (the MTA-STS host) is a warning; no listener: the files are read."""
+    pair = write_pair(tmp_path, [HOST], days=90)
+    wanted = (HOST, "mta-sts.example.test")
+    source = doctor_local.CertificateSource.of(
+        config(tmp_path), (Path(pair["cert"]), Path(pair["key"])), wanted
+    )
+    source = dataclasses.replace(source, listener=None)
+    assert source.acme and source.names == wanted
+    (check,) = asyncio.run(doctor_local.certificate(config(tmp_path), NOW, source))
+    assert check.status == "warn" and check.detail.endswith("but not for mta-sts.example.test")
+    assert "postroom acme renew --force" in check.fix
+    whole = write_pair(tmp_path, list(wanted), days=90)
+    source = dataclasses.replace(source, cert_path=Path(whole["cert"]), key_path=Path(whole["key"]))
+    (check,) = asyncio.run(doctor_local.certificate(config(tmp_path), NOW, source))
+    assert check.status == "ok" and check.detail.endswith("(ACME, 1 in the chain)")
 
 
 def test_a_ca_issued_chain_is_read_whole(tmp_path: Path) -> None:

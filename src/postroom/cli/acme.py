@@ -56,6 +56,10 @@ def status(ctx: click.Context) -> None:
         click.echo(f"  issuer: {info.issuer}")
         click.echo(f"  serial: {info.serial:x}")
         click.echo(f"  not after: {_when(info.not_after)}")
+    account = files.account()
+    if account is not None:
+        contact = ", ".join(account.contact) or "none"
+        click.echo(f"account: {account.url} (contact {contact})")
     state = files.state()
     reason = renewal_reason(info, settings.names, now)
     if reason is None and info is not None:

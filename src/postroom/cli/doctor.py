@@ -17,8 +17,9 @@ import click
 from postroom.cli.common import load, open_store
 from postroom.cli.dkim import local_domain
 from postroom.dns.lookup import CachingLookup, ResolverLookup
+from postroom.net.certificates import acme_pair_in_use, wanted_names
 from postroom.services.doctor import Doctor, read_facts
-from postroom.services.doctor_local import HttpsPolicyFetch
+from postroom.services.doctor_local import CertificateSource, HttpsPolicyFetch
 from postroom.services.doctor_report import STATUSES, Check
 
 DNS_TIMEOUT = 5.0  # seconds for one DNS question
@@ -56,7 +57,12 @@ def doctor(ctx: click.Context, domain: str | None, as_json: bool) -> None:
     with open_store(config) as store:
         facts = read_facts(store.reader(), domains, now)
     lookup = CachingLookup(ResolverLookup(config.dns.nameservers, timeout=DNS_TIMEOUT))
-    checker = Doctor(config, lookup, facts, domains, HttpsPolicyFetch(lookup), now=now)
+    served = CertificateSource.of(
+        config, acme_pair_in_use(config), wanted_names(config.hostname, config.domains)
+    )
+    checker = Doctor(
+        config, lookup, facts, domains, HttpsPolicyFetch(lookup), now=now, certificate=served
+    )
     checks = asyncio.run(checker.run())
     if as_json:
         click.echo(json.dumps([check.as_json() for check in checks], indent=2))

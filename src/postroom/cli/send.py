@@ -22,6 +22,7 @@ import click
 
 from postroom.cli.common import CliError, load
 from postroom.config import Endpoint
+from postroom.net.certificates import acme_pair_in_use
 from postroom.proto.smtp import client as smtp
 from postroom.proto.smtp.params import MailParams
 from postroom.proto.smtp.replies import Reply
@@ -133,7 +134,8 @@ class Target:
 
 def local_submission(ctx: click.Context, tls: str | None, verify: bool) -> Target:
     """This configuration's own submission service (submissions with --tls), verified as its
-    hostname against its certificate: the generated one, or [tls] cert."""
+    hostname against the certificate it serves: the ACME one when [acme] is on and has one,
+    else [tls] cert, else the generated one."""
     path: Path = ctx.obj
     if not path.exists():
         raise CliError(
@@ -148,7 +150,8 @@ def local_submission(ctx: click.Context, tls: str | None, verify: bool) -> Targe
         service = "submissions" if implicit else "submission"
         raise CliError(f"{config.path} has no [listen] {service}: add --server HOST:PORT")
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(endpoint.host, endpoint.host)
-    cafile = config.tls.cert or config.data_dir / "tls" / "cert.pem"
+    acme = acme_pair_in_use(config)
+    cafile = acme[0] if acme else config.tls.cert or config.data_dir / "tls" / "cert.pem"
     if verify and not cafile.exists():
         raise CliError(
             f"{cafile} does not exist yet: start `postroom serve` (it makes the certificate), "
@@ -196,7 +199,10 @@ def run_session(
     if not verify:
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     elif target.cafile is not None:
+        # The server's own certificate file: its chain (an ACME leaf and intermediate, whose
+        # root may be a private CA's) is trusted as it is, up to no further root.
         context.load_verify_locations(target.cafile)
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     endpoint, tls = target.endpoint, target.tls
     sock = socket.create_connection((endpoint.host, endpoint.port), timeout=TIMEOUT)
     if tls == "implicit":

@@ -1,4 +1,5 @@
-"""An ACME client (RFC 8555): account, order, http-01 challenges, finalize, certificate chain.
+"""An ACME client (RFC 8555): account (its contact kept to `[acme] email`), order, http-01
+challenges, finalize, certificate chain.
 
 Blocking, over urllib (HTTPS only, the CA's certificate verified against the system's trust
 store or `[acme] ca_file`): callers run `AcmeClient.issue` on a worker thread. Requests are
@@ -40,10 +41,19 @@ RETRY_AFTER_MOST = 30.0
 # RFC 8555 §8.1: a token is base64url; it becomes part of a URL path and a file name here.
 TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 BAD_NONCE = "urn:ietf:params:acme:error:badNonce"
+NO_ACCOUNT = "urn:ietf:params:acme:error:accountDoesNotExist"
 
 
 class AcmeError(Exception):
     """An order failed; the message is one line naming what failed and why."""
+
+
+class AcmeRefused(AcmeError):
+    """The CA answered a request with an error document (RFC 8555 §6.7) of type `kind`."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ChallengeBoard(Protocol):
@@ -60,6 +70,20 @@ class Issued:
 
     chain: bytes
     key: bytes
+
+
+@dataclass(frozen=True)
+class Account:
+    """The account at the CA: its URL (the `kid` of every request) and its contact URLs as the
+    CA last answered them."""
+
+    url: str
+    contact: tuple[str, ...]
+
+
+def contact_of(email: str) -> tuple[str, ...]:
+    """RFC 8555 §7.3: the account's contact URLs for `[acme] email` (none when empty)."""
+    return (f"mailto:{email}",) if email else ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +202,7 @@ class AcmeClient:
         self._nonce: str | None = None
         self._kid: str | None = None
         self._deadline = 0.0
+        self.account: Account | None = None  # once `issue` or `sync_account` found it
 
     # --- transport -----------------------------------------------------------------------------
 
@@ -233,28 +258,60 @@ class AcmeClient:
             if kind == BAD_NONCE and attempt < BAD_NONCE_RETRIES:
                 continue
             what = _one_line(detail or kind or f"HTTP {answer.status}")
-            raise AcmeError(f"the ACME server refused the request to {url}: {what}")
+            raise AcmeRefused(f"the ACME server refused the request to {url}: {what}", kind)
         raise AssertionError("unreachable")
 
     # --- the protocol --------------------------------------------------------------------------
 
-    def _account(self, directory: Mapping[str, Any]) -> None:
-        """RFC 8555 §7.3: newAccount with our key; an existing account answers 200 with its
-        URL, which then signs every request (kid)."""
+    def _directory(self) -> dict[str, Any]:
+        directory = self._get_json(self.directory_url)  # §7.1.1
+        for field in ("newNonce", "newAccount", "newOrder"):
+            if not isinstance(directory.get(field), str):
+                raise AcmeError(f"{self.directory_url} is not an ACME directory (no {field})")
+        return directory
+
+    def _account(self, directory: Mapping[str, Any], *, only_existing: bool = False) -> Account:
+        """RFC 8555 §7.3: newAccount with our key (§7.3.1 `onlyReturnExisting`: never make
+        one); an existing account answers 200 with its URL, which then signs every request
+        (kid), and its contact is brought to `email`'s (§7.3.2)."""
         meta = directory.get("meta") or {}
         if isinstance(meta, dict) and meta.get("externalAccountRequired"):
             raise AcmeError(
                 "the CA requires external account binding (RFC 8555 §7.3.4), "
                 "which postroom does not support; choose another [acme] directory"
             )
+        wanted = contact_of(self.email)
         payload: dict[str, Any] = {"termsOfServiceAgreed": True}
-        if self.email:
-            payload["contact"] = [f"mailto:{self.email}"]
+        if only_existing:
+            payload = {"onlyReturnExisting": True}
+        elif wanted:
+            payload["contact"] = list(wanted)
         answer = self._post(directory, str(directory["newAccount"]), payload)
         location = answer.headers.get("Location")
         if not location:
             raise AcmeError("the CA created the account without giving its URL (Location)")
         self._kid = location
+        if answer.status == 201:  # §7.3: created, with the contact sent
+            return Account(location, wanted)
+        found = _json_object(answer.body)
+        if found is None:  # §7.3.3: the account object by POST-as-GET of its URL
+            found = self._post(directory, location, None).json()
+        if _contact(found) != wanted:
+            # §7.3.2: an update of the account's contact, POSTed to its URL
+            found = self._post(directory, location, {"contact": list(wanted)}).json()
+        return Account(location, _contact(found))
+
+    def sync_account(self) -> Account | None:
+        """The existing account with its contact brought to `email`'s; None when the CA has
+        no account for our key (the next order makes one with that contact)."""
+        directory = self._directory()
+        try:
+            self.account = self._account(directory, only_existing=True)
+        except AcmeRefused as refused:
+            if refused.kind == NO_ACCOUNT:
+                return None
+            raise
+        return self.account
 
     def _poll(
         self, directory: Mapping[str, Any], url: str, done: set[str], what: str
@@ -279,11 +336,8 @@ class AcmeClient:
     def issue(self, names: Sequence[str], board: ChallengeBoard) -> Issued:
         """Order a certificate for `names` (the first is its subject) answering http-01."""
         self._deadline = time.monotonic() + self.order_timeout
-        directory = self._get_json(self.directory_url)  # §7.1.1
-        for field in ("newNonce", "newAccount", "newOrder"):
-            if not isinstance(directory.get(field), str):
-                raise AcmeError(f"{self.directory_url} is not an ACME directory (no {field})")
-        self._account(directory)
+        directory = self._directory()
+        self.account = self._account(directory)
         identifiers = [{"type": "dns", "value": name} for name in names]
         answer = self._post(directory, directory["newOrder"], {"identifiers": identifiers})
         order = answer.json()  # §7.4
@@ -348,6 +402,20 @@ def _error_of(resource: Mapping[str, Any]) -> str:
         if isinstance(error, dict) and error.get("detail"):
             return _one_line(str(error["detail"]))
     return "no reason given"
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _contact(account: Mapping[str, Any]) -> tuple[str, ...]:
+    """An account object's contact URLs (§7.1.2; absent: none)."""
+    contact = account.get("contact")
+    return tuple(map(str, contact)) if isinstance(contact, list) else ()
 
 
 def _retry_after(headers: Message) -> float | None:

@@ -1,7 +1,8 @@
 """The ACME certificate's life: its files under data_dir/acme, when to renew, the backoff after
 a failure, the http-01 answers, and the swap into the running server's TLS context.
 
-- `data_dir/acme/` (0700): `account.key` (the account's P-256 key, made once), `cert.pem` (the
+- `data_dir/acme/` (0700): `account.key` (the account's P-256 key, made once), `account.json`
+  (the account's URL at which directory, and the contact it was given), `cert.pem` (the
   chain, leaf first) and `key.pem` (a new P-256 key per certificate), `state.json` (the last
   failure and the next attempt, so the backoff survives a restart), `challenges/TOKEN` (the
   key authorizations of an order in progress), `order.lock` (one order at a time, server or
@@ -9,6 +10,10 @@ a failure, the http-01 answers, and the swap into the running server's TLS conte
 - `renew` runs one order (blocking: the CLI calls it, the server runs it on a worker thread)
   and records its outcome; `CertificateManager.run` is the server's loop: it renews what is
   due and swaps in a certificate the CLI installed, found by the files' modification time.
+- `update_contact`: when `[acme] email` is not the contact `account.json` says the account
+  was given (or nothing says), the server asks the CA for the account (RFC 8555 §7.3.1) and
+  updates its contact (§7.3.2), at its start and after a reload that changed `[acme]`; the
+  account stays the same, no order is made.
 - `served_pair`/`tls_context`: the pair `serve` presents (the ACME one when usable, else
   `[tls]`, else the self-signed one), for the server and for `dns records`.
 """
@@ -37,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from postroom.config import Config
 from postroom.net import tls
-from postroom.net.acme import TOKEN, AcmeClient, AcmeError
+from postroom.net.acme import TOKEN, Account, AcmeClient, AcmeError, contact_of
 from postroom.storage import private
 
 log = logging.getLogger("postroom.acme")
@@ -48,6 +53,7 @@ RENEW_BEFORE = datetime.timedelta(days=30)
 FIRST_BACKOFF = datetime.timedelta(hours=1)  # after a failed order; doubles on each failure
 MOST_BACKOFF = datetime.timedelta(hours=24)
 CHECK_EVERY = 5.0  # seconds between the server's looks at the certificate file
+CONTACT_RETRY = 3600.0  # seconds before a failed contact update is tried again
 PROBE_TIMEOUT = 10.0
 PROBE_TOKEN = "postroom-self-check"
 
@@ -69,6 +75,16 @@ class CertificateInfo:
     @property
     def renew_at(self) -> datetime.datetime:
         return self.not_after - RENEW_BEFORE
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    """What account.json says: the account's URL at `directory` and the contact it was
+    given (the one `[acme] email` asked for; the CA's answer may differ, and is logged)."""
+
+    directory: str
+    url: str
+    contact: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -155,6 +171,7 @@ class AcmeFiles:
     def __init__(self, data_dir: Path) -> None:
         self.directory = data_dir / "acme"
         self.account_key_path = self.directory / "account.key"
+        self.account_path = self.directory / "account.json"
         self.cert_path = self.directory / "cert.pem"
         self.key_path = self.directory / "key.pem"
         self.state_path = self.directory / "state.json"
@@ -256,6 +273,21 @@ class AcmeFiles:
             )
         except (OSError, ValueError, TypeError, AttributeError):
             return RenewalState()
+
+    def account(self) -> AccountRecord | None:
+        """account.json, or None when missing or unreadable (the CA is asked again)."""
+        try:
+            raw = json.loads(self.account_path.read_text(encoding="utf-8"))
+            return AccountRecord(
+                str(raw["directory"]), str(raw["url"]), tuple(map(str, raw["contact"]))
+            )
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def save_account(self, record: AccountRecord) -> None:
+        self.make_directory()
+        data = {"directory": record.directory, "url": record.url, "contact": record.contact}
+        _write_atomically(self.account_path, json.dumps(data).encode("utf-8"))
 
     def save_state(self, state: RenewalState) -> None:
         self.make_directory()
@@ -371,6 +403,8 @@ def renew(
             )
             issued = client.issue(settings.names, files.challenges)
             files.install(issued.chain, issued.key)
+            if client.account is not None:
+                _remember(settings, files, client.account)
         except (AcmeError, OSError) as error:
             failure = error
             if isinstance(error, OSError):  # data_dir/acme cannot be written
@@ -389,6 +423,48 @@ def renew(
             info.issuer,
         )
         return info
+
+
+def contact_due(settings: AcmeSettings, files: AcmeFiles) -> bool:
+    """Whether the account (there is one: its key exists) may not have `[acme] email`'s
+    contact at `[acme] directory`: account.json says another, or nothing."""
+    if not files.account_key_path.exists():
+        return False  # the first order makes the account, with the contact
+    record = files.account()
+    return (
+        record is None
+        or record.directory != settings.directory
+        or record.contact != contact_of(settings.email)
+    )
+
+
+def update_contact(settings: AcmeSettings, files: AcmeFiles) -> Account | None:
+    """Give the existing account `[acme] email`'s contact (RFC 8555 §7.3.2) and remember it;
+    None when the CA has no account for the key (the next order makes it). Blocking."""
+    with files.order_lock():
+        client = AcmeClient(
+            settings.directory, files.account_key(), email=settings.email, ca_file=settings.ca_file
+        )
+        account = client.sync_account()
+        if account is not None:
+            _remember(settings, files, account)
+        return account
+
+
+def _remember(settings: AcmeSettings, files: AcmeFiles, account: Account) -> None:
+    wanted = contact_of(settings.email)
+    files.save_account(AccountRecord(settings.directory, account.url, wanted))
+    if account.contact != wanted:
+        log.warning(
+            "acme: the CA answered the account %s with contact %s, not %s as asked",
+            account.url,
+            _contacts(account.contact),
+            _contacts(wanted),
+        )
+
+
+def _contacts(contact: Sequence[str]) -> str:
+    return ",".join(contact) or "none"
 
 
 def _utc(timestamp: float) -> datetime.datetime:
@@ -412,6 +488,15 @@ class CertificateManager:
         self.contexts = tuple(contexts)
         self._loaded = (0, 0)
         self._refused = (0, 0)  # a pair that did not load: said once, not every look
+        self._contact_after = 0.0  # monotonic time before which no contact update is tried
+        self._wake = asyncio.Event()  # set by `reconfigure`: look now, not in CHECK_EVERY
+
+    def reconfigure(self, settings: AcmeSettings) -> None:
+        """A reload changed [acme] (not `enabled`): orders from now on use it, and the
+        account's contact is looked at again at once."""
+        self.settings = settings
+        self._contact_after = 0.0
+        self._wake.set()
 
     def loaded_initially(self, pair_loaded: bool) -> None:
         """Tell the manager whether the contexts were built from the ACME pair."""
@@ -460,6 +545,31 @@ class CertificateManager:
             return
         self.reload_if_changed()
 
+    async def _update_contact(self) -> None:
+        if time.monotonic() < self._contact_after:
+            return
+        settings = self.settings
+        if not await asyncio.to_thread(contact_due, settings, self.files):
+            return
+        try:
+            account = await asyncio.to_thread(update_contact, settings, self.files)
+        except AcmeBusy:
+            return  # an order is running: looked at again in CHECK_EVERY
+        except (AcmeError, OSError) as error:
+            self._contact_after = time.monotonic() + CONTACT_RETRY
+            log.warning(
+                "acme: cannot update the account's contact: %s; next attempt in %s",
+                error,
+                _duration(datetime.timedelta(seconds=CONTACT_RETRY)),
+            )
+            return
+        # Done or not: asked again in CONTACT_RETRY at the soonest (once done, not due).
+        self._contact_after = time.monotonic() + CONTACT_RETRY
+        if account is None:
+            log.info("acme: no account at %s for this key yet", settings.directory)
+        else:
+            log.info("acme: account %s has contact %s", account.url, _contacts(account.contact))
+
     async def run(self) -> None:
         """Forever: swap in a changed pair; order one when due and the backoff allows."""
         state = self.files.state()
@@ -473,7 +583,10 @@ class CertificateManager:
             self.reload_if_changed()
             if await asyncio.to_thread(self._due):
                 await self._renew()
-            await asyncio.sleep(CHECK_EVERY)
+            await self._update_contact()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), CHECK_EVERY)
+            self._wake.clear()
 
 
 def certificate_files(config: Config) -> tuple[Path, Path]:
@@ -483,14 +596,19 @@ def certificate_files(config: Config) -> tuple[Path, Path]:
     return tls.ensure_self_signed(config.data_dir / "tls", config.hostname)
 
 
+def acme_pair_in_use(
+    config: Config, acme_files: AcmeFiles | None = None
+) -> tuple[Path, Path] | None:
+    """The ACME pair when [acme] is on and it is usable: then `serve` presents it."""
+    if not config.acme.enabled:
+        return None
+    return (acme_files or AcmeFiles(config.data_dir)).usable_pair()
+
+
 def served_pair(config: Config, acme_files: AcmeFiles | None = None) -> tuple[Path, Path]:
     """The pair `serve` presents: the ACME one when [acme] is on and it is usable, else [tls]
     cert and key, else the self-signed pair."""
-    if config.acme.enabled:
-        pair = (acme_files or AcmeFiles(config.data_dir)).usable_pair()
-        if pair is not None:
-            return pair
-    return certificate_files(config)
+    return acme_pair_in_use(config, acme_files) or certificate_files(config)
 
 
 def tls_context(config: Config) -> ssl.SSLContext:

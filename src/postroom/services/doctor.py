@@ -81,6 +81,7 @@ class Doctor:
     dnsbls: Sequence[tuple[str, bool, str]] = DNSBLS
     probe_timeout: float = local.PROBE_TIMEOUT
     check_limit: float = CHECK_LIMIT
+    certificate: local.CertificateSource | None = None  # None: the [tls] files, unprobed
 
     @property
     def hostname(self) -> str:
@@ -105,7 +106,8 @@ class Doctor:
                 ("tls-rpt", domain, self.tlsrpt(domain)),
                 ("mta-sts", domain, self.mta_sts(domain)),
             ]
-        jobs.append(("certificate", self.hostname, local.certificate(self.config, self.now)))
+        served = local.certificate(self.config, self.now, self.certificate)
+        jobs.append(("certificate", self.hostname, served))
         for service, endpoint in self.config.listen.enabled().items():
             probe = local.port(service, endpoint, addresses, self.probe_timeout, self.config)
             jobs.append(("port", service, probe))

@@ -1,4 +1,5 @@
-"""`postroom doctor`'s checks of this machine and its listeners: the TLS certificate, each
+"""`postroom doctor`'s checks of this machine and its listeners: the TLS certificate served
+(as a listener with implicit TLS presents it, else from the files of the pair served), each
 listener reachable on the host's addresses, the open-relay self-test on port 25, free disk
 space under data_dir, the queue's health, and the HTTPS fetch of an MTA-STS policy.
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import http.client
 import shutil
@@ -44,17 +46,72 @@ MAX_REPLY_LINES = 64
 RELAY_FROM = "postroom-doctor@example.com"
 RELAY_TO = "postroom-doctor@example.net"
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+PRESENTING = ("submissions", "imaps", "pop3s", "https")  # listeners with implicit TLS
 
 
 # --- the certificate ---------------------------------------------------------------------------
 
 
 def certificate_paths(config: Config) -> tuple[Path, Path]:
-    """The pair every TLS listener serves: [tls] cert/key, or the generated one."""
+    """The pair every TLS listener serves without ACME: [tls] cert/key, or the generated one."""
     if config.tls.cert is not None and config.tls.key is not None:
         return config.tls.cert, config.tls.key
     directory = config.data_dir / "tls"
     return directory / "cert.pem", directory / "key.pem"
+
+
+@dataclass(frozen=True)
+class CertificateSource:
+    """The certificate the server serves: its files, whether they are the ACME pair, the
+    names it must carry (the first is the host name), and a listener with implicit TLS that
+    presents it (None: the files only)."""
+
+    cert_path: Path
+    key_path: Path
+    acme: bool
+    names: tuple[str, ...]
+    listener: tuple[str, Endpoint] | None = None
+
+    @classmethod
+    def of(
+        cls, config: Config, acme_pair: tuple[Path, Path] | None, acme_names: Sequence[str]
+    ) -> CertificateSource:
+        """From the config and the ACME pair in use (`net.certificates.acme_pair_in_use`),
+        asking the first listener with implicit TLS."""
+        listener = next(
+            (
+                (name, endpoint)
+                for name, endpoint in config.listen.enabled().items()
+                if name in PRESENTING
+            ),
+            None,
+        )
+        if acme_pair is not None:
+            return cls(*acme_pair, True, tuple(acme_names), listener)
+        return cls(*certificate_paths(config), False, (config.hostname,), listener)
+
+
+async def presented_leaf(endpoint: Endpoint, server_name: str, timeout: float) -> bytes:
+    """The leaf certificate (DER) a TLS listener presents for `server_name`, unverified:
+    the checks judge it."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    host = WILDCARDS.get(endpoint.host, endpoint.host)
+    _, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, endpoint.port, ssl=context, server_hostname=server_name),
+        timeout,
+    )
+    try:
+        tls = writer.get_extra_info("ssl_object")
+        der = tls.getpeercert(binary_form=True) if tls is not None else None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), timeout)
+    if not der:
+        raise ssl.SSLError("no certificate presented")
+    return bytes(der)
 
 
 def names_match(pattern: str, host: str) -> bool:
@@ -66,38 +123,77 @@ def names_match(pattern: str, host: str) -> bool:
     return pattern == host
 
 
-async def certificate(config: Config, now: float) -> list[Check]:
+def _fix_source(config: Config, source: CertificateSource) -> str:
+    if source.acme:
+        return (
+            "`postroom acme status` says why the last order failed; "
+            "`postroom acme renew --force` orders one now"
+        )
+    if config.tls.cert is not None:
+        return f"renew {source.cert_path} ([tls] cert in {config.path})"
+    return f"(re)start postroom serve (it makes {source.cert_path}), or set [tls] cert and key"
+
+
+async def certificate(
+    config: Config, now: float, source: CertificateSource | None = None
+) -> list[Check]:
+    """The certificate the server presents (read from `source.listener` when it answers, else
+    from the files): for the names, not expired nor near it, not self-signed, its key."""
+    source = source or CertificateSource.of(config, None, ())
     host = config.hostname
-    cert_path, key_path = certificate_paths(config)
-    configured = config.tls.cert is not None
-    fix_source = (
-        f"renew {cert_path} ([tls] cert in {config.path})"
-        if configured
-        else f"(re)start postroom serve (it makes {cert_path}), or set [tls] cert and key"
-    )
+    fix_source = _fix_source(config, source)
+    presented, where, unread = None, "", ""
+    if source.listener is not None:
+        service, endpoint = source.listener
+        where = f"{service} at {_where(WILDCARDS.get(endpoint.host, endpoint.host), endpoint.port)}"
+        try:
+            der = await presented_leaf(endpoint, host, PROBE_TIMEOUT)
+            presented = x509.load_der_x509_certificate(der)
+        except (OSError, ssl.SSLError, TimeoutError, ValueError) as error:
+            unread = f"; {where} did not present it ({error or type(error).__name__})"
+    chain, trouble = _read_chain(source, config)
+    if presented is not None:
+        what = f"the certificate {where} presents"
+        checks = _judge(presented, what, source, config, now, fix_source)
+        if not chain or chain[0] != presented:
+            return [*checks, _stale(presented, chain, source, config)]
+    elif trouble:
+        return [Check("certificate", host, "fail", trouble + unread, fix_source)]
+    else:
+        problem = _key_problem(chain[0], source.key_path)
+        if problem:
+            fix = f"point [tls] key at the key of {source.cert_path}"
+            return [Check("certificate", host, "fail", f"{source.key_path}: {problem}", fix)]
+        checks = _judge(chain[0], str(source.cert_path), source, config, now, fix_source)
+    first = checks[0]
+    if first.status == "ok":
+        origin = "ACME" if source.acme else str(source.cert_path)
+        unread = f" ({origin}, {len(chain)} in the chain){unread}"
+    checks[0] = dataclasses.replace(first, detail=first.detail + unread)
+    return checks
+
+
+def _read_chain(source: CertificateSource, config: Config) -> tuple[list[x509.Certificate], str]:
+    """The chain in the certificate file, or why there is none."""
     try:
-        chain = x509.load_pem_x509_certificates(cert_path.read_bytes())
+        return x509.load_pem_x509_certificates(source.cert_path.read_bytes()), ""
     except FileNotFoundError:
-        detail = f"{cert_path} does not exist"
-        if not configured:
-            detail += " (postroom serve makes it when it first starts)"
-        return [Check("certificate", host, "fail", detail, fix_source)]
+        made = not source.acme and config.tls.cert is None
+        when = " (postroom serve makes it when it first starts)" if made else ""
+        return [], f"{source.cert_path} does not exist{when}"
     except (OSError, ValueError) as error:
-        return [
-            Check("certificate", host, "fail", f"{cert_path}: cannot read it ({error})", fix_source)
-        ]
-    cert = chain[0]
-    problem = _key_problem(cert, key_path)
-    if problem:
-        return [
-            Check(
-                "certificate",
-                host,
-                "fail",
-                f"{key_path}: {problem}",
-                f"point [tls] key at the key of {cert_path}",
-            )
-        ]
+        return [], f"{source.cert_path}: cannot read it ({error})"
+
+
+def _judge(
+    cert: x509.Certificate,
+    what: str,
+    source: CertificateSource,
+    config: Config,
+    now: float,
+    fix_source: str,
+) -> list[Check]:
+    host = config.hostname
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = san.get_values_for_type(x509.DNSName)
@@ -112,19 +208,13 @@ async def certificate(config: Config, now: float) -> list[Check]:
                 "certificate",
                 host,
                 "fail",
-                f"{cert_path} names {shown}, not {host}: verifying clients refuse it",
+                f"{what} names {shown}, not {host}: verifying clients refuse it",
                 f"get a certificate for {host}; {fix_source}",
             )
         ]
     if expires <= when:
         return [
-            Check(
-                "certificate",
-                host,
-                "fail",
-                f"{cert_path} expired on {expires:%Y-%m-%d}",
-                fix_source,
-            )
+            Check("certificate", host, "fail", f"{what} expired on {expires:%Y-%m-%d}", fix_source)
         ]
     if cert.not_valid_before_utc > when:
         return [
@@ -132,11 +222,11 @@ async def certificate(config: Config, now: float) -> list[Check]:
                 "certificate",
                 host,
                 "fail",
-                f"{cert_path} is valid only from {cert.not_valid_before_utc:%Y-%m-%d}",
+                f"{what} is valid only from {cert.not_valid_before_utc:%Y-%m-%d}",
                 "check the clock of this machine",
             )
         ]
-    detail = f"{cert_path} is valid for {host} until {expires:%Y-%m-%d}"
+    detail = f"{what} is valid for {host} until {expires:%Y-%m-%d}"
     if expires - when < EXPIRY_WARN:
         return [
             Check(
@@ -147,7 +237,25 @@ async def certificate(config: Config, now: float) -> list[Check]:
                 fix_source,
             )
         ]
+    missing = [n for n in source.names if not any(names_match(p, n) for p in names)]
+    if missing:
+        return [
+            Check(
+                "certificate",
+                host,
+                "warn",
+                f"{detail}, but not for {', '.join(missing)}",
+                fix_source,
+            )
+        ]
     if _self_signed(cert):
+        if config.acme.enabled:
+            fix = "ACME has no certificate yet: `postroom acme status` says why"
+        else:
+            fix = (
+                f"set [tls] cert and key in {config.path} to a certificate from a public CA, "
+                "or [acme] enabled = true"
+            )
         return [
             Check(
                 "certificate",
@@ -155,10 +263,28 @@ async def certificate(config: Config, now: float) -> list[Check]:
                 "warn",
                 f"{detail}, self-signed: mail clients must be given it, and senders "
                 "that require a valid certificate (MTA-STS, DANE) will not deliver",
-                f"set [tls] cert and key in {config.path} to a certificate from a public CA",
+                fix,
             )
         ]
-    return [Check("certificate", host, "ok", f"{detail} ({len(chain)} in the chain)")]
+    return [Check("certificate", host, "ok", detail)]
+
+
+def _stale(
+    presented: x509.Certificate,
+    chain: Sequence[x509.Certificate],
+    source: CertificateSource,
+    config: Config,
+) -> Check:
+    """The server presents another certificate than its files hold."""
+    held = f"serial {chain[0].serial_number:x}" if chain else "nothing readable"
+    detail = (
+        f"the server presents serial {presented.serial_number:x}, {source.cert_path} holds {held}"
+    )
+    if source.acme:
+        fix = "the server loads a new ACME pair within seconds; if it does not, restart it"
+    else:
+        fix = f"reload the server (SIGHUP, `systemctl reload postroom`) to serve {source.cert_path}"
+    return Check("certificate", f"{config.hostname} files", "warn", detail, fix)
 
 
 def _key_problem(cert: x509.Certificate, key_path: Path) -> str:

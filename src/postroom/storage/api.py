@@ -18,6 +18,7 @@ transactions it opens itself.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Literal, Protocol, TypeVar
@@ -435,11 +436,20 @@ class History(Protocol):
         """Queue IDs of the messages kept with this Message-ID (with or without <>, any case),
         newest first, at most `limit`."""
 
-    def activity(self, since: float, arrived_since: float, failures: int) -> Activity:
-        """Per hour, what happened at or after `since` (arrivals, local and remote deliveries,
-        failures) to the messages kept that arrived at or after `arrived_since` (older ones
-        are not read: pass how long mail may stay queued), and the newest `failures` failed
-        recipients among them since `since`."""
+    def activity(
+        self,
+        since: float,
+        arrived_since: float,
+        failures: int,
+        until: float = math.inf,
+        also: Collection[str] = (),
+    ) -> Activity:
+        """Per hour, what happened at or after `since` and before `until` (arrivals, local and
+        remote deliveries, failures) to the messages kept that arrived at or after
+        `arrived_since` (older ones are not read: pass how long mail may stay queued) and to
+        those of `also` (queue IDs), and the newest `failures` failed recipients among them
+        in that span; `later` names the messages read that arrived or have an event at or
+        after `until`."""
 
     def record(self, event: HistoryEvent) -> None:
         """An event of a message whose arrival is remembered, or is about to be in the same

@@ -395,10 +395,12 @@ class HourActivity:
 @dataclass(frozen=True, slots=True)
 class Activity:
     """What the history tells of recent mail: the hours with something in them, oldest first,
-    and the newest failed recipients (their "failed" events), newest first."""
+    the newest failed recipients (their "failed" events), newest first, and the queue IDs of
+    the messages read that arrived or have an event past the end of the span counted."""
 
     hours: tuple[HourActivity, ...]
     failures: tuple[HistoryEvent, ...]
+    later: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,20 +25,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from postroom.services import accounts, dkim_keys, trace
+from postroom.services.activity import HourlyActivity
 from postroom.services.queue_view import next_attempt
 from postroom.storage.api import Tx
-from postroom.storage.records import (
-    HistoryEvent,
-    HourActivity,
-    QueueEntry,
-    StoreError,
-)
+from postroom.storage.records import QueueEntry, StoreError
 from postroom.web.auth import Login, WebContext, page_login, posted_form
 
 QueueAction = Literal["retry", "hold", "release", "delete"]
 QUEUE_ACTIONS: tuple[QueueAction, ...] = ("retry", "hold", "release", "delete")
-DASHBOARD_HOURS = 24  # hours of mail the dashboard counts
-RECENT_FAILURES = 20  # failed recipients the dashboard lists
 ACTIVITY_FIELDS = ("received", "delivered_local", "delivered_remote", "failed")
 MAX_QUERY = 500  # characters of a trace query worth looking up
 NOTICES = {
@@ -189,35 +183,13 @@ class Counts:
     messages: int
     held: int
     states: list[tuple[str, int]]  # recipients in the queue by state
-    hours: list[HourActivity]  # the last DASHBOARD_HOURS, oldest first, each one there
-    failures: tuple[HistoryEvent, ...]  # the newest failed recipients
+    activity: HourlyActivity  # the last 24 hours and their newest failures
 
 
-def last_hours(
-    tx: Tx, now: float, give_up_after: float
-) -> tuple[list[HourActivity], tuple[HistoryEvent, ...]]:
-    """The history's activity in the last `DASHBOARD_HOURS` hours (this one included), an
-    entry for every hour, and the newest failures in them; messages that may still have
-    failed in them (arrived up to `give_up_after` earlier) are read."""
-    first = (int(now) // 3600 - DASHBOARD_HOURS + 1) * 3600
-    found = tx.history.activity(first, first - give_up_after, RECENT_FAILURES)
-    known = {hour.hour: hour for hour in found.hours}
-    hours = [
-        known.get(hour, HourActivity(hour, 0, 0, 0, 0))
-        for hour in range(first, first + DASHBOARD_HOURS * 3600, 3600)
-    ]
-    return hours, found.failures
-
-
-def queue_counts(
-    entries: list[QueueEntry],
-    users: int,
-    hours: list[HourActivity],
-    failures: tuple[HistoryEvent, ...],
-) -> Counts:
+def queue_counts(entries: list[QueueEntry], users: int, activity: HourlyActivity) -> Counts:
     states = collections.Counter(rcpt.state for entry in entries for rcpt in entry.recipients)
     held = sum(1 for entry in entries if entry.held)
-    return Counts(users, len(entries), held, sorted(states.items()), hours, failures)
+    return Counts(users, len(entries), held, sorted(states.items()), activity)
 
 
 def routes(ctx: WebContext) -> list[BaseRoute]:
@@ -229,8 +201,8 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         now, give_up_after = time.time(), ctx.config.queue.give_up_after
 
         def read(tx: Tx) -> Counts:
-            hours, failures = last_hours(tx, now, give_up_after)
-            return queue_counts(tx.queue.entries(), len(accounts.users(tx)), hours, failures)
+            activity = ctx.activity.read(tx, now, give_up_after)
+            return queue_counts(tx.queue.entries(), len(accounts.users(tx)), activity)
 
         counts = await ctx.store.read(read)
         return ctx.render(
@@ -242,8 +214,10 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             messages=counts.messages,
             held=counts.held,
             states=counts.states,
-            hours=[{**dataclasses.asdict(h), "hour": hour_text(h.hour)} for h in counts.hours],
-            totals=[sum(getattr(h, f) for h in counts.hours) for f in ACTIVITY_FIELDS],
+            hours=[
+                {**dataclasses.asdict(h), "hour": hour_text(h.hour)} for h in counts.activity.hours
+            ],
+            totals=[sum(getattr(h, f) for h in counts.activity.hours) for f in ACTIVITY_FIELDS],
             failures=[
                 {
                     "time": clock(f.time),
@@ -251,7 +225,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
                     "recipient": f.recipient,
                     "reply": f.reply,
                 }
-                for f in counts.failures
+                for f in counts.activity.failures
             ],
         )
 

@@ -23,7 +23,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -41,6 +41,7 @@ from postroom.config import Config
 from postroom.proto.sasl import CheckPassword
 from postroom.proto.sasl.exchange import Unavailable
 from postroom.services.accounts import PasswordError, normalize_password, secret_hash
+from postroom.services.activity import ActivityCache
 from postroom.services.authn import Authenticator
 from postroom.storage.api import Store, Tx
 from postroom.storage.records import UserRecord
@@ -77,6 +78,7 @@ class WebContext:
     authenticator: Authenticator
     wake_queue: Callable[[], None]
     templates: Jinja2Templates
+    activity: ActivityCache = field(default_factory=ActivityCache)  # the dashboard's
 
     @classmethod
     def build(

@@ -11,8 +11,10 @@ scatter inserts over its b-tree, a page dirtied per key per commit), and pruned 
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from postroom.model.queue import QueuedMessage, queue_id_floor
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
 MAX_REPLY = 512  # characters of a reply kept per event (a peer may send kilobytes)
 MAX_MESSAGE_ID = 250  # characters of a Message-ID kept and looked up
+LOOKUP_CHUNK = 500  # queue IDs looked up per statement (SQLite bounds its parameters)
 
 ADDRESS_KEY = "a:"
 MESSAGE_ID_KEY = "m:"
@@ -167,24 +170,53 @@ class SqliteHistory:
         )
         return [str(row[0]) for row in rows]
 
-    def activity(self, since: float, arrived_since: float, failures: int) -> Activity:
-        # A range of the primary key (queue IDs begin with their arrival time), each row's
-        # events parsed here: the dashboard's read, once per page view, never on a commit.
-        rows = self.conn.execute(
-            "SELECT arrival, events, id FROM message_history WHERE id >= ?",
-            (queue_id_floor(min(since, arrived_since)),),
+    def activity(
+        self,
+        since: float,
+        arrived_since: float,
+        failures: int,
+        until: float = math.inf,
+        also: Collection[str] = (),
+    ) -> Activity:
+        # A range of the primary key (queue IDs begin with their arrival time), and the rows
+        # of `also` below it looked up by key; each row's events parsed here: the dashboard's
+        # read, never on a commit.
+        floor = queue_id_floor(min(since, arrived_since))
+        below = sorted(message_id for message_id in also if message_id < floor)
+        rows = itertools.chain(
+            self.conn.execute(
+                "SELECT arrival, events, id FROM message_history WHERE id >= ?", (floor,)
+            ),
+            *(
+                self.conn.execute(
+                    "SELECT arrival, events, id FROM message_history WHERE id IN"
+                    f" ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for chunk in (
+                    below[start : start + LOOKUP_CHUNK]
+                    for start in range(0, len(below), LOOKUP_CHUNK)
+                )
+            ),
         )
         counts: dict[int, list[int]] = {}  # hour → received, local, remote, failed
+        later: set[str] = set()
 
         def count(moment: float, column: int) -> None:
             counts.setdefault(int(moment // 3600) * 3600, [0, 0, 0, 0])[column] += 1
 
         failed: list[HistoryEvent] = []
         for arrival, events, message_id in rows:
-            if arrival >= since:
+            if arrival >= until:
+                later.add(str(message_id))
+            elif arrival >= since:
                 count(arrival, 0)
             for line in str(events).splitlines():
-                if float(line[1 : line.index(",")]) < since:  # the time leads: [time, ...
+                moment = float(line[1 : line.index(",")])  # the time leads: [time, ...
+                if moment < since:
+                    continue
+                if moment >= until:
+                    later.add(str(message_id))
                     continue
                 event = _event(str(message_id), line)
                 if event.event == "delivered":
@@ -196,6 +228,7 @@ class SqliteHistory:
         return Activity(
             tuple(HourActivity(hour, *numbers) for hour, numbers in sorted(counts.items())),
             tuple(failed[:failures]),
+            frozenset(later),
         )
 
     def prune(self, before: float, limit: int = 5000) -> int:
