@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from postroom.config import (
-    _DEFAULT_DATA_DIR,
-    DEFAULT_DOMAINS,
-    DEFAULT_LISTEN,
-    DeliveryConfig,
-    LimitsConfig,
-    QueueConfig,
-    default_hostname,
-)
+from postroom.config import _DEFAULT_DATA_DIR, DEFAULT_DOMAINS, default_hostname
 from postroom.config_checks import domains as check_domains
 from postroom.config_checks import hostname as check_hostname
 from postroom.config_checks import toml_string
+from postroom.config_limits import LimitsConfig
+from postroom.config_listen import DEFAULT_LISTEN
+from postroom.config_outbound import DeliveryConfig
+from postroom.config_queue import QueueConfig
 from postroom.durations import format_duration
 
 

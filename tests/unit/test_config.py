@@ -17,18 +17,10 @@ except ImportError:  # package not installed into the venv: use the src/ layout 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 import postroom.config as config_module
-from postroom.config import (
-    DEFAULT_LISTEN,
-    Config,
-    ConfigError,
-    Endpoint,
-    LimitsConfig,
-    ListenConfig,
-    QueueConfig,
-    TlsConfig,
-    default_config,
-    load_config,
-)
+from postroom.config import Config, ConfigError, Endpoint, default_config, load_config
+from postroom.config_limits import LimitsConfig
+from postroom.config_listen import DEFAULT_LISTEN, ListenConfig, TlsConfig
+from postroom.config_queue import QueueConfig
 from postroom.config_template import render_default_config
 from postroom.durations import format_duration, parse_duration
 

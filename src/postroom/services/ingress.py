@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from postroom.config import Config, MilterConfig
+from postroom.config import Config
+from postroom.config_milter import MilterConfig
 from postroom.delivery.local import Delivered, LocalDelivery, deliver_before_queuing
 from postroom.mailauth.srs import is_srs
 from postroom.model.queue import (
