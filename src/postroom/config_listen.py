@@ -1,13 +1,16 @@
 """Configuration of the listeners: the `[listen]` and `[tls]` tables.
 
-`[listen]`: the address each service listens on (a service left out is not started; no table
-at all means the development addresses of :data:`DEFAULT_LISTEN`), each IP and port used once.
+`[listen]`: the address each service listens on, or a list of them (`["0.0.0.0:25", "[::]:25"]`
+for IPv4 and IPv6); a service left out is not started, and no table at all means the
+development addresses of :data:`DEFAULT_LISTEN`. Each IP and port is used once, a wildcard
+address counting for every address of its family.
 `[tls]`: the certificate chain and key the TLS listeners present, or neither for a generated
 one. Read by :mod:`postroom.config`, which owns the file and the error type.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,27 +23,34 @@ from postroom.config_common import Reader
 
 @dataclass(frozen=True)
 class ListenConfig:
-    """Where each service listens; ``None`` means the service is not started."""
+    """Where each service listens: one address or more (IPv4 and IPv6), none when it is not
+    started."""
 
-    smtp: Endpoint | None = None
-    submission: Endpoint | None = None
-    submissions: Endpoint | None = None
-    imap: Endpoint | None = None
-    imaps: Endpoint | None = None
-    pop3: Endpoint | None = None
-    pop3s: Endpoint | None = None
-    managesieve: Endpoint | None = None  # RFC 5804 (4190 in production)
-    http: Endpoint | None = None  # web admin, ACME http-01, autoconfig, metrics (80)
-    https: Endpoint | None = None  # the same over TLS (443)
+    smtp: tuple[Endpoint, ...] = ()
+    submission: tuple[Endpoint, ...] = ()
+    submissions: tuple[Endpoint, ...] = ()
+    imap: tuple[Endpoint, ...] = ()
+    imaps: tuple[Endpoint, ...] = ()
+    pop3: tuple[Endpoint, ...] = ()
+    pop3s: tuple[Endpoint, ...] = ()
+    managesieve: tuple[Endpoint, ...] = ()  # RFC 5804 (4190 in production)
+    http: tuple[Endpoint, ...] = ()  # web admin, ACME http-01, autoconfig, metrics (80)
+    https: tuple[Endpoint, ...] = ()  # the same over TLS (443)
 
-    def enabled(self) -> dict[str, Endpoint]:
-        """The services to start, by name, in declaration order."""
-        result: dict[str, Endpoint] = {}
+    def enabled(self) -> dict[str, tuple[Endpoint, ...]]:
+        """The services to start, by name, in declaration order, with their addresses."""
+        result: dict[str, tuple[Endpoint, ...]] = {}
         for f in fields(self):
-            endpoint = getattr(self, f.name)
-            if endpoint is not None:
-                result[f.name] = endpoint
+            endpoints = getattr(self, f.name)
+            if endpoints:
+                result[f.name] = endpoints
         return result
+
+    def first(self, name: str) -> Endpoint | None:
+        """The service's first address, whose port clients are told (autoconfig, SRV records,
+        redirects); None when the service is not started."""
+        endpoints: tuple[Endpoint, ...] = getattr(self, name)
+        return endpoints[0] if endpoints else None
 
 
 @dataclass(frozen=True)
@@ -83,25 +93,70 @@ _EXAMPLE_PORTS = {
 
 def read_listen(reader: Reader, doc: Mapping[str, Any]) -> ListenConfig:
     raw = reader.table(doc, "listen", LISTEN_KEYS) if "listen" in doc else DEFAULT_LISTEN
-    endpoints: dict[str, Endpoint] = {}
-    used: dict[tuple[str, int], str] = {}
+    services: dict[str, tuple[Endpoint, ...]] = {}
+    used: list[tuple[Endpoint, str]] = []
     for name in LISTEN_KEYS:  # fixed order so duplicate reports are stable
         if name not in raw:
             continue
         key = f"listen.{name}"
-        example = DEFAULT_LISTEN.get(name, f"127.0.0.1:{_EXAMPLE_PORTS[name]}")
-        endpoint = reader.check(key, checks.endpoint, raw[name], example)
-        if endpoint.port != 0:
-            slot = (endpoint.host.lower(), endpoint.port)
-            if slot in used:
-                raise reader.error(
-                    key,
-                    f"{endpoint} is already used by listen.{used[slot]}",
-                    "give each service its own port",
-                )
-            used[slot] = name
-        endpoints[name] = endpoint
-    return ListenConfig(**endpoints)
+        port = _EXAMPLE_PORTS[name]
+        example = DEFAULT_LISTEN.get(name, f"127.0.0.1:{port}")
+        endpoints = reader.check(key, _endpoints, raw[name], example, port)
+        for endpoint in endpoints:
+            for other, other_name in used:
+                if _clash(endpoint, other):
+                    same = _slot(endpoint) == _slot(other)
+                    problem = (
+                        f"{endpoint} is already used by listen.{other_name}"
+                        if same
+                        else f"{endpoint} overlaps {other} of listen.{other_name} (a wildcard "
+                        "address takes its port on every address of its family)"
+                    )
+                    raise reader.error(key, problem, "give each service its own port")
+            used.append((endpoint, name))
+        services[name] = endpoints
+    return ListenConfig(**services)
+
+
+def _endpoints(value: object, example: str, port: int) -> tuple[Endpoint, ...]:
+    """One "host:port" string, or a list of them (IPv4 and IPv6 in brackets)."""
+    fix = f'write it like "{example}", or ["0.0.0.0:{port}", "[::]:{port}"] for IPv4 and IPv6'
+    if isinstance(value, str):
+        return (checks.endpoint(value, example),)
+    if not isinstance(value, list) or not value:
+        raise checks.Invalid(
+            f'must be a "host:port" string or a list of them, got {checks.show(value)}', fix
+        )
+    endpoints = []
+    for index, item in enumerate(value):
+        try:
+            endpoints.append(checks.endpoint(item, example))
+        except checks.Invalid as exc:
+            raise checks.Invalid(f"entry {index + 1}: {exc.problem}", exc.fix) from None
+    return tuple(endpoints)
+
+
+def _slot(endpoint: Endpoint) -> tuple[str, int]:
+    """The address and port an endpoint binds, IP addresses in one spelling ("::0" is "::")."""
+    try:
+        return ipaddress.ip_address(endpoint.host).compressed, endpoint.port
+    except ValueError:
+        return endpoint.host.lower(), endpoint.port
+
+
+def _clash(a: Endpoint, b: Endpoint) -> bool:
+    """Whether binding both fails: the same address and port, or a wildcard address (0.0.0.0,
+    [::], which takes IPv6 only) and another of its family on the same port. Port 0 (a free
+    port picked at start) never clashes."""
+    if a.port == 0 or a.port != b.port:
+        return False
+    if _slot(a) == _slot(b):
+        return True
+    try:
+        ip_a, ip_b = ipaddress.ip_address(a.host), ipaddress.ip_address(b.host)
+    except ValueError:
+        return False
+    return ip_a.version == ip_b.version and (ip_a.is_unspecified or ip_b.is_unspecified)
 
 
 def read_tls(reader: Reader, doc: Mapping[str, Any]) -> TlsConfig:

@@ -107,8 +107,8 @@ class Doctor:
                 ("mta-sts", domain, self.mta_sts(domain)),
             ]
         jobs.append(("certificate", self.hostname, local.certificate(self.config, self.now)))
-        for service, endpoint in self.config.listen.enabled().items():
-            probe = local.port(service, endpoint, addresses, self.probe_timeout, self.config)
+        for service, endpoints in self.config.listen.enabled().items():
+            probe = local.port(service, endpoints, addresses, self.probe_timeout, self.config)
             jobs.append(("port", service, probe))
         jobs.append(
             ("open-relay", "", local.open_relay(self.config, addresses, self.probe_timeout))
