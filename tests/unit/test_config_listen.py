@@ -1,10 +1,10 @@
 """[listen] with IPv4 and IPv6: a key takes one "host:port" or a list of them; an IPv6 address
 is written in brackets; the same IP and port twice, or a wildcard and another address of its
-family on one port, is one line naming both keys; listening sockets on IPv6 take IPv6 only."""
+family on one port, is one line naming both keys. (That [::] takes IPv6 only is shown by
+tests/integration/test_ipv6_listen.py, in a network namespace.)"""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,6 @@ import pytest
 from postroom.config import ConfigError, load_config
 from postroom.config_checks import Endpoint
 from postroom.config_listen import ListenConfig
-from postroom.net.listener import listening_socket
 
 
 def load(tmp_path: Path, text: str) -> ListenConfig:
@@ -101,16 +100,3 @@ def test_bad_listen_values(tmp_path: Path, text: str, key: str, needles: list[st
 def test_port_zero_repeats_freely(tmp_path: Path) -> None:
     listen = load(tmp_path, '[listen]\nsmtp = ["127.0.0.1:0", "[::1]:0"]\nimap = "127.0.0.1:0"\n')
     assert len(listen.smtp) == 2 and listen.imap == (Endpoint("127.0.0.1", 0),)
-
-
-def test_ipv6_listening_sockets_take_ipv6_only() -> None:
-    """RFC 3493 §5.3 IPV6_V6ONLY: an IPv6 socket leaves IPv4 to the 0.0.0.0 one."""
-    try:
-        sock = listening_socket("::1", 0)
-    except OSError:
-        pytest.skip("no IPv6 loopback here")
-    with sock:
-        assert sock.family == socket.AF_INET6
-        assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
-    with listening_socket("127.0.0.1", 0) as sock:
-        assert sock.family == socket.AF_INET
