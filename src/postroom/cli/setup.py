@@ -1,9 +1,9 @@
 """`postroom quickstart` and `postroom service install`: a production install in two commands.
 
 `quickstart ADMIN@DOMAIN` writes the production config (the standard ports on every IPv4
-and IPv6 address, ACME on with the admin's address as contact, data under /var/lib/postroom), makes
-the domain's first user with a generated password printed once, the domain's DKIM keys, and
-prints the DNS records (`dns records`) and what to do next. It never overwrites a config.
+and IPv6 address, ACME on with the admin's address as contact, data under /var/lib/postroom),
+makes the domain's first user with a generated password printed once, the domain's DKIM keys,
+and prints the DNS records (`dns records`) and what to do next. It never overwrites a config.
 
 `service install` writes a systemd unit that runs `serve` as its own system user (made with
 useradd when missing), with CAP_NET_BIND_SERVICE for the ports below 1024 and the sandboxing
