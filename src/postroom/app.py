@@ -66,7 +66,17 @@ from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
 from postroom.storage.records import ClaimedMessage, StorageFailure
-from postroom.web import account, acme, admin, api, auth, autoconfig, filters
+from postroom.web import (
+    account,
+    acme,
+    admin,
+    api,
+    auth,
+    autoconfig,
+    domain_check,
+    filters,
+    reports,
+)
 from postroom.web import metrics as web_metrics
 from postroom.web.server import HttpListener
 from postroom.web.site import build_app
@@ -320,12 +330,13 @@ class MailServer:
         for listener in self.listeners:  # a service's first address gives the port told
             ports.setdefault(listener.name, listener.port)
         web = self.web
-        admin_site = (auth, account, filters, admin, api) if web is not None else ()
+        admin_site = (auth, account, filters, admin, reports, api) if web is not None else ()
         return [
             *acme.routes(self.acme_files.challenges),
             # Before the account pages: /account/mobileconfig is autoconfig's.
             *autoconfig.routes(self.config, ports, self.context, self.authenticator),
             *(route for part in admin_site for route in part.routes(web)),
+            *(domain_check.routes(web, self.context) if web is not None else ()),
             *web_metrics.routes(self.metrics, self.config.web.metrics_allow),
         ]
 

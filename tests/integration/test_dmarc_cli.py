@@ -159,7 +159,8 @@ def test_reports_as_json(tmp_path: Path) -> None:
     assert report["policy"] == "p=reject; np=reject"
     assert report["schema"] == "dmarcbis"
     assert report["message_id"] == "<m@mail.ru>"
-    assert report["messages"] == 1
+    assert (report["messages"], report["passed"], report["failed"]) == (1, 1, 0)
+    assert isinstance(report["id"], int) and report["id"] > 0
     assert report["rows"] == [
         {
             "source_ip": "192.0.2.99",

@@ -131,8 +131,10 @@ class Steps:
         self.focused("password").send_keys(password, Keys.ENTER)
 
     def labelled(self, label: str) -> WebElement:
-        """The form field a <label> names: a field without its label is not found."""
-        element = self.driver.find_element(By.XPATH, f"//label[normalize-space()='{label}']")
+        """The form field a <label> names (marked "(required)" or not): a field without its
+        label is not found."""
+        named = f"normalize-space()='{label}' or normalize-space()='{label} (required)'"
+        element = self.driver.find_element(By.XPATH, f"//label[{named}]")
         return self.driver.find_element(By.ID, str(element.get_attribute("for")))
 
     def press(self, name: str) -> None:
@@ -165,7 +167,7 @@ def test_admin_and_account_pages_in_chromium(
     steps.assert_clean_console()
     assert message_id in server.queue_list()
     # The message's delivery trace, from its link on the queue page.
-    browser.find_element(By.XPATH, f"//a[@aria-label='Trace {message_id}']").click()
+    browser.find_element(By.XPATH, f"//a[@aria-label='Delivery trace of {message_id}']").click()
     steps.wait_for(f"Message {message_id} (in the queue)")
     assert browser.current_url == f"{steps.base}/admin/trace?q={message_id}"
     assert "To <someone@remote.example>: remote" in browser.find_element(By.TAG_NAME, "body").text

@@ -137,7 +137,7 @@ def test_trace_page_shows_attempts_escapes_replies_and_links_reports(
     assert totals in dashboard, dashboard
     assert f'<a href="/admin/trace?q={queue_id}">{queue_id}</a>' in dashboard
     assert f"<td>{NOBODY}</td>" in dashboard and "550 5.1.1" in dashboard
-    hours = re.findall(r"<tr><td>(\d{4}-\d\d-\d\d \d\d:\d\d)</td>", dashboard)
+    hours = re.findall(r'<tr><th scope="row">(\d{4}-\d\d-\d\d \d\d:\d\d)</th>', dashboard)
     assert len(hours) == 24 and hours == sorted(hours), hours  # one row per hour
 
     # A plain user sees neither the page nor the API's answer.

@@ -186,3 +186,60 @@ def test_forgetting_evaluations_of_a_domain_or_all(store: Store) -> None:
     assert read(store, lambda tx: tx.dmarc.pending_report_domains(tuesday)) == ["other.example"]
     assert write(store, lambda tx: tx.dmarc.forget_evaluations(None, tuesday + DAY)) == 2
     assert read(store, lambda tx: tx.dmarc.pending_report_domains(tuesday + 9 * DAY)) == []
+
+
+def test_a_page_of_reports_newest_first_by_domain_and_period(store: Store) -> None:
+    for day in range(5):
+        for domain in ("example.org", "example.net"):
+            item = report(f"{domain}-{day}", domain=domain, begin=MONDAY + day * DAY)
+            write(store, lambda tx, item=item: tx.dmarc.add_report(item))
+
+    def page(
+        domain: str | None, begin: int | None, end: int | None, limit: int, offset: int = 0
+    ) -> list[str]:
+        found = read(store, lambda tx: tx.dmarc.report_page(domain, begin, end, limit, offset))
+        return [r.report_id for r in found]
+
+    assert page("Example.org.", None, None, 3) == [f"example.org-{d}" for d in (4, 3, 2)]
+    assert page("example.org", None, None, 3, 3) == ["example.org-1", "example.org-0"]
+    assert len(page(None, None, None, 100)) == 10
+    # Periods overlapping [Tuesday noon, Thursday): Tuesday's and Wednesday's.
+    tuesday = MONDAY + DAY
+    assert page("example.org", tuesday + DAY // 2, tuesday + 2 * DAY, 10) == [
+        "example.org-2",
+        "example.org-1",
+    ]
+    assert page("example.com", None, None, 10) == []
+    [newest] = read(store, lambda tx: tx.dmarc.report_page(None, None, None, 1))
+    assert newest.id > 0
+    again = read(store, lambda tx: tx.dmarc.report(newest.id))
+    assert again == newest and again is not None and again.id == newest.id
+    assert read(store, lambda tx: tx.dmarc.report(newest.id + 1000)) is None
+    assert {r.id for r in read(store, lambda tx: tx.dmarc.reports())} == {
+        r.id for r in read(store, lambda tx: tx.dmarc.report_page(None, None, None, 10))
+    }
+
+
+def test_evaluation_days_add_up_per_domain_and_day(store: Store) -> None:
+    items = [
+        evaluation(MONDAY + 5, count=4),
+        evaluation(MONDAY + 6, source_ip="192.0.2.9", result="fail", disposition="reject"),
+        evaluation(MONDAY + 7, source_ip="192.0.2.9", header_from="mail.example.org", count=2),
+        evaluation(MONDAY + DAY + 5, policy_domain="quiet.example", wants_reports=False),
+    ]
+    for item in items:
+        write(store, lambda tx, item=item: tx.dmarc.record_evaluation(item))
+    days = read(store, lambda tx: tx.dmarc.evaluation_days(10))
+    assert [(d.policy_domain, d.day) for d in days] == [
+        ("quiet.example", MONDAY + DAY),
+        ("example.org", MONDAY),
+    ]
+    quiet, org = days
+    assert (quiet.results, quiet.sources, quiet.wants_reports) == ((("pass", 1),), 1, False)
+    assert (org.results, org.sources, org.wants_reports, org.messages) == (
+        (("pass", 6), ("fail", 1)),
+        2,
+        True,
+        7,
+    )
+    assert len(read(store, lambda tx: tx.dmarc.evaluation_days(1))) == 1

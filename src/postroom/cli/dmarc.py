@@ -4,7 +4,8 @@ about our domains (collected at `dmarc-reports@DOMAIN`).
 Each report is a line (reporter, report ID, period as ISO 8601 UTC dates, policy domain,
 messages) followed by its source IPs, one line each, with the messages counted by DMARC result
 and by the aligned SPF and DKIM results the reporter found, and by what it did with them.
-`--json` gives every field, the raw SPF and DKIM results of each row included.
+`--json` gives every field (`services.dmarc_view.report_json`, as the web admin's API), the
+raw SPF and DKIM results of each row included.
 """
 
 from __future__ import annotations
@@ -12,21 +13,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 
 import click
 
 from postroom.cli.common import load, open_store
+from postroom.services.dmarc_view import period, report_json
 from postroom.storage.records import ReceivedReport, ReceivedRow
-
-
-def _date(moment: int) -> str:
-    return datetime.fromtimestamp(moment, UTC).date().isoformat()
-
-
-def _period(report: ReceivedReport) -> str:
-    """ISO 8601 interval of UTC dates (a one-day report's end is its last second)."""
-    return f"{_date(report.begin)}/{_date(report.end)}"
 
 
 def _counts(values: Iterable[tuple[str, int]]) -> str:
@@ -76,7 +68,7 @@ def _print(reports: Sequence[ReceivedReport]) -> None:
         [
             _one_word(report.reporter),
             _one_word(report.report_id),
-            _period(report),
+            period(report),
             _one_word(report.domain),
             str(report.messages),
         ]
@@ -89,41 +81,6 @@ def _print(reports: Sequence[ReceivedReport]) -> None:
         if report.rows:
             for source in _aligned(_sources(report.rows), indent="    "):
                 click.echo(source)
-
-
-def _as_json(report: ReceivedReport) -> dict[str, object]:
-    return {
-        "reporter": report.reporter,
-        "email": report.email,
-        "report_id": report.report_id,
-        "begin": report.begin,
-        "end": report.end,
-        "domain": report.domain,
-        "policy": report.policy,
-        "schema": report.schema,
-        "errors": list(report.errors),
-        "received": int(report.received),
-        "message_id": report.message_id or None,
-        "messages": report.messages,
-        "rows": [
-            {
-                "source_ip": row.source_ip,
-                "count": row.count,
-                "disposition": row.disposition,
-                "dmarc": row.dmarc,
-                "dkim": row.dkim,
-                "spf": row.spf,
-                "header_from": row.header_from,
-                "envelope_from": row.envelope_from,
-                "dkim_results": [
-                    {"domain": d, "selector": s or None, "result": r}
-                    for d, s, r in row.dkim_results
-                ],
-                "spf_results": [{"domain": d, "result": r} for d, r in row.spf_results],
-            }
-            for row in report.rows
-        ],
-    }
 
 
 @click.group()
@@ -146,7 +103,7 @@ def dmarc_reports(ctx: click.Context, domain: str | None, as_json: bool) -> None
     with open_store(config) as store:
         reports = store.reader().dmarc.reports(wanted)
     if as_json:
-        click.echo(json.dumps([_as_json(report) for report in reports], indent=2))
+        click.echo(json.dumps([report_json(report) for report in reports], indent=2))
     elif reports:
         _print(reports)
     else:

@@ -9,7 +9,8 @@ anything else (SERVFAIL, timeout) raises `DnsTemporaryError`.
 
 Record texts: TXT as the concatenation of its character-strings (RFC 7208 §3.3, RFC 6376
 §3.6.2.2), decoded as Latin-1 so no octet is lost; A/AAAA as addresses; MX as
-"preference host"; PTR and CNAME as host names; names without the final dot.
+"preference host"; SRV as "priority weight port target"; PTR and CNAME as host names; names
+without the final dot (the root, an SRV's "no service" target, as ".").
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import dns.reversename
 
 from postroom.dns.resolver import DEFAULT_TIMEOUT, DnsResolver, DnsTemporaryError
 
-RecordType = Literal["TXT", "A", "AAAA", "MX", "PTR", "CNAME"]
+RecordType = Literal["TXT", "A", "AAAA", "MX", "PTR", "CNAME", "SRV"]
 
 NEGATIVE_TTL = 300  # seconds an NXDOMAIN/NODATA is kept when the server gives no SOA minimum
 MAX_TTL = 86400  # no answer is kept longer, whatever its TTL
@@ -132,6 +133,9 @@ def _texts(rrset: dns.rrset.RRset, rtype: RecordType) -> Iterable[str]:
             yield b"".join(rdata.strings).decode("latin-1")
         elif rtype == "MX":
             yield f"{rdata.preference} {rdata.exchange.to_text(omit_final_dot=True).lower()}"
+        elif rtype == "SRV":
+            target = rdata.target.to_text(omit_final_dot=True).lower()
+            yield f"{rdata.priority} {rdata.weight} {rdata.port} {target}"
         elif rtype in ("PTR", "CNAME"):
             yield rdata.target.to_text(omit_final_dot=True).lower()
         else:

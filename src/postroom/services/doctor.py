@@ -20,7 +20,6 @@ timeouts, and all checks run at once. `run` gives them in a fixed order.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,10 +29,10 @@ from postroom.dns.lookup import DnsLookup, reverse_name
 from postroom.dns.resolver import DnsTemporaryError
 from postroom.mailauth import dmarc, mta_sts, spf, tlsrpt
 from postroom.mailauth.keys import Algorithm, public_of
-from postroom.mailauth.taglist import TagListError, parse_tag_list
 from postroom.services import dkim_keys, dnsbl
 from postroom.services import dns_records as records
 from postroom.services import doctor_local as local
+from postroom.services.dns_answers import dkim_public, is_global, mx_host
 from postroom.services.doctor_report import Check, Status
 from postroom.storage.api import Tx
 from postroom.storage.records import DkimKey, QueueEntry
@@ -190,7 +189,7 @@ class Doctor:
                 ),
                 [],
             )
-        private = [a for a in addresses if not _is_global(a)]
+        private = [a for a in addresses if not is_global(a)]
         detail = f"{host} has {', '.join(addresses)}"
         if private:
             return (
@@ -292,7 +291,7 @@ class Doctor:
         answer = await self.lookup.query(domain, "MX")
         if answer.nxdomain:
             return [Check("mx", domain, "fail", f"{domain} does not exist in DNS", fix)]
-        hosts = [_mx_host(text) for text in answer.records]
+        hosts = [mx_host(text) for text in answer.records]
         if not hosts:
             return [Check("mx", domain, "fail", f"{domain} has no MX record", fix)]
         if any(name == "." for _, name in hosts):
@@ -363,7 +362,7 @@ class Doctor:
         serious: Status = "fail" if key.state == "active" else "warn"
         state = f"{key.state} {key.algorithm} key"
         answer = await self.lookup.query(name, "TXT")
-        published = [_p_tag(text) for text in answer.records]
+        published = [dkim_public(text) for text in answer.records]
         keyed = [p for p in published if p is not None]
         if not keyed:
             what = "no DKIM record" if not answer.records else "no parseable DKIM record"
@@ -519,7 +518,7 @@ class Doctor:
             ]
         mx_answer = await self.lookup.query(domain, "MX")
         hosts = {self.hostname.lower()} | {
-            name for _, name in (_mx_host(t) for t in mx_answer.records) if name != "."
+            name for _, name in (mx_host(t) for t in mx_answer.records) if name != "."
         }
         uncovered = sorted(h for h in hosts if not mta_sts.mx_matches(h, policy.mx))
         if uncovered and policy.mode != "none":
@@ -596,33 +595,6 @@ class Doctor:
                 )
             ]
         return [Check("dnsbl", subject, "ok", f"{address} is not listed on {zone}")]
-
-
-def _is_global(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_global
-    except ValueError:
-        return False
-
-
-def _mx_host(text: str) -> tuple[int, str]:
-    """(preference, host) of an MX record text "preference host"; the root is "."."""
-    pref, _, host = text.partition(" ")
-    name = host.strip().lower().rstrip(".") or "."
-    return (int(pref) if pref.isdigit() and len(pref) <= 5 else 0, name)
-
-
-def _p_tag(text: str) -> str | None:
-    """The p= of a DKIM key record (RFC 6376 §3.6.1), whitespace removed; None when the text
-    is not a tag list with p=."""
-    if len(text) > dkim_keys.MAX_RECORD:
-        return None
-    try:
-        tags = parse_tag_list(text)
-    except TagListError:
-        return None
-    value = tags.get("p")
-    return None if value is None else "".join(value.split())
 
 
 def _short(public: str) -> str:

@@ -33,7 +33,12 @@ MAX_ADDRESSES = 20
 
 
 class VacationError(ValueError):
-    """A form value that cannot go into the script; the message says which and why."""
+    """A form value that cannot go into the script; the message says which and why, `field`
+    names the form's field ("" when it is about none)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -69,22 +74,26 @@ def checked(subject: str, message: str, days: str, addresses: str) -> Vacation:
     """The form's values as settings, or VacationError naming the field that is wrong."""
     subject = subject.strip()
     if len(subject) > MAX_SUBJECT or any(not c.isprintable() for c in subject):
-        raise VacationError(f"The subject must be one line of at most {MAX_SUBJECT} characters.")
+        raise VacationError(
+            f"The subject must be one line of at most {MAX_SUBJECT} characters.", "subject"
+        )
     if not message.strip():
-        raise VacationError("The message must not be empty.")
+        raise VacationError("The message must not be empty.", "message")
     if "\0" in message:
-        raise VacationError("The message must not contain NUL characters.")
+        raise VacationError("The message must not contain NUL characters.", "message")
     try:
         number = int(days)
     except ValueError:
-        raise VacationError("Days must be a whole number.") from None
+        raise VacationError("Days must be a whole number.", "days") from None
     if not 1 <= number <= MAX_DAYS:
-        raise VacationError(f"Days must be between 1 and {MAX_DAYS}.")
+        raise VacationError(f"Days must be between 1 and {MAX_DAYS}.", "days")
     listed = tuple(a for a in addresses.replace(",", " ").split() if a)
     if len(listed) > MAX_ADDRESSES or any(
         a.count("@") != 1 or not a.isprintable() or '"' in a for a in listed
     ):
-        raise VacationError(f"Addresses: at most {MAX_ADDRESSES} addresses like you@example.org.")
+        raise VacationError(
+            f"Addresses: at most {MAX_ADDRESSES} addresses like you@example.org.", "addresses"
+        )
     return Vacation(subject, message.rstrip("\r\n"), number, listed)
 
 

@@ -32,6 +32,7 @@ from postroom.storage.records import (
     ClaimedRecipient,
     DkimKey,
     DkimKeyState,
+    EvaluationDay,
     EvaluationRecord,
     FetchRow,
     FlagWrite,
@@ -377,7 +378,18 @@ class Dmarc(Protocol):
         and report ID is kept already."""
 
     def reports(self, domain: str | None = None) -> list[ReceivedReport]:
-        """The reports kept (about `domain` only, when given), by period then reporter."""
+        """The reports kept (about `domain` only, when given), by period then reporter; each
+        with its `id`."""
+
+    def report_page(
+        self, domain: str | None, begin: int | None, end: int | None, limit: int, offset: int = 0
+    ) -> list[ReceivedReport]:
+        """Reports (about `domain` only, when given) whose period overlaps [begin, end) (None:
+        unbounded), newest period first, `limit` of them after skipping `offset`; each with
+        its `id`."""
+
+    def report(self, report_id: int) -> ReceivedReport | None:
+        """The report kept with this `id`; None when there is none."""
 
     def forget_reports(self, before: float) -> int:
         """Drop the reports whose period ended before `before`; how many went."""
@@ -393,6 +405,10 @@ class Dmarc(Protocol):
 
     def evaluations(self, policy_domain: str, begin: float, end: float) -> list[EvaluationRecord]:
         """The counted evaluations of the UTC days starting in [begin, end), by day."""
+
+    def evaluation_days(self, limit: int) -> list[EvaluationDay]:
+        """The evaluations not reported yet, added up per Policy Domain and UTC day: the newest
+        day first, then the most messages; at most `limit`."""
 
     def forget_evaluations(self, policy_domain: str | None, end: float) -> int:
         """Drop the evaluations of the UTC days starting before `end`, of one Policy Domain

@@ -265,6 +265,7 @@ class ReceivedReport:
     message_id: str = ""
     schema: str = "rfc7489"
     errors: tuple[str, ...] = ()
+    id: int = field(default=0, compare=False)  # the store's number for it; 0 before it is kept
 
     @property
     def messages(self) -> int:
@@ -300,6 +301,22 @@ class EvaluationRecord:
     rua: tuple[str, ...] = ()
     wants_reports: bool = False
     count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationDay:
+    """Our evaluations of one Policy Domain's mail on one UTC day, added up: what the aggregate
+    report we send about that day will count (when the domain asks for reports)."""
+
+    policy_domain: str
+    day: int  # start of the UTC day, Unix seconds
+    results: tuple[tuple[str, int], ...]  # messages by DMARC result, most first
+    sources: int  # distinct source IPs
+    wants_reports: bool
+
+    @property
+    def messages(self) -> int:
+        return sum(count for _, count in self.results)
 
 
 # --- queue and history -------------------------------------------------------------------------

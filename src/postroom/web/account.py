@@ -44,7 +44,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         try:
             made = await app_passwords.create(ctx.store, login.user.address, name)
         except app_passwords.AppPasswordError as error:
-            return await show(request, login, 400, error=str(error))
+            return await show(request, login, 400, error=str(error), error_for="app-name")
         # Shown in this answer only (never cached: no-store); the store keeps its hash.
         return await show(request, login, 201, new_app=(name.strip(), made))
 
@@ -67,20 +67,20 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         address = login.user.address
         current, new, again = (str(form.get(key, "")) for key in ("current", "new", "again"))
 
-        async def refused(status: int, error: str) -> Response:
-            return await show(request, login, status, error=error)
+        async def refused(status: int, error: str, field: str = "") -> Response:
+            return await show(request, login, status, error=error, error_for=field)
 
         if new != again:
-            return await refused(400, "The new password and its repetition differ.")
+            return await refused(400, "The new password and its repetition differ.", "again")
         verdict = await password_ok(ctx, request, address, current)
         if verdict is None:
             return await refused(503, "Passwords cannot be checked now; try again later.")
         if not verdict:
-            return await refused(403, "The current password is wrong.")
+            return await refused(403, "The current password is wrong.", "current")
         try:
             hashed = await asyncio.to_thread(accounts.hash_password, new)
         except accounts.PasswordError as error:
-            return await refused(400, str(error))
+            return await refused(400, str(error), "new")
         keep = login.session
         await ctx.store.write(lambda tx: accounts.set_password(tx, address, hashed, keep))
         ctx.accounts_changed()

@@ -64,7 +64,12 @@ USER_PATHS = {
 
 
 class Refused(Exception):
-    """An operation refused for the request's data; the message is for the admin."""
+    """An operation refused for the request's data; the message is for the admin, `field`
+    the id of the form field it is about ("" for none)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def hour_text(moment: float) -> str:
@@ -83,7 +88,8 @@ async def create_user(ctx: WebContext, address: str, password: str, admin: bool)
         hashed = await asyncio.to_thread(accounts.hash_password, password)
         await ctx.store.write(lambda tx: accounts.add_user(tx, address, hashed, admin=admin))
     except (accounts.AccountError, StoreError) as error:
-        raise Refused(str(error)) from None
+        field = "new-password" if isinstance(error, accounts.PasswordError) else "new-address"
+        raise Refused(str(error), field) from None
     ctx.accounts_changed()
     return address
 
@@ -93,7 +99,7 @@ async def set_password(ctx: WebContext, address: str, password: str) -> None:
         hashed = await asyncio.to_thread(accounts.hash_password, password)
         await ctx.store.write(lambda tx: accounts.set_password(tx, address, hashed))
     except (accounts.AccountError, StoreError) as error:
-        raise Refused(str(error)) from None
+        raise Refused(str(error), f"pw-{address}") from None
     ctx.accounts_changed()
 
 
@@ -255,7 +261,9 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             return login
         return await _users_page(request, login, 200, "")
 
-    async def _users_page(request: Request, login: Login, status: int, error: str) -> Response:
+    async def _users_page(
+        request: Request, login: Login, status: int, error: str, **typed: str
+    ) -> Response:
         summaries = await ctx.store.read(accounts.users)
         rows = [
             {"address": u.address, "admin": u.admin, "created_text": clock(u.created)}
@@ -263,7 +271,14 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         ]
         notice = NOTICES.get(request.query_params.get("done", ""))
         return ctx.render(
-            request, "admin_users.html", status, login=login, users=rows, error=error, notice=notice
+            request,
+            "admin_users.html",
+            status,
+            login=login,
+            users=rows,
+            error=error,
+            notice=notice,
+            **typed,
         )
 
     def user_change(action: str) -> Route:
@@ -275,7 +290,10 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             try:
                 await _change_user(action, login, form)
             except Refused as error:
-                return await _users_page(request, login, 400, str(error))
+                typed = str(form.get("address", "")) if action == "created" else ""
+                return await _users_page(
+                    request, login, 400, str(error), error_for=error.field, typed_address=typed
+                )
             return RedirectResponse(f"/admin/users?done={action}", status_code=303)
 
         return Route(USER_PATHS[action], handle, methods=["POST"])
@@ -289,7 +307,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         elif action == "admin":
             await set_admin(ctx, login, address, form.get("admin") == "on")
         elif form.get("confirm") != "yes":
-            raise Refused("Tick the box to confirm the deletion.")
+            raise Refused("Tick the box to confirm the deletion.", f"confirm-{address}")
         else:
             await delete_user(ctx, login, address)
 
@@ -326,7 +344,9 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             return login
         return await _aliases_page(request, login, 200, "")
 
-    async def _aliases_page(request: Request, login: Login, status: int, error: str) -> Response:
+    async def _aliases_page(
+        request: Request, login: Login, status: int, error: str, **typed: object
+    ) -> Response:
         listing = await ctx.store.read(accounts.aliases)
         notice = NOTICES.get(request.query_params.get("done", ""))
         return ctx.render(
@@ -337,6 +357,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             aliases=sorted(listing.items()),
             error=error,
             notice=notice,
+            **typed,
         )
 
     async def alias_change(request: Request) -> Response:
@@ -354,7 +375,18 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
                 targets = str(form.get("targets", "")).replace(",", " ").split()
                 await add_alias(ctx, address, targets)
         except Refused as error:
-            return await _aliases_page(request, login, 400, str(error))
+            if deleting:
+                return await _aliases_page(request, login, 400, str(error))
+            # The alias and its targets as typed, the error tied to both fields.
+            return await _aliases_page(
+                request,
+                login,
+                400,
+                str(error),
+                error_for=("alias-address", "alias-targets"),
+                typed_address=address,
+                typed_targets=str(form.get("targets", "")),
+            )
         done = "unalias" if deleting else "alias"
         return RedirectResponse(f"/admin/aliases?done={done}", status_code=303)
 
@@ -417,7 +449,14 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         if len(query) > MAX_QUERY:
             error = f"A query has at most {MAX_QUERY} characters."
             return ctx.render(
-                request, "admin_trace.html", 400, login=login, query="", traces=[], error=error
+                request,
+                "admin_trace.html",
+                400,
+                login=login,
+                query="",
+                traces=[],
+                error=error,
+                error_for="trace-q",
             )
         found = await trace.trace(ctx.store, query) if query else []
         return ctx.render(

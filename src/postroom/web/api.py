@@ -3,8 +3,8 @@
 Authentication: `Authorization: Bearer TOKEN` (RFC 6750 §2.1) with a token from `postroom user
 token ADDR`, or the browser session's cookie — then every request that changes something
 carries the session's CSRF token in `X-CSRF-Token` (`GET /api/v1/me` tells it) and no foreign
-Origin. HTTPS only. Users, aliases, the queue and traces need an admin; `/api/v1/me` is
-every user's.
+Origin. HTTPS only. Users, aliases, the queue, traces and DNS checks need an admin;
+`/api/v1/me` is every user's.
 
     GET    /api/v1/me                      {"address", "admin", "aliases", "csrf"}
     POST   /api/v1/me/password             {"current", "new"}                 → 204
@@ -19,6 +19,10 @@ every user's.
     GET    /api/v1/queue                   as `postroom queue list --json`
     POST   /api/v1/queue/{id}/{retry|hold|release|delete}  {"recipients": N}
     GET    /api/v1/trace?q=QUERY           as `postroom trace QUERY --json` ([] for none)
+    GET    /api/v1/domains/{domain}/dns    the DNS check (web/domain_check.py)
+    GET    /api/v1/dmarc/reports[?domain=&from=&to=&page=]  the DMARC aggregate reports
+                                           received, newest first, without rows; Link: rel=next
+    GET    /api/v1/dmarc/reports/{id}      one, as `postroom dmarc reports --json` gives it
 
 Errors are `{"error": "..."}` with 400 (bad request), 401 (no or unknown credentials, with
 `WWW-Authenticate: Bearer`), 403 (not an admin, CSRF), 404 (unknown path).
@@ -38,7 +42,7 @@ from starlette.routing import BaseRoute, Route
 
 from postroom.services import accounts, trace
 from postroom.services.queue_view import entry_json
-from postroom.web import admin
+from postroom.web import admin, reports
 from postroom.web.auth import (
     MAX_SECRET,
     SAFE_METHODS,
@@ -190,6 +194,12 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         found = await trace.trace(ctx.store, query)
         return JSONResponse([t.to_json() for t in found])
 
+    async def dmarc_reports(request: Request, login: Login) -> Response:
+        return await reports.api_list(ctx, request)
+
+    async def dmarc_report(request: Request, login: Login) -> Response:
+        return await reports.api_report(ctx, request)
+
     return [
         endpoint("/api/v1/me", "GET", me, admin_only=False),
         endpoint("/api/v1/me/password", "POST", my_password, admin_only=False),
@@ -204,4 +214,6 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         endpoint("/api/v1/queue", "GET", queue, admin_only=True),
         endpoint("/api/v1/queue/{message_id}/{action}", "POST", queue_change, admin_only=True),
         endpoint("/api/v1/trace", "GET", trace_of, admin_only=True),
+        endpoint("/api/v1/dmarc/reports", "GET", dmarc_reports, admin_only=True),
+        endpoint("/api/v1/dmarc/reports/{id}", "GET", dmarc_report, admin_only=True),
     ]

@@ -111,21 +111,27 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         new = form.get("new") == "1"
         if not valid_name(name):
             error = "A script name is 1 to 128 characters, without control characters."
-            return editor(request, login, name, source, 400, new=new, error=error)
+            return editor(request, login, name, source, 400, new=new, error=error, error_for="name")
         problem = compile_problem(source, name)
         if problem is not None:
             error = f"Not saved: line {problem}"
-            return editor(request, login, name, source, 400, new=new, error=error)
+            return editor(
+                request, login, name, source, 400, new=new, error=error, error_for="source"
+            )
         address = login.user.address
         if new:
             exists = await sieve_scripts.perform(ctx.store, address, ev.GetScript(name))
             if isinstance(exists, ev.Source):
                 error = f"A script called {name} exists already; pick another name."
-                return editor(request, login, name, source, 409, new=new, error=error)
+                return editor(
+                    request, login, name, source, 409, new=new, error=error, error_for="name"
+                )
         done = await sieve_scripts.perform(ctx.store, address, ev.PutScript(name, source))
         if isinstance(done, ev.Refused):
             status = _refusal_status(done)
-            return editor(request, login, name, source, status, new=new, error=done.text)
+            return editor(
+                request, login, name, source, status, new=new, error=done.text, error_for="source"
+            )
         return RedirectResponse(f"/account/filters/edit?name={quote(name)}&done=saved", 303)
 
     async def change(
@@ -166,6 +172,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         status: int = 200,
         error: str | None = None,
         typed: dict[str, object] | None = None,
+        error_for: str = "",
     ) -> Response:
         address = login.user.address
         user = await ctx.store.read(lambda tx: tx.accounts.get_user(address))
@@ -186,6 +193,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             active=active,
             notice=VACATION_NOTICES.get(done or ""),
             error=error,
+            error_for=error_for,
             max_days=vacation.MAX_DAYS,
         )
 
@@ -207,7 +215,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
             subject, message, days, addresses = values
             typed: dict[str, object] = {"subject": subject, "message": message, "days": days}
             typed["addresses"] = addresses.replace(",", " ").split()
-            return await vacation_form(request, login, 400, str(error), typed)
+            return await vacation_form(request, login, 400, str(error), typed, error.field)
         return RedirectResponse(f"/account/vacation?done={done}", 303)
 
     return [

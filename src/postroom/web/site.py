@@ -26,6 +26,7 @@ def build_app(config: Config, routes: Sequence[BaseRoute]) -> RequestGuard:
         name = html.escape(config.hostname)
         return HTMLResponse(
             "<!doctype html><html lang=en><meta charset=utf-8>"
+            '<meta name=viewport content="width=device-width, initial-scale=1">'
             f"<title>{name}</title><h1>{name}</h1><p>A postroom mail server.</p></html>"
         )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from postroom.storage.records import EvaluationRecord, ReceivedReport, ReceivedRow
+from postroom.storage.records import EvaluationDay, EvaluationRecord, ReceivedReport, ReceivedRow
 
 if TYPE_CHECKING:
     from postroom.storage.sqlite.connection import SqliteTx
@@ -19,6 +19,7 @@ _REPORT_COLUMNS = (
     "reporter, email, report_id, begin_time, end_time, domain, policy, schema, errors,"
     " received, message_id, rows"
 )
+_REPORT_SELECT = f"SELECT {_REPORT_COLUMNS}, id FROM dmarc_reports"
 _EVALUATION_COLUMNS = (
     "policy_domain, day, source_ip, header_from, results, count, last_seen, record, rua,"
     " wants_reports"
@@ -59,13 +60,40 @@ class SqliteDmarc:
         return cursor.rowcount == 1
 
     def reports(self, domain: str | None = None) -> list[ReceivedReport]:
-        query = f"SELECT {_REPORT_COLUMNS} FROM dmarc_reports"
+        query = _REPORT_SELECT
         args: tuple[object, ...] = ()
         if domain is not None:
             query += " WHERE domain = ?"
             args = (domain.lower().rstrip("."),)
         query += " ORDER BY begin_time, reporter, report_id"
         return [_report(row) for row in self.conn.execute(query, args)]
+
+    def report_page(
+        self, domain: str | None, begin: int | None, end: int | None, limit: int, offset: int = 0
+    ) -> list[ReceivedReport]:
+        where: list[str] = ["1"]
+        args: list[object] = []
+        if domain is not None:
+            where.append("domain = ?")  # the index (domain, begin_time) gives the order too
+            args.append(domain.lower().rstrip("."))
+        if begin is not None:
+            where.append("end_time >= ?")
+            args.append(begin)
+        if end is not None:
+            where.append("begin_time < ?")
+            args.append(end)
+        # The page's ids first: sorting reads no rows column (a report's rows may be megabytes).
+        query = (
+            f"{_REPORT_SELECT} WHERE id IN (SELECT id FROM dmarc_reports"
+            f" WHERE {' AND '.join(where)} ORDER BY begin_time DESC, id DESC LIMIT ? OFFSET ?)"
+            " ORDER BY begin_time DESC, id DESC"
+        )
+        rows = self.conn.execute(query, (*args, limit, offset))
+        return [_report(row) for row in rows]
+
+    def report(self, report_id: int) -> ReceivedReport | None:
+        row = self.conn.execute(f"{_REPORT_SELECT} WHERE id = ?", (report_id,)).fetchone()
+        return None if row is None else _report(row)
 
     def forget_reports(self, before: float) -> int:
         cursor = self.conn.execute("DELETE FROM dmarc_reports WHERE end_time < ?", (before,))
@@ -124,6 +152,37 @@ class SqliteDmarc:
             (policy_domain.lower(), begin, end),
         )
         return [_evaluation(row) for row in rows]
+
+    def evaluation_days(self, limit: int) -> list[EvaluationDay]:
+        # The table holds a few days at most (reported daily, dropped after a week).
+        results: dict[tuple[str, int], dict[str, int]] = {}
+        wants: dict[tuple[str, int], bool] = {}
+        for domain, day, result, count, asked in self.conn.execute(
+            "SELECT policy_domain, day, json_extract(results, '$[0]'), sum(count),"
+            " max(wants_reports) FROM dmarc_evaluations GROUP BY 1, 2, 3"
+        ):
+            key = (str(domain), int(day))
+            results.setdefault(key, {})[str(result)] = int(count)
+            wants[key] = wants.get(key, False) or bool(asked)
+        sources = {
+            (str(domain), int(day)): int(count)
+            for domain, day, count in self.conn.execute(
+                "SELECT policy_domain, day, count(DISTINCT source_ip) FROM dmarc_evaluations"
+                " GROUP BY 1, 2"
+            )
+        }
+        found = [
+            EvaluationDay(
+                policy_domain=key[0],
+                day=key[1],
+                results=tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0]))),
+                sources=sources[key],
+                wants_reports=wants[key],
+            )
+            for key, counts in results.items()
+        ]
+        found.sort(key=lambda d: (-d.day, -d.messages, d.policy_domain))
+        return found[:limit]
 
     def forget_evaluations(self, policy_domain: str | None, end: float) -> int:
         if policy_domain is None:
@@ -188,6 +247,7 @@ def _report(row: Any) -> ReceivedReport:
         received=float(row[9]),
         message_id=str(row[10]),
         rows=rows,
+        id=int(row[12]),
     )
 
 
