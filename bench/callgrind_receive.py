@@ -3,16 +3,20 @@ the inbound checks off takes 100, then 600 messages over one smtplib session; th
 divided by 500 leaves start-up and shutdown out. Deterministic where wall-clock rates on a
 shared machine are not (Postfix alone swings from 400 to 700 msg/s between identical runs).
 
-usage: .venv/bin/python bench/callgrind_receive.py [REPO]   (REPO: a checkout with its .venv)
+usage: .venv/bin/python bench/callgrind_receive.py [--connections] [--keep DIR] [REPO]
+  REPO: a checkout with its .venv. --connections: a connection per message, as smtp-source
+  makes them in `make bench` (greeting, EHLO and QUIT counted too). --keep DIR: keep the
+  callgrind output files there (for callgrind_annotate).
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import shutil
 import smtplib
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +32,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def instructions(repo: Path, messages: int) -> int:
+def instructions(repo: Path, messages: int, connections: bool, keep: Path | None) -> int:
     """Callgrind's instruction total for a server that received `messages` messages."""
     postroom = repo / ".venv" / "bin" / "postroom"
     work = Path(tempfile.mkdtemp(prefix="callgrind-"))
@@ -73,21 +77,35 @@ def instructions(repo: Path, messages: int) -> int:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        with smtplib.SMTP("127.0.0.1", port, timeout=300) as client:
+        if connections:
             for _ in range(messages):
-                client.sendmail("a@remote.test", ["u@bench.test"], MESSAGE)
+                with smtplib.SMTP("127.0.0.1", port, timeout=300) as client:
+                    client.sendmail("a@remote.test", ["u@bench.test"], MESSAGE)
+        else:
+            with smtplib.SMTP("127.0.0.1", port, timeout=300) as client:
+                for _ in range(messages):
+                    client.sendmail("a@remote.test", ["u@bench.test"], MESSAGE)
     finally:
         server.terminate()
         server.wait(300)
     found = re.search(r"^(?:summary|totals): (\d+)", output.read_text(errors="replace"), re.M)
     assert found, f"no instruction total in {output}"
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(output, keep / f"callgrind.{messages}.out")
     return int(found[1])
 
 
 def main() -> None:
-    repo = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1])
-    few, many = instructions(repo, 100), instructions(repo, 600)
-    print(f"{repo}: {(many - few) / 500 / 1e6:.3f} M instructions per received message")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", action="store_true")
+    parser.add_argument("--keep", type=Path)
+    parser.add_argument("repo", nargs="?", type=Path, default=Path(__file__).resolve().parents[1])
+    args = parser.parse_args()
+    few = instructions(args.repo, 100, args.connections, args.keep)
+    many = instructions(args.repo, 600, args.connections, args.keep)
+    per = "connection and message" if args.connections else "received message"
+    print(f"{args.repo}: {(many - few) / 500 / 1e6:.3f} M instructions per {per}")
 
 
 if __name__ == "__main__":

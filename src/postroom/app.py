@@ -270,7 +270,7 @@ class MailServer:
                 )
             )
         kinds = self._service_kinds(context, ingress)
-        for name, endpoint in self.config.listen.enabled().items():
+        for name, endpoints in self.config.listen.enabled().items():
             if name in WEB_SERVICES:
                 continue
             if name not in kinds:
@@ -278,18 +278,19 @@ class MailServer:
                 continue
             kind = kinds[name](name)
             self._kinds.append(kind)
-            listener = Listener(
-                name,
-                endpoint.host,
-                endpoint.port,
-                kind.handler,
-                ssl_context=context if name in IMPLICIT_TLS else None,
-                max_per_ip=self.config.limits.connections_per_ip,
-                max_total=self.config.limits.connections,
-                refuse=kind.refuse,
-            )
-            await listener.start()
-            self.listeners.append(listener)
+            for endpoint in endpoints:  # one socket per address: IPv4 and IPv6 side by side
+                listener = Listener(
+                    name,
+                    endpoint.host,
+                    endpoint.port,
+                    kind.handler,
+                    ssl_context=context if name in IMPLICIT_TLS else None,
+                    max_per_ip=self.config.limits.connections_per_ip,
+                    max_total=self.config.limits.connections,
+                    refuse=kind.refuse,
+                )
+                await listener.start()
+                self.listeners.append(listener)
         self.web = auth.WebContext.build(
             self.config, self.store, ingress.authenticator, self.scheduler.wake
         )
@@ -308,25 +309,27 @@ class MailServer:
             return
         app = build_app(self.config, self._web_routes())
         for name in sorted(WEB_SERVICES & enabled.keys()):
-            endpoint = enabled[name]
-            listener = HttpListener(
-                name,
-                endpoint.host,
-                endpoint.port,
-                app,
-                ssl_context=context if name == "https" else None,
-                max_connections=self.config.limits.connections,
-            )
-            try:
-                await listener.start()
-            except OSError as error:
-                raise ListenError(name, endpoint.host, endpoint.port, error) from None
-            self.web_listeners.append(listener)
+            for endpoint in enabled[name]:
+                listener = HttpListener(
+                    name,
+                    endpoint.host,
+                    endpoint.port,
+                    app,
+                    ssl_context=context if name == "https" else None,
+                    max_connections=self.config.limits.connections,
+                )
+                try:
+                    await listener.start()
+                except OSError as error:
+                    raise ListenError(name, endpoint.host, endpoint.port, error) from None
+                self.web_listeners.append(listener)
 
     def _web_routes(self) -> list[BaseRoute]:
         """What each part of the HTTP surface serves; a new part adds its routes here."""
         assert self.context is not None and self.authenticator is not None
-        ports = {listener.name: listener.port for listener in self.listeners}
+        ports: dict[str, int] = {}
+        for listener in self.listeners:  # a service's first address gives the port told
+            ports.setdefault(listener.name, listener.port)
         web = self.web
         admin_site = (auth, account, filters, admin, reports, api) if web is not None else ()
         return [

@@ -77,9 +77,7 @@ class Endpoint:
             if not sep or not host:
                 raise Invalid(f"{text!r} has no host:port", example)
             if ":" in host:
-                raise Invalid(
-                    f"{text!r} is ambiguous", "put IPv6 addresses in brackets, such as [::1]:2525"
-                )
+                raise Invalid(f"{text!r} is ambiguous", _bracket_fix(host, port_text))
             if not is_hostname(host):
                 raise Invalid(f"{host!r} is not a valid host name or IPv4 address", example)
         if not port_text.isascii() or not port_text.isdigit():
@@ -93,6 +91,18 @@ class Endpoint:
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+
+def _bracket_fix(host: str, port_text: str) -> str:
+    """How to write an IPv6 address with a port: in brackets, the port after them ("::25" was
+    split after "::", so the address is "::")."""
+    for address in (host, host + ":"):
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            continue
+        return f'put the IPv6 address in brackets, the port after them: "[{address}]:{port_text}"'
+    return "put IPv6 addresses in brackets, such as [::1]:2525"
 
 
 LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")

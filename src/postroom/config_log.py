@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from postroom import config_checks as checks
-from postroom.config_web import Reader
+from postroom.config_common import Reader
 
 FORMATS = ("text", "json")
 

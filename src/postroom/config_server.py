@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from postroom import config_checks as checks
-from postroom.config_web import Reader
+from postroom.config_common import Reader
 
 # What useradd accepts by default (shadow's is_valid_user_name, without the trailing $).
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}\Z")

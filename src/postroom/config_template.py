@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from postroom.config import (
-    _DEFAULT_DATA_DIR,
-    DEFAULT_DOMAINS,
-    DEFAULT_LISTEN,
-    DeliveryConfig,
-    LimitsConfig,
-    QueueConfig,
-    default_hostname,
-)
+from postroom.config import _DEFAULT_DATA_DIR, DEFAULT_DOMAINS, default_hostname
 from postroom.config_checks import domains as check_domains
 from postroom.config_checks import hostname as check_hostname
 from postroom.config_checks import toml_string
+from postroom.config_limits import LimitsConfig
+from postroom.config_listen import DEFAULT_LISTEN
+from postroom.config_outbound import DeliveryConfig
+from postroom.config_queue import QueueConfig
 from postroom.durations import format_duration
 
 
@@ -23,7 +19,7 @@ def render_default_config(
     hostname: str | None = None,
     domains: Sequence[str] = DEFAULT_DOMAINS,
     *,
-    listen: Mapping[str, str] = DEFAULT_LISTEN,
+    listen: Mapping[str, str | Sequence[str]] = DEFAULT_LISTEN,
     data_dir: str = _DEFAULT_DATA_DIR,
     acme_email: str | None = None,
 ) -> str:
@@ -68,8 +64,14 @@ def render_default_config(
         "http": "web admin, ACME, autoconfig, metrics (usually 80)",
         "https": "the same over TLS (usually 443)",
     }
+
+    def addresses(value: str | Sequence[str]) -> str:
+        if isinstance(value, str):
+            return toml_string(value)
+        return "[" + ", ".join(toml_string(address) for address in value) + "]"
+
     listen_rows = section(
-        [(name, toml_string(addr), listen_comments[name]) for name, addr in listen.items()]
+        [(name, addresses(addr), listen_comments[name]) for name, addr in listen.items()]
     )
     tls = section(
         [
@@ -167,7 +169,8 @@ def render_default_config(
 {top}
 
 [listen]
-# "host:port" per service ("[::]:25" for IPv6; port 0 picks a free port).
+# "host:port" per service, or a list: ["0.0.0.0:25", "[::]:25"] for IPv4 and IPv6 (an IPv6
+# address in brackets; "[::]" takes IPv6 only). Port 0 picks a free port.
 # Only the services listed here are started: comment a line out to disable it.
 {listen_rows}
 

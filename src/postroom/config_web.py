@@ -6,15 +6,14 @@ kept apart so each table's dataclass sits beside its validation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from postroom import config_checks as checks
 from postroom.config_checks import IPNetwork
-
-_T = TypeVar("_T")
+from postroom.config_common import Reader
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 MAX_BODY_LIMIT = 64 * 1024 * 1024
@@ -40,16 +39,6 @@ class AcmeConfig:
 
 WEB_KEYS = tuple(f.name for f in fields(WebConfig))
 ACME_KEYS = tuple(f.name for f in fields(AcmeConfig))
-
-
-class Reader(Protocol):
-    """What the table readers need of config's reader (errors name file, key and fix)."""
-
-    def check(self, key: str, convert: Callable[..., _T], *args: Any) -> _T: ...
-
-    def table(self, doc: Mapping[str, Any], name: str, known: Sequence[str]) -> dict[str, Any]: ...
-
-    def resolve(self, text: str) -> Path: ...
 
 
 def read_web(reader: Reader, doc: Mapping[str, Any]) -> WebConfig:

@@ -72,6 +72,28 @@ def free_ports(count: int, host: str = HOST) -> list[int]:
             sock.close()
 
 
+def free_ports_on(count: int, hosts: tuple[str, ...]) -> list[int]:
+    """Distinct TCP ports free on every one of `hosts` at once (the same number on each)."""
+    if len(hosts) == 1:
+        return free_ports(count, hosts[0])
+    for _ in range(20):
+        candidates = free_ports(count, hosts[0])
+        held: list[socket.socket] = []
+        try:
+            for host in hosts[1:]:
+                for port in candidates:
+                    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+                    held.append(sock)
+                    sock.bind((host, port))
+            return candidates
+        except OSError:
+            continue  # taken on another host: pick again
+        finally:
+            for sock in held:
+                sock.close()
+    raise AssertionError(f"no {count} ports free on all of {hosts}")
+
+
 def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -115,10 +137,13 @@ class Postroom:
         host: str = HOST,
         tls: dict[str, str] | None = None,
         extra: str = "",
+        also: tuple[str, ...] = (),
     ) -> None:
         self.root = root
         self.extra = extra  # more TOML tables, e.g. [dns]/[delivery]/[queue] for outbound tests
         self.host = host
+        # Every service listens on each of these, at the same port ([listen] keys as lists).
+        self.hosts = (host, *also)
         self.tls = dict(tls or {})
         root.mkdir(parents=True, exist_ok=True)
         self.config_path = root / "postroom.toml"
@@ -127,7 +152,7 @@ class Postroom:
         self.hostname = HOSTNAME
         self.domain = DOMAIN
         self.passwords = dict(PASSWORDS)
-        self.ports = dict(zip(services, free_ports(len(services), host), strict=True))
+        self.ports = dict(zip(services, free_ports_on(len(services), self.hosts), strict=True))
         self.limits = dict(limits or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_codes: list[int] = []
@@ -150,7 +175,10 @@ class Postroom:
             f"domains = {toml_value([self.domain])}",
             "",
             "[listen]",
-            *(f"{name} = {toml_value(self.endpoint(port))}" for name, port in self.ports.items()),
+            *(
+                f"{name} = {toml_value(self.listen_value(port))}"
+                for name, port in self.ports.items()
+            ),
             "",
             "[limits]",
             *(f"{key} = {toml_value(value)}" for key, value in self.limits.items()),
@@ -170,8 +198,14 @@ class Postroom:
             lines += ["[verify]", "enabled = false", ""]
         self.config_path.write_text("\n".join(lines), encoding="utf-8")
 
-    def endpoint(self, port: int) -> str:
-        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+    def endpoint(self, port: int, host: str | None = None) -> str:
+        host = self.host if host is None else host
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def listen_value(self, port: int) -> str | list[str]:
+        if len(self.hosts) == 1:
+            return self.endpoint(port)
+        return [self.endpoint(port, host) for host in self.hosts]
 
     @property
     def smtp_port(self) -> int:
@@ -294,20 +328,20 @@ class Postroom:
                 lost_race = "address already in use" in self.log(current=True)
                 if not lost_race or attempt == 2 or self.proc.poll() is None:
                     raise
-                ports = free_ports(len(self.ports), self.host)
+                ports = free_ports_on(len(self.ports), self.hosts)
                 self.ports = dict(zip(self.ports, ports, strict=True))
                 self.write_config()
 
     def wait_ready(self, timeout: float) -> None:
         """Poll until every configured port accepts a TCP connection."""
         deadline = time.monotonic() + timeout
-        pending = dict(self.ports)
+        pending = {(name, host): port for name, port in self.ports.items() for host in self.hosts}
         while pending:
             self.check_alive()
-            for name, port in list(pending.items()):
+            for (name, host), port in list(pending.items()):
                 with contextlib.suppress(OSError):
-                    socket.create_connection((self.host, port), timeout=1.0).close()
-                    del pending[name]
+                    socket.create_connection((host, port), timeout=1.0).close()
+                    del pending[name, host]
             if not pending:
                 break
             if time.monotonic() >= deadline:
@@ -471,6 +505,7 @@ def postroom_factory(tmp_path: Path, user_template: Path) -> Iterator[Callable[.
         host: str = HOST,
         tls: dict[str, str] | None = None,
         extra: str = "",
+        also: tuple[str, ...] = (),
     ) -> Postroom:
         root = tmp_path / (name or f"server{len(servers)}")
         server = Postroom(
@@ -481,6 +516,7 @@ def postroom_factory(tmp_path: Path, user_template: Path) -> Iterator[Callable[.
             host=host,
             tls=tls,
             extra=extra,
+            also=also,
         )
         servers.append(server)
         if start:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from postroom.cli.setup import has_ipv6
 from postroom.config import load_config
 
 from .conftest import (
@@ -31,7 +32,7 @@ from .conftest import (
     BOB,
     Factory,
     Postroom,
-    free_ports,
+    free_ports_on,
     postroom_executable,
     require_program,
     toml_value,
@@ -91,8 +92,13 @@ def test_quickstart_writes_a_production_setup(tmp_path: Path) -> None:
     assert config.hostname == "mx.example.org"
     assert config.domains == ("example.org",)
     assert config.data_dir == tmp_path / "data"
-    assert {name: e.port for name, e in config.listen.enabled().items()} == STANDARD_PORTS
-    assert {e.host for e in config.listen.enabled().values()} == {"0.0.0.0"}
+    # Every service on every IPv4 and (where the kernel has it) every IPv6 address.
+    enabled = config.listen.enabled()
+    assert {name: {e.port for e in ends} for name, ends in enabled.items()} == {
+        name: {port} for name, port in STANDARD_PORTS.items()
+    }
+    families = ("0.0.0.0", "::") if has_ipv6() else ("0.0.0.0",)
+    assert {tuple(e.host for e in ends) for ends in enabled.values()} == {families}
     assert config.acme.enabled and config.acme.email == ADMIN
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     passwords = re.findall(r"^\s*password:\s*(\S+)\s*$", result.stdout, re.MULTILINE)
@@ -112,11 +118,14 @@ def test_quickstart_writes_a_production_setup(tmp_path: Path) -> None:
     assert users.returncode == 0, users.stderr
     assert users.stdout.split()[-1:] == ["admin"] and ADMIN in users.stdout, users.stdout
 
-    # The printed password logs in, on the server that config makes (moved to free ports).
-    ports = dict(zip(STANDARD_PORTS, free_ports(len(STANDARD_PORTS)), strict=True))
+    # The printed password logs in, on the server that config makes (moved to free ports on
+    # the loopback addresses of both families).
+    hosts = (HOST, "::1") if has_ipv6() else (HOST,)
+    ports = dict(zip(STANDARD_PORTS, free_ports_on(len(STANDARD_PORTS), hosts), strict=True))
     text = path.read_text()
     for name, port in STANDARD_PORTS.items():
         text = text.replace(f'"0.0.0.0:{port}"', toml_value(f"{HOST}:{ports[name]}"), 1)
+        text = text.replace(f'"[::]:{port}"', toml_value(f"[::1]:{ports[name]}"), 1)
     text = text.replace("enabled = true", "enabled = false", 1)  # [acme]: no CA here
     text = re.sub(r"(?m)^# nameservers = .*$", 'nameservers = ["127.0.0.1:9"]', text)
     served = tmp_path / "served.toml"
@@ -130,23 +139,26 @@ def test_quickstart_writes_a_production_setup(tmp_path: Path) -> None:
             stderr=subprocess.STDOUT,
         )
     try:
-        client = connect_imap(ports["imap"], proc, log)
-        client.starttls(ssl_context=ssl._create_unverified_context())
-        client.login(ADMIN, password)
-        assert client.select("INBOX")[0] == "OK"
-        client.logout()
+        for host in hosts:
+            client = connect_imap(ports["imap"], proc, log, host)
+            client.starttls(ssl_context=ssl._create_unverified_context())
+            client.login(ADMIN, password)
+            assert client.select("INBOX")[0] == "OK"
+            client.logout()
     finally:
         proc.terminate()
         assert proc.wait(timeout=45) == 0, log.read_text()
 
 
-def connect_imap(port: int, proc: subprocess.Popen[bytes], log: Path) -> imaplib.IMAP4:
+def connect_imap(
+    port: int, proc: subprocess.Popen[bytes], log: Path, host: str = HOST
+) -> imaplib.IMAP4:
     from .conftest import wait_until
 
     def attempt() -> imaplib.IMAP4 | None:
         assert proc.poll() is None, log.read_text()
         with contextlib.suppress(OSError):
-            return imaplib.IMAP4(HOST, port, timeout=10)
+            return imaplib.IMAP4(host, port, timeout=10)
         return None
 
     client: imaplib.IMAP4 = wait_until(attempt, 30, "the quickstart server's IMAP port")

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from postroom.config import VerifyConfig
+from postroom.config_verify import VerifyConfig
 from postroom.services.auth_policy import Findings, decide
 
 CLEAN = Findings(

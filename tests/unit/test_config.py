@@ -17,18 +17,10 @@ except ImportError:  # package not installed into the venv: use the src/ layout 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 import postroom.config as config_module
-from postroom.config import (
-    DEFAULT_LISTEN,
-    Config,
-    ConfigError,
-    Endpoint,
-    LimitsConfig,
-    ListenConfig,
-    QueueConfig,
-    TlsConfig,
-    default_config,
-    load_config,
-)
+from postroom.config import Config, ConfigError, Endpoint, default_config, load_config
+from postroom.config_limits import LimitsConfig
+from postroom.config_listen import DEFAULT_LISTEN, ListenConfig, TlsConfig
+from postroom.config_queue import QueueConfig
 from postroom.config_template import render_default_config
 from postroom.durations import format_duration, parse_duration
 
@@ -114,18 +106,18 @@ def test_empty_file_equals_default_config(tmp_path: Path) -> None:
     assert config.domains == ("localhost",)
     assert config.hostname
     assert config.listen == ListenConfig(
-        smtp=Endpoint("127.0.0.1", 2525),
-        submission=Endpoint("127.0.0.1", 2587),
-        submissions=Endpoint("127.0.0.1", 2465),
-        imap=Endpoint("127.0.0.1", 1143),
-        imaps=Endpoint("127.0.0.1", 1993),
-        pop3=Endpoint("127.0.0.1", 1110),
-        pop3s=Endpoint("127.0.0.1", 1995),
-        managesieve=Endpoint("127.0.0.1", 14190),
-        http=Endpoint("127.0.0.1", 8080),
-        https=Endpoint("127.0.0.1", 8443),
+        smtp=(Endpoint("127.0.0.1", 2525),),
+        submission=(Endpoint("127.0.0.1", 2587),),
+        submissions=(Endpoint("127.0.0.1", 2465),),
+        imap=(Endpoint("127.0.0.1", 1143),),
+        imaps=(Endpoint("127.0.0.1", 1993),),
+        pop3=(Endpoint("127.0.0.1", 1110),),
+        pop3s=(Endpoint("127.0.0.1", 1995),),
+        managesieve=(Endpoint("127.0.0.1", 14190),),
+        http=(Endpoint("127.0.0.1", 8080),),
+        https=(Endpoint("127.0.0.1", 8443),),
     )
-    assert {k: str(v) for k, v in config.listen.enabled().items()} == DEFAULT_LISTEN
+    assert {k: str(v) for k, (v,) in config.listen.enabled().items()} == DEFAULT_LISTEN
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:
@@ -173,9 +165,10 @@ def test_full_config(tmp_path: Path) -> None:
     assert config.hostname == "mail.example.com"
     assert config.data_dir == Path("/var/lib/postroom")
     assert config.domains == ("example.com", "example.org", "xn--bcher-kva.example")
-    assert config.listen.smtp == Endpoint("0.0.0.0", 25)
-    assert config.listen.imaps == Endpoint("::", 993)
-    assert config.listen.submission is None  # [listen] present: only what it names
+    assert config.listen.smtp == (Endpoint("0.0.0.0", 25),)
+    assert config.listen.imaps == (Endpoint("::", 993),)
+    assert config.listen.submission == ()  # [listen] present: only what it names
+    assert config.listen.first("submission") is None
     assert config.tls.cert == tmp_path / "certs" / "chain.pem"
     assert config.tls.key == Path("/etc/ssl/private/key.pem")
     assert config.limits.message_size == 1000
@@ -262,8 +255,8 @@ def test_endpoint_parse_rejects(text: str) -> None:
 
 def test_ipv6_endpoint_in_file(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, '[listen]\nsmtp = "[::1]:2525"\n'))
-    assert config.listen.smtp == Endpoint("::1", 2525)
-    assert str(config.listen.smtp) == "[::1]:2525"
+    assert config.listen.smtp == (Endpoint("::1", 2525),)
+    assert str(config.listen.first("smtp")) == "[::1]:2525"
 
 
 # --------------------------------------------------------------------------- errors
@@ -421,7 +414,7 @@ def test_long_multiline_values_stay_on_one_line(tmp_path: Path) -> None:
 
 def test_port_zero_allowed_and_not_a_duplicate(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, '[listen]\nsmtp = "127.0.0.1:0"\nimap = "127.0.0.1:0"\n'))
-    assert config.listen.smtp == config.listen.imap == Endpoint("127.0.0.1", 0)
+    assert config.listen.smtp == config.listen.imap == (Endpoint("127.0.0.1", 0),)
 
 
 # --------------------------------------------------------------------------- durations

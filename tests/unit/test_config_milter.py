@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from postroom.config import ConfigError, MilterConfig, load_config
+from postroom.config import ConfigError, load_config
+from postroom.config_milter import MilterConfig
 
 
 def load(tmp_path: Path, text: str) -> tuple[MilterConfig, ...]:

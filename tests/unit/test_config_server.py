@@ -44,7 +44,12 @@ def test_server_errors_name_the_key(tmp_path: Path, text: str, words: str) -> No
 
 
 def test_production_config_loads_back(tmp_path: Path) -> None:
-    listen = {"smtp": "0.0.0.0:25", "imaps": "0.0.0.0:993", "https": "0.0.0.0:443"}
+    listen: dict[str, str | list[str]] = {
+        "smtp": ["0.0.0.0:25", "[::]:25"],
+        "submissions": ["0.0.0.0:465", "[::]:465"],
+        "imaps": "0.0.0.0:993",
+        "https": ["0.0.0.0:443", "[::]:443"],
+    }
     text = render_default_config(
         "mx.example.org",
         ["example.org"],
@@ -58,7 +63,8 @@ def test_production_config_loads_back(tmp_path: Path) -> None:
     path = tmp_path / "postroom.toml"
     path.write_text(text, encoding="utf-8")
     config = load_config(path)
-    assert {name: str(e) for name, e in config.listen.enabled().items()} == listen
+    written = {name: [str(e) for e in ends] for name, ends in config.listen.enabled().items()}
+    assert written == {name: [a] if isinstance(a, str) else a for name, a in listen.items()}
     assert config.data_dir == Path("/var/lib/postroom")
     assert config.acme.enabled and config.acme.email == "admin@example.org"
     assert config.server.user is None

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from postroom.config import ConfigError, VerifyConfig, load_config
+from postroom.config import ConfigError, load_config
+from postroom.config_verify import VerifyConfig
 
 
 def load(tmp_path: Path, text: str) -> VerifyConfig:

@@ -69,7 +69,8 @@ def test_web_and_acme_tables(tmp_path: Path) -> None:
     assert config.web.max_body == 2048
     assert config.acme.enabled
     assert config.acme.ca_file == tmp_path / "pebble.pem"
-    assert config.listen.http is not None and config.listen.http.port == 8080
+    http = config.listen.first("http")
+    assert http is not None and http.port == 8080
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def records(config: Config, store: DirectStore, domain: str, now: float) -> list
     """The master-file lines of a local domain (its first DKIM keys made when missing)."""
     ensure_local_keys(store, [domain], now)
     keys = dkim_keys.published_keys(store.reader(), domain, now)
-    ports = {service: endpoint.port for service, endpoint in config.listen.enabled().items()}
+    ports = {service: ends[0].port for service, ends in config.listen.enabled().items()}
     relay = config.relay.host.host if config.relay.host is not None else None
     policy = None
     if ports.get("https"):

@@ -49,7 +49,7 @@ def serve_lock(config: Config) -> Iterator[None]:
         except BlockingIOError:
             owner = os.pread(fd, 4096, 0).decode(errors="replace")
             raise CliError(_running(owner, config)) from None
-        listeners = config.listen.enabled().items()
+        listeners = [(name, e) for name, ends in config.listen.enabled().items() for e in ends]
         text = f"{os.getpid()}\n" + "".join(f"{name} {where}\n" for name, where in listeners)
         os.ftruncate(fd, 0)
         os.pwrite(fd, text.encode(), 0)

@@ -144,8 +144,8 @@ def local_submission(ctx: click.Context, tls: str | None, verify: bool) -> Targe
         )
     config = load(ctx)
     listen = config.listen
-    implicit = tls == "implicit" or (tls is None and listen.submission is None)
-    endpoint = listen.submissions if implicit else listen.submission
+    implicit = tls == "implicit" or (tls is None and not listen.submission)
+    endpoint = listen.first("submissions" if implicit else "submission")
     if endpoint is None:
         service = "submissions" if implicit else "submission"
         raise CliError(f"{config.path} has no [listen] {service}: add --server HOST:PORT")

@@ -1,9 +1,9 @@
 """`postroom quickstart` and `postroom service install`: a production install in two commands.
 
 `quickstart ADMIN@DOMAIN` writes the production config (the standard ports on every IPv4
-address, ACME on with the admin's address as contact, data under /var/lib/postroom), makes
-the domain's first user with a generated password printed once, the domain's DKIM keys, and
-prints the DNS records (`dns records`) and what to do next. It never overwrites a config.
+and IPv6 address, ACME on with the admin's address as contact, data under /var/lib/postroom),
+makes the domain's first user with a generated password printed once, the domain's DKIM keys,
+and prints the DNS records (`dns records`) and what to do next. It never overwrites a config.
 
 `service install` writes a systemd unit that runs `serve` as its own system user (made with
 useradd when missing), with CAP_NET_BIND_SERVICE for the ports below 1024 and the sandboxing
@@ -16,6 +16,7 @@ import os
 import pwd
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -50,9 +51,10 @@ PRODUCTION_PORTS = {
     "http": 80,
     "https": 443,
 }
-# Every IPv4 address: a [listen] entry holds one address, and an IPv6 socket on [::] would
-# show IPv4 clients as ::ffff: addresses to SPF, DNSBLs and the per-IP limits.
-ALL_ADDRESSES = "0.0.0.0"
+# Every IPv4 address, and every IPv6 address on a socket of its own ([::] takes IPv6 only, so
+# IPv4 clients are never seen as ::ffff: addresses by SPF, DNSBLs and the per-IP limits).
+ALL_IPV4 = "0.0.0.0"
+ALL_IPV6 = "[::]"
 UNIT_NAME = "postroom.service"
 SERVICE_USER = "postroom"
 
@@ -123,7 +125,9 @@ def quickstart(
             f"{path} already exists; quickstart never overwrites a config (move it away first)"
         )
     data = Path(data_dir).expanduser().absolute()
-    listen = {name: f"{ALL_ADDRESSES}:{port}" for name, port in PRODUCTION_PORTS.items()}
+    ipv6 = has_ipv6()
+    hosts = (ALL_IPV4, ALL_IPV6) if ipv6 else (ALL_IPV4,)
+    listen = {name: [f"{h}:{port}" for h in hosts] for name, port in PRODUCTION_PORTS.items()}
     text = render_default_config(
         host, [domain], listen=listen, data_dir=str(data), acme_email=admin
     )
@@ -151,6 +155,8 @@ def quickstart(
         raise
     shown = admin.lower()
     click.echo(f"wrote {path}")
+    if not ipv6:
+        click.echo("this machine takes no IPv6 sockets: the services listen on IPv4 only")
     click.echo(f"created {domain} with the admin {shown} (also of the web admin, /admin/)")
     click.echo("")
     click.echo(f"  login:    {shown}")
@@ -168,6 +174,21 @@ def quickstart(
     click.echo(f"  1. postroom {config_option} service install   # a systemd unit, as root")
     click.echo("  2. systemctl daemon-reload && systemctl enable --now postroom")
     click.echo(f"  3. postroom {config_option} doctor {domain}   # once the records are live")
+
+
+def has_ipv6() -> bool:
+    """Whether this kernel takes IPv6 sockets. Then quickstart listens on [::] as well, whether
+    or not the host has a public IPv6 address yet: the socket costs nothing without one, and an
+    AAAA record added later works without a config change (`doctor` checks that both agree).
+    Only a kernel without IPv6 (ipv6.disable=1) would refuse the socket and stop `serve`."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::", 0))
+    except OSError:
+        return False
+    return True
 
 
 @click.group()

@@ -336,7 +336,7 @@ class AcmeSettings:
 
     @classmethod
     def of(cls, config: Config) -> AcmeSettings:
-        http = config.listen.enabled().get("http")
+        http = config.listen.first("http")
         probe = None
         if http is not None:
             host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(http.host, http.host)

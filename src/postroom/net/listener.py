@@ -35,7 +35,31 @@ class ListenError(OSError):
         code = cause.errno
         super().__init__(code, os.strerror(code) if code and code > 0 else str(cause))
         self.service = service
-        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.address = show_address(host, port)
+
+
+def show_address(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (`[::1]:25`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listening_socket(host: str, port: int, backlog: int = 512) -> socket.socket:
+    """A TCP socket bound to host:port, listening, non-blocking. An IPv6 socket takes IPv6
+    only (IPV6_V6ONLY, RFC 3493 §5.3), so "[::]:25" and "0.0.0.0:25" are bound side by side and
+    IPv4 clients are never seen as ::ffff: addresses (by SPF, DNS lists, per-IP limits)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @dataclass
@@ -83,24 +107,16 @@ class Listener:
             await self._open()
         except OSError as error:
             raise ListenError(self.name, self.host, self.port, error) from None
-        log.info("listening service=%s address=%s:%d", self.name, self.host, self.port)
+        log.info("listening service=%s address=%s", self.name, show_address(self.host, self.port))
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
+        sock = listening_socket(self.host, self.port)
+        self.port = int(sock.getsockname()[1])
         if self._ssl is None:
-            self._server = await loop.create_server(
-                lambda: ByteStream(self._guarded),
-                self.host,
-                self.port,
-                reuse_address=True,
-                backlog=512,
-            )
-            self.port = int(self._server.sockets[0].getsockname()[1])
+            self._server = await loop.create_server(lambda: ByteStream(self._guarded), sock=sock)
         else:
-            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            self._socket = socket.create_server((self.host, self.port), family=family, backlog=512)
-            self._socket.setblocking(False)
-            self.port = int(self._socket.getsockname()[1])
+            self._socket = sock
             self._acceptor = loop.create_task(self._accept_tls(self._socket, self._ssl))
         self._sweeper = loop.create_task(self._sweep())
 

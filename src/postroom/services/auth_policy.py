@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from postroom.config import VerifyConfig
+from postroom.config_verify import VerifyConfig
 from postroom.proto.smtp.replies import Reply, reply
 
 Action = Literal["deliver", "junk", "reject", "defer"]

@@ -108,8 +108,8 @@ class Doctor:
             ]
         served = local.certificate(self.config, self.now, self.certificate)
         jobs.append(("certificate", self.hostname, served))
-        for service, endpoint in self.config.listen.enabled().items():
-            probe = local.port(service, endpoint, addresses, self.probe_timeout, self.config)
+        for service, endpoints in self.config.listen.enabled().items():
+            probe = local.port(service, endpoints, addresses, self.probe_timeout, self.config)
             jobs.append(("port", service, probe))
         jobs.append(
             ("open-relay", "", local.open_relay(self.config, addresses, self.probe_timeout))

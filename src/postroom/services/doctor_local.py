@@ -77,11 +77,11 @@ class CertificateSource:
         cls, config: Config, acme_pair: tuple[Path, Path] | None, acme_names: Sequence[str]
     ) -> CertificateSource:
         """From the config and the ACME pair in use (`net.certificates.acme_pair_in_use`),
-        asking the first listener with implicit TLS."""
+        asking the first listener with implicit TLS (its first address)."""
         listener = next(
             (
-                (name, endpoint)
-                for name, endpoint in config.listen.enabled().items()
+                (name, endpoints[0])
+                for name, endpoints in config.listen.enabled().items()
                 if name in PRESENTING
             ),
             None,
@@ -331,27 +331,38 @@ def _where(host: str, port: int) -> str:
 
 
 async def port(
-    service: str, endpoint: Endpoint, addresses: Sequence[str], timeout: float, config: Config
+    service: str,
+    endpoints: Sequence[Endpoint],
+    addresses: Sequence[str],
+    timeout: float,
+    config: Config,
 ) -> list[Check]:
     """The listener answers on every address of the host name (from here: a firewall in
-    front of the machine is not seen)."""
+    front of the machine is not seen). Each address is tried on the port of the listening
+    address that takes it (itself, or 0.0.0.0 / [::] of its family), else the first one's."""
     if not addresses:
         return [Check("port", service, "skip", "no address of the host name is known")]
-    failures = await asyncio.gather(*(_connects(a, endpoint.port, timeout) for a in addresses))
+    first = endpoints[0]
+    taken = {a: _taking(endpoints, a) for a in addresses}
+    ports = {a: (e or first).port for a, e in taken.items()}
+    failures = await asyncio.gather(*(_connects(a, ports[a], timeout) for a in addresses))
     bad = [(a, why) for a, why in zip(addresses, failures, strict=True) if why]
-    places = ", ".join(_where(a, endpoint.port) for a in addresses)
+    places = ", ".join(_where(a, ports[a]) for a in addresses)
     if bad:
-        said = "; ".join(f"{_where(a, endpoint.port)}: {why}" for a, why in bad)
-        if endpoint.host in WILDCARDS or endpoint.host in addresses:
-            fix = f"start postroom serve, and open TCP port {endpoint.port} in the firewall"
+        said = "; ".join(f"{_where(a, ports[a])}: {why}" for a, why in bad)
+        missing = [a for a, _ in bad if taken[a] is None]
+        if not missing:
+            fix = f"start postroom serve, and open TCP port {ports[bad[0][0]]} in the firewall"
         else:
-            wildcard = "[::]" if ":" in bad[0][0] else "0.0.0.0"
+            wildcard = "[::]" if ":" in missing[0] else "0.0.0.0"
+            shown = ", ".join(f'"{e}"' for e in endpoints)
             fix = (
-                f"[listen] {service} is {endpoint} in {config.path}: listen on "
-                f"{wildcard}:{endpoint.port} (or the public address)"
+                f"[listen] {service} is {shown} in {config.path}: listen on "
+                f"{wildcard}:{first.port} too (or the public address), e.g. {service} = "
+                f'["0.0.0.0:{first.port}", "[::]:{first.port}"]'
             )
         return [Check("port", service, "fail", f"not reachable at {said}", fix)]
-    if service == "smtp" and endpoint.port != 25:
+    if service == "smtp" and first.port != 25:
         # RFC 5321 §4.5.4.2 / §3.9: other servers deliver to port 25 of the MX host.
         return [
             Check(
@@ -359,11 +370,21 @@ async def port(
                 service,
                 "warn",
                 f"reachable at {places}, but other mail servers connect to port 25 only",
-                f'set [listen] smtp = "0.0.0.0:25" in {config.path}, or forward port 25 to '
-                f"{endpoint.port}",
+                f'set [listen] smtp = ["0.0.0.0:25", "[::]:25"] in {config.path}, or forward '
+                f"port 25 to {first.port}",
             )
         ]
     return [Check("port", service, "ok", f"reachable at {places}")]
+
+
+def _taking(endpoints: Sequence[Endpoint], address: str) -> Endpoint | None:
+    """The listening address that takes connections to `address`: the same address, or the
+    wildcard of its family (an IPv6 wildcard takes IPv6 only); None when none does."""
+    wildcard = "::" if ":" in address else "0.0.0.0"
+    for endpoint in endpoints:
+        if endpoint.host in (address, wildcard):
+            return endpoint
+    return None
 
 
 # --- the open-relay self-test ------------------------------------------------------------------
@@ -406,16 +427,17 @@ async def open_relay(
     """Connect to our own port-25 listener as a stranger would, ask it to relay from one
     outside address to another, and expect a refusal; never send a message. `timeout` bounds
     the connection, `limit` the conversation."""
-    endpoint = config.listen.smtp
-    if endpoint is None:
+    endpoints = config.listen.smtp
+    if not endpoints:
         return [Check("open-relay", "", "skip", "no [listen] smtp: nothing receives mail here")]
-    targets = [*addresses, WILDCARDS.get(endpoint.host, endpoint.host)]
+    targets = [(a, (_taking(endpoints, a) or endpoints[0]).port) for a in addresses]
+    targets += [(WILDCARDS.get(e.host, e.host), e.port) for e in endpoints]
     where, connection = "", None
-    for host in dict.fromkeys(targets):
-        where = _where(host, endpoint.port)
+    for host, port in dict.fromkeys(targets):
+        where = _where(host, port)
         with contextlib.suppress(OSError, TimeoutError):
             connection = await asyncio.wait_for(
-                asyncio.open_connection(host, endpoint.port, limit=MAX_LINE), timeout
+                asyncio.open_connection(host, port, limit=MAX_LINE), timeout
             )
             break
     if connection is None:

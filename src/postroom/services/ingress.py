@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from postroom.config import Config, MilterConfig
+from postroom.config import Config
+from postroom.config_milter import MilterConfig
 from postroom.delivery.local import Delivered, LocalDelivery, deliver_before_queuing
 from postroom.mailauth.srs import is_srs
 from postroom.model.queue import (
@@ -94,13 +95,15 @@ class IngressContext:
                 self.milters[service] = (*self.milters.get(service, ()), milter)
 
     def milter_session(self, service: str, client_addr: str, client_port: int) -> MilterSession:
-        listen = getattr(self.config.listen, service, None)
+        # The service's address of the client's family (IPv4 or IPv6), else its first one.
+        endpoints = self.config.listen.enabled().get(service, ())
+        family = [e for e in endpoints if (":" in e.host) == (":" in client_addr)] or endpoints
         facts = ClientFacts(
             service=service,
             hostname=self.config.hostname,
             client_addr=client_addr,
             client_port=client_port,
-            daemon_addr=listen.host if listen is not None else "",
+            daemon_addr=family[0].host if family else "",
             local_domains=self.local_domains,
         )
         return MilterSession(self.milters[service], facts, self.config.limits.message_size)

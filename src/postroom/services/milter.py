@@ -26,7 +26,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from postroom.config import MilterConfig
+from postroom.config_milter import MilterConfig
 from postroom.proto.milter import codec, edit
 from postroom.proto.milter.codec import MilterProtocolError, Negotiated
 from postroom.proto.smtp import replies

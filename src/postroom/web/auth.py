@@ -136,7 +136,7 @@ def https_only(ctx: WebContext, request: Request) -> Response | None:
     """None over HTTPS; else the redirect (GET/HEAD) or refusal (anything else)."""
     if request.url.scheme == "https":
         return None
-    https = ctx.config.listen.https
+    https = ctx.config.listen.first("https")
     if request.method in SAFE_METHODS and https is not None:
         host = urlsplit(f"//{request.headers.get('host', ctx.config.hostname)}").hostname
         host = host or ctx.config.hostname

@@ -53,7 +53,7 @@ class DomainDns:
         config = self.ctx.config
         now = time.time()
         keys = await self.ctx.store.read(lambda tx: dkim_keys.published_keys(tx, domain, now))
-        ports = {service: endpoint.port for service, endpoint in config.listen.enabled().items()}
+        ports = {service: ends[0].port for service, ends in config.listen.enabled().items()}
         relay = config.relay.host.host if config.relay.host is not None else None
         policy = await self.policies.policy(domain) if ports.get("https") else None
         # Reading the private keys (RSA) is CPU work: off the event loop.

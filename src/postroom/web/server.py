@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.server import ServerState
+
+from postroom.net.listener import listening_socket, show_address
 
 log = logging.getLogger("postroom.web")
 
@@ -74,9 +75,7 @@ class HttpListener:
                 config=config, server_state=state, app_state={}
             )
 
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family, backlog=512)
-        sock.setblocking(False)
+        sock = listening_socket(self.host, self.port)
         self.port = int(sock.getsockname()[1])
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
@@ -85,7 +84,7 @@ class HttpListener:
             ssl=self._ssl,
             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if self._ssl else None,
         )
-        log.info("listening service=%s address=%s:%d", self.name, self.host, self.port)
+        log.info("listening service=%s address=%s", self.name, show_address(self.host, self.port))
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; let requests in flight finish for up to `grace` seconds."""
