@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ALICE, BOB, HOSTNAME, Factory, Postroom, require_program
+from .conftest import ALICE, BOB, DOMAIN, HOSTNAME, Factory, Postroom, require_program
 
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
 
@@ -40,7 +40,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from .test_dmarc_cli import row
 from .test_web_admin_browser import spki_hash
+from .test_web_admin_reports import DAY, TODAY, cli_reports, report_mail
 
 SERVICES = ("smtp", "submission", "http", "https")
 WAIT = 30.0
@@ -97,11 +99,22 @@ PAGES: tuple[Page, ...] = (
         invalid=("alias-address", "alias-targets"),
     ),
     Page("domains", "/admin/domains"),
+    # Lookups go to the test config's closed port: a row per record, each a lookup error.
+    Page("DNS check of a domain", f"/admin/domains/{DOMAIN}"),
     Page("queue", "/admin/queue"),
     Page("trace form", "/admin/trace"),
     Page("trace of a message", "/admin/trace?q=" + REMOTE),
     Page("trace, nothing found", "/admin/trace?q=nobody@example.test", status=404),
     Page("trace, query too long", "/admin/trace?q=" + TOO_LONG, status=400, invalid=("trace-q",)),
+    Page("DMARC reports", "/admin/reports"),
+    Page(
+        "DMARC reports, bad filter",
+        "/admin/reports?from=yesterday",
+        status=400,
+        invalid=("reports-from",),
+    ),
+    Page("a DMARC report", "/admin/reports/1"),  # populate() checks it is report 1
+    Page("no such DMARC report", "/admin/reports/999", status=404),
     Page("account", "/account/"),
     Page(
         "account, wrong current password",
@@ -194,7 +207,8 @@ def browser(server: Postroom, tmp_path: Path) -> Iterator[WebDriver]:
 
 def populate(server: Postroom) -> None:
     """Content for every page: a message in the queue (and so in the trace and on the
-    dashboard), an alias, a Sieve script."""
+    dashboard), an alias, a Sieve script, a DMARC report (report 1) with a passing and a
+    failing row."""
     with server.submission(ALICE) as client:
         client.sendmail(ALICE, [REMOTE], b"Subject: hi\r\n\r\nhello\r\n")
     assert re.search(r"^\S+\t", server.queue_list(), re.MULTILINE)
@@ -202,6 +216,11 @@ def populate(server: Postroom) -> None:
     script = server.root / "lists.sieve"
     script.write_text('require ["fileinto"];\nfileinto "Lists";\n')
     server.run_cli("sieve", "put", ALICE, "lists", str(script))
+    rows = row("192.0.2.25", 12, "pass", "pass") + row("203.0.113.9", 2, "fail", "fail", "reject")
+    report = report_mail("google.com", DOMAIN, TODAY - DAY, rows)
+    with server.smtp() as client:
+        client.sendmail("reports@pass.test", [f"dmarc-reports@{DOMAIN}"], report)
+    assert [kept["id"] for kept in cli_reports(server)] == [1]
 
 
 class Auditor:

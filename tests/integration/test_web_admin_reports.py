@@ -125,7 +125,8 @@ def test_reports_page_summary_rows_filters_and_api(server: Postroom) -> None:
     page = admin.get("/admin/reports")
     assert page.status == 200 and page.headers["cache-control"] == "no-store"
     body = page.body
-    assert '<a href="/admin/reports">DMARC reports</a>' in body  # in the navigation
+    nav_link = '<a href="/admin/reports" aria-current="page">DMARC reports</a>'
+    assert nav_link in body  # in the navigation, marked as this page
     shown = "Evil &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; Co"
     assert "<script>" not in body and shown in body, body
     # Newest period first, with the counts the rows add up to.

@@ -29,6 +29,8 @@ from postroom.web.auth import WebContext, page_login
 
 SHOWN_ROWS = 1000  # rows of one report its page lists
 MAX_ID = 18  # digits of a report's id worth looking up
+# The filter form's field of each name a FilterError starts with ("page" has none).
+FILTER_FIELDS = {"domain": "reports-domain", "from": "reports-from", "to": "reports-to"}
 
 
 def report_filter(request: Request) -> ReportFilter:
@@ -98,6 +100,7 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
                 400,
                 login=login,
                 error=str(error),
+                error_for=FILTER_FIELDS.get(str(error).split(":", 1)[0], ()),
                 wanted=ReportFilter(),
                 domains=domains,
                 reports=[],
