@@ -1,6 +1,7 @@
 """An accessibility audit of every web admin and account page, in a real headless Chromium
 (Debian's chromium + chromium-driver, driven by Selenium) against a real `postroom serve`
-over HTTPS, each page also with a form error shown.
+over HTTPS, each page also with a form error shown. Its DNS is a real nsd publishing the
+domain's records (the DNS check page), a DMARC report arrives over SMTP (the reports pages).
 
 On each page of `PAGES`, WCAG 2.1 AA essentials are checked in the page (a11y_checks.js, run
 through Selenium; written for this project, axe-core is not available offline): html lang, a
@@ -10,8 +11,9 @@ link, tables with a caption and scoped header cells, errors in a role=alert that
 fields point to (aria-invalid + aria-describedby), no status shown by colour alone, a :focus
 style, text contrast of at least 4.5:1. From here: no horizontal scrolling at 320 CSS px
 (WCAG 1.4.10, what 400% zoom of a 1280 px window gives), Tab reaching every control in DOM
-order with a visible outline of 3:1 against its background, the skip link moving the focus to
-main, and a browser console without errors (a refused form's own 4xx status excepted).
+order (through each part of a date field) with a visible outline of 3:1 against its
+background, the skip link moving the focus to main, and a browser console without errors
+(a refused form's own 4xx status excepted).
 
 Every problem of every page is collected and reported at once. To audit a new page, add a
 `Page` to `PAGES` (and what it needs to show content to `populate`).
