@@ -1,6 +1,7 @@
 """An accessibility audit of every web admin and account page, in a real headless Chromium
 (Debian's chromium + chromium-driver, driven by Selenium) against a real `postroom serve`
-over HTTPS, each page also with a form error shown.
+over HTTPS, each page also with a form error shown. Its DNS is a real nsd publishing the
+domain's records (the DNS check page), a DMARC report arrives over SMTP (the reports pages).
 
 On each page of `PAGES`, WCAG 2.1 AA essentials are checked in the page (a11y_checks.js, run
 through Selenium; written for this project, axe-core is not available offline): html lang, a
@@ -10,8 +11,9 @@ link, tables with a caption and scoped header cells, errors in a role=alert that
 fields point to (aria-invalid + aria-describedby), no status shown by colour alone, a :focus
 style, text contrast of at least 4.5:1. From here: no horizontal scrolling at 320 CSS px
 (WCAG 1.4.10, what 400% zoom of a 1280 px window gives), Tab reaching every control in DOM
-order with a visible outline of 3:1 against its background, the skip link moving the focus to
-main, and a browser console without errors (a refused form's own 4xx status excepted).
+order (through each part of a date field) with a visible outline of 3:1 against its
+background, the skip link moving the focus to main, and a browser console without errors
+(a refused form's own 4xx status excepted).
 
 Every problem of every page is collected and reported at once. To audit a new page, add a
 `Page` to `PAGES` (and what it needs to show content to `populate`).
@@ -27,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ALICE, BOB, HOSTNAME, Factory, Postroom, require_program
+from .conftest import ALICE, BOB, DOMAIN, HOSTNAME, Factory, Postroom, require_program
 
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
 
@@ -40,13 +42,21 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from . import dns_server as dns_server_module
+from .dns_server import DnsServerFactory
+from .test_dmarc_cli import row
 from .test_web_admin_browser import spki_hash
+from .test_web_admin_reports import DAY, TODAY, cli_reports, report_mail
+from .test_web_domain_dns import soa
 
+dns_server = dns_server_module.dns_server
 SERVICES = ("smtp", "submission", "http", "https")
 WAIT = 30.0
 CHECKS = (Path(__file__).parent / "a11y_checks.js").read_text()
 NARROW = 320  # CSS px: 1280 px at 400% zoom (WCAG 1.4.10 Reflow)
 REMOTE = "someone@remote.example"
+DATE_TYPES = ("date", "time", "datetime-local", "month", "week")
+DATE_PARTS = 6  # Tab stops inside one such field at most (datetime-local: 5 or 6)
 
 
 @dataclass(frozen=True)
@@ -97,11 +107,21 @@ PAGES: tuple[Page, ...] = (
         invalid=("alias-address", "alias-targets"),
     ),
     Page("domains", "/admin/domains"),
+    Page("DNS check of a domain", f"/admin/domains/{DOMAIN}"),  # the server fixture's nsd
     Page("queue", "/admin/queue"),
     Page("trace form", "/admin/trace"),
     Page("trace of a message", "/admin/trace?q=" + REMOTE),
     Page("trace, nothing found", "/admin/trace?q=nobody@example.test", status=404),
     Page("trace, query too long", "/admin/trace?q=" + TOO_LONG, status=400, invalid=("trace-q",)),
+    Page("DMARC reports", "/admin/reports"),
+    Page(
+        "DMARC reports, bad filter",
+        "/admin/reports?from=yesterday",
+        status=400,
+        invalid=("reports-from",),
+    ),
+    Page("a DMARC report", "/admin/reports/1"),  # populate() checks it is report 1
+    Page("no such DMARC report", "/admin/reports/999", status=404),
     Page("account", "/account/"),
     Page(
         "account, wrong current password",
@@ -161,9 +181,18 @@ return [el, style.outlineStyle, parseFloat(style.outlineWidth) || 0, style.outli
 
 
 @pytest.fixture
-def server(postroom_factory: Factory) -> Postroom:
+def server(postroom_factory: Factory, dns_server: DnsServerFactory) -> Postroom:
+    """postroom asking an nsd that publishes the records `postroom dns records` prints, so
+    the DNS check page shows rows found as expected and one not (127.0.0.1 is no public
+    address). (A closed port would not do: the resolver retries it until the page's 10 s
+    limit.) Other names are REFUSED at once: the queued message stays queued."""
     server = postroom_factory(services=SERVICES, start=False)
     server.run_cli("user", "admin", ALICE)
+    printed = server.run_cli("dns", "records", DOMAIN).stdout
+    records = [line for line in printed.splitlines() if line.strip() and not line.startswith(";")]
+    nsd = dns_server({DOMAIN: soa() + "\n".join(records) + "\n"})
+    server.extra = f'[dns]\nnameservers = ["{nsd.nameserver}"]\n'
+    server.write_config()
     server.start()
     return server
 
@@ -194,7 +223,8 @@ def browser(server: Postroom, tmp_path: Path) -> Iterator[WebDriver]:
 
 def populate(server: Postroom) -> None:
     """Content for every page: a message in the queue (and so in the trace and on the
-    dashboard), an alias, a Sieve script."""
+    dashboard), an alias, a Sieve script, a DMARC report (report 1) with a passing and a
+    failing row."""
     with server.submission(ALICE) as client:
         client.sendmail(ALICE, [REMOTE], b"Subject: hi\r\n\r\nhello\r\n")
     assert re.search(r"^\S+\t", server.queue_list(), re.MULTILINE)
@@ -202,6 +232,11 @@ def populate(server: Postroom) -> None:
     script = server.root / "lists.sieve"
     script.write_text('require ["fileinto"];\nfileinto "Lists";\n')
     server.run_cli("sieve", "put", ALICE, "lists", str(script))
+    rows = row("192.0.2.25", 12, "pass", "pass") + row("203.0.113.9", 2, "fail", "fail", "reject")
+    report = report_mail("google.com", DOMAIN, TODAY - DAY, rows)
+    with server.smtp() as client:
+        client.sendmail("reports@pass.test", [f"dmarc-reports@{DOMAIN}"], report)
+    assert [kept["id"] for kept in cli_reports(server)] == [1]
 
 
 class Auditor:
@@ -318,7 +353,7 @@ class Auditor:
         self.driver.execute_script("arguments[0].focus()", focusable[0])
         for index, expected in enumerate(focusable):
             if index:
-                ActionChains(self.driver).send_keys(Keys.TAB).perform()
+                self.tab_past(focusable[index - 1])
             element, style, width, colour, shadow = self.driver.execute_script(FOCUS)
             if element != expected:
                 problems.append(
@@ -334,6 +369,17 @@ class Auditor:
                 if contrast < 3:
                     problems.append(f"Tab {index}: focus outline contrast {contrast:.2f}:1")
         return problems
+
+    def tab_past(self, control: Any) -> None:
+        """Tab once; through each part of a date or time field (Chromium's year, month and day
+        are Tab stops of their own, the focus staying on the input)."""
+        ActionChains(self.driver).send_keys(Keys.TAB).perform()
+        if control.tag_name != "input" or control.get_attribute("type") not in DATE_TYPES:
+            return
+        for _ in range(DATE_PARTS):
+            if self.driver.execute_script("return document.activeElement") != control:
+                return
+            ActionChains(self.driver).send_keys(Keys.TAB).perform()
 
     def skip_link(self, skip: Any) -> list[str]:
         """Enter on the skip link puts the focus on main."""

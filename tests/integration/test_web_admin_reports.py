@@ -125,7 +125,8 @@ def test_reports_page_summary_rows_filters_and_api(server: Postroom) -> None:
     page = admin.get("/admin/reports")
     assert page.status == 200 and page.headers["cache-control"] == "no-store"
     body = page.body
-    assert '<a href="/admin/reports">DMARC reports</a>' in body  # in the navigation
+    nav_link = '<a href="/admin/reports" aria-current="page">DMARC reports</a>'
+    assert nav_link in body  # in the navigation, marked as this page
     shown = "Evil &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; Co"
     assert "<script>" not in body and shown in body, body
     # Newest period first, with the counts the rows add up to.
@@ -155,6 +156,11 @@ def test_reports_page_summary_rows_filters_and_api(server: Postroom) -> None:
     assert [i for i, _ in report_links(later)] == [hostile]
     bad = admin.get("/admin/reports?from=yesterday")
     assert bad.status == 400 and "from: a date as YYYY-MM-DD" in bad.body
+    # The field is marked invalid, tied to the error; the rest of the page is still there.
+    tied = ' aria-invalid="true" aria-describedby="form-error"'
+    assert f'<input id="reports-from" name="from" type="date" value=""{tied}>' in bad.body
+    assert bad.body.count("aria-invalid") == 1
+    assert "2 reports, 21 messages" in bad.body and "<td>pass 1</td>" in bad.body
     backwards = admin.get(f"/admin/reports?from={iso(TODAY)}&to={day}")
     assert backwards.status == 400 and report_links(backwards.body) == []
 

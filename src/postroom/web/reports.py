@@ -29,6 +29,8 @@ from postroom.web.auth import WebContext, page_login
 
 SHOWN_ROWS = 1000  # rows of one report its page lists
 MAX_ID = 18  # digits of a report's id worth looking up
+# The filter form's field of each name a FilterError starts with ("page" has none).
+FILTER_FIELDS = {"domain": "reports-domain", "from": "reports-from", "to": "reports-to"}
 
 
 def report_filter(request: Request) -> ReportFilter:
@@ -89,26 +91,18 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         if isinstance(login, Response):
             return login
         domains = list(ctx.config.domains)
+        # A refused filter is a 400 showing the form with the error and the page's other
+        # parts, the listing empty.
+        refused = ""
         try:
             wanted = report_filter(request)
         except FilterError as error:
-            return ctx.render(
-                request,
-                "admin_reports.html",
-                400,
-                login=login,
-                error=str(error),
-                wanted=ReportFilter(),
-                domains=domains,
-                reports=[],
-                summaries=[],
-                ours=[],
-            )
+            refused, wanted = str(error), ReportFilter()
         now = time.time()
 
         def read(tx: Tx) -> tuple[ReportPage, list[DomainSummary], list[EvaluationDay]]:
             return (
-                dmarc_view.report_page(tx, wanted),
+                ReportPage([], False) if refused else dmarc_view.report_page(tx, wanted),
                 dmarc_view.summaries(tx, domains, now),
                 dmarc_view.evaluation_days(tx),
             )
@@ -123,7 +117,10 @@ def routes(ctx: WebContext) -> list[BaseRoute]:
         return ctx.render(
             request,
             "admin_reports.html",
+            400 if refused else 200,
             login=login,
+            error=refused,
+            error_for=FILTER_FIELDS.get(refused.split(":", 1)[0], ()),
             wanted=wanted,
             domains=domains,
             reports=[listing_row(report) for report in found.reports],
