@@ -29,13 +29,11 @@ from typing import Any
 
 import pytest
 
-from .conftest import ALICE, BOB, DOMAIN, HOSTNAME, Factory, Postroom, require_program
+from .conftest import ALICE, BOB, DOMAIN, HOSTNAME, Factory, Postroom
 
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
 
-from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -43,9 +41,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from . import dns_server as dns_server_module
+from .chromium import chromium
 from .dns_server import DnsServerFactory
 from .test_dmarc_cli import row
-from .test_web_admin_browser import spki_hash
 from .test_web_admin_reports import DAY, TODAY, cli_reports, report_mail
 from .test_web_domain_dns import soa
 
@@ -199,26 +197,8 @@ def server(postroom_factory: Factory, dns_server: DnsServerFactory) -> Postroom:
 
 @pytest.fixture
 def browser(server: Postroom, tmp_path: Path) -> Iterator[WebDriver]:
-    chromium = require_program("chromium")
-    driver_path = require_program("chromedriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # the tests may run as root, where Chromium's sandbox refuses to start
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        f"--host-resolver-rules=MAP {HOSTNAME} {server.host}",
-        f"--ignore-certificate-errors-spki-list={spki_hash(server.data_dir / 'tls' / 'cert.pem')}",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
+    with chromium(server, tmp_path / "chromium-profile") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def populate(server: Postroom) -> None:

@@ -4,46 +4,33 @@ in the queue, retry it and open its delivery trace, change a password, and as a 
 fail to open the admin pages. A screenshot of each step is saved under the test's tmp dir
 (paths printed); the browser's console must stay free of errors.
 
-Chromium trusts exactly the server's certificate, by the SHA-256 of its public key
-(--ignore-certificate-errors-spki-list), and reaches the server by its host name through
---host-resolver-rules: no blanket --ignore-certificate-errors, no name mismatch.
+Chromium trusts exactly the server's certificate and reaches it by its host name
+(tests/integration/chromium.py).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from .conftest import ALICE, BOB, HOSTNAME, Factory, Postroom, require_program
+from .conftest import ALICE, BOB, HOSTNAME, Factory, Postroom
 
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
 
-from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from .chromium import chromium
+
 SERVICES = ("smtp", "submission", "http", "https")
 WAIT = 30.0
-
-
-def spki_hash(cert_path: Path) -> str:
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    der = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 @pytest.fixture
@@ -56,26 +43,8 @@ def server(postroom_factory: Factory) -> Postroom:
 
 @pytest.fixture
 def browser(server: Postroom, tmp_path: Path) -> Iterator[WebDriver]:
-    chromium = require_program("chromium")
-    driver_path = require_program("chromedriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # the tests may run as root, where Chromium's sandbox refuses to start
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        f"--host-resolver-rules=MAP {HOSTNAME} {server.host}",
-        f"--ignore-certificate-errors-spki-list={spki_hash(server.data_dir / 'tls' / 'cert.pem')}",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
+    with chromium(server, tmp_path / "chromium-profile") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 class Steps:
