@@ -91,10 +91,11 @@ class AlpnChallenges:
         self._lock = threading.Lock()
 
     def publish(self, name: str, key_authorization: str) -> None:
+        name = name.lower()  # DNS names compare case-blind; the SNI is looked up lower-cased
         certificate, key = validation_certificate(name, key_authorization)
         context = challenge_context(certificate, key)
         with self._lock:
-            self._contexts[name.lower()] = context
+            self._contexts[name] = context
 
     def withdraw(self, name: str) -> None:
         with self._lock:
