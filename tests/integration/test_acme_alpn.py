@@ -118,6 +118,11 @@ def test_validation_certificate_only_for_a_pending_name(
     assert isinstance(extension.value, x509.UnrecognizedExtension)
     digest = hashlib.sha256(KEY_AUTHORIZATION.encode("ascii")).digest()
     assert extension.value.value == b"\x04\x20" + digest
+    # The shared context offers no ALPN: acme-tls/1 above was selected on the challenge
+    # context, after the SNI callback. A client naming the pending name without offering
+    # acme-tls/1 cannot be told apart there; it is given no HTTP under that certificate.
+    leaf, protocol, answer = handshake("127.0.0.1", port, pending, ["http/1.1"], ask=True)
+    assert protocol is None and acme_identifier(leaf) is not None and answer == b""
 
     # acme-tls/1 for a name with no pending challenge: the normal certificate, no ALPN.
     for other in (HOSTNAME, f"autoconfig.{DOMAIN}", "evil.test"):
