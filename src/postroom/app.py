@@ -31,6 +31,7 @@ from postroom.dns import DnsResolver
 from postroom.dns.lookup import CachingLookup, ResolverLookup
 from postroom.model.queue import RecipientOutcome
 from postroom.net import tls
+from postroom.net.alpn import AlpnChallenges
 from postroom.net.certificates import (
     AcmeFiles,
     AcmeSettings,
@@ -296,8 +297,10 @@ class MailServer:
         )
         await self._start_web(context)
         if self.config.acme.enabled:  # once the HTTP listener can answer http-01
+            alpn = AlpnChallenges()
+            alpn.attach(context)  # tls-alpn-01 answers on the HTTPS listener (RFC 8737)
             self.certificates = CertificateManager(
-                AcmeSettings.of(self.config), self.acme_files, [context]
+                AcmeSettings.of(self.config), self.acme_files, [context], alpn
             )
             self.certificates.loaded_initially(acme_pair is not None)
             self._tasks.append(loop.create_task(self.certificates.run()))

@@ -162,6 +162,7 @@ def render_default_config(
                 ("email", toml_string(acme_email), "the ACME account's contact"),
             ]
         )
+    acme += '\n# challenge = "tls-alpn-01"   # port 80 closed: the CA checks port 443 instead'
     return f"""\
 # postroom configuration. Durations take seconds (300) or strings like "30s", "5m", "1h30m".
 # Relative paths are relative to the directory of this file.

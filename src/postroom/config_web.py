@@ -16,6 +16,7 @@ from postroom.config_checks import IPNetwork
 from postroom.config_common import Reader
 
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+CHALLENGES = ("http-01", "tls-alpn-01")  # RFC 8555 §8.3, RFC 8737
 MAX_BODY_LIMIT = 64 * 1024 * 1024
 
 
@@ -35,6 +36,7 @@ class AcmeConfig:
     directory: str = LETS_ENCRYPT
     email: str = ""  # the account's contact (mailto:), optional
     ca_file: Path | None = None  # PEM bundle trusted for the directory (a private CA)
+    challenge: str = "http-01"  # or "tls-alpn-01": answered on [listen] https (port 443)
 
 
 WEB_KEYS = tuple(f.name for f in fields(WebConfig))
@@ -70,6 +72,8 @@ def read_acme(reader: Reader, doc: Mapping[str, Any]) -> AcmeConfig:
             "acme.ca_file", checks.path_string, raw["ca_file"], '"/etc/postroom/acme-ca.pem"'
         )
         values["ca_file"] = reader.resolve(text)
+    if "challenge" in raw:
+        values["challenge"] = reader.check("acme.challenge", _challenge, raw["challenge"])
     return AcmeConfig(**values)
 
 
@@ -86,6 +90,15 @@ def _https_url(value: object) -> str:
     if any(c.isspace() or ord(c) < 32 for c in value):
         raise checks.Invalid(f"{checks.show(value)} contains spaces or control characters", fix)
     return value
+
+
+def _challenge(value: object) -> str:
+    if value not in CHALLENGES:
+        raise checks.Invalid(
+            f"must be one of {', '.join(CHALLENGES)}, got {checks.show(value)}",
+            'write "http-01" (port 80) or "tls-alpn-01" (port 443)',
+        )
+    return str(value)
 
 
 def _email(value: object) -> str:

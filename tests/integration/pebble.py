@@ -83,10 +83,16 @@ def _answers(url: str, ca_file: Path) -> bool:
 
 @contextlib.contextmanager
 def run_pebble(
-    root: Path, *, http_port: int, dns: str, validity: int | None = None
+    root: Path,
+    *,
+    http_port: int,
+    dns: str,
+    validity: int | None = None,
+    tls_port: int | None = None,
 ) -> Iterator[Pebble]:
-    """Pebble validating http-01 on `http_port`, resolving names at `dns` (host:port), issuing
-    certificates valid for `validity` seconds (pebble's default: five years)."""
+    """Pebble validating http-01 on `http_port` and tls-alpn-01 on `tls_port` (default: a
+    free port nothing listens on), resolving names at `dns` (host:port), issuing certificates
+    valid for `validity` seconds (pebble's default: five years)."""
     pebble = require_program("pebble")
     root.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA(organization_name="pebble-listener-test-ca")
@@ -95,7 +101,7 @@ def run_pebble(
     ca.cert_pem.write_to_path(str(ca_file))
     served.private_key_pem.write_to_path(str(root / "listener-key.pem"))
     served.cert_chain_pems[0].write_to_path(str(root / "listener-cert.pem"))
-    acme_port, management_port, tls_port = free_ports(3)
+    acme_port, management_port, free_tls_port = free_ports(3)
     config = {
         "pebble": {
             "listenAddress": f"127.0.0.1:{acme_port}",
@@ -103,7 +109,7 @@ def run_pebble(
             "certificate": str(root / "listener-cert.pem"),
             "privateKey": str(root / "listener-key.pem"),
             "httpPort": http_port,
-            "tlsPort": tls_port,
+            "tlsPort": free_tls_port if tls_port is None else tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": False,
         }

@@ -31,6 +31,7 @@ from postroom.net.acme import (
     signed,
     thumbprint,
 )
+from postroom.net.alpn import AlpnChallenges
 from postroom.net.certificates import (
     AccountRecord,
     AcmeFiles,
@@ -39,6 +40,7 @@ from postroom.net.certificates import (
     ChallengeFiles,
     backoff,
     contact_due,
+    renew,
     renewal_reason,
     wanted_names,
 )
@@ -225,3 +227,23 @@ def test_reload_certificate_swaps_for_new_handshakes_and_refuses_a_bad_pair(
     with pytest.raises(tls.TlsSetupError):
         tls.reload_certificate(context, second[0], first[1])  # the key does not fit
     assert _served_name(context, ca) == "new.example.org"
+
+
+@pytest.mark.parametrize(
+    ("https", "alpn", "said"),
+    [
+        (False, AlpnChallenges(), r"tls-alpn-01 needs the HTTPS listener: set \[listen\] https"),
+        (True, None, r"tls-alpn-01 is answered by postroom serve's own orders only"),
+    ],
+)
+def test_tls_alpn_01_needs_https_and_the_server(
+    tmp_path: Path, https: bool, alpn: AlpnChallenges | None, said: str
+) -> None:
+    settings = AcmeSettings(
+        "https://127.0.0.1:9/dir", "", None, ("mx.example.test",), None, "tls-alpn-01", https
+    )
+    files = AcmeFiles(tmp_path)
+    with pytest.raises(AcmeError, match=said):
+        renew(settings, files, alpn=alpn)
+    assert not files.cert_path.exists()
+    assert files.state().failures == 1

@@ -69,6 +69,7 @@ def test_web_and_acme_tables(tmp_path: Path) -> None:
     assert config.web.max_body == 2048
     assert config.acme.enabled
     assert config.acme.ca_file == tmp_path / "pebble.pem"
+    assert config.acme.challenge == "http-01"
     http = config.listen.first("http")
     assert http is not None and http.port == 8080
 
@@ -78,6 +79,7 @@ def test_web_and_acme_tables(tmp_path: Path) -> None:
     [
         ('[acme]\ndirectory = "http://ca.test/dir"\n', "acme.directory"),
         ('[acme]\nemail = "not an address"\n', "acme.email"),
+        ('[acme]\nchallenge = "dns-01"\n', "acme.challenge"),
         ("[web]\nmax_body = 999999999999\n", "web.max_body"),
         ('[web]\nmetrics_allow = ["nonsense"]\n', "web.metrics_allow"),
         ("[web]\nmetric_allow = []\n", "web.metric_allow"),
@@ -87,3 +89,14 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, text))
     assert f": {key}:" in str(error.value)
+
+
+def test_acme_challenge_tls_alpn_01_and_a_wrong_one(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[acme]\nchallenge = "tls-alpn-01"\n'))
+    assert config.acme.challenge == "tls-alpn-01"
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, "[acme]\nchallenge = 1\n"))
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'postroom.toml'}: acme.challenge: ")
+    assert "must be one of http-01, tls-alpn-01, got 1" in message
+    assert '"tls-alpn-01" (port 443)' in message

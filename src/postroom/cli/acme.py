@@ -13,7 +13,7 @@ import click
 
 from postroom.cli.common import CliError, load
 from postroom.config import Config
-from postroom.net.acme import AcmeError
+from postroom.net.acme import TLS_ALPN_01, AcmeError
 from postroom.net.certificates import (
     CHECK_EVERY,
     AcmeBusy,
@@ -87,6 +87,11 @@ def renew_command(ctx: click.Context, force: bool) -> None:
     config = load(ctx)
     if not config.acme.enabled:
         raise CliError(f"ACME is off; set [acme] enabled = true in {config.path}")
+    if config.acme.challenge == TLS_ALPN_01:
+        raise CliError(
+            f"[acme] challenge in {config.path} is tls-alpn-01, which only postroom serve "
+            'answers (it renews when due); set challenge = "http-01" to order from here'
+        )
     files = AcmeFiles(config.data_dir)
     settings = AcmeSettings.of(config)
     try:

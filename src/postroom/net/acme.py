@@ -1,11 +1,11 @@
 """An ACME client (RFC 8555): account (its contact kept to `[acme] email`), order, http-01
-challenges, finalize, certificate chain.
+(RFC 8555 §8.3) or tls-alpn-01 (RFC 8737) challenges, finalize, certificate chain.
 
 Blocking, over urllib (HTTPS only, the CA's certificate verified against the system's trust
 store or `[acme] ca_file`): callers run `AcmeClient.issue` on a worker thread. Requests are
 JWS-signed with the account's P-256 key (ES256); the nonce of each answer signs the next
 request. Every failure is an `AcmeError` with one line that says what the CA or the network
-said. The challenges are published through a `ChallengeBoard` the HTTP listener reads.
+said. The challenges are published through a `ChallengeBoard` the HTTP(S) listener reads.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ RETRY_AFTER_MOST = 30.0
 TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 BAD_NONCE = "urn:ietf:params:acme:error:badNonce"
 NO_ACCOUNT = "urn:ietf:params:acme:error:accountDoesNotExist"
+HTTP_01 = "http-01"
+TLS_ALPN_01 = "tls-alpn-01"
 
 
 class AcmeError(Exception):
@@ -57,11 +59,12 @@ class AcmeRefused(AcmeError):
 
 
 class ChallengeBoard(Protocol):
-    """Where http-01 key authorizations are put for the HTTP listener to answer."""
+    """Where key authorizations are put for the listener to answer: by token for http-01
+    (the HTTP listener), by the name validated for tls-alpn-01 (the HTTPS listener)."""
 
-    def publish(self, token: str, key_authorization: str) -> None: ...
+    def publish(self, key: str, key_authorization: str) -> None: ...
 
-    def withdraw(self, token: str) -> None: ...
+    def withdraw(self, key: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -333,8 +336,11 @@ class AcmeClient:
             time.sleep(pause)
             wait = min(wait * 2, POLL_MOST)
 
-    def issue(self, names: Sequence[str], board: ChallengeBoard) -> Issued:
-        """Order a certificate for `names` (the first is its subject) answering http-01."""
+    def issue(
+        self, names: Sequence[str], board: ChallengeBoard, *, challenge: str = HTTP_01
+    ) -> Issued:
+        """Order a certificate for `names` (the first is its subject) answering `challenge`
+        (http-01 or tls-alpn-01) through `board`."""
         self._deadline = time.monotonic() + self.order_timeout
         directory = self._directory()
         self.account = self._account(directory)
@@ -352,7 +358,7 @@ class AcmeClient:
             pending = {
                 url: name
                 for url in map(str, authorizations)
-                if (name := self._answer_challenge(directory, url, board, published))
+                if (name := self._answer_challenge(directory, url, board, challenge, published))
             }
             for url, name in pending.items():
                 self._poll(directory, url, {"valid"}, f"the authorization for {name}")
@@ -363,16 +369,22 @@ class AcmeClient:
                 self._post(directory, finalize, {"csr": b64url(csr_for(key, names))})
                 order = self._poll(directory, order_url, {"valid"}, "the order")
         finally:
-            for token in published:
-                board.withdraw(token)
+            for published_key in published:
+                board.withdraw(published_key)
         chain = self._post(directory, str(order.get("certificate", "")), None).body  # §7.4.2
         return Issued(_checked_chain(chain, key, names), _key_pem(key))
 
     def _answer_challenge(
-        self, directory: Mapping[str, Any], url: str, board: ChallengeBoard, published: list[str]
+        self,
+        directory: Mapping[str, Any],
+        url: str,
+        board: ChallengeBoard,
+        kind: str,
+        published: list[str],
     ) -> str | None:
-        """Publish and announce the http-01 answer of one authorization (§7.5, §8.3); its
-        name, or None when it is valid already (a CA may reuse authorizations, §7.1.3)."""
+        """Publish and announce the `kind` answer of one authorization (§7.5; http-01 §8.3,
+        tls-alpn-01 RFC 8737 §3); its name, or None when it is valid already (a CA may reuse
+        authorizations, §7.1.3)."""
         authorization = self._post(directory, url, None).json()
         name = str((authorization.get("identifier") or {}).get("value", "?"))
         status = authorization.get("status")
@@ -381,15 +393,21 @@ class AcmeClient:
         if status != "pending":
             raise AcmeError(f"the authorization for {name} is {status}: {_error_of(authorization)}")
         challenge = next(
-            (c for c in authorization.get("challenges", []) if c.get("type") == "http-01"), None
+            (c for c in authorization.get("challenges", []) if c.get("type") == kind), None
         )
         if challenge is None:
-            raise AcmeError(f"the CA offers no http-01 challenge for {name}")
+            raise AcmeError(f"the CA offers no {kind} challenge for {name}")
         token = str(challenge.get("token", ""))
         if not TOKEN.fullmatch(token):
-            raise AcmeError(f"the CA gave a malformed http-01 token for {name}")
-        board.publish(token, key_authorization(token, self.jwk))
-        published.append(token)
+            raise AcmeError(f"the CA gave a malformed {kind} token for {name}")
+        # http-01: answered at a URL holding the token; tls-alpn-01: to the name in the SNI
+        # (RFC 8737 §3), a dns identifier that is not a wildcard (§3: not for wildcards).
+        key = token if kind == HTTP_01 else name
+        identifier_type = (authorization.get("identifier") or {}).get("type")
+        if kind == TLS_ALPN_01 and (identifier_type != "dns" or authorization.get("wildcard")):
+            raise AcmeError(f"tls-alpn-01 cannot validate the identifier {name}")
+        board.publish(key, key_authorization(token, self.jwk))
+        published.append(key)
         self._post(directory, str(challenge["url"]), {})  # §7.5.1: "ready to be validated"
         return name
 

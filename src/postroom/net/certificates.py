@@ -42,7 +42,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from postroom.config import Config
 from postroom.net import tls
-from postroom.net.acme import TOKEN, Account, AcmeClient, AcmeError, contact_of
+from postroom.net.acme import (
+    TLS_ALPN_01,
+    TOKEN,
+    Account,
+    AcmeClient,
+    AcmeError,
+    ChallengeBoard,
+    contact_of,
+)
+from postroom.net.alpn import AlpnChallenges
 from postroom.storage import private
 
 log = logging.getLogger("postroom.acme")
@@ -333,6 +342,8 @@ class AcmeSettings:
     ca_file: Path | None
     names: tuple[str, ...]
     http_probe: tuple[str, int] | None  # where this server's [listen] http answers
+    challenge: str = "http-01"  # [acme] challenge
+    https: bool = False  # [listen] https is on (tls-alpn-01 is answered there)
 
     @classmethod
     def of(cls, config: Config) -> AcmeSettings:
@@ -343,7 +354,8 @@ class AcmeSettings:
             probe = (host, http.port)
         acme = config.acme
         names = tuple(wanted_names(config.hostname, config.domains))
-        return cls(acme.directory, acme.email, acme.ca_file, names, probe)
+        https = config.listen.first("https") is not None
+        return cls(acme.directory, acme.email, acme.ca_file, names, probe, acme.challenge, https)
 
 
 def check_http_answers(settings: AcmeSettings, board: ChallengeFiles) -> None:
@@ -373,15 +385,33 @@ def check_http_answers(settings: AcmeSettings, board: ChallengeFiles) -> None:
         raise AcmeError(f"the HTTP listener at {where} is not this postroom's (wrong answer)")
 
 
+def _board(settings: AcmeSettings, files: AcmeFiles, alpn: AlpnChallenges | None) -> ChallengeBoard:
+    """Where the order's answers go: the http-01 files (checked through the HTTP listener),
+    or the running server's tls-alpn-01 contexts."""
+    if settings.challenge != TLS_ALPN_01:
+        check_http_answers(settings, files.challenges)
+        return files.challenges
+    if not settings.https:
+        raise AcmeError("tls-alpn-01 needs the HTTPS listener: set [listen] https (port 443)")
+    if alpn is None:
+        raise AcmeError(
+            "tls-alpn-01 is answered by postroom serve's own orders only; let the server "
+            'renew (it does when due), or set [acme] challenge = "http-01" to order from here'
+        )
+    return alpn
+
+
 def renew(
     settings: AcmeSettings,
     files: AcmeFiles,
     *,
     force: bool = False,
+    alpn: AlpnChallenges | None = None,
 ) -> CertificateInfo | None:
     """Order and install a certificate when one is due (always with `force`); None when the
     installed one is good. A failure is recorded (backoff) and raised as AcmeError, for the
-    caller to report (the server logs it, the CLI prints it)."""
+    caller to report (the server logs it, the CLI prints it). `alpn`: the running server's
+    tls-alpn-01 answers (without it only http-01 can be answered)."""
     with files.order_lock():
         now = time.time()
         reason = renewal_reason(files.installed(), settings.names, _utc(now))
@@ -394,14 +424,14 @@ def renew(
             reason or "forced",
         )
         try:
-            check_http_answers(settings, files.challenges)
+            board = _board(settings, files, alpn)
             client = AcmeClient(
                 settings.directory,
                 files.account_key(),
                 email=settings.email,
                 ca_file=settings.ca_file,
             )
-            issued = client.issue(settings.names, files.challenges)
+            issued = client.issue(settings.names, board, challenge=settings.challenge)
             files.install(issued.chain, issued.key)
             if client.account is not None:
                 _remember(settings, files, client.account)
@@ -481,11 +511,16 @@ class CertificateManager:
     pair (its own, or one `postroom acme renew` installed) into every listener's context."""
 
     def __init__(
-        self, settings: AcmeSettings, files: AcmeFiles, contexts: Sequence[ssl.SSLContext]
+        self,
+        settings: AcmeSettings,
+        files: AcmeFiles,
+        contexts: Sequence[ssl.SSLContext],
+        alpn: AlpnChallenges | None = None,
     ) -> None:
         self.settings = settings
         self.files = files
         self.contexts = tuple(contexts)
+        self.alpn = alpn  # the tls-alpn-01 answers the HTTPS listener gives
         self._loaded = (0, 0)
         self._refused = (0, 0)  # a pair that did not load: said once, not every look
         self._contact_after = 0.0  # monotonic time before which no contact update is tried
@@ -531,7 +566,7 @@ class CertificateManager:
 
     async def _renew(self) -> None:
         try:
-            await asyncio.to_thread(renew, self.settings, self.files)
+            await asyncio.to_thread(renew, self.settings, self.files, alpn=self.alpn)
         except AcmeBusy:
             return  # `postroom acme renew` is ordering; its pair is loaded when it lands
         except (AcmeError, OSError) as error:

@@ -4,6 +4,8 @@ uvicorn's h11 protocol parses requests (its bounded incomplete-event buffer caps
 head) and runs the ASGI app; the sockets, the TLS context (shared with the mail listeners, so
 a renewed certificate reaches every listener at once), the connection limit and the shutdown
 are ours. uvicorn's `Server` is not used: it would take over SIGINT/SIGTERM and logging.
+A connection that negotiated ALPN "acme-tls/1" (a CA validating tls-alpn-01, net/alpn.py) is
+closed once its handshake is done: it carries no HTTP (RFC 8737 §3).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.server import ServerState
 
+from postroom.net.alpn import ACME_TLS_ALPN
 from postroom.net.listener import listening_socket, show_address
 
 log = logging.getLogger("postroom.web")
@@ -71,8 +74,11 @@ class HttpListener:
         state = self._state
 
         def protocol() -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=state, app_state={}
+            return _ClosingAcmeTls(
+                config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=state, app_state={}
+                ),
+                self._ssl,
             )
 
         sock = listening_socket(self.host, self.port)
@@ -104,3 +110,43 @@ class HttpListener:
             if transport is not None:
                 transport.abort()
         self._server = None
+
+
+class _ClosingAcmeTls(asyncio.Protocol):
+    """The HTTP protocol, except on a connection that negotiated acme-tls/1 or was given a
+    validation certificate (its SNI callback moved it off the listener's context): that one
+    is closed after its handshake, unseen by the HTTP protocol (RFC 8737 §3)."""
+
+    def __init__(self, http: asyncio.Protocol, context: ssl.SSLContext | None) -> None:
+        self._http: asyncio.Protocol | None = http
+        self._context = context
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None and (
+            tls.selected_alpn_protocol() == ACME_TLS_ALPN or tls.context is not self._context
+        ):
+            self._http = None
+            transport.close()
+            return
+        assert self._http is not None
+        self._http.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._http is not None:
+            self._http.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._http is not None:
+            self._http.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._http is not None:
+            self._http.resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        if self._http is not None:
+            self._http.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._http.eof_received() if self._http is not None else None
