@@ -57,6 +57,9 @@ def require_program(name: str) -> str:
     return path
 
 
+READY_LINE = "postroom ready hostname="  # app.serve logs it once every listener is open
+
+
 def free_ports(count: int, host: str = HOST) -> list[int]:
     """Distinct free TCP ports on `host` (bound at the same time, then released)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -333,20 +336,25 @@ class Postroom:
                 self.write_config()
 
     def wait_ready(self, timeout: float) -> None:
-        """Poll until every configured port accepts a TCP connection."""
+        """Poll until every configured port accepts a TCP connection and this run of the
+        server has logged that it is ready: a port that accepts may be another program's (a
+        suite running beside this one took it between our probe and the server's bind, or a
+        connection to an unused ephemeral port met itself), and then the server, still
+        starting, would only report the address in use later."""
         deadline = time.monotonic() + timeout
         pending = {(name, host): port for name, port in self.ports.items() for host in self.hosts}
-        while pending:
+        while True:
             self.check_alive()
             for (name, host), port in list(pending.items()):
                 with contextlib.suppress(OSError):
                     socket.create_connection((host, port), timeout=1.0).close()
                     del pending[name, host]
-            if not pending:
-                break
+            if not pending and READY_LINE in self.log(current=True):
+                return
             if time.monotonic() >= deadline:
+                waiting = sorted(pending) or "its ready line"
                 raise AssertionError(
-                    f"postroom did not open {sorted(pending)} within {timeout:g}s\n{self.log()}"
+                    f"postroom did not open {waiting} within {timeout:g}s\n{self.log()}"
                 )
             time.sleep(0.05)
 
