@@ -1,7 +1,9 @@
 """The backends the storage contract runs against, and a store of each opened per test.
 
-Every backend named in BACKENDS must pass tests/storage/test_contract*.py unchanged; a new one
-(PostgreSQL) adds its name here and a way to make an empty store of its kind.
+Every backend must pass tests/storage/test_contract*.py unchanged. SQLite runs every contract
+module; PostgreSQL (a private server started once per session from Debian's binaries, a new
+database per test: tests/storage/postgres_server.py) runs the modules in POSTGRESQL_MODULES,
+those whose repositories its backend has so far.
 """
 
 from __future__ import annotations
@@ -15,31 +17,81 @@ import pytest
 
 from postroom.storage.api import DirectStore, Store, Tx
 from postroom.storage.backend import direct_store, server_store
+from postroom.storage.postgresql.store import PgDirect, PgStore
+
+from .postgres_server import PASSWORD, PostgresServer
 
 T = TypeVar("T")
 
-BACKENDS = ("sqlite",)
+BACKENDS = ("sqlite", "postgresql")
+# The contract modules whose repositories the PostgreSQL backend implements.
+POSTGRESQL_MODULES = frozenset(
+    {
+        "test_contract_abuse",
+        "test_contract_commits",
+        "test_contract_dkim_keys",
+        "test_contract_junk",
+        "test_contract_secrets",
+        "test_contract_sieve",
+        "test_contract_web",
+    }
+)
 
 
 class Backend:
-    """Makes stores of one kind over one place (a data directory, later a database)."""
+    """Makes stores of one kind over one place: a data directory (and, for PostgreSQL, a
+    database of its own)."""
 
-    def __init__(self, name: str, place: Path) -> None:
+    def __init__(self, name: str, place: Path, dsn: str = "") -> None:
         self.name = name
         self.place = place
+        self.dsn = dsn
 
     def server(self) -> Store:
-        store = server_store(self.place)
+        store: Store
+        if self.name == "postgresql":
+            store = PgStore(self.dsn, self.place, password=PASSWORD)
+        else:
+            store = server_store(self.place)
         store.open()
         return store
 
     def direct(self) -> DirectStore:
+        if self.name == "postgresql":
+            return PgDirect(self.dsn, self.place, password=PASSWORD)  # type: ignore[return-value]
         return direct_store(self.place)
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return Backend(str(request.param), tmp_path / "store")
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rpartition(".")[2]
+    names = BACKENDS if module in POSTGRESQL_MODULES else ("sqlite",)
+    metafunc.parametrize("backend", names, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    name = str(request.param)
+    if name != "postgresql":
+        yield Backend(name, tmp_path / "store")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    database = server.new_database()
+    try:
+        yield Backend(name, tmp_path / "store", server.dsn(database))
+    finally:
+        server.drop_database(database)
 
 
 @pytest.fixture

@@ -199,3 +199,20 @@ def test_only_the_storage_backend_knows_sqlite() -> None:
         if bad:
             offenders[str(relative)] = bad
     assert offenders == {}
+
+
+def test_only_the_postgresql_backend_knows_psycopg() -> None:
+    """SQL for PostgreSQL lives in storage/postgresql/, the only code that imports psycopg."""
+    offenders = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if relative.parts[:2] == ("storage", "postgresql") or relative == Path(
+            "storage/backend.py"
+        ):
+            continue
+        top, names = postroom_imports(path)
+        bad = sorted(n for n in names if n.startswith("postroom.storage.postgresql"))
+        bad += sorted(top & {"psycopg", "psycopg_pool"})
+        if bad:
+            offenders[str(relative)] = bad
+    assert offenders == {}

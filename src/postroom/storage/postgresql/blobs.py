@@ -1,0 +1,94 @@
+"""Message contents in PostgreSQL (storage.api.Blobs): a `blobs` row counted by references,
+its bytes in `blob_chunks` rows of CHUNK_SIZE bytes each.
+
+Contents go in and come out a chunk at a time: a spilled message is copied from its file into
+the table with COPY, never read whole into memory, and `chunks` yields one chunk per fetch, so
+a caller that streams (an object store later, a large FETCH) holds one chunk at a time. The
+row and its chunks go with the last reference (ON DELETE CASCADE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from postroom.storage.records import StoreError, os_failure
+
+if TYPE_CHECKING:
+    from postroom.storage.postgresql.connection import PgTx
+
+CHUNK_SIZE = 256 * 1024
+
+
+class PgBlobs:
+    def __init__(self, tx: PgTx) -> None:
+        self.conn = tx.conn
+
+    def _new(self, size: int) -> int:
+        row = self.conn.execute(
+            "INSERT INTO blobs(size, refs) VALUES (%s, 0) RETURNING id", (size,)
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def add(self, data: bytes) -> int:
+        blob_id = self._new(len(data))
+        with self.conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO blob_chunks(blob_id, seq, data) VALUES (%s, %s, %s)",
+                [
+                    (blob_id, seq, data[start : start + CHUNK_SIZE])
+                    for seq, start in enumerate(range(0, len(data), CHUNK_SIZE))
+                ],
+            )
+        return blob_id
+
+    def add_file(self, path: Path) -> int:
+        """A new blob with the content of the file at `path`, copied a chunk at a time."""
+        try:
+            with path.open("rb") as source:
+                size = path.stat().st_size
+                blob_id = self._new(size)
+                with self.conn.cursor().copy(
+                    "COPY blob_chunks(blob_id, seq, data) FROM STDIN"
+                ) as copy:
+                    seq = 0
+                    while chunk := source.read(CHUNK_SIZE):
+                        copy.write_row((blob_id, seq, chunk))
+                        seq += 1
+        except OSError as error:
+            raise os_failure(error, path) from None
+        return blob_id
+
+    def add_reference(self, blob_id: int) -> None:
+        self.conn.execute("UPDATE blobs SET refs = refs + 1 WHERE id = %s", (blob_id,))
+
+    def release(self, blob_id: int) -> None:
+        """Drop one reference; the last one removes the blob and its chunks."""
+        row = self.conn.execute(
+            "UPDATE blobs SET refs = refs - 1 WHERE id = %s RETURNING refs", (blob_id,)
+        ).fetchone()
+        if row is not None and row[0] <= 0:
+            self.conn.execute("DELETE FROM blobs WHERE id = %s", (blob_id,))
+
+    def chunks(self, blob_id: int) -> Iterator[bytes]:
+        """The content, one chunk per fetch (StoreError when it is missing)."""
+        if not self.exists(blob_id):
+            raise StoreError(f"message content {blob_id} is missing from the store")
+        seq = 0
+        while True:
+            row = self.conn.execute(
+                "SELECT data FROM blob_chunks WHERE blob_id = %s AND seq = %s", (blob_id, seq)
+            ).fetchone()
+            if row is None:
+                return
+            yield bytes(row[0])
+            seq += 1
+
+    def read(self, blob_id: int) -> bytes:
+        return b"".join(self.chunks(blob_id))
+
+    def exists(self, blob_id: int) -> bool:
+        row = self.conn.execute("SELECT 1 FROM blobs WHERE id = %s", (blob_id,)).fetchone()
+        return row is not None

@@ -1,0 +1,65 @@
+"""One PostgreSQL connection with the repositories that use it (the PostgreSQL `Tx`).
+
+Connections are in autocommit mode and the store says BEGIN, SAVEPOINT and COMMIT itself, as
+the SQLite store does: the group-commit writer runs several jobs in one transaction, each in a
+savepoint of its own. Repository methods that write never commit. Statements are sent with
+placeholders (`%s`) only; psycopg prepares the ones a connection repeats.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from postroom.storage.postgresql.abuse import PgAbuseState
+from postroom.storage.postgresql.accounts import PgAccounts
+from postroom.storage.postgresql.blobs import PgBlobs
+from postroom.storage.postgresql.dkim_keys import PgDkimKeys
+from postroom.storage.postgresql.junk import PgJunk
+from postroom.storage.postgresql.mailboxes import PgMailboxes
+from postroom.storage.postgresql.secrets import PgSecrets
+from postroom.storage.postgresql.sieve import PgSieve
+from postroom.storage.postgresql.web import PgWebLogins
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+class PgTx:
+    """The repositories over one connection, for one transaction (or read snapshot)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.blobs = PgBlobs(self)
+        self.accounts = PgAccounts(self)
+        self.mailboxes = PgMailboxes(self)
+        self.secrets = PgSecrets(self)
+        self.dkim_keys = PgDkimKeys(self)
+        self.junk = PgJunk(self)
+        self.sieve = PgSieve(self)
+        self.abuse = PgAbuseState(self)
+        self.web = PgWebLogins(self)
+
+    def savepoint(self) -> Savepoint:
+        """A nested unit: an exception inside undoes only what was done inside, then rises."""
+        return Savepoint(self.conn)
+
+
+class Savepoint:
+    """SAVEPOINT ... RELEASE, or ROLLBACK TO on an exception. Every one has the same name:
+    ROLLBACK TO and RELEASE reach the innermost of that name, so they nest."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("SAVEPOINT nested")
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: object
+    ) -> None:
+        if kind is not None:
+            self._conn.execute("ROLLBACK TO SAVEPOINT nested")
+        self._conn.execute("RELEASE SAVEPOINT nested")

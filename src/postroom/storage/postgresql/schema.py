@@ -1,0 +1,246 @@
+"""The PostgreSQL schema of the store, as versioned migrations postroom applies itself.
+
+`MIGRATIONS[n]` takes a database from version n-1 to n; a new database runs them all. The
+version lives in `meta` (key 'schema_version'). `migrate` runs in one transaction under an
+advisory lock, so nodes starting together migrate once, one after the other, and a database
+newer than this postroom is refused rather than used.
+
+Text that is sorted or compared as a key is `COLLATE "C"` (byte order, as SQLite's BINARY), so
+listings come out in the same order whatever collation the database was created with. Times
+are Unix seconds as double precision, as the SQLite store keeps them.
+
+Message contents are `blobs` rows counted by their references, their bytes split into
+`blob_chunks` of CHUNK_SIZE bytes (`bytea`), written and read a chunk at a time.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+SCHEMA_VERSION = 1
+# pg_advisory_xact_lock key taken while migrating ("postroom" in ASCII, as a bigint).
+MIGRATION_LOCK = 0x706F7374726F6F6D
+
+_VERSION_1 = """
+CREATE TABLE meta (
+    key   text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL
+);
+
+CREATE TABLE users (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    address       text COLLATE "C" NOT NULL UNIQUE,
+    password_hash text NOT NULL,
+    scram         text NOT NULL,
+    created       double precision NOT NULL,
+    admin         boolean NOT NULL DEFAULT false
+);
+
+CREATE TABLE aliases (
+    address text COLLATE "C" NOT NULL,
+    target  text COLLATE "C" NOT NULL,
+    PRIMARY KEY (address, target)
+);
+
+-- A message's content, counted by the queue entries and mailbox copies that reference it.
+CREATE TABLE blobs (
+    id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    size bigint NOT NULL,
+    refs integer NOT NULL
+);
+CREATE TABLE blob_chunks (
+    blob_id bigint NOT NULL REFERENCES blobs(id) ON DELETE CASCADE,
+    seq     integer NOT NULL,
+    data    bytea NOT NULL,
+    PRIMARY KEY (blob_id, seq)
+);
+
+-- RFC 3501 §5.1: UIDVALIDITY, UIDNEXT; RFC 7162: HIGHESTMODSEQ.
+CREATE TABLE mailboxes (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id       bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name          text COLLATE "C" NOT NULL,
+    uidvalidity   bigint NOT NULL,
+    uidnext       bigint NOT NULL DEFAULT 1,
+    highestmodseq bigint NOT NULL DEFAULT 1,
+    special_use   text NOT NULL DEFAULT '',
+    recent_uid    bigint NOT NULL DEFAULT 1,
+    UNIQUE (user_id, name)
+);
+
+-- RFC 3501 §6.3.6: a subscription is a name; it may outlive (or precede) its mailbox.
+CREATE TABLE subscriptions (
+    user_id bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name    text COLLATE "C" NOT NULL,
+    PRIMARY KEY (user_id, name)
+);
+
+CREATE TABLE mailbox_messages (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    mailbox_id    bigint NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid           bigint NOT NULL,
+    modseq        bigint NOT NULL,
+    flags         text NOT NULL DEFAULT '',
+    seen          boolean NOT NULL DEFAULT false,
+    internal_date double precision NOT NULL,
+    size          bigint NOT NULL,
+    blob_id       bigint NOT NULL REFERENCES blobs(id),
+    prefix        bytea NOT NULL,
+    UNIQUE (mailbox_id, uid)
+);
+CREATE INDEX mailbox_messages_blob ON mailbox_messages(blob_id);
+
+CREATE TABLE secrets (
+    name  text COLLATE "C" PRIMARY KEY,
+    value bytea NOT NULL
+);
+
+-- RFC 6376 key pairs (ed25519: RFC 8463), one per selector of a domain.
+CREATE TABLE dkim_keys (
+    domain        text COLLATE "C" NOT NULL,
+    selector      text COLLATE "C" NOT NULL,
+    algorithm     text NOT NULL,
+    private_key   bytea NOT NULL,
+    public_key    text NOT NULL,
+    created       double precision NOT NULL,
+    state         text NOT NULL CHECK (state IN ('announced', 'active', 'retired')),
+    state_changed double precision NOT NULL,
+    PRIMARY KEY (domain, selector)
+);
+
+CREATE TABLE junk_tokens (
+    user_id bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    token   text COLLATE "C" NOT NULL,
+    ham     integer NOT NULL DEFAULT 0,
+    spam    integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, token)
+);
+CREATE TABLE junk_totals (
+    user_id bigint PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    ham     integer NOT NULL DEFAULT 0,
+    spam    integer NOT NULL DEFAULT 0
+);
+CREATE TABLE junk_trained (
+    user_id bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    digest  bytea NOT NULL,
+    spam    boolean NOT NULL,
+    PRIMARY KEY (user_id, digest)
+);
+
+-- RFC 5228 scripts, at most one active (RFC 5804 §1.1); RFC 5230 §4.2 vacation replies and
+-- RFC 7352 duplicate IDs, each until its period ends.
+CREATE TABLE sieve_scripts (
+    user_id bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name    text COLLATE "C" NOT NULL,
+    source  text NOT NULL,
+    active  boolean NOT NULL DEFAULT false,
+    changed double precision NOT NULL,
+    PRIMARY KEY (user_id, name)
+);
+CREATE UNIQUE INDEX sieve_scripts_one_active ON sieve_scripts(user_id) WHERE active;
+CREATE TABLE sieve_replies (
+    user_id bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    sender  text COLLATE "C" NOT NULL,
+    handle  text COLLATE "C" NOT NULL,
+    until   double precision NOT NULL,
+    PRIMARY KEY (user_id, sender, handle)
+);
+CREATE TABLE sieve_duplicates (
+    user_id bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    key     text COLLATE "C" NOT NULL,
+    until   double precision NOT NULL,
+    PRIMARY KEY (user_id, key)
+);
+
+CREATE TABLE greylist_triplets (
+    key        text COLLATE "C" PRIMARY KEY,
+    first_seen double precision NOT NULL
+);
+CREATE TABLE greylist_networks (
+    network   text COLLATE "C" PRIMARY KEY,
+    last_seen double precision NOT NULL
+);
+CREATE TABLE abuse_blocks (
+    kind    text COLLATE "C" NOT NULL,
+    client  text COLLATE "C" NOT NULL,
+    account text COLLATE "C" NOT NULL,
+    until   double precision NOT NULL,
+    reason  text NOT NULL,
+    PRIMARY KEY (kind, client, account)
+);
+CREATE TABLE sending_counts (
+    account      text COLLATE "C" PRIMARY KEY,
+    window_start double precision NOT NULL,
+    messages     integer NOT NULL,
+    recipients   integer NOT NULL
+);
+
+-- The web admin: sessions and API tokens by the SHA-256 of their secret; app passwords.
+CREATE TABLE web_sessions (
+    id_hash   bytea PRIMARY KEY,
+    user_id   bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf      text NOT NULL,
+    created   double precision NOT NULL,
+    last_seen double precision NOT NULL
+);
+CREATE INDEX web_sessions_user ON web_sessions(user_id);
+CREATE TABLE api_tokens (
+    id_hash bytea PRIMARY KEY,
+    user_id bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name    text NOT NULL,
+    created double precision NOT NULL
+);
+CREATE TABLE app_passwords (
+    user_id       bigint NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name          text COLLATE "C" NOT NULL,
+    password_hash text NOT NULL,
+    created       double precision NOT NULL,
+    PRIMARY KEY (user_id, name)
+)
+"""
+
+MIGRATIONS: dict[int, str] = {1: _VERSION_1}
+
+
+class NewerSchema(Exception):
+    """The database was migrated by a newer postroom than this one."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__(
+            f"the database's schema is version {found}, newer than this postroom's"
+            f" ({SCHEMA_VERSION}): run the postroom that migrated it, or a newer one"
+        )
+        self.found = found
+
+
+def stored_version(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    """The schema version of the database (0: postroom never migrated it)."""
+    row = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return 0
+    found = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return 0 if found is None else int(str(found[0]))
+
+
+def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    """Bring the database to SCHEMA_VERSION (`conn` in autocommit mode); the version it had.
+    NewerSchema when it is ahead of this postroom."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        found = stored_version(conn)
+        if found > SCHEMA_VERSION:
+            raise NewerSchema(found)
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            conn.execute(MIGRATIONS[version])
+        if found < SCHEMA_VERSION:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return found

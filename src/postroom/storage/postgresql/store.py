@@ -1,0 +1,467 @@
+"""The PostgreSQL store: one writer thread with group commit, reader threads, a connection pool.
+
+`PgStore` has the shape of `storage.api.Store` (the SQLite store's, store.py there). Writes are
+jobs (functions of a `PgTx`). The writer takes every job that is waiting and runs them in ONE
+transaction, each inside its own SAVEPOINT (a job that fails undoes its own changes only), then
+COMMITs; PostgreSQL returns from COMMIT once the WAL holding it is flushed
+(synchronous_commit=on), and only then are the jobs answered — a `250` never runs ahead of the
+commit that holds the message. A batch of only `durable=False` jobs (IMAP flags) is committed
+with synchronous_commit=off: a crash may undo it, never mail. A job's `then` runs right after
+its batch committed, in an unsynced transaction of its own (a failure is logged and undoes
+nothing else). Reads run on READ_THREADS threads of their own, each in a REPEATABLE READ, READ
+ONLY transaction: one consistent snapshot, never waiting for the writer.
+
+The database is reached through a psycopg 3 connection pool (synchronous API: the store's
+functions run on its own threads, so nothing here touches the event loop); the writer and each
+reader hold at most one connection at a time, so the pool is READ_THREADS + 1 connections, and
+a connection the server broke is dropped and replaced by the pool. Messages name the database
+by `errors.describe`, never with its password. The schema is created and migrated at `open`
+(schema.py).
+
+`PgDirect` is the same store for one CLI command: the repositories on one connection, in
+transactions the command opens.
+
+Content on its way in spills to files under `data_dir/tmp` (as with SQLite); signals from the
+CLI to the server are the data directory's stamp files (storage/signals.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import pq
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from postroom.storage import private
+from postroom.storage.buffer import ContentBuffer
+from postroom.storage.commit_stats import CommitStats
+from postroom.storage.postgresql.connection import Connection, PgTx
+from postroom.storage.postgresql.errors import as_failure, describe, open_failure
+from postroom.storage.postgresql.schema import NewerSchema, migrate
+from postroom.storage.records import StorageFailure
+from postroom.storage.signals import FileSignals
+
+log = logging.getLogger("postroom.store")
+
+T = TypeVar("T")
+READ_THREADS = 2
+CONNECT_TIMEOUT = 10  # seconds to reach the server (libpq connect_timeout)
+POOL_WAIT = 30.0  # seconds a thread waits for a connection before its work fails
+TMP_DIR = "tmp"  # under data_dir: content on its way in (ContentBuffer's spill files)
+
+Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+@dataclass
+class _Job:
+    fn: Callable[[PgTx], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    durable: bool = True
+    early: asyncio.Future[Any] | None = None  # gets fn's result before the commit
+    then: Callable[[PgTx, Any], None] | None = None  # see Store.write
+
+
+@dataclass
+class _Read:
+    fn: Callable[[PgTx], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+_STOP = object()
+
+
+def connect(dsn: str, password: str | None) -> Connection:
+    """One connection in autocommit mode (the store says BEGIN and COMMIT itself)."""
+    extra: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+    if password is not None:
+        extra["password"] = password
+    return psycopg.connect(dsn, autocommit=True, **extra)
+
+
+def open_database(dsn: str, password: str | None) -> Connection:
+    """A connection to a database migrated to the current schema; StorageFailure, naming the
+    database (never the password) and the fix, when it cannot be used."""
+    where = describe(dsn)
+    try:
+        conn = connect(dsn, password)
+    except psycopg.Error as error:
+        raise open_failure(error, where) from None
+    try:
+        found = migrate(conn)
+    except NewerSchema as error:
+        conn.close()
+        raise StorageFailure(f"{where}: {error}") from None
+    except psycopg.Error as error:
+        conn.close()
+        raise open_failure(error, where) from None
+    if found == 0:
+        log.info("made the postroom tables in %s", where)
+    return conn
+
+
+def _settle(items: list[Outcome]) -> None:
+    """On the event loop: answer the jobs."""
+    for future, value, error in items:
+        if future.cancelled():
+            continue
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+
+
+def _answer(loop: asyncio.AbstractEventLoop, items: list[Outcome]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+        loop.call_soon_threadsafe(_settle, items)
+
+
+class PgStore:
+    """The server's store in the PostgreSQL database `dsn`; `data_dir` holds spill files."""
+
+    def __init__(
+        self,
+        dsn: str,
+        data_dir: Path,
+        *,
+        password: str | None = None,
+        batch_max: int = 256,
+        batch_wait: float = 0.0,
+    ) -> None:
+        self.dsn = dsn
+        self.where = describe(dsn)
+        self.data_dir = data_dir
+        self.tmp_dir = data_dir / TMP_DIR
+        self.batch_max = batch_max
+        self.batch_wait = batch_wait
+        self.stats = CommitStats()
+        self.signals = FileSignals(data_dir)
+        self._password = password
+        self._pool: ConnectionPool[Connection] | None = None
+        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._reads: queue.SimpleQueue[_Read | object] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        # The Store interface's hooks: sessions hear of other sessions' mailbox changes once the
+        # Messages repository exists here; each group commit's size is reported.
+        self.on_mailbox_change: Callable[[dict[int, int | None]], None] | None = None
+        self.on_commit: Callable[[int], None] | None = None
+
+    def open(self) -> None:
+        """Migrate the database, open the pool and start the threads; StorageFailure, naming
+        the database or directory and the fix, when they cannot be used."""
+        try:
+            private.make_data_dir(self.data_dir)
+            private.make_dirs(self.data_dir, TMP_DIR)
+            for leftover in self.tmp_dir.iterdir():
+                leftover.unlink(missing_ok=True)
+        except OSError as error:
+            raise StorageFailure(f"{error.filename or self.data_dir}: {error.strerror}") from None
+        open_database(self.dsn, self._password).close()
+        extra: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}
+        if self._password is not None:
+            extra["password"] = self._password
+        pool: ConnectionPool[Connection] = ConnectionPool(
+            self.dsn,
+            kwargs=extra,
+            min_size=1,
+            max_size=READ_THREADS + 1,
+            timeout=POOL_WAIT,
+            open=False,
+            name="postroom",
+        )
+        try:
+            pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except PoolTimeout:
+            pool.close()
+            raise StorageFailure(
+                f"{self.where}: no connection within {CONNECT_TIMEOUT} s"
+            ) from None
+        self._pool = pool
+        writer = threading.Thread(target=self._writer_loop, name="store-write", daemon=True)
+        self._threads = [writer] + [
+            threading.Thread(target=self._reader_loop, name=f"store-read-{n}", daemon=True)
+            for n in range(READ_THREADS)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def close(self) -> None:
+        if not self._threads:
+            return
+        self._jobs.put(_STOP)
+        for _ in range(READ_THREADS):
+            self._reads.put(_STOP)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    async def write(
+        self,
+        fn: Callable[[Any], T],
+        *,
+        durable: bool = True,
+        then: Callable[[Any, T], None] | None = None,
+    ) -> T:
+        """Run `fn` in the next group commit; returns once that transaction has committed
+        (durable=False: without waiting for the WAL flush)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, loop, future, durable, then=then))
+        return await future
+
+    async def write_early(self, fn: Callable[[Any], T]) -> tuple[T, asyncio.Future[None]]:
+        """A `durable=False` write whose result comes back as soon as `fn` has run, with a
+        future that is done once the commit is (see the SQLite store's)."""
+        result, committed = self.submit_early(fn)
+        return await result, committed
+
+    def submit_early(
+        self, fn: Callable[[Any], T]
+    ) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[T] = loop.create_future()
+        committed: asyncio.Future[None] = loop.create_future()
+        self._jobs.put(_Job(fn, loop, committed, False, early=result))
+        return result, committed
+
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._reads.put(_Read(fn, loop, future))
+        return await future
+
+    def new_buffer(self, name: str) -> ContentBuffer:
+        return ContentBuffer(self.tmp_dir, name)
+
+    async def write_content(self, content: ContentBuffer, then: Callable[[Any, int], T]) -> T:
+        """Store `content` as a new blob (copied from its spill file a chunk at a time) and run
+        `then(tx, blob_id)` in the same group commit. The spill file is gone afterwards."""
+        try:
+            data = content.in_memory()
+            if data is None:
+                await asyncio.to_thread(content.seal)
+            path = content.path
+
+            def store(tx: PgTx) -> T:
+                if data is not None:
+                    blob_id = tx.blobs.add(data)
+                else:
+                    assert path is not None
+                    blob_id = tx.blobs.add_file(path)
+                return then(tx, blob_id)
+
+            return await self.write(store)
+        finally:
+            content.discard()
+
+    def _reader_loop(self) -> None:
+        pool = self._pool
+        assert pool is not None
+        while True:
+            item = self._reads.get()
+            if item is _STOP:
+                return
+            assert isinstance(item, _Read)
+            try:
+                with pool.connection() as conn:
+                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    try:
+                        outcome: Outcome = (item.future, item.fn(PgTx(conn)), None)
+                    finally:
+                        _end(conn, "COMMIT")
+            except BaseException as error:  # handed to the caller, like any outcome
+                outcome = (item.future, None, as_failure(error, self.where) or error)
+            _answer(item.loop, [outcome])
+
+    def _writer_loop(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is _STOP:
+                return
+            assert isinstance(first, _Job)
+            batch = [first]
+            stop = self._gather(batch)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _gather(self, batch: list[_Job]) -> bool:
+        """Add every job already waiting (and, with batch_wait, those arriving shortly)."""
+        deadline = time.monotonic() + self.batch_wait
+        while len(batch) < self.batch_max:
+            try:
+                remaining = deadline - time.monotonic()
+                item = (
+                    self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return True
+            assert isinstance(item, _Job)
+            batch.append(item)
+        return False
+
+    def _commit(self, batch: list[_Job]) -> None:
+        pool = self._pool
+        assert pool is not None
+        outcomes: list[Outcome] = []
+        follow_ups: list[tuple[Callable[[PgTx, Any], None], Any]] = []
+        try:
+            with pool.connection() as conn:
+                try:
+                    self._run(PgTx(conn), batch, outcomes, follow_ups)
+                except BaseException:
+                    _end(conn, "ROLLBACK")
+                    raise
+                if follow_ups:
+                    self._run_later(PgTx(conn), follow_ups)
+        except BaseException as raised:
+            failure = as_failure(raised, self.where)
+            if failure is None:  # a bug of ours
+                log.exception("group commit of %d jobs failed", len(batch))
+            # A storage failure is each job's to report (one line, by whoever waits for it).
+            cause: BaseException = failure or raised
+            outcomes = [(job.future, None, cause) for job in batch]
+            for job in batch:
+                if job.early is not None:  # never ran: its caller still waits for a result
+                    self._answer_early(job, None, cause)
+        else:
+            self.stats.record(len(batch))
+            if self.on_commit is not None:
+                self.on_commit(len(batch))
+        by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+        for job, outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(job.loop, []).append(outcome)
+        for loop, items in by_loop.items():
+            _answer(loop, items)
+
+    def _run(
+        self,
+        tx: PgTx,
+        batch: list[_Job],
+        outcomes: list[Outcome],
+        follow_ups: list[tuple[Callable[[PgTx, Any], None], Any]],
+    ) -> None:
+        """BEGIN, each job in its savepoint, COMMIT (which returns once durable)."""
+        conn = tx.conn
+        alone = len(batch) == 1  # a lone job needs no savepoint: its failure undoes it all
+        conn.execute("BEGIN")
+        if not any(job.durable for job in batch):
+            conn.execute("SET LOCAL synchronous_commit = off")
+        for job in batch:
+            if not alone:
+                conn.execute("SAVEPOINT job")
+            try:
+                value = job.fn(tx)
+            except Exception as raised:
+                if conn.broken or conn.closed:
+                    raise  # the connection is gone, and the transaction with it: all fail
+                conn.execute("ROLLBACK" if alone else "ROLLBACK TO SAVEPOINT job")
+                error = as_failure(raised, self.where) or raised
+                if job.early is not None:
+                    self._answer_early(job, None, error)
+                    outcomes.append((job.future, None, None))  # nothing left to wait for
+                else:
+                    outcomes.append((job.future, None, error))
+            else:
+                if job.then is not None:
+                    follow_ups.append((job.then, value))
+                if job.early is not None:
+                    self._answer_early(job, value, None)
+                    value = None
+                outcomes.append((job.future, value, None))
+            if not alone:
+                conn.execute("RELEASE SAVEPOINT job")
+        if conn.info.transaction_status == pq.TransactionStatus.INTRANS:
+            conn.execute("COMMIT")
+
+    def _run_later(self, tx: PgTx, work: list[tuple[Callable[[PgTx, Any], None], Any]]) -> None:
+        """Committed jobs' `then`, each in its own savepoint, in one unsynced transaction."""
+        conn = tx.conn
+        try:
+            conn.execute("BEGIN")
+            conn.execute("SET LOCAL synchronous_commit = off")
+            for then, value in work:
+                conn.execute("SAVEPOINT later")
+                try:
+                    then(tx, value)
+                except Exception as error:
+                    self._derived_failed(error)
+                    conn.execute("ROLLBACK TO SAVEPOINT later")
+                conn.execute("RELEASE SAVEPOINT later")
+            conn.execute("COMMIT")
+        except psycopg.Error as error:
+            _end(conn, "ROLLBACK")
+            self._derived_failed(error)
+
+    @staticmethod
+    def _answer_early(job: _Job, value: Any, error: BaseException | None) -> None:
+        early, job.early = job.early, None
+        assert early is not None
+        _answer(job.loop, [(early, value, error)])
+
+    def _derived_failed(self, error: Exception) -> None:
+        """Log a failure of derived work (in an except block): one line when the database
+        failed, the traceback when it is a bug of ours."""
+        failure = as_failure(error, self.where)
+        if failure is None:
+            log.exception("work derived from a commit failed (readers make it)")
+        else:
+            log.warning("work derived from a commit failed (readers make it): %s", failure)
+
+
+def _end(conn: Connection, statement: str) -> None:
+    """COMMIT or ROLLBACK an open transaction; ROLLBACK quietly on a broken connection."""
+    if conn.closed or conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        return
+    if statement == "ROLLBACK":
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(statement)
+        return
+    conn.execute(statement)
+
+
+class PgDirect:
+    """The store for one CLI command (`storage.api.DirectStore`) on one connection."""
+
+    def __init__(self, dsn: str, data_dir: Path, *, password: str | None = None) -> None:
+        self.signals = FileSignals(data_dir)
+        self.where = describe(dsn)
+        self._conn = open_database(dsn, password)
+        self._tx = PgTx(self._conn)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[PgTx]:
+        """BEGIN ... COMMIT (durable when it returns); ROLLBACK on an exception."""
+        self._conn.execute("BEGIN")
+        try:
+            yield self._tx
+        except BaseException:
+            _end(self._conn, "ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def reader(self) -> PgTx:
+        """The repositories outside a transaction: each statement sees the latest commit."""
+        return self._tx
+
+    def failure(self, error: BaseException) -> StorageFailure | None:
+        return as_failure(error, self.where)
+
+    def close(self) -> None:
+        self._conn.close()
