@@ -57,7 +57,7 @@ def open_failure(error: BaseException, where: str) -> StorageFailure:
     state = error.sqlstate if isinstance(error, psycopg.Error) else None
     if state == "28P01" or "password authentication failed" in text:
         fix = "check the user the DSN names and its password"
-    elif state == "3D000":
+    elif state == "3D000" or ("database" in text and "does not exist" in text):
         fix = "create the database (createdb), or name an existing one in the DSN"
     elif state == "42501":
         fix = "grant the user CREATE on the database (postroom makes its tables itself)"

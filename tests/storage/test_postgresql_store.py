@@ -1,0 +1,269 @@
+"""The PostgreSQL store's own promises, against a real server (tests/storage/postgres_server.py):
+the schema made and versioned at open (and a newer one refused), group commit (several jobs in
+one transaction, a failing job undoing only its own changes, answers only after COMMIT), reads
+in one snapshot, contents stored in chunks and copied from spill files, and a clear error,
+without the password, when the database cannot be reached."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from postroom.storage.postgresql import blobs as pg_blobs
+from postroom.storage.postgresql.connection import PgTx
+from postroom.storage.postgresql.schema import SCHEMA_VERSION
+from postroom.storage.postgresql.store import PgDirect, PgStore
+from postroom.storage.records import StorageFailure, StoreError
+
+from .postgres_server import PASSWORD, PostgresServer
+
+
+@pytest.fixture
+def dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    database = postgres_server.new_database()
+    try:
+        yield postgres_server.dsn(database)
+    finally:
+        postgres_server.drop_database(database)
+
+
+@pytest.fixture
+def store(dsn: str, tmp_path: Path) -> Iterator[PgStore]:
+    opened = PgStore(dsn, tmp_path / "data", password=PASSWORD)
+    opened.open()
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _version(dsn: str) -> str:
+    with psycopg.connect(dsn, password=PASSWORD) as conn:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+def test_open_makes_the_schema_once_and_refuses_a_newer_one(dsn: str, tmp_path: Path) -> None:
+    first = PgDirect(dsn, tmp_path, password=PASSWORD)
+    with first.transaction() as tx:
+        tx.accounts.add_user("alice@example.test", "h", "s")
+    first.close()
+    assert _version(dsn) == str(SCHEMA_VERSION)
+    again = PgDirect(dsn, tmp_path, password=PASSWORD)  # already current: nothing is redone
+    assert again.reader().accounts.get_user("alice@example.test") is not None
+    again.close()
+    with psycopg.connect(dsn, password=PASSWORD, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+        )
+    with pytest.raises(StorageFailure, match="newer than this postroom"):
+        PgDirect(dsn, tmp_path, password=PASSWORD)
+
+
+def test_nodes_opening_together_migrate_once(dsn: str, tmp_path: Path) -> None:
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            PgDirect(dsn, tmp_path, password=PASSWORD).close()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert _version(dsn) == str(SCHEMA_VERSION)
+
+
+def test_unreachable_database_is_one_line_without_the_password(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    secret = "never-to-be-seen"
+    wrong = f"postgresql://postroom_test:{secret}@127.0.0.1:{postgres_server.port}/postgres"
+    with pytest.raises(StorageFailure) as refused:
+        PgDirect(wrong, tmp_path)
+    text = str(refused.value)
+    assert secret not in text and "\n" not in text
+    assert "password" in text and f"127.0.0.1:{postgres_server.port}/postgres" in text
+    missing = postgres_server.dsn("no_such_database")
+    with pytest.raises(StorageFailure, match="createdb"):
+        PgStore(missing, tmp_path / "data", password=PASSWORD).open()
+
+
+def test_a_failing_job_undoes_only_its_own_changes(store: PgStore) -> None:
+    def add(tx: PgTx, address: str) -> int:
+        return tx.accounts.add_user(address, "h", "s")
+
+    def add_then_fail(tx: PgTx) -> None:
+        tx.accounts.add_user("carol@example.test", "h", "s")
+        tx.accounts.add_user("alice@example.test", "h", "s")  # exists: StoreError
+
+    def broken_sql(tx: PgTx) -> None:
+        tx.conn.execute("SELECT no_such_column FROM users")
+
+    async def batch() -> list[object]:
+        return await asyncio.gather(
+            store.write(lambda tx: add(tx, "alice@example.test")),
+            store.write(add_then_fail),
+            store.write(broken_sql),
+            store.write(lambda tx: add(tx, "bob@example.test")),
+            return_exceptions=True,
+        )
+
+    sizes: list[int] = []
+    store.on_commit = sizes.append
+    alice, failed, broken, bob = asyncio.run(batch())
+    assert isinstance(alice, int) and isinstance(bob, int)
+    assert isinstance(failed, StoreError)
+    assert isinstance(broken, psycopg.errors.UndefinedColumn)
+    users = asyncio.run(store.read(lambda tx: [u.address for u in tx.accounts.list_users()]))
+    assert users == ["alice@example.test", "bob@example.test"]  # carol went with her job
+    assert sum(sizes) == 4
+
+
+def test_writes_are_answered_after_their_commit(store: PgStore, dsn: str) -> None:
+    """What a write returns is visible to another connection by the time it is answered."""
+
+    async def run() -> list[bool]:
+        seen = []
+        for n in range(20):
+            await store.write(lambda tx, n=n: tx.secrets.get_or_create(f"k{n}", lambda: b"v"))
+            with psycopg.connect(dsn, password=PASSWORD) as other:
+                row = other.execute("SELECT 1 FROM secrets WHERE name = %s", (f"k{n}",))
+                seen.append(row.fetchone() is not None)
+        return seen
+
+    assert all(asyncio.run(run()))
+
+
+def test_early_and_not_durable_writes_commit(store: PgStore) -> None:
+    async def run() -> tuple[int, bool]:
+        result, committed = await store.write_early(
+            lambda tx: tx.accounts.add_user("early@example.test", "h", "s")
+        )
+        await committed
+        await store.write(lambda tx: tx.secrets.get_or_create("lazy", lambda: b"x"), durable=False)
+        found = await store.read(lambda tx: tx.secrets.get("lazy") == b"x")
+        return result, found
+
+    user_id, found = asyncio.run(run())
+    assert user_id > 0 and found
+
+
+def test_then_runs_after_the_commit_and_its_failure_stays_its_own(store: PgStore) -> None:
+    def follow(tx: PgTx, user_id: int) -> None:
+        tx.secrets.get_or_create(f"made-for-{user_id}", lambda: b"1")
+
+    def fail(tx: PgTx, user_id: int) -> None:
+        tx.secrets.get_or_create("never", lambda: b"1")
+        raise RuntimeError("derived work failed")
+
+    async def run() -> tuple[int, int]:
+        first = await store.write(
+            lambda tx: tx.accounts.add_user("a@example.test", "h", "s"), then=follow
+        )
+        second = await store.write(
+            lambda tx: tx.accounts.add_user("b@example.test", "h", "s"), then=fail
+        )
+        return first, second
+
+    first, _ = asyncio.run(run())
+    kept = asyncio.run(
+        store.read(lambda tx: (tx.secrets.get(f"made-for-{first}"), tx.secrets.get("never")))
+    )
+    assert kept == (b"1", None)
+    users = asyncio.run(store.read(lambda tx: len(tx.accounts.list_users())))
+    assert users == 2
+
+
+def test_a_read_sees_one_snapshot(store: PgStore, dsn: str) -> None:
+    def two_looks(tx: PgTx) -> tuple[int, int]:
+        before = len(tx.accounts.list_users())
+        with psycopg.connect(dsn, password=PASSWORD, autocommit=True) as other:
+            other.execute(
+                "INSERT INTO users(address, password_hash, scram, created) VALUES"
+                " ('late@example.test', 'h', 's', 0)"
+            )
+        return before, len(tx.accounts.list_users())
+
+    assert asyncio.run(store.read(two_looks)) == (0, 0)
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        asyncio.run(store.read(lambda tx: tx.accounts.add_user("x@example.test", "h", "s")))
+
+
+def test_contents_are_chunked_and_copied_from_spill_files(
+    store: PgStore, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_blobs, "CHUNK_SIZE", 1000)
+    large = bytes(range(256)) * 2000  # past the buffer's memory limit: a spill file
+    small = b"Subject: hi\r\n\r\nbody\r\n"
+
+    async def put(data: bytes) -> tuple[int, Path | None]:
+        buffer = store.new_buffer(f"in-{len(data)}")
+        for start in range(0, len(data), 65536):
+            buffer.write(data[start : start + 65536])
+        spilled = buffer.path
+        blob_id = await store.write_content(buffer, lambda tx, blob_id: blob_id)
+        return blob_id, spilled
+
+    large_id, spill = asyncio.run(put(large))
+    small_id, small_spill = asyncio.run(put(small))
+    assert spill is not None and not spill.exists()  # the spill file is gone
+    assert small_spill is None
+    assert asyncio.run(store.read(lambda tx: tx.blobs.read(large_id))) == large
+    assert asyncio.run(store.read(lambda tx: tx.blobs.read(small_id))) == small
+    with psycopg.connect(dsn, password=PASSWORD) as conn:
+        rows = conn.execute(
+            "SELECT count(*), max(length(data)) FROM blob_chunks WHERE blob_id = %s", (large_id,)
+        ).fetchone()
+    assert rows == (len(large) // 1000, 1000)
+
+    def reference_twice_release_twice(tx: PgTx) -> list[bool]:
+        tx.blobs.add_reference(large_id)
+        tx.blobs.add_reference(large_id)
+        tx.blobs.release(large_id)
+        still = tx.blobs.exists(large_id)
+        tx.blobs.release(large_id)
+        return [still, tx.blobs.exists(large_id)]
+
+    assert asyncio.run(store.write(reference_twice_release_twice)) == [True, False]
+    with pytest.raises(StoreError, match="missing"):
+        asyncio.run(store.read(lambda tx: tx.blobs.read(large_id)))
+    with psycopg.connect(dsn, password=PASSWORD) as conn:
+        left = conn.execute("SELECT count(*) FROM blob_chunks WHERE blob_id = %s", (large_id,))
+        assert left.fetchone() == (0,)
+
+
+def test_a_server_that_goes_away_fails_writes_as_storage_failures(store: PgStore, dsn: str) -> None:
+    """A connection the server ended is a StorageFailure for the jobs on it, and the pool
+    replaces it: the next write succeeds."""
+    with psycopg.connect(dsn, password=PASSWORD, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+    async def attempts() -> list[object]:
+        results: list[object] = []
+        for n in range(2 + 3):  # every pooled connection was ended: a few may fail
+            try:
+                results.append(
+                    await store.write(lambda tx, n=n: tx.accounts.add_user(f"u{n}@x.test", "h", ""))
+                )
+            except StorageFailure as failure:
+                results.append(failure)
+        return results
+
+    results = asyncio.run(attempts())
+    assert isinstance(results[0], StorageFailure)  # the pooled connection was ended
+    assert isinstance(results[-1], int)
+    assert all(isinstance(r, int | StorageFailure) for r in results)
