@@ -23,6 +23,7 @@ CHUNK_SIZE = 256 * 1024
 
 class PgBlobs:
     def __init__(self, tx: PgTx) -> None:
+        self.tx = tx
         self.conn = tx.conn
 
     def _new(self, size: int) -> int:
@@ -42,6 +43,7 @@ class PgBlobs:
                     for seq, start in enumerate(range(0, len(data), CHUNK_SIZE))
                 ],
             )
+        self.tx.summaries.fresh = (blob_id, data)
         return blob_id
 
     def add_file(self, path: Path) -> int:
@@ -59,6 +61,7 @@ class PgBlobs:
                         seq += 1
         except OSError as error:
             raise os_failure(error, path) from None
+        self.tx.summaries.fresh = None
         return blob_id
 
     def add_reference(self, blob_id: int) -> None:
@@ -71,6 +74,9 @@ class PgBlobs:
         ).fetchone()
         if row is not None and row[0] <= 0:
             self.conn.execute("DELETE FROM blobs WHERE id = %s", (blob_id,))
+            fresh = self.tx.summaries.fresh
+            if fresh is not None and fresh[0] == blob_id:
+                self.tx.summaries.fresh = None
 
     def chunks(self, blob_id: int) -> Iterator[bytes]:
         """The content, one chunk per fetch (StoreError when it is missing)."""

@@ -18,8 +18,10 @@ from postroom.storage.postgresql.blobs import PgBlobs
 from postroom.storage.postgresql.dkim_keys import PgDkimKeys
 from postroom.storage.postgresql.junk import PgJunk
 from postroom.storage.postgresql.mailboxes import PgMailboxes
+from postroom.storage.postgresql.messages import PgMessages
 from postroom.storage.postgresql.secrets import PgSecrets
 from postroom.storage.postgresql.sieve import PgSieve
+from postroom.storage.postgresql.summaries import PgSummaries
 from postroom.storage.postgresql.web import PgWebLogins
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -30,9 +32,14 @@ class PgTx:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        # Mailboxes whose messages changed in the current transaction (the store wakes the
+        # IMAP sessions that have them open once it commits).
+        self.touched: set[int] = set()
+        self.summaries = PgSummaries(self)
         self.blobs = PgBlobs(self)
         self.accounts = PgAccounts(self)
         self.mailboxes = PgMailboxes(self)
+        self.messages = PgMessages(self)
         self.secrets = PgSecrets(self)
         self.dkim_keys = PgDkimKeys(self)
         self.junk = PgJunk(self)

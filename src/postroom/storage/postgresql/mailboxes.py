@@ -1,6 +1,4 @@
-"""Mailboxes and subscriptions in PostgreSQL (RFC 3501 §5.1, §6.3): the part of
-storage.api.Mailboxes that needs no message operations (DELETE and RENAME, which expunge and
-copy messages, come with the Messages repository)."""
+"""Mailboxes and subscriptions in PostgreSQL (RFC 3501 §5.1, §6.3; storage.api.Mailboxes)."""
 
 from __future__ import annotations
 
@@ -8,7 +6,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from postroom.storage.records import MailboxError, MailboxInfo, MailboxStatus, StatusCounts
+from postroom.storage.records import (
+    INBOX,
+    MailboxError,
+    MailboxInfo,
+    MailboxStatus,
+    StatusCounts,
+)
 
 if TYPE_CHECKING:
     from postroom.storage.postgresql.connection import PgTx
@@ -92,6 +96,57 @@ class PgMailboxes:
         ).fetchone()
         assert row is not None
         return int(row[0]) % UIDVALIDITY_LIMIT or 1
+
+    def delete(self, user_id: int, name: str) -> None:
+        """RFC 3501 §6.3.4."""
+        if name == INBOX:
+            raise MailboxError("CANNOT", "INBOX can't be deleted")
+        info = self.require(user_id, name)
+        child = self.conn.execute(
+            "SELECT 1 FROM mailboxes WHERE user_id = %s AND starts_with(name, %s) LIMIT 1",
+            (user_id, name + "/"),
+        ).fetchone()
+        if child is not None:
+            # Dovecot's answer too: a mailbox with children keeps existing until they are gone.
+            raise MailboxError("INUSE", "Mailbox has children, delete them first")
+        uids = [
+            int(r[0])
+            for r in self.conn.execute(
+                "SELECT uid FROM mailbox_messages WHERE mailbox_id = %s", (info.id,)
+            ).fetchall()
+        ]
+        self.tx.messages.expunge(info.id, uids)
+        self.conn.execute("DELETE FROM mailboxes WHERE id = %s", (info.id,))
+        self.tx.touched.add(info.id)
+
+    def rename(self, user_id: int, old: str, new: str) -> None:
+        """RFC 3501 §6.3.5: children move along; renaming INBOX moves its messages instead."""
+        source = self.require(user_id, old)
+        if self.find(user_id, new) is not None:
+            raise MailboxError("ALREADYEXISTS", "Target mailbox already exists")
+        if new == old or new.startswith(old + "/"):
+            raise MailboxError("CANNOT", "Can't rename a mailbox into itself")
+        messages = self.tx.messages
+        if old == INBOX:
+            target = self.create(user_id, new)
+            uids = [state.uid for state in messages.states(source.id)]
+            messages.copy(source.id, uids, target)
+            messages.expunge(source.id, uids)
+            self.tx.touched.add(source.id)
+            return
+        parts = new.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if self.find(user_id, parent) is None:
+                self._insert(user_id, parent, "")
+        # RFC 3501 §2.3.1.1: a renamed mailbox keeps its UIDs, so it keeps its UIDVALIDITY;
+        # the sessions that have it open still hear of it.
+        rows = self.conn.execute(
+            "UPDATE mailboxes SET name = %s || substr(name, %s) WHERE user_id = %s"
+            " AND (name = %s OR starts_with(name, %s)) RETURNING id",
+            (new, len(old) + 1, user_id, old, old + "/"),
+        ).fetchall()
+        self.tx.touched.update(int(row[0]) for row in rows)
 
     def subscriptions(self, user_id: int) -> list[str]:
         rows = self.conn.execute(

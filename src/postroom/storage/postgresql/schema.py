@@ -89,6 +89,27 @@ CREATE TABLE mailbox_messages (
     UNIQUE (mailbox_id, uid)
 );
 CREATE INDEX mailbox_messages_blob ON mailbox_messages(blob_id);
+CREATE INDEX mailbox_messages_modseq ON mailbox_messages(mailbox_id, modseq);
+
+-- UIDs expunged from a mailbox, with the MODSEQ of their expunge (RFC 7162 §3.2.10 VANISHED).
+CREATE TABLE mailbox_vanished (
+    mailbox_id bigint NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid        bigint NOT NULL,
+    modseq     bigint NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX mailbox_vanished_modseq ON mailbox_vanished(mailbox_id, modseq);
+
+-- IMAP's view of a blob (storage/summary.py), and its decoded, case-folded Subject: lines
+-- (what SEARCH SUBJECT reads), made when it first enters a mailbox.
+CREATE TABLE blob_summaries (
+    blob_id bigint PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
+    summary bytea NOT NULL
+);
+CREATE TABLE blob_subjects (
+    blob_id bigint PRIMARY KEY REFERENCES blobs(id) ON DELETE CASCADE,
+    subject text NOT NULL
+);
 
 CREATE TABLE secrets (
     name  text COLLATE "C" PRIMARY KEY,

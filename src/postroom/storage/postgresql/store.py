@@ -111,8 +111,13 @@ def open_database(dsn: str, password: str | None) -> Connection:
     return conn
 
 
-def _settle(items: list[Outcome]) -> None:
-    """On the event loop: answer the jobs."""
+MailboxNews = tuple[Callable[[dict[int, int | None]], None], dict[int, int | None]]
+
+
+def _settle(items: list[Outcome], news: MailboxNews | None = None) -> None:
+    """On the event loop: tell sessions which mailboxes changed, then answer the jobs."""
+    if news is not None:
+        news[0](news[1])
     for future, value, error in items:
         if future.cancelled():
             continue
@@ -122,9 +127,11 @@ def _settle(items: list[Outcome]) -> None:
             future.set_exception(error)
 
 
-def _answer(loop: asyncio.AbstractEventLoop, items: list[Outcome]) -> None:
+def _answer(
+    loop: asyncio.AbstractEventLoop, items: list[Outcome], news: MailboxNews | None = None
+) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
-        loop.call_soon_threadsafe(_settle, items)
+        loop.call_soon_threadsafe(_settle, items, news)
 
 
 class PgStore:
@@ -152,8 +159,8 @@ class PgStore:
         self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._reads: queue.SimpleQueue[_Read | object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        # The Store interface's hooks: sessions hear of other sessions' mailbox changes once the
-        # Messages repository exists here; each group commit's size is reported.
+        # Called on the event loop after a batch changed mailboxes: id → HIGHESTMODSEQ after the
+        # commit (None when the mailbox is gone); and on the writer after each group commit.
         self.on_mailbox_change: Callable[[dict[int, int | None]], None] | None = None
         self.on_commit: Callable[[int], None] | None = None
 
@@ -321,13 +328,17 @@ class PgStore:
         assert pool is not None
         outcomes: list[Outcome] = []
         follow_ups: list[tuple[Callable[[PgTx, Any], None], Any]] = []
+        news: MailboxNews | None = None
         try:
             with pool.connection() as conn:
+                tx = PgTx(conn)
                 try:
-                    self._run(PgTx(conn), batch, outcomes, follow_ups)
+                    self._run(tx, batch, outcomes, follow_ups)
                 except BaseException:
                     _end(conn, "ROLLBACK")
                     raise
+                if tx.touched and self.on_mailbox_change is not None:
+                    news = (self.on_mailbox_change, _highest_modseqs(conn, tx.touched))
                 if follow_ups:
                     self._run_later(PgTx(conn), follow_ups)
         except BaseException as raised:
@@ -348,7 +359,7 @@ class PgStore:
         for job, outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(job.loop, []).append(outcome)
         for loop, items in by_loop.items():
-            _answer(loop, items)
+            _answer(loop, items, news if loop is batch[0].loop else None)
 
     def _run(
         self,
@@ -366,6 +377,7 @@ class PgStore:
         for job in batch:
             if not alone:
                 conn.execute("SAVEPOINT job")
+            tx.summaries.fresh = None  # what another job added may have been undone
             try:
                 value = job.fn(tx)
             except Exception as raised:
@@ -423,6 +435,15 @@ class PgStore:
             log.exception("work derived from a commit failed (readers make it)")
         else:
             log.warning("work derived from a commit failed (readers make it): %s", failure)
+
+
+def _highest_modseqs(conn: Connection, mailboxes: set[int]) -> dict[int, int | None]:
+    """Each mailbox's HIGHESTMODSEQ as committed (None: it is gone)."""
+    rows = conn.execute(
+        "SELECT id, highestmodseq FROM mailboxes WHERE id = ANY(%s)", (sorted(mailboxes),)
+    ).fetchall()
+    found: dict[int, int] = {int(mailbox): int(modseq) for mailbox, modseq in rows}
+    return {mailbox: found.get(mailbox) for mailbox in sorted(mailboxes)}
 
 
 def _end(conn: Connection, statement: str) -> None:
