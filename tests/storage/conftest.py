@@ -32,8 +32,10 @@ POSTGRESQL_MODULES = frozenset(
         "test_contract_dkim_keys",
         "test_contract_junk",
         "test_contract_mailboxes",
+        "test_contract_queue",
         "test_contract_secrets",
         "test_contract_sieve",
+        "test_contract_trace",
         "test_contract_web",
     }
 )

@@ -30,6 +30,7 @@ from postroom.storage.api import Store, Tx
 from postroom.storage.records import HistoryEvent, Resolution, StoreError
 
 from .conftest import Backend, read, write
+from .postgres_server import PASSWORD
 
 CONTENT = b"Subject: hello\r\n\r\nHi.\r\n"
 ARRIVAL = 1_800_000_000.0
@@ -258,9 +259,14 @@ WRITER = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from postroom.storage.backend import server_store
+    from postroom.storage.postgresql.store import PgStore
 
     async def main() -> None:
-        store = server_store(Path(sys.argv[1]))
+        place, kind, dsn, password = sys.argv[1:5]
+        if kind == "postgresql":
+            store = PgStore(dsn, Path(place), password=password)
+        else:
+            store = server_store(Path(place))
         store.open()
         user = await store.write(lambda tx: tx.accounts.add_user("k@example.test", "h", "s"))
         inbox = await store.read(lambda tx: tx.mailboxes.require(user, "INBOX").id)
@@ -281,7 +287,7 @@ WRITER = textwrap.dedent(
 
 def test_an_answered_write_survives_kill_9(backend: Backend) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(backend.place)],
+        [sys.executable, "-c", WRITER, str(backend.place), backend.name, backend.dsn, PASSWORD],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")},

@@ -16,9 +16,11 @@ from postroom.storage.postgresql.abuse import PgAbuseState
 from postroom.storage.postgresql.accounts import PgAccounts
 from postroom.storage.postgresql.blobs import PgBlobs
 from postroom.storage.postgresql.dkim_keys import PgDkimKeys
+from postroom.storage.postgresql.history import PgHistory
 from postroom.storage.postgresql.junk import PgJunk
 from postroom.storage.postgresql.mailboxes import PgMailboxes
 from postroom.storage.postgresql.messages import PgMessages
+from postroom.storage.postgresql.queue import PgQueue
 from postroom.storage.postgresql.secrets import PgSecrets
 from postroom.storage.postgresql.sieve import PgSieve
 from postroom.storage.postgresql.summaries import PgSummaries
@@ -40,6 +42,8 @@ class PgTx:
         self.accounts = PgAccounts(self)
         self.mailboxes = PgMailboxes(self)
         self.messages = PgMessages(self)
+        self.queue = PgQueue(self)
+        self.history = PgHistory(self)
         self.secrets = PgSecrets(self)
         self.dkim_keys = PgDkimKeys(self)
         self.junk = PgJunk(self)

@@ -111,6 +111,85 @@ CREATE TABLE blob_subjects (
     subject text NOT NULL
 );
 
+CREATE TABLE queue_messages (
+    id          text COLLATE "C" PRIMARY KEY,
+    blob_id     bigint NOT NULL REFERENCES blobs(id),
+    prefix      bytea NOT NULL,              -- trace headers stamped on arrival (Received, ...)
+    sender      text NOT NULL,               -- "" is the null reverse-path
+    size        bigint NOT NULL,             -- len(prefix) + blob size
+    params      text NOT NULL,               -- JSON: SIZE, BODY, SMTPUTF8, RET, ENVID, AUTH
+    arrival     double precision NOT NULL,
+    client_addr text NOT NULL,
+    client_helo text NOT NULL,
+    protocol    text NOT NULL,               -- SMTP/ESMTP/ESMTPS/ESMTPA/ESMTPSA (RFC 3848)
+    tls         text NOT NULL,
+    auth_user   text NOT NULL,
+    held        boolean NOT NULL DEFAULT false,
+    auth        text NOT NULL DEFAULT '',    -- the inbound checks ("spf=pass dkim=pass ...")
+    junk        boolean NOT NULL DEFAULT false
+);
+
+CREATE TABLE queue_recipients (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id        text COLLATE "C" NOT NULL REFERENCES queue_messages(id) ON DELETE CASCADE,
+    address           text NOT NULL,         -- final address (after alias expansion)
+    original          text NOT NULL,         -- the RCPT TO address as given
+    orcpt             text,                  -- RFC 3461 ORCPT, "addr-type;address"
+    notify            text,                  -- RFC 3461 NOTIFY, comma-separated
+    user_id           bigint,                -- local user, NULL for remote
+    state             text NOT NULL,         -- queued|deferred|delivered|failed|held
+    attempts          integer NOT NULL DEFAULT 0,
+    next_attempt      double precision NOT NULL,
+    last_reply        text NOT NULL DEFAULT '',
+    delay_notified    boolean NOT NULL DEFAULT false,
+    scheduled_attempt double precision,      -- planned attempt a manual retry left in place
+    early_attempts    integer NOT NULL DEFAULT 0, -- manual ones, not counted by the schedule
+    spam_score        integer NOT NULL DEFAULT 0, -- the junk filter's RFC 5235 score
+    junk              boolean NOT NULL DEFAULT false
+);
+CREATE INDEX queue_recipients_message ON queue_recipients(message_id);
+CREATE INDEX queue_recipients_due ON queue_recipients(state, next_attempt);
+
+-- Report lines of one message gathered while its deliveries to several destinations run, so
+-- the sender gets ONE report per kind (RFC 3464 allows many recipients per report).
+CREATE TABLE queue_reports_pending (
+    message_id text COLLATE "C" NOT NULL REFERENCES queue_messages(id) ON DELETE CASCADE,
+    kind       text NOT NULL,                -- failure|delay|success
+    entry      text NOT NULL                 -- JSON of one ReportRecipient
+);
+CREATE INDEX queue_reports_pending_message ON queue_reports_pending(message_id);
+
+-- Delivery history, kept after a message leaves the queue until [queue] keep_history: each
+-- accepted message's envelope, its events (one row each: inserted, never rewritten) and the
+-- keys it is found by (its addresses, "a:...", and Message-ID, "m:..."). Queue IDs begin with
+-- their arrival time, so the oldest go by a range of IDs.
+CREATE TABLE message_history (
+    id          text COLLATE "C" PRIMARY KEY,
+    arrival     double precision NOT NULL,
+    sender      text NOT NULL,
+    size        bigint NOT NULL,
+    client_addr text NOT NULL,
+    client_helo text NOT NULL,
+    protocol    text NOT NULL,
+    auth_user   text NOT NULL,
+    auth        text NOT NULL DEFAULT '',
+    reception   text NOT NULL DEFAULT ''     -- JSON: TLS, Message-ID, verdict, recipients
+);
+CREATE TABLE history_events (
+    message_id text COLLATE "C" NOT NULL REFERENCES message_history(id) ON DELETE CASCADE,
+    seq        bigint GENERATED ALWAYS AS IDENTITY,
+    moment     double precision NOT NULL,
+    line       text NOT NULL,       -- JSON: [time, recipient, event, reply, relay(, details)]
+    PRIMARY KEY (message_id, seq)
+);
+CREATE INDEX history_events_moment ON history_events(moment);
+CREATE TABLE history_keys (
+    key        text COLLATE "C" NOT NULL,
+    message_id text COLLATE "C" NOT NULL REFERENCES message_history(id) ON DELETE CASCADE,
+    PRIMARY KEY (key, message_id)
+);
+CREATE INDEX history_keys_message ON history_keys(message_id);
+
 CREATE TABLE secrets (
     name  text COLLATE "C" PRIMARY KEY,
     value bytea NOT NULL

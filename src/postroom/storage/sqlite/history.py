@@ -18,30 +18,26 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from postroom.model.queue import QueuedMessage, queue_id_floor
+from postroom.storage.history_format import (
+    ADDRESS_KEY,
+    message_id_key,
+    reception_text,
+)
+from postroom.storage.history_format import event_line as _line
+from postroom.storage.history_format import parse_event as _event
+from postroom.storage.history_format import parse_reception as _reception
 from postroom.storage.records import (
     Activity,
     HistoryEvent,
     HourActivity,
     MessageTrace,
-    ReceivedRecipient,
-    Reception,
     normalize_address,
 )
 
 if TYPE_CHECKING:
     from postroom.storage.sqlite.connection import SqliteTx
 
-MAX_REPLY = 512  # characters of a reply kept per event (a peer may send kilobytes)
-MAX_MESSAGE_ID = 250  # characters of a Message-ID kept and looked up
 LOOKUP_CHUNK = 500  # queue IDs looked up per statement (SQLite bounds its parameters)
-
-ADDRESS_KEY = "a:"
-MESSAGE_ID_KEY = "m:"
-
-
-def message_id_key(message_id: str) -> str:
-    """The lookup key of a Message-ID: "<X@y>" and "x@y" find the same message."""
-    return MESSAGE_ID_KEY + message_id.strip().strip("<>").lower()[:MAX_MESSAGE_ID]
 
 
 def history_keys(sender: str, events: str) -> set[str]:
@@ -75,17 +71,7 @@ class SqliteHistory:
         if self._early:
             events = [*self._early.pop(message.id, ()), *events]
             self._early.clear()
-        reception = _ENCODER.encode(
-            {
-                "tls": env.tls,
-                "message_id": env.message_id[:MAX_MESSAGE_ID],
-                "verdict": env.verdict,
-                "junk": env.junk,
-                "recipients": [
-                    [r.address, r.original, r.user_id is not None] for r in message.recipients
-                ],
-            }
-        )
+        reception = reception_text(message)
         lines = "".join(map(_line, events))
         cursor = self.conn.execute(
             "INSERT OR IGNORE INTO message_history(id, arrival, sender, size, client_addr,"
@@ -242,65 +228,3 @@ class SqliteHistory:
             newest = max(str(row[0]) for row in rows)
             self.conn.execute("DELETE FROM trace_keys WHERE message_id <= ?", (newest,))
         return len(rows)
-
-
-# Made once: json.dumps with options makes an encoder for every call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
-
-
-def _line(event: HistoryEvent) -> str:
-    fields: list[object] = [
-        event.time,
-        event.recipient,
-        event.event,
-        event.reply[:MAX_REPLY],
-        event.relay,
-    ]
-    details = {
-        name: value
-        for name, value in (
-            ("ip", event.ip),
-            ("tls", event.tls),
-            ("next", event.next_attempt),
-            ("report", event.report_id),
-        )
-        if value
-    }
-    if details:
-        fields.append(details)
-    return _ENCODER.encode(fields) + "\n"
-
-
-def _event(message_id: str, line: str) -> HistoryEvent:
-    fields = json.loads(line)
-    moment, recipient, event, reply, relay = fields[:5]
-    details = fields[5] if len(fields) > 5 else {}
-    upcoming = details.get("next")
-    return HistoryEvent(
-        message_id,
-        float(moment),
-        str(recipient),
-        str(event),
-        str(reply),
-        relay,
-        ip=str(details.get("ip", "")),
-        tls=str(details.get("tls", "")),
-        next_attempt=None if upcoming is None else float(upcoming),
-        report_id=str(details.get("report", "")),
-    )
-
-
-def _reception(text: str) -> Reception | None:
-    if not text:
-        return None
-    fields = json.loads(text)
-    return Reception(
-        tls=str(fields["tls"]),
-        message_id=str(fields["message_id"]),
-        verdict=str(fields["verdict"]),
-        junk=bool(fields["junk"]),
-        recipients=tuple(
-            ReceivedRecipient(str(address), str(original), bool(local))
-            for address, original, local in fields["recipients"]
-        ),
-    )
