@@ -83,6 +83,19 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def migrated_template(
+    postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A database postroom made its tables in, that the contract tests' databases copy (the
+    migration itself is tested from empty databases in test_postgresql_store.py)."""
+    name = postgres_server.new_database()
+    PgDirect(
+        postgres_server.dsn(name), tmp_path_factory.mktemp("template"), password=PASSWORD
+    ).close()
+    return name
+
+
 @pytest.fixture
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     name = str(request.param)
@@ -90,7 +103,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         yield Backend(name, tmp_path / "store")
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    database = server.new_database()
+    database = server.new_database(request.getfixturevalue("migrated_template"))
     try:
         yield Backend(name, tmp_path / "store", server.dsn(database))
     finally:

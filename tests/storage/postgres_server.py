@@ -4,7 +4,8 @@
 fsync on, as in production), starts it on a free port of 127.0.0.1 with its socket in that
 directory, and waits for it (`pg_ctl start -w`); `stop()` stops it (`pg_ctl stop`, then the
 postmaster's PID is killed if it is still there) and removes the directory. `new_database()`
-gives each test a database of its own, made from `template0` (isolation by construction).
+gives each test a database of its own, a copy of `template0` or of a template the tests made
+(isolation by construction).
 
 PostgreSQL refuses to run as root: when the tests run as root, the programs run as the
 `postgres` user the Debian package makes, and the directory is given to it.
@@ -136,10 +137,10 @@ class PostgresServer:
         with psycopg.connect(self.dsn(), password=PASSWORD, autocommit=True) as conn:
             conn.execute(statement)
 
-    def new_database(self) -> str:
-        """The name of a new, empty database."""
+    def new_database(self, template: str = "template0") -> str:
+        """The name of a new database, a copy of `template` (by default an empty one)."""
         name = f"test_{os.getpid()}_{next(self._numbers)}"
-        self.admin_execute(f"CREATE DATABASE {name} TEMPLATE template0")
+        self.admin_execute(f"CREATE DATABASE {name} TEMPLATE {template}")
         return name
 
     def drop_database(self, name: str) -> None:
