@@ -30,6 +30,7 @@ POSTGRESQL_MODULES = frozenset(
         "test_contract_abuse",
         "test_contract_commits",
         "test_contract_dkim_keys",
+        "test_contract_dmarc",
         "test_contract_junk",
         "test_contract_mailboxes",
         "test_contract_queue",

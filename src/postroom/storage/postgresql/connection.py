@@ -16,6 +16,7 @@ from postroom.storage.postgresql.abuse import PgAbuseState
 from postroom.storage.postgresql.accounts import PgAccounts
 from postroom.storage.postgresql.blobs import PgBlobs
 from postroom.storage.postgresql.dkim_keys import PgDkimKeys
+from postroom.storage.postgresql.dmarc import PgDmarc
 from postroom.storage.postgresql.history import PgHistory
 from postroom.storage.postgresql.junk import PgJunk
 from postroom.storage.postgresql.mailboxes import PgMailboxes
@@ -44,6 +45,7 @@ class PgTx:
         self.messages = PgMessages(self)
         self.queue = PgQueue(self)
         self.history = PgHistory(self)
+        self.dmarc = PgDmarc(self)
         self.secrets = PgSecrets(self)
         self.dkim_keys = PgDkimKeys(self)
         self.junk = PgJunk(self)

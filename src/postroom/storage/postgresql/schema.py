@@ -190,6 +190,43 @@ CREATE TABLE history_keys (
 );
 CREATE INDEX history_keys_message ON history_keys(message_id);
 
+-- DMARC aggregate reports other receivers sent about our domains: the parsed summary, its
+-- rows as JSON (a report is read whole), one per reporter and report ID.
+CREATE TABLE dmarc_reports (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    reporter    text COLLATE "C" NOT NULL,   -- org_name
+    email       text NOT NULL,
+    report_id   text COLLATE "C" NOT NULL,
+    begin_time  bigint NOT NULL,             -- the period, Unix seconds
+    end_time    bigint NOT NULL,
+    domain      text COLLATE "C" NOT NULL,   -- the policy domain
+    policy      text NOT NULL,               -- the policy published, "p=reject; adkim=r; ..."
+    schema      text NOT NULL,               -- rfc7489|dmarcbis
+    errors      text NOT NULL,               -- JSON array of the report's error elements
+    received    double precision NOT NULL,
+    message_id  text NOT NULL,               -- Message-ID of the mail that carried it
+    messages    bigint NOT NULL,             -- the sum of the rows' counts
+    rows        text NOT NULL,               -- JSON: one array per row
+    UNIQUE (reporter, report_id)
+);
+CREATE INDEX dmarc_reports_domain ON dmarc_reports(domain, begin_time);
+
+-- What our inbound checks evaluated, for the aggregate reports we send: counted per UTC day,
+-- source IP, Author Domain and results (a JSON array), so a flood of one kind is one row.
+CREATE TABLE dmarc_evaluations (
+    policy_domain text COLLATE "C" NOT NULL,
+    day           bigint NOT NULL,           -- start of the UTC day, Unix seconds
+    source_ip     text COLLATE "C" NOT NULL,
+    header_from   text COLLATE "C" NOT NULL,
+    results       text COLLATE "C" NOT NULL, -- JSON: result, disposition, alignment, ...
+    count         bigint NOT NULL,
+    last_seen     double precision NOT NULL,
+    record        text NOT NULL,             -- the DMARC record applied (the latest seen)
+    rua           text NOT NULL,             -- JSON array of its rua URIs
+    wants_reports boolean NOT NULL,
+    PRIMARY KEY (policy_domain, day, source_ip, header_from, results)
+);
+
 CREATE TABLE secrets (
     name  text COLLATE "C" PRIMARY KEY,
     value bytea NOT NULL

@@ -6,14 +6,15 @@ Author Domain and results (an upsert: a thousand alike messages make one row).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from postroom.storage.records import EvaluationDay, EvaluationRecord, ReceivedReport, ReceivedRow
+from postroom.storage.dmarc_format import evaluation_of as _evaluation
+from postroom.storage.dmarc_format import report_of as _report
+from postroom.storage.dmarc_format import results_text, rows_text, utc_day
+from postroom.storage.records import EvaluationDay, EvaluationRecord, ReceivedReport
 
 if TYPE_CHECKING:
     from postroom.storage.sqlite.connection import SqliteTx
-
-DAY = 86400
 
 _REPORT_COLUMNS = (
     "reporter, email, report_id, begin_time, end_time, domain, policy, schema, errors,"
@@ -24,11 +25,6 @@ _EVALUATION_COLUMNS = (
     "policy_domain, day, source_ip, header_from, results, count, last_seen, record, rua,"
     " wants_reports"
 )
-
-
-def utc_day(moment: float) -> int:
-    """The start of the UTC day `moment` falls in (Unix time has no leap seconds)."""
-    return int(moment // DAY) * DAY
 
 
 class SqliteDmarc:
@@ -53,7 +49,7 @@ class SqliteDmarc:
                 json.dumps(list(report.errors)),
                 report.received,
                 report.message_id,
-                json.dumps([_row_fields(row) for row in report.rows], separators=(",", ":")),
+                rows_text(report),
                 report.messages,
             ),
         )
@@ -102,18 +98,7 @@ class SqliteDmarc:
     # -- our evaluations ----------------------------------------------------------------------
 
     def record_evaluation(self, evaluation: EvaluationRecord) -> None:
-        results = json.dumps(
-            [
-                evaluation.result,
-                evaluation.disposition,
-                evaluation.override,
-                evaluation.spf_aligned,
-                evaluation.dkim_aligned,
-                list(evaluation.spf) if evaluation.spf is not None else None,
-                [list(item) for item in evaluation.dkim],
-            ],
-            separators=(",", ":"),
-        )
+        results = results_text(evaluation)
         self.conn.execute(
             f"INSERT INTO dmarc_evaluations({_EVALUATION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT (policy_domain, day, source_ip, header_from, results) DO UPDATE SET"
@@ -193,80 +178,3 @@ class SqliteDmarc:
                 (policy_domain.lower(), end),
             )
         return cursor.rowcount
-
-
-def _row_fields(row: ReceivedRow) -> list[object]:
-    return [
-        row.source_ip,
-        row.count,
-        row.disposition,
-        row.dkim,
-        row.spf,
-        row.header_from,
-        row.envelope_from,
-        [list(item) for item in row.dkim_results],
-        [list(item) for item in row.spf_results],
-    ]
-
-
-def _report(row: Any) -> ReceivedReport:
-    rows = tuple(
-        ReceivedRow(
-            source_ip=str(ip),
-            count=int(count),
-            disposition=str(disposition),
-            dkim=str(dkim),
-            spf=str(spf),
-            header_from=str(header_from),
-            envelope_from=envelope_from,
-            dkim_results=tuple((str(d), str(s), str(r)) for d, s, r in dkim_results),
-            spf_results=tuple((str(d), str(r)) for d, r in spf_results),
-        )
-        for (
-            ip,
-            count,
-            disposition,
-            dkim,
-            spf,
-            header_from,
-            envelope_from,
-            dkim_results,
-            spf_results,
-        ) in json.loads(row[11])
-    )
-    return ReceivedReport(
-        reporter=str(row[0]),
-        email=str(row[1]),
-        report_id=str(row[2]),
-        begin=int(row[3]),
-        end=int(row[4]),
-        domain=str(row[5]),
-        policy=str(row[6]),
-        schema=str(row[7]),
-        errors=tuple(str(e) for e in json.loads(row[8])),
-        received=float(row[9]),
-        message_id=str(row[10]),
-        rows=rows,
-        id=int(row[12]),
-    )
-
-
-def _evaluation(row: Any) -> EvaluationRecord:
-    result, disposition, override, spf_aligned, dkim_aligned, spf, dkim = json.loads(row[4])
-    return EvaluationRecord(
-        time=float(row[6]),
-        policy_domain=str(row[0]),
-        header_from=str(row[3]),
-        source_ip=str(row[2]),
-        result=str(result),
-        disposition=str(disposition),
-        spf_aligned=bool(spf_aligned),
-        dkim_aligned=bool(dkim_aligned),
-        spf=None if spf is None else (str(spf[0]), str(spf[1])),
-        dkim=tuple((str(d), str(s), str(r)) for d, s, r in dkim),
-        override=override,
-        record=str(row[7]),
-        rua=tuple(str(uri) for uri in json.loads(row[8])),
-        wants_reports=bool(row[9]),
-        count=int(row[5]),
-    )
