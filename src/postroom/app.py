@@ -114,6 +114,8 @@ class MailServer:
             config.data_dir,
             batch_max=config.queue.group_commit_max,
             batch_wait=config.queue.group_commit_ms / 1000.0,
+            database=config.storage.database,
+            password=config.storage.password,
         )
         self.metrics = Metrics(self.store)  # this server's registry, served at /metrics
         self.store.on_commit = self.metrics.commit_batch.observe

@@ -5,7 +5,7 @@ naming the file, the dotted key, what is wrong and how to fix it. The checks of 
 values live in :mod:`postroom.config_checks`; each table is read by its own ``config_*.py``
 module (:mod:`postroom.config_listen`, ``config_limits``, ``config_queue``,
 ``config_outbound``, ``config_verify``, ``config_antispam``, ``config_milter``, ``config_web``,
-``config_server``, ``config_log``) through the reader defined here.
+``config_server``, ``config_log``, ``config_storage``) through the reader defined here.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from postroom.config_outbound import (
 )
 from postroom.config_queue import QueueConfig, read_queue
 from postroom.config_server import ServerConfig, read_server
+from postroom.config_storage import StorageConfig, read_storage
 from postroom.config_verify import VerifyConfig, read_verify
 from postroom.config_web import AcmeConfig, WebConfig, read_acme, read_web
 
@@ -108,6 +109,7 @@ class Config:
     acme: AcmeConfig = AcmeConfig()
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+    storage: StorageConfig = StorageConfig()
 
 
 _DEFAULT_DATA_DIR = "./postroom-data"
@@ -135,6 +137,7 @@ _TOP_KEYS = (
     "acme",
     "server",
     "log",
+    "storage",
 )
 
 
@@ -232,6 +235,7 @@ class _Reader:
             acme=read_acme(self, doc),
             server=read_server(self, doc),
             log=read_log(self, doc),
+            storage=read_storage(self, doc),
         )
 
 

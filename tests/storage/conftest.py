@@ -62,7 +62,7 @@ class Backend:
 
     def direct(self) -> DirectStore:
         if self.name == "postgresql":
-            return PgDirect(self.dsn, self.place, password=PASSWORD)  # type: ignore[return-value]
+            return PgDirect(self.dsn, self.place, password=PASSWORD)
         return direct_store(self.place)
 
 

@@ -44,6 +44,7 @@ CONFIG_TABLES = {
     "config_verify",
     "config_antispam",
     "config_milter",
+    "config_storage",
 }
 
 # For each package (or top-level module), the postroom packages it may import. Anything not

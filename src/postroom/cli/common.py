@@ -38,7 +38,9 @@ def open_store(config: Config, *, accounts: bool = False) -> Iterator[DirectStor
     """The store, for one command; `accounts=True` tells a running server users/aliases
     changed, once the command succeeded."""
     try:
-        store = direct_store(config.data_dir)
+        store = direct_store(
+            config.data_dir, database=config.storage.database, password=config.storage.password
+        )
     except StorageFailure as failure:
         raise CliError(storage_problem(failure, config)) from None
     try:

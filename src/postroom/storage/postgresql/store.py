@@ -43,6 +43,7 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from postroom.storage import private
+from postroom.storage.api import Tx
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.commit_stats import CommitStats
 from postroom.storage.postgresql.connection import Connection, PgTx
@@ -218,26 +219,35 @@ class PgStore:
 
     async def write(
         self,
-        fn: Callable[[Any], T],
+        fn: Callable[[Tx], T],
         *,
         durable: bool = True,
-        then: Callable[[Any, T], None] | None = None,
+        then: Callable[[Tx, T], None] | None = None,
     ) -> T:
         """Run `fn` in the next group commit; returns once that transaction has committed
         (durable=False: without waiting for the WAL flush)."""
+        return await self._write(fn, durable=durable, then=then)
+
+    async def _write(
+        self,
+        fn: Callable[[PgTx], T],
+        *,
+        durable: bool = True,
+        then: Callable[[PgTx, T], None] | None = None,
+    ) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put(_Job(fn, loop, future, durable, then=then))
         return await future
 
-    async def write_early(self, fn: Callable[[Any], T]) -> tuple[T, asyncio.Future[None]]:
+    async def write_early(self, fn: Callable[[Tx], T]) -> tuple[T, asyncio.Future[None]]:
         """A `durable=False` write whose result comes back as soon as `fn` has run, with a
         future that is done once the commit is (see the SQLite store's)."""
         result, committed = self.submit_early(fn)
         return await result, committed
 
     def submit_early(
-        self, fn: Callable[[Any], T]
+        self, fn: Callable[[Tx], T]
     ) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
         loop = asyncio.get_running_loop()
         result: asyncio.Future[T] = loop.create_future()
@@ -245,7 +255,7 @@ class PgStore:
         self._jobs.put(_Job(fn, loop, committed, False, early=result))
         return result, committed
 
-    async def read(self, fn: Callable[[Any], T]) -> T:
+    async def read(self, fn: Callable[[Tx], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._reads.put(_Read(fn, loop, future))
@@ -254,7 +264,7 @@ class PgStore:
     def new_buffer(self, name: str) -> ContentBuffer:
         return ContentBuffer(self.tmp_dir, name)
 
-    async def write_content(self, content: ContentBuffer, then: Callable[[Any, int], T]) -> T:
+    async def write_content(self, content: ContentBuffer, then: Callable[[Tx, int], T]) -> T:
         """Store `content` as a new blob (copied from its spill file a chunk at a time) and run
         `then(tx, blob_id)` in the same group commit. The spill file is gone afterwards."""
         try:
@@ -271,7 +281,7 @@ class PgStore:
                     blob_id = tx.blobs.add_file(path)
                 return then(tx, blob_id)
 
-            return await self.write(store)
+            return await self._write(store)
         finally:
             content.discard()
 
@@ -467,7 +477,7 @@ class PgDirect:
         self._tx = PgTx(self._conn)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[PgTx]:
+    def transaction(self) -> Iterator[Tx]:
         """BEGIN ... COMMIT (durable when it returns); ROLLBACK on an exception."""
         self._conn.execute("BEGIN")
         try:
@@ -477,7 +487,7 @@ class PgDirect:
             raise
         self._conn.execute("COMMIT")
 
-    def reader(self) -> PgTx:
+    def reader(self) -> Tx:
         """The repositories outside a transaction: each statement sees the latest commit."""
         return self._tx
 

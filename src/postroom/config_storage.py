@@ -1,0 +1,121 @@
+"""Configuration of where the store lives: the `[storage]` table.
+
+Read by :mod:`postroom.config` (which owns the file and the error type). `backend = "sqlite"`
+(the default) keeps everything in data_dir; `"postgresql"` keeps it in the database `dsn`
+names (a `postgresql://user@host:port/dbname` URI, storage/postgresql/), and data_dir holds only
+content on its way in and the CLI's signal files. The database password is never written in
+the configuration: it comes from the file `password_file` names or, without one, from the
+environment variable $POSTROOM_DB_PASSWORD (neither: libpq's own ways, such as ~/.pgpass). It
+is kept out of every repr, so it is never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from postroom import config_checks as checks
+from postroom.config_common import Reader
+
+BACKENDS = ("sqlite", "postgresql")
+PASSWORD_VARIABLE = "POSTROOM_DB_PASSWORD"
+STORAGE_KEYS = ("backend", "dsn", "password_file")
+_DSN_EXAMPLE = '"postgresql://postroom@db.example.net:5432/postroom"'
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """The store's backend and, for PostgreSQL, the database and its password."""
+
+    backend: str = "sqlite"  # one of BACKENDS
+    dsn: str = ""  # the PostgreSQL database (no password in it)
+    password_file: Path | None = None  # absolute; its first line is the password
+    password: str | None = field(default=None, repr=False)  # from password_file or the env
+
+    @property
+    def database(self) -> str | None:
+        """The PostgreSQL DSN when that backend is chosen, else None (SQLite in data_dir)."""
+        return self.dsn if self.backend == "postgresql" else None
+
+
+def read_storage(reader: Reader, doc: Mapping[str, Any]) -> StorageConfig:
+    raw = reader.table(doc, "storage", STORAGE_KEYS)
+    backend = "sqlite"
+    if "backend" in raw:
+        backend = reader.check("storage.backend", checks.choice, raw["backend"], BACKENDS)
+    if backend == "sqlite":
+        for key in ("dsn", "password_file"):
+            if key in raw:
+                raise reader.error(
+                    f"storage.{key}",
+                    'is only used with backend = "postgresql"',
+                    'remove it, or set storage.backend = "postgresql"',
+                )
+        return StorageConfig()
+    if "dsn" not in raw:
+        raise reader.error(
+            "storage.dsn",
+            'is required with backend = "postgresql"',
+            f"write the database to use, such as dsn = {_DSN_EXAMPLE}",
+        )
+    dsn = reader.check("storage.dsn", _dsn, raw["dsn"])
+    password_file = None
+    if "password_file" in raw:
+        password_file = reader.resolve(
+            reader.check(
+                "storage.password_file",
+                checks.path_string,
+                raw["password_file"],
+                '"/etc/postroom/db-password"',
+            )
+        )
+        password: str | None = _read_password(reader, password_file)
+    else:
+        password = os.environ.get(PASSWORD_VARIABLE) or None
+    return StorageConfig(backend, dsn, password_file, password)
+
+
+def _dsn(value: object) -> str:
+    fix = f"write a PostgreSQL URI such as {_DSN_EXAMPLE}"
+    if not isinstance(value, str):
+        raise checks.Invalid(f"must be a string, got {checks.show(value)}", fix)
+    try:
+        parts = urllib.parse.urlsplit(value.strip())
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError as error:
+        raise checks.Invalid(f"is not a URI ({error})", fix) from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise checks.Invalid("must begin with postgresql://", fix)  # never shown: may hold secrets
+    if parts.password is not None:
+        # Shown without the password: the line goes to the terminal and maybe a log.
+        raise checks.Invalid(
+            "must not hold the password",
+            f"remove it from the URI and put it in storage.password_file or ${PASSWORD_VARIABLE}",
+        )
+    if not parts.path.strip("/"):
+        raise checks.Invalid("names no database", fix)
+    return value.strip()
+
+
+def _read_password(reader: Reader, path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        problem = error.strerror if isinstance(error, OSError) else "is not UTF-8 text"
+        raise reader.error(
+            "storage.password_file",
+            f"{path}: {problem}",
+            "make it a file the user postroom runs as can read, holding the password",
+        ) from None
+    password = text.split("\n", 1)[0].rstrip("\r")
+    if not password:
+        raise reader.error(
+            "storage.password_file",
+            f"{path}: its first line is empty",
+            "write the database password on its first line",
+        )
+    return password
