@@ -267,3 +267,26 @@ def test_a_server_that_goes_away_fails_writes_as_storage_failures(store: PgStore
     assert isinstance(results[0], StorageFailure)  # the pooled connection was ended
     assert isinstance(results[-1], int)
     assert all(isinstance(r, int | StorageFailure) for r in results)
+
+
+def test_commits_wait_for_the_wal_whatever_the_server_default(
+    postgres_server: PostgresServer, store: PgStore
+) -> None:
+    """Even where the server's default is synchronous_commit=off, a durable write's COMMIT
+    waits for the WAL flush (the store's connections turn it on); flag-like writes do not."""
+    postgres_server.admin_execute("ALTER SYSTEM SET synchronous_commit = off")
+    postgres_server.admin_execute("SELECT pg_reload_conf()")
+    try:
+
+        def setting(tx: PgTx) -> str:
+            row = tx.conn.execute("SHOW synchronous_commit").fetchone()
+            assert row is not None
+            return str(row[0])
+
+        async def run() -> tuple[str, str]:
+            return await store.write(setting), await store.write(setting, durable=False)
+
+        assert asyncio.run(run()) == ("on", "off")
+    finally:
+        postgres_server.admin_execute("ALTER SYSTEM RESET synchronous_commit")
+        postgres_server.admin_execute("SELECT pg_reload_conf()")

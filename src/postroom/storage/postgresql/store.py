@@ -83,12 +83,22 @@ class _Read:
 _STOP = object()
 
 
-def connect(dsn: str, password: str | None) -> Connection:
-    """One connection in autocommit mode (the store says BEGIN and COMMIT itself)."""
-    extra: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+def connection_options(password: str | None) -> dict[str, Any]:
+    """What every connection of the store is opened with: autocommit (the store says BEGIN
+    and COMMIT itself), and synchronous_commit on whatever the server's default, so a COMMIT
+    returns only once it is durable (a batch of only non-durable jobs turns it off for itself)."""
+    options: dict[str, Any] = {
+        "autocommit": True,
+        "connect_timeout": CONNECT_TIMEOUT,
+        "options": "-c synchronous_commit=on",
+    }
     if password is not None:
-        extra["password"] = password
-    return psycopg.connect(dsn, autocommit=True, **extra)
+        options["password"] = password
+    return options
+
+
+def connect(dsn: str, password: str | None) -> Connection:
+    return psycopg.connect(dsn, **connection_options(password))
 
 
 def open_database(dsn: str, password: str | None) -> Connection:
@@ -176,12 +186,9 @@ class PgStore:
         except OSError as error:
             raise StorageFailure(f"{error.filename or self.data_dir}: {error.strerror}") from None
         open_database(self.dsn, self._password).close()
-        extra: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}
-        if self._password is not None:
-            extra["password"] = self._password
         pool: ConnectionPool[Connection] = ConnectionPool(
             self.dsn,
-            kwargs=extra,
+            kwargs=connection_options(self._password),
             min_size=1,
             max_size=READ_THREADS + 1,
             timeout=POOL_WAIT,
@@ -246,9 +253,7 @@ class PgStore:
         result, committed = self.submit_early(fn)
         return await result, committed
 
-    def submit_early(
-        self, fn: Callable[[Tx], T]
-    ) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
+    def submit_early(self, fn: Callable[[Tx], T]) -> tuple[asyncio.Future[T], asyncio.Future[None]]:
         loop = asyncio.get_running_loop()
         result: asyncio.Future[T] = loop.create_future()
         committed: asyncio.Future[None] = loop.create_future()
