@@ -2,18 +2,23 @@
 against a real PostgreSQL started by the tests (tests/storage/postgres_server.py): users made
 by the CLI, mail received over SMTP, read back over IMAP (with a flag change and an expunge
 another session hears of), kept across a restart; the users are the database's, not those of
-the SQLite store in data_dir."""
+the SQLite store in data_dir; `postroom storage check` on both backends."""
 
 from __future__ import annotations
 
 import imaplib
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from postroom.config_storage import PASSWORD_VARIABLE
+from postroom.storage.postgresql.schema import SCHEMA_VERSION as PG_VERSION
+from postroom.storage.sqlite.schema import SCHEMA_VERSION as SQLITE_VERSION
 from storage.postgres_server import PASSWORD, PostgresServer
 
-from .conftest import ALICE, BOB, Postroom, wait_until
+from .conftest import ALICE, BOB, Postroom, postroom_executable, wait_until
 from .wire import new_token, simple_message
 
 SERVICES = ("smtp", "submission", "imap")
@@ -107,3 +112,43 @@ def test_mail_outlives_a_restart(server: Postroom) -> None:
         assert typ == "OK" and data[0] == b"1"
     finally:
         client.logout()
+
+
+def test_storage_check_reads_the_schema_version_without_migrating(
+    postgres: PostgresServer, postroom_factory: Callable[..., Postroom]
+) -> None:
+    sqlite = postroom_factory(start=False, name="sqlite")
+    done = sqlite.run_cli("storage", "check")
+    assert done.stdout.strip() == (
+        f"{sqlite.data_dir / 'postroom.db'}: schema version {SQLITE_VERSION}, this postroom's"
+    )
+    empty = postgres.new_database()
+    try:
+        server = postroom_factory(start=False, name="postgresql")
+        server.extra += f'\n[storage]\nbackend = "postgresql"\ndsn = "{postgres.dsn(empty)}"\n'
+        server.write_config()
+        environment = {**os.environ, PASSWORD_VARIABLE: PASSWORD}
+        check = [postroom_executable(), "--config", str(server.config_path), "storage", "check"]
+        first = subprocess.run(check, capture_output=True, text=True, env=environment, timeout=60)
+        assert first.returncode == 1
+        assert "has not made its tables there yet" in first.stderr
+        assert first.stderr.count("\n") == 1 and PASSWORD not in first.stderr
+        made = subprocess.run(
+            [postroom_executable(), "--config", str(server.config_path), "user", "list"],
+            capture_output=True,
+            env=environment,
+            timeout=60,
+        )
+        assert made.returncode == 0
+        again = subprocess.run(check, capture_output=True, text=True, env=environment, timeout=60)
+        assert again.returncode == 0
+        assert again.stdout.strip() == (
+            f"{postgres.dsn(empty)}: schema version {PG_VERSION}, this postroom's"
+        )
+        wrong = {**environment, PASSWORD_VARIABLE: "not-the-password"}
+        refused = subprocess.run(check, capture_output=True, text=True, env=wrong, timeout=60)
+        assert refused.returncode == 1
+        assert "password authentication failed" in refused.stderr
+        assert "not-the-password" not in refused.stderr
+    finally:
+        postgres.drop_database(empty)

@@ -1,5 +1,5 @@
 """The `postroom` command: init, serve, user, alias, mailbox, queue, send, dkim, dns, doctor,
-dmarc, spam, limits, sieve, quickstart, service, acme, trace.
+dmarc, spam, limits, sieve, quickstart, service, acme, trace, storage.
 
 Every failure the user can cause (bad config, unknown user, unusable password, a mistyped
 option) is one line on stderr and exit status 1, never a traceback.
@@ -157,6 +157,7 @@ def register(group: click.Group) -> None:
         setup,
         sieve,
         spam,
+        storage,
         trace,
     )
 
@@ -176,6 +177,7 @@ def register(group: click.Group) -> None:
     group.add_command(setup.service)
     group.add_command(acme.acme)
     group.add_command(trace.trace)
+    group.add_command(storage.storage)
 
 
 register(cli)

@@ -8,10 +8,15 @@ its way in and the CLI's signal files. Both behind the same `Store` and `DirectS
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from postroom.storage.api import DirectStore, Store
-from postroom.storage.postgresql.store import PgDirect, PgStore
+from postroom.storage.postgresql import schema as pg_schema
+from postroom.storage.postgresql.store import PgDirect, PgStore, schema_state
+from postroom.storage.sqlite import schema as sqlite_schema
+from postroom.storage.sqlite.connection import DB_NAME
+from postroom.storage.sqlite.connection import stored_version as sqlite_version
 from postroom.storage.sqlite.store import SqliteDirect, SqliteStore
 
 
@@ -39,3 +44,24 @@ def direct_store(
     if database is not None:
         return PgDirect(database, data_dir, password=password)
     return SqliteDirect(data_dir)
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """A store's schema version against the one this postroom migrates to."""
+
+    where: str  # the database: a file, or a PostgreSQL DSN without its password
+    found: int  # 0: postroom has not made its tables there yet
+    current: int
+
+
+def schema(
+    data_dir: Path, *, database: str | None = None, password: str | None = None
+) -> SchemaState:
+    """The store's schema version, read without migrating anything; StorageFailure when the
+    store cannot be reached."""
+    if database is not None:
+        where, found = schema_state(database, password)
+        return SchemaState(where, found, pg_schema.SCHEMA_VERSION)
+    found = sqlite_version(data_dir)
+    return SchemaState(str(data_dir / DB_NAME), found, sqlite_schema.SCHEMA_VERSION)

@@ -48,7 +48,7 @@ from postroom.storage.buffer import ContentBuffer
 from postroom.storage.commit_stats import CommitStats
 from postroom.storage.postgresql.connection import Connection, PgTx
 from postroom.storage.postgresql.errors import as_failure, describe, open_failure
-from postroom.storage.postgresql.schema import NewerSchema, migrate
+from postroom.storage.postgresql.schema import NewerSchema, migrate, stored_version
 from postroom.storage.records import StorageFailure
 from postroom.storage.signals import FileSignals
 
@@ -123,6 +123,17 @@ def open_database(dsn: str, password: str | None) -> Connection:
 
 
 MailboxNews = tuple[Callable[[dict[int, int | None]], None], dict[int, int | None]]
+
+
+def schema_state(dsn: str, password: str | None) -> tuple[str, int]:
+    """(the database as messages name it, its schema version: 0 before postroom made its
+    tables), read without changing anything; StorageFailure when it cannot be reached."""
+    where = describe(dsn)
+    try:
+        with connect(dsn, password) as conn:
+            return where, stored_version(conn)
+    except psycopg.Error as error:
+        raise open_failure(error, where) from None
 
 
 def _settle(items: list[Outcome], news: MailboxNews | None = None) -> None:

@@ -172,3 +172,20 @@ class Savepoint:
             conn.execute("ROLLBACK TO nested")
             del self._tx.unlink[self._mark :]
         conn.execute("RELEASE nested")
+
+
+def stored_version(data_dir: Path) -> int:
+    """The schema version of the database in `data_dir`, read without changing anything
+    (0: there is none yet); StorageFailure, naming the path and the fix, when it is unreadable."""
+    path = data_dir / DB_NAME
+    if not path.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as error:
+        raise open_failure(error, path) from None
+    return 0 if row is None else int(row[0])
