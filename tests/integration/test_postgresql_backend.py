@@ -149,6 +149,7 @@ def test_storage_check_reads_the_schema_version_without_migrating(
         refused = subprocess.run(check, capture_output=True, text=True, env=wrong, timeout=60)
         assert refused.returncode == 1
         assert "password authentication failed" in refused.stderr
+        assert f"([storage] dsn is set in {server.config_path})" in refused.stderr
         assert "not-the-password" not in refused.stderr
     finally:
         postgres.drop_database(empty)

@@ -30,7 +30,8 @@ def load(ctx: click.Context) -> Config:
 
 def storage_problem(failure: StorageFailure, config: Config) -> str:
     """One line for a data_dir or database that cannot be used: path, problem, fix."""
-    return f"{failure} (data_dir is set in {config.path})"
+    key = "[storage] dsn" if config.storage.database is not None else "data_dir"
+    return f"{failure} ({key} is set in {config.path})"
 
 
 @contextlib.contextmanager
