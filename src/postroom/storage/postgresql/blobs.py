@@ -93,7 +93,14 @@ class PgBlobs:
             seq += 1
 
     def read(self, blob_id: int) -> bytes:
-        return b"".join(self.chunks(blob_id))
+        """The whole content, in one statement (a caller that wants it whole has the memory
+        for it; `chunks` is the streaming way)."""
+        rows = self.conn.execute(
+            "SELECT data FROM blob_chunks WHERE blob_id = %s ORDER BY seq", (blob_id,)
+        ).fetchall()
+        if not rows and not self.exists(blob_id):  # an empty content has no chunks
+            raise StoreError(f"message content {blob_id} is missing from the store")
+        return b"".join(bytes(row[0]) for row in rows)
 
     def exists(self, blob_id: int) -> bool:
         row = self.conn.execute("SELECT 1 FROM blobs WHERE id = %s", (blob_id,)).fetchone()

@@ -6,10 +6,11 @@ transaction, each inside its own SAVEPOINT (a job that fails undoes its own chan
 COMMITs; PostgreSQL returns from COMMIT once the WAL holding it is flushed
 (synchronous_commit=on), and only then are the jobs answered — a `250` never runs ahead of the
 commit that holds the message. A batch of only `durable=False` jobs (IMAP flags) is committed
-with synchronous_commit=off: a crash may undo it, never mail. A job's `then` runs right after
-its batch committed, in an unsynced transaction of its own (a failure is logged and undoes
-nothing else). Reads run on READ_THREADS threads of their own, each in a REPEATABLE READ, READ
-ONLY transaction: one consistent snapshot, never waiting for the writer.
+with synchronous_commit=off: a crash may undo it, never mail. A job's `then` runs once its
+batch is committed and answered, before the next batch, in an unsynced transaction of its own
+(a failure is logged and undoes nothing else). Reads run on READ_THREADS threads of their
+own, each in a REPEATABLE READ, READ ONLY transaction: one consistent snapshot, never waiting
+for the writer.
 
 The database is reached through a psycopg 3 connection pool (synchronous API: the store's
 functions run on its own threads, so nothing here touches the event loop); the writer and each
@@ -365,9 +366,8 @@ class PgStore:
                     raise
                 if tx.touched and self.on_mailbox_change is not None:
                     news = (self.on_mailbox_change, _highest_modseqs(conn, tx.touched))
-                if follow_ups:
-                    self._run_later(PgTx(conn), follow_ups)
         except BaseException as raised:
+            follow_ups = []
             failure = as_failure(raised, self.where)
             if failure is None:  # a bug of ours
                 log.exception("group commit of %d jobs failed", len(batch))
@@ -386,6 +386,8 @@ class PgStore:
             by_loop.setdefault(job.loop, []).append(outcome)
         for loop, items in by_loop.items():
             _answer(loop, items, news if loop is batch[0].loop else None)
+        if follow_ups:  # once the jobs are answered
+            self._run_later(pool, follow_ups)
 
     def _run(
         self,
@@ -428,23 +430,31 @@ class PgStore:
         if conn.info.transaction_status == pq.TransactionStatus.INTRANS:
             conn.execute("COMMIT")
 
-    def _run_later(self, tx: PgTx, work: list[tuple[Callable[[PgTx, Any], None], Any]]) -> None:
+    def _run_later(
+        self,
+        pool: ConnectionPool[Connection],
+        work: list[tuple[Callable[[PgTx, Any], None], Any]],
+    ) -> None:
         """Committed jobs' `then`, each in its own savepoint, in one unsynced transaction."""
-        conn = tx.conn
         try:
-            conn.execute("BEGIN")
-            conn.execute("SET LOCAL synchronous_commit = off")
-            for then, value in work:
-                conn.execute("SAVEPOINT later")
+            with pool.connection() as conn:
+                tx = PgTx(conn)
                 try:
-                    then(tx, value)
-                except Exception as error:
-                    self._derived_failed(error)
-                    conn.execute("ROLLBACK TO SAVEPOINT later")
-                conn.execute("RELEASE SAVEPOINT later")
-            conn.execute("COMMIT")
+                    conn.execute("BEGIN")
+                    conn.execute("SET LOCAL synchronous_commit = off")
+                    for then, value in work:
+                        conn.execute("SAVEPOINT later")
+                        try:
+                            then(tx, value)
+                        except Exception as error:
+                            self._derived_failed(error)
+                            conn.execute("ROLLBACK TO SAVEPOINT later")
+                        conn.execute("RELEASE SAVEPOINT later")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _end(conn, "ROLLBACK")
+                    raise
         except psycopg.Error as error:
-            _end(conn, "ROLLBACK")
             self._derived_failed(error)
 
     @staticmethod
