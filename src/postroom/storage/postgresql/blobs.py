@@ -34,6 +34,17 @@ class PgBlobs:
         return int(row[0])
 
     def add(self, data: bytes) -> int:
+        if len(data) <= CHUNK_SIZE:  # the common case in one statement: row and chunk
+            row = self.conn.execute(
+                "WITH b AS (INSERT INTO blobs(size, refs) VALUES (%s, 0) RETURNING id),"
+                " c AS (INSERT INTO blob_chunks(blob_id, seq, data)"
+                " SELECT id, 0, %s FROM b WHERE %s)"
+                " SELECT id FROM b",
+                (len(data), data, bool(data)),
+            ).fetchone()
+            assert row is not None
+            self.tx.summaries.fresh = (int(row[0]), data)
+            return int(row[0])
         blob_id = self._new(len(data))
         with self.conn.cursor() as cursor:
             cursor.executemany(

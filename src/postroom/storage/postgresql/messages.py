@@ -57,22 +57,20 @@ class PgMessages:
         summarise: bool = True,
     ) -> int:
         text = join_flags(flags)
-        # RFC 3501 §2.3.1.1: UIDs only grow; UIDNEXT is never handed out twice.
+        # RFC 3501 §2.3.1.1: UIDs only grow; UIDNEXT is never handed out twice. One statement:
+        # the UID and MODSEQ taken, the blob's reference counted, the copy inserted.
         row = self.conn.execute(
-            "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
-            " WHERE id = %s RETURNING uidnext - 1, highestmodseq",
-            (mailbox_id,),
-        ).fetchone()
-        if row is None:
-            raise StoreError(f"mailbox {mailbox_id} is gone")
-        uid, modseq = int(row[0]), int(row[1])
-        self.conn.execute(
-            "INSERT INTO mailbox_messages(mailbox_id, uid, modseq, flags, seen, internal_date,"
-            " size, blob_id, prefix) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "WITH m AS (UPDATE mailboxes SET uidnext = uidnext + 1,"
+            " highestmodseq = highestmodseq + 1 WHERE id = %s"
+            " RETURNING uidnext - 1 AS uid, highestmodseq AS modseq),"
+            " r AS (UPDATE blobs SET refs = refs + 1 WHERE id = %s AND EXISTS (SELECT 1 FROM m))"
+            " INSERT INTO mailbox_messages(mailbox_id, uid, modseq, flags, seen, internal_date,"
+            " size, blob_id, prefix) SELECT %s, uid, modseq, %s, %s, %s, %s, %s, %s FROM m"
+            " RETURNING uid",
             (
                 mailbox_id,
-                uid,
-                modseq,
+                blob_id,
+                mailbox_id,
                 text,
                 SEEN in split_flags(text),
                 internal_date,
@@ -80,8 +78,10 @@ class PgMessages:
                 blob_id,
                 prefix,
             ),
-        )
-        self.tx.blobs.add_reference(blob_id)
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"mailbox {mailbox_id} is gone")
+        uid = int(row[0])
         if summarise:
             self.tx.summaries.make(blob_id)
         self.tx.touched.add(mailbox_id)

@@ -44,12 +44,9 @@ class PgSummaries:
         """Keep a blob's summary, with its subject index (what SEARCH SUBJECT reads)."""
         subject = subject_index(wire_part(summary, 3))
         self.conn.execute(
-            "INSERT INTO blob_summaries(blob_id, summary) VALUES (%s, %s)"
-            " ON CONFLICT (blob_id) DO UPDATE SET summary = excluded.summary",
-            (blob_id, summary),
-        )
-        self.conn.execute(
-            "INSERT INTO blob_subjects(blob_id, subject) VALUES (%s, %s)"
+            "WITH s AS (INSERT INTO blob_summaries(blob_id, summary) VALUES (%s, %s)"
+            " ON CONFLICT (blob_id) DO UPDATE SET summary = excluded.summary)"
+            " INSERT INTO blob_subjects(blob_id, subject) VALUES (%s, %s)"
             " ON CONFLICT (blob_id) DO UPDATE SET subject = excluded.subject",
-            (blob_id, subject),
+            (blob_id, summary, blob_id, subject),
         )
