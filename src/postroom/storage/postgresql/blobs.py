@@ -1,15 +1,13 @@
 """Message contents in PostgreSQL (storage.api.Blobs): a `blobs` row counted by references,
 its bytes in `blob_chunks` rows of CHUNK_SIZE bytes each.
 
-Contents go in and come out a chunk at a time: a spilled message is copied from its file into
-the table with COPY, never read whole into memory, and `chunks` yields one chunk per fetch, so
-a caller that streams (an object store later, a large FETCH) holds one chunk at a time. The
-row and its chunks go with the last reference (ON DELETE CASCADE).
+A spilled message is copied from its file into the table with COPY a chunk at a time, never
+read whole into memory; `read` gives the whole content, as the Blobs interface asks. The row and
+its chunks go with the last reference (ON DELETE CASCADE).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,23 +87,8 @@ class PgBlobs:
             if fresh is not None and fresh[0] == blob_id:
                 self.tx.summaries.fresh = None
 
-    def chunks(self, blob_id: int) -> Iterator[bytes]:
-        """The content, one chunk per fetch (StoreError when it is missing)."""
-        if not self.exists(blob_id):
-            raise StoreError(f"message content {blob_id} is missing from the store")
-        seq = 0
-        while True:
-            row = self.conn.execute(
-                "SELECT data FROM blob_chunks WHERE blob_id = %s AND seq = %s", (blob_id, seq)
-            ).fetchone()
-            if row is None:
-                return
-            yield bytes(row[0])
-            seq += 1
-
     def read(self, blob_id: int) -> bytes:
-        """The whole content, in one statement (a caller that wants it whole has the memory
-        for it; `chunks` is the streaming way)."""
+        """The whole content (storage.api.Blobs.read gives bytes), in one statement."""
         rows = self.conn.execute(
             "SELECT data FROM blob_chunks WHERE blob_id = %s ORDER BY seq", (blob_id,)
         ).fetchall()
