@@ -221,7 +221,7 @@ def _listeners(value: object, started: list[str]) -> tuple[str, ...]:
         if item not in started:
             raise checks.Invalid(
                 f"{where}: listen.{item} is not set, so there is no {item} listener",
-                f"set listen.{item} or remove {checks.show(item)}",
+                f'set listen.{item} or remove "{item}" from the list',
             )
         if item not in names:
             names.append(item)
