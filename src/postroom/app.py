@@ -322,6 +322,7 @@ class MailServer:
                     app,
                     ssl_context=context if name == "https" else None,
                     max_connections=self.config.limits.connections,
+                    proxy=self._proxy_gate(name),
                 )
                 try:
                     await listener.start()

@@ -167,10 +167,6 @@ def _clash(a: Endpoint, b: Endpoint) -> bool:
     return ip_a.version == ip_b.version and (ip_a.is_unspecified or ip_b.is_unspecified)
 
 
-# The HTTP listeners run uvicorn's protocol, which takes the client from the socket itself.
-_NOT_PROXIED = ("http", "https")
-
-
 @dataclass(frozen=True)
 class ProxyConfig:
     """The listeners that take a PROXY header, and who may send one."""
@@ -207,16 +203,10 @@ def _listeners(value: object, started: list[str]) -> tuple[str, ...]:
     names: list[str] = []
     for index, item in enumerate(value):
         where = f"entry {index + 1}"
-        if not isinstance(item, str) or item not in DEFAULT_LISTEN:
-            known = ", ".join(name for name in LISTEN_KEYS if name not in _NOT_PROXIED)
+        if not isinstance(item, str) or item not in LISTEN_KEYS:
             raise checks.Invalid(
-                f"{where}: {checks.show(item)} is not a listener", f"use one of {known}"
-            )
-        if item in _NOT_PROXIED:
-            raise checks.Invalid(
-                f"{where}: the {item} listener does not take the PROXY protocol",
-                "remove it (run the load balancer in HTTP mode with X-Forwarded-For instead, "
-                "or in TCP mode without the PROXY header)",
+                f"{where}: {checks.show(item)} is not a listener",
+                f"use one of {', '.join(LISTEN_KEYS)}",
             )
         if item not in started:
             raise checks.Invalid(

@@ -1,15 +1,18 @@
 """The PROXY protocol (issue 16 §2) behind a real HAProxy (Debian's), started on free loopback
-ports with `send-proxy` (version 1) and `send-proxy-v2` in front of postroom's SMTP, IMAP and
-implicit-TLS IMAP listeners. HAProxy connects from 127.0.0.66, the only trusted address; the
-clients connect from 127.0.0.5, so the address postroom reports can only come from the header:
-the Received header, the log lines and SPF (nsd serves a record that allows 127.0.0.5 alone,
-with DMARC p=reject) all see 127.0.0.5. A direct connection to a PROXY listener from anywhere
-else is closed unheard, a header from an untrusted client is not believed, and a trusted peer
-must send a well-formed header (LOCAL keeps its own address) or be closed."""
+ports with `send-proxy` (version 1) and `send-proxy-v2` in front of postroom's SMTP, IMAP,
+implicit-TLS IMAP and HTTPS listeners. HAProxy connects from 127.0.0.66, the only trusted
+address; the clients connect from 127.0.0.5, so the address postroom reports can only come
+from the header: the Received header, the log lines (fail2ban's included) and SPF (nsd serves
+a record that allows 127.0.0.5 alone, with DMARC p=reject) all see 127.0.0.5. A direct
+connection to a PROXY listener from anywhere else is closed unheard, a header from an
+untrusted client is not believed, and a trusted peer must send a well-formed header (LOCAL
+keeps its own address) or be closed."""
 
 from __future__ import annotations
 
+import http.client
 import imaplib
+import re
 import smtplib
 import socket
 import struct
@@ -19,14 +22,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
+from http.cookies import SimpleCookie
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
 from postroom.proto.proxy import V2_SIGNATURE
 
 from . import dns_server as dns_server_module
-from .conftest import ALICE, BOB, DOMAIN, PASSWORDS, Postroom, free_ports, require_program
+from .conftest import (
+    ALICE,
+    BOB,
+    DOMAIN,
+    HOSTNAME,
+    PASSWORDS,
+    Postroom,
+    free_ports,
+    require_program,
+)
 from .dns_server import DnsServerFactory
 
 dns_server = dns_server_module.dns_server
@@ -35,7 +49,7 @@ CLIENT = "127.0.0.5"  # the original client, as HAProxy sees it
 BALANCER = "127.0.0.66"  # HAProxy's source address towards postroom: trusted
 STRANGER = "127.0.0.7"  # neither
 TIMEOUT = 15.0
-SERVICES = ("smtp", "imap", "imaps")
+SERVICES = ("smtp", "imap", "imaps", "https")
 
 SOA = """$TTL 300
 @       IN SOA ns.{origin}. hostmaster.{origin}. 1 3600 600 86400 120
@@ -262,6 +276,53 @@ def test_implicit_tls_through_haproxy_in_tcp_mode(behind: tuple[Postroom, Balanc
             imap.logout()
     log = server.log(current=True)
     assert log.count(f"login client={CLIENT} user={ALICE}") == 2, log
+
+
+def _https(
+    server: Postroom, port: int, method: str, path: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[int, str, list[str]]:
+    """One request from CLIENT: status, body, Set-Cookie values."""
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", port, context=server.tls_context(), timeout=TIMEOUT, source_address=(CLIENT, 0)
+    )
+    try:
+        sent = {"Host": f"{HOSTNAME}:{port}", **headers}
+        connection.request(method, path, body=body, headers=sent)
+        response = connection.getresponse()
+        text = response.read().decode("utf-8", "replace")
+        return response.status, text, response.headers.get_all("set-cookie") or []
+    finally:
+        connection.close()
+
+
+def test_web_login_through_haproxy_sees_the_client(behind: tuple[Postroom, Balancer]) -> None:
+    """HTTPS in TCP mode: the web admin's failed login is logged (the fail2ban line) and
+    throttled under the client's address."""
+    server, balancer = behind
+    for version in (1, 2):
+        port = balancer.ports["https", version]
+        status, page, cookies = _https(server, port, "GET", "/login", None, {})
+        assert status == 200, page
+        token = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert token, page
+        jar = "; ".join(
+            f"{name}={morsel.value}"
+            for value in cookies
+            for name, morsel in SimpleCookie(value).items()
+        )
+        form = {"csrf": token[1], "address": ALICE, "password": "not-the-password"}
+        status, page, _ = _https(
+            server,
+            port,
+            "POST",
+            "/login",
+            urlencode(form).encode(),
+            {"Content-Type": "application/x-www-form-urlencoded", "Cookie": jar},
+        )
+        assert status == 403, page
+    log = server.log(current=True)
+    line = f"login failed service=web client={CLIENT} user=<{ALICE}> method=PASSWORD"
+    assert log.count(line) == 2, log
 
 
 def test_direct_connections_to_a_proxy_listener_are_refused(
