@@ -49,7 +49,7 @@ CLIENT = "127.0.0.5"  # the original client, as HAProxy sees it
 BALANCER = "127.0.0.66"  # HAProxy's source address towards postroom: trusted
 STRANGER = "127.0.0.7"  # neither
 TIMEOUT = 15.0
-SERVICES = ("smtp", "imap", "imaps", "https")
+SERVICES = ("smtp", "submission", "imap", "imaps", "pop3", "https")
 
 SOA = """$TTL 300
 @       IN SOA ns.{origin}. hostmaster.{origin}. 1 3600 600 86400 120
@@ -212,6 +212,37 @@ def test_smtp_through_haproxy_sees_the_client(
     assert "spf=pass smtp.mailfrom=someone@sender.test" in head, head
     assert BALANCER not in head and "127.0.0.1]" not in head, head
     server.wait_for_log(rf"queued id=\S+ client={CLIENT} from=<someone@sender\.test>")
+
+
+def test_submission_with_starttls_through_haproxy(behind: tuple[Postroom, Balancer]) -> None:
+    """STARTTLS after the header: the upgrade and the login happen on the relayed connection."""
+    server, balancer = behind
+    with smtplib.SMTP(
+        "127.0.0.1",
+        balancer.ports["submission", 2],
+        local_hostname="client.example.net",
+        source_address=(CLIENT, 0),
+        timeout=TIMEOUT,
+    ) as client:
+        client.starttls(context=server.tls_context())
+        client.login(ALICE, PASSWORDS[ALICE])
+        client.sendmail(ALICE, [BOB], _message(ALICE))
+    server.wait_for_messages(BOB, 1)
+    (stored,) = server.export(BOB)
+    assert f"[{CLIENT}]" in stored.split(b"\n\n", 1)[0].decode()
+    server.wait_for_log(rf"authenticated client={CLIENT} user={ALICE}")
+
+
+def test_pop3_with_an_ipv6_client_in_a_version_1_header(
+    behind: tuple[Postroom, Balancer],
+) -> None:
+    server, _balancer = behind
+    with _connect(server.ports["pop3"], BALANCER) as sock, sock.makefile("rb") as replies:
+        sock.sendall(b"PROXY TCP6 2001:db8::9 ::1 5555 110\r\n")
+        assert replies.readline().startswith(b"+OK")
+        sock.sendall(f"USER {ALICE}\r\nPASS {PASSWORDS[ALICE]}\r\nQUIT\r\n".encode())
+        assert all(replies.readline().startswith(b"+OK") for _ in range(3))
+    server.wait_for_log(rf"pop3 login service=pop3 client=2001:db8::9 user={ALICE}")
 
 
 def test_spf_fails_for_the_balancers_own_address(behind: tuple[Postroom, Balancer]) -> None:
