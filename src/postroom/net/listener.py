@@ -3,6 +3,10 @@
 On shutdown, idle sessions are woken and answered 421; sessions in the middle of a transaction
 finish it first; new connections get 421 until the last session is gone (or the grace period
 ends and the stragglers are cut off).
+
+A listener behind a load balancer (`[listen] proxy_protocol`) accepts connections itself and
+serves each only once its PROXY header named the client (net/proxy_protocol.py); the others
+never take that path.
 """
 
 from __future__ import annotations
