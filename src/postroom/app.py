@@ -43,6 +43,7 @@ from postroom.net.imap_session import ImapService
 from postroom.net.listener import Handler, Listener, ListenError, ShutdownFlag, drain_sessions
 from postroom.net.managesieve_session import ManageSieveService
 from postroom.net.pop3_session import Pop3Service
+from postroom.net.proxy_protocol import ProxyGate
 from postroom.net.smtp_session import SmtpService
 from postroom.proto.managesieve import ManageSieveSettings
 from postroom.proto.pop3.engine import Pop3Settings
@@ -291,6 +292,7 @@ class MailServer:
                     max_per_ip=self.config.limits.connections_per_ip,
                     max_total=self.config.limits.connections,
                     refuse=kind.refuse,
+                    proxy=self._proxy_gate(name),
                 )
                 await listener.start()
                 self.listeners.append(listener)
@@ -322,12 +324,18 @@ class MailServer:
                     app,
                     ssl_context=context if name == "https" else None,
                     max_connections=self.config.limits.connections,
+                    proxy=self._proxy_gate(name),
                 )
                 try:
                     await listener.start()
                 except OSError as error:
                     raise ListenError(name, endpoint.host, endpoint.port, error) from None
                 self.web_listeners.append(listener)
+
+    def _proxy_gate(self, name: str) -> ProxyGate | None:
+        """The PROXY protocol reader of a listener named in `[listen] proxy_protocol`."""
+        proxy = self.config.proxy
+        return ProxyGate(name, proxy.trusted) if name in proxy.protocol else None
 
     def _web_routes(self) -> list[BaseRoute]:
         """What each part of the HTTP surface serves; a new part adds its routes here."""

@@ -25,7 +25,14 @@ from postroom import config_checks as checks
 from postroom.config_antispam import AntispamConfig, JunkConfig, read_antispam, read_junk
 from postroom.config_checks import Endpoint
 from postroom.config_limits import AuthConfig, LimitsConfig, read_auth, read_limits
-from postroom.config_listen import ListenConfig, TlsConfig, read_listen, read_tls
+from postroom.config_listen import (
+    ListenConfig,
+    ProxyConfig,
+    TlsConfig,
+    read_listen,
+    read_proxy,
+    read_tls,
+)
 from postroom.config_log import LogConfig, read_log
 from postroom.config_milter import MilterConfig, read_milters
 from postroom.config_outbound import (
@@ -109,6 +116,7 @@ class Config:
     acme: AcmeConfig = AcmeConfig()
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
+    proxy: ProxyConfig = ProxyConfig()  # [listen] proxy_protocol, proxy_trusted
     storage: StorageConfig = StorageConfig()
 
 
@@ -235,6 +243,7 @@ class _Reader:
             acme=read_acme(self, doc),
             server=read_server(self, doc),
             log=read_log(self, doc),
+            proxy=read_proxy(self, doc),
             storage=read_storage(self, doc),
         )
 

@@ -4,6 +4,9 @@
 for IPv4 and IPv6); a service left out is not started, and no table at all means the
 development addresses of :data:`DEFAULT_LISTEN`. Each IP and port is used once, a wildcard
 address counting for every address of its family.
+`[listen] proxy_protocol` names the listeners behind a load balancer, which take a PROXY
+header (HAProxy's versions 1 and 2) before anything else, and `[listen] proxy_trusted` the
+addresses and networks allowed to send it; both empty by default.
 `[tls]`: the certificate chain and key the TLS listeners present, or neither for a generated
 one. Read by :mod:`postroom.config`, which owns the file and the error type.
 """
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from postroom import config_checks as checks
-from postroom.config_checks import Endpoint
+from postroom.config_checks import Endpoint, IPNetwork
 from postroom.config_common import Reader
 
 
@@ -75,6 +78,7 @@ DEFAULT_LISTEN: dict[str, str] = {
 }
 
 LISTEN_KEYS = tuple(f.name for f in fields(ListenConfig))
+PROXY_KEYS = ("proxy_protocol", "proxy_trusted")  # in [listen], read by read_proxy
 TLS_KEYS = ("cert", "key")
 
 _EXAMPLE_PORTS = {
@@ -92,7 +96,11 @@ _EXAMPLE_PORTS = {
 
 
 def read_listen(reader: Reader, doc: Mapping[str, Any]) -> ListenConfig:
-    raw = reader.table(doc, "listen", LISTEN_KEYS) if "listen" in doc else DEFAULT_LISTEN
+    raw = (
+        reader.table(doc, "listen", (*LISTEN_KEYS, *PROXY_KEYS))
+        if "listen" in doc
+        else DEFAULT_LISTEN
+    )
     services: dict[str, tuple[Endpoint, ...]] = {}
     used: list[tuple[Endpoint, str]] = []
     for name in LISTEN_KEYS:  # fixed order so duplicate reports are stable
@@ -157,6 +165,57 @@ def _clash(a: Endpoint, b: Endpoint) -> bool:
     except ValueError:
         return False
     return ip_a.version == ip_b.version and (ip_a.is_unspecified or ip_b.is_unspecified)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The listeners that take a PROXY header, and who may send one."""
+
+    protocol: tuple[str, ...] = ()
+    trusted: tuple[IPNetwork, ...] = ()
+
+
+def read_proxy(reader: Reader, doc: Mapping[str, Any]) -> ProxyConfig:
+    raw = doc.get("listen")
+    if not isinstance(raw, dict):  # no [listen]: the default listeners, no PROXY protocol
+        return ProxyConfig()
+    started = [name for name in LISTEN_KEYS if name in raw]
+    protocol: tuple[str, ...] = ()
+    if "proxy_protocol" in raw:
+        protocol = reader.check("listen.proxy_protocol", _listeners, raw["proxy_protocol"], started)
+    trusted: tuple[IPNetwork, ...] = ()
+    if "proxy_trusted" in raw:
+        trusted = reader.check("listen.proxy_trusted", checks.networks, raw["proxy_trusted"])
+    if protocol and not trusted:
+        raise reader.error(
+            "listen.proxy_trusted",
+            f"missing or empty while listen.proxy_protocol names {', '.join(protocol)}",
+            'list the load balancer\'s addresses or networks, e.g. ["127.0.0.66", "10.0.0.0/8"]',
+        )
+    return ProxyConfig(protocol=protocol, trusted=trusted)
+
+
+def _listeners(value: object, started: list[str]) -> tuple[str, ...]:
+    """An array of names of started mail listeners, each once."""
+    fix = 'write an array of [listen] keys such as ["smtp", "imaps"]'
+    if not isinstance(value, list):
+        raise checks.Invalid(f"must be an array of listener names, got {checks.show(value)}", fix)
+    names: list[str] = []
+    for index, item in enumerate(value):
+        where = f"entry {index + 1}"
+        if not isinstance(item, str) or item not in LISTEN_KEYS:
+            raise checks.Invalid(
+                f"{where}: {checks.show(item)} is not a listener",
+                f"use one of {', '.join(LISTEN_KEYS)}",
+            )
+        if item not in started:
+            raise checks.Invalid(
+                f"{where}: listen.{item} is not set, so there is no {item} listener",
+                f'set listen.{item} or remove "{item}" from the list',
+            )
+        if item not in names:
+            names.append(item)
+    return tuple(names)
 
 
 def read_tls(reader: Reader, doc: Mapping[str, Any]) -> TlsConfig:

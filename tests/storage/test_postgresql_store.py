@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -290,3 +291,38 @@ def test_commits_wait_for_the_wal_whatever_the_server_default(
     finally:
         postgres_server.admin_execute("ALTER SYSTEM RESET synchronous_commit")
         postgres_server.admin_execute("SELECT pg_reload_conf()")
+
+
+def test_a_summary_a_reader_makes_is_kept_by_the_writer(store: PgStore, dsn: str) -> None:
+    """Delivery makes no IMAP summary; the first FETCH makes it and the writer keeps it."""
+    message = b"Subject: =?utf-8?q?caf=C3=A9?=\r\nFrom: a@x.test\r\n\r\nbody\r\n"
+
+    def deliver(tx: PgTx) -> tuple[int, int]:
+        user = tx.accounts.add_user("s@example.test", "h", "s")
+        inbox = tx.mailboxes.require(user, "INBOX").id
+        blob = tx.blobs.add(message)
+        tx.messages.append(inbox, blob, size=len(message), internal_date=1.0)
+        return inbox, blob
+
+    inbox, blob = asyncio.run(store.write(deliver))
+
+    def kept() -> int:
+        with psycopg.connect(dsn, password=PASSWORD) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM blob_summaries s JOIN blob_subjects t USING (blob_id)"
+                " WHERE blob_id = %s AND t.subject LIKE %s",
+                (blob, "%café%"),
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    assert kept() == 0
+    rows = asyncio.run(
+        store.read(lambda tx: tx.messages.fetch_rows(inbox, [1], summary=True, content=False))
+    )
+    assert rows[0].summary is not None
+    deadline = time.monotonic() + 10
+    while kept() == 0:  # the writer keeps it as derived work, once the read is answered
+        assert time.monotonic() < deadline, "the summary the reader made was not kept"
+        asyncio.run(store.write(lambda tx: None))  # a commit: derived work follows it
+    assert kept() == 1

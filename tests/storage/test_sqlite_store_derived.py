@@ -1,7 +1,7 @@
 """Work derived from a commit (Store.write's `then`): done by the writer once it has nothing else
 to do, or between batches past a backlog, in unsynced transactions, never in the way of the job
-it comes from; and the IMAP summaries an APPEND leaves to it are made by readers (and at
-start-up) when missing."""
+it comes from; and IMAP summaries: none made when mail enters a mailbox, made by the readers
+that need one, and those kept by the writer for the blob they were made from."""
 
 from __future__ import annotations
 
@@ -188,9 +188,7 @@ def _message_without_summary(db: SqliteTx) -> tuple[int, int]:
         user = db.accounts.add_user("alice@example.test", "x", "x")
         inbox = db.mailboxes.require(user, "INBOX").id
         blob = db.blobs.add(MESSAGE)
-        uid = db.messages.append(
-            inbox, blob, size=len(MESSAGE), internal_date=1_700_000_000.0, summarise=False
-        )
+        uid = db.messages.append(inbox, blob, size=len(MESSAGE), internal_date=1_700_000_000.0)
     return inbox, uid
 
 
@@ -206,24 +204,93 @@ def test_readers_make_a_missing_summary_themselves(tmp_path: Path) -> None:
         db.close()
 
 
-def test_opening_the_store_makes_summaries_a_crash_left_out(tmp_path: Path) -> None:
-    db = SqliteTx(tmp_path)
-    try:
-        _message_without_summary(db)
-    finally:
-        db.close()
-    store = SqliteStore(tmp_path)
-    store.open()
-    store.close()
-    db = SqliteTx(tmp_path)
+def _summaries_in(data_dir: Path) -> list[tuple[int, bytes, str]]:
+    db = SqliteTx(data_dir)
     try:
         rows = db.conn.execute(
-            "SELECT summary, subject FROM blob_summaries JOIN blob_subjects USING (blob_id)"
+            "SELECT blob_id, summary, subject"
+            " FROM blob_summaries JOIN blob_subjects USING (blob_id)"
         ).fetchall()
     finally:
         db.close()
-    assert len(rows) == 1 and bytes(rows[0][0]) == summarise_packed(MESSAGE)
-    assert "quarterly figures" in rows[0][1].lower()
+    return [(int(r[0]), bytes(r[1]), str(r[2])) for r in rows]
+
+
+def test_a_summary_a_reader_made_is_kept_by_the_writer(tmp_path: Path) -> None:
+    db = SqliteTx(tmp_path)
+    try:
+        inbox, uid = _message_without_summary(db)
+        blob = db.conn.execute("SELECT blob_id FROM mailbox_messages").fetchone()[0]
+    finally:
+        db.close()
+
+    async def main() -> list[tuple[int, bytes, str]]:
+        store = SqliteStore(tmp_path)
+        store.open()
+        try:
+            (row,) = await store.read(
+                lambda tx: tx.messages.fetch_rows(inbox, [uid], summary=True, content=False)
+            )
+            assert row.summary == summarise_packed(MESSAGE)
+            deadline = time.monotonic() + 10
+            while not (kept := await store.read(lambda tx: _summaries_in(tmp_path))):
+                assert time.monotonic() < deadline, "the reader's summary was never kept"
+                await asyncio.sleep(0.01)
+            return kept
+        finally:
+            store.close()
+
+    kept = asyncio.run(main())
+    assert [(b, s) for b, s, _ in kept] == [(blob, summarise_packed(MESSAGE))]
+    assert "quarterly figures" in kept[0][2].lower()
+
+
+def test_a_summary_made_for_content_gone_since_is_not_kept(tmp_path: Path) -> None:
+    """SQLite hands a deleted last row's ID out again: a summary made before is not the new
+    content's, whether that lives in its row or in a file."""
+    db = SqliteTx(tmp_path)
+    try:
+        with db.transaction():
+            blob = db.blobs.add(MESSAGE)
+        db.summaries.now(blob)
+        made = db.summaries.take_made()
+        with db.transaction():
+            db.conn.execute("DELETE FROM blobs WHERE id = ?", (blob,))
+            again = db.blobs.add(MESSAGE.replace(b"numbers", b"figures"))
+            assert again == blob
+            db.summaries.keep(made)
+        with db.transaction():
+            db.conn.execute("DELETE FROM blobs WHERE id = ?", (blob,))
+            again = db.blobs.add_file(len(MESSAGE), "ab/elsewhere")
+            assert again == blob
+            db.summaries.keep(made)
+        assert db.conn.execute("SELECT count(*) FROM blob_summaries").fetchone()[0] == 0
+        with db.transaction():  # the same content: kept
+            db.conn.execute("UPDATE blobs SET data = ?, path = NULL WHERE id = ?", (MESSAGE, blob))
+            db.summaries.keep(made)
+            db.summaries.keep(made)  # once only
+        rows = db.conn.execute("SELECT blob_id, summary FROM blob_summaries").fetchall()
+    finally:
+        db.close()
+    assert [(r[0], bytes(r[1])) for r in rows] == [(blob, summarise_packed(MESSAGE))]
+
+
+def test_a_reader_notes_a_bounded_number_of_summaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postroom.storage.sqlite import blobs as blobs_module
+
+    monkeypatch.setattr(blobs_module, "MADE_LIMIT", 3)
+    db = SqliteTx(tmp_path)
+    try:
+        with db.transaction():
+            ids = [db.blobs.add(MESSAGE + b"%d\r\n" % n) for n in range(5)]
+        for blob in ids:
+            db.summaries.now(blob)
+        assert [b for b, _, _ in db.summaries.take_made()] == ids[:3]
+        assert db.summaries.take_made() == []
+    finally:
+        db.close()
 
 
 def test_a_summary_for_a_blob_gone_meanwhile_is_skipped(tmp_path: Path) -> None:
@@ -234,31 +301,9 @@ def test_a_summary_for_a_blob_gone_meanwhile_is_skipped(tmp_path: Path) -> None:
             blob = db.blobs.add(MESSAGE)
             db.conn.execute("DELETE FROM blobs WHERE id = ?", (gone,))
             db.summaries.make(gone)
-            db.summaries.make(blob)  # from the bytes `add` had (the last blob added)
+            db.summaries.make(blob)
             db.summaries.make(blob)  # once only
         rows = db.conn.execute("SELECT blob_id, summary FROM blob_summaries").fetchall()
     finally:
         db.close()
     assert [(r[0], bytes(r[1])) for r in rows] == [(blob, summarise_packed(MESSAGE))]
-
-
-def test_the_last_blob_added_and_released_gets_no_summary(tmp_path: Path) -> None:
-    db = SqliteTx(tmp_path)
-    try:
-        with db.transaction():
-            gone = db.blobs.add(MESSAGE)
-            db.blobs.add_reference(gone)
-            db.blobs.release(gone)
-            db.summaries.make(gone)
-        with db.transaction():
-            rolled_back = db.blobs.add(b"Subject: undone\r\n\r\nundone\r\n")
-            db.conn.execute("DELETE FROM blobs WHERE id = ?", (rolled_back,))
-        with db.transaction():  # a new transaction forgets the bytes of the last one
-            again = db.blobs.add_file(10, "ab/elsewhere")
-            assert again == rolled_back  # SQLite hands the free row ID out again
-            db.conn.execute("UPDATE blobs SET data = ?, path = NULL WHERE id = ?", (MESSAGE, again))
-            db.summaries.make(again)
-        rows = db.conn.execute("SELECT blob_id, summary FROM blob_summaries").fetchall()
-    finally:
-        db.close()
-    assert [(r[0], bytes(r[1])) for r in rows] == [(again, summarise_packed(MESSAGE))]

@@ -3,6 +3,10 @@
 On shutdown, idle sessions are woken and answered 421; sessions in the middle of a transaction
 finish it first; new connections get 421 until the last session is gone (or the grace period
 ends and the stragglers are cut off).
+
+A listener behind a load balancer (`[listen] proxy_protocol`) accepts connections itself and
+serves each only once its PROXY header named the client (net/proxy_protocol.py); the others
+never take that path.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from postroom.net.proxy_protocol import ProxiedStream, ProxyGate
 from postroom.net.stream import ByteStream
 
 log = logging.getLogger("postroom.net")
@@ -83,6 +88,7 @@ class Listener:
         max_per_ip: int,
         max_total: int,
         refuse: Callable[[str], bytes],
+        proxy: ProxyGate | None = None,
     ) -> None:
         self.name = name
         self.host = host
@@ -92,6 +98,7 @@ class Listener:
         self._max_per_ip = max_per_ip
         self._max_total = max_total
         self._refuse = refuse
+        self._proxy = proxy
         self._per_ip: collections.Counter[str] = collections.Counter()
         self.streams: set[ByteStream] = set()
         self._total = 0
@@ -113,7 +120,10 @@ class Listener:
         loop = asyncio.get_running_loop()
         sock = listening_socket(self.host, self.port)
         self.port = int(sock.getsockname()[1])
-        if self._ssl is None:
+        if self._proxy is not None:  # the PROXY header comes first, TLS or not
+            self._socket = sock
+            self._acceptor = loop.create_task(self._accept_proxied(self._socket, self._proxy))
+        elif self._ssl is None:
             self._server = await loop.create_server(lambda: ByteStream(self._guarded), sock=sock)
         else:
             self._socket = sock
@@ -163,10 +173,46 @@ class Listener:
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
 
-    async def _handshake(self, conn: socket.socket, ip: str, context: ssl.SSLContext) -> None:
+    async def _accept_proxied(self, listening: socket.socket, gate: ProxyGate) -> None:
+        """A listener behind a load balancer: each connection's PROXY header is read before
+        anything else, and the client it names is counted, limited and served."""
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, address = await loop.sock_accept(listening)
+            task = loop.create_task(self._proxied(conn, (str(address[0]), int(address[1])), gate))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _proxied(self, conn: socket.socket, peer: tuple[str, int], gate: ProxyGate) -> None:
+        client = await gate.admit(conn, peer)
+        if client is None:
+            return
+        if self._ssl is not None:
+            if not self._reserve(client[0]):
+                conn.close()
+                return
+            await self._handshake(conn, client[0], self._ssl, ProxiedStream(self._serve, client))
+            return
+        stream = ProxiedStream(self._guarded, client)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: stream, conn)
+        except OSError as error:
+            log.debug("connection lost service=%s client=%s: %s", self.name, client[0], error)
+            conn.close()
+            return
+        if stream.task is not None:
+            await stream.task
+
+    async def _handshake(
+        self,
+        conn: socket.socket,
+        ip: str,
+        context: ssl.SSLContext,
+        stream: ByteStream | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         # With ssl=, loops return their TLS wrapper protocol: keep our own stream at hand.
-        stream = ByteStream(self._serve)
+        stream = stream or ByteStream(self._serve)
         try:
             await loop.connect_accepted_socket(
                 lambda: stream,

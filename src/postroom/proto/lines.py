@@ -33,13 +33,12 @@ class LineSplitter:
                 self._skipping = True
                 buf.clear()
             return None
-        raw = bytes(buf[:newline])
+        end = newline - 1 if newline and buf[newline - 1] == 0x0D else newline
+        raw = buf[:end]
         del buf[: newline + 1]
         if self._skipping or newline + 1 > limit:
             self._skipping = False
             return LineProblem.TOO_LONG
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
         if b"\0" in raw:
             return LineProblem.BAD_ENCODING
         try:

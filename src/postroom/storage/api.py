@@ -181,11 +181,11 @@ class Messages(Protocol):
         internal_date: float,
         prefix: bytes = b"",
         flags: Iterable[str] = (),
-        summarise: bool = True,
     ) -> int:
         """A new copy of a blob in a mailbox (its `prefix` before the blob's bytes); returns
         its UID, which is larger than any the mailbox ever had (RFC 3501 §2.3.1.1). The blob's
-        IMAP summary is made now unless `summarise` is False (then the caller has it made)."""
+        IMAP summary is not made here: readers make a missing one (and the store keeps it), a
+        caller that wants it sooner has it made (`Summaries`)."""
 
     def copy(self, source: int, uids: Sequence[int], target: int) -> list[tuple[int, int]]:
         """RFC 3501 §6.4.7: flags and internal date kept, the blob shared; (old, new) UIDs."""

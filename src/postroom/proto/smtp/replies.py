@@ -27,6 +27,11 @@ class Reply:
         return self.code >= 400
 
     def to_bytes(self) -> bytes:
+        lines = self.lines
+        if len(lines) == 1:  # most replies: one line, without the loop
+            if self.enhanced:
+                return f"{self.code} {self.enhanced} {lines[0]}\r\n".encode()
+            return f"{self.code} {lines[0]}\r\n".encode()
         # RFC 5321 §4.2.1: multi-line replies use "code-" on every line but the last.
         # RFC 2034 §4: the enhanced code is repeated on every line of the reply.
         out = []

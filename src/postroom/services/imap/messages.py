@@ -724,7 +724,6 @@ async def _append_in_memory(
                     size=len(data),
                     internal_date=when,
                     flags=flags,
-                    summarise=False,
                 )
             )
         news = None

@@ -41,7 +41,6 @@ class PgBlobs:
                 (len(data), data, bool(data)),
             ).fetchone()
             assert row is not None
-            self.tx.summaries.fresh = (int(row[0]), data)
             return int(row[0])
         blob_id = self._new(len(data))
         with self.conn.cursor() as cursor:
@@ -52,7 +51,6 @@ class PgBlobs:
                     for seq, start in enumerate(range(0, len(data), CHUNK_SIZE))
                 ],
             )
-        self.tx.summaries.fresh = (blob_id, data)
         return blob_id
 
     def add_file(self, path: Path) -> int:
@@ -70,7 +68,6 @@ class PgBlobs:
                         seq += 1
         except OSError as error:
             raise os_failure(error, path) from None
-        self.tx.summaries.fresh = None
         return blob_id
 
     def add_reference(self, blob_id: int) -> None:
@@ -83,9 +80,6 @@ class PgBlobs:
         ).fetchone()
         if row is not None and row[0] <= 0:
             self.conn.execute("DELETE FROM blobs WHERE id = %s", (blob_id,))
-            fresh = self.tx.summaries.fresh
-            if fresh is not None and fresh[0] == blob_id:
-                self.tx.summaries.fresh = None
 
     def read(self, blob_id: int) -> bytes:
         """The whole content (storage.api.Blobs.read gives bytes), in one statement."""

@@ -54,7 +54,6 @@ class PgMessages:
         internal_date: float,
         prefix: bytes = b"",
         flags: Iterable[str] = (),
-        summarise: bool = True,
     ) -> int:
         text = join_flags(flags)
         # RFC 3501 §2.3.1.1: UIDs only grow; UIDNEXT is never handed out twice. One statement:
@@ -82,8 +81,6 @@ class PgMessages:
         if row is None:
             raise StoreError(f"mailbox {mailbox_id} is gone")
         uid = int(row[0])
-        if summarise:
-            self.tx.summaries.make(blob_id)
         self.tx.touched.add(mailbox_id)
         return uid
 

@@ -75,6 +75,13 @@ class _Job:
 
 
 @dataclass
+class _Made:
+    """IMAP summaries a reader made, handed to the writer to keep (as derived work)."""
+
+    summaries: list[tuple[int, bytes]]
+
+
+@dataclass
 class _Read:
     fn: Callable[[PgTx], Any]
     loop: asyncio.AbstractEventLoop
@@ -82,6 +89,7 @@ class _Read:
 
 
 _STOP = object()
+Derived = tuple[Callable[[PgTx, Any], None], Any]  # work derived from a commit, and its input
 
 
 def connection_options(password: str | None) -> dict[str, Any]:
@@ -179,7 +187,7 @@ class PgStore:
         self.signals = FileSignals(data_dir)
         self._password = password
         self._pool: ConnectionPool[Connection] | None = None
-        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | _Made | object] = queue.SimpleQueue()
         self._reads: queue.SimpleQueue[_Read | object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         # Called on the event loop after a batch changed mailboxes: id → HIGHESTMODSEQ after the
@@ -310,30 +318,43 @@ class PgStore:
             if item is _STOP:
                 return
             assert isinstance(item, _Read)
+            tx: PgTx | None = None
             try:
                 with pool.connection() as conn:
                     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    tx = PgTx(conn)
                     try:
-                        outcome: Outcome = (item.future, item.fn(PgTx(conn)), None)
+                        outcome: Outcome = (item.future, item.fn(tx), None)
                     finally:
                         _end(conn, "COMMIT")
             except BaseException as error:  # handed to the caller, like any outcome
                 outcome = (item.future, None, as_failure(error, self.where) or error)
             _answer(item.loop, [outcome])
+            if tx is not None and tx.summaries.made:
+                self._jobs.put(_Made(tx.summaries.made))
 
     def _writer_loop(self) -> None:
         while True:
             first = self._jobs.get()
             if first is _STOP:
                 return
-            assert isinstance(first, _Job)
-            batch = [first]
-            stop = self._gather(batch)
-            self._commit(batch)
+            batch: list[_Job] = []
+            made: list[tuple[int, bytes]] = []
+            _sort(first, batch, made)
+            stop = self._gather(batch, made)
+            later: list[Derived] = [(_keep_summaries, made)] if made else []
+            if batch:
+                self._commit(batch, later)
+            else:
+                self._run_later(self._pool_open(), later)
             if stop:
                 return
 
-    def _gather(self, batch: list[_Job]) -> bool:
+    def _pool_open(self) -> ConnectionPool[Connection]:
+        assert self._pool is not None
+        return self._pool
+
+    def _gather(self, batch: list[_Job], made: list[tuple[int, bytes]]) -> bool:
         """Add every job already waiting (and, with batch_wait, those arriving shortly)."""
         deadline = time.monotonic() + self.batch_wait
         while len(batch) < self.batch_max:
@@ -346,15 +367,15 @@ class PgStore:
                 break
             if item is _STOP:
                 return True
-            assert isinstance(item, _Job)
-            batch.append(item)
+            _sort(item, batch, made)
         return False
 
-    def _commit(self, batch: list[_Job]) -> None:
-        pool = self._pool
-        assert pool is not None
+    def _commit(self, batch: list[_Job], later: list[Derived]) -> None:
+        """One group commit, then the jobs' answers, then derived work (`later`, the jobs'
+        `then`, the summaries readers and jobs made)."""
+        pool = self._pool_open()
         outcomes: list[Outcome] = []
-        follow_ups: list[tuple[Callable[[PgTx, Any], None], Any]] = []
+        follow_ups = list(later)
         news: MailboxNews | None = None
         try:
             with pool.connection() as conn:
@@ -366,6 +387,8 @@ class PgStore:
                     raise
                 if tx.touched and self.on_mailbox_change is not None:
                     news = (self.on_mailbox_change, _highest_modseqs(conn, tx.touched))
+                if tx.summaries.made:  # made by jobs that read (a FETCH that sets \\Seen)
+                    follow_ups.append((_keep_summaries, tx.summaries.made))
         except BaseException as raised:
             follow_ups = []
             failure = as_failure(raised, self.where)
@@ -394,7 +417,7 @@ class PgStore:
         tx: PgTx,
         batch: list[_Job],
         outcomes: list[Outcome],
-        follow_ups: list[tuple[Callable[[PgTx, Any], None], Any]],
+        follow_ups: list[Derived],
     ) -> None:
         """BEGIN, each job in its savepoint, COMMIT (which returns once durable)."""
         conn = tx.conn
@@ -405,7 +428,6 @@ class PgStore:
         for job in batch:
             if not alone:
                 conn.execute("SAVEPOINT job")
-            tx.summaries.fresh = None  # what another job added may have been undone
             try:
                 value = job.fn(tx)
             except Exception as raised:
@@ -433,9 +455,9 @@ class PgStore:
     def _run_later(
         self,
         pool: ConnectionPool[Connection],
-        work: list[tuple[Callable[[PgTx, Any], None], Any]],
+        work: list[Derived],
     ) -> None:
-        """Committed jobs' `then`, each in its own savepoint, in one unsynced transaction."""
+        """Derived work, each piece in its own savepoint, in one unsynced transaction."""
         try:
             with pool.connection() as conn:
                 tx = PgTx(conn)
@@ -471,6 +493,19 @@ class PgStore:
             log.exception("work derived from a commit failed (readers make it)")
         else:
             log.warning("work derived from a commit failed (readers make it): %s", failure)
+
+
+def _sort(item: object, batch: list[_Job], made: list[tuple[int, bytes]]) -> None:
+    """A queued item into the batch (a job) or the summaries to keep (a reader's)."""
+    if isinstance(item, _Made):
+        made += item.summaries
+    else:
+        assert isinstance(item, _Job)
+        batch.append(item)
+
+
+def _keep_summaries(tx: PgTx, made: list[tuple[int, bytes]]) -> None:
+    tx.summaries.keep(made)
 
 
 def _highest_modseqs(conn: Connection, mailboxes: set[int]) -> dict[int, int | None]:

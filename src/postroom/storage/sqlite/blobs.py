@@ -4,10 +4,17 @@ A small content lives in its `blobs` row; a large one in a file under data_dir/b
 the row (the store's writer placed and synced it before the commit that references it). Each
 queue entry and each mailbox copy holds one reference; the row goes with the last one, and its
 file is unlinked once that transaction has committed.
+
+A summary is made when it is first needed, not when mail arrives (as Dovecot fills its cache
+when a client first asks): delivery stays cheap, and mail nobody reads over IMAP (POP3 users,
+forwards) is never parsed. A reader that meets a blob without one makes it (`now`) and notes
+it; the store's writer keeps the noted ones later (`keep`), after checking that the blob ID
+still names the same content. APPEND has its own made after its commit (`make`).
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import TYPE_CHECKING
 
 from postroom.proto.imap.search import subject_index
@@ -27,16 +34,13 @@ class SqliteBlobs:
         cursor = self.conn.execute(
             "INSERT INTO blobs(size, refs, data, path) VALUES (?, 0, ?, NULL)", (len(data), data)
         )
-        blob_id = int(cursor.lastrowid or 0)
-        self.tx.summaries.fresh = (blob_id, data)
-        return blob_id
+        return int(cursor.lastrowid or 0)
 
     def add_file(self, size: int, relative: str) -> int:
         """A blob whose content is the (already durable) file blob_dir/relative."""
         cursor = self.conn.execute(
             "INSERT INTO blobs(size, refs, data, path) VALUES (?, 0, NULL, ?)", (size, relative)
         )
-        self.tx.summaries.fresh = None  # its ID may be that of a fresh blob rolled back
         return int(cursor.lastrowid or 0)
 
     def add_reference(self, blob_id: int) -> None:
@@ -48,8 +52,6 @@ class SqliteBlobs:
         row = self.conn.execute("SELECT refs, path FROM blobs WHERE id = ?", (blob_id,)).fetchone()
         if row and row[0] <= 0:
             self.conn.execute("DELETE FROM blobs WHERE id = ?", (blob_id,))
-            if self.tx.summaries.fresh is not None and self.tx.summaries.fresh[0] == blob_id:
-                self.tx.summaries.fresh = None
             if row[1]:
                 self.tx.unlink.append(str(row[1]))
 
@@ -73,22 +75,25 @@ class SqliteBlobs:
         return row is not None
 
 
+# Summaries a reader made and the writer has yet to keep, at most this many per connection (past
+# it they are made again next time): bounded memory whatever a client fetches.
+MADE_LIMIT = 1000
+
+
+def content_identity(data: bytes | None, path: str | None, content: bytes) -> str | int:
+    """What tells a blob row's content from another's under the same ID (SQLite hands out the
+    ID of a deleted last row again): its file's name, which is unique, or a CRC of its bytes."""
+    return str(path) if data is None else zlib.crc32(content)
+
+
 class SqliteSummaries:
     def __init__(self, tx: SqliteTx) -> None:
         self.tx = tx
         self.conn = tx.conn
-        # The blob `blobs.add` made last, with its bytes, until its summary is made: a message
-        # delivered as it is accepted is summarised from memory, not read back. (A rolled-back
-        # blob's ID can come again, but only from the next `add` or `add_file`, which replace
-        # this; `release` forgets it when the blob goes.)
-        self.fresh: tuple[int, bytes] | None = None
+        # Made by `now` (blob ID, summary, content identity), for the writer to keep.
+        self.made: list[tuple[int, bytes, str | int]] = []
 
     def make(self, blob_id: int) -> None:
-        fresh = self.fresh
-        if fresh is not None and fresh[0] == blob_id:
-            self.fresh = None
-            self.put(blob_id, summarise_packed(fresh[1]))
-            return
         row = self.conn.execute(
             "SELECT b.data, b.path, s.blob_id FROM blobs b"
             " LEFT JOIN blob_summaries s ON s.blob_id = b.id WHERE b.id = ?",
@@ -99,9 +104,33 @@ class SqliteSummaries:
         self.put(blob_id, summarise_packed(self.tx.blobs.content(row[0], row[1])))
 
     def now(self, blob_id: int) -> bytes:
-        """The summary of a blob that has none stored yet (made, not kept): an APPEND's is
-        written once the writer is idle, and a crash in between can lose it."""
-        return summarise_packed(self.tx.blobs.read(blob_id))
+        """The summary of a blob that has none stored yet, made now and noted in `made`."""
+        row = self.conn.execute("SELECT data, path FROM blobs WHERE id = ?", (blob_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"message content {blob_id} is missing from the store")
+        content = self.tx.blobs.content(row[0], row[1])
+        summary = summarise_packed(content)
+        if len(self.made) < MADE_LIMIT:
+            self.made.append((blob_id, summary, content_identity(row[0], row[1], content)))
+        return summary
+
+    def take_made(self) -> list[tuple[int, bytes, str | int]]:
+        made, self.made = self.made, []
+        return made
+
+    def keep(self, made: list[tuple[int, bytes, str | int]]) -> None:
+        """Keep summaries readers made, for blobs that still hold the content they were made
+        from and have none yet."""
+        for blob_id, summary, identity in made:
+            row = self.conn.execute(
+                "SELECT b.data, b.path, s.blob_id FROM blobs b"
+                " LEFT JOIN blob_summaries s ON s.blob_id = b.id WHERE b.id = ?",
+                (blob_id,),
+            ).fetchone()
+            if row is None or row[2] is not None:
+                continue
+            if content_identity(row[0], row[1], row[0] or b"") == identity:
+                self.put(blob_id, summary)
 
     def put(self, blob_id: int, summary: bytes) -> None:
         """Keep a blob's summary, with its subject index (what SEARCH SUBJECT reads)."""
@@ -114,20 +143,3 @@ class SqliteSummaries:
             "INSERT OR REPLACE INTO blob_subjects(blob_id, subject) VALUES (?, ?)",
             (blob_id, subject),
         )
-
-    def repair_recent(self, window: int = 10_000) -> int:
-        """Make the summaries of the last `window` messages added to mailboxes that have none
-        (an APPEND's is written unsynced once the writer is idle, so a crash can leave the
-        last few without), in one transaction. Returns how many were made."""
-        rows = self.conn.execute(
-            "SELECT DISTINCT m.blob_id FROM mailbox_messages m"
-            " LEFT JOIN blob_summaries s ON s.blob_id = m.blob_id"
-            " WHERE m.id > (SELECT coalesce(max(id), 0) FROM mailbox_messages) - ?"
-            " AND s.blob_id IS NULL",
-            (window,),
-        ).fetchall()
-        if rows:
-            with self.tx.transaction():
-                for (blob_id,) in rows:
-                    self.make(int(blob_id))
-        return len(rows)

@@ -98,7 +98,6 @@ class SqliteTx:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT; blob files released inside are unlinked after it."""
-        self.summaries.fresh = None  # bytes kept from another transaction are no evidence
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn

@@ -52,7 +52,6 @@ class SqliteMessages:
         internal_date: float,
         prefix: bytes = b"",
         flags: Iterable[str] = (),
-        summarise: bool = True,
     ) -> int:
         text = join_flags(flags)
         # RFC 3501 §2.3.1.1: UIDs only grow; UIDNEXT is never handed out twice.
@@ -77,8 +76,6 @@ class SqliteMessages:
             ),
         )
         self.tx.blobs.add_reference(blob_id)
-        if summarise:
-            self.tx.summaries.make(blob_id)
         self.tx.touched.add(mailbox_id)
         return int(uid)
 

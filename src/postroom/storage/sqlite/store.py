@@ -10,7 +10,8 @@ batch overlaps the work of the next. A batch of only `durable=False` jobs (IMAP 
 sync. A job's `then` (data derived from its result that readers can also make themselves, such
 as an appended message's IMAP summary) waits until the writer has nothing else to do
 (DERIVED_IDLE), or until DERIVED_BACKLOG of them wait; they are then made in slices, each slice
-one unsynced transaction. Checkpoints (WAL pages copied into the database file) run on a thread
+one unsynced transaction. The IMAP summaries readers made for blobs that had none are kept the
+same way (blobs.py). Checkpoints (WAL pages copied into the database file) run on a thread
 of their own. The event loop never touches the disk. Blob files released by a batch are unlinked
 once it has committed.
 
@@ -71,6 +72,13 @@ class _Job:
 
 
 @dataclass
+class _Made:
+    """IMAP summaries the reader made, handed to the writer to keep (as derived work)."""
+
+    summaries: list[tuple[int, bytes, str | int]]
+
+
+@dataclass
 class _Read:
     fn: Callable[[SqliteTx], Any]
     loop: asyncio.AbstractEventLoop
@@ -111,7 +119,7 @@ class SqliteStore:
         self.batch_wait = batch_wait
         self.stats = CommitStats()
         self.signals = FileSignals(data_dir)
-        self._jobs: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | _Made | object] = queue.SimpleQueue()
         self._writer_thread: threading.Thread | None = None
         self._checkpoint_thread: threading.Thread | None = None
         self._checkpoint_due = threading.Event()
@@ -179,12 +187,9 @@ class SqliteStore:
             writer_db.conn.execute("PRAGMA wal_autocheckpoint = 0")
             writer_db.conn.execute("PRAGMA synchronous = NORMAL")  # _commit syncs the WAL
             writer_db.conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
-            repaired = writer_db.summaries.repair_recent()
         except BaseException:
             writer_db.close()
             raise
-        if repaired:
-            log.info("made the IMAP summaries of %d messages a crash left without", repaired)
         for path, fix in ((self.data_dir, "chmod 700"), (self.db_path, "chmod 600")):
             current = private.exposed(path)
             if current is not None:
@@ -328,6 +333,8 @@ class SqliteStore:
                     outcome = (item.future, item.fn(db), None)
                 except BaseException as error:  # handed to the caller, like any outcome
                     outcome = (item.future, None, as_failure(error, self.db_path) or error)
+                if db is not None and db.summaries.made:
+                    self._jobs.put(_Made(db.summaries.take_made()))
                 settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [outcome]
                 with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                     item.loop.call_soon_threadsafe(settle, settled, None)
@@ -353,6 +360,9 @@ class SqliteStore:
                 idle = False
                 if first is _STOP:
                     return
+                if isinstance(first, _Made):
+                    self._later.append((_keep_summaries, first.summaries))
+                    continue
                 assert isinstance(first, _Job)
                 batch = [first]
                 stop = self._gather(batch)
@@ -426,6 +436,9 @@ class SqliteStore:
                 break
             if item is _STOP:
                 return True
+            if isinstance(item, _Made):
+                self._later.append((_keep_summaries, item.summaries))
+                continue
             assert isinstance(item, _Job)
             batch.append(item)
         return False
@@ -442,7 +455,6 @@ class SqliteStore:
             for index, job in enumerate(batch):
                 if not alone:
                     conn.execute(f"SAVEPOINT job{index}")
-                db.summaries.fresh = None  # what another job added may have been undone
                 released = len(db.unlink)
                 try:
                     value = job.fn(db)
@@ -475,6 +487,8 @@ class SqliteStore:
                 conn.execute("COMMIT")
                 durable = any(job.durable for job in batch)
                 self._later.extend(follow_ups)
+            if db.summaries.made:  # made by jobs that read (a FETCH that sets \\Seen)
+                self._later.append((_keep_summaries, db.summaries.take_made()))
         except BaseException as raised:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):  # the disk may refuse that too
@@ -551,6 +565,10 @@ class SqliteStore:
             log.exception("work derived from a commit failed (readers make it)")
         else:
             log.warning("work derived from a commit failed (readers make it): %s", failure)
+
+
+def _keep_summaries(db: SqliteTx, made: list[tuple[int, bytes, str | int]]) -> None:
+    db.summaries.keep(made)
 
 
 def fsync_directory(directory: Path) -> None:
