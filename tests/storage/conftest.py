@@ -1,9 +1,8 @@
 """The backends the storage contract runs against, and a store of each opened per test.
 
-Every backend must pass tests/storage/test_contract*.py unchanged. SQLite runs every contract
-module; PostgreSQL (a private server started once per session from Debian's binaries, a new
-database per test: tests/storage/postgres_server.py) runs the modules in POSTGRESQL_MODULES,
-those whose repositories its backend has so far.
+Every backend in BACKENDS passes tests/storage/test_contract*.py unchanged: SQLite in a data
+directory per test, PostgreSQL in a database per test (a copy of one migrated once) on a private
+server started once per session from Debian's binaries (tests/storage/postgres_server.py).
 """
 
 from __future__ import annotations
@@ -17,29 +16,12 @@ import pytest
 
 from postroom.storage.api import DirectStore, Store, Tx
 from postroom.storage.backend import direct_store, server_store
-from postroom.storage.postgresql.store import PgDirect, PgStore
 
 from .postgres_server import PASSWORD, PostgresServer
 
 T = TypeVar("T")
 
 BACKENDS = ("sqlite", "postgresql")
-# The contract modules whose repositories the PostgreSQL backend implements.
-POSTGRESQL_MODULES = frozenset(
-    {
-        "test_contract_abuse",
-        "test_contract_commits",
-        "test_contract_dkim_keys",
-        "test_contract_dmarc",
-        "test_contract_junk",
-        "test_contract_mailboxes",
-        "test_contract_queue",
-        "test_contract_secrets",
-        "test_contract_sieve",
-        "test_contract_trace",
-        "test_contract_web",
-    }
-)
 
 
 class Backend:
@@ -51,27 +33,17 @@ class Backend:
         self.place = place
         self.dsn = dsn
 
+    @property
+    def database(self) -> str | None:
+        return self.dsn or None
+
     def server(self) -> Store:
-        store: Store
-        if self.name == "postgresql":
-            store = PgStore(self.dsn, self.place, password=PASSWORD)
-        else:
-            store = server_store(self.place)
+        store = server_store(self.place, database=self.database, password=PASSWORD)
         store.open()
         return store
 
     def direct(self) -> DirectStore:
-        if self.name == "postgresql":
-            return PgDirect(self.dsn, self.place, password=PASSWORD)
-        return direct_store(self.place)
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" not in metafunc.fixturenames:
-        return
-    module = metafunc.module.__name__.rpartition(".")[2]
-    names = BACKENDS if module in POSTGRESQL_MODULES else ("sqlite",)
-    metafunc.parametrize("backend", names, indirect=True)
+        return direct_store(self.place, database=self.database, password=PASSWORD)
 
 
 @pytest.fixture(scope="session")
@@ -91,13 +63,12 @@ def migrated_template(
     """A database postroom made its tables in, that the contract tests' databases copy (the
     migration itself is tested from empty databases in test_postgresql_store.py)."""
     name = postgres_server.new_database()
-    PgDirect(
-        postgres_server.dsn(name), tmp_path_factory.mktemp("template"), password=PASSWORD
-    ).close()
+    directory = tmp_path_factory.mktemp("template")
+    direct_store(directory, database=postgres_server.dsn(name), password=PASSWORD).close()
     return name
 
 
-@pytest.fixture
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     name = str(request.param)
     if name != "postgresql":

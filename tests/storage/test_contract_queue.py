@@ -259,14 +259,10 @@ WRITER = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from postroom.storage.backend import server_store
-    from postroom.storage.postgresql.store import PgStore
 
     async def main() -> None:
-        place, kind, dsn, password = sys.argv[1:5]
-        if kind == "postgresql":
-            store = PgStore(dsn, Path(place), password=password)
-        else:
-            store = server_store(Path(place))
+        place, dsn, password = sys.argv[1:4]
+        store = server_store(Path(place), database=dsn or None, password=password)
         store.open()
         user = await store.write(lambda tx: tx.accounts.add_user("k@example.test", "h", "s"))
         inbox = await store.read(lambda tx: tx.mailboxes.require(user, "INBOX").id)
@@ -287,7 +283,7 @@ WRITER = textwrap.dedent(
 
 def test_an_answered_write_survives_kill_9(backend: Backend) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(backend.place), backend.name, backend.dsn, PASSWORD],
+        [sys.executable, "-c", WRITER, str(backend.place), backend.dsn, PASSWORD],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")},
