@@ -115,12 +115,8 @@ class PostgresServer:
         password_file.unlink()
         for _ in range(5):  # a port taken between choosing and binding: another one
             self.port = _free_port()
-            options = f"-p {self.port} -k {self.root} -c listen_addresses={HOST} -c fsync=on"
             try:
-                self._run(
-                    self.pg_ctl, "start", "-w", "-t", str(START_TIMEOUT), "-D", self.data,
-                    "-l", self.log, "-o", options,
-                )  # fmt: skip
+                self._start_postmaster()
             except RuntimeError:
                 if "could not bind" in self.log.read_text(errors="replace"):
                     continue
@@ -128,6 +124,19 @@ class PostgresServer:
             self._started = True
             return
         raise RuntimeError(f"PostgreSQL found no free port: see {self.log}")
+
+    def _start_postmaster(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses={HOST} -c fsync=on"
+        self._run(
+            self.pg_ctl, "start", "-w", "-t", str(START_TIMEOUT), "-D", self.data,
+            "-l", self.log, "-o", options,
+        )  # fmt: skip
+
+    def crash_and_restart(self) -> None:
+        """Stop the server as a crash would (`-m immediate`: no checkpoint, recovery from the
+        WAL at the next start) and start it again on the same port."""
+        self._run(self.pg_ctl, "stop", "-w", "-m", "immediate", "-D", self.data)
+        self._start_postmaster()
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{database}"

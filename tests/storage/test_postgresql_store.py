@@ -326,3 +326,68 @@ def test_a_summary_a_reader_makes_is_kept_by_the_writer(store: PgStore, dsn: str
         assert time.monotonic() < deadline, "the summary the reader made was not kept"
         asyncio.run(store.write(lambda tx: None))  # a commit: derived work follows it
     assert kept() == 1
+
+
+def test_a_crash_of_postgresql_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """Writers keep appending while PostgreSQL stops as a crash would and starts again: writes
+    meanwhile fail as StorageFailure (a temporary error for the client), the pool reconnects,
+    and every write that was answered is there after the recovery."""
+    server = PostgresServer()  # its own: this one is crashed
+    try:
+        server.start()
+        database = server.new_database()
+        store = PgStore(server.dsn(database), tmp_path / "data", password=PASSWORD)
+        store.open()
+        try:
+            inbox = asyncio.run(store.write(_user_with_inbox))
+            acknowledged, failures, later = asyncio.run(
+                _append_through_a_crash(store, server, inbox)
+            )
+            assert failures > 0 and later > 0  # refused during the outage, answered after it
+            stored = asyncio.run(store.read(lambda tx: [s.uid for s in tx.messages.states(inbox)]))
+            assert set(acknowledged) <= set(stored)
+        finally:
+            store.close()
+    finally:
+        server.stop()
+
+
+def _user_with_inbox(tx: PgTx) -> int:
+    user = tx.accounts.add_user("load@example.test", "h", "s")
+    return tx.mailboxes.require(user, "INBOX").id
+
+
+async def _append_through_a_crash(
+    store: PgStore, server: PostgresServer, inbox: int
+) -> tuple[list[int], int, int]:
+    """(the UIDs answered, the writes refused, the writes answered once the server was back)."""
+    acknowledged: list[int] = []
+    failures = later = 0
+    enough = asyncio.Event()  # some writes answered before the crash
+    crashed = asyncio.Event()
+
+    def one(tx: PgTx) -> int:
+        blob = tx.blobs.add(b"Subject: load\r\n\r\nbody\r\n")
+        return tx.messages.append(inbox, blob, size=23, internal_date=1.0)
+
+    async def writer() -> None:
+        nonlocal failures, later
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and later < 100:
+            try:
+                acknowledged.append(await store.write(one))
+            except StorageFailure:
+                failures += 1
+                continue
+            if crashed.is_set():
+                later += 1
+            if len(acknowledged) >= 100:
+                enough.set()
+
+    async def crash() -> None:
+        await asyncio.wait_for(enough.wait(), timeout=30)
+        await asyncio.to_thread(server.crash_and_restart)
+        crashed.set()
+
+    await asyncio.gather(crash(), *(writer() for _ in range(8)))
+    return acknowledged, failures, later
