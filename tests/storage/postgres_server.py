@@ -132,6 +132,13 @@ class PostgresServer:
             "-l", self.log, "-o", options,
         )  # fmt: skip
 
+    def halt(self) -> None:
+        """Stop the server (`-m fast`), keeping its cluster for `resume`."""
+        self._run(self.pg_ctl, "stop", "-w", "-m", "fast", "-D", self.data)
+
+    def resume(self) -> None:
+        self._start_postmaster()
+
     def crash_and_restart(self) -> None:
         """Stop the server as a crash would (`-m immediate`: no checkpoint, recovery from the
         WAL at the next start) and start it again on the same port."""

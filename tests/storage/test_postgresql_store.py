@@ -391,3 +391,44 @@ async def _append_through_a_crash(
 
     await asyncio.gather(crash(), *(writer() for _ in range(8)))
     return acknowledged, failures, later
+
+
+def test_a_database_down_at_start_is_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`open` tries again while PostgreSQL does not answer (one warning each time, without the
+    password), and opens once it does; past `start_wait` it is one line with the fix."""
+    server = PostgresServer()
+    try:
+        server.start()
+        database = server.new_database()
+        server.halt()
+        with pytest.raises(StorageFailure, match="check that PostgreSQL runs"):
+            PgStore(server.dsn(database), tmp_path / "a", password=PASSWORD, start_wait=1).open()
+        caplog.clear()
+        store = PgStore(server.dsn(database), tmp_path / "b", password=PASSWORD, start_wait=30)
+        opened: list[BaseException | None] = []
+        opener = threading.Thread(target=lambda: opened.append(_open(store)))
+        opener.start()
+        deadline = time.monotonic() + 20
+        while "trying again" not in caplog.text:  # it waits: bring the server back
+            assert time.monotonic() < deadline and opener.is_alive(), caplog.text
+            time.sleep(0.05)
+        server.resume()
+        opener.join(timeout=40)
+        try:
+            assert opened == [None]
+            assert asyncio.run(store.write(_user_with_inbox)) > 0
+        finally:
+            store.close()
+        assert PASSWORD not in caplog.text
+    finally:
+        server.stop()
+
+
+def _open(store: PgStore) -> BaseException | None:
+    try:
+        store.open()
+    except BaseException as error:
+        return error
+    return None

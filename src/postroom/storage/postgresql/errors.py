@@ -50,19 +50,32 @@ def as_failure(error: BaseException, where: str) -> StorageFailure | None:
     return None
 
 
+def _refusal_fix(error: BaseException) -> str | None:
+    """What to do about a database that answered but refused us (None: it did not answer,
+    or is starting or stopping: waiting may help)."""
+    text = _first_line(error)
+    state = error.sqlstate if isinstance(error, psycopg.Error) else None
+    if state == "28P01" or "password authentication failed" in text:
+        return "check the user the DSN names and its password"
+    if state == "3D000" or ("database" in text and "does not exist" in text):
+        return "create the database (createdb), or name an existing one in the DSN"
+    if state == "42501":
+        return "grant the user CREATE on the database (postroom makes its tables itself)"
+    return None
+
+
+def worth_waiting(error: BaseException) -> bool:
+    """Whether a failure to open the store may pass by itself (the server is down, starting,
+    unreachable), so the server's start waits and tries again."""
+    return isinstance(error, psycopg.OperationalError) and _refusal_fix(error) is None
+
+
 def open_failure(error: BaseException, where: str) -> StorageFailure:
     """The `StorageFailure` for a database that cannot be used at start: one line naming it,
     what is wrong and what to do about it."""
     text = _first_line(error)
     state = error.sqlstate if isinstance(error, psycopg.Error) else None
-    if state == "28P01" or "password authentication failed" in text:
-        fix = "check the user the DSN names and its password"
-    elif state == "3D000" or ("database" in text and "does not exist" in text):
-        fix = "create the database (createdb), or name an existing one in the DSN"
-    elif state == "42501":
-        fix = "grant the user CREATE on the database (postroom makes its tables itself)"
-    else:
-        fix = "check that PostgreSQL runs and that the DSN names it"
+    fix = _refusal_fix(error) or "check that PostgreSQL runs and that the DSN names it"
     return StorageFailure(f"{where}: {text}; {fix}", full=state == _DISK_FULL)
 
 

@@ -17,7 +17,9 @@ functions run on its own threads, so nothing here touches the event loop); the w
 reader hold at most one connection at a time, so the pool is READ_THREADS + 1 connections, and
 a connection the server broke is dropped and replaced by the pool. Messages name the database
 by `errors.describe`, never with its password. The schema is created and migrated at `open`
-(schema.py).
+(schema.py); a database that does not answer then (down, starting) is tried again for
+START_WAIT seconds, one warning each time, while one that refuses (password, no such
+database) fails at once.
 
 `PgDirect` is the same store for one CLI command: the repositories on one connection, in
 transactions the command opens.
@@ -48,7 +50,7 @@ from postroom.storage.api import Tx
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.commit_stats import CommitStats
 from postroom.storage.postgresql.connection import Connection, PgTx
-from postroom.storage.postgresql.errors import as_failure, describe, open_failure
+from postroom.storage.postgresql.errors import as_failure, describe, open_failure, worth_waiting
 from postroom.storage.postgresql.schema import NewerSchema, migrate, stored_version
 from postroom.storage.records import StorageFailure
 from postroom.storage.signals import FileSignals
@@ -58,6 +60,7 @@ log = logging.getLogger("postroom.store")
 T = TypeVar("T")
 READ_THREADS = 2
 CONNECT_TIMEOUT = 10  # seconds to reach the server (libpq connect_timeout)
+START_WAIT = 60.0  # seconds `serve` waits for a database that does not answer at start
 POOL_WAIT = 30.0  # seconds a thread waits for a connection before its work fails
 TMP_DIR = "tmp"  # under data_dir: content on its way in (ContentBuffer's spill files)
 
@@ -110,14 +113,24 @@ def connect(dsn: str, password: str | None) -> Connection:
     return psycopg.connect(dsn, **connection_options(password))
 
 
-def open_database(dsn: str, password: str | None) -> Connection:
+def open_database(dsn: str, password: str | None, wait: float = 0.0) -> Connection:
     """A connection to a database migrated to the current schema; StorageFailure, naming the
-    database (never the password) and the fix, when it cannot be used."""
+    database (never the password) and the fix, when it cannot be used. A database that does
+    not answer (down, starting, unreachable) is tried again for `wait` seconds, a warning
+    logged each time; one that refuses (password, no such database) fails at once."""
     where = describe(dsn)
-    try:
-        conn = connect(dsn, password)
-    except psycopg.Error as error:
-        raise open_failure(error, where) from None
+    deadline = time.monotonic() + wait
+    pause = 0.5
+    while True:
+        try:
+            conn = connect(dsn, password)
+            break
+        except psycopg.Error as error:
+            if not worth_waiting(error) or time.monotonic() + pause > deadline:
+                raise open_failure(error, where) from None
+            log.warning("%s; trying again in %g s", open_failure(error, where), pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
     try:
         found = migrate(conn)
     except NewerSchema as error:
@@ -176,8 +189,10 @@ class PgStore:
         password: str | None = None,
         batch_max: int = 256,
         batch_wait: float = 0.0,
+        start_wait: float = START_WAIT,
     ) -> None:
         self.dsn = dsn
+        self.start_wait = start_wait
         self.where = describe(dsn)
         self.data_dir = data_dir
         self.tmp_dir = data_dir / TMP_DIR
@@ -197,7 +212,8 @@ class PgStore:
 
     def open(self) -> None:
         """Migrate the database, open the pool and start the threads; StorageFailure, naming
-        the database or directory and the fix, when they cannot be used."""
+        the database or directory and the fix, when they cannot be used. A database that does
+        not answer yet is waited for up to `start_wait` seconds."""
         try:
             private.make_data_dir(self.data_dir)
             private.make_dirs(self.data_dir, TMP_DIR)
@@ -205,7 +221,7 @@ class PgStore:
                 leftover.unlink(missing_ok=True)
         except OSError as error:
             raise StorageFailure(f"{error.filename or self.data_dir}: {error.strerror}") from None
-        open_database(self.dsn, self._password).close()
+        open_database(self.dsn, self._password, self.start_wait).close()
         pool: ConnectionPool[Connection] = ConnectionPool(
             self.dsn,
             kwargs=connection_options(self._password),
