@@ -366,6 +366,17 @@ class PgStore:
             if stop:
                 return
 
+    def _news(self, conn: Connection, touched: set[int]) -> MailboxNews | None:
+        """After a commit: the changed mailboxes' HIGHESTMODSEQs for on_mailbox_change (None
+        when the connection failed since: the jobs committed all the same, and the sessions
+        hear of these changes with the next ones announced)."""
+        assert self.on_mailbox_change is not None
+        try:
+            return self.on_mailbox_change, _highest_modseqs(conn, touched)
+        except psycopg.Error as error:
+            log.warning("mailbox changes not announced: %s", as_failure(error, self.where) or error)
+            return None
+
     def _pool_open(self) -> ConnectionPool[Connection]:
         assert self._pool is not None
         return self._pool
@@ -402,7 +413,7 @@ class PgStore:
                     _end(conn, "ROLLBACK")
                     raise
                 if tx.touched and self.on_mailbox_change is not None:
-                    news = (self.on_mailbox_change, _highest_modseqs(conn, tx.touched))
+                    news = self._news(conn, tx.touched)
                 if tx.summaries.made:  # made by jobs that read (a FETCH that sets \\Seen)
                     follow_ups.append((_keep_summaries, tx.summaries.made))
         except BaseException as raised:
