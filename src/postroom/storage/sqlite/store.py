@@ -31,13 +31,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from postroom.storage import private
 from postroom.storage.api import Tx
 from postroom.storage.buffer import ContentBuffer
+from postroom.storage.commit_stats import CommitStats
 from postroom.storage.records import StorageFailure, os_failure
 from postroom.storage.signals import FileSignals
 from postroom.storage.sqlite.connection import BLOB_DIR, DB_NAME, SqliteTx
@@ -83,26 +84,6 @@ class _Read:
     fn: Callable[[SqliteTx], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
-
-
-@dataclass
-class CommitStats:
-    """Batch sizes seen by the group-commit writer (for benchmarks and notes)."""
-
-    batches: int = 0
-    jobs: int = 0
-    largest: int = 0
-    histogram: collections.Counter[int] = field(default_factory=collections.Counter)
-
-    def record(self, size: int) -> None:
-        self.batches += 1
-        self.jobs += size
-        self.largest = max(self.largest, size)
-        self.histogram[size] += 1
-
-    def summary(self) -> str:
-        mean = self.jobs / self.batches if self.batches else 0.0
-        return f"batches={self.batches} jobs={self.jobs} mean={mean:.1f} max={self.largest}"
 
 
 _STOP = object()
