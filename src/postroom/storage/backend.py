@@ -4,6 +4,9 @@ The embedded SQLite store (storage/sqlite/) keeps everything in the data directo
 PostgreSQL DSN (`[storage] backend = "postgresql"`, config_storage.py) the PostgreSQL store
 (storage/postgresql/) keeps it in that database, and the data directory holds only content on
 its way in and the CLI's signal files. Both behind the same `Store` and `DirectStore`.
+
+The PostgreSQL modules (and psycopg with them, some 10 MiB) are imported only when that backend
+is chosen: a server on the embedded store does not carry them.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from postroom.storage.api import DirectStore, Store
-from postroom.storage.postgresql import schema as pg_schema
-from postroom.storage.postgresql.store import PgDirect, PgStore, schema_state
 from postroom.storage.sqlite import schema as sqlite_schema
 from postroom.storage.sqlite.connection import DB_NAME
 from postroom.storage.sqlite.connection import stored_version as sqlite_version
@@ -31,6 +32,8 @@ def server_store(
     """The store for `postroom serve` (not opened yet: call `open()`); `database`: the
     PostgreSQL DSN to use instead of SQLite in data_dir, with its `password`."""
     if database is not None:
+        from postroom.storage.postgresql.store import PgStore
+
         return PgStore(
             database, data_dir, password=password, batch_max=batch_max, batch_wait=batch_wait
         )
@@ -42,6 +45,8 @@ def direct_store(
 ) -> DirectStore:
     """The store for one CLI command, open; close it when done."""
     if database is not None:
+        from postroom.storage.postgresql.store import PgDirect
+
         return PgDirect(database, data_dir, password=password)
     return SqliteDirect(data_dir)
 
@@ -61,6 +66,9 @@ def schema(
     """The store's schema version, read without migrating anything; StorageFailure when the
     store cannot be reached."""
     if database is not None:
+        from postroom.storage.postgresql import schema as pg_schema
+        from postroom.storage.postgresql.store import schema_state
+
         where, found = schema_state(database, password)
         return SchemaState(where, found, pg_schema.SCHEMA_VERSION)
     found = sqlite_version(data_dir)
