@@ -146,6 +146,7 @@ class MailServer:
         self.shutdown_flag = ShutdownFlag()
         self.mailbox_events = MailboxEvents()  # wakes IMAP sessions on committed changes
         self.store.on_mailbox_change = self.mailbox_events.publish
+        self.store.on_missed = self.mailbox_events.wake_all  # other nodes' news may be lost
         self.mailbox_locks = MailboxLocks()  # RFC 1939 §8: one POP3 session per maildrop
         self.listeners: list[Listener] = []
         self.acme_files = AcmeFiles(config.data_dir)  # its challenges: answered even when off

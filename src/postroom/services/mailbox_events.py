@@ -4,6 +4,9 @@ The store calls `publish` on the event loop after each group commit with the mai
 changed (new mail, flags, expunges) and their HIGHESTMODSEQ. A session only learns *that*
 something changed, and whether anything is newer than what it knows (its own STORE is not news);
 it asks the store *what* (by MODSEQ), so a missed wake-up costs latency, never correctness.
+With several nodes on one PostgreSQL database, the other nodes' changes arrive here too
+(storage/postgresql/notify.py), in any order with this node's own and sometimes twice: what is
+known of a mailbox only goes up, and hearing a change twice costs at most one more read.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ class MailboxEvents:
     def publish(self, changes: dict[int, int | None]) -> None:
         for mailbox_id, modseq in changes.items():
             # A mailbox that is gone (None) counts as changed for whoever has it open.
-            self._latest[mailbox_id] = (1 << 62) if modseq is None else modseq
+            latest = (1 << 62) if modseq is None else modseq
+            self._latest[mailbox_id] = max(latest, self._latest.get(mailbox_id, 0))
             for event in self._watchers.get(mailbox_id, ()):
+                event.set()
+
+    def wake_all(self) -> None:
+        """Changes may have gone unannounced: every session looks at its mailbox again."""
+        self._latest.clear()  # unknown mailboxes count as changed (newer_than)
+        for watchers in self._watchers.values():
+            for event in watchers:
                 event.set()

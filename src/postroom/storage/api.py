@@ -676,6 +676,10 @@ class Store(Protocol):
     """Called on the event loop after a commit changed mailboxes: id → HIGHESTMODSEQ after it
     (None when the mailbox is gone)."""
 
+    on_missed: Callable[[], None] | None
+    """Called on the event loop when changes made elsewhere may have gone unannounced (the
+    PostgreSQL store's listener reconnected): any mailbox may have changed. SQLite: never."""
+
     on_commit: Callable[[int], None] | None
     """Called on the writer thread after each group commit with its number of jobs (quick and
     thread-safe, such as a metric's observe)."""

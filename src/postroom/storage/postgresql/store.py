@@ -25,7 +25,11 @@ database) fails at once.
 transactions the command opens.
 
 Content on its way in spills to files under `data_dir/tmp` (as with SQLite); signals from the
-CLI to the server are the data directory's stamp files (storage/signals.py).
+CLI to the server are the data directory's stamp files (storage/signals.py) and, for the other
+nodes on the same database, NOTIFYs (notify.py). A group commit that changed mailboxes
+announces them with a NOTIFY in its own transaction, so the other nodes' IMAP sessions hear of
+committed changes only; a serving store (opened on an event loop) runs a `notify.Listener`
+that hands the other nodes' announcements to the same `on_mailbox_change`.
 """
 
 from __future__ import annotations
@@ -46,14 +50,21 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from postroom.storage import private
-from postroom.storage.api import Tx
+from postroom.storage.api import Signal, Tx
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.commit_stats import CommitStats
 from postroom.storage.postgresql.connection import Connection, PgTx
 from postroom.storage.postgresql.errors import as_failure, describe, open_failure, worth_waiting
+from postroom.storage.postgresql.notify import (
+    Changes,
+    Listener,
+    PgSignals,
+    announce_changes,
+    announce_signal,
+    new_origin,
+)
 from postroom.storage.postgresql.schema import NewerSchema, migrate, stored_version
 from postroom.storage.records import StorageFailure
-from postroom.storage.signals import FileSignals
 
 log = logging.getLogger("postroom.store")
 
@@ -199,7 +210,9 @@ class PgStore:
         self.batch_max = batch_max
         self.batch_wait = batch_wait
         self.stats = CommitStats()
-        self.signals = FileSignals(data_dir)
+        self.origin = new_origin()  # names this node in what it announces (notify.py)
+        self.signals = PgSignals(data_dir, self.origin, self._send_signal)
+        self.listener: Listener | None = None  # while serving on an event loop
         self._password = password
         self._pool: ConnectionPool[Connection] | None = None
         self._jobs: queue.SimpleQueue[_Job | _Made | object] = queue.SimpleQueue()
@@ -209,6 +222,9 @@ class PgStore:
         # commit (None when the mailbox is gone); and on the writer after each group commit.
         self.on_mailbox_change: Callable[[dict[int, int | None]], None] | None = None
         self.on_commit: Callable[[int], None] | None = None
+        # Called on the event loop when the listener reconnected: what the other nodes
+        # announced meanwhile is lost, so any mailbox may have changed.
+        self.on_missed: Callable[[], None] | None = None
 
     def open(self) -> None:
         """Migrate the database, open the pool and start the threads; StorageFailure, naming
@@ -246,8 +262,28 @@ class PgStore:
         ]
         for thread in self._threads:
             thread.start()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not serving (a test of the store alone): nobody to tell
+            return
+        self.listener = Listener(
+            lambda: connect(self.dsn, self._password),
+            self.where,
+            self.signals,
+            loop,
+            lambda: self.on_mailbox_change,
+            lambda: self.on_missed,
+        )
+        self.listener.start()
+
+    def _send_signal(self, what: Signal) -> None:
+        if self.listener is not None:
+            self.listener.send(what)
 
     def close(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
         if not self._threads:
             return
         self._jobs.put(_STOP)
@@ -366,16 +402,22 @@ class PgStore:
             if stop:
                 return
 
-    def _news(self, conn: Connection, touched: set[int]) -> MailboxNews | None:
-        """After a commit: the changed mailboxes' HIGHESTMODSEQs for on_mailbox_change (None
-        when the connection failed since: the jobs committed all the same, and the sessions
-        hear of these changes with the next ones announced)."""
-        assert self.on_mailbox_change is not None
+    def _announce(self, conn: Connection, touched: set[int]) -> Changes | None:
+        """Before the COMMIT: the changed mailboxes' HIGHESTMODSEQs, NOTIFYed to the other
+        nodes in this transaction (delivered at COMMIT). In a savepoint: when this fails the
+        jobs commit all the same (None), and sessions hear with the next changes announced."""
+        conn.execute("SAVEPOINT announce")
         try:
-            return self.on_mailbox_change, _highest_modseqs(conn, touched)
+            changes = _highest_modseqs(conn, touched)
+            announce_changes(conn, self.origin, changes)
         except psycopg.Error as error:
+            if conn.broken or conn.closed:
+                raise
+            conn.execute("ROLLBACK TO SAVEPOINT announce")
             log.warning("mailbox changes not announced: %s", as_failure(error, self.where) or error)
             return None
+        conn.execute("RELEASE SAVEPOINT announce")
+        return changes
 
     def _pool_open(self) -> ConnectionPool[Connection]:
         assert self._pool is not None
@@ -408,12 +450,12 @@ class PgStore:
             with pool.connection() as conn:
                 tx = PgTx(conn)
                 try:
-                    self._run(tx, batch, outcomes, follow_ups)
+                    changes = self._run(tx, batch, outcomes, follow_ups)
                 except BaseException:
                     _end(conn, "ROLLBACK")
                     raise
-                if tx.touched and self.on_mailbox_change is not None:
-                    news = self._news(conn, tx.touched)
+                if changes and self.on_mailbox_change is not None:
+                    news = self.on_mailbox_change, changes
                 if tx.summaries.made:  # made by jobs that read (a FETCH that sets \\Seen)
                     follow_ups.append((_keep_summaries, tx.summaries.made))
         except BaseException as raised:
@@ -445,8 +487,9 @@ class PgStore:
         batch: list[_Job],
         outcomes: list[Outcome],
         follow_ups: list[Derived],
-    ) -> None:
-        """BEGIN, each job in its savepoint, COMMIT (which returns once durable)."""
+    ) -> Changes | None:
+        """BEGIN, each job in its savepoint, the changed mailboxes announced, COMMIT (which
+        returns once durable); the changes announced."""
         conn = tx.conn
         alone = len(batch) == 1  # a lone job needs no savepoint: its failure undoes it all
         conn.execute("BEGIN")
@@ -476,8 +519,11 @@ class PgStore:
                 outcomes.append((job.future, value, None))
             if not alone:
                 conn.execute("RELEASE SAVEPOINT job")
-        if conn.info.transaction_status == pq.TransactionStatus.INTRANS:
-            conn.execute("COMMIT")
+        if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
+            return None  # a lone job failed: rolled back, nothing changed
+        changes = self._announce(conn, tx.touched) if tx.touched else None
+        conn.execute("COMMIT")
+        return changes
 
     def _run_later(
         self,
@@ -559,10 +605,14 @@ class PgDirect:
     """The store for one CLI command (`storage.api.DirectStore`) on one connection."""
 
     def __init__(self, dsn: str, data_dir: Path, *, password: str | None = None) -> None:
-        self.signals = FileSignals(data_dir)
         self.where = describe(dsn)
         self._conn = open_database(dsn, password)
         self._tx = PgTx(self._conn)
+        # A signal is the stamp file and a NOTIFY every serving node hears (notify.py).
+        self.signals = PgSignals(data_dir, new_origin(), self._send_signal)
+
+    def _send_signal(self, what: Signal) -> None:
+        announce_signal(self._conn, self.signals.origin, what)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:

@@ -121,6 +121,7 @@ class SqliteStore:
         # Called on the event loop after a batch changed mailboxes: id → HIGHESTMODSEQ after the
         # commit (None when the mailbox is gone).
         self.on_mailbox_change: Callable[[dict[int, int | None]], None] | None = None
+        self.on_missed: Callable[[], None] | None = None  # one process: nothing is missed
         # Called on the writer thread after each group commit with its number of jobs.
         self.on_commit: Callable[[int], None] | None = None
 
