@@ -119,8 +119,8 @@ class PgSignals:
         self._heard: dict[Signal, int] = dict.fromkeys(SIGNAL_NAMES, 0)
 
     def mark(self, what: Signal) -> None:
-        self._files.mark(what)
         self._send(what)
+        self._files.mark(what)
 
     def heard(self, what: Signal) -> None:
         """Another node (or a CLI command) marked `what` (called by the listener's thread)."""
