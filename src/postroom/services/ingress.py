@@ -217,6 +217,19 @@ class IngressSession:
         return None
 
     async def rcpt(self, event: ev.RcptTo, identity: str | None) -> Reply | None:
+        try:
+            return await self._rcpt(event, identity)
+        except StorageFailure as failure:
+            # The database or the disk failed (PostgreSQL restarting): try again later, one line.
+            log.warning(
+                "rcpt failed client=%s to=<%s> result=451 %s",
+                self.client_addr,
+                event.address,
+                failure,
+            )
+            return replies.LOCAL_ERROR  # RFC 5321 §4.2.2: 451, local error in processing
+
+    async def _rcpt(self, event: ev.RcptTo, identity: str | None) -> Reply | None:
         self._rcpt_mark = len(self._recipients)
         address = event.address
         if address == "postmaster":
