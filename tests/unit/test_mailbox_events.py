@@ -1,0 +1,35 @@
+"""services/mailbox_events.py with news from several nodes: announcements arrive out of order
+and twice without lowering what is known, and `wake_all` (a listener that reconnected) makes
+every session look again."""
+
+from __future__ import annotations
+
+from postroom.services.mailbox_events import MailboxEvents
+
+
+def test_late_and_repeated_news_never_lowers_what_is_known() -> None:
+    events = MailboxEvents()
+    watch = events.watch(1)
+    events.publish({1: 9})  # another node's, heard first
+    events.publish({1: 7})  # this node's older commit, told later
+    events.publish({1: 9})  # and the same twice
+    assert watch.is_set()
+    assert events.newer_than(1, 8)
+    assert not events.newer_than(1, 9)  # a session that read up to 9 is not woken for 7
+
+
+def test_a_gone_mailbox_stays_changed() -> None:
+    events = MailboxEvents()
+    events.publish({2: None})
+    events.publish({2: 5})
+    assert events.newer_than(2, 1 << 61)
+
+
+def test_wake_all_makes_every_session_look_again() -> None:
+    events = MailboxEvents()
+    first, second = events.watch(1), events.watch(2)
+    events.publish({1: 4})
+    first.clear()
+    events.wake_all()
+    assert first.is_set() and second.is_set()
+    assert events.newer_than(1, 4) and events.newer_than(2, 100)
