@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from postroom.storage.api import DirectStore, Store
+from postroom.storage.migration import Source, Target
 from postroom.storage.sqlite import schema as sqlite_schema
 from postroom.storage.sqlite.connection import DB_NAME
 from postroom.storage.sqlite.connection import stored_version as sqlite_version
+from postroom.storage.sqlite.export import SqliteExport
 from postroom.storage.sqlite.store import SqliteDirect, SqliteStore
 
 
@@ -73,3 +75,17 @@ def schema(
         return SchemaState(where, found, pg_schema.SCHEMA_VERSION)
     found = sqlite_version(data_dir)
     return SchemaState(str(data_dir / DB_NAME), found, sqlite_schema.SCHEMA_VERSION)
+
+
+def sqlite_export(data_dir: Path) -> Source:
+    """The SQLite store in `data_dir` read for `storage migrate`, in one read transaction;
+    StorageFailure when there is none or it cannot be read."""
+    return SqliteExport(data_dir)
+
+
+def postgresql_import(dsn: str, password: str | None) -> Target:
+    """The PostgreSQL database `storage migrate` copies into, its schema made or migrated;
+    StorageFailure when it cannot be used."""
+    from postroom.storage.postgresql.import_ import PgImport
+
+    return PgImport(dsn, password)
