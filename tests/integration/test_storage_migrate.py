@@ -8,6 +8,7 @@ and a data_dir a server is running on, are refused."""
 
 from __future__ import annotations
 
+import imaplib
 import os
 import re
 import signal
@@ -66,10 +67,11 @@ def large_message(token: str) -> bytes:
     return simple_message(token, ALICE, BOB).replace(b"Body of", lines.encode() + b"Body of")
 
 
-def imap_state(server: Postroom) -> dict[str, object]:
-    """What bob's IMAP client sees: UIDVALIDITY, and per UID its flags, date and bytes."""
-    import imaplib
+Seen = tuple[bytes, dict[int, tuple[list[str], str, bytes]]]
 
+
+def imap_state(server: Postroom) -> Seen:
+    """What bob's IMAP client sees: UIDVALIDITY, and per UID its flags, date and bytes."""
     client = imaplib.IMAP4(server.host, server.ports["imap"], timeout=30)
     try:
         client.starttls(ssl_context=server.tls_context())
@@ -77,9 +79,10 @@ def imap_state(server: Postroom) -> dict[str, object]:
         typ, _ = client.select("INBOX")
         assert typ == "OK"
         validity = client.untagged_responses["UIDVALIDITY"][0]
+        assert isinstance(validity, bytes)
         typ, data = client.uid("FETCH", "1:*", "(FLAGS INTERNALDATE BODY.PEEK[])")
         assert typ == "OK"
-        messages = {}
+        messages: dict[int, tuple[list[str], str, bytes]] = {}
         for item in data:
             if isinstance(item, tuple):
                 head = item[0].decode()
@@ -88,14 +91,12 @@ def imap_state(server: Postroom) -> dict[str, object]:
                 date = re.search(r'INTERNALDATE "([^"]+)"', head)
                 assert uid and flags and date, head
                 messages[int(uid[1])] = (sorted(flags[1].split()), date[1], item[1])
-        return {"uidvalidity": validity, "messages": messages}
+        return validity, messages
     finally:
         client.logout()
 
 
 def set_flags(server: Postroom) -> None:
-    import imaplib
-
     client = imaplib.IMAP4(server.host, server.ports["imap"], timeout=30)
     try:
         client.starttls(ssl_context=server.tls_context())
@@ -166,8 +167,8 @@ def test_migrated_store_serves_the_same_mail(
     server.start()
     after = imap_state(server)
     assert after == before
-    messages = after["messages"]
-    assert isinstance(messages, dict) and sorted(messages) == [2, 3, 4, 5]
+    messages = after[1]
+    assert sorted(messages) == [2, 3, 4, 5]
     assert messages[2][0] == ["$Important", "\\Flagged"] and messages[3][0] == ["\\Seen"]
     assert len(messages[3][2]) > 600_000  # the large one, a file in SQLite
     assert REMOTE in server.queue_list()
@@ -178,7 +179,7 @@ def test_migrated_store_serves_the_same_mail(
     with server.smtp() as smtp:  # new ids come after the copied ones
         smtp.sendmail(ALICE, [BOB], simple_message(new_token("new"), ALICE, BOB))
     server.wait_for_messages(BOB, 5)
-    assert sorted(imap_state(server)["messages"]) == [2, 3, 4, 5, 6]  # type: ignore[arg-type]
+    assert sorted(imap_state(server)[1]) == [2, 3, 4, 5, 6]
 
 
 def _waiting_on_lock(dsn: str) -> bool:
