@@ -198,8 +198,12 @@ def _count(dsn: str, table: str) -> int:
         return int(row[0])
 
 
-def test_killed_copy_resumes_without_duplicates(
-    postgres: PostgresServer, database: str, postroom_factory: Callable[..., Postroom]
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
+def test_stopped_copy_resumes_without_duplicates(
+    stop: signal.Signals,
+    postgres: PostgresServer,
+    database: str,
+    postroom_factory: Callable[..., Postroom],
 ) -> None:
     server = postroom_factory(services=SERVICES)
     fill(server, count=12)
@@ -219,18 +223,20 @@ def test_killed_copy_resumes_without_duplicates(
         )
         try:
             wait_until(lambda: _waiting_on_lock(dsn), timeout=60, what="the copy to wait")
-            os.kill(copy.pid, signal.SIGKILL)
-            copy.wait(timeout=30)
+            os.kill(copy.pid, stop)
+            _, errors = copy.communicate(timeout=30)
         finally:
             if copy.poll() is None:
                 copy.kill()
-                copy.wait(timeout=30)
-            assert copy.stdout is not None and copy.stderr is not None
-            copy.stdout.close()
-            copy.stderr.close()
+                copy.communicate(timeout=30)
     finally:
         holder.rollback()
         holder.close()
+    if stop == signal.SIGINT:
+        assert copy.returncode == 1
+        assert errors.decode().endswith(
+            "interrupted; what was copied is kept: run the same command again to go on\n"
+        )
     assert _count(dsn, "blobs") == 13 and _count(dsn, "mailbox_messages") == 0
     assert _count(dsn, "users") == 2
 
@@ -254,6 +260,21 @@ def test_database_with_other_data_is_refused(
     assert "already holds data no migration copied there (aliases)" in refused.stderr
     assert "createdb" in refused.stderr and refused.stderr.count("\n") == 1
     assert _rows(dsn, "users") == 0 and _rows(dsn, "aliases") == 1
+
+
+def test_database_of_something_else_is_refused(
+    postgres: PostgresServer, database: str, postroom_factory: Callable[..., Postroom]
+) -> None:
+    server = postroom_factory(start=False)
+    dsn = postgres.dsn(database)
+    with psycopg.connect(dsn, password=PASSWORD) as conn:
+        conn.execute("CREATE TABLE orders (id integer PRIMARY KEY)")
+    refused = migrate(server, dsn, check=False)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "holds tables that are not postroom's" in refused.stderr
+    with psycopg.connect(dsn, password=PASSWORD) as conn:
+        row = conn.execute("SELECT to_regclass('meta') IS NULL").fetchone()
+        assert row == (True,)  # postroom made none of its tables there
 
 
 def _rows(dsn: str, table: str) -> int:

@@ -98,8 +98,8 @@ def copy_store(source: Source, dsn: str, password: str | None) -> None:
     """Copy, resuming an earlier copy; the counts of both sides printed and compared."""
     try:
         target = postgresql_import(dsn, password)
-    except StorageFailure as failure:
-        raise CliError(str(failure)) from None
+    except (StorageFailure, ForeignTarget) as error:
+        raise CliError(str(error)) from None
     try:
         expected = source.counts()
         state = target.begin()

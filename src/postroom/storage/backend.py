@@ -85,7 +85,7 @@ def sqlite_export(data_dir: Path) -> Source:
 
 def postgresql_import(dsn: str, password: str | None) -> Target:
     """The PostgreSQL database `storage migrate` copies into, its schema made or migrated;
-    StorageFailure when it cannot be used."""
+    StorageFailure when it cannot be used, ForeignTarget when it holds others' tables."""
     from postroom.storage.postgresql.import_ import PgImport
 
     return PgImport(dsn, password)

@@ -8,6 +8,7 @@ them at the end. A content is written to `blob_chunks` with COPY a chunk at a ti
 reads it. A history row's events become rows of `history_events`, its keys rows of
 `history_keys`. The database must be empty or hold a copy an earlier run began: `meta` says
 which ('migrate.started', then 'migrate.complete'; 'migrate.after.KIND': where KIND resumes).
+A database holding tables of something else is refused before postroom makes its own there.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+
+import psycopg
 
 from postroom.storage.migration import (
     BLOB_BYTES,
@@ -27,8 +30,9 @@ from postroom.storage.migration import (
     Row,
 )
 from postroom.storage.postgresql.blobs import CHUNK_SIZE
-from postroom.storage.postgresql.errors import as_failure, describe
-from postroom.storage.postgresql.store import open_database
+from postroom.storage.postgresql.errors import as_failure, describe, open_failure
+from postroom.storage.postgresql.schema import stored_version
+from postroom.storage.postgresql.store import connect, open_database
 from postroom.storage.records import StorageFailure
 
 STARTED = "migrate.started"
@@ -59,6 +63,18 @@ class PgImport:
 
     def __init__(self, dsn: str, password: str | None) -> None:
         self.where = describe(dsn)
+        try:
+            with connect(dsn, password) as probe:
+                foreign = stored_version(probe) == 0 and probe.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema())"
+                ).fetchone() == (True,)
+        except psycopg.Error as error:
+            raise open_failure(error, self.where) from None
+        if foreign:  # someone else's tables: postroom's are not made beside them
+            raise ForeignTarget(
+                f"{self.where} holds tables that are not postroom's;"
+                " migrate into a new, empty database (createdb NAME)"
+            )
         self.conn = open_database(dsn, password)
         self._booleans: set[tuple[str, str]] = set()
         self._bytes: set[tuple[str, str]] = set()
