@@ -30,6 +30,7 @@ CONFIG = {
     "config_verify",
     "config_antispam",
     "config_milter",
+    "config_storage",  # PASSWORD_VARIABLE: `storage migrate` reads the target's password there
     "durations",
 }
 # The table modules config.py reads the file through (each imports the shared reader interface).
