@@ -67,11 +67,12 @@ def large_message(token: str) -> bytes:
     return simple_message(token, ALICE, BOB).replace(b"Body of", lines.encode() + b"Body of")
 
 
-Seen = tuple[bytes, dict[int, tuple[list[str], str, bytes]]]
+Seen = tuple[bytes, dict[int, tuple[list[str], str, bytes, str]]]
 
 
 def imap_state(server: Postroom) -> Seen:
-    """What bob's IMAP client sees: UIDVALIDITY, and per UID its flags, date and bytes."""
+    """What bob's IMAP client sees: UIDVALIDITY, and per UID its flags, date, bytes and the
+    whole response (with ENVELOPE and BODYSTRUCTURE)."""
     client = imaplib.IMAP4(server.host, server.ports["imap"], timeout=30)
     try:
         client.starttls(ssl_context=server.tls_context())
@@ -80,9 +81,12 @@ def imap_state(server: Postroom) -> Seen:
         assert typ == "OK"
         validity = client.untagged_responses["UIDVALIDITY"][0]
         assert isinstance(validity, bytes)
-        typ, data = client.uid("FETCH", "1:*", "(FLAGS INTERNALDATE BODY.PEEK[])")
+        # ENVELOPE and BODYSTRUCTURE come from the summaries the copy carried.
+        typ, data = client.uid(
+            "FETCH", "1:*", "(FLAGS INTERNALDATE ENVELOPE BODYSTRUCTURE BODY.PEEK[])"
+        )
         assert typ == "OK"
-        messages: dict[int, tuple[list[str], str, bytes]] = {}
+        messages: dict[int, tuple[list[str], str, bytes, str]] = {}
         for item in data:
             if isinstance(item, tuple):
                 head = item[0].decode()
@@ -90,7 +94,7 @@ def imap_state(server: Postroom) -> Seen:
                 flags = re.search(r"FLAGS \(([^)]*)\)", head)
                 date = re.search(r'INTERNALDATE "([^"]+)"', head)
                 assert uid and flags and date, head
-                messages[int(uid[1])] = (sorted(flags[1].split()), date[1], item[1])
+                messages[int(uid[1])] = (sorted(flags[1].split()), date[1], item[1], head)
         return validity, messages
     finally:
         client.logout()
