@@ -147,6 +147,8 @@ def test_migrated_store_serves_the_same_mail(
     server.run_cli("sieve", "put", BOB, "main", str(script))
     server.run_cli("sieve", "activate", BOB, "main")
     server.run_cli("dkim", "rotate", "example.test")
+    for name in ("one", "two"):  # keyed by bytes (their hashes): where a copy resumes
+        server.run_cli("user", "token", BOB, "--name", name)
     fill(server)
     set_flags(server)
     before = imap_state(server)
@@ -163,6 +165,7 @@ def test_migrated_store_serves_the_same_mail(
     assert "DIFFERS" not in done.stdout
     assert re.search(r"mailbox_messages\s+4\s+4\b", done.stdout), done.stdout
     assert re.search(r"queue_recipients\s+1\s+1\b", done.stdout), done.stdout
+    assert re.search(r"api_tokens\s+2\s+2\b", done.stdout), done.stdout
     assert PASSWORD not in done.stdout + done.stderr
     again = migrate(server, dsn)  # a second run copies nothing, and says so
     assert "complete copy already" in again.stdout
