@@ -185,6 +185,13 @@ def render_default_config(
 [server]
 # user = "postroom"   # started as root: become this user once the ports are open
 
+[storage]
+# Everything is kept in data_dir (SQLite and files) unless a PostgreSQL database is named;
+# several postroom nodes can share one database (`postroom storage migrate` moves a store there).
+# backend = "postgresql"
+# dsn = "postgresql://postroom@db.example.net:5432/postroom"
+# password_file = "/etc/postroom/db-password"   # or $POSTROOM_DB_PASSWORD; never in this file
+
 [limits]
 {section(limit_rows)}
 

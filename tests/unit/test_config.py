@@ -91,6 +91,21 @@ def test_rendered_default_is_commented() -> None:
     assert set(doc["queue"]) == {f.name for f in dataclasses.fields(QueueConfig)}
 
 
+def test_rendered_storage_lines_load_when_uncommented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The commented [storage] example is a working PostgreSQL configuration once uncommented.
+    monkeypatch.setenv("POSTROOM_DB_PASSWORD", "secret")
+    text = render_default_config()
+    assert load_config(write(tmp_path, text)).storage.backend == "sqlite"
+    for key in ("backend", "dsn"):
+        text = text.replace(f"# {key} = ", f"{key} = ", 1)
+    storage = load_config(write(tmp_path, text)).storage
+    assert storage.backend == "postgresql"
+    assert storage.dsn == "postgresql://postroom@db.example.net:5432/postroom"
+    assert storage.password == "secret"
+
+
 def test_render_rejects_bad_names() -> None:
     with pytest.raises(ValueError):
         render_default_config("bad host")
