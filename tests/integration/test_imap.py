@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import re
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -202,6 +203,18 @@ def test_idle_pushes_new_mail(server: Postroom, alice: imaplib.IMAP4) -> None:
     while b"N1 OK" not in rest:
         rest += alice.readline()
     assert tag + b" OK" in rest
+
+
+def test_idle_is_told_bye_at_shutdown(server: Postroom, alice: imaplib.IMAP4) -> None:
+    # SIGTERM wakes a session waiting in IDLE: it is told why it ends (RFC 3501 §7.1.5),
+    # rather than being cut off once the shutdown grace time has passed.
+    alice.select("INBOX")
+    alice.socket().sendall(b"I1 IDLE\r\n")
+    assert alice.readline().startswith(b"+ ")
+    server.signal(signal.SIGTERM)
+    assert alice.readline() == b"* BYE [UNAVAILABLE] Server shutting down.\r\n"
+    assert alice.readline() == b""  # and the connection closes
+    assert server.wait_exit(timeout=30) == 0
 
 
 def test_second_session_sees_flag_changes_and_expunges(

@@ -8,7 +8,7 @@ from postroom.proto.imap.reader import CommandLine, CommandReader, NeedContinuat
 from postroom.services import accounts
 from postroom.services.authn import Authenticator
 from postroom.services.imap import commands
-from postroom.services.imap.session import ImapContext, ImapSession
+from postroom.services.imap.session import ImapContext, ImapSession, Woken
 from postroom.services.mailbox_events import MailboxEvents
 from postroom.storage.api import Store, Tx
 
@@ -30,6 +30,12 @@ class Wire:
 
     async def read_line(self) -> bytes | None:
         return None
+
+    async def idle_line(self, poll: float) -> bytes | Woken | None:
+        return None
+
+    def wake(self) -> None:
+        pass
 
     async def start_tls(self) -> bool:
         return False

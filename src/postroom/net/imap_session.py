@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 import time
 from dataclasses import dataclass
@@ -25,13 +26,14 @@ from postroom.proto.imap import reader as rd
 from postroom.proto.imap.grammar import parse_command
 from postroom.proto.imap.grammar_base import CommandParseError
 from postroom.services.imap import commands
-from postroom.services.imap.session import ImapContext, ImapSession
+from postroom.services.imap.session import WOKEN, ImapContext, ImapSession, Woken
 from postroom.services.metrics import OTHER, SessionMetrics
 from postroom.storage.buffer import ContentBuffer
 
 log = logging.getLogger("postroom.imap")
 
 MAX_COMMAND_LINE = 64 * 1024
+SHUTDOWN_BYE = b"* BYE [UNAVAILABLE] Server shutting down.\r\n"
 
 
 @dataclass
@@ -76,6 +78,7 @@ class _Connection:
         self.reader = rd.CommandReader(max_line=MAX_COMMAND_LINE)
         self.deadline = RequestDeadline()
         self._received = 0  # bytes of the last read
+        self.woken = False  # the last read ended with no input (`_more`)
         self.streams: list[ContentBuffer] = []
         self._current: ContentBuffer | None = None
 
@@ -93,7 +96,8 @@ class _Connection:
 
     async def _more(self) -> bool:
         """Read more input; TimeoutError after the autologout time between commands, or when
-        a command has not arrived whole in that time (net/deadline.py)."""
+        a command has not arrived whole in that time (net/deadline.py). A read woken with no
+        input (`wake`, the poll time, shutdown) sets `woken` and feeds nothing."""
         wait = self.deadline.wait_for(
             mid_request=self.reader.mid_command,
             received=self._received,
@@ -101,8 +105,11 @@ class _Connection:
             now=asyncio.get_running_loop().time(),
         )
         data = await self.stream.read(wait)
-        if not data and self.stream.at_eof:
-            return False
+        if not data:
+            if self.stream.at_eof:
+                return False
+            self.woken = True
+            return True
         self._received = len(data)
         self.reader.feed(data)
         return True
@@ -114,7 +121,23 @@ class _Connection:
         return b"* BYE Autologout; idle for too long\r\n"
 
     async def read_line(self) -> bytes | None:
+        line = await self._raw_line(wakeable=False)
+        assert line is not WOKEN
+        return line
+
+    async def idle_line(self, poll: float) -> bytes | Woken | None:
+        self.stream.wake_at = asyncio.get_running_loop().time() + poll
+        try:
+            return await self._raw_line(wakeable=True)
+        finally:
+            self.stream.wake_at = math.inf
+
+    def wake(self) -> None:
+        self.stream.interrupt()
+
+    async def _raw_line(self, *, wakeable: bool) -> bytes | Woken | None:
         self.reader.expect_raw_line()
+        self.woken = False
         while True:
             event = self.reader.next_event()
             if isinstance(event, rd.RawLine):
@@ -128,6 +151,11 @@ class _Connection:
                 except TimeoutError:
                     await self.write(self.timed_out())  # in IDLE or AUTHENTICATE too
                     return None
+                if self.woken and self.service.shutdown.active:
+                    await self.write(SHUTDOWN_BYE)  # IDLE ends at once, not cut off later
+                    return None
+                if self.woken and wakeable:
+                    return WOKEN
 
     async def start_tls(self) -> bool:
         context = self.service.tls_context
@@ -157,7 +185,7 @@ class _Connection:
             if isinstance(event, rd.NeedData):
                 await session.flush()
                 if self.service.shutdown.active:
-                    await self.write(b"* BYE [UNAVAILABLE] Server shutting down.\r\n")
+                    await self.write(SHUTDOWN_BYE)
                     return
                 try:
                     if not await self._more():

@@ -45,6 +45,7 @@ class ByteStream(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.read_deadline = math.inf
+        self.wake_at = math.inf  # a pending `read` returns b"" from then on (IDLE's poll)
 
     # --- protocol callbacks --------------------------------------------------------------------
 
@@ -108,10 +109,15 @@ class ByteStream(asyncio.Protocol):
         return self._eof and not self._buffer
 
     def expire_if_late(self, now: float) -> None:
-        """Fail a pending `read` with TimeoutError once its deadline has passed."""
+        """Fail a pending `read` with TimeoutError once its deadline has passed; wake it (b"")
+        once `wake_at` has."""
         waiter = self._data_waiter
-        if now >= self.read_deadline and waiter is not None and not waiter.done():
+        if waiter is None or waiter.done():
+            return
+        if now >= self.read_deadline:
             waiter.set_exception(TimeoutError())
+        elif now >= self.wake_at:
+            waiter.set_result(None)
 
     def interrupt(self) -> None:
         """Wake a pending `read` early (it returns b"" without end of stream)."""

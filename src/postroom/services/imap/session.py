@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from postroom.services.imap import limits
 from postroom.services.imap.search_texts import SearchTexts
 from postroom.services.imap.snapshots import MailboxSnapshots, Snapshot, load_messages
 from postroom.services.junk_filter import JunkFilter
-from postroom.services.mailbox_events import MailboxEvents
+from postroom.services.mailbox_events import MailboxEvents, MailboxWatch
 from postroom.storage.api import FlagMode, Store, Tx
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.records import MailboxInfo, StatusCounts
@@ -67,6 +68,15 @@ BASE_CAPABILITIES = (
 )
 
 
+class Woken(enum.Enum):
+    """What `ImapIO.idle_line` gives when it ends without a line."""
+
+    WOKEN = "woken"
+
+
+WOKEN = Woken.WOKEN
+
+
 class ImapIO(Protocol):
     """What the driver offers a session."""
 
@@ -80,7 +90,14 @@ class ImapIO(Protocol):
     async def write(self, data: bytes) -> None: ...
 
     async def read_line(self) -> bytes | None:
-        """One raw line (AUTHENTICATE answers, IDLE's DONE); None when the client left."""
+        """One raw line (an AUTHENTICATE answer); None when the client left."""
+
+    async def idle_line(self, poll: float) -> bytes | Woken | None:
+        """IDLE's DONE line, or WOKEN once `wake` was called or `poll` seconds passed first;
+        None when the client left."""
+
+    def wake(self) -> None:
+        """End a pending `idle_line` early with WOKEN (news for the session)."""
 
     async def start_tls(self) -> bool:
         """Upgrade the connection; False when the handshake failed (the session is over)."""
@@ -155,7 +172,7 @@ class ImapSession:
         self.username = ""
         self.selected: SelectedMailbox | None = None
         self.enabled = Enabled()
-        self._watch: asyncio.Event | None = None
+        self._watch: MailboxWatch | None = None
         self._out = bytearray()
         # Contents of literals the driver streamed to buffers for the command being run.
         self.streamed: list[ContentBuffer] = []
@@ -265,9 +282,9 @@ class ImapSession:
         selected = self.selected
         if selected is None:
             return
-        if force or (self._watch is not None and self._watch.is_set()):
+        if force or (self._watch is not None and self._watch.changed):
             if self._watch is not None:
-                self._watch.clear()
+                self._watch.changed = False
             if force or self.ctx.events.newer_than(selected.mailbox_id, selected.known_modseq):
                 await self.refresh()
         for line in selected.untagged(
@@ -300,8 +317,8 @@ class ImapSession:
         self._watch = self.ctx.events.watch(mailbox_id)
 
     def _unwatch(self) -> None:
-        if self._watch is not None and self.selected is not None:
-            self.ctx.events.unwatch(self.selected.mailbox_id, self._watch)
+        if self._watch is not None:
+            self.ctx.events.unwatch(self._watch)
         self._watch = None
 
     # --- any state -------------------------------------------------------------------------
@@ -649,34 +666,28 @@ class ImapSession:
         self.send(b"* STATUS " + mailbox(name) + f" ({body})\r\n".encode())
 
     async def idle(self, tag: str, command: cmd.Command) -> None:
-        """RFC 2177: news is pushed until the client says DONE."""
+        """RFC 2177: news is pushed until the client says DONE. No task or timer of its own
+        while it waits: the mailbox watch wakes the read (`ImapIO.wake`), and so does the
+        poll interval, which looks again in case news was missed."""
         await self.send_now(b"+ idling\r\n")
         await self.flush()
-        reader = asyncio.ensure_future(self.io.read_line())
+        watch = self._watch
+        if watch is not None:
+            watch.wake = self.io.wake
         try:
             while True:
                 await self.announce(allow_expunge=True)
                 await self.flush()
-                waiters: set[asyncio.Future[object]] = {reader}  # type: ignore[arg-type]
-                watch = None
-                if self._watch is not None:
-                    watch = asyncio.ensure_future(self._watch.wait())
-                    waiters.add(watch)  # type: ignore[arg-type]
-                done, _ = await asyncio.wait(
-                    waiters, timeout=self.ctx.idle_poll, return_when=asyncio.FIRST_COMPLETED
-                )
-                if watch is not None and watch not in done:
-                    watch.cancel()
-                if reader in done:
+                if watch is not None and watch.changed:
+                    continue  # news arrived while we wrote: tell it before waiting
+                line = await self.io.idle_line(self.ctx.idle_poll)
+                if line is not WOKEN:
                     break
-                if self.selected is not None and not done:
-                    await self.announce(allow_expunge=True, force=True)
+                if self.selected is not None and not (watch is not None and watch.changed):
+                    await self.announce(allow_expunge=True, force=True)  # the poll interval
         finally:
-            if not reader.done():
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
-        line = reader.result() if not reader.cancelled() else None
+            if watch is not None:
+                watch.wake = None
         if line is None:
             self.state = "logout"
             return
