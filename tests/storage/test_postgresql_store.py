@@ -432,3 +432,54 @@ def _open(store: PgStore) -> BaseException | None:
     except BaseException as error:
         return error
     return None
+
+
+def test_two_nodes_appending_to_one_mailbox_never_share_a_uid_or_modseq(
+    dsn: str, tmp_path: Path
+) -> None:
+    """Two stores on one database (two nodes), each with several writers appending to the same
+    INBOX at once: the UIDs and MODSEQs handed out are all different, and together they are
+    exactly 1..N (UIDNEXT and HIGHESTMODSEQ are taken in the appending transaction, under the
+    mailbox row's lock, RFC 3501 §2.3.1.1, RFC 7162 §3.1.1)."""
+    nodes = [PgStore(dsn, tmp_path / name, password=PASSWORD) for name in ("a", "b")]
+    for node in nodes:
+        node.open()
+    try:
+        inbox = asyncio.run(nodes[0].write(_user_with_inbox))
+        per_writer, writers = 40, 4
+
+        def one(tx: PgTx) -> int:
+            blob = tx.blobs.add(b"Subject: both\r\n\r\nbody\r\n")
+            return tx.messages.append(inbox, blob, size=23, internal_date=1.0)
+
+        async def load(node: PgStore) -> list[int]:
+            async def writer() -> list[int]:
+                return [await node.write(one) for _ in range(per_writer)]
+
+            return [
+                uid
+                for uids in await asyncio.gather(*(writer() for _ in range(writers)))
+                for uid in uids
+            ]
+
+        answered: list[list[int]] = [[], []]
+        threads = [
+            threading.Thread(target=lambda i=i: answered[i].extend(asyncio.run(load(nodes[i]))))
+            for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        total = 2 * writers * per_writer
+        assert sorted(answered[0] + answered[1]) == list(range(1, total + 1))
+        assert answered[0] and answered[1]
+        states = asyncio.run(nodes[1].read(lambda tx: tx.messages.states(inbox)))
+        assert [s.uid for s in states] == list(range(1, total + 1))
+        assert len({s.modseq for s in states}) == total
+        info = asyncio.run(nodes[1].read(lambda tx: tx.mailboxes.get(inbox)))
+        assert info is not None and info.uidnext == total + 1
+        assert info.highestmodseq == max(s.modseq for s in states)
+    finally:
+        for node in nodes:
+            node.close()
