@@ -67,6 +67,7 @@ from postroom.services.metrics import Metrics
 from postroom.services.outbound_auth import OutboundAuth
 from postroom.services.sieve_scripts import ManageSieveContext
 from postroom.storage.backend import server_store
+from postroom.storage.node import node_name
 from postroom.storage.records import ClaimedMessage, StorageFailure
 from postroom.web import (
     account,
@@ -141,6 +142,7 @@ class MailServer:
             policy=RetryPolicy(queue.retry, queue.warn_after, queue.give_up_after),
             reporter=reporter,
             concurrency=config.delivery.concurrency,
+            node=node_name(config.data_dir, config.storage.node),
             keep_history=queue.keep_history,
         )
         self.shutdown_flag = ShutdownFlag()

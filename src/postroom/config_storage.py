@@ -7,11 +7,16 @@ content on its way in and the CLI's signal files. The database password is never
 the configuration: it comes from the file `password_file` names or, without one, from the
 environment variable $POSTROOM_DB_PASSWORD (neither: libpq's own ways, such as ~/.pgpass). It
 is kept out of every repr, so it is never logged.
+
+`node` names this server among the nodes sharing one database: the holder of its queue leases
+(issue 16 §2). Without it the name made once and kept in `<data_dir>/node-id` is used
+(storage/node.py); two nodes must never share one.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +28,9 @@ from postroom.config_common import Reader
 
 BACKENDS = ("sqlite", "postgresql")
 PASSWORD_VARIABLE = "POSTROOM_DB_PASSWORD"
-STORAGE_KEYS = ("backend", "dsn", "password_file")
+STORAGE_KEYS = ("backend", "dsn", "password_file", "node")
+# A node name: one short printable word (storage/node.py makes the default ones to this rule).
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _DSN_EXAMPLE = '"postgresql://postroom@db.example.net:5432/postroom"'
 
 
@@ -35,6 +42,7 @@ class StorageConfig:
     dsn: str = ""  # the PostgreSQL database (no password in it)
     password_file: Path | None = None  # absolute; its first line is the password
     password: str | None = field(default=None, repr=False)  # from password_file or the env
+    node: str = ""  # this server's name in queue leases; "": the one kept in data_dir/node-id
 
     @property
     def database(self) -> str | None:
@@ -44,6 +52,7 @@ class StorageConfig:
 
 def read_storage(reader: Reader, doc: Mapping[str, Any]) -> StorageConfig:
     raw = reader.table(doc, "storage", STORAGE_KEYS)
+    node = reader.check("storage.node", _node, raw["node"]) if "node" in raw else ""
     backend = "sqlite"
     if "backend" in raw:
         backend = reader.check("storage.backend", checks.choice, raw["backend"], BACKENDS)
@@ -55,7 +64,7 @@ def read_storage(reader: Reader, doc: Mapping[str, Any]) -> StorageConfig:
                     'is only used with backend = "postgresql"',
                     'remove it, or set storage.backend = "postgresql"',
                 )
-        return StorageConfig()
+        return StorageConfig(node=node)
     if "dsn" not in raw:
         raise reader.error(
             "storage.dsn",
@@ -76,7 +85,16 @@ def read_storage(reader: Reader, doc: Mapping[str, Any]) -> StorageConfig:
         password: str | None = _read_password(reader, password_file)
     else:
         password = os.environ.get(PASSWORD_VARIABLE) or None
-    return StorageConfig(backend, dsn, password_file, password)
+    return StorageConfig(backend, dsn, password_file, password, node)
+
+
+def _node(value: object) -> str:
+    fix = 'write one word of letters, digits, ".", "_" or "-" (up to 63), such as node = "mx1"'
+    if not isinstance(value, str):
+        raise checks.Invalid(f"must be a string, got {checks.show(value)}", fix)
+    if not NODE_NAME.fullmatch(value):
+        raise checks.Invalid(f"{checks.show(value)} is not a node name", fix)
+    return value
 
 
 def _dsn(value: object) -> str:

@@ -101,7 +101,7 @@ def test_retry_needs_an_id_or_all(postroom: Postroom) -> None:
 
 LIST_COLUMNS = (
     *("id", "arrival", "size", "sender"),
-    *("recipient", "state", "attempts", "next", "reply"),
+    *("recipient", "state", "attempts", "next", "reply", "lease"),
 )
 
 
@@ -151,6 +151,7 @@ def test_list_into_a_pipe_is_one_tab_separated_line_per_recipient(
     assert "refused" in remote["reply"], remote
     assert (local["recipient"], local["state"], local["next"]) == (ALICE, "delivered", "-")
     assert local["reply"].startswith("250 ")
+    assert (remote["lease"], local["lease"]) == ("-", "-")  # the attempt is over
 
 
 def test_list_json_has_stable_keys(postroom_factory: Factory) -> None:
@@ -163,7 +164,8 @@ def test_list_json_has_stable_keys(postroom_factory: Factory) -> None:
     assert abs(entry["arrival"] - time.time()) < 300
     remote, local = entry["recipients"]
     for rcpt in (remote, local):
-        assert set(rcpt) == {"address", "state", "next_attempt", "last_reply", "attempts"}
+        assert set(rcpt) == {"address", "state", "next_attempt", "last_reply", "attempts", "lease"}
+        assert rcpt["lease"] is None  # nobody is delivering it now
     assert (remote["address"], remote["state"], remote["attempts"]) == (REMOTE, "deferred", 1)
     assert remote["next_attempt"] > time.time()
     assert (local["state"], local["next_attempt"], local["attempts"]) == ("delivered", None, 0)

@@ -27,7 +27,7 @@ from postroom.model.queue import (
 )
 from postroom.proto.smtp.params import MailParams
 from postroom.storage.api import Store, Tx
-from postroom.storage.records import HistoryEvent, Resolution, StoreError
+from postroom.storage.records import ClaimedMessage, HistoryEvent, Lease, Resolution, StoreError
 
 from .conftest import Backend, read, write
 from .postgres_server import PASSWORD
@@ -52,22 +52,35 @@ def queued(
     return message
 
 
+LEASE = 600.0
+
+
+def lease_at(now: float, node: str = "node-a") -> Lease:
+    """A lease `node` takes at `now`, as the scheduler's (LEASE_SECONDS)."""
+    return Lease(node, now + LEASE)
+
+
 def every_hour(arrival: float, attempts: int) -> float:
     """A schedule for the tests: the n-th scheduled attempt is followed by n hours' wait."""
     return ARRIVAL + attempts * 3600.0
 
 
+def claim(store: Store, now: float, node: str = "node-a") -> dict[str, list[ClaimedMessage]]:
+    """What `node` claims at `now` (on the schedule `every_hour`, with a lease of LEASE)."""
+    return write(store, lambda tx: tx.queue.claim_due(now, every_hour, lease=lease_at(now, node)))
+
+
 def test_state_is_per_recipient_and_attempts_are_counted_first(store: Store) -> None:
     write(store, lambda tx: queued(tx, "Q1", "a@one.test", "b@one.test", "c@two.test"))
-    claims = write(store, lambda tx: tx.queue.claim_due(ARRIVAL, every_hour))
+    claims = claim(store, ARRIVAL)
     assert sorted(claims) == ["one.test", "two.test"]
     (one,) = claims["one.test"]
     assert [r.address for r in one.recipients] == ["a@one.test", "b@one.test"]
     assert all(r.attempts == 1 for r in one.recipients)
     assert one.message.blob_size == len(CONTENT)
-    # Counted and rescheduled before delivery: nothing is due again until then.
-    assert write(store, lambda tx: tx.queue.claim_due(ARRIVAL + 1, every_hour)) == {}
-    assert read(store, lambda tx: tx.queue.next_due()) == ARRIVAL + 3600.0
+    # Counted, rescheduled and leased before delivery: due to nobody until the lease ends.
+    assert claim(store, ARRIVAL + 1) == {}
+    assert read(store, lambda tx: tx.queue.next_due()) == ARRIVAL + LEASE
     (two,) = claims["two.test"]
 
     def outcomes(tx: Tx) -> None:
@@ -94,10 +107,10 @@ def test_state_is_per_recipient_and_attempts_are_counted_first(store: Store) -> 
 def test_history_outlives_the_queue_entry_until_pruned(store: Store) -> None:
     q2 = new_queue_id(ARRIVAL)
     message = write(store, lambda tx: queued(tx, q2, "a@one.test"))
-    (claim,) = write(store, lambda tx: tx.queue.claim_due(ARRIVAL, every_hour))["one.test"]
+    (taken,) = claim(store, ARRIVAL)["one.test"]
 
     def delivered(tx: Tx) -> bool:
-        (rcpt,) = claim.recipients
+        (rcpt,) = taken.recipients
         tx.queue.record_attempt(rcpt, RecipientState.DEFERRED, "451 busy", ARRIVAL + 1)
         tx.queue.record_attempt(rcpt, RecipientState.DELIVERED, "250 ok", ARRIVAL + 2, "mx")
         return tx.queue.finish_if_done(q2)
@@ -121,19 +134,23 @@ def test_history_outlives_the_queue_entry_until_pruned(store: Store) -> None:
 
 def test_a_manual_retry_keeps_the_schedule(store: Store) -> None:
     write(store, lambda tx: queued(tx, "Q3", "a@one.test"))
-    (claim,) = write(store, lambda tx: tx.queue.claim_due(ARRIVAL, every_hour))["one.test"]
-    (rcpt,) = claim.recipients
+    (taken,) = claim(store, ARRIVAL)["one.test"]
+    (rcpt,) = taken.recipients
     write(store, lambda tx: tx.queue.record_attempt(rcpt, RecipientState.DEFERRED, "451", ARRIVAL))
     planned = ARRIVAL + 3600.0
     assert read(store, lambda tx: tx.queue.next_due()) == planned
     now = ARRIVAL + 60
     assert write(store, lambda tx: tx.queue.retry("Q3", now)) == 1
     assert read(store, lambda tx: tx.queue.next_due()) == now
-    (early,) = write(store, lambda tx: tx.queue.claim_due(now, every_hour))["one.test"]
+    (early,) = claim(store, now)["one.test"]
     assert early.recipients[0].attempts == 2
+    (rcpt,) = early.recipients
+    write(store, lambda tx: tx.queue.record_attempt(rcpt, RecipientState.DEFERRED, "451", now))
     assert read(store, lambda tx: tx.queue.next_due()) == planned  # still the planned one
-    (scheduled,) = write(store, lambda tx: tx.queue.claim_due(planned, every_hour))["one.test"]
+    (scheduled,) = claim(store, planned)["one.test"]
     assert scheduled.recipients[0].attempts == 3
+    (rcpt,) = scheduled.recipients
+    write(store, lambda tx: tx.queue.record_attempt(rcpt, RecipientState.DEFERRED, "451", planned))
     # The schedule counts its own attempts only: the second scheduled one waits 2 hours.
     assert read(store, lambda tx: tx.queue.next_due()) == ARRIVAL + 2 * 3600.0
     assert write(store, lambda tx: tx.queue.retry_domain("ONE.test", planned + 1)) == 1
@@ -143,10 +160,10 @@ def test_a_manual_retry_keeps_the_schedule(store: Store) -> None:
 def test_held_messages_are_not_claimed_and_release_keeps_the_schedule(store: Store) -> None:
     write(store, lambda tx: queued(tx, "Q4", "a@one.test", "b@one.test"))
     assert write(store, lambda tx: tx.queue.hold("q4")) == 2
-    assert write(store, lambda tx: tx.queue.claim_due(ARRIVAL + 10, every_hour)) == {}
+    assert claim(store, ARRIVAL + 10) == {}
     assert read(store, lambda tx: tx.queue.next_due()) is None
     assert write(store, lambda tx: tx.queue.release("Q4", ARRIVAL + 20)) == 2
-    claims = write(store, lambda tx: tx.queue.claim_due(ARRIVAL + 20, every_hour))
+    claims = claim(store, ARRIVAL + 20)
     assert [r.address for r in claims["one.test"][0].recipients] == ["a@one.test", "b@one.test"]
     with pytest.raises(StoreError):
         write(store, lambda tx: tx.queue.hold("NOSUCH"))
@@ -183,7 +200,7 @@ def test_local_recipients_wait_for_local_delivery(store: Store) -> None:
 
     write(store, local)
     assert read(store, lambda tx: tx.queue.with_local_work()) == ["Q7"]
-    assert write(store, lambda tx: tx.queue.claim_due(ARRIVAL, every_hour)) == {}  # not remote
+    assert claim(store, ARRIVAL) == {}  # not remote
 
 
 def test_aliases_resolve_recursively_with_catch_all_and_loops(store: Store) -> None:
@@ -321,7 +338,7 @@ def test_entries_are_counted_once_by_their_weightiest_state(store: Store) -> Non
     write(store, lambda tx: queued(tx, "Q7", "c@one.test"))
     write(store, lambda tx: queued(tx, "Q8", "d@three.test"))
     assert read(store, lambda tx: tx.queue.state_counts()) == {"queued": 3}
-    claims = write(store, lambda tx: tx.queue.claim_due(ARRIVAL, every_hour))
+    claims = claim(store, ARRIVAL)
 
     def outcomes(tx: Tx) -> None:
         (q6,) = claims["two.test"]

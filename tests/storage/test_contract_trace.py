@@ -10,7 +10,7 @@ from __future__ import annotations
 from postroom.model.queue import Envelope, QueuedMessage, Recipient, RecipientState, new_queue_id
 from postroom.proto.smtp.params import MailParams
 from postroom.storage.api import Store, Tx
-from postroom.storage.records import HistoryEvent, HourActivity, ReceivedRecipient, Reception
+from postroom.storage.records import HistoryEvent, HourActivity, Lease, ReceivedRecipient, Reception
 
 from .conftest import read, write
 
@@ -61,7 +61,9 @@ def test_reception_and_attempts_are_kept_with_the_history(store: Store) -> None:
     )
 
     def attempt(tx: Tx) -> None:
-        claims = tx.queue.claim_due(ARRIVAL, lambda arrival, n: ARRIVAL + 600.0 * n)
+        claims = tx.queue.claim_due(
+            ARRIVAL, lambda arrival, n: ARRIVAL + 600.0 * n, lease=Lease("n1", ARRIVAL + 600)
+        )
         (claimed,) = claims["remote.test"]
         (rcpt,) = claimed.recipients
         reply = "451 4.3.0 " + "x" * 2000

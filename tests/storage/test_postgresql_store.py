@@ -17,7 +17,7 @@ import pytest
 
 from postroom.storage.postgresql import blobs as pg_blobs
 from postroom.storage.postgresql.connection import PgTx
-from postroom.storage.postgresql.schema import SCHEMA_VERSION
+from postroom.storage.postgresql.schema import MIGRATIONS, SCHEMA_VERSION
 from postroom.storage.postgresql.store import PgDirect, PgStore
 from postroom.storage.records import StorageFailure, StoreError
 
@@ -65,6 +65,36 @@ def test_open_makes_the_schema_once_and_refuses_a_newer_one(dsn: str, tmp_path: 
         )
     with pytest.raises(StorageFailure, match="newer than this postroom"):
         PgDirect(dsn, tmp_path, password=PASSWORD)
+
+
+def test_a_version_1_database_gets_queue_leases(dsn: str, tmp_path: Path) -> None:
+    """Schema 2 (queue leases): the recipients a version-1 database holds keep every column
+    and have no lease."""
+    with psycopg.connect(dsn, password=PASSWORD, autocommit=True) as conn:
+        conn.execute(MIGRATIONS[1])
+        conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', '1')")
+        conn.execute("INSERT INTO blobs(size, refs) VALUES (1, 1)")
+        conn.execute(
+            "INSERT INTO queue_messages(id, blob_id, prefix, sender, size, params, arrival,"
+            " client_addr, client_helo, protocol, tls, auth_user)"
+            " SELECT 'Q1', id, '', 's@x.test', 1, '{}', 1, '', '', 'ESMTP', '', '' FROM blobs"
+        )
+        conn.execute(
+            "INSERT INTO queue_recipients(message_id, address, original, state, next_attempt)"
+            " VALUES ('Q1', 'r@y.test', 'r@y.test', 'deferred', 5)"
+        )
+    store = PgDirect(dsn, tmp_path, password=PASSWORD)
+    message = store.reader().queue.load("Q1")
+    store.close()
+    assert _version(dsn) == str(SCHEMA_VERSION)
+    assert message is not None
+    [rcpt] = message.recipients
+    assert (rcpt.address, rcpt.next_attempt, rcpt.lease_node, rcpt.lease_until) == (
+        "r@y.test",
+        5.0,
+        None,
+        None,
+    )
 
 
 def test_nodes_opening_together_migrate_once(dsn: str, tmp_path: Path) -> None:

@@ -285,3 +285,34 @@ def test_version_11_store_gets_app_passwords(tmp_path: Path) -> None:
         assert not db.web.delete_app_password(1, "phone")
     finally:
         db.close()
+
+
+def test_version_12_store_gets_queue_leases(tmp_path: Path) -> None:
+    path = tmp_path / "postroom.db"
+    SqliteTx(tmp_path).close()
+    conn = sqlite3.connect(path)
+    # Back to schema 12: no lease columns, one deferred recipient queued.
+    conn.executescript(
+        """
+        ALTER TABLE queue_recipients DROP COLUMN lease_node;
+        ALTER TABLE queue_recipients DROP COLUMN lease_until;
+        UPDATE meta SET value = '12' WHERE key = 'schema_version';
+        INSERT INTO blobs(id, size, refs, data) VALUES (1, 1, 1, X'78');
+        INSERT INTO queue_messages(id, blob_id, prefix, sender, size, params, arrival,
+            client_addr, client_helo, protocol, tls, auth_user)
+            VALUES ('Q1', 1, X'', 's@x.test', 1, '{}', 1, '', '', 'ESMTP', '', '');
+        INSERT INTO queue_recipients(message_id, address, original, state, next_attempt)
+            VALUES ('Q1', 'r@y.test', 'r@y.test', 'deferred', 5);
+        """
+    )
+    conn.close()
+    db = SqliteTx(tmp_path)
+    try:
+        version = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+        assert version.fetchone()[0] == str(SCHEMA_VERSION)
+        message = db.queue.load("Q1")
+        assert message is not None
+        [rcpt] = message.recipients
+        assert (rcpt.next_attempt, rcpt.lease_node, rcpt.lease_until) == (5.0, None, None)
+    finally:
+        db.close()

@@ -1,5 +1,6 @@
 """The [storage] table (config_storage.py): the backend, the PostgreSQL DSN, and the password,
-which comes from a file or $POSTROOM_DB_PASSWORD and never shows in the config's repr."""
+which comes from a file or $POSTROOM_DB_PASSWORD and never shows in the config's repr; the
+node name (queue leases)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ def load(tmp_path: Path, text: str) -> StorageConfig:
     path = tmp_path / "postroom.toml"
     path.write_text(text, encoding="utf-8")
     return load_config(path).storage
+
+
+def test_a_node_name_for_either_backend(tmp_path: Path) -> None:
+    assert load(tmp_path, "").node == ""  # the one kept in data_dir/node-id
+    assert load(tmp_path, '[storage]\nnode = "mx1.example_2"\n').node == "mx1.example_2"
+    text = f'[storage]\nbackend = "postgresql"\ndsn = "{DSN}"\nnode = "mx2"\n'
+    assert load(tmp_path, text).node == "mx2"
 
 
 def test_sqlite_is_the_default(tmp_path: Path) -> None:
@@ -73,6 +81,11 @@ def test_postgresql_with_the_password_from_a_file(
             "first line is empty",
         ),
         ('host = "db"', "storage.host", "unknown key"),
+        ('node = "mx 1"', "storage.node", "is not a node name"),
+        ('node = ""', "storage.node", "is not a node name"),
+        ('node = "-mx1"', "storage.node", "is not a node name"),
+        (f'node = "{"n" * 64}"', "storage.node", "up to 63"),
+        ("node = 1", "storage.node", "must be a string"),
     ],
 )
 def test_errors_name_the_key_and_never_the_password(

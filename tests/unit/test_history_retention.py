@@ -42,6 +42,7 @@ def test_history_older_than_keep_history_is_pruned(
         policy=RetryPolicy(),
         reporter=reporter,
         concurrency=1,
+        node="n1",
         keep_history=30 * DAY,
         clock=lambda: NOW,
     )

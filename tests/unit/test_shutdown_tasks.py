@@ -26,7 +26,7 @@ class _Store:
 
 def _scheduler() -> Scheduler:
     store: Any = _Store()
-    return Scheduler(store, None, policy=None, reporter=None, concurrency=1)  # type: ignore[arg-type]
+    return Scheduler(store, None, policy=None, reporter=None, concurrency=1, node="n1")  # type: ignore[arg-type]
 
 
 def test_a_wakeup_in_the_same_turn_as_the_cancel_does_not_keep_the_scheduler_idling() -> None:

@@ -12,7 +12,7 @@ from postroom.proto.smtp.params import MailParams
 from postroom.services.cleanup import message_id_of
 from postroom.services.trace import find, trace
 from postroom.storage.api import Store, Tx
-from postroom.storage.records import HistoryEvent
+from postroom.storage.records import HistoryEvent, Lease
 
 ARRIVAL = 1_800_000_000.0
 QUEUE_ID = new_queue_id(ARRIVAL)
@@ -42,7 +42,9 @@ def accept(tx: Tx) -> None:
         HistoryEvent(QUEUE_ID, ARRIVAL, "bob@example.test", "delivered", "250 2.0.0 to Junk uid 1")
     )
     tx.queue.enqueue(message)
-    claims = tx.queue.claim_due(ARRIVAL + 1, lambda arrival, n: ARRIVAL + 900.0)
+    claims = tx.queue.claim_due(
+        ARRIVAL + 1, lambda arrival, n: ARRIVAL + 900.0, lease=Lease("n1", ARRIVAL + 601)
+    )
     (claimed,) = claims["remote.test"]
     (rcpt,) = claimed.recipients
     tx.queue.record_attempt(

@@ -2,7 +2,9 @@
 
 `queue list` prints a table on a terminal, one tab-separated line per recipient into a pipe
 (for grep, awk and cut), and JSON with `--json`. `list` and `show` print a recipient's next
-attempt the same way: RFC 3339 local time, `-` when none is scheduled (delivered, failed, held).
+attempt the same way: RFC 3339 local time, `-` when none is scheduled (delivered, failed, held),
+and the lease of a recipient being delivered: the node delivering it and when its lease ends
+(issue 16 §2; `NODE@TIME` in the tab-separated lines, `-` when none).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rich.text import Text
 from postroom.cli.common import CliError, load, open_store
 from postroom.model.queue import Recipient
 from postroom.services.cleanup import header_block
-from postroom.services.queue_view import entry_json, next_attempt
+from postroom.services.queue_view import entry_json, lease_of, next_attempt
 from postroom.storage.records import MessageTrace, QueuedRecipientView, QueueEntry
 
 
@@ -44,17 +46,24 @@ def _next_text(rcpt: Recipient | QueuedRecipientView) -> str:
     return "-" if moment is None else _clock(moment)
 
 
+def _lease_text(rcpt: Recipient | QueuedRecipientView) -> str:
+    lease = lease_of(rcpt)
+    return "-" if lease is None else f"{lease.node}@{_clock(lease.until)}"
+
+
 def _sender(address: str) -> str:
     return address or "<>"
 
 
 def _print_lines(entries: list[QueueEntry]) -> None:
-    """ID ARRIVAL SIZE SENDER RECIPIENT STATE ATTEMPTS NEXT-ATTEMPT LAST-REPLY, tab-separated."""
+    """ID ARRIVAL SIZE SENDER RECIPIENT STATE ATTEMPTS NEXT-ATTEMPT LAST-REPLY LEASE,
+    tab-separated."""
     for entry in entries:
         head = [entry.id, _clock(entry.arrival), str(entry.size), _sender(entry.sender)]
         for rcpt in entry.recipients:
             reply = " ".join(rcpt.last_reply.split()) or "-"
             fields = [rcpt.address, rcpt.state, str(rcpt.attempts), _next_text(rcpt), reply]
+            fields.append(_lease_text(rcpt))
             click.echo("\t".join(head + fields))
 
 
@@ -71,7 +80,9 @@ def _print_table(entries: list[QueueEntry]) -> None:
         sender, age = _sender(entry.sender), _age(entry.arrival)
         head = f"{entry.id}\n{age} {entry.size} B\n{sender}"
         for index, rcpt in enumerate(entry.recipients):
-            cells = (rcpt.address, rcpt.state, _next_text(rcpt), rcpt.last_reply or "-")
+            lease = lease_of(rcpt)
+            state = rcpt.state if lease is None else f"{rcpt.state}\nby {lease.node}"
+            cells = (rcpt.address, state, _next_text(rcpt), rcpt.last_reply or "-")
             table.add_row(Text(head if index == 0 else ""), *(Text(cell) for cell in cells))
         table.add_section()
     Console().print(table)
@@ -90,7 +101,8 @@ def queue_list(ctx: click.Context, as_json: bool) -> None:
 
     On a terminal: a table. Otherwise one tab-separated line per recipient: ID, arrival,
     size, sender (<> when null), recipient, state, attempts, next attempt (- when none),
-    last reply (- when none). Nothing at all when the queue is empty.
+    last reply (- when none), lease (NODE@TIME: the node delivering it now and when its lease
+    ends; - when none). Nothing at all when the queue is empty.
     """
     config = load(ctx)
     with open_store(config) as store:
@@ -145,6 +157,7 @@ def queue_show(ctx: click.Context, message_id: str) -> None:
         click.echo(
             f"  <{rcpt.address}>{extra} state={rcpt.state} attempts={rcpt.attempts}"
             f" next={_next_text(rcpt)} last={rcpt.last_reply or '-'}"
+            + ("" if lease_of(rcpt) is None else f" lease={_lease_text(rcpt)}")
         )
         for event in events:
             if event.recipient == rcpt.address:

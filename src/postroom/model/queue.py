@@ -63,6 +63,8 @@ class Recipient:
     id: int | None = None
     spam_score: int = 0  # the junk filter's RFC 5235 score for this user, 0: not tested
     junk: bool = False  # this local copy goes to the user's Junk mailbox
+    lease_node: str | None = None  # the node delivering it now (a remote recipient)
+    lease_until: float | None = None  # when that node's lease on it ends
 
 
 @dataclass(slots=True)

@@ -13,6 +13,14 @@ delays them: held lines are sent when the scheduler starts):
 - deferred past `warn_after`: one delay notice (Action: delayed, Will-Retry-Until);
 - delivered with NOTIFY=SUCCESS to a peer without DSN: a success report ("relayed": we handed
   it on); a peer with DSN got the NOTIFY and reports delivery itself (RFC 3461 §5.2.2).
+
+Several nodes on one database share the queue through leases (issue 16 §2): a claim records
+this node's name and a lease of LEASE_SECONDS with the attempt, renewed every RENEW_EVERY while
+the round runs, so no other node takes those recipients while they are in flight and nothing
+is delivered twice in normal operation. A node that dies stops renewing: its leases end and any
+node takes the recipients then (RFC 5321 §6.1: at least once, so what was in flight may arrive
+twice). At start a node ends the leases still under its own name (nothing of them is in
+flight any more), so what it was delivering goes out at once rather than when they end.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from postroom.queue.backoff import RetryPolicy
 from postroom.queue.bounce import Kind, ReportRecipient
 from postroom.queue.reports import Reporter, wants
 from postroom.storage.api import Store, Tx
-from postroom.storage.records import ClaimedMessage, StorageFailure
+from postroom.storage.records import ClaimedMessage, Lease, StorageFailure
 
 log = logging.getLogger("postroom.queue")
 
@@ -45,6 +53,12 @@ PRUNE_SLICE = 5000  # messages forgotten per write
 STAMP_CHECK = 1.0  # seconds between checks of the CLI's "queue changed" stamp
 STORAGE_RETRY = 10.0  # seconds before another look after the store failed
 SESSION_MIN_MESSAGES = 20  # a destination gets another parallel session per this many messages
+# A queue lease covers the longest wait of one attempt, RFC 5321 §4.5.3.2.6's 10 minutes for
+# the reply to the end of DATA (delivery/smtp.py data_timeout); renewed while the round runs, so
+# a round of many sessions keeps its recipients however long it takes, and only a node that
+# stopped (or lost the database) lets them go.
+LEASE_SECONDS = 600.0
+RENEW_EVERY = 60.0
 
 T = TypeVar("T")
 
@@ -63,6 +77,7 @@ class Scheduler:
         policy: RetryPolicy,
         reporter: Reporter,
         concurrency: int,
+        node: str,
         keep_history: float = 30 * 86400.0,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -72,6 +87,7 @@ class Scheduler:
         self.policy = policy
         self.reporter = reporter
         self.clock = clock
+        self.node = node  # this server's name in the leases it takes
         self.rng = rng or random.Random()
         self._concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
@@ -90,6 +106,8 @@ class Scheduler:
         while True:
             try:
                 if not held_sent:
+                    # What this node was delivering when it stopped is due again at once.
+                    await self.release_own_leases()
                     # Report lines a crash left held (a round that never finished) go first.
                     await self.store.write(self._send_all_held)
                     held_sent = True
@@ -99,6 +117,14 @@ class Scheduler:
                 # a round claimed and could not record is retried at its next attempt.
                 log.warning("queue run failed, next look in %gs: %s", STORAGE_RETRY, failure)
                 await self._idle(STORAGE_RETRY)
+
+    async def release_own_leases(self) -> int:
+        """End the leases still held under this node's name (it restarted: none of those
+        attempts runs any more); one log line with how many."""
+        now = self.clock()
+        count = await self.store.write(lambda tx: tx.queue.release_leases(self.node, now))
+        log.info("queue node %s: released %d lease(s) left from before its start", self.node, count)
+        return count
 
     async def _cycle(self) -> None:
         """Deliver what is due, or wait until something may be."""
@@ -113,13 +139,37 @@ class Scheduler:
             ]
             # A message waits for all its destinations before its reports go out.
             self._rounds = Counter(item.message.id for _, b in batches for item in b)
-            await asyncio.gather(*(self._deliver_domain(d, b) for d, b in batches))
+            log.info(
+                "queue node %s: leased %d recipient(s) of %d message(s) for %gs",
+                self.node,
+                sum(len(item.recipients) for _, b in batches for item in b),
+                len(self._rounds),
+                LEASE_SECONDS,
+            )
+            renewing = asyncio.get_running_loop().create_task(self._renew_leases())
+            try:
+                await asyncio.gather(*(self._deliver_domain(d, b) for d, b in batches))
+            finally:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
             return
         if now - self._pruned_at >= PRUNE_EVERY:
             await self.prune_history(now)
         due = await self.store.read(lambda tx: tx.queue.next_due())
         wait = MAX_IDLE_WAIT if due is None else min(MAX_IDLE_WAIT, due - self.clock())
         await self._idle(wait)
+
+    async def _renew_leases(self) -> None:
+        """Every RENEW_EVERY seconds while a round runs: this node's leases last LEASE_SECONDS
+        more (a failed renewal is tried again at the next; the lease is long enough)."""
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            renew = functools.partial(_renew, node=self.node, until=self.clock() + LEASE_SECONDS)
+            try:
+                await self.store.write(renew, durable=False)
+            except StorageFailure as failure:
+                log.warning("queue node %s: leases not renewed: %s", self.node, failure)
 
     async def prune_history(self, now: float) -> int:
         """Forget the delivery history of messages older than `keep_history`, a slice per
@@ -187,7 +237,7 @@ class Scheduler:
         def next_attempt(arrival: float, attempts: int) -> float:
             return self.policy.next_attempt(arrival, now, attempts, self.rng)
 
-        return tx.queue.claim_due(now, next_attempt)
+        return tx.queue.claim_due(now, next_attempt, lease=Lease(self.node, now + LEASE_SECONDS))
 
     def _record_all(
         self,
@@ -317,6 +367,10 @@ def split_batches(
         batches.append(list(items[start:end]))
         start = end
     return [batch for batch in batches if batch]
+
+
+def _renew(tx: Tx, node: str, until: float) -> int:
+    return tx.queue.renew_leases(node, until)
 
 
 def _contents(tx: Tx, claimed: Sequence[ClaimedMessage]) -> list[bytes]:

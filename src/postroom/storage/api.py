@@ -38,6 +38,7 @@ from postroom.storage.records import (
     FetchRow,
     FlagWrite,
     HistoryEvent,
+    Lease,
     MailboxInfo,
     MailboxListing,
     MailboxNews,
@@ -321,12 +322,24 @@ class Queue(Protocol):
         self,
         now: float,
         next_attempt: Callable[[float, int], float],
+        *,
+        lease: Lease,
         limit: int = 500,
     ) -> dict[str, list[ClaimedMessage]]:
-        """Take the due remote recipients, grouped by domain, counting the attempt and setting
-        the next one BEFORE any remote server is contacted (a crash means a later retry,
-        never a lost message). `next_attempt(arrival, n)` is the schedule after the n-th
-        scheduled attempt; an attempt made early by `retry`/`release` leaves it as it was."""
+        """Take the due remote recipients, grouped by domain, counting the attempt, setting
+        the next one and recording `lease` BEFORE any remote server is contacted (a crash
+        means a later retry, never a lost message). A leased recipient is due to nobody until
+        the lease ends, then to any node (its holder died: RFC 5321 §6.1, at least once).
+        `next_attempt(arrival, n)` is the schedule after the n-th scheduled attempt; an attempt
+        made early (`retry`/`release`, or again after a lease ended) leaves it as it was."""
+
+    def renew_leases(self, node: str, until: float) -> int:
+        """Move the end of every lease `node` holds to `until` (its deliveries still run);
+        how many."""
+
+    def release_leases(self, node: str, now: float) -> int:
+        """End every lease `node` holds (it restarted: none of its attempts still runs);
+        the waiting recipients are due at `now`, their schedule kept; how many leases."""
 
     def still_queued(self, message_id: str) -> bool: ...
 
@@ -341,9 +354,10 @@ class Queue(Protocol):
         ip: str = "",
         tls: str = "",
     ) -> None:
-        """An attempt's outcome: the recipient's state (a held one stays held when deferred)
-        and a history event with the peer (`relay` host name, `ip`), the session's `tls` and,
-        for a deferred recipient, its next attempt."""
+        """An attempt's outcome: the recipient's state (a held one stays held when deferred),
+        its lease ended (due again at the next attempt claim_due set), and a history event
+        with the peer (`relay` host name, `ip`), the session's `tls` and, for a deferred
+        recipient, its next attempt."""
 
     def mark_delay_notified(self, rcpt: ClaimedRecipient) -> None: ...
 

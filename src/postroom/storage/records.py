@@ -322,6 +322,15 @@ class EvaluationDay:
 # --- queue and history -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who is delivering a claimed recipient, and until when: another node takes it only once
+    `until` (Unix seconds) has passed (the holder died, or its attempt outlived the lease)."""
+
+    node: str
+    until: float
+
+
 @dataclass(slots=True)
 class ClaimedRecipient:
     id: int
@@ -348,6 +357,7 @@ class QueuedRecipientView:
     attempts: int
     next_attempt: float
     last_reply: str
+    lease: Lease | None = None  # the node delivering it now, and until when
 
 
 @dataclass(frozen=True, slots=True)

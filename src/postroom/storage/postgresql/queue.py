@@ -9,9 +9,11 @@ A manual retry (`queue retry`, `queue release`, ETRN) makes recipients due now w
 their schedule: the planned time is kept in `scheduled_attempt`, and the early attempt, once
 claimed, puts it back and is counted in `early_attempts`, which the schedule does not count.
 
-`claim_due` locks the rows it takes with FOR UPDATE SKIP LOCKED: nodes claiming at the same
-moment take different recipients, and once committed a claimed recipient is not due again
-until its next attempt.
+`claim_due` locks the rows it takes with FOR UPDATE SKIP LOCKED, so nodes claiming at the same
+moment take different recipients, and records a lease (node, until) with the attempt: a leased
+recipient is due at `coalesce(lease_until, next_attempt)`, to nobody while the lease runs, to
+any node once it has ended (its holder died). The outcome ends the lease; `next_attempt` has
+held the real retry time all along. A node that restarts ends its own leases at once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from postroom.storage.records import (
     ClaimedMessage,
     ClaimedRecipient,
     HistoryEvent,
+    Lease,
     QueuedRecipientView,
     QueueEntry,
     StoreError,
@@ -130,10 +133,13 @@ class PgQueue:
                 id=r[0],
                 spam_score=r[10],
                 junk=bool(r[11]),
+                lease_node=r[12],
+                lease_until=r[13],
             )
             for r in self.conn.execute(
                 "SELECT id, address, original, orcpt, notify, user_id, state, attempts,"
-                " next_attempt, last_reply, spam_score, junk FROM queue_recipients"
+                " next_attempt, last_reply, spam_score, junk, lease_node, lease_until"
+                " FROM queue_recipients"
                 " WHERE message_id = %s ORDER BY id",
                 (message_id,),
             )
@@ -152,7 +158,7 @@ class PgQueue:
         recipients: list[QueuedRecipientView] = []
         for row in self.conn.execute(
             "SELECT q.id, q.arrival, q.size, q.sender, q.held, r.address, r.state, r.attempts,"
-            " r.next_attempt, r.last_reply FROM queue_messages q"
+            " r.next_attempt, r.last_reply, r.lease_node, r.lease_until FROM queue_messages q"
             " JOIN queue_recipients r ON r.message_id = q.id ORDER BY q.id, r.id"
         ):
             head = (str(row[0]), float(row[1]), int(row[2]), str(row[3]), bool(row[4]))
@@ -160,8 +166,11 @@ class PgQueue:
                 entries.append(QueueEntry(*current, tuple(recipients)))
                 recipients = []
             current = head
+            lease = None if row[10] is None else Lease(str(row[10]), float(row[11]))
             recipients.append(
-                QueuedRecipientView(str(row[5]), str(row[6]), int(row[7]), float(row[8]), row[9])
+                QueuedRecipientView(
+                    str(row[5]), str(row[6]), int(row[7]), float(row[8]), row[9], lease
+                )
             )
         if current is not None:
             entries.append(QueueEntry(*current, tuple(recipients)))
@@ -228,7 +237,8 @@ class PgQueue:
 
     def next_due(self) -> float | None:
         found = self.conn.execute(
-            "SELECT min(r.next_attempt) FROM queue_recipients r JOIN queue_messages q"
+            "SELECT min(coalesce(r.lease_until, r.next_attempt)) FROM queue_recipients r"
+            " JOIN queue_messages q"
             " ON q.id = r.message_id WHERE r.user_id IS NULL AND r.state IN (%s, %s)"
             " AND NOT q.held",
             WAITING,
@@ -239,14 +249,19 @@ class PgQueue:
         self,
         now: float,
         next_attempt: Callable[[float, int], float],
+        *,
+        lease: Lease,
         limit: int = 500,
     ) -> dict[str, list[ClaimedMessage]]:
         rows = self.conn.execute(
             "SELECT r.id, r.message_id, r.address, r.original, r.orcpt, r.notify, r.attempts,"
-            " r.early_attempts, r.scheduled_attempt, r.delay_notified, q.arrival"
+            " r.early_attempts, r.scheduled_attempt, r.delay_notified, q.arrival,"
+            " r.next_attempt, r.lease_until"
             " FROM queue_recipients r JOIN queue_messages q ON q.id = r.message_id"
-            " WHERE r.user_id IS NULL AND r.state IN (%s, %s) AND r.next_attempt <= %s"
-            " AND NOT q.held ORDER BY r.next_attempt LIMIT %s FOR UPDATE OF r SKIP LOCKED",
+            " WHERE r.user_id IS NULL AND r.state IN (%s, %s)"
+            " AND coalesce(r.lease_until, r.next_attempt) <= %s AND NOT q.held"
+            " ORDER BY coalesce(r.lease_until, r.next_attempt) LIMIT %s"
+            " FOR UPDATE OF r SKIP LOCKED",
             (*WAITING, now, limit),
         ).fetchall()
         by_domain: dict[str, dict[str, ClaimedMessage]] = defaultdict(dict)
@@ -263,6 +278,8 @@ class PgQueue:
             scheduled,
             notified,
             arrival,
+            planned,
+            lease_until,
         ) in rows:
             if message_id not in loaded:
                 loaded[message_id] = self.load(message_id)
@@ -274,12 +291,17 @@ class PgQueue:
                 # An attempt made early by hand: the planned one stays where it was.
                 early += 1
                 upcoming = float(scheduled)
+            elif lease_until is not None and planned > now:
+                # Another node's lease ended before its outcome came (it died): this attempt
+                # replaces the one lost, and the schedule stays where that one put it.
+                early += 1
+                upcoming = float(planned)
             else:
                 upcoming = next_attempt(arrival, attempts - early)
             self.conn.execute(
                 "UPDATE queue_recipients SET attempts = %s, early_attempts = %s, next_attempt = %s,"
-                " scheduled_attempt = NULL WHERE id = %s",
-                (attempts, early, upcoming, rid),
+                " scheduled_attempt = NULL, lease_node = %s, lease_until = %s WHERE id = %s",
+                (attempts, early, upcoming, lease.node, lease.until, rid),
             )
             claimed = by_domain[domain_of(address)].setdefault(message_id, ClaimedMessage(message))
             claimed.recipients.append(
@@ -294,6 +316,25 @@ class PgQueue:
                 )
             )
         return {domain: list(messages.values()) for domain, messages in by_domain.items()}
+
+    def renew_leases(self, node: str, until: float) -> int:
+        cursor = self.conn.execute(
+            "UPDATE queue_recipients SET lease_until = %s WHERE lease_node = %s", (until, node)
+        )
+        return cursor.rowcount
+
+    def release_leases(self, node: str, now: float) -> int:
+        self.conn.execute(
+            "UPDATE queue_recipients SET " + _EARLY + " WHERE lease_node = %s"
+            " AND state IN (%s, %s)",
+            (now, now, node, *WAITING),
+        )
+        cursor = self.conn.execute(
+            "UPDATE queue_recipients SET lease_node = NULL, lease_until = NULL"
+            " WHERE lease_node = %s",
+            (node,),
+        )
+        return cursor.rowcount
 
     def still_queued(self, message_id: str) -> bool:
         """False when the entry was deleted (`queue delete`) while its delivery was running."""
@@ -314,7 +355,9 @@ class PgQueue:
         tls: str = "",
     ) -> None:
         self.conn.execute(
-            "UPDATE queue_recipients SET last_reply = %s WHERE id = %s", (reply, rcpt.id)
+            "UPDATE queue_recipients SET last_reply = %s, lease_node = NULL, lease_until = NULL"
+            " WHERE id = %s",
+            (reply, rcpt.id),
         )
         # A recipient held (`queue hold`) while the attempt ran stays held when it was deferred.
         self.conn.execute(

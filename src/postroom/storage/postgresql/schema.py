@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import psycopg
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # pg_advisory_xact_lock key taken while migrating ("postroom" in ASCII, as a bigint).
 MIGRATION_LOCK = 0x706F7374726F6F6D
 
@@ -336,7 +336,18 @@ CREATE TABLE app_passwords (
 )
 """
 
-MIGRATIONS: dict[int, str] = {1: _VERSION_1}
+# Queue leases (issue 16 §2): the node delivering a recipient and when its lease ends. A
+# recipient is due at `coalesce(lease_until, next_attempt)`: a lease makes it due to nobody
+# until it ends, then to every node, whatever its next attempt (its holder died).
+_VERSION_2 = """
+ALTER TABLE queue_recipients ADD COLUMN lease_node text;
+ALTER TABLE queue_recipients ADD COLUMN lease_until double precision;
+CREATE INDEX queue_recipients_lease ON queue_recipients(lease_node) WHERE lease_node IS NOT NULL;
+CREATE INDEX queue_recipients_due_at
+    ON queue_recipients(state, (coalesce(lease_until, next_attempt))) WHERE user_id IS NULL;
+"""
+
+MIGRATIONS: dict[int, str] = {1: _VERSION_1, 2: _VERSION_2}
 
 
 class NewerSchema(Exception):

@@ -7,6 +7,11 @@ a later retry, at worst a duplicate, which RFC 5321 §6.1 accepts, never a lost 
 A manual retry (`queue retry`, `queue release`, ETRN) makes recipients due now without touching
 their schedule: the planned time is kept in `scheduled_attempt`, and the early attempt, once
 claimed, puts it back and is counted in `early_attempts`, which the schedule does not count.
+
+Leases as in the PostgreSQL store (one node here, but the same contract): `claim_due` records
+(node, until) with the attempt; a leased recipient is due at `coalesce(lease_until,
+next_attempt)`; the outcome ends the lease, and a restarted server ends its own at once, so what
+a crash left in flight goes out at start rather than at its next attempt.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from postroom.storage.records import (
     ClaimedMessage,
     ClaimedRecipient,
     HistoryEvent,
+    Lease,
     QueuedRecipientView,
     QueueEntry,
     StoreError,
@@ -124,10 +130,13 @@ class SqliteQueue:
                 id=r[0],
                 spam_score=r[10],
                 junk=bool(r[11]),
+                lease_node=r[12],
+                lease_until=r[13],
             )
             for r in self.conn.execute(
                 "SELECT id, address, original, orcpt, notify, user_id, state, attempts,"
-                " next_attempt, last_reply, spam_score, junk FROM queue_recipients"
+                " next_attempt, last_reply, spam_score, junk, lease_node, lease_until"
+                " FROM queue_recipients"
                 " WHERE message_id = ? ORDER BY id",
                 (message_id,),
             )
@@ -146,7 +155,7 @@ class SqliteQueue:
         recipients: list[QueuedRecipientView] = []
         for row in self.conn.execute(
             "SELECT q.id, q.arrival, q.size, q.sender, q.held, r.address, r.state, r.attempts,"
-            " r.next_attempt, r.last_reply FROM queue_messages q"
+            " r.next_attempt, r.last_reply, r.lease_node, r.lease_until FROM queue_messages q"
             " JOIN queue_recipients r ON r.message_id = q.id ORDER BY q.id, r.id"
         ):
             head = (str(row[0]), float(row[1]), int(row[2]), str(row[3]), bool(row[4]))
@@ -154,8 +163,11 @@ class SqliteQueue:
                 entries.append(QueueEntry(*current, tuple(recipients)))
                 recipients = []
             current = head
+            lease = None if row[10] is None else Lease(str(row[10]), float(row[11]))
             recipients.append(
-                QueuedRecipientView(str(row[5]), str(row[6]), int(row[7]), float(row[8]), row[9])
+                QueuedRecipientView(
+                    str(row[5]), str(row[6]), int(row[7]), float(row[8]), row[9], lease
+                )
             )
         if current is not None:
             entries.append(QueueEntry(*current, tuple(recipients)))
@@ -224,7 +236,8 @@ class SqliteQueue:
 
     def next_due(self) -> float | None:
         row = self.conn.execute(
-            "SELECT min(r.next_attempt) FROM queue_recipients r JOIN queue_messages q"
+            "SELECT min(coalesce(r.lease_until, r.next_attempt)) FROM queue_recipients r"
+            " JOIN queue_messages q"
             " ON q.id = r.message_id WHERE r.user_id IS NULL AND r.state IN (?, ?)"
             " AND q.held = 0",
             WAITING,
@@ -235,14 +248,18 @@ class SqliteQueue:
         self,
         now: float,
         next_attempt: Callable[[float, int], float],
+        *,
+        lease: Lease,
         limit: int = 500,
     ) -> dict[str, list[ClaimedMessage]]:
         rows = self.conn.execute(
             "SELECT r.id, r.message_id, r.address, r.original, r.orcpt, r.notify, r.attempts,"
-            " r.early_attempts, r.scheduled_attempt, r.delay_notified, q.arrival"
+            " r.early_attempts, r.scheduled_attempt, r.delay_notified, q.arrival,"
+            " r.next_attempt, r.lease_until"
             " FROM queue_recipients r JOIN queue_messages q ON q.id = r.message_id"
-            " WHERE r.user_id IS NULL AND r.state IN (?, ?) AND r.next_attempt <= ?"
-            " AND q.held = 0 ORDER BY r.next_attempt LIMIT ?",
+            " WHERE r.user_id IS NULL AND r.state IN (?, ?)"
+            " AND coalesce(r.lease_until, r.next_attempt) <= ? AND q.held = 0"
+            " ORDER BY coalesce(r.lease_until, r.next_attempt) LIMIT ?",
             (*WAITING, now, limit),
         ).fetchall()
         by_domain: dict[str, dict[str, ClaimedMessage]] = defaultdict(dict)
@@ -259,6 +276,8 @@ class SqliteQueue:
             scheduled,
             notified,
             arrival,
+            planned,
+            lease_until,
         ) in rows:
             if message_id not in loaded:
                 loaded[message_id] = self.load(message_id)
@@ -270,12 +289,17 @@ class SqliteQueue:
                 # An attempt made early by hand: the planned one stays where it was.
                 early += 1
                 upcoming = float(scheduled)
+            elif lease_until is not None and planned > now:
+                # A lease ended before its outcome came (the server died): this attempt
+                # replaces the one lost, and the schedule stays where that one put it.
+                early += 1
+                upcoming = float(planned)
             else:
                 upcoming = next_attempt(arrival, attempts - early)
             self.conn.execute(
                 "UPDATE queue_recipients SET attempts = ?, early_attempts = ?, next_attempt = ?,"
-                " scheduled_attempt = NULL WHERE id = ?",
-                (attempts, early, upcoming, rid),
+                " scheduled_attempt = NULL, lease_node = ?, lease_until = ? WHERE id = ?",
+                (attempts, early, upcoming, lease.node, lease.until, rid),
             )
             claimed = by_domain[domain_of(address)].setdefault(message_id, ClaimedMessage(message))
             claimed.recipients.append(
@@ -290,6 +314,24 @@ class SqliteQueue:
                 )
             )
         return {domain: list(messages.values()) for domain, messages in by_domain.items()}
+
+    def renew_leases(self, node: str, until: float) -> int:
+        cursor = self.conn.execute(
+            "UPDATE queue_recipients SET lease_until = ? WHERE lease_node = ?", (until, node)
+        )
+        return cursor.rowcount
+
+    def release_leases(self, node: str, now: float) -> int:
+        self.conn.execute(
+            "UPDATE queue_recipients SET " + _EARLY + " WHERE lease_node = ? AND state IN (?, ?)",
+            (now, now, node, *WAITING),
+        )
+        cursor = self.conn.execute(
+            "UPDATE queue_recipients SET lease_node = NULL, lease_until = NULL"
+            " WHERE lease_node = ?",
+            (node,),
+        )
+        return cursor.rowcount
 
     def still_queued(self, message_id: str) -> bool:
         """False when the entry was deleted (`queue delete`) while its delivery was running."""
@@ -310,7 +352,9 @@ class SqliteQueue:
         tls: str = "",
     ) -> None:
         self.conn.execute(
-            "UPDATE queue_recipients SET last_reply = ? WHERE id = ?", (reply, rcpt.id)
+            "UPDATE queue_recipients SET last_reply = ?, lease_node = NULL, lease_until = NULL"
+            " WHERE id = ?",
+            (reply, rcpt.id),
         )
         # A recipient held (`queue hold`) while the attempt ran stays held when it was deferred.
         self.conn.execute(

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from postroom.storage.sqlite.history import history_keys, keys_text
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -94,7 +94,9 @@ CREATE TABLE IF NOT EXISTS queue_recipients (
     scheduled_attempt REAL,            -- planned attempt a manual retry left in place
     early_attempts INTEGER NOT NULL DEFAULT 0, -- manual ones, not counted by the schedule
     spam_score    INTEGER NOT NULL DEFAULT 0,  -- the junk filter's RFC 5235 score, 0: not tested
-    junk          INTEGER NOT NULL DEFAULT 0   -- this local copy goes to the user's Junk
+    junk          INTEGER NOT NULL DEFAULT 0,  -- this local copy goes to the user's Junk
+    lease_node    TEXT,              -- the node delivering it now (queue leases, issue 16)
+    lease_until   REAL               -- when that lease ends: due at coalesce(this, next_attempt)
 );
 CREATE INDEX IF NOT EXISTS queue_recipients_message ON queue_recipients(message_id);
 CREATE INDEX IF NOT EXISTS queue_recipients_due ON queue_recipients(state, next_attempt);
@@ -452,6 +454,15 @@ def _add_trace(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_leases(conn: sqlite3.Connection) -> None:
+    """Schema 13: queue leases, the node delivering a recipient and until when (storage.api
+    Queue.claim_due)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(queue_recipients)")}
+    for column, kind in (("lease_node", "TEXT"), ("lease_until", "REAL")):
+        if column not in present:
+            conn.execute(f"ALTER TABLE queue_recipients ADD COLUMN {column} {kind}")
+
+
 # Steps from one schema version to the next, for stores created by an older postroom: SQL
 # statements, or functions of the connection.
 MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
@@ -470,4 +481,5 @@ MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = 
     10: (_add_trace,),
     11: (_add_admin_flag, *(s for s in WEB_ADMIN.split(";") if s.strip())),
     12: (APP_PASSWORDS,),
+    13: (_add_leases,),
 }
