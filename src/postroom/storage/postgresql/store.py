@@ -54,7 +54,13 @@ from postroom.storage.api import Signal, Tx
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.commit_stats import CommitStats
 from postroom.storage.postgresql.connection import Connection, PgTx
-from postroom.storage.postgresql.errors import as_failure, describe, open_failure, worth_waiting
+from postroom.storage.postgresql.errors import (
+    as_failure,
+    describe,
+    open_failure,
+    timed_out,
+    worth_waiting,
+)
 from postroom.storage.postgresql.notify import (
     Changes,
     Listener,
@@ -73,6 +79,8 @@ READ_THREADS = 2
 CONNECT_TIMEOUT = 10  # seconds to reach the server (libpq connect_timeout)
 START_WAIT = 60.0  # seconds `serve` waits for a database that does not answer at start
 POOL_WAIT = 30.0  # seconds a thread waits for a connection before its work fails
+# After a job of a group commit timed out, what the rest of the batch may wait for a lock (ms).
+SPENT_LOCK_TIMEOUT_MS = 10
 TMP_DIR = "tmp"  # under data_dir: content on its way in (ContentBuffer's spill files)
 
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
@@ -106,14 +114,35 @@ _STOP = object()
 Derived = tuple[Callable[[PgTx, Any], None], Any]  # work derived from a commit, and its input
 
 
-def connection_options(password: str | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Timeouts:
+    """How long one statement on the server's pool may wait for a lock another client holds
+    (`lock_timeout`), or run at all (`statement_timeout`), in seconds: past them PostgreSQL
+    cancels it (SQLSTATE 55P03, 57014) and the work fails as a temporary error, so a lock held
+    elsewhere never holds the writer, and every session behind it, for good."""
+
+    lock: float = 5.0
+    statement: float = 60.0
+
+    def options(self) -> str:
+        """As libpq `options` (`-c` settings for the session), in milliseconds."""
+        lock, statement = (max(1, round(value * 1000)) for value in (self.lock, self.statement))
+        return f"-c lock_timeout={lock} -c statement_timeout={statement}"
+
+
+def connection_options(password: str | None, timeouts: Timeouts | None = None) -> dict[str, Any]:
     """What every connection of the store is opened with: autocommit (the store says BEGIN
     and COMMIT itself), and synchronous_commit on whatever the server's default, so a COMMIT
-    returns only once it is durable (a batch of only non-durable jobs turns it off for itself)."""
+    returns only once it is durable (a batch of only non-durable jobs turns it off for itself);
+    with `timeouts` (the pool's connections), lock_timeout and statement_timeout. Those that
+    make or migrate the schema, or LISTEN, have none: a node waits for another's migration."""
+    settings = "-c synchronous_commit=on"
+    if timeouts is not None:
+        settings += " " + timeouts.options()
     options: dict[str, Any] = {
         "autocommit": True,
         "connect_timeout": CONNECT_TIMEOUT,
-        "options": "-c synchronous_commit=on",
+        "options": settings,
     }
     if password is not None:
         options["password"] = password
@@ -201,9 +230,11 @@ class PgStore:
         batch_max: int = 256,
         batch_wait: float = 0.0,
         start_wait: float = START_WAIT,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.dsn = dsn
         self.start_wait = start_wait
+        self.timeouts = timeouts or Timeouts()
         self.where = describe(dsn)
         self.data_dir = data_dir
         self.tmp_dir = data_dir / TMP_DIR
@@ -240,7 +271,7 @@ class PgStore:
         open_database(self.dsn, self._password, self.start_wait).close()
         pool: ConnectionPool[Connection] = ConnectionPool(
             self.dsn,
-            kwargs=connection_options(self._password),
+            kwargs=connection_options(self._password, self.timeouts),
             min_size=1,
             max_size=READ_THREADS + 1,
             timeout=POOL_WAIT,
@@ -489,8 +520,14 @@ class PgStore:
         follow_ups: list[Derived],
     ) -> Changes | None:
         """BEGIN, each job in its savepoint, the changed mailboxes announced, COMMIT (which
-        returns once durable); the changes announced."""
+        returns once durable); the changes announced.
+
+        A batch waits for locks another client holds for lock_timeout in all, not per job:
+        once one job timed out, the rest of the batch may wait SPENT_LOCK_TIMEOUT_MS for a
+        lock, so jobs behind the same held lock fail at once (4xx, to be tried again) instead
+        of one lock_timeout each, while those that need no held lock still commit."""
         conn = tx.conn
+        spent = spend = False
         alone = len(batch) == 1  # a lone job needs no savepoint: its failure undoes it all
         conn.execute("BEGIN")
         if not any(job.durable for job in batch):
@@ -504,6 +541,7 @@ class PgStore:
                 if conn.broken or conn.closed:
                     raise  # the connection is gone, and the transaction with it: all fail
                 conn.execute("ROLLBACK" if alone else "ROLLBACK TO SAVEPOINT job")
+                spend = not alone and not spent and timed_out(raised)
                 error = as_failure(raised, self.where) or raised
                 if job.early is not None:
                     self._answer_early(job, None, error)
@@ -519,6 +557,9 @@ class PgStore:
                 outcomes.append((job.future, value, None))
             if not alone:
                 conn.execute("RELEASE SAVEPOINT job")
+            if spend:  # outside the job's savepoint, so that it holds for the rest
+                conn.execute(f"SET LOCAL lock_timeout = {SPENT_LOCK_TIMEOUT_MS}")
+                spent, spend = True, False
         if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
             return None  # a lone job failed: rolled back, nothing changed
         changes = self._announce(conn, tx.touched) if tx.touched else None
