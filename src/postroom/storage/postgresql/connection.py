@@ -75,23 +75,31 @@ class Savepoint:
         self._conn = conn
 
     def __enter__(self) -> None:
-        self._conn.execute("SAVEPOINT nested")
+        self._execute("SAVEPOINT nested")
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: object
     ) -> None:
         if kind is None:
-            self._conn.execute("RELEASE SAVEPOINT nested")
+            self._execute("RELEASE SAVEPOINT nested")
             return
-        try:
-            self._conn.execute("ROLLBACK TO SAVEPOINT nested")
-            self._conn.execute("RELEASE SAVEPOINT nested")
-        except psycopg.Error as failed:  # the connection is gone: the transaction with it
-            raise as_failure(failed, self._where()) or failed from error
+        self._execute("ROLLBACK TO SAVEPOINT nested", error)
+        self._execute("RELEASE SAVEPOINT nested", error)
         if isinstance(error, psycopg.Error):
             failure = as_failure(error, self._where())
             if failure is not None:
                 raise failure from error
+
+    def _execute(self, statement: str, cause: BaseException | None = None) -> None:
+        """One of the savepoint's statements; a failure of the connection (it is gone, and the
+        transaction with it) as its StorageFailure."""
+        try:
+            self._conn.execute(statement)
+        except psycopg.Error as failed:
+            failure = as_failure(failed, self._where())
+            if failure is None:
+                raise
+            raise failure from cause or failed
 
     def _where(self) -> str:
         return describe(self._conn.info.dsn)

@@ -1,4 +1,4 @@
-"""The PostgreSQL store: one writer thread with group commit, reader threads, a connection pool.
+"""The PostgreSQL store: one writer thread with group commit, reader threads, a connection each.
 
 `PgStore` has the shape of `storage.api.Store` (the SQLite store's, store.py there). Writes are
 jobs (functions of a `PgTx`). The writer takes every job that is waiting and runs them in ONE
@@ -12,10 +12,13 @@ batch is committed and answered, before the next batch, in an unsynced transacti
 own, each in a REPEATABLE READ, READ ONLY transaction: one consistent snapshot, never waiting
 for the writer.
 
-The database is reached through a psycopg 3 connection pool (synchronous API: the store's
-functions run on its own threads, so nothing here touches the event loop); the writer and each
-reader hold at most one connection at a time, so the pool is READ_THREADS + 1 connections, and
-a connection the server broke is dropped and replaced by the pool. Messages name the database
+The database is reached through psycopg 3 (synchronous API: the store's functions run on its
+own threads, so nothing here touches the event loop); the writer and each reader thread hold
+one connection (link.py), READ_THREADS + 1 in all: one the server broke fails the work on it
+(a temporary error, nothing of it committed) and the thread's next work connects again, so
+work during an outage fails at once and the first after it goes through. Every one has
+lock_timeout and statement_timeout set (`Timeouts`), and a group commit waits for locks
+another client holds for lock_timeout in all (`_run`). Messages name the database
 by `errors.describe`, never with its password. The schema is created and migrated at `open`
 (schema.py); a database that does not answer then (down, starting) is tried again for
 START_WAIT seconds, one warning each time, while one that refuses (password, no such
@@ -47,7 +50,6 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from postroom.storage import private
 from postroom.storage.api import Signal, Tx
@@ -61,6 +63,7 @@ from postroom.storage.postgresql.errors import (
     timed_out,
     worth_waiting,
 )
+from postroom.storage.postgresql.link import Link
 from postroom.storage.postgresql.notify import (
     Changes,
     Listener,
@@ -78,7 +81,6 @@ T = TypeVar("T")
 READ_THREADS = 2
 CONNECT_TIMEOUT = 10  # seconds to reach the server (libpq connect_timeout)
 START_WAIT = 60.0  # seconds `serve` waits for a database that does not answer at start
-POOL_WAIT = 30.0  # seconds a thread waits for a connection before its work fails
 # After a job of a group commit timed out, what the rest of the batch may wait for a lock (ms).
 SPENT_LOCK_TIMEOUT_MS = 10
 TMP_DIR = "tmp"  # under data_dir: content on its way in (ContentBuffer's spill files)
@@ -116,7 +118,7 @@ Derived = tuple[Callable[[PgTx, Any], None], Any]  # work derived from a commit,
 
 @dataclass(frozen=True)
 class Timeouts:
-    """How long one statement on the server's pool may wait for a lock another client holds
+    """How long one statement of the serving store may wait for a lock another client holds
     (`lock_timeout`), or run at all (`statement_timeout`), in seconds: past them PostgreSQL
     cancels it (SQLSTATE 55P03, 57014) and the work fails as a temporary error, so a lock held
     elsewhere never holds the writer, and every session behind it, for good."""
@@ -134,8 +136,9 @@ def connection_options(password: str | None, timeouts: Timeouts | None = None) -
     """What every connection of the store is opened with: autocommit (the store says BEGIN
     and COMMIT itself), and synchronous_commit on whatever the server's default, so a COMMIT
     returns only once it is durable (a batch of only non-durable jobs turns it off for itself);
-    with `timeouts` (the pool's connections), lock_timeout and statement_timeout. Those that
-    make or migrate the schema, or LISTEN, have none: a node waits for another's migration."""
+    with `timeouts` (the serving store's connections), lock_timeout and statement_timeout.
+    Those that make or migrate the schema, or LISTEN, have none: a node waits for another's
+    migration."""
     settings = "-c synchronous_commit=on"
     if timeouts is not None:
         settings += " " + timeouts.options()
@@ -245,7 +248,7 @@ class PgStore:
         self.signals = PgSignals(data_dir, self.origin, self._send_signal)
         self.listener: Listener | None = None  # while serving on an event loop
         self._password = password
-        self._pool: ConnectionPool[Connection] | None = None
+        self._links: list[Link] = []  # the writer's, then each reader's
         self._jobs: queue.SimpleQueue[_Job | _Made | object] = queue.SimpleQueue()
         self._reads: queue.SimpleQueue[_Read | object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -258,7 +261,7 @@ class PgStore:
         self.on_missed: Callable[[], None] | None = None
 
     def open(self) -> None:
-        """Migrate the database, open the pool and start the threads; StorageFailure, naming
+        """Migrate the database, connect and start the threads; StorageFailure, naming
         the database or directory and the fix, when they cannot be used. A database that does
         not answer yet is waited for up to `start_wait` seconds."""
         try:
@@ -269,27 +272,13 @@ class PgStore:
         except OSError as error:
             raise StorageFailure(f"{error.filename or self.data_dir}: {error.strerror}") from None
         open_database(self.dsn, self._password, self.start_wait).close()
-        pool: ConnectionPool[Connection] = ConnectionPool(
-            self.dsn,
-            kwargs=connection_options(self._password, self.timeouts),
-            min_size=1,
-            max_size=READ_THREADS + 1,
-            timeout=POOL_WAIT,
-            open=False,
-            name="postroom",
-        )
-        try:
-            pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-        except PoolTimeout:
-            pool.close()
-            raise StorageFailure(
-                f"{self.where}: no connection within {CONNECT_TIMEOUT} s"
-            ) from None
-        self._pool = pool
+        self._links = [Link(self._connect) for _ in range(READ_THREADS + 1)]
         writer = threading.Thread(target=self._writer_loop, name="store-write", daemon=True)
         self._threads = [writer] + [
-            threading.Thread(target=self._reader_loop, name=f"store-read-{n}", daemon=True)
-            for n in range(READ_THREADS)
+            threading.Thread(
+                target=self._reader_loop, args=(link,), name=f"store-read-{n}", daemon=True
+            )
+            for n, link in enumerate(self._links[1:])
         ]
         for thread in self._threads:
             thread.start()
@@ -307,6 +296,9 @@ class PgStore:
         )
         self.listener.start()
 
+    def _connect(self) -> Connection:
+        return psycopg.connect(self.dsn, **connection_options(self._password, self.timeouts))
+
     def _send_signal(self, what: Signal) -> None:
         if self.listener is not None:
             self.listener.send(what)
@@ -323,9 +315,9 @@ class PgStore:
         for thread in self._threads:
             thread.join()
         self._threads = []
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        for link in self._links:
+            link.close()
+        self._links = []
 
     async def write(
         self,
@@ -393,9 +385,7 @@ class PgStore:
         finally:
             content.discard()
 
-    def _reader_loop(self) -> None:
-        pool = self._pool
-        assert pool is not None
+    def _reader_loop(self, link: Link) -> None:
         while True:
             item = self._reads.get()
             if item is _STOP:
@@ -403,7 +393,7 @@ class PgStore:
             assert isinstance(item, _Read)
             tx: PgTx | None = None
             try:
-                with pool.connection() as conn:
+                with link.connection() as conn:
                     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     tx = PgTx(conn)
                     try:
@@ -429,7 +419,7 @@ class PgStore:
             if batch:
                 self._commit(batch, later)
             else:
-                self._run_later(self._pool_open(), later)
+                self._run_later(later)
             if stop:
                 return
 
@@ -450,9 +440,9 @@ class PgStore:
         conn.execute("RELEASE SAVEPOINT announce")
         return changes
 
-    def _pool_open(self) -> ConnectionPool[Connection]:
-        assert self._pool is not None
-        return self._pool
+    def _writer_link(self) -> Link:
+        assert self._links
+        return self._links[0]
 
     def _gather(self, batch: list[_Job], made: list[tuple[int, bytes]]) -> bool:
         """Add every job already waiting (and, with batch_wait, those arriving shortly)."""
@@ -473,12 +463,12 @@ class PgStore:
     def _commit(self, batch: list[_Job], later: list[Derived]) -> None:
         """One group commit, then the jobs' answers, then derived work (`later`, the jobs'
         `then`, the summaries readers and jobs made)."""
-        pool = self._pool_open()
+        link = self._writer_link()
         outcomes: list[Outcome] = []
         follow_ups = list(later)
         news: MailboxNews | None = None
         try:
-            with pool.connection() as conn:
+            with link.connection() as conn:
                 tx = PgTx(conn)
                 try:
                     changes = self._run(tx, batch, outcomes, follow_ups)
@@ -510,7 +500,7 @@ class PgStore:
         for loop, items in by_loop.items():
             _answer(loop, items, news if loop is batch[0].loop else None)
         if follow_ups:  # once the jobs are answered
-            self._run_later(pool, follow_ups)
+            self._run_later(follow_ups)
 
     def _run(
         self,
@@ -566,14 +556,10 @@ class PgStore:
         conn.execute("COMMIT")
         return changes
 
-    def _run_later(
-        self,
-        pool: ConnectionPool[Connection],
-        work: list[Derived],
-    ) -> None:
+    def _run_later(self, work: list[Derived]) -> None:
         """Derived work, each piece in its own savepoint, in one unsynced transaction."""
         try:
-            with pool.connection() as conn:
+            with self._writer_link().connection() as conn:
                 tx = PgTx(conn)
                 try:
                     conn.execute("BEGIN")
