@@ -261,9 +261,9 @@ class PgStore:
         self.on_missed: Callable[[], None] | None = None
 
     def open(self) -> None:
-        """Migrate the database, connect and start the threads; StorageFailure, naming
-        the database or directory and the fix, when they cannot be used. A database that does
-        not answer yet is waited for up to `start_wait` seconds."""
+        """Migrate the database and start the threads (each connects when it first has work);
+        StorageFailure, naming the database or directory and the fix, when they cannot be
+        used. A database that does not answer yet is waited for up to `start_wait` seconds."""
         try:
             private.make_data_dir(self.data_dir)
             private.make_dirs(self.data_dir, TMP_DIR)
