@@ -118,6 +118,9 @@ class MailServer:
             batch_wait=config.queue.group_commit_ms / 1000.0,
             database=config.storage.database,
             password=config.storage.password,
+            lock_timeout=config.storage.lock_timeout,
+            statement_timeout=config.storage.statement_timeout,
+            start_wait=config.storage.start_wait,
         )
         self.metrics = Metrics(self.store)  # this server's registry, served at /metrics
         self.store.on_commit = self.metrics.commit_batch.observe

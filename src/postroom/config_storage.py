@@ -11,6 +11,12 @@ is kept out of every repr, so it is never logged.
 `node` names this server among the nodes sharing one database: the holder of its queue leases
 (issue 16 §2). Without it the name made once and kept in `<data_dir>/node-id` is used
 (storage/node.py); two nodes must never share one.
+
+`lock_timeout` and `statement_timeout` bound how long one statement of the server may wait for
+a lock another client holds, or run at all (PostgreSQL's settings of those names, set on every
+connection of the server's pool): past them the work fails as a temporary error (`451`, IMAP
+`NO`) instead of holding every session behind it. `start_wait` is how long `serve` tries again
+to reach a database that does not answer at start (0: not at all) before it gives up.
 """
 
 from __future__ import annotations
@@ -28,7 +34,16 @@ from postroom.config_common import Reader
 
 BACKENDS = ("sqlite", "postgresql")
 PASSWORD_VARIABLE = "POSTROOM_DB_PASSWORD"
-STORAGE_KEYS = ("backend", "dsn", "password_file", "node")
+STORAGE_KEYS = (
+    "backend",
+    "node",
+    "dsn",
+    "password_file",
+    "lock_timeout",
+    "statement_timeout",
+    "start_wait",
+)
+_POSTGRESQL_ONLY = STORAGE_KEYS[2:]
 # A node name: one short printable word (storage/node.py makes the default ones to this rule).
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _DSN_EXAMPLE = '"postgresql://postroom@db.example.net:5432/postroom"'
@@ -43,6 +58,9 @@ class StorageConfig:
     password_file: Path | None = None  # absolute; its first line is the password
     password: str | None = field(default=None, repr=False)  # from password_file or the env
     node: str = ""  # this server's name in queue leases; "": the one kept in data_dir/node-id
+    lock_timeout: float = 5.0  # seconds a statement may wait for another client's lock
+    statement_timeout: float = 60.0  # seconds one statement may run
+    start_wait: float = 60.0  # seconds `serve` tries to reach the database at start
 
     @property
     def database(self) -> str | None:
@@ -57,7 +75,7 @@ def read_storage(reader: Reader, doc: Mapping[str, Any]) -> StorageConfig:
     if "backend" in raw:
         backend = reader.check("storage.backend", checks.choice, raw["backend"], BACKENDS)
     if backend == "sqlite":
-        for key in ("dsn", "password_file"):
+        for key in _POSTGRESQL_ONLY:
             if key in raw:
                 raise reader.error(
                     f"storage.{key}",
@@ -85,7 +103,31 @@ def read_storage(reader: Reader, doc: Mapping[str, Any]) -> StorageConfig:
         password: str | None = _read_password(reader, password_file)
     else:
         password = os.environ.get(PASSWORD_VARIABLE) or None
-    return StorageConfig(backend, dsn, password_file, password, node)
+    defaults = StorageConfig()
+    lock_timeout = defaults.lock_timeout
+    if "lock_timeout" in raw:
+        lock_timeout = reader.check(
+            "storage.lock_timeout", checks.timeout, raw["lock_timeout"], lock_timeout
+        )
+    statement_timeout = defaults.statement_timeout
+    if "statement_timeout" in raw:
+        statement_timeout = reader.check(
+            "storage.statement_timeout", checks.timeout, raw["statement_timeout"], statement_timeout
+        )
+    start_wait = defaults.start_wait
+    if "start_wait" in raw:
+        start_wait = reader.check(
+            "storage.start_wait", checks.duration_or_off, raw["start_wait"], start_wait
+        )
+    if statement_timeout < lock_timeout:
+        raise reader.error(
+            "storage.statement_timeout",
+            f"is shorter than storage.lock_timeout ({statement_timeout:g} s < {lock_timeout:g} s)",
+            "make it at least as long: a statement waiting for a lock is still running",
+        )
+    return StorageConfig(
+        backend, dsn, password_file, password, node, lock_timeout, statement_timeout, start_wait
+    )
 
 
 def _node(value: object) -> str:

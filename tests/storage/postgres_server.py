@@ -132,9 +132,10 @@ class PostgresServer:
             "-l", self.log, "-o", options,
         )  # fmt: skip
 
-    def halt(self) -> None:
-        """Stop the server (`-m fast`), keeping its cluster for `resume`."""
-        self._run(self.pg_ctl, "stop", "-w", "-m", "fast", "-D", self.data)
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server (`-m fast`; `immediate`: as a crash would, recovering from the WAL
+        at the next start), keeping its cluster for `resume`."""
+        self._run(self.pg_ctl, "stop", "-w", "-m", mode, "-D", self.data)
 
     def resume(self) -> None:
         self._start_postmaster()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -275,29 +275,42 @@ def test_contents_are_chunked_and_copied_from_spill_files(
 
 
 def test_a_server_that_goes_away_fails_writes_as_storage_failures(store: PgStore, dsn: str) -> None:
-    """A connection the server ended is a StorageFailure for the jobs on it, and the pool
-    replaces it: the next write succeeds."""
+    """A connection the server ended while idle is noticed and replaced before it is used (the
+    next write succeeds); one ended during a job is a StorageFailure for the jobs on it, and
+    the next write connects again."""
+
+    def add(n: int) -> Callable[[PgTx], int]:
+        return lambda tx: tx.accounts.add_user(f"u{n}@x.test", "h", "")
+
+    def ended_during(tx: PgTx) -> None:
+        tx.accounts.add_user("lost@x.test", "h", "")
+        tx.conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    async def write(job: Callable[[PgTx], object]) -> object:
+        try:
+            return await store.write(job)
+        except StorageFailure as failure:
+            return failure
+
+    assert isinstance(asyncio.run(write(add(1))), int)  # the writer has its connection
     with psycopg.connect(dsn, password=PASSWORD, autocommit=True) as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-
-    async def attempts() -> list[object]:
-        results: list[object] = []
-        for n in range(2 + 3):  # every pooled connection was ended: a few may fail
-            try:
-                results.append(
-                    await store.write(lambda tx, n=n: tx.accounts.add_user(f"u{n}@x.test", "h", ""))
-                )
-            except StorageFailure as failure:
-                results.append(failure)
-        return results
-
-    results = asyncio.run(attempts())
-    assert isinstance(results[0], StorageFailure)  # the pooled connection was ended
-    assert isinstance(results[-1], int)
-    assert all(isinstance(r, int | StorageFailure) for r in results)
+        wait = time.monotonic() + 10
+        while admin.execute(  # the backends are gone, their goodbyes sent
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchone() != (0,):
+            assert time.monotonic() < wait, "the backends did not end"
+            time.sleep(0.05)
+    assert isinstance(asyncio.run(write(add(2))), int)  # noticed and replaced: no failure
+    failed = asyncio.run(write(ended_during))
+    assert isinstance(failed, StorageFailure), failed
+    assert isinstance(asyncio.run(write(add(3))), int)
+    users = asyncio.run(store.read(lambda tx: [u.address for u in tx.accounts.list_users()]))
+    assert sorted(users) == ["u1@x.test", "u2@x.test", "u3@x.test"]  # nothing of the lost job
 
 
 def test_commits_wait_for_the_wal_whatever_the_server_default(

@@ -1,6 +1,7 @@
 """The [storage] table (config_storage.py): the backend, the PostgreSQL DSN, and the password,
 which comes from a file or $POSTROOM_DB_PASSWORD and never shows in the config's repr; the
-node name (queue leases)."""
+node name (queue leases), the PostgreSQL timeouts and how long `serve` waits for the database at
+start."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from postroom.config import ConfigError, load_config
 from postroom.config_storage import PASSWORD_VARIABLE, StorageConfig
 
 DSN = "postgresql://postroom@127.0.0.1:5432/mail"
+PG = f'backend = "postgresql"\ndsn = "{DSN}"\n'
 
 
 def load(tmp_path: Path, text: str) -> StorageConfig:
@@ -55,6 +57,17 @@ def test_postgresql_with_the_password_from_a_file(
     assert load(tmp_path, f'[storage]\nbackend = "postgresql"\ndsn = "{DSN}"\n').password is None
 
 
+def test_timeouts_and_the_start_wait(tmp_path: Path) -> None:
+    default = load(tmp_path, f'[storage]\nbackend = "postgresql"\ndsn = "{DSN}"\n')
+    assert (default.lock_timeout, default.statement_timeout, default.start_wait) == (5, 60, 60)
+    text = (
+        f'[storage]\nbackend = "postgresql"\ndsn = "{DSN}"\nlock_timeout = "250ms"\n'
+        'statement_timeout = "2m"\nstart_wait = 0\n'
+    )
+    storage = load(tmp_path, text)
+    assert (storage.lock_timeout, storage.statement_timeout, storage.start_wait) == (0.25, 120, 0)
+
+
 @pytest.mark.parametrize(
     ("text", "key", "words"),
     [
@@ -86,6 +99,27 @@ def test_postgresql_with_the_password_from_a_file(
         ('node = "-mx1"', "storage.node", "is not a node name"),
         (f'node = "{"n" * 64}"', "storage.node", "up to 63"),
         ("node = 1", "storage.node", "must be a string"),
+        ('lock_timeout = "5s"', "storage.lock_timeout", 'only used with backend = "postgresql"'),
+        (
+            PG + "lock_timeout = 0",
+            "storage.lock_timeout",
+            "longer than zero",
+        ),
+        (
+            PG + 'statement_timeout = "soon"',
+            "storage.statement_timeout",
+            "must be a duration",
+        ),
+        (
+            PG + 'lock_timeout = "10s"\nstatement_timeout = "5s"',
+            "storage.statement_timeout",
+            "shorter than storage.lock_timeout",
+        ),
+        (
+            PG + "start_wait = -1",
+            "storage.start_wait",
+            "duration",
+        ),
     ],
 )
 def test_errors_name_the_key_and_never_the_password(

@@ -30,14 +30,24 @@ def server_store(
     batch_wait: float = 0.0,
     database: str | None = None,
     password: str | None = None,
+    lock_timeout: float = 5.0,
+    statement_timeout: float = 60.0,
+    start_wait: float = 60.0,
 ) -> Store:
     """The store for `postroom serve` (not opened yet: call `open()`); `database`: the
-    PostgreSQL DSN to use instead of SQLite in data_dir, with its `password`."""
+    PostgreSQL DSN to use instead of SQLite in data_dir, with its `password`, the timeouts of
+    its statements and how long to try to reach it at start (seconds; config_storage.py)."""
     if database is not None:
-        from postroom.storage.postgresql.store import PgStore
+        from postroom.storage.postgresql.store import PgStore, Timeouts
 
         return PgStore(
-            database, data_dir, password=password, batch_max=batch_max, batch_wait=batch_wait
+            database,
+            data_dir,
+            password=password,
+            batch_max=batch_max,
+            batch_wait=batch_wait,
+            start_wait=start_wait,
+            timeouts=Timeouts(lock_timeout, statement_timeout),
         )
     return SqliteStore(data_dir, batch_max=batch_max, batch_wait=batch_wait)
 

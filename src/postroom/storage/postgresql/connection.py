@@ -17,6 +17,7 @@ from postroom.storage.postgresql.accounts import PgAccounts
 from postroom.storage.postgresql.blobs import PgBlobs
 from postroom.storage.postgresql.dkim_keys import PgDkimKeys
 from postroom.storage.postgresql.dmarc import PgDmarc
+from postroom.storage.postgresql.errors import as_failure, describe
 from postroom.storage.postgresql.history import PgHistory
 from postroom.storage.postgresql.junk import PgJunk
 from postroom.storage.postgresql.mailboxes import PgMailboxes
@@ -60,7 +61,13 @@ class PgTx:
 
 class Savepoint:
     """SAVEPOINT ... RELEASE, or ROLLBACK TO on an exception. Every one has the same name:
-    ROLLBACK TO and RELEASE reach the innermost of that name, so they nest."""
+    ROLLBACK TO and RELEASE reach the innermost of that name, so they nest.
+
+    An error of the server's state (a lock or statement timeout, a lost connection: errors.py)
+    leaves it as the `StorageFailure` it is, so the callers that undo a failed part and go on
+    (local delivery queues a message whose delivery failed) let it fail the whole job instead,
+    as they do for the SQLite store's; their own errors (a broken constraint) stay as they are.
+    """
 
     __slots__ = ("_conn",)
 
@@ -68,11 +75,31 @@ class Savepoint:
         self._conn = conn
 
     def __enter__(self) -> None:
-        self._conn.execute("SAVEPOINT nested")
+        self._execute("SAVEPOINT nested")
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: object
     ) -> None:
-        if kind is not None:
-            self._conn.execute("ROLLBACK TO SAVEPOINT nested")
-        self._conn.execute("RELEASE SAVEPOINT nested")
+        if kind is None:
+            self._execute("RELEASE SAVEPOINT nested")
+            return
+        self._execute("ROLLBACK TO SAVEPOINT nested", error)
+        self._execute("RELEASE SAVEPOINT nested", error)
+        if isinstance(error, psycopg.Error):
+            failure = as_failure(error, self._where())
+            if failure is not None:
+                raise failure from error
+
+    def _execute(self, statement: str, cause: BaseException | None = None) -> None:
+        """One of the savepoint's statements; a failure of the connection (it is gone, and the
+        transaction with it) as its StorageFailure."""
+        try:
+            self._conn.execute(statement)
+        except psycopg.Error as failed:
+            failure = as_failure(failed, self._where())
+            if failure is None:
+                raise
+            raise failure from cause or failed
+
+    def _where(self) -> str:
+        return describe(self._conn.info.dsn)

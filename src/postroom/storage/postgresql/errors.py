@@ -19,6 +19,8 @@ from postroom.storage.records import StorageFailure, os_failure
 # intervention (shutdown, statement timeout), 58 system error, XX internal error.
 _FAILURE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58", "XX"})
 _DISK_FULL = "53100"
+# A statement cancelled for waiting too long: lock_timeout (55P03), statement_timeout (57014).
+_TIMEOUTS = frozenset({"55P03", "57014"})
 
 
 def describe(dsn: str) -> str:
@@ -48,6 +50,17 @@ def as_failure(error: BaseException, where: str) -> StorageFailure | None:
         if state[:2] in _FAILURE_CLASSES:
             return StorageFailure(f"{where}: {_first_line(error)}", full=state == _DISK_FULL)
     return None
+
+
+def timed_out(error: BaseException) -> bool:
+    """Whether `error` (or the psycopg error it was raised from) is a statement PostgreSQL
+    cancelled at lock_timeout or statement_timeout."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, psycopg.Error) and seen.sqlstate in _TIMEOUTS:
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _refusal_fix(error: BaseException) -> str | None:

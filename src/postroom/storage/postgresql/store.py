@@ -1,4 +1,4 @@
-"""The PostgreSQL store: one writer thread with group commit, reader threads, a connection pool.
+"""The PostgreSQL store: one writer thread with group commit, reader threads, a connection each.
 
 `PgStore` has the shape of `storage.api.Store` (the SQLite store's, store.py there). Writes are
 jobs (functions of a `PgTx`). The writer takes every job that is waiting and runs them in ONE
@@ -12,10 +12,13 @@ batch is committed and answered, before the next batch, in an unsynced transacti
 own, each in a REPEATABLE READ, READ ONLY transaction: one consistent snapshot, never waiting
 for the writer.
 
-The database is reached through a psycopg 3 connection pool (synchronous API: the store's
-functions run on its own threads, so nothing here touches the event loop); the writer and each
-reader hold at most one connection at a time, so the pool is READ_THREADS + 1 connections, and
-a connection the server broke is dropped and replaced by the pool. Messages name the database
+The database is reached through psycopg 3 (synchronous API: the store's functions run on its
+own threads, so nothing here touches the event loop); the writer and each reader thread hold
+one connection (link.py), READ_THREADS + 1 in all: one the server broke fails the work on it
+(a temporary error, nothing of it committed) and the thread's next work connects again, so
+work during an outage fails at once and the first after it goes through. Every one has
+lock_timeout and statement_timeout set (`Timeouts`), and a group commit waits for locks
+another client holds for lock_timeout in all (`_run`). Messages name the database
 by `errors.describe`, never with its password. The schema is created and migrated at `open`
 (schema.py); a database that does not answer then (down, starting) is tried again for
 START_WAIT seconds, one warning each time, while one that refuses (password, no such
@@ -47,14 +50,20 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from postroom.storage import private
 from postroom.storage.api import Signal, Tx
 from postroom.storage.buffer import ContentBuffer
 from postroom.storage.commit_stats import CommitStats
 from postroom.storage.postgresql.connection import Connection, PgTx
-from postroom.storage.postgresql.errors import as_failure, describe, open_failure, worth_waiting
+from postroom.storage.postgresql.errors import (
+    as_failure,
+    describe,
+    open_failure,
+    timed_out,
+    worth_waiting,
+)
+from postroom.storage.postgresql.link import Link
 from postroom.storage.postgresql.notify import (
     Changes,
     Listener,
@@ -72,7 +81,8 @@ T = TypeVar("T")
 READ_THREADS = 2
 CONNECT_TIMEOUT = 10  # seconds to reach the server (libpq connect_timeout)
 START_WAIT = 60.0  # seconds `serve` waits for a database that does not answer at start
-POOL_WAIT = 30.0  # seconds a thread waits for a connection before its work fails
+# After a job of a group commit timed out, what the rest of the batch may wait for a lock (ms).
+SPENT_LOCK_TIMEOUT_MS = 10
 TMP_DIR = "tmp"  # under data_dir: content on its way in (ContentBuffer's spill files)
 
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
@@ -106,14 +116,36 @@ _STOP = object()
 Derived = tuple[Callable[[PgTx, Any], None], Any]  # work derived from a commit, and its input
 
 
-def connection_options(password: str | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Timeouts:
+    """How long one statement of the serving store may wait for a lock another client holds
+    (`lock_timeout`), or run at all (`statement_timeout`), in seconds: past them PostgreSQL
+    cancels it (SQLSTATE 55P03, 57014) and the work fails as a temporary error, so a lock held
+    elsewhere never holds the writer, and every session behind it, for good."""
+
+    lock: float = 5.0
+    statement: float = 60.0
+
+    def options(self) -> str:
+        """As libpq `options` (`-c` settings for the session), in milliseconds."""
+        lock, statement = (max(1, round(value * 1000)) for value in (self.lock, self.statement))
+        return f"-c lock_timeout={lock} -c statement_timeout={statement}"
+
+
+def connection_options(password: str | None, timeouts: Timeouts | None = None) -> dict[str, Any]:
     """What every connection of the store is opened with: autocommit (the store says BEGIN
     and COMMIT itself), and synchronous_commit on whatever the server's default, so a COMMIT
-    returns only once it is durable (a batch of only non-durable jobs turns it off for itself)."""
+    returns only once it is durable (a batch of only non-durable jobs turns it off for itself);
+    with `timeouts` (the serving store's connections), lock_timeout and statement_timeout.
+    Those that make or migrate the schema, or LISTEN, have none: a node waits for another's
+    migration."""
+    settings = "-c synchronous_commit=on"
+    if timeouts is not None:
+        settings += " " + timeouts.options()
     options: dict[str, Any] = {
         "autocommit": True,
         "connect_timeout": CONNECT_TIMEOUT,
-        "options": "-c synchronous_commit=on",
+        "options": settings,
     }
     if password is not None:
         options["password"] = password
@@ -201,9 +233,11 @@ class PgStore:
         batch_max: int = 256,
         batch_wait: float = 0.0,
         start_wait: float = START_WAIT,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.dsn = dsn
         self.start_wait = start_wait
+        self.timeouts = timeouts or Timeouts()
         self.where = describe(dsn)
         self.data_dir = data_dir
         self.tmp_dir = data_dir / TMP_DIR
@@ -214,7 +248,7 @@ class PgStore:
         self.signals = PgSignals(data_dir, self.origin, self._send_signal)
         self.listener: Listener | None = None  # while serving on an event loop
         self._password = password
-        self._pool: ConnectionPool[Connection] | None = None
+        self._links: list[Link] = []  # the writer's, then each reader's
         self._jobs: queue.SimpleQueue[_Job | _Made | object] = queue.SimpleQueue()
         self._reads: queue.SimpleQueue[_Read | object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -227,9 +261,9 @@ class PgStore:
         self.on_missed: Callable[[], None] | None = None
 
     def open(self) -> None:
-        """Migrate the database, open the pool and start the threads; StorageFailure, naming
-        the database or directory and the fix, when they cannot be used. A database that does
-        not answer yet is waited for up to `start_wait` seconds."""
+        """Migrate the database and start the threads (each connects when it first has work);
+        StorageFailure, naming the database or directory and the fix, when they cannot be
+        used. A database that does not answer yet is waited for up to `start_wait` seconds."""
         try:
             private.make_data_dir(self.data_dir)
             private.make_dirs(self.data_dir, TMP_DIR)
@@ -238,27 +272,13 @@ class PgStore:
         except OSError as error:
             raise StorageFailure(f"{error.filename or self.data_dir}: {error.strerror}") from None
         open_database(self.dsn, self._password, self.start_wait).close()
-        pool: ConnectionPool[Connection] = ConnectionPool(
-            self.dsn,
-            kwargs=connection_options(self._password),
-            min_size=1,
-            max_size=READ_THREADS + 1,
-            timeout=POOL_WAIT,
-            open=False,
-            name="postroom",
-        )
-        try:
-            pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-        except PoolTimeout:
-            pool.close()
-            raise StorageFailure(
-                f"{self.where}: no connection within {CONNECT_TIMEOUT} s"
-            ) from None
-        self._pool = pool
+        self._links = [Link(self._connect) for _ in range(READ_THREADS + 1)]
         writer = threading.Thread(target=self._writer_loop, name="store-write", daemon=True)
         self._threads = [writer] + [
-            threading.Thread(target=self._reader_loop, name=f"store-read-{n}", daemon=True)
-            for n in range(READ_THREADS)
+            threading.Thread(
+                target=self._reader_loop, args=(link,), name=f"store-read-{n}", daemon=True
+            )
+            for n, link in enumerate(self._links[1:])
         ]
         for thread in self._threads:
             thread.start()
@@ -276,6 +296,9 @@ class PgStore:
         )
         self.listener.start()
 
+    def _connect(self) -> Connection:
+        return psycopg.connect(self.dsn, **connection_options(self._password, self.timeouts))
+
     def _send_signal(self, what: Signal) -> None:
         if self.listener is not None:
             self.listener.send(what)
@@ -292,9 +315,9 @@ class PgStore:
         for thread in self._threads:
             thread.join()
         self._threads = []
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        for link in self._links:
+            link.close()
+        self._links = []
 
     async def write(
         self,
@@ -362,9 +385,7 @@ class PgStore:
         finally:
             content.discard()
 
-    def _reader_loop(self) -> None:
-        pool = self._pool
-        assert pool is not None
+    def _reader_loop(self, link: Link) -> None:
         while True:
             item = self._reads.get()
             if item is _STOP:
@@ -372,7 +393,7 @@ class PgStore:
             assert isinstance(item, _Read)
             tx: PgTx | None = None
             try:
-                with pool.connection() as conn:
+                with link.connection() as conn:
                     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     tx = PgTx(conn)
                     try:
@@ -398,7 +419,7 @@ class PgStore:
             if batch:
                 self._commit(batch, later)
             else:
-                self._run_later(self._pool_open(), later)
+                self._run_later(later)
             if stop:
                 return
 
@@ -419,9 +440,9 @@ class PgStore:
         conn.execute("RELEASE SAVEPOINT announce")
         return changes
 
-    def _pool_open(self) -> ConnectionPool[Connection]:
-        assert self._pool is not None
-        return self._pool
+    def _writer_link(self) -> Link:
+        assert self._links
+        return self._links[0]
 
     def _gather(self, batch: list[_Job], made: list[tuple[int, bytes]]) -> bool:
         """Add every job already waiting (and, with batch_wait, those arriving shortly)."""
@@ -442,12 +463,12 @@ class PgStore:
     def _commit(self, batch: list[_Job], later: list[Derived]) -> None:
         """One group commit, then the jobs' answers, then derived work (`later`, the jobs'
         `then`, the summaries readers and jobs made)."""
-        pool = self._pool_open()
+        link = self._writer_link()
         outcomes: list[Outcome] = []
         follow_ups = list(later)
         news: MailboxNews | None = None
         try:
-            with pool.connection() as conn:
+            with link.connection() as conn:
                 tx = PgTx(conn)
                 try:
                     changes = self._run(tx, batch, outcomes, follow_ups)
@@ -479,7 +500,7 @@ class PgStore:
         for loop, items in by_loop.items():
             _answer(loop, items, news if loop is batch[0].loop else None)
         if follow_ups:  # once the jobs are answered
-            self._run_later(pool, follow_ups)
+            self._run_later(follow_ups)
 
     def _run(
         self,
@@ -489,8 +510,14 @@ class PgStore:
         follow_ups: list[Derived],
     ) -> Changes | None:
         """BEGIN, each job in its savepoint, the changed mailboxes announced, COMMIT (which
-        returns once durable); the changes announced."""
+        returns once durable); the changes announced.
+
+        A batch waits for locks another client holds for lock_timeout in all, not per job:
+        once one job timed out, the rest of the batch may wait SPENT_LOCK_TIMEOUT_MS for a
+        lock, so jobs behind the same held lock fail at once (4xx, to be tried again) instead
+        of one lock_timeout each, while those that need no held lock still commit."""
         conn = tx.conn
+        spent = spend = False
         alone = len(batch) == 1  # a lone job needs no savepoint: its failure undoes it all
         conn.execute("BEGIN")
         if not any(job.durable for job in batch):
@@ -504,6 +531,7 @@ class PgStore:
                 if conn.broken or conn.closed:
                     raise  # the connection is gone, and the transaction with it: all fail
                 conn.execute("ROLLBACK" if alone else "ROLLBACK TO SAVEPOINT job")
+                spend = not alone and not spent and timed_out(raised)
                 error = as_failure(raised, self.where) or raised
                 if job.early is not None:
                     self._answer_early(job, None, error)
@@ -519,20 +547,19 @@ class PgStore:
                 outcomes.append((job.future, value, None))
             if not alone:
                 conn.execute("RELEASE SAVEPOINT job")
+            if spend:  # outside the job's savepoint, so that it holds for the rest
+                conn.execute(f"SET LOCAL lock_timeout = {SPENT_LOCK_TIMEOUT_MS}")
+                spent, spend = True, False
         if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
             return None  # a lone job failed: rolled back, nothing changed
         changes = self._announce(conn, tx.touched) if tx.touched else None
         conn.execute("COMMIT")
         return changes
 
-    def _run_later(
-        self,
-        pool: ConnectionPool[Connection],
-        work: list[Derived],
-    ) -> None:
+    def _run_later(self, work: list[Derived]) -> None:
         """Derived work, each piece in its own savepoint, in one unsynced transaction."""
         try:
-            with pool.connection() as conn:
+            with self._writer_link().connection() as conn:
                 tx = PgTx(conn)
                 try:
                     conn.execute("BEGIN")
