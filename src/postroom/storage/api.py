@@ -60,7 +60,7 @@ T = TypeVar("T")
 
 Content = bool | Literal["header"]  # what of a message a FETCH reads
 FlagMode = Literal["set", "add", "remove"]
-Signal = Literal["accounts", "queue", "limits", "blocks", "dkim", "certificates"]
+Signal = Literal["accounts", "queue", "limits", "blocks", "dkim"]
 
 
 class Accounts(Protocol):
@@ -660,7 +660,7 @@ class Tx(Protocol):
 
 class Signals(Protocol):
     """Notes from the CLI (another process) to a running server, and between the nodes that
-    share a store: accounts, queue, limits, blocks, DKIM keys or certificates changed."""
+    share a store: accounts, queue, limits, blocks or DKIM keys changed."""
 
     def mark(self, what: Signal) -> None: ...
 

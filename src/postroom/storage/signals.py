@@ -20,7 +20,6 @@ _FILES: dict[Signal, str] = {
     "limits": "limits.changed",  # `postroom limits clear`: the server reloads blocks and counts
     "blocks": "blocks.changed",  # a block made (by another node: services/antispam.py)
     "dkim": "dkim.changed",  # DKIM keys added, rotated, promoted: signing keys read again
-    "certificates": "certificates.changed",  # a certificate obtained: loaded again
 }
 
 

@@ -4,7 +4,7 @@ Two channels. On MAILBOXES the store's writer announces, inside the transaction 
 commit that changed mailboxes (so only committed changes are heard: NOTIFY is delivered at
 COMMIT, and never after a ROLLBACK), each mailbox id with its HIGHESTMODSEQ, `-` for a mailbox
 that is gone. On SIGNALS a node, or a CLI command, announces what `storage/signals.py` stamps:
-accounts, queue, limits, blocks, DKIM keys or certificates changed (a node announces a change
+accounts, queue, limits, blocks or DKIM keys changed (a node announces a change
 only after the transaction that made it committed).
 
 Every payload starts with the sender's origin (a random token per process) so a node skips what
@@ -44,7 +44,7 @@ SIGNALS = "postroom_signals"
 PAYLOAD_MAX = 7900  # bytes; PostgreSQL's limit is 8000 (its default build)
 POLL = 0.25  # seconds between looks at the node's own signals to send, and at stop
 BACKOFF_MAX = 5.0  # seconds between attempts to reconnect
-SIGNAL_NAMES: tuple[Signal, ...] = ("accounts", "queue", "limits", "blocks", "dkim", "certificates")
+SIGNAL_NAMES: tuple[Signal, ...] = ("accounts", "queue", "limits", "blocks", "dkim")
 
 Changes = dict[int, int | None]
 
