@@ -24,7 +24,7 @@ from postroom.services.limits import (
     login_client,
 )
 from postroom.storage.backend import server_store
-from postroom.storage.records import Block, SendingCount
+from postroom.storage.records import Block, SendingCount, StorageFailure
 
 
 class Clock:
@@ -265,3 +265,36 @@ def test_changes_made_while_writing_are_written_after(keeper: WriteBehind) -> No
         raise AssertionError("the second message was never written")
 
     asyncio.run(run())
+
+
+def test_a_block_is_announced_once_written_and_not_when_the_write_failed(
+    keeper: WriteBehind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    heard: list[str] = []
+    monkeypatch.setattr(keeper.store.signals, "announce", heard.append)
+    blocks = Blocks(keeper, clock)
+    limits = SendingLimits(5, 5, keeper, clock)
+    limits.message("alice@x")
+    asyncio.run(keeper.flush())
+    assert heard == []  # counts are read through, not announced
+    blocks.add(Block("login", "192.0.2.7", "", clock.now + 60, "test"))
+    asyncio.run(keeper.flush())
+    assert heard == ["blocks"]
+
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise StorageFailure("the disk is gone")
+
+    monkeypatch.setattr(keeper.store, "write", failing)
+    blocks.add(Block("login", "192.0.2.8", "", clock.now + 60, "test"))
+    limits.message("alice@x")
+    asyncio.run(keeper.flush())
+    assert heard == ["blocks"]
+    monkeypatch.undo()
+    monkeypatch.setattr(keeper.store.signals, "announce", heard.append)
+    asyncio.run(keeper.flush())  # what was not written is kept for the next write
+    count = asyncio.run(keeper.store.read(lambda tx: tx.abuse.sending_count("alice@x")))
+    assert count is not None and count.messages == 2
+    stored = asyncio.run(keeper.store.read(lambda tx: tx.abuse.blocks(clock.now)))
+    assert [b.client for b in stored] == ["192.0.2.7", "192.0.2.8"]
+    assert heard == ["blocks", "blocks"]

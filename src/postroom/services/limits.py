@@ -265,7 +265,11 @@ class Blocks:
             for block in new:
                 tx.abuse.add_block(block)
 
-        return Pending(job, announce="blocks")
+        def done(ok: bool) -> None:
+            if not ok:  # kept to be written with the next change (and heard by the others)
+                self._new = new + self._new
+
+        return Pending(job, done, announce="blocks")
 
 
 def _delay(failures: int) -> float:
