@@ -74,3 +74,31 @@ def test_sending_counts_are_replaced_and_cleared(backend: Backend, store: Store)
         assert read(reopened, lambda tx: tx.abuse.sending_counts()) == []
     finally:
         reopened.close()
+
+
+def test_sending_deltas_add_up_within_a_window_and_restart_it_after(
+    backend: Backend, store: Store
+) -> None:
+    """What nodes sharing a store add (services/limits.py): deltas added to a current count,
+    made the count when none is kept or its window is over; one count read back by account."""
+    assert read(store, lambda tx: tx.abuse.sending_count("alice@example.test")) is None
+    first = [SendingCount("alice@example.test", 100.0, 2, 5)]
+    assert write(store, lambda tx: tx.abuse.add_sending_counts(first, 50.0)) == first
+    more = [
+        SendingCount("bob@example.test", 120.0, 1, 1),
+        SendingCount("alice@example.test", 110.0, 1, 2),
+    ]
+    assert write(store, lambda tx: tx.abuse.add_sending_counts(more, 50.0)) == [
+        SendingCount("alice@example.test", 100.0, 3, 7),  # added; the window kept
+        SendingCount("bob@example.test", 120.0, 1, 1),
+    ]
+    later = [SendingCount("alice@example.test", 4000.0, 1, 1)]
+    assert write(store, lambda tx: tx.abuse.add_sending_counts(later, 400.0)) == later
+    assert read(store, lambda tx: tx.abuse.sending_count("alice@example.test")) == later[0]
+
+
+def test_greylist_lookup_of_one_triplet_and_network(backend: Backend, store: Store) -> None:
+    write(store, lambda tx: tx.abuse.save_greylist([("n|s|r", 100.0)], [("n", 150.0)]))
+    assert read(store, lambda tx: tx.abuse.greylist_lookup("n|s|r", "n")) == (100.0, 150.0)
+    assert read(store, lambda tx: tx.abuse.greylist_lookup("n|s|x", "n")) == (None, 150.0)
+    assert read(store, lambda tx: tx.abuse.greylist_lookup("m|s|r", "m")) == (None, None)

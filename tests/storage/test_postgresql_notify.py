@@ -157,6 +157,13 @@ def test_signals_reach_every_node(dsn: str, tmp_path: Path) -> None:
         await eventually(
             lambda: a.store.signals.version("queue") != queue_a, "A hears B's", HEARD_WITHIN
         )
+        # `announce`: the other nodes only (a block B made; B knows of it already).
+        blocks = (a.store.signals.version("blocks"), b.store.signals.version("blocks"))
+        b.store.signals.announce("blocks")
+        await eventually(
+            lambda: a.store.signals.version("blocks") != blocks[0], "A hears it", HEARD_WITHIN
+        )
+        assert b.store.signals.version("blocks") == blocks[1]
 
     run_nodes(dsn, tmp_path, body)
 

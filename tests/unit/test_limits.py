@@ -24,7 +24,7 @@ from postroom.services.limits import (
     login_client,
 )
 from postroom.storage.backend import server_store
-from postroom.storage.records import Block
+from postroom.storage.records import Block, SendingCount, StorageFailure
 
 
 class Clock:
@@ -167,3 +167,134 @@ def test_state_written_behind_and_loaded(keeper: WriteBehind, tmp_path: Path) ->
     again.load(found[1], [])
     clock.now += 301
     assert again.check("192.0.2.7", "s@remote", "alice@x") is None
+
+
+def test_two_nodes_add_their_sending_counts_in_the_store(keeper: WriteBehind) -> None:
+    """Nodes sharing a store (two keepers on one store here): each writes what it counted
+    as a delta, reads the sum back before a MAIL, and the limit holds for both together."""
+    clock = Clock()
+    other = WriteBehind(keeper.store, shared=True)
+    a = SendingLimits(3, 100, keeper, clock)
+    b = SendingLimits(3, 100, other, clock)
+
+    def stored(account: str) -> SendingCount | None:
+        return asyncio.run(keeper.store.read(lambda tx: tx.abuse.sending_count(account)))
+
+    assert a.message("alice@x") is None and a.message("alice@x") is None
+    asyncio.run(keeper.flush())
+    b.adopt("alice@x", stored("alice@x"))
+    assert b.message("ALICE@x") is None  # the third
+    assert b.message("alice@x") is not None  # 2 on A + 1 on B: the limit
+    assert a.message("alice@x") is None  # A has not heard yet: the bound, one flush behind
+    asyncio.run(other.flush())
+    asyncio.run(keeper.flush())
+    count = stored("alice@x")
+    assert count is not None and count.messages == 4  # every node's messages, added up
+    a.adopt("alice@x", count)
+    assert a.message("alice@x") is not None
+    clock.now += 3600  # a new window: the delta becomes the count
+    b.adopt("alice@x", stored("alice@x"))
+    assert b.message("alice@x") is None
+    asyncio.run(other.flush())
+    count = stored("alice@x")
+    assert count is not None and (count.messages, count.window_start) == (1, clock.now)
+
+
+def test_a_greylisted_triplet_is_read_through_by_another_node(keeper: WriteBehind) -> None:
+    clock = Clock()
+    other = WriteBehind(keeper.store, shared=True)
+    a = Greylist(300.0, keeper, clock)
+    b = Greylist(300.0, other, clock)
+    triplet = ("192.0.2.7", "s@remote", "alice@x")
+
+    def read_through(node: Greylist, what: tuple[str, str, str] = triplet) -> None:
+        ask = node.lookup(*what)
+        if ask is not None:
+            key, network = ask
+            found = asyncio.run(
+                keeper.store.read(lambda tx: tx.abuse.greylist_lookup(key, network))
+            )
+            node.adopt(key, network, *found)
+
+    assert a.check(*triplet) is not None
+    asyncio.run(keeper.flush())
+    clock.now += 100
+    read_through(b)
+    early = b.check(*triplet)
+    assert early is not None and "200 seconds" in early.text  # A's first sighting counts
+    clock.now += 200
+    read_through(b)
+    assert b.check(*triplet) is None  # the retry passes on the other node
+    asyncio.run(other.flush())
+    assert a.lookup("192.0.2.9", "x@remote", "bob@x") is not None  # A has not passed it
+    read_through(a, ("192.0.2.9", "x@remote", "bob@x"))
+    assert a.lookup("192.0.2.9", "x@remote", "bob@x") is None  # the network passed on B
+    assert a.check("192.0.2.9", "x@remote", "bob@x") is None
+
+
+def test_blocks_merged_from_the_store_keep_those_not_written_yet(keeper: WriteBehind) -> None:
+    clock = Clock()
+    blocks = Blocks(keeper, clock)
+    mine = Block("login", "192.0.2.7", "", clock.now + 60, "here")
+    theirs = Block("login", "192.0.2.8", "a@x", clock.now + 60, "there")
+    blocks.add(mine)
+    blocks.merge([theirs])
+    assert blocks.get("login", "192.0.2.7") == mine
+    assert blocks.get("login", "192.0.2.8", "a@x") == theirs
+    asyncio.run(keeper.flush())
+    blocks.merge([])  # written: the store's view (a `limits clear`) wins
+    assert blocks.get("login", "192.0.2.7") is None
+
+
+def test_changes_made_while_writing_are_written_after(keeper: WriteBehind) -> None:
+    clock = Clock()
+    keeper.delay = 0.01
+    limits = SendingLimits(100, 100, keeper, clock)
+
+    async def run() -> None:
+        limits.message("alice@x")
+        while keeper._task is None:  # the write under way
+            await asyncio.sleep(0.001)
+        limits.message("alice@x")  # during the write
+        await keeper._task
+        for _ in range(500):
+            count = await keeper.store.read(lambda tx: tx.abuse.sending_count("alice@x"))
+            if count is not None and count.messages == 2:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the second message was never written")
+
+    asyncio.run(run())
+
+
+def test_a_block_is_announced_once_written_and_not_when_the_write_failed(
+    keeper: WriteBehind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    heard: list[str] = []
+    monkeypatch.setattr(keeper.store.signals, "announce", heard.append)
+    blocks = Blocks(keeper, clock)
+    limits = SendingLimits(5, 5, keeper, clock)
+    limits.message("alice@x")
+    asyncio.run(keeper.flush())
+    assert heard == []  # counts are read through, not announced
+    blocks.add(Block("login", "192.0.2.7", "", clock.now + 60, "test"))
+    asyncio.run(keeper.flush())
+    assert heard == ["blocks"]
+
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise StorageFailure("the disk is gone")
+
+    monkeypatch.setattr(keeper.store, "write", failing)
+    blocks.add(Block("login", "192.0.2.8", "", clock.now + 60, "test"))
+    limits.message("alice@x")
+    asyncio.run(keeper.flush())
+    assert heard == ["blocks"]
+    monkeypatch.undo()
+    monkeypatch.setattr(keeper.store.signals, "announce", heard.append)
+    asyncio.run(keeper.flush())  # what was not written is kept for the next write
+    count = asyncio.run(keeper.store.read(lambda tx: tx.abuse.sending_count("alice@x")))
+    assert count is not None and count.messages == 2
+    stored = asyncio.run(keeper.store.read(lambda tx: tx.abuse.blocks(clock.now)))
+    assert [b.client for b in stored] == ["192.0.2.7", "192.0.2.8"]
+    assert heard == ["blocks", "blocks"]

@@ -60,6 +60,8 @@ def ensure_local_keys(store: DirectStore, domains: Iterable[str], now: float) ->
             pairs = dkim_keys.generate_pairs(missing)
             with store.transaction() as tx:
                 created += dkim_keys.ensure_keys(tx, domain, now, pairs)
+    if created:
+        store.signals.mark("dkim")
     return created
 
 
@@ -159,6 +161,7 @@ def dkim_rotate(ctx: click.Context, domain: str, now_active: bool) -> None:
         pairs = dkim_keys.generate_pairs()
         with store.transaction() as tx:
             changes = dkim_keys.rotate(tx, name, now, now_active=now_active, pairs=pairs)
+        store.signals.mark("dkim")  # every running node reads its signing keys again
     for key in created:
         click.echo(describe(KeyChange("created", key)) + " (first keys)")
     for change in changes:
@@ -187,6 +190,8 @@ def dkim_promote(ctx: click.Context) -> None:
         if sighting.seen or work.expired:
             with store.transaction() as tx:
                 changes = dkim_keys.apply_promotions(tx, sighting.seen, now)
+            if changes:
+                store.signals.mark("dkim")
     for change in changes:
         click.echo(describe(change))
     seen = {(k.domain, k.selector) for k in sighting.seen}

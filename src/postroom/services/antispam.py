@@ -10,6 +10,11 @@ limits). DNS lists are asked once per session, started at connect and in paralle
 only, and only waited for at the first RCPT that needs them (postmaster@ is always
 reachable, RFC 5321 §4.5.1). Authenticated sessions skip lists and greylisting; so do
 `[verify] trusted_networks`.
+
+With several nodes on one PostgreSQL store (`shared`), blocks are read again when another node
+announces one (asked at each login and port-25 connection: a stat), sending counts are read
+through before each authenticated MAIL, greylisting reads through when memory would greylist
+(services/limits.py, services/greylist.py). On SQLite nothing of this is asked.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from postroom.services.limits import (
     guessing_refusal,
 )
 from postroom.storage.api import Store, Tx
-from postroom.storage.records import Block, SendingCount
+from postroom.storage.records import Block, SendingCount, StorageFailure
 
 log = logging.getLogger("postroom.antispam")
 
@@ -72,7 +77,9 @@ class Defences:
         self.greet_delay = antispam.greet_delay
         self.local_domains = frozenset(d.lower() for d in config.domains)
         self.trusted = config.verify.trusted_networks
-        self.keeper = WriteBehind(store)
+        # Several nodes on one store (PostgreSQL): state is read through and announced.
+        self.shared = config.storage.backend == "postgresql"
+        self.keeper = WriteBehind(store, shared=self.shared)
         self.blocks = Blocks(self.keeper, clock)
         limits = config.limits
         self.logins = LoginThrottle(limits.auth_failures, limits.auth_block, self.blocks, clock)
@@ -84,6 +91,7 @@ class Defences:
             Greylist(antispam.greylist, self.keeper, clock) if antispam.greylist else None
         )
         self._limits_stamp = 0
+        self._blocks_stamp = 0
 
     def reconfigure(self, config: Config) -> None:
         """A reloaded config (SIGHUP): the lists, the delays and the limits change at once;
@@ -124,6 +132,7 @@ class Defences:
             )
 
         self._limits_stamp = self.store.signals.version("limits")
+        self._blocks_stamp = self.store.signals.version("blocks")
         blocks, counts, triplets, networks = await self.store.read(read)
         self.blocks.load(blocks)
         self.sending.load(counts)
@@ -149,6 +158,24 @@ class Defences:
         log.info("limits reloaded after a change from the command line")
         return True
 
+    async def blocks_heard(self) -> None:
+        """Shared store: when another node announced a block, read the blocks again (the
+        store's, with ours not yet written)."""
+        if not self.shared:
+            return
+        stamp = self.store.signals.version("blocks")
+        if stamp == self._blocks_stamp:
+            return
+        self._blocks_stamp = stamp
+        now = self.clock()
+        try:
+            blocks = await self.store.read(lambda tx: tx.abuse.blocks(now))
+        except StorageFailure as failure:
+            log.warning("reading the blocks other nodes made failed: %s", failure)
+            self._blocks_stamp = 0  # asked again next time
+            return
+        self.blocks.merge(blocks)
+
     async def close(self) -> None:
         await self.keeper.close()
 
@@ -166,7 +193,20 @@ class Defences:
 
     # --- sending limits (authenticated sessions) -----------------------------------------
 
+    async def _sending_read(self, identity: str) -> None:
+        """Shared store: the count every node added to, before a MAIL is counted."""
+        if not self.shared:
+            return
+        account = identity.lower()
+        try:
+            stored = await self.store.read(lambda tx: tx.abuse.sending_count(account))
+        except StorageFailure as failure:
+            log.warning("reading the sending count of %s failed: %s", account, failure)
+            return  # what this node knows decides
+        self.sending.adopt(account, stored)
+
     async def message(self, identity: str) -> Reply | None:
+        await self._sending_read(identity)
         refusal = self.sending.message(identity)
         if refusal is not None and await self.reload_if_cleared():
             refusal = self.sending.message(identity)
@@ -181,6 +221,7 @@ class Defences:
     # --- logins ----------------------------------------------------------------------------
 
     async def login_blocked(self, client: str, account: str) -> Block | None:
+        await self.blocks_heard()
         block = self.logins.blocked(client, account)
         if block is not None and await self.reload_if_cleared():
             block = self.logins.blocked(client, account)
@@ -215,6 +256,7 @@ class ClientScreen:
         if self.service != "smtp":
             return None
         defences = self.defences
+        await defences.blocks_heard()
         block = defences.guessing.blocked(self.client)
         if block is not None and await defences.reload_if_cleared():
             block = defences.guessing.blocked(self.client)
@@ -269,6 +311,18 @@ class ClientScreen:
         whitelisted = set(self.defences.dnswl)
         if whitelisted and any(x.listed for x in await self._listings() if x.zone in whitelisted):
             return None
+        if self.defences.shared:
+            ask = greylist.lookup(self.client, sender, address)
+            if ask is not None:  # another node may have seen the triplet or passed the network
+                key, network = ask
+                try:
+                    first, passed = await self.defences.store.read(
+                        lambda tx: tx.abuse.greylist_lookup(key, network)
+                    )
+                except StorageFailure as failure:
+                    log.warning("reading greylisting state failed: %s", failure)
+                else:
+                    greylist.adopt(key, network, first, passed)
         return greylist.check(self.client, sender, address)
 
     async def unknown_recipient(self, identity: str | None) -> None:

@@ -20,6 +20,10 @@ Selectors are "pr" + the UTC date (YYYYMMDD) + the algorithm's letter (e: ed2551
 `pr20261207e2`. A key made on day D is deleted a week after it was retired, so never before
 D+7, and a selector never names two keys whose records could both be in DNS.
 
+Whoever changes keys marks the "dkim" signal (storage/signals.py): the server that signs reads
+its keys again at once (services/outbound_auth.py), and so does every node sharing a
+PostgreSQL store, which hears it through NOTIFY.
+
 Generating an RSA key costs about 100 ms of CPU. Whoever holds the event loop or a transaction
 generates first (`generate_pairs`, on a worker thread) and hands the pairs in; the functions
 taking a `Tx` generate only what they were not given (`ensure_keys_in` does it right for the
@@ -137,7 +141,10 @@ async def ensure_keys_in(store: Store, domain: str, now: float) -> list[DkimKey]
     if not missing:
         return []
     pairs = await asyncio.to_thread(generate_pairs, missing)
-    return await store.write(lambda tx: ensure_keys(tx, domain, now, pairs))
+    made = await store.write(lambda tx: ensure_keys(tx, domain, now, pairs))
+    if made:
+        store.signals.mark("dkim")  # the other nodes sharing the store read keys again
+    return made
 
 
 def _move(tx: Tx, key: DkimKey, state: DkimKeyState, now: float) -> DkimKey:
@@ -319,4 +326,7 @@ async def promote(store: Store, lookup: DnsLookup, now: float) -> list[KeyChange
     seen = (await seen_in_dns(lookup, work.announced)).seen if work.announced else []
     if not seen and not work.expired:
         return []
-    return await store.write(lambda tx: apply_promotions(tx, seen, now))
+    changes = await store.write(lambda tx: apply_promotions(tx, seen, now))
+    if changes:
+        store.signals.mark("dkim")  # this node and the others sign with what changed
+    return changes

@@ -7,6 +7,14 @@ over. Real MTAs retry (RFC 5321 §4.5.4.1); much spamware does not.
 State lives in memory (at most MAX_TRIPLETS triplets, the oldest dropped first) and is written
 behind to the store (services/limits.py `WriteBehind`), loaded again at start: a restart
 forgets nothing that was a second old. Deciding costs a dict lookup or two.
+
+Several nodes sharing a PostgreSQL store read through on a miss, as postgrey and Stalwart's
+SQL-backed greylisting look the triplet up in the database: when memory would greylist (a
+network not passed, a triplet unknown or still too young), the store is asked for the triplet
+and the network first (`lookup`, then `adopt`), so a retry reaching another node than the
+first attempt passes once the delay is over, and a network that passed on one node passes on
+all. A triplet seen on a node less than FLUSH_DELAY (a second) before the retry reaches
+another may be greylisted once more there.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from collections.abc import Iterable
 
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.replies import Reply
-from postroom.services.limits import Clock, Job, WriteBehind, client_network
+from postroom.services.limits import Clock, Pending, WriteBehind, client_network
 from postroom.storage.api import Tx
 
 log = logging.getLogger("postroom.antispam")
@@ -57,6 +65,39 @@ class Greylist:
         }
         self._networks = {n: t for n, t in networks if now - t < KEEP_NETWORK}
         self._pruned = now
+
+    def lookup(self, client: str, sender: str, recipient: str) -> tuple[str, str] | None:
+        """(triplet key, network) to ask a shared store about before `check`, when memory
+        alone would greylist; None when memory lets the mail pass."""
+        now = self.clock()
+        network = client_network(client)
+        seen = self._networks.get(network)
+        if seen is not None and now - seen < KEEP_NETWORK:
+            return None
+        key = triplet_key(network, sender, recipient)
+        first = self._triplets.get(key)
+        if first is not None and self.delay <= now - first < RETRY_WINDOW:
+            return None
+        return key, network
+
+    def adopt(self, key: str, network: str, first: float | None, passed: float | None) -> None:
+        """What the store holds of a triplet (first seen) and its network (last passed),
+        recorded by any node: the earlier first sighting and the later pass win."""
+        now = self.clock()
+        if passed is not None and now - passed < KEEP_NETWORK:
+            local = self._networks.get(network)
+            if local is None or local < passed:
+                self._networks[network] = passed
+        if first is not None and now - first < RETRY_WINDOW:
+            local = self._triplets.get(key)
+            if local is None or now - local >= RETRY_WINDOW or first < local:
+                self._triplets.pop(key, None)
+                self._triplets[key] = first
+                self._new_triplets.pop(key, None)  # the store has the earlier one
+                while len(self._triplets) > MAX_TRIPLETS:
+                    oldest = next(iter(self._triplets))
+                    del self._triplets[oldest]
+                    self._new_triplets.pop(oldest, None)
 
     def check(self, client: str, sender: str, recipient: str) -> Reply | None:
         """None when the mail may pass; else the 451 to answer."""
@@ -106,7 +147,7 @@ class Greylist:
             self._networks = {n: t for n, t in self._networks.items() if now - t < KEEP_NETWORK}
         self.keeper.changed()
 
-    def _pending(self) -> Job | None:
+    def _pending(self) -> Pending | None:
         if not (self._new_triplets or self._new_networks or self._forget):
             return None
         triplets = list(self._new_triplets.items())
@@ -119,4 +160,4 @@ class Greylist:
             tx.abuse.save_greylist(triplets, networks, forget)
             tx.abuse.prune_greylist(now - RETRY_WINDOW, now - KEEP_NETWORK)
 
-        return job
+        return Pending(job)

@@ -8,6 +8,17 @@ and what must outlive a restart (blocks, sending counts) is written behind, in o
 shutdown flushes it (`WriteBehind.flush`). Clocks are injected (`clock`, Unix seconds) so
 tests step time instead of sleeping.
 
+Several nodes on one PostgreSQL store (`shared`) see each other's state as Stalwart's cluster
+does with its shared in-memory store, without a round trip on every decision: a block is
+written at once and then announced (the "blocks" signal, storage/postgresql/notify.py), and
+every node reads the blocks again when it hears of one, so a client blocked on one node is
+refused by all within about a second. Sending counts are added to the store's count as deltas
+(atomic per account, write-behind) and read back before each authenticated MAIL, so a user's
+messages through all nodes count against one limit; what the others accepted in their last
+FLUSH_DELAY (not yet written) is the bound on how far it may be passed. Failure counters stay
+per node (a guesser spread over N nodes gets at most N × the failures before a block, which
+then holds on every node).
+
 Login guessing (as Dovecot's auth penalty and fail2ban): failures are counted per (account,
 client address), per client address and per account over the window `[limits] auth_block`.
 From the third failure of a kind on, the answer to each further failure is delayed (0.25 s,
@@ -31,7 +42,7 @@ from dataclasses import dataclass, field
 
 from postroom.proto.smtp import replies
 from postroom.proto.smtp.replies import Reply
-from postroom.storage.api import Store, Tx
+from postroom.storage.api import Signal, Store, Tx
 from postroom.storage.records import Block, SendingCount, StorageFailure
 
 log = logging.getLogger("postroom.limits")
@@ -79,25 +90,47 @@ def login_client(address: str) -> str:
     return str(ip.ipv4_mapped) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """What a source has to write: `job` (in the store's transaction), `done(ok)` (on the
+    event loop once the write committed, or failed), `announce` (told to the other nodes
+    sharing the store once it committed)."""
+
+    job: Job
+    done: Callable[[bool], None] | None = None
+    announce: Signal | None = None
+
+
 class WriteBehind:
     """Collects what the defences must keep and writes it in one store write, FLUSH_DELAY
-    after the first change (sources give their pending job when asked: coalesced)."""
+    after the first change (sources give their pending work when asked: coalesced). With a
+    `shared` store, `changed(soon=True)` writes at once (a block the other nodes must hear)."""
 
-    def __init__(self, store: Store, delay: float = FLUSH_DELAY) -> None:
+    def __init__(self, store: Store, delay: float = FLUSH_DELAY, *, shared: bool = False) -> None:
         self.store = store
         self.delay = delay
-        self.sources: list[Callable[[], Job | None]] = []
+        self.shared = shared
+        self.sources: list[Callable[[], Pending | None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._again = False  # changed while a write was under way: another one follows
+        self._soon = False
 
-    def changed(self) -> None:
-        if self._timer is not None or self._task is not None:
+    def changed(self, soon: bool = False) -> None:
+        soon = soon and self.shared
+        if self._task is not None:
+            self._again = True
+            self._soon = self._soon or soon
             return
+        if self._timer is not None:
+            if not soon:
+                return
+            self._timer.cancel()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop (a synchronous test): `flush` writes
-        self._timer = loop.call_later(self.delay, self._start)
+        self._timer = loop.call_later(0.0 if soon else self.delay, self._start)
 
     def _start(self) -> None:
         self._timer = None
@@ -108,24 +141,36 @@ class WriteBehind:
             await self.flush()
         finally:
             self._task = None
+            if self._again:
+                soon, self._again, self._soon = self._soon, False, False
+                self.changed(soon)
 
     async def flush(self) -> None:
         """Write what is pending now (shutdown calls it; failures are logged, not raised)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        jobs = [job for job in (source() for source in self.sources) if job is not None]
-        if not jobs:
+        pending = [p for p in (source() for source in self.sources) if p is not None]
+        if not pending:
             return
 
         def write(tx: Tx) -> None:
-            for job in jobs:
-                job(tx)
+            for p in pending:
+                p.job(tx)
 
         try:
             await self.store.write(write, durable=False)
         except StorageFailure as failure:
             log.warning("saving the abuse defences' state failed: %s", failure)
+            ok = False
+        else:
+            ok = True
+        for p in pending:
+            if p.done is not None:
+                p.done(ok)
+        if ok:
+            for what in sorted({p.announce for p in pending if p.announce is not None}):
+                self.store.signals.announce(what)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -185,6 +230,12 @@ class Blocks:
         self._blocks = {(b.kind, b.client, b.account): b for b in blocks}
         self._new = []
 
+    def merge(self, blocks: Iterable[Block]) -> None:
+        """The blocks the store holds (made by any node), and ours not yet written."""
+        self._blocks = {(b.kind, b.client, b.account): b for b in blocks}
+        for block in self._new:
+            self._blocks[(block.kind, block.client, block.account)] = block
+
     @property
     def any(self) -> bool:
         return bool(self._blocks)
@@ -201,9 +252,9 @@ class Blocks:
     def add(self, block: Block) -> None:
         self._blocks[(block.kind, block.client, block.account)] = block
         self._new.append(block)
-        self.keeper.changed()
+        self.keeper.changed(soon=True)
 
-    def _pending(self) -> Job | None:
+    def _pending(self) -> Pending | None:
         new, self._new = self._new, []
         if not new:
             return None
@@ -214,7 +265,11 @@ class Blocks:
             for block in new:
                 tx.abuse.add_block(block)
 
-        return job
+        def done(ok: bool) -> None:
+            if not ok:  # kept to be written with the next change (and heard by the others)
+                self._new = new + self._new
+
+        return Pending(job, done, announce="blocks")
 
 
 def _delay(failures: int) -> float:
@@ -297,7 +352,10 @@ class _Sent:
 class SendingLimits:
     """`[limits] messages_per_hour` and `recipients_per_hour` per authenticated user: counted
     as Postfix's anvil counts them (a message at MAIL, a recipient at each accepted RCPT) in a
-    window of an hour that starts with the first message after the previous one ended."""
+    window of an hour that starts with the first message after the previous one ended.
+
+    What is counted here is added to the store's count (`_unsynced`, written behind as deltas)
+    and the count that comes back, the sum of every node's, is what is believed."""
 
     def __init__(self, messages: int, recipients: int, keeper: WriteBehind, clock: Clock) -> None:
         self.messages = messages
@@ -305,17 +363,37 @@ class SendingLimits:
         self.keeper = keeper
         self.clock = clock
         self._sent: dict[str, _Sent] = {}
-        self._dirty: set[str] = set()
+        self._unsynced: dict[str, tuple[int, int]] = {}  # account → (messages, recipients)
         keeper.sources.append(self._pending)
 
     def load(self, counts: Iterable[SendingCount]) -> None:
         self._sent = {c.account: _Sent(c.window_start, c.messages, c.recipients) for c in counts}
-        self._dirty.clear()
+        self._unsynced.clear()
+
+    def adopt(self, account: str, stored: SendingCount | None) -> None:
+        """The store's count of `account` (read before a MAIL: other nodes' messages count
+        too), with what this node counted and has not written yet."""
+        account = account.lower()
+        now = self.clock()
+        mine = self._unsynced.get(account, (0, 0))
+        local = self._sent.get(account)
+        if stored is not None and now - stored.window_start < SENDING_WINDOW:
+            warned = local is not None and local.warned
+            self._sent[account] = _Sent(
+                stored.window_start, stored.messages + mine[0], stored.recipients + mine[1], warned
+            )
+        elif local is not None and now - local.window_start < SENDING_WINDOW:
+            # None kept (cleared, or not written yet): only what is still to be written.
+            self._sent[account] = _Sent(local.window_start, mine[0], mine[1], local.warned)
+        else:
+            self._sent.pop(account, None)
+            self._unsynced.pop(account, None)
 
     def _current(self, account: str, now: float) -> _Sent:
         sent = self._sent.get(account)
         if sent is None or now - sent.window_start >= SENDING_WINDOW:
             sent = self._sent[account] = _Sent(now)
+            self._unsynced.pop(account, None)  # the past window's counts matter no more
         return sent
 
     def message(self, account: str) -> Reply | None:
@@ -326,7 +404,7 @@ class SendingLimits:
             self._warn(account, sent, "messages", self.messages)
             return sending_refusal("messages", self.messages)
         sent.messages += 1
-        self._changed(account)
+        self._changed(account, 1, 0)
         return None
 
     def recipient(self, account: str) -> Reply | None:
@@ -337,7 +415,7 @@ class SendingLimits:
             self._warn(account, sent, "recipients", self.recipients)
             return sending_refusal("recipients", self.recipients)
         sent.recipients += 1
-        self._changed(account)
+        self._changed(account, 0, 1)
         return None
 
     def counts(self) -> list[SendingCount]:
@@ -359,24 +437,38 @@ class SendingLimits:
                 round(sent.window_start + SENDING_WINDOW),
             )
 
-    def _changed(self, account: str) -> None:
-        self._dirty.add(account)
+    def _changed(self, account: str, messages: int, recipients: int) -> None:
+        before = self._unsynced.get(account, (0, 0))
+        self._unsynced[account] = (before[0] + messages, before[1] + recipients)
         self.keeper.changed()
 
-    def _pending(self) -> Job | None:
-        if not self._dirty:
+    def _pending(self) -> Pending | None:
+        if not self._unsynced:
             return None
-        counts = [
-            SendingCount(a, s.window_start, s.messages, s.recipients)
-            for a in sorted(self._dirty)
+        deltas = [
+            SendingCount(a, s.window_start, m, r)
+            for a, (m, r) in sorted(self._unsynced.items())
             if (s := self._sent.get(a)) is not None
         ]
-        self._dirty.clear()
+        self._unsynced = {}
+        current_after = self.clock() - SENDING_WINDOW
+        after: list[SendingCount] = []
 
         def job(tx: Tx) -> None:
-            tx.abuse.save_sending_counts(counts)
+            after.extend(tx.abuse.add_sending_counts(deltas, current_after))
 
-        return job
+        def done(ok: bool) -> None:
+            if not ok:  # kept to be written with the next change
+                for d in deltas:
+                    if (s := self._sent.get(d.account)) is None or s.window_start != d.window_start:
+                        continue
+                    m, r = self._unsynced.get(d.account, (0, 0))
+                    self._unsynced[d.account] = (m + d.messages, r + d.recipients)
+                return
+            for count in after:
+                self.adopt(count.account, count)
+
+        return Pending(job, done)
 
 
 class GuessingTracker:

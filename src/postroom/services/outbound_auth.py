@@ -33,7 +33,9 @@ from postroom.storage.api import Store
 
 log = logging.getLogger("postroom.delivery")
 
-KEYS_KEPT = 60.0  # seconds a domain's signing keys are reused before the store is asked again
+# Seconds a domain's signing keys are reused before the store is asked again (at once after
+# the "dkim" signal: keys rotated with the CLI or on another node sharing the store).
+KEYS_KEPT = 60.0
 SRS_SECRET = "srs"
 _ARC_RESULT = re.compile(r"\barc=(pass|fail|none)\b")
 
@@ -58,6 +60,7 @@ class OutboundAuth:
         self._srs: Srs | None = None  # made when first needed (no store write at start)
         self.local_domains = frozenset(d.lower() for d in config.domains)
         self._keys: dict[str, tuple[float, list[SigningKey]]] = {}
+        self._keys_stamp = store.signals.version("dkim")
 
     def is_local(self, domain: str) -> bool:
         return domain.lower() in self.local_domains
@@ -92,6 +95,10 @@ class OutboundAuth:
             return None
 
     async def keys(self, domain: str) -> list[SigningKey]:
+        stamp = self.store.signals.version("dkim")  # keys changed here or on another node
+        if stamp != self._keys_stamp:
+            self._keys_stamp = stamp
+            self._keys.clear()
         now = time.monotonic()
         kept = self._keys.get(domain)
         if kept is not None and now - kept[0] < KEYS_KEPT:

@@ -61,7 +61,7 @@ T = TypeVar("T")
 
 Content = bool | Literal["header"]  # what of a message a FETCH reads
 FlagMode = Literal["set", "add", "remove"]
-Signal = Literal["accounts", "queue", "limits"]
+Signal = Literal["accounts", "queue", "limits", "blocks", "dkim"]
 
 
 class Accounts(Protocol):
@@ -585,6 +585,10 @@ class AbuseState(Protocol):
     def prune_greylist(self, triplets_before: float, networks_before: float) -> int:
         """Drop triplets first seen and networks last seen before these times; how many."""
 
+    def greylist_lookup(self, key: str, network: str) -> tuple[float | None, float | None]:
+        """(first seen of the triplet `key`, last seen of `network`), None for what is not
+        kept: what another node sharing the store may have recorded."""
+
     def blocks(self, now: float) -> list[Block]:
         """The blocks still in force at `now`, by kind, client, account."""
 
@@ -603,6 +607,17 @@ class AbuseState(Protocol):
 
     def save_sending_counts(self, counts: Sequence[SendingCount]) -> None:
         """Insert or replace each account's count."""
+
+    def sending_count(self, account: str) -> SendingCount | None:
+        """One account's count (None when none is kept)."""
+
+    def add_sending_counts(
+        self, deltas: Sequence[SendingCount], current_after: float
+    ) -> list[SendingCount]:
+        """Add each delta's messages and recipients to its account's count when that count's
+        window started after `current_after`; otherwise (none, or an older window) the delta
+        becomes the count. Atomic per account, so nodes sharing the store may add at once;
+        the counts after, by account."""
 
     def clear_sending_counts(self, account: str | None = None) -> int:
         """Forget one account's count (every one when None); how many went."""
@@ -658,9 +673,14 @@ class Tx(Protocol):
 
 
 class Signals(Protocol):
-    """Notes from the CLI (another process) to a running server: accounts or queue changed."""
+    """Notes from the CLI (another process) to a running server, and between the nodes that
+    share a store: accounts, queue, limits, blocks or DKIM keys changed."""
 
     def mark(self, what: Signal) -> None: ...
+
+    def announce(self, what: Signal) -> None:
+        """Tell the other nodes sharing the store only (not this process): nothing on SQLite,
+        whose store one server owns."""
 
     def version(self, what: Signal) -> int:
         """Changes whenever `mark(what)` was called; cheap (asked once per RCPT)."""

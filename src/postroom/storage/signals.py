@@ -18,6 +18,8 @@ _FILES: dict[Signal, str] = {
     "accounts": "accounts.changed",
     "queue": "queue.changed",
     "limits": "limits.changed",  # `postroom limits clear`: the server reloads blocks and counts
+    "blocks": "blocks.changed",  # a block made (by another node: services/antispam.py)
+    "dkim": "dkim.changed",  # DKIM keys added, rotated, promoted: signing keys read again
 }
 
 
@@ -30,6 +32,9 @@ class FileSignals:
         os.close(private.open_file(Path(path)))
         now = time.time_ns()
         os.utime(path, ns=(now, now))
+
+    def announce(self, what: Signal) -> None:
+        """Nothing: one server owns a SQLite store, no other node is there to tell."""
 
     def version(self, what: Signal) -> int:
         """The stamp's mtime in ns (0 when absent)."""

@@ -57,6 +57,19 @@ class PgAbuseState:
         ).rowcount
         return gone
 
+    def greylist_lookup(self, key: str, network: str) -> tuple[float | None, float | None]:
+        row = self.conn.execute(
+            "SELECT (SELECT first_seen FROM greylist_triplets WHERE key = %s),"
+            " (SELECT last_seen FROM greylist_networks WHERE network = %s)",
+            (key, network),
+        ).fetchone()
+        if row is None:
+            return None, None
+        return (
+            None if row[0] is None else float(row[0]),
+            None if row[1] is None else float(row[1]),
+        )
+
     def blocks(self, now: float) -> list[Block]:
         rows = self.conn.execute(
             "SELECT kind, client, account, until, reason FROM abuse_blocks WHERE until > %s"
@@ -103,6 +116,42 @@ class PgAbuseState:
                 " recipients = excluded.recipients",
                 [(c.account, c.window_start, c.messages, c.recipients) for c in counts],
             )
+
+    def sending_count(self, account: str) -> SendingCount | None:
+        row = self.conn.execute(
+            "SELECT window_start, messages, recipients FROM sending_counts WHERE account = %s",
+            (account,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SendingCount(account, float(row[0]), int(row[1]), int(row[2]))
+
+    def add_sending_counts(
+        self, deltas: Sequence[SendingCount], current_after: float
+    ) -> list[SendingCount]:
+        after = []
+        for c in sorted(deltas, key=lambda c: c.account):  # one order: no deadlock between nodes
+            row = self.conn.execute(
+                "INSERT INTO sending_counts AS s(account, window_start, messages, recipients)"
+                " VALUES (%(a)s, %(w)s, %(m)s, %(r)s) ON CONFLICT (account) DO UPDATE SET"
+                " messages = CASE WHEN s.window_start > %(after)s"
+                " THEN s.messages + excluded.messages ELSE excluded.messages END,"
+                " recipients = CASE WHEN s.window_start > %(after)s"
+                " THEN s.recipients + excluded.recipients ELSE excluded.recipients END,"
+                " window_start = CASE WHEN s.window_start > %(after)s"
+                " THEN s.window_start ELSE excluded.window_start END"
+                " RETURNING window_start, messages, recipients",
+                {
+                    "a": c.account,
+                    "w": c.window_start,
+                    "m": c.messages,
+                    "r": c.recipients,
+                    "after": current_after,
+                },
+            ).fetchone()
+            assert row is not None  # an upsert returns its row
+            after.append(SendingCount(c.account, float(row[0]), int(row[1]), int(row[2])))
+        return after
 
     def clear_sending_counts(self, account: str | None = None) -> int:
         cursor = self.conn.execute(

@@ -4,7 +4,8 @@ Two channels. On MAILBOXES the store's writer announces, inside the transaction 
 commit that changed mailboxes (so only committed changes are heard: NOTIFY is delivered at
 COMMIT, and never after a ROLLBACK), each mailbox id with its HIGHESTMODSEQ, `-` for a mailbox
 that is gone. On SIGNALS a node, or a CLI command, announces what `storage/signals.py` stamps:
-accounts, queue or limits changed.
+accounts, queue, limits, blocks or DKIM keys changed (a node announces a change
+only after the transaction that made it committed).
 
 Every payload starts with the sender's origin (a random token per process) so a node skips what
 it sent itself: its writer has already told its own sessions, and its own marks have already
@@ -43,7 +44,7 @@ SIGNALS = "postroom_signals"
 PAYLOAD_MAX = 7900  # bytes; PostgreSQL's limit is 8000 (its default build)
 POLL = 0.25  # seconds between looks at the node's own signals to send, and at stop
 BACKOFF_MAX = 5.0  # seconds between attempts to reconnect
-SIGNAL_NAMES: tuple[Signal, ...] = ("accounts", "queue", "limits")
+SIGNAL_NAMES: tuple[Signal, ...] = ("accounts", "queue", "limits", "blocks", "dkim")
 
 Changes = dict[int, int | None]
 
@@ -121,6 +122,10 @@ class PgSignals:
     def mark(self, what: Signal) -> None:
         self._send(what)
         self._files.mark(what)
+
+    def announce(self, what: Signal) -> None:
+        """Tell the other nodes only: this process knows already."""
+        self._send(what)
 
     def heard(self, what: Signal) -> None:
         """Another node (or a CLI command) marked `what` (called by the listener's thread)."""

@@ -53,6 +53,18 @@ class SqliteAbuseState:
         ).rowcount
         return int(gone)
 
+    def greylist_lookup(self, key: str, network: str) -> tuple[float | None, float | None]:
+        triplet = self.conn.execute(
+            "SELECT first_seen FROM greylist_triplets WHERE key = ?", (key,)
+        ).fetchone()
+        passed = self.conn.execute(
+            "SELECT last_seen FROM greylist_networks WHERE network = ?", (network,)
+        ).fetchone()
+        return (
+            None if triplet is None else float(triplet[0]),
+            None if passed is None else float(passed[0]),
+        )
+
     def blocks(self, now: float) -> list[Block]:
         rows = self.conn.execute(
             "SELECT kind, client, account, until, reason FROM abuse_blocks WHERE until > ?"
@@ -101,6 +113,32 @@ class SqliteAbuseState:
             " VALUES (?, ?, ?, ?)",
             [(c.account, c.window_start, c.messages, c.recipients) for c in counts],
         )
+
+    def sending_count(self, account: str) -> SendingCount | None:
+        row = self.conn.execute(
+            "SELECT window_start, messages, recipients FROM sending_counts WHERE account = ?",
+            (account,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SendingCount(account, float(row[0]), int(row[1]), int(row[2]))
+
+    def add_sending_counts(
+        self, deltas: Sequence[SendingCount], current_after: float
+    ) -> list[SendingCount]:
+        after = []
+        for c in sorted(deltas, key=lambda c: c.account):
+            row = self.conn.execute(
+                "INSERT INTO sending_counts(account, window_start, messages, recipients)"
+                " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (account) DO UPDATE SET"
+                " messages = iif(window_start > ?5, messages + ?3, ?3),"
+                " recipients = iif(window_start > ?5, recipients + ?4, ?4),"
+                " window_start = iif(window_start > ?5, window_start, ?2)"
+                " RETURNING window_start, messages, recipients",
+                (c.account, c.window_start, c.messages, c.recipients, current_after),
+            ).fetchone()
+            after.append(SendingCount(c.account, float(row[0]), int(row[1]), int(row[2])))
+        return after
 
     def clear_sending_counts(self, account: str | None = None) -> int:
         if account is None:
