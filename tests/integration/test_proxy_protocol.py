@@ -16,10 +16,8 @@ import re
 import smtplib
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
 from http.cookies import SimpleCookie
@@ -39,14 +37,13 @@ from .conftest import (
     PASSWORDS,
     Postroom,
     free_ports,
-    require_program,
 )
 from .dns_server import DnsServerFactory
+from .haproxy import BALANCER, Balancer, accept_proxy, start_haproxy
 
 dns_server = dns_server_module.dns_server
 
 CLIENT = "127.0.0.5"  # the original client, as HAProxy sees it
-BALANCER = "127.0.0.66"  # HAProxy's source address towards postroom: trusted
 STRANGER = "127.0.0.7"  # neither
 TIMEOUT = 15.0
 SERVICES = ("smtp", "submission", "imap", "imaps", "pop3", "https")
@@ -63,32 +60,7 @@ ZONES = {
     "test": SOA.format(origin="test"),
 }
 
-
-@dataclass
-class Balancer:
-    """A running HAProxy: one frontend port per (listener, PROXY version)."""
-
-    proc: subprocess.Popen[bytes]
-    ports: dict[tuple[str, int], int]
-    log_path: Path
-
-
-def _with_proxy(server: Postroom) -> None:
-    """Make the server's config name its listeners in [listen] proxy_protocol (also when the
-    conftest writes it again on new ports)."""
-    write = server.write_config
-
-    def write_config() -> None:
-        write()
-        text = server.config_path.read_text(encoding="utf-8")
-        keys = f'proxy_protocol = {list(SERVICES)!r}\nproxy_trusted = ["{BALANCER}/32"]\n'
-        server.config_path.write_text(
-            text.replace("[listen]\n", "[listen]\n" + keys.replace("'", '"'), 1),
-            encoding="utf-8",
-        )
-
-    server.write_config = write_config  # type: ignore[method-assign]
-    write_config()
+Behind = tuple[Postroom, Balancer[tuple[str, int]]]
 
 
 def _haproxy_config(server: Postroom, ports: dict[tuple[str, int], int]) -> str:
@@ -116,8 +88,7 @@ def _haproxy_config(server: Postroom, ports: dict[tuple[str, int], int]) -> str:
 @pytest.fixture
 def behind(
     dns_server: DnsServerFactory, postroom_factory: Callable[..., Postroom], tmp_path: Path
-) -> Iterator[tuple[Postroom, Balancer]]:
-    haproxy = require_program("haproxy")
+) -> Iterator[Behind]:
     nsd = dns_server(ZONES)
     server = postroom_factory(
         services=SERVICES,
@@ -125,48 +96,15 @@ def behind(
         extra=f'[dns]\nnameservers = ["{nsd.nameserver}"]\n\n[verify]\nenabled = true\n'
         "\n[auth]\nplaintext = true\n",  # LOGIN on the plain IMAP listener
     )
-    _with_proxy(server)
+    accept_proxy(server, SERVICES)
     server.start()
     wanted = [(service, version) for service in SERVICES for version in (1, 2)]
     ports = dict(zip(wanted, free_ports(len(wanted)), strict=True))
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(_haproxy_config(server, ports), encoding="utf-8")
-    log_path = tmp_path / "haproxy.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [haproxy, "-db", "-f", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    balancer = Balancer(proc, ports, log_path)
+    balancer = start_haproxy(tmp_path / "haproxy", _haproxy_config(server, ports), ports)
     try:
-        _wait_listening(balancer)
         yield server, balancer
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _wait_listening(balancer: Balancer) -> None:
-    """Until every frontend port is bound (read from /proc: a probe connection would itself be
-    relayed to postroom)."""
-    deadline = time.monotonic() + TIMEOUT
-    wanted = {f"0100007F:{port:04X}" for port in balancer.ports.values()}
-    while True:
-        if balancer.proc.poll() is not None:
-            raise AssertionError(f"haproxy exited: {balancer.log_path.read_text()}")
-        with open("/proc/net/tcp", encoding="ascii") as table:
-            listening = {row.split()[1] for row in table.readlines()[1:] if row.split()[3] == "0A"}
-        if wanted <= listening:
-            return
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"haproxy did not listen: {balancer.log_path.read_text()}")
-        time.sleep(0.05)
+        balancer.stop()
 
 
 def _message(sender: str) -> bytes:
@@ -200,9 +138,7 @@ def _smtp_through(port: int, sender: str) -> None:
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_smtp_through_haproxy_sees_the_client(
-    behind: tuple[Postroom, Balancer], version: int
-) -> None:
+def test_smtp_through_haproxy_sees_the_client(behind: Behind, version: int) -> None:
     server, balancer = behind
     _smtp_through(balancer.ports["smtp", version], "someone@sender.test")
     server.wait_for_messages(BOB, 1)
@@ -214,7 +150,7 @@ def test_smtp_through_haproxy_sees_the_client(
     server.wait_for_log(rf"queued id=\S+ client={CLIENT} from=<someone@sender\.test>")
 
 
-def test_submission_with_starttls_through_haproxy(behind: tuple[Postroom, Balancer]) -> None:
+def test_submission_with_starttls_through_haproxy(behind: Behind) -> None:
     """STARTTLS after the header: the upgrade and the login happen on the relayed connection."""
     server, balancer = behind
     with smtplib.SMTP(
@@ -234,7 +170,7 @@ def test_submission_with_starttls_through_haproxy(behind: tuple[Postroom, Balanc
 
 
 def test_pop3_with_an_ipv6_client_in_a_version_1_header(
-    behind: tuple[Postroom, Balancer],
+    behind: Behind,
 ) -> None:
     server, _balancer = behind
     with _connect(server.ports["pop3"], BALANCER) as sock, sock.makefile("rb") as replies:
@@ -245,7 +181,7 @@ def test_pop3_with_an_ipv6_client_in_a_version_1_header(
     server.wait_for_log(rf"pop3 login service=pop3 client=2001:db8::9 user={ALICE}")
 
 
-def test_spf_fails_for_the_balancers_own_address(behind: tuple[Postroom, Balancer]) -> None:
+def test_spf_fails_for_the_balancers_own_address(behind: Behind) -> None:
     """The same mail sent with a LOCAL header (postroom keeps the socket peer, 127.0.0.66)
     fails SPF and DMARC rejects it: the pass above came from the header's address."""
 
@@ -281,9 +217,7 @@ class SourcedImapTls(imaplib.IMAP4_SSL):
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_imap_through_haproxy_sees_the_client(
-    behind: tuple[Postroom, Balancer], version: int
-) -> None:
+def test_imap_through_haproxy_sees_the_client(behind: Behind, version: int) -> None:
     server, balancer = behind
     with SourcedImap("127.0.0.1", balancer.ports["imap", version], timeout=TIMEOUT) as imap:
         with pytest.raises(imaplib.IMAP4.error):
@@ -296,7 +230,7 @@ def test_imap_through_haproxy_sees_the_client(
     server.wait_for_log(rf"login failed service=imap client={CLIENT} user=<nobody@")
 
 
-def test_implicit_tls_through_haproxy_in_tcp_mode(behind: tuple[Postroom, Balancer]) -> None:
+def test_implicit_tls_through_haproxy_in_tcp_mode(behind: Behind) -> None:
     server, balancer = behind
     for version in (1, 2):
         with SourcedImapTls(
@@ -326,7 +260,7 @@ def _https(
         connection.close()
 
 
-def test_web_login_through_haproxy_sees_the_client(behind: tuple[Postroom, Balancer]) -> None:
+def test_web_login_through_haproxy_sees_the_client(behind: Behind) -> None:
     """HTTPS in TCP mode: the web admin's failed login is logged (the fail2ban line) and
     throttled under the client's address."""
     server, balancer = behind
@@ -357,7 +291,7 @@ def test_web_login_through_haproxy_sees_the_client(behind: tuple[Postroom, Balan
 
 
 def test_direct_connections_to_a_proxy_listener_are_refused(
-    behind: tuple[Postroom, Balancer],
+    behind: Behind,
 ) -> None:
     server, _balancer = behind
     for service in SERVICES:
@@ -371,7 +305,7 @@ def test_direct_connections_to_a_proxy_listener_are_refused(
 
 
 def test_a_header_from_the_client_behind_haproxy_is_not_believed(
-    behind: tuple[Postroom, Balancer],
+    behind: Behind,
 ) -> None:
     server, balancer = behind
     sock = _connect(balancer.ports["smtp", 2])
@@ -395,7 +329,7 @@ def test_a_header_from_the_client_behind_haproxy_is_not_believed(
     ],
 )
 def test_a_trusted_peer_with_a_bad_header_is_closed(
-    behind: tuple[Postroom, Balancer], data: bytes, reason: str
+    behind: Behind, data: bytes, reason: str
 ) -> None:
     server, _balancer = behind
     sock = _connect(server.smtp_port, BALANCER)
@@ -407,7 +341,7 @@ def test_a_trusted_peer_with_a_bad_header_is_closed(
 
 
 def test_a_silent_trusted_peer_is_closed_after_the_header_timeout(
-    behind: tuple[Postroom, Balancer],
+    behind: Behind,
 ) -> None:
     server, _balancer = behind
     started = time.monotonic()
@@ -416,7 +350,7 @@ def test_a_silent_trusted_peer_is_closed_after_the_header_timeout(
     server.wait_for_log(rf"header refused service=smtp peer={BALANCER}: no complete header")
 
 
-def test_a_header_in_pieces_and_data_right_behind_it(behind: tuple[Postroom, Balancer]) -> None:
+def test_a_header_in_pieces_and_data_right_behind_it(behind: Behind) -> None:
     """A version 2 header sent in three segments, the client's first command in the same
     segment as its end: the header is taken whole and nothing more, so the command is
     answered, and the session's client is the header's."""
