@@ -241,10 +241,14 @@ class BenchPostgres:
             cur = conn.execute(statement)
             return cur.fetchall() if cur.description else []
 
-    def usage(self) -> Usage:
+    def usage(self, settled: bool = False) -> Usage:
         """The cluster's counters now (read from the `postgres` database, so the benchmark's
-        own queries are not counted as the benchmark database's commits)."""
+        own queries are not counted as the benchmark database's commits). ``settled``: first
+        wait until no client is connected to DATABASE any more, so every backend that served
+        one has flushed its statistics on exit."""
         assert self.pid is not None
+        if settled:
+            self.wait_disconnected()
         rows = self.execute(
             "SELECT pg_current_wal_lsn()::text, w.wal_sync, d.xact_commit, d.xact_rollback,"
             " d.tup_inserted + d.tup_updated + d.tup_deleted"
@@ -259,6 +263,29 @@ class BenchPostgres:
             rows_written=int(rows_written),
             cpu_seconds=tree_cpu_seconds(self.pid),
         )
+
+    def wait_disconnected(self, timeout: float = 30.0) -> None:
+        """Wait until no client backend is connected to DATABASE and its statistics are all
+        in (see below)."""
+        deadline = time.monotonic() + timeout
+        query = (
+            "SELECT count(*) FROM pg_stat_activity"
+            f" WHERE datname = '{DATABASE}' AND backend_type = 'client backend'"
+        )
+        while self.execute(query)[0][0]:
+            if time.monotonic() > deadline:
+                raise BenchError(f"clients still connected to {DATABASE} after {timeout:.0f}s")
+            time.sleep(0.05)
+        # The last backends flush their statistics as they exit, beside leaving the view:
+        # the commit count of DATABASE (only its clients change it) must hold still.
+        query = f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{DATABASE}'"
+        last = self.execute(query)[0][0]
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = self.execute(query)[0][0]
+            if now == last:
+                return
+            last = now
 
     def stop(self) -> None:
         try:

@@ -91,7 +91,7 @@ def run_nodes(load: Load, timeout: float, count: int) -> dict[str, Any]:
         nodes_cpu = sum(tree_cpu_seconds(pid) for pid in pids) - nodes_cpu
         for proc in procs:
             stop_process(proc)  # its backends exit and flush their statistics
-        after = pg.usage()
+        after = pg.usage(settled=True)
         elapsed = done - start
         result: dict[str, Any] = {
             "messages": n,
