@@ -264,6 +264,15 @@ class BenchPostgres:
             cpu_seconds=tree_cpu_seconds(self.pid),
         )
 
+    def rows_by_table(self) -> dict[str, int]:
+        """Rows inserted, updated and deleted so far in each of DATABASE's tables (this query
+        is a transaction of DATABASE's: one commit more in its count)."""
+        rows = self.execute(
+            "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables",
+            database=DATABASE,
+        )
+        return {str(name): int(count) for name, count in rows}
+
     def wait_disconnected(self, timeout: float = 30.0) -> None:
         """Wait until no client backend is connected to DATABASE and its statistics are all
         in (see below)."""

@@ -3,7 +3,8 @@
 Usage (from the repo root, as root, with postfix installed)::
 
     .venv/bin/python bench/run.py [--messages 5000] [--rounds 3]
-                                  [--only postfix,aiosmtpd,dovecot,postroom]
+                                  [--only postfix,aiosmtpd,dovecot,postroom,
+                                          postroom-pg,postroom-pg2]
                                   [--scenario receive,relay,imap,stock,auth]
                                   [--auth-messages 600]
                                   [--imap-messages 10000] [--imap-sessions 10000]
@@ -14,10 +15,11 @@ system runs ``--rounds`` times, in turn and in alternating order, and its median
 round is reported (one run of a system swings by a quarter between identical
 runs on a shared machine).  Five scenarios:
 ``receive`` (accept and deliver locally; postroom is also measured for RSS
-growth while 10 sessions send a 20 MiB message each), ``relay`` (Postfix and
-postroom forward the load into smtp-sink, sys_relay.py), ``imap`` (Dovecot
-and postroom over the same generated mailbox, with its own client and with
-imaplib, then postroom's RSS with many idle sessions, sys_imap.py) and
+growth while 10 sessions send a 20 MiB message each; postroom-pg and postroom-pg2 are one and
+two postroom nodes on a private PostgreSQL, sys_postroom_pg.py, with its cost per message),
+``relay`` (Postfix and postroom forward the load into smtp-sink, sys_relay.py), ``imap``
+(Dovecot and postroom, on SQLite and on PostgreSQL, over the same generated mailbox, with
+its own client and with imaplib, then postroom's RSS with many idle sessions, sys_imap.py) and
 ``stock`` (smtplib against Postfix and postroom, poplib against Dovecot and
 postroom, sys_stock.py) and ``auth`` (DKIM-signed mail from a remote domain verified by
 Postfix with opendkim and opendmarc and by postroom, and postroom's submission rate with
@@ -232,6 +234,10 @@ def print_pg_table(results: dict[str, dict[str, Any]]) -> None:
     for name in names:
         if "group_commit" in results[name]:
             print(f"{name} group commit: {results[name]['group_commit']}")
+        tables = results[name].get("pg_rows_by_table_per_msg")
+        if tables:
+            each = ", ".join(f"{table} {rows:g}" for table, rows in tables.items())
+            print(f"{name} rows written per message: {each}")
 
 
 def host_info() -> dict[str, Any]:

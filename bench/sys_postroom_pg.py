@@ -65,6 +65,7 @@ def run_nodes(load: Load, timeout: float, count: int) -> dict[str, Any]:
         procs = [node.proc for node in nodes]
         pids = [proc.pid for proc in procs if proc is not None]
         nodes[0].message_count()  # log in for the polls before the clock starts
+        tables = pg.rows_by_table()
         os.sync()
         before = pg.usage()
         nodes_cpu = sum(tree_cpu_seconds(pid) for pid in pids)
@@ -92,6 +93,11 @@ def run_nodes(load: Load, timeout: float, count: int) -> dict[str, Any]:
         for proc in procs:
             stop_process(proc)  # its backends exit and flush their statistics
         after = pg.usage(settled=True)
+        written = {
+            name: round((count - tables.get(name, 0)) / n, 2)
+            for name, count in sorted(pg.rows_by_table().items())
+            if count > tables.get(name, 0)
+        }
         elapsed = done - start
         result: dict[str, Any] = {
             "messages": n,
@@ -103,6 +109,7 @@ def run_nodes(load: Load, timeout: float, count: int) -> dict[str, Any]:
             "load_split": " + ".join(f"-s {p.sessions} -m {p.messages}" for p in loads),
             "postroom_cpu_ms_per_msg": round(nodes_cpu * 1000.0 / n, 3),
             **after.per_message(before, n),
+            "pg_rows_by_table_per_msg": written,
             "pg_settings": pg.settings,
             "measure": "smtp-source start until IMAP STATUS shows all messages in INBOX",
         }
