@@ -306,17 +306,21 @@ class BenchPostgres:
                 except (BenchError, subprocess.TimeoutExpired):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(self.pid, signal.SIGKILL)
-                    _wait_gone(self.pid)
+                # `pg_ctl stop -w` returns once postmaster.pid is gone, a moment before the
+                # postmaster itself.
+                _wait_gone(self.pid)
                 self.pid = None
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie, gone but not yet reaped, is not)."""
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] != b"Z"
+
+
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
