@@ -3,7 +3,8 @@
 Usage (from the repo root, as root, with postfix installed)::
 
     .venv/bin/python bench/run.py [--messages 5000] [--rounds 3]
-                                  [--only postfix,aiosmtpd,dovecot,postroom]
+                                  [--only postfix,aiosmtpd,dovecot,postroom,
+                                          postroom-pg,postroom-pg2]
                                   [--scenario receive,relay,imap,stock,auth]
                                   [--auth-messages 600]
                                   [--imap-messages 10000] [--imap-sessions 10000]
@@ -14,10 +15,11 @@ system runs ``--rounds`` times, in turn and in alternating order, and its median
 round is reported (one run of a system swings by a quarter between identical
 runs on a shared machine).  Five scenarios:
 ``receive`` (accept and deliver locally; postroom is also measured for RSS
-growth while 10 sessions send a 20 MiB message each), ``relay`` (Postfix and
-postroom forward the load into smtp-sink, sys_relay.py), ``imap`` (Dovecot
-and postroom over the same generated mailbox, with its own client and with
-imaplib, then postroom's RSS with many idle sessions, sys_imap.py) and
+growth while 10 sessions send a 20 MiB message each; postroom-pg and postroom-pg2 are one and
+two postroom nodes on a private PostgreSQL, sys_postroom_pg.py, with its cost per message),
+``relay`` (Postfix and postroom forward the load into smtp-sink, sys_relay.py), ``imap``
+(Dovecot and postroom, on SQLite and on PostgreSQL, over the same generated mailbox, with
+its own client and with imaplib, then postroom's RSS with many idle sessions, sys_imap.py) and
 ``stock`` (smtplib against Postfix and postroom, poplib against Dovecot and
 postroom, sys_stock.py) and ``auth`` (DKIM-signed mail from a remote domain verified by
 Postfix with opendkim and opendmarc and by postroom, and postroom's submission rate with
@@ -45,12 +47,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import imap_stock
+import pg_server
 import sys_aiosmtpd
 import sys_auth
 import sys_dovecot
 import sys_imap
 import sys_postfix
 import sys_postroom
+import sys_postroom_pg
 import sys_relay
 import sys_stock
 from common import BenchError, Load
@@ -60,12 +64,15 @@ SYSTEMS: dict[str, Runner] = {
     "postfix": sys_postfix.run,
     "aiosmtpd": sys_aiosmtpd.run,
     "postroom": sys_postroom.run,
+    "postroom-pg": sys_postroom_pg.run,
+    "postroom-pg2": sys_postroom_pg.run_two,
 }
+PG_SYSTEMS = ("postroom-pg", "postroom-pg2")
 RELAY_SYSTEMS: dict[str, Runner] = {
     "postfix": sys_relay.run_postfix,
     "postroom": sys_relay.run_postroom,
 }
-IMAP_SYSTEMS = ("dovecot", "postroom")
+IMAP_SYSTEMS = sys_imap.SYSTEMS
 SCENARIOS = ("receive", "relay", "imap", "stock", "auth")
 STOCK_SYSTEMS = ("postfix", "dovecot", "postroom")
 RATIO_TARGET_VS_POSTFIX = 2.0
@@ -79,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=5000, help="messages per system")
     parser.add_argument(
         "--only",
-        default=",".join([*SYSTEMS, "dovecot"]),
+        default=",".join([*SYSTEMS, "dovecot"]),  # every system: IMAP_SYSTEMS are these
         help="comma-separated systems to run (default: %(default)s)",
     )
     parser.add_argument(
@@ -120,7 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
-    known = [*SYSTEMS, "dovecot"]
+    known = [*SYSTEMS, *(name for name in IMAP_SYSTEMS if name not in SYSTEMS)]
     unknown = [name for name in args.only if name not in known]
     if unknown:
         parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(known)}")
@@ -141,9 +148,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def ratio(results: dict[str, dict[str, Any]], system: str) -> float | None:
-    """postroom msg/s divided by ``system``'s, if both were measured."""
-    ours = results.get("postroom", {}).get("msg_per_s")
+def ratio(
+    results: dict[str, dict[str, Any]], system: str, ours_name: str = "postroom"
+) -> float | None:
+    """``ours_name``'s msg/s (postroom's by default) divided by ``system``'s, if both were
+    measured."""
+    ours = results.get(ours_name, {}).get("msg_per_s")
     theirs = results.get(system, {}).get("msg_per_s")
     if not ours or not theirs:
         return None
@@ -152,17 +162,17 @@ def ratio(results: dict[str, dict[str, Any]], system: str) -> float | None:
 
 def print_table(results: dict[str, dict[str, Any]]) -> None:
     print()
-    print(f"{'system':<10} {'msg/s':>10} {'seconds':>9} {'postroom/system':>16}")
-    print("-" * 48)
+    print(f"{'system':<13} {'msg/s':>10} {'seconds':>9} {'postroom/system':>16}")
+    print("-" * 51)
     for name, res in results.items():
         if "error" in res:
-            print(f"{name:<10} {'FAILED':>10}")
+            print(f"{name:<13} {'FAILED':>10}")
             continue
         r = None if name == "postroom" else ratio(results, name)
         rounds = res.get("rounds_msg_per_s", [])
         each = f"   rounds: {' '.join(f'{rate:.1f}' for rate in rounds)}" if len(rounds) > 1 else ""
         print(
-            f"{name:<10} {res['msg_per_s']:>10.1f} {res['seconds']:>9.2f} "
+            f"{name:<13} {res['msg_per_s']:>10.1f} {res['seconds']:>9.2f} "
             f"{'-' if r is None else f'{r:.2f}':>16}{each}"
         )
     r = ratio(results, "postfix")
@@ -179,6 +189,55 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         print(f"postroom RSS: FAILED ({pr['rss_error'].splitlines()[0]})")
     if "group_commit" in pr:
         print(f"postroom group commit: {pr['group_commit']}")
+    print_pg_table(results)
+
+
+def pg_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Each PostgreSQL system's msg/s over Postfix's and over postroom's on SQLite."""
+    return {
+        f"{name}/{other}": ratio(results, other, name)
+        for name in PG_SYSTEMS
+        if name in results
+        for other in ("postfix", "postroom")
+        if other in results
+    }
+
+
+def print_pg_table(results: dict[str, dict[str, Any]]) -> None:
+    """postroom on PostgreSQL against Postfix and postroom on SQLite, and what PostgreSQL
+    spent per message (sys_postroom_pg.py, pg_server.Usage)."""
+    names = [name for name in PG_SYSTEMS if name in results and "error" not in results[name]]
+    if not names:
+        return
+    print("\npostroom on PostgreSQL (fsync and synchronous_commit on; per message inside it)")
+    print(
+        f"{'system':<13} {'msg/s':>8} {'/postfix':>9} {'/sqlite':>8} {'WAL B':>7} "
+        f"{'fsyncs':>7} {'commits':>8} {'rows':>6} {'pg cpu ms':>10} {'node cpu ms':>12}"
+    )
+    print("-" * 96)
+    for name in names:
+        res = results[name]
+        shown = [ratio(results, other, name) for other in ("postfix", "postroom")]
+        vs = ["-" if r is None else f"{r:.2f}" for r in shown]
+        print(
+            f"{name:<13} {res['msg_per_s']:>8.1f} {vs[0]:>9} {vs[1]:>8} "
+            f"{res['pg_wal_bytes_per_msg']:>7} {res['pg_wal_syncs_per_msg']:>7.3f} "
+            f"{res['pg_commits_per_msg']:>8.2f} {res['pg_rows_written_per_msg']:>6.1f} "
+            f"{res['pg_cpu_ms_per_msg']:>10.3f} {res['postroom_cpu_ms_per_msg']:>12.3f}"
+        )
+    print(
+        "/postfix, /sqlite = the system's msg/s over Postfix's and postroom-on-SQLite's; "
+        "WAL B, fsyncs (pg_stat_wal.wal_sync),\ncommits (pg_stat_database.xact_commit), rows "
+        "(inserted+updated+deleted), pg cpu ms (the postgres processes)\nand node cpu ms (the "
+        "postroom nodes) are per message, over the timed load"
+    )
+    for name in names:
+        if "group_commit" in results[name]:
+            print(f"{name} group commit: {results[name]['group_commit']}")
+        tables = results[name].get("pg_rows_by_table_per_msg")
+        if tables:
+            each = ", ".join(f"{table} {rows:g}" for table, rows in tables.items())
+            print(f"{name} rows written per message: {each}")
 
 
 def host_info() -> dict[str, Any]:
@@ -188,6 +247,7 @@ def host_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "postfix": sys_postfix.postfix_version(),
         "dovecot": sys_dovecot.dovecot_version(),
+        "postgresql": pg_server.postgres_version(),
     }
 
 
@@ -236,6 +296,39 @@ def print_op_table(
     return ratios
 
 
+def print_pg_op_table(
+    title: str, res: dict[str, Any], ops: tuple[str, ...], name: str
+) -> dict[str, dict[str, float | None]]:
+    """One line per operation: Dovecot's, postroom-on-SQLite's and ``name``'s median ms, the
+    ratios Dovecot/``name`` and SQLite/``name``, and what PostgreSQL spent per run of it."""
+    ref, sqlite, ours = res.get("dovecot", {}), res.get("postroom", {}), res.get(name, {})
+    print(f"\n{title}")
+    print(
+        f"{'operation':<16} {'dovecot ms':>11} {'sqlite ms':>10} {'pg ms':>9} "
+        f"{'dovecot/pg':>11} {'sqlite/pg':>10} {'pg cpu ms':>10} {'WAL KiB':>8}"
+    )
+    print("-" * 92)
+    ratios: dict[str, dict[str, float | None]] = {}
+    for op in ops:
+        dm, sm, pm = (r.get(op, {}).get("median_ms") for r in (ref, sqlite, ours))
+        vs = ratios[op] = {
+            "dovecot": round(dm / pm, 2) if dm and pm else None,
+            "postroom": round(sm / pm, 2) if sm and pm else None,
+        }
+        cost = ours.get(op, {})
+        wal = cost.get("pg_wal_bytes")
+        cells = [
+            "-" if v is None else f"{v:.2f}" if v < 10 else f"{v:.1f}"
+            for v in (dm, sm, pm, vs["dovecot"], vs["postroom"], cost.get("pg_cpu_ms"))
+        ]
+        print(
+            f"{op:<16} {cells[0]:>11} {cells[1]:>10} {cells[2]:>9} {cells[3]:>11} "
+            f"{cells[4]:>10} {cells[5]:>10} {'-' if wal is None else f'{wal / 1024:.1f}':>8}"
+        )
+    print("ratio = the other's ms / pg ms; pg cpu ms and WAL KiB: PostgreSQL's, per run")
+    return ratios
+
+
 def print_imap_table(imap: dict[str, Any]) -> None:
     runs = f"{imap['messages']} messages, median of {imap['reps']} runs"
     imap["ratios"] = print_op_table(
@@ -248,6 +341,16 @@ def print_imap_table(imap: dict[str, Any]) -> None:
             imap_stock.OPS,
             "dovecot",
         )
+    for name in sys_imap.PG_SYSTEMS:
+        if name not in imap.get("results", {}):
+            continue
+        imap.setdefault("pg_ratios", {})[name] = print_pg_op_table(
+            f"IMAP over TLS on PostgreSQL: {name}, {runs}", imap["results"], sys_imap.OPS, name
+        )
+        if imap.get("stock"):
+            imap["pg_ratios"][name + " stock"] = print_pg_op_table(
+                f"imaplib on PostgreSQL: {name}", imap["stock"], imap_stock.OPS, name
+            )
     for name, load in imap.get("load", {}).items():
         print(f"load {name}: {load['load_seconds']} s ({load['load_msg_per_s']} msg/s, untimed)")
         print(f"first LOGIN {name} (argon2 in both, untimed): {load['first_login_ms']} ms")
@@ -394,7 +497,10 @@ def main(argv: list[str] | None = None) -> int:
             "recipient": load.recipient,
         },
         "results": results,
-        "ratios": {f"postroom/{name}": ratio(results, name) for name in results},
+        "ratios": {
+            **{f"postroom/{name}": ratio(results, name) for name in results},
+            **pg_ratios(results),
+        },
         "relay": {
             "results": relay,
             "ratios": {f"postroom/{name}": ratio(relay, name) for name in relay},

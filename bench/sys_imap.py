@@ -66,6 +66,7 @@ from common import (
     wait_port,
 )
 from imap_client import ImapClient, client_tls_context
+from pg_server import BenchPostgres, Usage
 from sys_dovecot import Dovecot, make_certificate
 from sys_postroom import Postroom
 
@@ -82,6 +83,8 @@ BIG_SELECT_SESSIONS = 20
 IDLER_PROCS = 2
 IDLE_DEADLINE = 100.0
 RSS_TARGET_MIB = 200
+SYSTEMS = ("dovecot", "postroom", "postroom-pg", "postroom-pg2")
+PG_SYSTEMS = ("postroom-pg", "postroom-pg2")
 OPS = (
     "login_select",
     "fetch_envelope",
@@ -107,13 +110,15 @@ class Server:
     pid: int
     client: ImapClient | None = None  # logged in, INBOX selected
     loaded: int = 0
+    load_port: int | None = None  # another node to fill the INBOX through (postroom-pg2)
+    pg: BenchPostgres | None = None  # the store's PostgreSQL, whose cost per op is measured
 
 
 TLS = client_tls_context()
 
 
-def connect(server: Server, user: str = USER) -> ImapClient:
-    client = ImapClient(HOST, server.port, TLS)
+def connect(server: Server, user: str = USER, port: int | None = None) -> ImapClient:
+    client = ImapClient(HOST, port or server.port, TLS)
     client.login(user, PASSWORD)
     return client
 
@@ -126,7 +131,7 @@ def load_mailbox(server: Server, messages: list[corpus.Message]) -> dict[str, An
     Dovecot's verifies it at every LOGIN (its auth_cache, off here, re-verifies the hash too).
     """
     started = time.perf_counter()
-    client = connect(server)
+    client = connect(server, port=server.load_port)
     first_login = time.perf_counter() - started
     started = time.perf_counter()
     batch = LOAD_BATCH if "MULTIAPPEND" in client.capabilities else 1
@@ -134,6 +139,9 @@ def load_mailbox(server: Server, messages: list[corpus.Message]) -> dict[str, An
         chunk = messages[first : first + batch]
         client.append("INBOX", [(m.data, m.internal_date) for m in chunk])
     seconds = time.perf_counter() - started
+    if server.load_port is not None:  # loaded through one node, read through the other
+        client.close()
+        client = connect(server)
     selected = client.command(b"SELECT INBOX")
     exists = [int(line.split()[1]) for line in selected.untagged if line.endswith(b" EXISTS\r\n")]
     if exists != [len(messages)]:
@@ -197,18 +205,37 @@ def run_op(
 
 
 def run_ops(servers: list[Server], appends: list[list[corpus.Message]]) -> dict[str, Any]:
-    """Every op REPS times per server, servers alternating; medians in ms."""
+    """Every op REPS times per server, servers alternating; medians in ms. For a server on
+    PostgreSQL also what its cluster spent per rep (CPU ms, WAL bytes: pg_cost)."""
     times: dict[str, dict[str, list[float]]] = {s.name: {op: [] for op in OPS} for s in servers}
     checks: dict[str, dict[str, Any]] = {s.name: {} for s in servers}
     for op in OPS:
         print(f"   {op} ...", flush=True)
         for rep in range(REPS):
             for server in servers:
+                before = server.pg.usage() if server.pg is not None else None
                 started = time.perf_counter()
                 info = run_op(op, server, rep, appends)
                 times[server.name][op].append((time.perf_counter() - started) * 1000.0)
-                checks[server.name].setdefault(op, info)
+                check = checks[server.name].setdefault(op, {})
+                if server.pg is not None and before is not None:
+                    _add_cost(check, before, server.pg.usage())
+                check.update({k: v for k, v in info.items() if k not in check})  # the first rep's
+    for server in servers:
+        for op in OPS:
+            check = checks[server.name][op]
+            if "pg_cpu_ms" in check:  # totals over the reps -> per rep
+                check["pg_cpu_ms"] = round(check["pg_cpu_ms"] / REPS, 1)
+                check["pg_wal_bytes"] = round(check["pg_wal_bytes"] / REPS)
     return medians(times, checks)
+
+
+def _add_cost(check: dict[str, Any], before: Usage, after: Usage) -> None:
+    """Add one rep's PostgreSQL CPU (ms) and WAL (bytes) to an operation's totals. The CPU is
+    read from /proc in clock ticks (10 ms), so only sums over reps say much for short ops."""
+    cpu_ms = (after.cpu_seconds - before.cpu_seconds) * 1000.0
+    check["pg_cpu_ms"] = check.get("pg_cpu_ms", 0.0) + cpu_ms
+    check["pg_wal_bytes"] = check.get("pg_wal_bytes", 0) + after.wal_lsn - before.wal_lsn
 
 
 def run_stock_ops(servers: list[Server], first_append: int) -> dict[str, Any]:
@@ -341,10 +368,15 @@ def postroom_config(imap_port: int, imaps_port: int, cert: Path, key: Path, conn
 
 
 @contextmanager
-def postroom_server(cert: Path, key: Path, conns: int) -> Iterator[tuple[Postroom, int, int]]:
+def postroom_server(
+    cert: Path, key: Path, conns: int, storage: str = "", add_users: bool = True
+) -> Iterator[tuple[Postroom, int, int]]:
+    """A postroom with IMAP listeners; ``storage`` is its `[storage]` table (default SQLite),
+    ``add_users`` false for a second node on a database that has them already."""
     imap_port, imaps_port = free_port(), free_port()
-    setup = [("user", "add", u, "--password", PASSWORD) for u in (USER, IDLE_USER)]
-    extra = postroom_config(imap_port, imaps_port, cert, key, conns)
+    users = (USER, IDLE_USER) if add_users else ()
+    setup = [("user", "add", u, "--password", PASSWORD) for u in users]
+    extra = postroom_config(imap_port, imaps_port, cert, key, conns) + storage
     with Postroom(Load(), extra_config=extra, setup=setup) as pr:
         assert pr.proc is not None
         wait_port(imaps_port, timeout=30, proc=pr.proc, log=pr.log)
@@ -383,7 +415,7 @@ def memory(cert: Path, key: Path, sessions: int, tls_sessions: int) -> dict[str,
 
 
 def run(names: list[str], messages: int, sessions: int, tls_sessions: int) -> dict[str, Any]:
-    """The whole IMAP scenario; ``names`` is a subset of ("dovecot", "postroom")."""
+    """The whole IMAP scenario; ``names`` is a subset of SYSTEMS."""
     out: dict[str, Any] = {"messages": messages, "reps": REPS, "results": {}, "errors": {}}
     tmp = Path(tempfile.mkdtemp(prefix="postroom-bench-imap-"))
     try:
@@ -407,6 +439,8 @@ def run(names: list[str], messages: int, sessions: int, tls_sessions: int) -> di
             starters: dict[str, Callable[[], Server]] = {
                 "dovecot": lambda: _start_dovecot(stack, cert, key),
                 "postroom": lambda: _start_postroom(stack, cert, key),
+                "postroom-pg": lambda: _start_postroom_pg(stack, cert, key, 1),
+                "postroom-pg2": lambda: _start_postroom_pg(stack, cert, key, 2),
             }
             for name in names:
                 print(f"== imap {name}: start and load {messages} messages ...", flush=True)
@@ -453,3 +487,18 @@ def _start_postroom(stack: ExitStack, cert: Path, key: Path) -> Server:
     pr, _, imaps_port = stack.enter_context(postroom_server(cert, key, 1000))
     assert pr.proc is not None
     return Server("postroom", imaps_port, pr.proc.pid)
+
+
+def _start_postroom_pg(stack: ExitStack, cert: Path, key: Path, nodes: int) -> Server:
+    """postroom on a private PostgreSQL (pg_server.py). With two nodes on the database the
+    INBOX is filled through the first and every timed operation goes to the second, which
+    must read what the first wrote."""
+    pg = stack.enter_context(BenchPostgres())
+    storage = pg.storage_config()
+    first, _, first_port = stack.enter_context(postroom_server(cert, key, 1000, storage))
+    assert first.proc is not None
+    if nodes == 1:
+        return Server("postroom-pg", first_port, first.proc.pid, pg=pg)
+    second, _, port = stack.enter_context(postroom_server(cert, key, 1000, storage, False))
+    assert second.proc is not None
+    return Server("postroom-pg2", port, second.proc.pid, load_port=first_port, pg=pg)
