@@ -214,7 +214,7 @@ def test_only_the_postgresql_backend_knows_psycopg() -> None:
             continue
         top, names = postroom_imports(path)
         bad = sorted(n for n in names if n.startswith("postroom.storage.postgresql"))
-        bad += sorted(top & {"psycopg", "psycopg_pool"})
+        bad += sorted(top & {"psycopg"})
         if bad:
             offenders[str(relative)] = bad
     assert offenders == {}
