@@ -180,9 +180,6 @@ class Postroom:
             + self.extra_config
             + checks
         )
-        # On PostgreSQL the CLI's first command does not make data_dir, where it leaves its
-        # signal file for a running server (storage/signals.py): made here for every backend.
-        (self.tmp / "data").mkdir(mode=0o700, exist_ok=True)
         for command in self.setup:
             self.cli(*command)
         with open(self.log, "wb") as out:

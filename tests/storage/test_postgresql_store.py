@@ -526,3 +526,19 @@ def test_two_nodes_appending_to_one_mailbox_never_share_a_uid_or_modseq(
     finally:
         for node in nodes:
             node.close()
+
+
+def test_a_cli_store_makes_the_data_dir_its_signals_need(dsn: str, tmp_path: Path) -> None:
+    """`postroom user add` on a new PostgreSQL installation, before any server ran: the data
+    directory for the signal stamps is made (0700), so the command does not fail after its
+    commit."""
+    data_dir = tmp_path / "new" / "data"
+    direct = PgDirect(dsn, data_dir, password=PASSWORD)
+    try:
+        with direct.transaction() as tx:
+            tx.accounts.add_user("new@example.test", "h", "s")
+        direct.signals.mark("accounts")
+    finally:
+        direct.close()
+    assert (data_dir / "accounts.changed").exists()
+    assert data_dir.stat().st_mode & 0o777 == 0o700

@@ -633,6 +633,11 @@ class PgDirect:
 
     def __init__(self, dsn: str, data_dir: Path, *, password: str | None = None) -> None:
         self.where = describe(dsn)
+        try:
+            # The signal stamps live there: a CLI command may run before any server made it.
+            private.make_data_dir(data_dir)
+        except OSError as error:
+            raise StorageFailure(f"{error.filename or data_dir}: {error.strerror}") from None
         self._conn = open_database(dsn, password)
         self._tx = PgTx(self._conn)
         # A signal is the stamp file and a NOTIFY every serving node hears (notify.py).
