@@ -145,7 +145,7 @@ class MailServer:
             policy=RetryPolicy(queue.retry, queue.warn_after, queue.give_up_after),
             reporter=reporter,
             concurrency=config.delivery.concurrency,
-            node=node_name(config.data_dir, config.storage.node),
+            node=config.storage.node,  # "" until start(): the made name once the store opened
             keep_history=queue.keep_history,
         )
         self.shutdown_flag = ShutdownFlag()
@@ -238,6 +238,8 @@ class MailServer:
 
     async def start(self) -> None:
         self.store.open()
+        # After the store opened: a server that cannot start leaves data_dir as it was.
+        self.scheduler.node = node_name(self.config.data_dir, self.config.storage.node)
         acme_pair = self.acme_files.usable_pair() if self.config.acme.enabled else None
         context = tls.server_context(*(acme_pair or certificate_files(self.config)))
         self.context = context
